@@ -1,0 +1,1 @@
+"""Software-defined assets: thin functions that load, call `models/`, and record metadata."""

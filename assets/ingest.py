@@ -1,0 +1,146 @@
+"""`raw_loan_tape` and `loan_features`: the upload read, checked, typed, split and featurised."""
+
+import hashlib
+
+import dagster as dg
+
+from models.errors import CreditTwinError
+from models.tape import find_upload, fingerprint, read_tape
+from models.tenant import validate_tenant_id
+from pipelines.partitions import tenants
+from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
+from resources.landing import clear_rejections, write_rejection
+from resources.storage import Artifact, dumps
+
+# Fixed check names produced by resources.expectations.validate_loan_tape; blocking ones stop the graph.
+BLOCKING_CHECKS = {
+    "tape_not_empty": "The loans file has at least one row.",
+    "loan_ids_unique": "Every loan id appears once.",
+    "target_column_present": "The declared default-flag column exists.",
+    "declared_columns_present": "Every column named in tenant.yaml exists.",
+}
+WARNING_CHECKS = {
+    "null_rates": "No column is mostly empty.",
+    "non_negative_amounts": "Incomes, amounts and balances are not negative.",
+    "interest_rate_in_range": "Interest rates are within the plausible range.",
+    "performance_period_gaps": "Each loan's monthly history has no missing periods.",
+}
+
+def _check_specs() -> list[dg.AssetCheckSpec]:
+    specs = [dg.AssetCheckSpec(name, asset="raw_loan_tape", description=d, blocking=True) for name, d in BLOCKING_CHECKS.items()]
+    specs += [dg.AssetCheckSpec(name, asset="raw_loan_tape", description=d) for name, d in WARNING_CHECKS.items()]
+    return specs
+
+def column_schema(schema) -> dg.TableSchema:
+    """The tape's inferred schema as a Dagster table schema for the UI."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type.value,
+                description=", ".join(c.roles + (["declared"] if c.declared else [])) or None,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in schema.columns
+        ]
+    )
+
+@dg.asset(
+    partitions_def=tenants,
+    group_name="ingest",
+    kinds={"polars", "parquet"},
+    code_version="2",
+    check_specs=_check_specs(),
+    description="The tenant's uploaded loan tape (and performance history), typed, validated and split train/holdout.",
+)
+def raw_loan_tape(context: dg.AssetExecutionContext, settings: CreditTwinSettings, expectations: ExpectationsResource):
+    """Read the upload, apply tenant.yaml, infer the schema, split by loan-id hash, run the expectation suite."""
+    tenant = validate_tenant_id(context.partition_key)
+    folder = settings.tenant_landing(tenant)
+    upload = None
+    try:
+        upload = find_upload(folder, tenant)
+        upload_sha = fingerprint(upload)
+        tape = read_tape(upload)
+    except CreditTwinError as error:
+        error.with_context(tenant=tenant)
+        if folder.is_dir():
+            write_rejection(folder, error.file or (upload.loans.name if upload else "upload"), str(error))
+        raise dg.Failure(description=str(error), metadata={"tenant": tenant, "file": error.file or "", "column": error.column or ""}) from error
+
+    outcomes = expectations.validate_tape(tape)
+    failed_blocking = [o for o in outcomes if o.blocking and not o.passed]
+    check_results = [
+        dg.AssetCheckResult(
+            check_name=o.check,
+            passed=o.passed,
+            severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
+            metadata=o.to_metadata(),
+        )
+        for o in outcomes
+    ]
+    if failed_blocking:
+        lines = [f"{o.check}: {o.description}" for o in failed_blocking]
+        for key, names in tape.missing_columns.items():
+            lines.append(f"tenant.yaml key '{key}' names missing column(s) {names}; correct the name or add the column")
+        message = f"tenant '{tenant}', file '{upload.loans.name}': the tape is unusable: " + "; ".join(lines)
+        write_rejection(folder, upload.loans.name, message)
+        # Record the failed checks (with their failing examples) before failing, so the UI shows them;
+        # no output is yielded, so the last good tape stays in place.
+        yield from check_results
+        raise dg.Failure(description=message, metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]})
+
+    clear_rejections(folder)
+    train_rows = tape.split("train").height
+    documents = {
+        "schema": tape.schema.to_dict(),
+        "tenant_config": tape.config.to_dict(),
+        "ingest": {**tape.reports, "upload_sha256": upload_sha, "files": [p.name for p in upload.files]},
+    }
+    tables = {"loans": tape.loans}
+    if tape.performance is not None:
+        tables["performance"] = tape.performance
+    default_rate = tape.default_rate
+    formula_cells = tape.reports["loans"].get("formula_cells", {})
+    yield dg.Output(
+        Artifact(tables=tables, documents=documents),
+        data_version=dg.DataVersion(upload_sha[:32]),
+        metadata={
+            "dagster/row_count": tape.loans.height,
+            "dagster/column_schema": column_schema(tape.schema),
+            "train_rows": train_rows,
+            "holdout_rows": tape.loans.height - train_rows,
+            "default_rate": dg.MetadataValue.float(default_rate) if default_rate is not None else "no target declared",
+            "performance_rows": tape.performance.height if tape.performance is not None else 0,
+            "input_sha256": upload_sha,
+            "files": dg.MetadataValue.json({p.name: p.stat().st_size for p in upload.files}),
+            "formula_cells_flagged": dg.MetadataValue.json(formula_cells),
+            "schema_sha256": hashlib.sha256(dumps(tape.schema.to_dict()).encode()).hexdigest(),
+        },
+    )
+    yield from check_results
+
+@dg.asset(
+    partitions_def=tenants,
+    group_name="ingest",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    description="Credit features derived from the tape's columns (by canonical name or alias) and its performance history.",
+)
+def loan_features(context: dg.AssetExecutionContext, raw_loan_tape: Artifact) -> dg.Output:
+    """Build DTI, LTV, utilisation, payment-delay and stability features; record what was skipped and why."""
+    from models.features import build_features
+    from models.schema import TableSchema
+
+    schema = TableSchema.from_dict(raw_loan_tape.document("schema"))
+    features, report = build_features(
+        raw_loan_tape.table("loans"), raw_loan_tape.tables.get("performance"), id_column=schema.id_column
+    )
+    return dg.Output(
+        Artifact(tables={"features": features}, documents={"feature_report": report.to_dict()}),
+        metadata={
+            "dagster/row_count": features.height,
+            "features_built": dg.MetadataValue.json(report.built),
+            "features_skipped": dg.MetadataValue.json(report.skipped),
+        },
+    )

@@ -1,0 +1,185 @@
+"""A tenant's upload as one loan tape: locate the files, read them, type and split them.
+
+`find_upload` is shared by the landing sensor and the `raw_loan_tape` asset, so
+both agree on which files make an upload and on its fingerprint (the SHA-256 of
+the files' own hashes), which keys runs so the same upload never runs twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from models.errors import InvalidDataError, TenantConfigError
+from models.schema import TableSchema, infer_schema
+from models.tenant import TENANT_FILE, TenantConfig, load_tenant_config, validate_tenant_id
+
+SPLIT_COLUMN = "_split"
+LOAN_STEMS = ("loans",)
+PERFORMANCE_STEMS = ("performance",)
+EXTENSIONS = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """The files of one tenant's upload in the landing zone."""
+
+    tenant: str
+    folder: Path
+    loans: Path
+    performance: Path | None
+    config: Path | None
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.loans, self.performance, self.config) if p is not None]
+
+
+def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | None:
+    found = [folder / f"{stem}{ext}" for ext in EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
+    if len(found) > 1:
+        raise InvalidDataError(
+            f"both {found[0].name} and {found[1].name} are present; CreditTwin cannot tell which one is current.",
+            tenant=tenant,
+            file=found[0].name,
+            fix=f"keep only one {stem} file (CSV or Parquet) in the tenant's landing folder.",
+        )
+    if not found and required:
+        raise InvalidDataError(
+            f"no {stem}.csv or {stem}.parquet in the landing folder {folder}.",
+            tenant=tenant,
+            fix=f"upload the loan tape as {stem}.csv or {stem}.parquet.",
+        )
+    if found and found[0].is_symlink():
+        raise InvalidDataError(
+            "is a symbolic link; uploads must be plain files.", tenant=tenant, file=found[0].name, fix="copy the file in instead of linking it."
+        )
+    return found[0] if found else None
+
+
+def find_upload(folder: Path, tenant: str) -> Upload:
+    """The files of `tenant`'s upload in `folder`, or `InvalidDataError` naming what is missing."""
+    validate_tenant_id(tenant)
+    if folder.is_symlink() or not folder.is_dir():
+        raise InvalidDataError(f"landing folder {folder} is missing or is a link.", tenant=tenant, fix="create the folder and upload loans.csv into it.")
+    loans = _one_of(folder, "loans", tenant=tenant, required=True)
+    performance = _one_of(folder, "performance", tenant=tenant, required=False)
+    config = folder / TENANT_FILE
+    return Upload(tenant=tenant, folder=folder, loans=loans, performance=performance, config=config if config.is_file() else None)
+
+
+def fingerprint(upload: Upload) -> str:
+    """SHA-256 over each upload file's name and SHA-256: the upload's identity."""
+    from models.ingest import file_sha256
+
+    digest = hashlib.sha256()
+    for path in upload.files:
+        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def target_indicator(column: pl.Series, positive: list[Any]) -> pl.Series:
+    """A boolean Series: True where `column` holds one of the `positive` values.
+
+    Compares numerically for numeric columns, as truth values for boolean ones,
+    and case-insensitively as text otherwise, so `positive: 1` matches 1, 1.0 and
+    true alike.
+    """
+    dtype = column.dtype
+    if dtype == pl.Boolean:
+        truthy = {str(v).strip().lower() for v in positive}
+        want = bool(truthy & {"1", "1.0", "true", "yes", "y", "t"})
+        return (column == want).fill_null(False)
+    if dtype.is_numeric():
+        numbers = []
+        for v in positive:
+            try:
+                numbers.append(float(v))
+            except (TypeError, ValueError):
+                continue
+        return column.cast(pl.Float64).is_in(numbers).fill_null(False)
+    texts = [str(v).strip().lower() for v in positive]
+    return column.cast(pl.String).str.strip_chars().str.to_lowercase().is_in(texts).fill_null(False)
+
+
+@dataclass
+class LoanTape:
+    """A typed, split loan tape with its schema and what reading it found."""
+
+    tenant: str
+    loans: pl.DataFrame  # with SPLIT_COLUMN ("train"/"holdout")
+    performance: pl.DataFrame | None
+    schema: TableSchema
+    config: TenantConfig
+    missing_columns: dict[str, list[str]]  # config key -> declared columns absent from the file
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_rate(self) -> float | None:
+        target = self.schema.target
+        if not target or target not in self.loans.columns or self.loans.height == 0:
+            return None
+        return float(target_indicator(self.loans.get_column(target), self.schema.target_positive).mean())
+
+    def split(self, name: str) -> pl.DataFrame:
+        return self.loans.filter(pl.col(SPLIT_COLUMN) == name).drop(SPLIT_COLUMN)
+
+
+def read_tape(upload: Upload) -> LoanTape:
+    """Read, type and split an upload; hard errors raise, declared-but-missing columns are reported.
+
+    Declared columns that the loans file lacks are collected in
+    `missing_columns` rather than raised here, so the expectation suite can
+    report them as a failed blocking check with the others.
+    """
+    from models.ingest import ReadOptions, read_table, split_train_holdout, validate_performance
+
+    tenant = upload.tenant
+    config = load_tenant_config(upload.config, tenant=tenant) if upload.config else TenantConfig()
+    options = ReadOptions(encoding=config.csv.encoding, delimiter=config.csv.delimiter, decimal=config.csv.decimal)
+    loans, loans_report = read_table(upload.loans, tenant=tenant, options=options, column_types=dict(config.column_types))
+    columns = loans.columns
+    missing = {key: [c for c in names if c not in columns] for key, names in config.loan_columns().items()}
+    missing = {key: names for key, names in missing.items() if names}
+    if SPLIT_COLUMN in columns:
+        raise InvalidDataError(
+            f"the column name '{SPLIT_COLUMN}' is reserved.", tenant=tenant, file=upload.loans.name, column=SPLIT_COLUMN, fix="rename that column."
+        )
+    schema = infer_schema(
+        loans,
+        column_types={k: v for k, v in config.column_types.items() if k in columns},
+        id_columns=[c for c in config.id_columns if c in columns],
+        target=config.target.column if config.target else None,
+        target_positive=config.target.positive_values if config.target else None,
+        quasi_identifiers=[c for c in config.quasi_identifiers if c in columns],
+        sensitive_columns=[c for c in config.sensitive_columns if c in columns],
+    )
+    reports: dict[str, Any] = {"loans": loans_report.to_dict()}
+    if schema.id_column is not None:
+        split = split_train_holdout(loans, schema.id_column, holdout_share=config.holdout_share)
+    else:
+        # Without a loan id the row number is the only stable key; documented in the README.
+        row_ids = pl.int_range(0, loans.height, eager=True).cast(pl.String).rename("_row")
+        split = split_train_holdout(pl.DataFrame({"_row": row_ids}), "_row", holdout_share=config.holdout_share)
+    loans = loans.with_columns(split.alias(SPLIT_COLUMN))
+    performance = None
+    if upload.performance is not None:
+        if schema.id_column is None:
+            raise TenantConfigError(
+                "a performance file was uploaded but the loans file has no loan id column to join it on.",
+                tenant=tenant,
+                file=upload.loans.name,
+                fix="declare the loan id under 'id_columns' in tenant.yaml (first entry is the loan id).",
+            )
+        raw_perf, perf_report = read_table(upload.performance, tenant=tenant, options=options)
+        reports["performance"] = perf_report.to_dict()
+        mapping = {k: v for k, v in config.performance.model_dump().items() if v}
+        performance = validate_performance(
+            raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column, mapping=mapping
+        )
+    return LoanTape(tenant=tenant, loans=loans, performance=performance, schema=schema, config=config, missing_columns=missing, reports=reports)
+

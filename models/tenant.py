@@ -1,0 +1,241 @@
+"""Tenant ids and the tenant contract (`tenant.yaml`).
+
+A tenant id comes from a folder name in the landing zone, so it is untrusted:
+`validate_tenant_id` is called before an id becomes a partition key, a path or a
+query value. `load_tenant_config` parses `tenant.yaml` strictly: unknown keys,
+wrong types and columns that do not exist are errors naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models.errors import InvalidTenantError, TenantConfigError
+
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+TENANT_FILE = "tenant.yaml"
+
+
+def validate_tenant_id(value: object) -> str:
+    """Return `value` when it is a valid tenant id, else raise `InvalidTenantError` saying why.
+
+    Valid ids match ``^[a-z0-9][a-z0-9_-]{0,62}$``: ASCII lower-case letters,
+    digits, '-' and '_', starting with a letter or digit, at most 63 characters.
+    """
+    if not isinstance(value, str):
+        raise InvalidTenantError(
+            f"tenant id must be a string, got {type(value).__name__}.",
+            fix="name the landing folder with lower-case letters, digits, '-' or '_'.",
+        )
+    shown = ascii(value[:40]) + ("..." if len(value) > 40 else "")
+    if _TENANT_ID.fullmatch(value):
+        return value
+    if not value:
+        why = "it is empty"
+    elif len(value) > 63:
+        why = f"it is {len(value)} characters long (at most 63)"
+    elif not value.isascii():
+        bad = next(ch for ch in value if not ch.isascii())
+        name = unicodedata.name(bad, "unnamed character")
+        why = f"it contains the non-ASCII character U+{ord(bad):04X} ({name}); look-alike letters are refused"
+    elif "/" in value or "\\" in value or ".." in value or value.startswith("."):
+        why = "it contains a path separator or '..'"
+    elif any(ch.isspace() for ch in value):
+        why = "it contains white space"
+    elif any(ch.isupper() for ch in value):
+        why = "it contains upper-case letters"
+    elif not value[0].isalnum():
+        why = "it must start with a lower-case letter or a digit"
+    else:
+        bad = next(ch for ch in value if not (ch.isalnum() or ch in "-_"))
+        why = f"it contains the character {bad!r}"
+    raise InvalidTenantError(
+        f"invalid tenant id {shown}: {why}.",
+        fix=f"rename the landing folder to match {TENANT_ID_PATTERN}, e.g. 'acme-bank'.",
+    )
+
+
+_COLUMN_TYPES = Literal["numeric", "integer", "categorical", "boolean", "datetime", "identifier", "text"]
+_Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class TargetSpec(_Strict):
+    """The default flag: its column and the raw values that mean 'defaulted'."""
+
+    column: str = Field(min_length=1)
+    positive: _Scalar | list[_Scalar] = 1
+
+    @property
+    def positive_values(self) -> list[Any]:
+        return list(self.positive) if isinstance(self.positive, list) else [self.positive]
+
+
+class PrivacySpec(_Strict):
+    """Privacy settings: k-anonymity's k, l-diversity's l and the DP budget."""
+
+    k: int = Field(default=5, ge=2, le=1000)
+    l: int = Field(default=2, ge=1, le=100)  # noqa: E741 - the conventional name
+    epsilon_budget: float | None = None
+    delta: float | None = None
+    epsilon: float | None = None
+
+    @field_validator("epsilon_budget", "epsilon")
+    @classmethod
+    def _positive_finite(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise ValueError("must be a finite number greater than 0")
+        return value
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_range(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or not 0 < value < 1):
+            raise ValueError("must be a number strictly between 0 and 1")
+        return value
+
+
+class CsvSpec(_Strict):
+    """How to read a CSV upload when sniffing is not enough."""
+
+    encoding: str | None = None
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    decimal: Literal[".", ","] | None = None
+
+
+class PerformanceSpec(_Strict):
+    """Column names of the performance history, when they differ from the canonical ones."""
+
+    loan_id: str | None = None
+    period: str | None = None
+    status: str | None = None
+    days_past_due: str | None = None
+    balance: str | None = None
+    payment: str | None = None
+
+
+class InequalityConstraint(_Strict):
+    type: Literal["inequality"]
+    low: str
+    high: str
+
+
+class FixedCombinationsConstraint(_Strict):
+    type: Literal["fixed_combinations"]
+    columns: list[str] = Field(min_length=2)
+
+
+class TenantConfig(_Strict):
+    """The parsed `tenant.yaml`; every key is optional."""
+
+    target: TargetSpec | None = None
+    id_columns: list[str] = Field(default_factory=list)
+    quasi_identifiers: list[str] = Field(default_factory=list)
+    sensitive_columns: list[str] = Field(default_factory=list)
+    column_types: dict[str, _COLUMN_TYPES] = Field(default_factory=dict)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    synthetic_rows: int | None = Field(default=None, ge=1, le=50_000_000)
+    holdout_share: float = Field(default=0.2, gt=0.0, lt=1.0)
+    csv: CsvSpec = Field(default_factory=CsvSpec)
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
+    constraints: list[InequalityConstraint | FixedCombinationsConstraint] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_duplicate_names(self) -> "TenantConfig":
+        for key in ("id_columns", "quasi_identifiers", "sensitive_columns"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"{key} lists a column more than once")
+        return self
+
+    def loan_columns(self) -> dict[str, list[str]]:
+        """Every loans-table column the config names, keyed by the config key naming it."""
+        named: dict[str, list[str]] = {
+            "id_columns": list(self.id_columns),
+            "quasi_identifiers": list(self.quasi_identifiers),
+            "sensitive_columns": list(self.sensitive_columns),
+            "column_types": list(self.column_types),
+        }
+        if self.target:
+            named["target.column"] = [self.target.column]
+        for i, c in enumerate(self.constraints):
+            cols = [c.low, c.high] if isinstance(c, InequalityConstraint) else list(c.columns)
+            named[f"constraints[{i}]"] = cols
+        return named
+
+    def check_columns(self, columns: list[str], *, tenant: str, file: str) -> None:
+        """Raise `TenantConfigError` naming the key when the config names a column not in `columns`."""
+        present = set(columns)
+        for key, names in self.loan_columns().items():
+            missing = [n for n in names if n not in present]
+            if missing:
+                raise TenantConfigError(
+                    f"key '{key}' names column(s) {missing} that the loans file does not have "
+                    f"(it has {len(columns)} columns: {sorted(columns)[:20]}{'...' if len(columns) > 20 else ''}).",
+                    tenant=tenant,
+                    file=file,
+                    column=missing[0],
+                    fix=f"correct the column name under '{key}' in {TENANT_FILE}, or add the column to the loans file.",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_tenant_config(data: Any, *, tenant: str | None = None, file: str = TENANT_FILE) -> TenantConfig:
+    """Validate an already-parsed YAML document; errors name the key and the file."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TenantConfigError(
+            f"the document must be a mapping of keys, got {type(data).__name__}.",
+            tenant=tenant,
+            file=file,
+            fix="write tenant.yaml as 'key: value' lines (see the README's tenant contract).",
+        )
+    try:
+        return TenantConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"key '{key}': {err['msg']}")
+        allowed = ", ".join(TenantConfig.model_fields)
+        raise TenantConfigError(
+            "; ".join(problems) + ".",
+            tenant=tenant,
+            file=file,
+            fix=f"use only the documented keys ({allowed}) with the documented types.",
+        ) from None
+
+
+def load_tenant_config(path: Path, *, tenant: str | None = None) -> TenantConfig:
+    """Read and validate `tenant.yaml` at `path`; a missing file gives the defaults."""
+    import yaml
+
+    if not path.exists():
+        return TenantConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TenantConfigError(
+            f"is not valid UTF-8 YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
+            tenant=tenant,
+            file=path.name,
+            fix="save tenant.yaml as UTF-8 and check its indentation.",
+        ) from None
+    return parse_tenant_config(data, tenant=tenant, file=path.name)

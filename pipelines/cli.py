@@ -1,0 +1,185 @@
+"""The `credittwin` command: demo, materialize, tenants, init-home.
+
+Runs headless against the Dagster instance in DAGSTER_HOME (default
+``$CREDITTWIN_DATA_DIR/dagster_home``, created with the embedded SQLite
+configuration on first use), so everything it does shows in `dagster dev` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED_INSTANCE = REPO_ROOT / "dagster.yaml"
+POSTGRES_INSTANCE = Path(__file__).resolve().parent / "deploy" / "dagster.postgres.yaml"
+
+
+def ensure_dagster_home(settings, *, postgres: bool = False) -> Path:
+    """Point DAGSTER_HOME at an instance folder with a dagster.yaml, creating both if needed."""
+    home = settings.dagster_home
+    os.environ["DAGSTER_HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if postgres or not target.exists():
+        shutil.copyfile(POSTGRES_INSTANCE if postgres else EMBEDDED_INSTANCE, target)
+    return home
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def materialize_tenant(tenant: str, settings, *, out=sys.stdout) -> bool:
+    """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
+    import dagster as dg
+
+    from models.tape import find_upload, fingerprint
+    from models.tenant import validate_tenant_id
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import TENANT_TAG, UPLOAD_TAG
+    from pipelines.partitions import tenants
+    from resources.storage import safe_join
+
+    tenant = validate_tenant_id(tenant)
+    upload = find_upload(safe_join(settings.landing_dir, tenant), tenant)
+    instance = _instance()
+    if not instance.has_dynamic_partition(tenants.name, tenant):
+        instance.add_dynamic_partitions(tenants.name, [tenant])
+    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+    started = time.perf_counter()
+    result = job.execute_in_process(
+        partition_key=tenant,
+        instance=instance,
+        tags={TENANT_TAG: tenant, UPLOAD_TAG: fingerprint(upload)},
+        raise_on_error=False,
+    )
+    elapsed = time.perf_counter() - started
+    print(f"run {result.run_id} for tenant '{tenant}': {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s", file=out)
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta = mat.metadata
+        rows = meta.get("dagster/row_count")
+        path = meta.get("path")
+        print(
+            f"  materialized {mat.asset_key.to_user_string():<22} rows={rows.value if rows else '-':<8} "
+            f"{path.value if path else ''}",
+            file=out,
+        )
+    for event in result.get_asset_check_evaluations():
+        status = "passed" if event.passed else ("FAILED" if event.severity == dg.AssetCheckSeverity.ERROR else "warning")
+        print(f"  check {event.asset_key.to_user_string()}.{event.check_name:<26} {status}", file=out)
+    if not result.success:
+        for event in result.get_step_failure_events():
+            error = event.event_specific_data.error
+            print(f"  step {event.step_key} failed: {error.message.strip() if error else ''}", file=out)
+    return result.success
+
+
+def cmd_demo(args, settings) -> int:
+    from models.demo import generate_portfolio, write_landing
+    from models.tenant import validate_tenant_id
+    from resources.storage import safe_join
+
+    tenant = validate_tenant_id(args.tenant)
+    started = time.perf_counter()
+    portfolio = generate_portfolio(args.loans, months=args.months, seed=args.seed, target_default_rate=args.default_rate)
+    folder = safe_join(settings.landing_dir, tenant)
+    written = write_landing(portfolio, folder, fmt=args.format)
+    print(
+        f"demo tenant '{tenant}': {portfolio.loans.height} loans, {portfolio.performance.height} monthly rows "
+        f"written to {folder} in {time.perf_counter() - started:.1f}s ({', '.join(p.name for p in written)})"
+    )
+    ok = materialize_tenant(tenant, settings)
+    print()
+    print(f"Data root:    {settings.data_dir}")
+    print(f"Dagster home: {os.environ['DAGSTER_HOME']}")
+    print("Open it in the Dagster UI:")
+    print(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} CREDITTWIN_DATA_DIR={settings.data_dir} \\")
+    print(f"    {Path(sys.executable).parent / 'dagster'} dev -w {REPO_ROOT / 'workspace.yaml'}")
+    return 0 if ok else 1
+
+
+def cmd_materialize(args, settings) -> int:
+    return 0 if materialize_tenant(args.tenant, settings) else 1
+
+
+def cmd_tenants(args, settings) -> int:
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.partitions import tenants
+
+    instance = _instance()
+    names = sorted(instance.get_dynamic_partitions(tenants.name))
+    if not names:
+        print("no tenants registered; drop a loan tape into the landing zone or run `credittwin demo`.")
+        return 0
+    keys = [k for k in build_definitions(settings).resolve_asset_graph().get_all_asset_keys()]
+    print(f"{'tenant':<28} {'assets':>6}  last materialization")
+    for tenant in names:
+        latest, count = None, 0
+        for key in keys:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[tenant]), limit=1
+            ).records
+            if records:
+                count += 1
+                latest = max(latest or 0.0, records[0].timestamp)
+        when = datetime.fromtimestamp(latest).astimezone().isoformat(timespec="seconds") if latest else "never"
+        print(f"{tenant:<28} {count:>3}/{len(keys):<3} {when}")
+    return 0
+
+
+def cmd_init_home(args, settings) -> int:
+    home = ensure_dagster_home(settings, postgres=args.postgres)
+    print(f"DAGSTER_HOME={home} ({'PostgreSQL' if args.postgres else 'embedded SQLite'} storage)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="credittwin", description="Privacy-safe synthetic credit data, per tenant.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="write a demo tenant into the landing zone and materialize it end to end")
+    demo.add_argument("--tenant", default="demo", help="tenant id for the demo (default: demo)")
+    demo.add_argument("--loans", type=int, default=5000, help="number of loans (default: 5000)")
+    demo.add_argument("--months", type=int, default=24, help="months of performance history (default: 24)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    demo.add_argument("--default-rate", type=float, default=0.08, help="target portfolio default rate (default: 0.08)")
+    demo.add_argument("--format", choices=("parquet", "csv"), default="csv", help="file format written to the landing zone")
+    demo.set_defaults(func=cmd_demo)
+    mat = sub.add_parser("materialize", help="materialize every asset of one tenant headless")
+    mat.add_argument("tenant")
+    mat.set_defaults(func=cmd_materialize)
+    ten = sub.add_parser("tenants", help="list registered tenants with their last materialization")
+    ten.set_defaults(func=cmd_tenants)
+    home = sub.add_parser("init-home", help="create DAGSTER_HOME with the embedded (or PostgreSQL) instance config")
+    home.add_argument("--postgres", action="store_true", help="use PostgreSQL storage from DAGSTER_PG_URL")
+    home.set_defaults(func=cmd_init_home)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.errors import CreditTwinError
+    from resources.settings import Settings
+
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.func is not cmd_init_home:
+        ensure_dagster_home(settings)
+    try:
+        return args.func(args, settings)
+    except CreditTwinError as error:
+        print(f"credittwin: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

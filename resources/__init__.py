@@ -1,0 +1,1 @@
+"""Dagster resources and IO managers: settings, storage, expectations."""

@@ -1,0 +1,54 @@
+"""ConfigurableResources built from `Settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from models.tenant import validate_tenant_id
+from resources.storage import safe_join
+
+
+class CreditTwinSettings(dg.ConfigurableResource):
+    """Deployment settings every asset needs: where data lives, and the environment."""
+
+    data_dir: str = Field(description="Data root: landing zone, asset outputs and local stores live under it.")
+    environment: str = Field(default="development", description="'development' or 'production'.")
+    sensor_settle_seconds: float = Field(
+        default=10.0, description="An upload must be unchanged this long before the landing sensor picks it up."
+    )
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    def tenant_landing(self, tenant: str) -> Path:
+        """The landing folder of a validated tenant id."""
+        return safe_join(self.landing_dir, validate_tenant_id(tenant))
+
+
+class ExpectationsResource(dg.ConfigurableResource):
+    """Great Expectations suites for uploaded tapes, with the warning thresholds."""
+
+    null_rate_warn: float = Field(default=0.2, description="Warn when a column's null share exceeds this.")
+    interest_rate_min: float = Field(default=0.0, description="Lowest plausible interest rate (percent).")
+    interest_rate_max: float = Field(default=100.0, description="Highest plausible interest rate (percent).")
+
+    def validate_tape(self, tape) -> list:
+        from resources.expectations import validate_loan_tape
+
+        declared = sorted({c for names in tape.config.loan_columns().values() for c in names})
+        return validate_loan_tape(
+            tape.loans.drop("_split"),
+            schema=tape.schema,
+            declared_columns=declared,
+            performance=tape.performance,
+            null_rate_warn=self.null_rate_warn,
+            interest_rate_range=(self.interest_rate_min, self.interest_rate_max),
+        )

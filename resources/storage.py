@@ -1,0 +1,261 @@
+"""Safe file storage under the data root, and the IO manager that uses it.
+
+Every asset output is written into a fresh version directory
+``<data>/assets/<asset>/<tenant>/<version>/`` with a ``manifest.json`` listing
+each file's SHA-256; only when every file is on disk does the ``CURRENT`` pointer
+move to it (an atomic rename). A step that fails, or a write that breaks half way,
+therefore never replaces the last good output. Paths are built with `safe_join`,
+which refuses anything that resolves outside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from models.errors import UnsafePathError
+from models.tenant import validate_tenant_id
+
+MANIFEST = "manifest.json"
+POINTER = "CURRENT"
+KEEP_VERSIONS = 3
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """Join `parts` under `root`, refusing a result outside `root` (after resolving links)."""
+    base = Path(root).resolve()
+    for part in parts:
+        if not part or "\x00" in part or Path(part).is_absolute():
+            raise UnsafePathError(f"path part {part!r} is empty, absolute or contains NUL.", fix="use a plain relative name.")
+    target = base.joinpath(*parts).resolve()
+    if target != base and not target.is_relative_to(base):
+        raise UnsafePathError(
+            f"path {'/'.join(parts)!r} resolves outside the data root {str(base)!r}.",
+            fix="use names without '..', absolute paths or links that leave the data root.",
+        )
+    return target
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_default(value: Any) -> Any:
+    """JSON encoding for the values our documents hold (NumPy scalars, dates, paths)."""
+    import numpy as np
+
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a JSON document")
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, default=json_default, allow_nan=False)
+
+
+@dataclass
+class Artifact:
+    """A bundle an asset returns: tables (Parquet), JSON documents, arrays and files.
+
+    `files` maps a relative path (``model/model.json``, ``plots/heatmap.png``) to
+    bytes, so models saved in safe formats (JSON, ``.npz`` without pickle, torch
+    state dicts, LightGBM text) travel as they are. After loading, `path` is the
+    stored version directory, so a model can be loaded from ``artifact.path / ...``.
+    """
+
+    tables: dict[str, Any] = field(default_factory=dict)
+    documents: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+    path: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, name: str):
+        return self.tables[name]
+
+    def document(self, name: str, default: Any = None) -> Any:
+        return self.documents.get(name, default)
+
+
+class VersionedStore:
+    """Version directories with an atomic CURRENT pointer, for one (asset, tenant)."""
+
+    def __init__(self, root: Path, asset_path: list[str], tenant: str) -> None:
+        validate_tenant_id(tenant)
+        self.tenant = tenant
+        self.dir = safe_join(root, "assets", *asset_path, tenant)
+
+    def current(self) -> Path | None:
+        pointer = self.dir / POINTER
+        if not pointer.exists():
+            return None
+        name = pointer.read_text(encoding="utf-8").strip()
+        version = safe_join(self.dir, name)
+        return version if (version / MANIFEST).exists() else None
+
+    def write(self, artifact: Artifact, *, run_id: str, kind: str, extra: dict | None = None) -> tuple[Path, dict]:
+        """Write `artifact` into a new version and move CURRENT to it; return (path, manifest)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"v{time.time_ns()}-{(run_id or 'local')[:8]}"
+        staging = Path(tempfile.mkdtemp(dir=self.dir, prefix=f".{name}."))
+        try:
+            files: dict[str, dict[str, Any]] = {}
+            for table_name, frame in artifact.tables.items():
+                rel = f"{table_name}.parquet"
+                target = safe_join(staging, rel)
+                frame.write_parquet(target, compression="zstd", statistics=True)
+                files[rel] = {"rows": frame.height, "columns": frame.width}
+            for doc_name, document in artifact.documents.items():
+                rel = f"{doc_name}.json"
+                safe_join(staging, rel).write_text(dumps(document), encoding="utf-8")
+                files[rel] = {}
+            for rel, payload in artifact.files.items():
+                target = safe_join(staging, rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(payload)
+                files[rel] = {}
+            for rel, info in files.items():
+                path = staging / rel
+                info["sha256"] = sha256_file(path)
+                info["bytes"] = path.stat().st_size
+            content = hashlib.sha256(
+                "".join(f"{rel}\0{files[rel]['sha256']}\n" for rel in sorted(files)).encode()
+            ).hexdigest()
+            manifest = {
+                "kind": kind,
+                "tenant": self.tenant,
+                "version": name,
+                "run_id": run_id,
+                "written_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "tables": sorted(artifact.tables),
+                "documents": sorted(artifact.documents),
+                "files": files,
+                "content_sha256": content,
+                **(extra or {}),
+            }
+            (staging / MANIFEST).write_text(dumps(manifest), encoding="utf-8")
+            final = self.dir / name
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        atomic_write_text(self.dir / POINTER, name + "\n")
+        self._prune(keep=name)
+        return final, manifest
+
+    def read(self) -> Artifact:
+        import polars as pl
+
+        version = self.current()
+        if version is None:
+            raise FileNotFoundError(
+                f"no stored output for tenant '{self.tenant}' under {self.dir}; materialize the upstream asset first."
+            )
+        manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
+        artifact = Artifact(path=version, manifest=manifest)
+        for name in manifest.get("tables", []):
+            artifact.tables[name] = pl.read_parquet(safe_join(version, f"{name}.parquet"))
+        for name in manifest.get("documents", []):
+            artifact.documents[name] = json.loads(safe_join(version, f"{name}.json").read_text(encoding="utf-8"))
+        return artifact
+
+    def _prune(self, keep: str) -> None:
+        versions = sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("v"))
+        for stale in versions[:-KEEP_VERSIONS]:
+            if stale.name != keep:
+                shutil.rmtree(stale, ignore_errors=True)
+        for leftover in self.dir.glob(".v*"):
+            # staging folders of writes that died; older than a day means nobody is writing them
+            if leftover.is_dir() and time.time() - leftover.stat().st_mtime > 86_400:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+class TenantStorageIOManager(dg.ConfigurableIOManager):
+    """Stores each tenant partition's output under the data root, atomically and versioned.
+
+    A `polars.DataFrame` output is stored as one Parquet table and loaded back as
+    a DataFrame; an `Artifact` is stored as its tables, documents and files and
+    loaded back as an `Artifact` whose `path` is the stored version.
+    """
+
+    data_dir: str = Field(description="Data root; outputs go under <data_dir>/assets/<asset>/<tenant>/.")
+
+    def _store(self, context: dg.OutputContext | dg.InputContext) -> VersionedStore:
+        tenant = context.asset_partition_key
+        return VersionedStore(Path(self.data_dir), list(context.asset_key.path), tenant)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        import polars as pl
+
+        if obj is None:
+            return
+        if isinstance(obj, pl.DataFrame):
+            artifact, kind = Artifact(tables={"data": obj}), "dataframe"
+        elif isinstance(obj, Artifact):
+            artifact, kind = obj, "artifact"
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; expected a polars DataFrame or an Artifact.")
+        path, manifest = self._store(context).write(artifact, run_id=context.run_id, kind=kind)
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "content_sha256": manifest["content_sha256"],
+                "stored_bytes": sum(f["bytes"] for f in manifest["files"].values()),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        artifact = self._store(context).read()
+        if artifact.manifest.get("kind") == "dataframe":
+            return artifact.tables["data"]
+        return artifact
+
+
+def read_current(data_dir: Path, asset: str, tenant: str) -> Artifact | None:
+    """The latest stored output of `asset` for `tenant`, or None (for the CLI and sensors)."""
+    store = VersionedStore(data_dir, [asset], tenant)
+    return store.read() if store.current() is not None else None
+

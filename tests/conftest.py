@@ -1,0 +1,81 @@
+"""Shared fixtures: isolated data roots, small tapes, and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from resources.settings import Settings
+
+PG_URL = os.environ.get("CREDITTWIN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    data = tmp_path / "data"
+    (data / "landing").mkdir(parents=True)
+    return Settings(data_dir=data, sensor_settle_seconds=0)
+
+
+def write_small_tape(folder: Path, *, rows: int = 120, performance: bool = True, config: str | None = None) -> Path:
+    """A small, valid CSV upload (loans, performance, tenant.yaml) written into `folder`."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    regions = ["north", "south", "east", "west"]
+    lines = ["loan_id,age,region,annual_income,loan_amount,interest_rate,term_months,default_flag"]
+    for i in range(rows):
+        lines.append(
+            f"L{i:05d},{rng.integers(21, 70)},{regions[i % 4]},{rng.uniform(20e3, 150e3):.2f},"
+            f"{rng.uniform(1e3, 40e3):.2f},{rng.uniform(3, 25):.2f},36,{int(rng.random() < 0.15)}"
+        )
+    (folder / "loans.csv").write_text("\n".join(lines) + "\n")
+    if performance:
+        perf = ["loan_id,period,status,days_past_due,balance,payment"]
+        for i in range(rows):
+            for period in range(1, 4):
+                perf.append(f"L{i:05d},{period},current,0,{1000 - period * 10:.2f},10.00")
+        (folder / "performance.csv").write_text("\n".join(perf) + "\n")
+    (folder / "tenant.yaml").write_text(
+        config
+        if config is not None
+        else "target: {column: default_flag, positive: 1}\nid_columns: [loan_id]\nquasi_identifiers: [age, region]\n"
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The PostgreSQL server; a connection failure fails the test (it is never skipped)."""
+    import psycopg2
+
+    connection = psycopg2.connect(PG_URL, connect_timeout=5)
+    connection.close()
+    return PG_URL
+
+
+@pytest.fixture
+def pg_database(pg_server_url: str):
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    name = f"credittwin_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
