@@ -149,6 +149,7 @@ class TenantConfig(_Strict):
     csv: CsvSpec = Field(default_factory=CsvSpec)
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     constraints: list[InequalityConstraint | FixedCombinationsConstraint] = Field(default_factory=list)
+    engine: Literal["credittwin", "copulas"] = "credittwin"
 
     @model_validator(mode="after")
     def _no_duplicate_names(self) -> "TenantConfig":

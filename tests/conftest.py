@@ -60,7 +60,11 @@ def pg_server_url() -> str:
 
 @pytest.fixture
 def pg_database(pg_server_url: str):
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    The URL names the psycopg2 driver explicitly: SQLAlchemy 2.1 defaults to
+    psycopg 3, whose server-side parameters dagster-postgres' SQL does not accept.
+    """
     import psycopg2
     from sqlalchemy.engine import make_url
 
@@ -70,7 +74,7 @@ def pg_database(pg_server_url: str):
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+        yield make_url(pg_server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cursor:
             cursor.execute(

@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "credittwin")
+
+
+def _cli(tmp_path, *args):
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "CREDITTWIN_DATA_DIR": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+    }
+    return subprocess.run([CLI, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_demo_then_tenants_end_to_end_on_the_embedded_default(tmp_path):
+    # run: the README's first command, small
+    demo = _cli(tmp_path, "demo", "--tenant", "demo-bank", "--loans", "400", "--months", "12")
+    # assert
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "succeeded" in demo.stdout
+    assert "materialized raw_loan_tape" in demo.stdout
+    assert "dagster dev -w" in demo.stdout
+    home = tmp_path / "data" / "dagster_home"
+    assert (home / "dagster.yaml").exists() and (tmp_path / "data" / "landing" / "demo-bank" / "loans.csv").exists()
+    tenants = _cli(tmp_path, "tenants")
+    assert tenants.returncode == 0, tenants.stderr
+    line = next(row for row in tenants.stdout.splitlines() if row.startswith("demo-bank"))
+    assert "never" not in line
+
+
+def test_materialize_refuses_an_invalid_tenant_id(tmp_path):
+    result = _cli(tmp_path, "materialize", "../etc")
+    assert result.returncode == 2
+    assert "invalid tenant id '../etc'" in result.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_materialize_names_a_missing_upload(tmp_path):
+    result = _cli(tmp_path, "materialize", "nobody")
+    assert result.returncode == 2
+    assert "tenant 'nobody'" in result.stderr and "loans.csv" in result.stderr

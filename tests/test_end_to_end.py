@@ -1,0 +1,111 @@
+"""The tenant graph materialized through Dagster on SQLite and on the PostgreSQL server."""
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import build_definitions
+from resources.storage import VersionedStore
+from tests.conftest import write_small_tape
+
+
+def _run(settings, instance, tenant="acme"):
+    if not instance.has_dynamic_partition("tenants", tenant):
+        instance.add_dynamic_partitions("tenants", [tenant])
+    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+    return job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
+
+
+def _assert_materialized(result, instance):
+    assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
+    keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"raw_loan_tape", "loan_features"} <= keys
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["loan_ids_unique"] and checks["tape_not_empty"] and checks["target_column_present"]
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_loan_tape"), asset_partitions=["acme"]), limit=1
+    ).records[0]
+    metadata = record.asset_materialization.metadata
+    assert metadata["dagster/row_count"].value == 120
+    assert metadata["train_rows"].value + metadata["holdout_rows"].value == 120
+    assert 0.0 <= metadata["default_rate"].value <= 1.0
+    assert len(metadata["input_sha256"].value) == 64
+    assert {c.name for c in metadata["dagster/column_schema"].schema.columns} >= {"loan_id", "default_flag"}
+
+
+def test_tenant_materializes_on_sqlite(settings, tmp_path):
+    write_small_tape(settings.landing_dir / "acme")
+    with dg.instance_for_test() as instance:
+        result = _run(settings, instance)
+        _assert_materialized(result, instance)
+
+
+def test_tenant_materializes_on_postgres(settings, pg_database):
+    write_small_tape(settings.landing_dir / "acme")
+    overrides = {"storage": {"postgres": {"postgres_url": pg_database}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = _run(settings, instance)
+        _assert_materialized(result, instance)
+
+
+def _bad_upload_fails(settings, instance, mutate, expected):
+    """Materialize a good upload, break it with `mutate`, and check the failure and the kept output."""
+    folder = write_small_tape(settings.landing_dir / "acme")
+    assert _run(settings, instance).success
+    store = VersionedStore(settings.data_dir, ["raw_loan_tape"], "acme")
+    good_version = store.current()
+    mutate(folder)
+    result = _run(settings, instance)
+    assert not result.success
+    message = " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
+    for fragment in expected:
+        assert fragment in message, message
+    assert store.current() == good_version  # the last good tape stays in place
+    return result, folder
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda f: (f / "loans.csv").write_text(""), ["tenant 'acme'", "loans.csv", "empty"]),
+        (lambda f: (f / "loans.csv").write_text("loan_id,age,default_flag\n"), ["tenant 'acme'", "loans.csv", "no rows"]),
+        (
+            lambda f: (f / "performance.csv").write_text("loan_id,period,status,days_past_due,balance,payment\nZZZ,1,current,0,1,1\n"),
+            ["tenant 'acme'", "performance.csv", "loan_id"],
+        ),
+        (
+            lambda f: (f / "tenant.yaml").write_text("target: {column: default_flag}\nquasi_identifier: [age]\n"),
+            ["tenant 'acme'", "tenant.yaml", "unknown key 'quasi_identifier'"],
+        ),
+    ],
+    ids=["empty-file", "header-only", "performance-ids-not-in-loans", "tenant-yaml-unknown-key"],
+)
+def test_unusable_upload_fails_clearly_and_keeps_last_good_output(settings, tmp_path, mutate, expected):
+    with dg.instance_for_test() as instance:
+        _, folder = _bad_upload_fails(settings, instance, mutate, expected)
+        notes = list(folder.glob("*.rejected.txt"))
+        assert notes and "tenant 'acme'" in notes[0].read_text()
+
+
+def test_duplicate_loan_ids_fail_the_blocking_check(settings, tmp_path):
+    def duplicate(folder):
+        lines = (folder / "loans.csv").read_text().splitlines()
+        (folder / "loans.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+
+    with dg.instance_for_test() as instance:
+        result, folder = _bad_upload_fails(settings, instance, duplicate, ["tenant 'acme'", "loans.csv", "loan_ids_unique"])
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert checks["loan_ids_unique"].passed is False
+        assert "L00000" in str(checks["loan_ids_unique"].metadata)  # the failing example is shown
+
+
+def test_missing_declared_target_fails_the_blocking_check(settings, tmp_path):
+    def drop_target(folder):
+        (folder / "tenant.yaml").write_text("target: {column: defaulted, positive: 1}\nid_columns: [loan_id]\n")
+
+    with dg.instance_for_test() as instance:
+        result, _ = _bad_upload_fails(
+            settings, instance, drop_target, ["tenant 'acme'", "loans.csv", "target.column", "defaulted"]
+        )
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks["target_column_present"] is False
