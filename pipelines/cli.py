@@ -37,7 +37,7 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def materialize_tenant(tenant: str, settings, *, out=sys.stdout) -> bool:
+def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.stdout) -> bool:
     """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
     import dagster as dg
 
@@ -59,6 +59,7 @@ def materialize_tenant(tenant: str, settings, *, out=sys.stdout) -> bool:
         partition_key=tenant,
         instance=instance,
         tags={TENANT_TAG: tenant, UPLOAD_TAG: fingerprint(upload)},
+        run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}},
         raise_on_error=False,
     )
     elapsed = time.perf_counter() - started
@@ -97,7 +98,7 @@ def cmd_demo(args, settings) -> int:
         f"demo tenant '{tenant}': {portfolio.loans.height} loans, {portfolio.performance.height} monthly rows "
         f"written to {folder} in {time.perf_counter() - started:.1f}s ({', '.join(p.name for p in written)})"
     )
-    ok = materialize_tenant(tenant, settings)
+    ok = materialize_tenant(tenant, settings, verbose=args.verbose)
     print()
     print(f"Data root:    {settings.data_dir}")
     print(f"Dagster home: {os.environ['DAGSTER_HOME']}")
@@ -108,7 +109,7 @@ def cmd_demo(args, settings) -> int:
 
 
 def cmd_materialize(args, settings) -> int:
-    return 0 if materialize_tenant(args.tenant, settings) else 1
+    return 0 if materialize_tenant(args.tenant, settings, verbose=args.verbose) else 1
 
 
 def cmd_tenants(args, settings) -> int:
@@ -154,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     demo.add_argument("--default-rate", type=float, default=0.08, help="target portfolio default rate (default: 0.08)")
     demo.add_argument("--format", choices=("parquet", "csv"), default="csv", help="file format written to the landing zone")
+    demo.add_argument("--verbose", action="store_true", help="print Dagster's event log while running")
     demo.set_defaults(func=cmd_demo)
     mat = sub.add_parser("materialize", help="materialize every asset of one tenant headless")
     mat.add_argument("tenant")
+    mat.add_argument("--verbose", action="store_true", help="print Dagster's event log while running")
     mat.set_defaults(func=cmd_materialize)
     ten = sub.add_parser("tenants", help="list registered tenants with their last materialization")
     ten.set_defaults(func=cmd_tenants)
