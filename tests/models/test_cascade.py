@@ -1,0 +1,242 @@
+"""The LSTM cascade: determinism, sampling rules, persistence, the DP hook and beating the Markov baseline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.cascade import CascadeConfig, DPTrainingHook, LoanCascade
+from models.errors import InvalidDataError, NotFittedError, TenantConfigError
+from models.markov import MarkovBaseline
+from models.sequences import validate_histories
+from models.states import ABSORBING
+from tests.models.cascade_books import make_book
+
+SMALL = dict(hidden_size=16, epochs=3, batch_size=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def book():
+    return make_book(400, months=12, seed=4)
+
+
+@pytest.fixture(scope="module")
+def fitted(book):
+    loans, perf, schema = book
+    return LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema)
+
+
+def new_ids(loans: pl.DataFrame) -> pl.DataFrame:
+    return loans.with_columns(pl.format("S{}", pl.col("loan_id")).alias("loan_id"))
+
+
+def test_same_seed_gives_identical_weights(book, fitted):
+    # setup
+    loans, perf, schema = book
+    # run
+    again = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema)
+    other = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema, seed=1)
+    # assert
+    first, second, third = fitted.state_dict(), again.state_dict(), other.state_dict()
+    assert first.keys() == second.keys()
+    assert all(np.array_equal(first[k].numpy(), second[k].numpy()) for k in first)
+    assert not all(np.array_equal(first[k].numpy(), third[k].numpy()) for k in first)
+
+
+def test_history_records_each_epoch(fitted):
+    # setup
+    history = fitted.history
+    # run
+    keys = set(history[0])
+    # assert
+    assert 1 <= len(history) <= SMALL["epochs"]
+    assert {"epoch", "train_loss", "val_loss", "val_nll", "seconds"} <= keys
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_sampled_paths_stop_at_absorbing_states_and_term(book, fitted):
+    # setup
+    loans, _, _ = book
+    synthetic = new_ids(loans).with_columns(
+        pl.when(pl.col("loan_id").str.ends_with("0")).then(4).otherwise(pl.col("term_months")).alias("term_months")
+    )
+    # run
+    sample = fitted.sample(synthetic, seed=0)
+    # assert
+    validate_histories(sample, synthetic)  # consecutive months, nothing after an absorbing state, within term
+    lengths = sample.group_by("loan_id").agg(pl.len().alias("n")).join(synthetic.select("loan_id", "term_months"), on="loan_id")
+    assert (lengths.get_column("n") <= lengths.get_column("term_months")).all()
+    assert lengths.filter(pl.col("term_months") == 4).get_column("n").max() <= 4
+    assert sample.filter(pl.col("status").is_in(list(ABSORBING))).group_by("loan_id").len().get_column("len").max() == 1
+    assert sample.get_column("period").min() == 1
+    assert (sample.get_column("balance") >= 0).all() and (sample.get_column("payment") >= 0).all()
+    assert (sample.filter(pl.col("status").is_in(["prepaid", "matured"])).get_column("balance") == 0).all()
+    expected_month = pl.col("origination_date").dt.offset_by(pl.format("{}mo", pl.col("period")))
+    dated = sample.join(synthetic.select("loan_id", "origination_date"), on="loan_id")
+    assert dated.select((pl.col("reporting_month") == expected_month).all()).item()
+    assert set(sample.columns) >= {"loan_id", "period", "status", "days_past_due", "balance", "payment"}
+
+
+def test_save_load_gives_identical_samples(tmp_path, book, fitted):
+    # setup
+    loans, _, _ = book
+    folder = fitted.save(tmp_path / "cascade")
+    # run
+    loaded = LoanCascade.load(folder)
+    # assert
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "preprocessing.json", "weights.pt"]
+    assert json.loads((folder / "config.json").read_text())["hidden_size"] == SMALL["hidden_size"]
+    assert loaded.sample(loans, seed=7).equals(fitted.sample(loans, seed=7))
+    assert not fitted.sample(loans, seed=7).equals(fitted.sample(loans, seed=8))
+    assert loaded.history == fitted.history
+
+
+def test_load_of_an_incomplete_folder_is_refused(tmp_path):
+    # setup
+    (tmp_path / "config.json").write_text("{}")
+    # run / assert
+    with pytest.raises(NotFittedError, match=r"missing \['weights.pt', 'preprocessing.json'\]"):
+        LoanCascade.load(tmp_path)
+
+
+def test_cascade_beats_markov_on_an_interaction_book():
+    # setup: missed payments depend on (DTI > 30) XOR (income < 50k); grade carries no signal
+    loans, perf, schema = make_book(800, months=12, seed=1, interaction=True)
+    held_loans, held_perf, _ = make_book(500, months=12, seed=2, interaction=True)
+    markov = MarkovBaseline().fit(loans, perf, schema)
+    cascade = LoanCascade(CascadeConfig(hidden_size=32, epochs=12, batch_size=64, device="cpu")).fit(loans, perf, schema)
+    # run
+    markov_ll = markov.log_likelihood(held_loans, held_perf)
+    cascade_ll = cascade.log_likelihood(held_loans, held_perf)
+    # assert
+    assert cascade_ll > markov_ll + 0.02
+
+
+def test_target_and_identifiers_are_not_inputs(fitted):
+    # setup
+    columns = fitted._prep["encoder"]
+    # run
+    names = [c["name"] for c in columns["numeric"]] + columns["boolean"] + [c["name"] for c in columns["categorical"]]
+    # assert
+    assert "default_flag" not in names and "loan_id" not in names and "borrower_id" not in names
+    assert {"grade", "dti", "annual_income", "term_months"} <= set(names)
+
+
+class RecordingHook:
+    """A DP hook that trains without noise and records what `fit` handed it."""
+
+    def __init__(self) -> None:
+        self.recurrent_factory = None
+        self.units: np.ndarray | None = None
+        self.epochs: list[int] = []
+
+    def wrap(self, model, optimizer, data_loader, *, privacy_units):
+        self.units = privacy_units
+        return model, optimizer, data_loader
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        self.epochs.append(epoch)
+        return {"epsilon": 0.5 * epoch}
+
+
+def test_dp_hook_receives_borrowers_and_reports_per_epoch(book):
+    # setup
+    loans, perf, schema = book
+    hook = RecordingHook()
+    # run
+    model = LoanCascade(CascadeConfig(**{**SMALL, "epochs": 2, "patience": 5})).fit(loans, perf, schema, dp=hook)
+    # assert
+    assert isinstance(hook, DPTrainingHook)
+    assert hook.epochs == [1, 2]
+    assert [h["epsilon"] for h in model.history] == [0.5, 1.0]
+    # two loans per borrower in the book, and the split keeps a borrower's loans together
+    assert np.bincount(hook.units)[np.unique(hook.units)].max() == 2
+    assert model._prep["train_loans"] % 2 == 0
+
+
+def test_gru_cell_and_recurrent_factory_are_used(book):
+    # setup
+    loans, perf, schema = book
+    built = []
+
+    def factory(cell, input_size, hidden_size, num_layers):
+        import torch
+
+        built.append((cell, input_size, hidden_size, num_layers))
+        return torch.nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+
+    hook = RecordingHook()
+    hook.recurrent_factory = factory
+    # run
+    model = LoanCascade(CascadeConfig(**{**SMALL, "cell": "gru", "epochs": 1})).fit(loans, perf, schema, dp=hook)
+    # assert
+    assert built == [("gru", 13 + 16, 16, 1)]
+    assert model._prep["recurrent"] == "custom"
+
+
+def test_dp_trained_model_needs_its_factory_to_load(tmp_path, book):
+    # setup
+    loans, perf, schema = book
+    hook = RecordingHook()
+    hook.recurrent_factory = lambda cell, i, h, n: __import__("torch").nn.GRU(i, h, num_layers=n, batch_first=True)
+    LoanCascade(CascadeConfig(**{**SMALL, "cell": "gru", "epochs": 1})).fit(loans, perf, schema, dp=hook).save(tmp_path)
+    # run / assert
+    with pytest.raises(TenantConfigError, match="custom recurrent layer.*recurrent_factory"):
+        LoanCascade.load(tmp_path)
+    assert LoanCascade.load(tmp_path, recurrent_factory=hook.recurrent_factory).sample(loans.head(5)).height > 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"cell": "rnn"}, "cell must be 'lstm' or 'gru'"),
+        ({"validation_share": 1.0}, r"validation_share must be in \[0, 1\)"),
+        ({"device": "tpu"}, "device must be"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+    ],
+)
+def test_invalid_settings_are_refused(settings, message):
+    # run / assert
+    with pytest.raises(TenantConfigError, match=message):
+        CascadeConfig(**settings)
+
+
+def test_config_round_trips_and_refuses_unknown_keys():
+    # setup
+    config = CascadeConfig(hidden_size=8, cell="gru")
+    # run
+    again = CascadeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    # assert
+    assert again == config
+    with pytest.raises(TenantConfigError, match=r"unknown cascade setting\(s\) \['hidden'\]"):
+        CascadeConfig.from_dict({"hidden": 3})
+
+
+def test_bad_history_is_refused_before_training(book):
+    # setup
+    loans, perf, schema = book
+    broken = perf.with_columns(
+        pl.when(pl.col("loan_id") == "L00003").then(pl.lit("written off")).otherwise(pl.col("status")).alias("status")
+    )
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"tenant 'acme'.*column 'status'.*'written off'"):
+        LoanCascade(CascadeConfig(**SMALL)).fit(loans, broken, schema, tenant="acme")
+
+
+def test_missing_static_column_at_sampling_is_refused(fitted, book):
+    # setup
+    loans, _, _ = book
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'dti'.*lack the static column"):
+        fitted.sample(loans.drop("dti"))
+
+
+def test_unfitted_cascade_refuses_to_sample(book):
+    # setup
+    loans, _, _ = book
+    # run / assert
+    with pytest.raises(NotFittedError, match="cascade is not fitted"):
+        LoanCascade().sample(loans)
