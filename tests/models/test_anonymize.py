@@ -1,0 +1,437 @@
+"""k-anonymity and l-diversity by Mondrian generalisation, and its independent verifier."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.anonymize import (
+    ANY_OR_MISSING_LABEL,
+    MISSING_LABEL,
+    AnonymizationPolicy,
+    anonymize,
+    default_quasi_identifiers,
+    verify_k_anonymity,
+)
+from models.errors import InvalidDataError, TenantConfigError
+from models.schema import infer_schema
+
+QIS = ["age", "annual_income", "region", "home_ownership"]
+REGIONS = ["north", "south", "east", "west", "central"]
+
+
+def make_table(n: int = 600, seed: int = 3, default_rate: float = 0.15) -> pl.DataFrame:
+    """A mixed loan table: two numeric and two categorical QIs, a binary default flag."""
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "loan_id": [f"L{i:05d}" for i in range(n)],
+            "age": rng.integers(19, 80, n),
+            "annual_income": rng.lognormal(10.8, 0.5, n).round(2),
+            "region": rng.choice(REGIONS, n),
+            "home_ownership": rng.choice(["rent", "own", "mortgage"], n),
+            "loan_amount": rng.uniform(1_000, 30_000, n).round(0),
+            "default_flag": (rng.random(n) < default_rate).astype(np.int64),
+        }
+    )
+
+
+def schema_of(table: pl.DataFrame, **kwargs):
+    return infer_schema(table, target="default_flag", id_columns=["loan_id"], **kwargs)
+
+
+def bounds(label: str) -> list[float]:
+    """The numbers written in a range label."""
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", label)]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_policy_rejects_k_below_two():
+    # setup / run / assert
+    with pytest.raises(TenantConfigError, match=r"privacy\.k must be an integer of at least 2"):
+        AnonymizationPolicy(k=1)
+
+
+def test_policy_lists_every_bad_setting():
+    # setup / run / assert
+    with pytest.raises(TenantConfigError, match=r"privacy\.l .*max_suppression"):
+        AnonymizationPolicy(l=0, max_suppression=1.5)
+
+
+def test_fewer_rows_than_k_is_refused():
+    # setup
+    table = make_table(n=4)
+    policy = AnonymizationPolicy(k=5, l=1, quasi_identifiers=["age", "region"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"tenant 'acme'.*4 row\(s\), fewer than k=5.*lower privacy\.k"):
+        anonymize(table, schema_of(table), policy, tenant="acme")
+
+
+def test_constant_quasi_identifier_is_refused():
+    # setup
+    table = make_table().with_columns(pl.lit("north").alias("region"))
+    policy = AnonymizationPolicy(quasi_identifiers=["age", "region"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'region'.*constant.*no information.*drop 'region'"):
+        anonymize(table, schema_of(table), policy, tenant="acme")
+
+
+def test_all_null_quasi_identifier_is_refused():
+    # setup
+    table = make_table().with_columns(pl.lit(None, dtype=pl.Float64).alias("annual_income"))
+    policy = AnonymizationPolicy(quasi_identifiers=["age", "annual_income"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'annual_income'.*null in every row.*no information"):
+        anonymize(table, schema_of(table), policy)
+
+
+def test_unknown_quasi_identifier_is_named_with_the_available_columns():
+    # setup
+    table = make_table()
+    policy = AnonymizationPolicy(quasi_identifiers=["age", "zip_code"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"'zip_code' is not a column.*available columns: loan_id, age"):
+        anonymize(table, schema_of(table), policy)
+
+
+def test_sensitive_column_with_fewer_values_than_l_is_refused():
+    # setup
+    table = make_table()
+    policy = AnonymizationPolicy(l=3, quasi_identifiers=["age", "region"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"'default_flag' has 2 distinct.*fewer than l=3"):
+        anonymize(table, schema_of(table), policy)
+
+
+def test_identifier_quasi_identifier_cannot_be_generalised():
+    # setup
+    table = make_table()
+    policy = AnonymizationPolicy(quasi_identifiers=["loan_id", "age"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"'loan_id' has type identifier which cannot be generalised"):
+        anonymize(table, schema_of(table), policy)
+
+
+# --------------------------------------------------------------------------- guarantees
+
+
+@pytest.mark.parametrize(("seed", "k", "l"), [(1, 2, 1), (2, 5, 2), (3, 10, 2), (4, 4, 3)])
+def test_output_is_k_anonymous_and_l_diverse_on_random_mixed_tables(seed, k, l):  # noqa: E741
+    # setup: three-valued sensitive column, a few categorical nulls
+    rng = np.random.default_rng(seed)
+    table = make_table(n=800, seed=seed).with_columns(
+        pl.Series("default_flag", rng.choice([0, 1, 2], 800, p=[0.6, 0.25, 0.15])),
+        pl.when(pl.Series(rng.random(800) < 0.05)).then(None).otherwise(pl.col("region")).alias("region"),
+    )
+    policy = AnonymizationPolicy(k=k, l=l, quasi_identifiers=QIS, seed=seed)
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+    check = verify_k_anonymity(result.table, QIS, "default_flag", k, l)
+
+    # assert
+    assert check.passed and check.violating_classes == 0
+    assert check.k_min == result.k_achieved >= k
+    assert check.l_min == result.l_achieved >= l
+    assert result.rows_suppressed == 0 and result.table.height == 800
+    assert result.table.get_column("loan_id").to_list() == table.get_column("loan_id").to_list()
+    assert all(result.table.schema[q] == pl.String for q in QIS)
+    assert sum(result.class_sizes.values()) == result.class_count > 1
+    assert 0.0 < result.information_loss < 1.0
+
+
+def test_numeric_ranges_never_expose_the_real_extremes():
+    # setup
+    table = make_table(n=1000)
+    policy = AnonymizationPolicy(k=3, l=2, quasi_identifiers=QIS)
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert: every bound lies strictly inside (min, max), the end ranges are open
+    for name in ("age", "annual_income"):
+        low, high = table.get_column(name).min(), table.get_column(name).max()
+        labels = result.table.get_column(name)
+        for label in labels.unique().to_list():
+            assert all(low < b < high for b in bounds(label)), (name, label)
+        assert labels.filter(table.get_column(name) == low).str.starts_with("<").all()
+        assert labels.filter(table.get_column(name) == high).str.starts_with(">=").all()
+        cuts = result.generalisations[name]["cuts"]
+        assert cuts and all(low < c < high for c in cuts)
+
+
+def test_numeric_cuts_are_round_numbers():
+    # setup: incomes with cents
+    table = make_table(n=1000)
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=["annual_income", "region"])
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert: incomes carry 6-7 significant digits, the cuts at most 4 and mostly 3 or fewer
+    cuts = result.generalisations["annual_income"]["cuts"]
+    digits = np.array([len(f"{c:.10g}".replace(".", "").replace("-", "").strip("0")) for c in cuts])
+    assert len(cuts) > 10 and digits.max() <= 4 and np.mean(digits <= 3) > 0.9
+
+
+def test_categorical_quasi_identifiers_become_sorted_groups():
+    # setup
+    table = make_table(n=300)
+    policy = AnonymizationPolicy(k=20, l=2, quasi_identifiers=["region", "home_ownership"])
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert: labels are sorted '|'-joined groups of the values they replace
+    groups = result.generalisations["region"]["groups"]
+    for original, label in zip(table.get_column("region"), result.table.get_column("region")):
+        members = groups[label] if label != "*" else REGIONS
+        assert original in members
+        assert label == "*" or label == "|".join(sorted(members))
+
+
+def test_large_category_groups_get_a_short_name_listed_in_generalisations():
+    # setup: 40 postcodes, k large enough to group many together
+    rng = np.random.default_rng(5)
+    table = make_table(n=400).with_columns(pl.Series("postcode", [f"P{v:02d}" for v in rng.integers(0, 40, 400)]))
+    policy = AnonymizationPolicy(k=150, l=2, quasi_identifiers=["postcode"])
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert
+    groups = result.generalisations["postcode"]["groups"]
+    named = [label for label in groups if re.fullmatch(r"\d+ values #[0-9a-f]{8}", label)]
+    assert named and all(len(groups[label]) > 12 for label in named)
+    for original, label in zip(table.get_column("postcode"), result.table.get_column("postcode")):
+        assert original in groups[label]
+
+
+def test_numeric_nulls_form_their_own_group():
+    # setup: 60 rows with a missing income
+    table = make_table(n=600).with_columns(
+        pl.when(pl.int_range(pl.len()) < 60).then(None).otherwise(pl.col("annual_income")).alias("annual_income")
+    )
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=QIS)
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert
+    released = result.table.get_column("annual_income")
+    missing = table.get_column("annual_income").is_null()
+    assert (released.filter(missing) == MISSING_LABEL).all()
+    assert (released.filter(~missing) != MISSING_LABEL).all()
+    assert verify_k_anonymity(result.table, QIS, "default_flag", 5, 2).passed
+
+
+def test_unavoidable_suppression_is_capped_and_reported():
+    # setup: 3 rows with a missing age cannot form a class of 5
+    table = make_table(n=600).with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(None).otherwise(pl.col("age")).alias("age")
+    )
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=QIS)
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert
+    assert result.rows_suppressed == 3 and result.suppression_rate == pytest.approx(3 / 600)
+    assert result.suppressed_groups == [{"null_columns": ["age"], "rows": 3}]
+    assert result.table.height == 597
+    assert set(result.table.get_column("loan_id")) == set(table.get_column("loan_id")[3:])
+    assert result.to_dict()["rows_suppressed"] == 3
+    assert verify_k_anonymity(result.table, QIS, "default_flag", 5, 2).passed
+
+
+def test_suppression_above_the_cap_is_refused_with_the_fix():
+    # setup: 60 rows (10 %) with a missing income, none of them defaulted, so they are never 2-diverse
+    table = make_table(n=600).with_columns(
+        pl.when(pl.int_range(pl.len()) < 60).then(None).otherwise(pl.col("annual_income")).alias("annual_income"),
+        pl.when(pl.int_range(pl.len()) < 60).then(0).otherwise(pl.col("default_flag")).alias("default_flag"),
+    )
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=QIS, max_suppression=0.05)
+
+    # run / assert
+    expected = r"tenant 'acme', column 'annual_income'.*60 of 600 rows.*max_suppression"
+    with pytest.raises(InvalidDataError, match=expected):
+        anonymize(table, schema_of(table), policy, tenant="acme")
+
+
+def test_small_null_groups_are_merged_upward_before_any_suppression():
+    # setup: 3 rows miss age, 3 others miss income: each too small, together a class of 6
+    index = pl.int_range(pl.len())
+    table = make_table(n=600).with_columns(
+        pl.when(index < 3).then(None).otherwise(pl.col("age")).alias("age"),
+        pl.when((index >= 3) & (index < 6)).then(None).otherwise(pl.col("annual_income")).alias("annual_income"),
+        pl.when(index < 6).then(index % 2).otherwise(pl.col("default_flag")).alias("default_flag"),
+    )
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=QIS)
+
+    # run
+    result = anonymize(table, schema_of(table), policy)
+
+    # assert
+    assert result.rows_suppressed == 0
+    first_six = result.table.head(6)
+    assert (first_six.get_column("age") == ANY_OR_MISSING_LABEL).all()
+    assert (first_six.get_column("annual_income") == ANY_OR_MISSING_LABEL).all()
+    assert verify_k_anonymity(result.table, QIS, "default_flag", 5, 2).passed
+
+
+def test_same_seed_gives_the_same_release():
+    # setup
+    table = make_table(n=700)
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=QIS, seed=11)
+
+    # run
+    first = anonymize(table, schema_of(table), policy)
+    second = anonymize(table, schema_of(table), policy)
+
+    # assert
+    assert first.table.equals(second.table)
+    assert first.to_dict() == second.to_dict()
+
+
+def test_information_loss_decreases_when_k_decreases():
+    # setup
+    table = make_table(n=1000)
+    schema = schema_of(table)
+
+    # run
+    losses = [
+        anonymize(table, schema, AnonymizationPolicy(k=k, quasi_identifiers=QIS)).information_loss for k in (25, 10, 3)
+    ]
+
+    # assert
+    assert losses[0] > losses[1] > losses[2] > 0.0
+
+
+def test_concurrent_calls_match_sequential_calls():
+    # setup: two tenants with different tables and policies
+    tables = [make_table(n=900, seed=21), make_table(n=700, seed=22)]
+    policies = [
+        AnonymizationPolicy(k=5, quasi_identifiers=QIS, seed=1),
+        AnonymizationPolicy(k=8, quasi_identifiers=QIS[:3]),
+    ]
+    sequential = [anonymize(t, schema_of(t), p, tenant=f"t{i}") for i, (t, p) in enumerate(zip(tables, policies))]
+    threaded: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        for _ in range(3):
+            threaded[i] = anonymize(tables[i], schema_of(tables[i]), policies[i], tenant=f"t{i}")
+
+    # run
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+    # assert
+    for i in range(2):
+        assert threaded[i].table.equals(sequential[i].table)
+        assert threaded[i].to_dict() == sequential[i].to_dict()
+
+
+def test_result_figures_are_json_ready():
+    # setup
+    table = make_table(n=400)
+    result = anonymize(table, schema_of(table), AnonymizationPolicy(quasi_identifiers=QIS))
+
+    # run
+    data = json.loads(json.dumps(result.to_dict()))
+
+    # assert
+    assert data["k_achieved"] >= 5 and data["l_achieved"] >= 2 and data["rows_out"] == 400
+    assert set(data["generalisations"]) == set(QIS)
+    assert data["generalisations"]["age"]["kind"] == "range"
+    assert data["generalisations"]["region"]["kind"] == "group"
+    assert all(re.fullmatch(r"\d+-\d+", key) for key in data["class_sizes"])
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_declared_quasi_identifiers_win_over_canonical_names():
+    # setup
+    table = make_table(n=50)
+
+    # run
+    declared = default_quasi_identifiers(schema_of(table, quasi_identifiers=["loan_amount", "region"]))
+    canonical = default_quasi_identifiers(schema_of(table))
+
+    # assert
+    assert declared == ["region", "loan_amount"]
+    assert canonical == ["age", "region", "annual_income", "home_ownership"]
+
+
+def test_empty_policy_uses_the_default_quasi_identifiers_and_target():
+    # setup
+    table = make_table(n=300)
+
+    # run
+    result = anonymize(table, schema_of(table), AnonymizationPolicy())
+
+    # assert
+    assert result.quasi_identifiers == ["age", "region", "annual_income", "home_ownership"]
+    assert result.sensitive == "default_flag"
+    assert result.table.get_column("loan_amount").equals(table.get_column("loan_amount"))
+
+
+# --------------------------------------------------------------------------- the independent verifier
+
+
+def test_verifier_catches_a_hand_made_violating_table():
+    # setup: class (30-40, north) has 2 rows; class (40-50, south) holds only non-defaults
+    table = pl.DataFrame(
+        {
+            "age": ["[30, 40)"] * 2 + ["[40, 50)"] * 5 + ["[50, 60)"] * 5,
+            "region": ["north"] * 2 + ["south"] * 5 + ["east"] * 5,
+            "default_flag": [0, 1] + [0] * 5 + [0, 1, 0, 1, 0],
+        }
+    )
+
+    # run
+    k_only = verify_k_anonymity(table, ["age", "region"], "default_flag", 3, 1)
+    both = verify_k_anonymity(table, ["age", "region"], "default_flag", 3, 2)
+
+    # assert
+    assert not k_only.passed and k_only.violating_classes == 1 and k_only.k_min == 2
+    assert k_only.examples == [{"age": "[30, 40)", "region": "north", "size": 2, "distinct_sensitive": 2}]
+    assert not both.passed and both.violating_classes == 2 and both.l_min == 1
+
+
+def test_verifier_passes_a_compliant_table_and_fails_an_empty_one():
+    # setup
+    table = pl.DataFrame({"age": ["< 40"] * 3 + [">= 40"] * 3, "default_flag": [0, 1, None, 1, 0, 0]})
+
+    # run
+    ok = verify_k_anonymity(table, ["age"], "default_flag", 3, 2)
+    empty = verify_k_anonymity(table.head(0), ["age"], "default_flag", 3, 2)
+
+    # assert
+    assert ok.passed and ok.k_min == 3 and ok.l_min == 2
+    assert not empty.passed and empty.k_min == 0
+
+
+def test_verifier_refuses_columns_the_table_lacks():
+    # setup
+    table = pl.DataFrame({"age": ["< 40"] * 3})
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'region'.*not in the released table"):
+        verify_k_anonymity(table, ["age", "region"], None, 3, 1)
