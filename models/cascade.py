@@ -18,8 +18,16 @@ Design:
   payment as a ratio to the installment (to the previous balance in a pay-off
   month), so amounts stay non-negative and sane.
 - Training is seeded and deterministic on CPU (same seed, same state dict),
-  stops early on a validation split of privacy units (borrowers when the loans
-  carry ``borrower_id``, else loans), and runs on a GPU when torch finds one.
+  follows a cosine learning-rate decay, stops early on a validation split of
+  privacy units (borrowers when the loans carry ``borrower_id``, else loans),
+  and runs on a GPU when torch finds one.
+- Calibration: a network stopped early under-predicts rare transitions, and
+  sampling month by month compounds that down the roll path (a book's
+  12-month default rate came out 40 % low). After training, logit offsets per
+  (previous state, month on book) are fitted so the teacher-forced expected
+  transition counts match the book's, then corrected for a few rounds so
+  free-running paths roll like the book. The offsets are a buffer of the
+  network, saved with its weights.
 - DP-SGD plugs in through `DPTrainingHook`: it supplies the recurrent layer
   (opacus' ``DPLSTM``) and wraps the model, optimizer and data loader.
 - `save` writes a torch state dict of plain tensors plus JSON (config and
@@ -48,6 +56,7 @@ from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.markov import write_atomic
 from models.schema import ColumnType, TableSchema
 from models.sequences import (
+    ABSORBING_CODES,
     CLOSING_CODES,
     N_STATES,
     LoanPaths,
@@ -71,6 +80,20 @@ WEIGHTS_FILE = "weights.pt"
 _TRUTHY = {"true", "t", "yes", "y", "1"}
 _MAX_LEVELS = 50
 _SCORE_CHUNK = 8192
+# The calibration offsets' prior, in nats: a ridge of 0.5 is a N(0, 1) prior on each offset, a smoothing
+# weight of 8 a N(0, 0.25^2) prior on the change between neighbouring months.
+_OFFSET_RIDGE = 0.5
+_OFFSET_SMOOTHING = 8.0
+_OFFSET_ITERATIONS = 25
+# Free-running correction: paths simulated per round (copies of a small book's loans, up to 8 each),
+# rounds, the pseudo-count per cell and the least transitions a row needs in both books to be corrected.
+_CORRECTION_PATHS = 20_000
+_CORRECTION_MAX_COPIES = 8
+_CORRECTION_ROUNDS = 3
+_CORRECTION_PRIOR = 0.5
+_CORRECTION_MIN_ROW = 50
+_CORRECTION_MIN_CELL = 10
+_CORRECTION_HALF_WIDTH = 2
 
 
 # --------------------------------------------------------------------------- configuration
@@ -100,6 +123,14 @@ class CascadeConfig:
             machine); None leaves torch's setting alone.
         amount_weight: weight of the balance and payment losses next to the
             next-state cross-entropy.
+        lr_decay: the learning rate falls along a cosine from `lr` to
+            ``lr * lr_decay`` over `epochs` (1 keeps it constant); the small
+            final steps settle the weights that a constant rate leaves noisy.
+        calibrate: after training, fit logit offsets of the state head per
+            previous state and month on book so the model's expected
+            transition counts match the training book's, teacher-forced and
+            then on free-running paths (see `LoanCascade.fit`); skipped
+            under DP-SGD.
     """
 
     hidden_size: int = 64
@@ -115,6 +146,8 @@ class CascadeConfig:
     device: str = "auto"
     threads: int | None = 1
     amount_weight: float = 1.0
+    lr_decay: float = 0.05
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -133,6 +166,8 @@ class CascadeConfig:
             problems.append(f"lr must be positive, got {self.lr}")
         if self.max_months is not None and self.max_months < 2:
             problems.append(f"max_months must be at least 2 or None, got {self.max_months}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            problems.append(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1 or None, got {self.threads}")
         if problems:
@@ -168,7 +203,8 @@ class DPTrainingHook(Protocol):
     example (one loan), the code of its borrower, so an implementation can
     sample borrowers rather than loans (and bound each borrower's
     contribution). The training and validation split never separates one
-    borrower's loans.
+    borrower's loans. With a hook, `LoanCascade.fit` skips the state-head
+    calibration, which reads the histories outside the privacy accounting.
 
     Attributes:
         recurrent_factory: builds the recurrent layer as
@@ -442,6 +478,217 @@ def _losses(model: Any, batch: tuple["torch.Tensor", ...], amount_weight: float)
     return loss, transition_nll, int(transition.sum())
 
 
+def _simulate(
+    net: Any, static: np.ndarray, terms: LoanTerms, months: int, seed: int, chunk_size: int = 65536
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Free-running paths of every loan: (states, balance, payment), each loans x `months` (-1 / NaN past a path's end).
+
+    All loans advance together month by month: the state is drawn from the
+    calibrated state head (multinomial), then balance and payment given that
+    state; a path stops at an absorbing state, at the loan's term or at
+    `months`. The caller seeds and pins torch (`_torch_session`).
+    """
+    torch = _torch()
+    from models.cascade_net import START_TOKEN
+
+    device = next(net.parameters()).device
+    n = static.shape[0]
+    states = np.full((n, months), -1, dtype=np.int64)
+    balance = np.full((n, months), np.nan)
+    payment = np.full((n, months), np.nan)
+    closing = torch.tensor(CLOSING_CODES, device=device)
+    absorbing = torch.tensor([STATE_INDEX[s] for s in ("default", "prepaid", "matured")], device=device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    with torch.no_grad():
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            rows = stop - start
+            embedding = net.embed(torch.from_numpy(static[start:stop]).to(device))
+            hidden = net.initial_state(embedding)
+            amount = torch.from_numpy(terms.amount[start:stop]).to(device)
+            installment = torch.from_numpy(terms.installment[start:stop]).to(device)
+            term = torch.from_numpy(terms.term[start:stop]).to(device).unsqueeze(1)
+            horizon = term.squeeze(1).clamp(max=months)
+            prev_state = torch.full((rows, 1), START_TOKEN, dtype=torch.long, device=device)
+            prev_balance = torch.ones((rows, 1), device=device)
+            prev_payment = torch.zeros((rows, 1), device=device)
+            owed = amount.clone()
+            alive = horizon > 0
+            out_state = torch.full((rows, months), -1, dtype=torch.long, device=device)
+            out_balance = torch.full((rows, months), float("nan"), dtype=torch.float64, device=device)
+            out_payment = torch.full((rows, months), float("nan"), dtype=torch.float64, device=device)
+            for t in range(months):
+                if not bool(alive.any()):
+                    break
+                period = torch.full((1, 1), t + 1, device=device)
+                steps = _step_features(prev_state, prev_balance, prev_payment, period, term, float(max(months, 12)))
+                outputs, hidden = net.run(embedding, steps, hidden)
+                probs = torch.softmax(net.state_logits(outputs, embedding, steps, first_period=t + 1)[:, 0], dim=1)
+                state = torch.multinomial(probs, 1, generator=generator)
+                balance_ratio, payment_ratio = net.amounts(outputs, state)
+                pays_off = torch.isin(state[:, 0], closing)
+                new_balance = torch.where(pays_off, torch.zeros_like(owed), owed * balance_ratio[:, 0].double())
+                new_payment = torch.where(pays_off, owed, installment) * payment_ratio[:, 0].double()
+                out_state[alive, t] = state[alive, 0]
+                out_balance[alive, t] = new_balance[alive]
+                out_payment[alive, t] = new_payment[alive]
+                prev_state = state
+                prev_balance = (new_balance / amount).clamp(0.0, 2.0).float().unsqueeze(1)
+                prev_payment = (new_payment / installment).clamp(0.0, 4.0).float().unsqueeze(1)
+                owed = new_balance
+                alive = alive & ~torch.isin(state[:, 0], absorbing) & ((t + 1) < horizon)
+            states[start:stop] = out_state.cpu().numpy()
+            balance[start:stop] = out_balance.cpu().numpy()
+            payment[start:stop] = out_payment.cpu().numpy()
+    return states, balance, payment
+
+
+def _cosine_schedule(lr: float, decay: float, total_steps: int) -> Callable[[int], float]:
+    """Learning rate at each optimiser step: a cosine from `lr` down to ``lr * decay`` over `total_steps`."""
+    floor = lr * decay
+
+    def rate(step: int) -> float:
+        progress = min(step / max(total_steps - 1, 1), 1.0)
+        return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+    return rate
+
+
+def _fit_state_offsets(
+    net: Any, tensors: tuple["torch.Tensor", ...], device: "torch.device"
+) -> tuple["torch.Tensor", dict[str, Any]]:
+    """Logit offsets (previous state x month on book x next state) that calibrate the state head on `tensors`.
+
+    The network is frozen; only the offsets move, by L-BFGS on the exact
+    (convex) next-state NLL of every teacher-forced month, months 1 onwards,
+    plus a Gaussian prior: a ridge toward 0 and a smoothness penalty between
+    neighbouring months, so sparse cells (dpd90 in month 3) borrow from their
+    neighbours instead of fitting noise. At the optimum each cell's expected
+    transition counts match the observed ones up to that shrinkage.
+
+    Returns the offsets (float32, CPU) and a summary for the preprocessing
+    JSON (transitions used, mean NLL before and after).
+    """
+    torch = _torch()
+    from models.cascade_net import START_TOKEN
+
+    months = int(net.state_offset.shape[1])
+    logits_parts, cell_parts, target_parts = [], [], []
+    with torch.no_grad():
+        for start in range(0, tensors[0].shape[0], _SCORE_CHUNK):
+            static, steps, next_state = (t[start:start + _SCORE_CHUNK].to(device) for t in tensors[:3])
+            embedding = net.embed(static)
+            outputs, _ = net.run(embedding, steps, net.initial_state(embedding))
+            logits = net.raw_state_logits(outputs, embedding, steps)
+            valid = next_state >= 0
+            previous = steps[..., : START_TOKEN + 1].argmax(dim=2)
+            period = torch.arange(steps.shape[1], device=steps.device).unsqueeze(0).expand_as(previous)
+            logits_parts.append(logits[valid].double().cpu())
+            cell_parts.append((previous * months + period)[valid].cpu())
+            target_parts.append(next_state[valid].cpu())
+    logits = torch.cat(logits_parts)
+    cells = torch.cat(cell_parts)
+    targets = torch.cat(target_parts)
+    n_cells = (START_TOKEN + 1) * months
+    offsets = torch.zeros(n_cells, logits.shape[1], dtype=torch.float64, requires_grad=True)
+    n = max(int(targets.shape[0]), 1)
+
+    def objective() -> "torch.Tensor":
+        grid = offsets.view(START_TOKEN + 1, months, -1)
+        nll = torch.nn.functional.cross_entropy(logits + offsets[cells], targets, reduction="sum")
+        penalty = _OFFSET_RIDGE * grid.pow(2).sum() + _OFFSET_SMOOTHING * (grid[:, 1:] - grid[:, :-1]).pow(2).sum()
+        return (nll + penalty) / n
+
+    with torch.no_grad():
+        before = float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")) / n
+    optimizer = torch.optim.LBFGS([offsets], lr=1.0, max_iter=_OFFSET_ITERATIONS, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> "torch.Tensor":
+        optimizer.zero_grad()
+        value = objective()
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    fitted = offsets.detach()
+    with torch.no_grad():
+        after = float(torch.nn.functional.cross_entropy(logits + fitted[cells], targets, reduction="sum")) / n
+    summary = {"transitions": int(targets.shape[0]), "nll_before": before, "nll_after": after}
+    return fitted.view(START_TOKEN + 1, months, -1).float(), summary
+
+
+def _month_counts(states: np.ndarray, months: int) -> np.ndarray:
+    """Transitions by (previous state incl. the start token, month on book, next state) of a loans x months code array (-1: none)."""
+    from models.cascade_net import START_TOKEN
+
+    previous = np.concatenate([np.full((states.shape[0], 1), START_TOKEN), np.clip(states[:, :-1], 0, None)], axis=1)
+    valid = states >= 0
+    period = np.broadcast_to(np.arange(states.shape[1]), states.shape)
+    cells = (previous[valid] * months + period[valid]) * N_STATES + states[valid]
+    size = (START_TOKEN + 1) * months * N_STATES
+    return np.bincount(cells, minlength=size).reshape(START_TOKEN + 1, months, N_STATES).astype(np.float64)
+
+
+def _smooth_months(counts: np.ndarray, half_width: int) -> np.ndarray:
+    """`counts` summed over a window of +-`half_width` months on book (axis 1), so sparse months borrow from neighbours."""
+    padded = np.concatenate([np.zeros_like(counts[:, :1]), counts.cumsum(axis=1)], axis=1)
+    months = counts.shape[1]
+    upper = np.minimum(np.arange(months) + half_width + 1, months)
+    lower = np.maximum(np.arange(months) - half_width, 0)
+    return padded[:, upper] - padded[:, lower]
+
+
+def _free_running_correction(net: Any, encoded: _Encoded, terms: LoanTerms, months: int, seed: int) -> dict[str, Any]:
+    """Shift the transient rows' offsets until free-running paths move like the book; returns a summary.
+
+    Teacher-forced calibration matches each transition row on the real
+    loans that reached that state. Sampling month by month, the loans that
+    reach dpd30, dpd60 or dpd90 are the model's own picks, a little less
+    risky than the real ones wherever the network ranks risk less sharply
+    than the truth, so they cure too often and the shortfall compounds down
+    the roll path. A few rounds simulate the training loans (several copies
+    of each in a small book, a seeded subset of a large one), compare each
+    transient row's transition shares with the book's month by month
+    (pooled over a few neighbouring months), and add the log ratio to the
+    offsets of every cell both books visit often enough to judge.
+    """
+    from models.cascade_net import START_TOKEN
+
+    states = encoded.next_state.numpy()
+    n_transient = N_STATES - len(ABSORBING_CODES)
+    real = _smooth_months(_month_counts(states, months), _CORRECTION_HALF_WIDTH)
+    n = states.shape[0]
+    if n >= _CORRECTION_PATHS:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=_CORRECTION_PATHS, replace=False))
+    else:
+        rows = np.tile(np.arange(n), min(-(-_CORRECTION_PATHS // n), _CORRECTION_MAX_COPIES))
+    static = encoded.static.numpy()[rows]
+    subset = LoanTerms(term=terms.term[rows], amount=terms.amount[rows], installment=terms.installment[rows])
+    # The start row has no history to bias it; only transient rows are corrected.
+    transient = np.arange(START_TOKEN + 1) < n_transient
+    gaps = []
+    for round_ in range(_CORRECTION_ROUNDS):
+        simulated, _, _ = _simulate(net, static, subset, months, seed + 7919 * (round_ + 1))
+        sim = _smooth_months(_month_counts(simulated, months), _CORRECTION_HALF_WIDTH)
+        real_rows, sim_rows = real.sum(axis=2, keepdims=True), sim.sum(axis=2, keepdims=True)
+        real_share = (real + _CORRECTION_PRIOR) / (real_rows + N_STATES * _CORRECTION_PRIOR)
+        sim_share = (sim + _CORRECTION_PRIOR) / (sim_rows + N_STATES * _CORRECTION_PRIOR)
+        # Cells either book barely visits (current -> dpd90) carry no signal, only the two books' sizes.
+        judged = (
+            transient[:, None, None]
+            & (real_rows >= _CORRECTION_MIN_ROW)
+            & (sim_rows >= _CORRECTION_MIN_ROW)
+            & (real >= _CORRECTION_MIN_CELL)
+            & (sim >= _CORRECTION_MIN_CELL)
+        )
+        if not judged.any():
+            break
+        gaps.append(float(np.abs(real_share - sim_share)[judged].max()))
+        delta = np.where(judged, np.log(real_share) - np.log(sim_share), 0.0)
+        net.state_offset.add_(_torch().from_numpy(delta).to(net.state_offset.device, net.state_offset.dtype))
+    return {"free_running_paths": int(len(rows)), "free_running_rounds": len(gaps), "free_running_max_gap": gaps}
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -496,6 +743,14 @@ class LoanCascade:
             tenant: named in errors.
             file: named in errors.
 
+        After training (unless `config.calibrate` is off or `dp` is given) the
+        state head is calibrated on all the training loans (train and
+        validation split): first logit offsets per previous state and month
+        on book by L-BFGS on the teacher-forced next-state likelihood, then
+        three rounds of simulating the loans and adding each transient row's
+        log ratio of real to simulated transition shares.
+        ``_prep["calibration"]`` records what was done.
+
         Raises:
             InvalidDataError: the histories fail `validate_histories`, lack
                 balance or payment, or match no loan.
@@ -541,6 +796,7 @@ class LoanCascade:
             net = CascadeNet(
                 encoder.width, config.hidden_size, config.layers, config.cell,
                 recurrent_factory=dp.recurrent_factory if dp is not None else None,
+                months=months,
             ).to(device)
             # Starting the state head at the book's state frequencies skips the epochs it would spend learning them.
             observed = encoded.next_state[train_rows]
@@ -560,12 +816,18 @@ class LoanCascade:
                 model, optimizer, loader = dp.wrap(net, optimizer, loader, privacy_units=units[train_rows])
             val_tensors = tuple(t[val_rows] for t in encoded.tensors())
             best_loss, best_state, stale = math.inf, None, 0
+            schedule = _cosine_schedule(config.lr, config.lr_decay, config.epochs * max(len(loader), 1))
+            step = 0
             for epoch in range(1, config.epochs + 1):
                 started = time.perf_counter()
                 model.train()
                 total, count = 0.0, 0
                 for batch in loader:
                     batch = tuple(t.to(device) for t in batch)
+                    # Set on the (possibly DP-wrapped) optimizer's groups, so any optimizer the hook returns follows it.
+                    for group in optimizer.param_groups:
+                        group["lr"] = schedule(step)
+                    step += 1
                     optimizer.zero_grad(set_to_none=True)
                     loss, _, _ = _losses(model, batch, config.amount_weight)
                     loss.backward()
@@ -592,6 +854,8 @@ class LoanCascade:
                         break
             if best_state is not None:
                 net.load_state_dict(best_state)
+            net.eval()
+            calibration = self._calibrate(net, encoded, terms, months, seed, device, dp)
         net.eval()
         self._net = net
         self.history = history
@@ -606,8 +870,38 @@ class LoanCascade:
             "recurrent": "torch" if dp is None or dp.recurrent_factory is None else "custom",
             "train_loans": int(len(train_rows)),
             "validation_loans": int(len(val_rows)),
+            "calibration": calibration,
         }
         return self
+
+    def _calibrate(
+        self,
+        net: Any,
+        encoded: _Encoded,
+        terms: LoanTerms,
+        months: int,
+        seed: int,
+        device: "torch.device",
+        dp: DPTrainingHook | None,
+    ) -> dict[str, Any]:
+        """Fit the state head's logit offsets on the training book; returns what was done, for `_prep`.
+
+        A network stopped early (or trained with a noisy rate) under-predicts
+        rare transitions by a few per cent to tens of per cent, and sampling
+        month by month compounds those shortfalls along the roll path
+        current -> dpd30 -> dpd60 -> dpd90 -> default. Offsets per (previous
+        state, month on book) restore the book's transition counts without
+        touching what the network learned about individual loans.
+        """
+        if not self.config.calibrate:
+            return {"fitted": False, "reason": "calibrate is off in the cascade settings"}
+        if dp is not None:
+            # Offsets fitted on the raw histories would spend privacy the DP accountant never charged.
+            return {"fitted": False, "reason": "skipped under DP-SGD: it would read the histories outside the privacy accounting"}
+        offsets, summary = _fit_state_offsets(net, encoded.tensors(), device)
+        net.state_offset.copy_(offsets.to(net.state_offset.device, net.state_offset.dtype))
+        correction = _free_running_correction(net, encoded, terms, months, seed)
+        return {"fitted": True, **summary, **correction}
 
     @staticmethod
     def _privacy_units(loans: pl.DataFrame, column: str | None, id_column: str) -> np.ndarray:
@@ -691,63 +985,14 @@ class LoanCascade:
         ``reporting_month`` when the training history had one and `loans` carry
         ``origination_date``. The same seed gives the same histories.
         """
-        torch = _torch()
-        from models.cascade_net import START_TOKEN
-
         prep = self._require()
         months = int(prep["months"])
         ids = self._ids(loans)
         static = StaticEncoder.from_dict(prep["encoder"]).transform(loans)
         terms = self._terms(loans)
         device = next(self._net.parameters()).device
-        n = loans.height
-        states = np.full((n, months), -1, dtype=np.int64)
-        balance = np.full((n, months), np.nan)
-        payment = np.full((n, months), np.nan)
-        closing = torch.tensor(CLOSING_CODES, device=device)
-        absorbing = torch.tensor([STATE_INDEX[s] for s in ("default", "prepaid", "matured")], device=device)
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-        with _torch_session(self.config.threads, int(seed), device, deterministic=False), torch.no_grad():
-            for start in range(0, n, chunk_size):
-                stop = min(start + chunk_size, n)
-                rows = stop - start
-                embedding = self._net.embed(torch.from_numpy(static[start:stop]).to(device))
-                hidden = self._net.initial_state(embedding)
-                amount = torch.from_numpy(terms.amount[start:stop]).to(device)
-                installment = torch.from_numpy(terms.installment[start:stop]).to(device)
-                term = torch.from_numpy(terms.term[start:stop]).to(device).unsqueeze(1)
-                horizon = term.squeeze(1).clamp(max=months)
-                prev_state = torch.full((rows, 1), START_TOKEN, dtype=torch.long, device=device)
-                prev_balance = torch.ones((rows, 1), device=device)
-                prev_payment = torch.zeros((rows, 1), device=device)
-                owed = amount.clone()
-                alive = horizon > 0
-                out_state = torch.full((rows, months), -1, dtype=torch.long, device=device)
-                out_balance = torch.full((rows, months), float("nan"), dtype=torch.float64, device=device)
-                out_payment = torch.full((rows, months), float("nan"), dtype=torch.float64, device=device)
-                for t in range(months):
-                    if not bool(alive.any()):
-                        break
-                    period = torch.full((1, 1), t + 1, device=device)
-                    steps = _step_features(prev_state, prev_balance, prev_payment, period, term, float(max(months, 12)))
-                    outputs, hidden = self._net.run(embedding, steps, hidden)
-                    probs = torch.softmax(self._net.state_logits(outputs, embedding, steps)[:, 0], dim=1)
-                    state = torch.multinomial(probs, 1, generator=generator)
-                    balance_ratio, payment_ratio = self._net.amounts(outputs, state)
-                    pays_off = torch.isin(state[:, 0], closing)
-                    new_balance = torch.where(pays_off, torch.zeros_like(owed), owed * balance_ratio[:, 0].double())
-                    new_payment = torch.where(pays_off, owed, installment) * payment_ratio[:, 0].double()
-                    out_state[alive, t] = state[alive, 0]
-                    out_balance[alive, t] = new_balance[alive]
-                    out_payment[alive, t] = new_payment[alive]
-                    prev_state = state
-                    prev_balance = (new_balance / amount).clamp(0.0, 2.0).float().unsqueeze(1)
-                    prev_payment = (new_payment / installment).clamp(0.0, 4.0).float().unsqueeze(1)
-                    owed = new_balance
-                    alive = alive & ~torch.isin(state[:, 0], absorbing) & ((t + 1) < horizon)
-                states[start:stop] = out_state.cpu().numpy()
-                balance[start:stop] = out_balance.cpu().numpy()
-                payment[start:stop] = out_payment.cpu().numpy()
+        with _torch_session(self.config.threads, int(seed), device, deterministic=False):
+            states, balance, payment = _simulate(self._net, static, terms, months, int(seed), chunk_size)
         return paths_to_frame(
             ids,
             states,
@@ -824,8 +1069,14 @@ class LoanCascade:
         model.history = prep.pop("history")
         model.report = prep.pop("report")
         encoder = StaticEncoder.from_dict(prep["encoder"])
-        net = CascadeNet(encoder.width, config.hidden_size, config.layers, config.cell, recurrent_factory=recurrent_factory)
+        net = CascadeNet(
+            encoder.width, config.hidden_size, config.layers, config.cell,
+            recurrent_factory=recurrent_factory, months=int(prep["months"]),
+        )
         state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        # A cascade saved before calibration existed has no offsets: it loads with zero offsets, as it sampled then.
+        state.setdefault("state_offset", net.state_offset.clone())
+        prep.setdefault("calibration", {"fitted": False, "reason": "saved before calibration existed"})
         net.load_state_dict(state)
         net.to(_device(config.device)).eval()
         model._net = net

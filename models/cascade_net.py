@@ -9,6 +9,11 @@ the recurrent layer's initial state and also enters every step), and at each
 month the previous state, the previous balance and payment ratios and where
 the month sits in the term. A categorical head gives the next state; a second
 head, given that next state, gives the balance and payment ratios.
+
+After training, `models.cascade` calibrates the state head: the buffer
+``state_offset`` (previous state x month on book x next state) adds fitted
+logit offsets so the model's expected transition counts match the book's.
+It is part of the state dict, so saving and loading keep it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class CascadeNet(nn.Module):
         layers: int,
         cell: str,
         recurrent_factory: RecurrentFactory | None = None,
+        months: int = 1,
     ) -> None:
         super().__init__()
         self.cell = cell
@@ -69,6 +75,9 @@ class CascadeNet(nn.Module):
         self.amount_head = nn.Sequential(
             nn.Linear(hidden_size + N_STATES, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 2)
         )
+        # Logit offsets per (previous state incl. the start token, month on book); zero until calibrated.
+        # A buffer, not a parameter: training never moves it and DP-SGD never sees it.
+        self.register_buffer("state_offset", torch.zeros(START_TOKEN + 1, max(int(months), 1), N_STATES))
 
     def embed(self, static: torch.Tensor) -> torch.Tensor:
         """The static embedding, (batch, hidden)."""
@@ -97,10 +106,23 @@ class CascadeNet(nn.Module):
         inputs = torch.cat([steps, embedding.unsqueeze(1).expand(-1, months, -1)], dim=2)
         return self.rnn(inputs, state)
 
-    def state_logits(self, outputs: torch.Tensor, embedding: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """Next-state logits (batch, months, 7) from the recurrent outputs, the embedding and the month's inputs."""
+    def raw_state_logits(self, outputs: torch.Tensor, embedding: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Next-state logits (batch, months, 7) of the state head alone, before the calibration offsets."""
         months = outputs.shape[1]
         return self.state_head(torch.cat([outputs, embedding.unsqueeze(1).expand(-1, months, -1), steps], dim=2))
+
+    def offsets(self, steps: torch.Tensor, first_period: int = 1) -> torch.Tensor:
+        """The calibration offsets (batch, months, 7) of `steps`, whose first month is month on book `first_period`."""
+        previous = steps[..., : START_TOKEN + 1].argmax(dim=2)
+        last = self.state_offset.shape[1] - 1
+        period = torch.arange(steps.shape[1], device=steps.device) + (first_period - 1)
+        return self.state_offset[previous, period.clamp(0, last).unsqueeze(0).expand_as(previous)]
+
+    def state_logits(
+        self, outputs: torch.Tensor, embedding: torch.Tensor, steps: torch.Tensor, first_period: int = 1
+    ) -> torch.Tensor:
+        """Calibrated next-state logits (batch, months, 7); `first_period` is the month on book of steps[:, 0]."""
+        return self.raw_state_logits(outputs, embedding, steps) + self.offsets(steps, first_period)
 
     def amounts(self, outputs: torch.Tensor, next_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Balance ratio in [0, 2] and non-negative payment ratio, given the next state (long, -1 allowed)."""

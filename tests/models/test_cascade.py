@@ -9,9 +9,11 @@ import polars as pl
 import pytest
 
 from models.cascade import CascadeConfig, DPTrainingHook, LoanCascade
+from models.demo import generate_portfolio
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.markov import MarkovBaseline
-from models.sequences import validate_histories
+from models.schema import infer_schema
+from models.sequences import compare_sequences, validate_histories
 from models.states import ABSORBING
 from tests.models.cascade_books import make_book
 
@@ -92,6 +94,80 @@ def test_save_load_gives_identical_samples(tmp_path, book, fitted):
     assert loaded.sample(loans, seed=7).equals(fitted.sample(loans, seed=7))
     assert not fitted.sample(loans, seed=7).equals(fitted.sample(loans, seed=8))
     assert loaded.history == fitted.history
+    assert loaded._prep["calibration"] == fitted._prep["calibration"]
+    assert np.array_equal(loaded.state_dict()["state_offset"].numpy(), fitted.state_dict()["state_offset"].numpy())
+
+
+def test_calibration_offsets_are_fitted_and_kept_in_the_state_dict(fitted):
+    # setup
+    offsets = fitted.state_dict()["state_offset"].numpy()
+    # run
+    calibration = fitted._prep["calibration"]
+    # assert: previous state incl. the start token x months on book x next state
+    assert offsets.shape == (8, 12, 7)
+    assert calibration["fitted"] is True
+    assert np.abs(offsets).max() > 0.0
+    assert calibration["nll_after"] < calibration["nll_before"]
+    assert calibration["free_running_rounds"] == 3 and calibration["free_running_paths"] >= 400
+
+
+@pytest.fixture(scope="module")
+def nonlinear_book():
+    portfolio = generate_portfolio(2000, months=12, seed=3, nonlinear=True)
+    schema = infer_schema(portfolio.loans, id_columns=["loan_id", "borrower_id"], target="default_flag")
+    return portfolio.loans, portfolio.performance, schema
+
+
+def copies_of(loans: pl.DataFrame, n: int) -> pl.DataFrame:
+    """`n` copies of each loan under new ids, so a sample's default rate is measured with little noise."""
+    return pl.concat([loans.with_columns(pl.format("C{}-{}", pl.lit(k), pl.col("loan_id")).alias("loan_id")) for k in range(n)])
+
+
+def test_calibration_brings_the_default_rate_of_a_nonlinear_book_within_ten_percent(nonlinear_book):
+    # setup: a short training run on the demo's nonlinear book under-predicts the roll path
+    loans, perf, schema = nonlinear_book
+    model = LoanCascade(CascadeConfig(hidden_size=32, epochs=8, device="cpu")).fit(loans, perf, schema)
+    synthetic = copies_of(loans, 8)
+    # run
+    calibrated = compare_sequences(perf, model.sample(synthetic, seed=0))
+    model._net.state_offset.zero_()  # the same network without its calibration
+    uncalibrated = compare_sequences(perf, model.sample(synthetic, seed=0))
+    # assert
+    assert calibrated.cdr12_relative_diff <= 0.10
+    assert uncalibrated.synthetic_cdr < calibrated.synthetic_cdr
+    assert uncalibrated.cdr12_relative_diff > 0.10
+    assert calibrated.transition_distance["mean"] < 0.5 * uncalibrated.transition_distance["mean"]
+    assert calibrated.transition_distance["per_state"]["current"] < 0.002
+
+
+def test_calibration_can_be_turned_off(book):
+    # setup
+    loans, perf, schema = book
+    # run
+    model = LoanCascade(CascadeConfig(**{**SMALL, "calibrate": False})).fit(loans, perf, schema)
+    # assert
+    assert model._prep["calibration"] == {"fitted": False, "reason": "calibrate is off in the cascade settings"}
+    assert not model.state_dict()["state_offset"].any()
+
+
+def test_a_cascade_saved_without_offsets_still_loads(tmp_path, book, fitted):
+    # setup: the files of a cascade saved before calibration existed
+    import torch
+
+    loans, _, _ = book
+    folder = fitted.save(tmp_path / "old")
+    weights = torch.load(folder / "weights.pt", weights_only=True)
+    del weights["state_offset"]
+    torch.save(weights, folder / "weights.pt")
+    prep = json.loads((folder / "preprocessing.json").read_text())
+    del prep["calibration"]
+    (folder / "preprocessing.json").write_text(json.dumps(prep))
+    # run
+    loaded = LoanCascade.load(folder)
+    # assert
+    assert not loaded.state_dict()["state_offset"].any()
+    assert loaded._prep["calibration"]["fitted"] is False
+    assert loaded.sample(loans.head(20), seed=1).height > 0
 
 
 def test_load_of_an_incomplete_folder_is_refused(tmp_path):
@@ -155,6 +231,10 @@ def test_dp_hook_receives_borrowers_and_reports_per_epoch(book):
     # two loans per borrower in the book, and the split keeps a borrower's loans together
     assert np.bincount(hook.units)[np.unique(hook.units)].max() == 2
     assert model._prep["train_loans"] % 2 == 0
+    # calibrating on the raw histories would spend privacy the accountant never charged
+    assert model._prep["calibration"]["fitted"] is False
+    assert "DP-SGD" in model._prep["calibration"]["reason"]
+    assert not model.state_dict()["state_offset"].any()
 
 
 def test_gru_cell_and_recurrent_factory_are_used(book):
@@ -196,6 +276,7 @@ def test_dp_trained_model_needs_its_factory_to_load(tmp_path, book):
         ({"validation_share": 1.0}, r"validation_share must be in \[0, 1\)"),
         ({"device": "tpu"}, "device must be"),
         ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\]"),
     ],
 )
 def test_invalid_settings_are_refused(settings, message):
