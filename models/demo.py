@@ -120,6 +120,11 @@ def demo_tenant_config() -> dict[str, Any]:
         "quasi_identifiers": ["age", "region", "annual_income"],
         "sensitive_columns": ["default_flag"],
         "privacy": {"k": 5},
+        # Business rules a synthetic book must keep in every row: a product's terms, and funding within the loan.
+        "constraints": [
+            {"type": "fixed_combinations", "columns": ["product", "term_months"]},
+            {"type": "inequality", "low": "funded_amount", "high": "loan_amount"},
+        ],
         "performance": {
             "loan_id": "loan_id",
             "period": "period",

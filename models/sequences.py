@@ -842,6 +842,7 @@ class SequenceFidelity:
     real_vintage_curve: pl.DataFrame | None = None
     synthetic_vintage_curve: pl.DataFrame | None = None
     failures: list[str] = field(default_factory=list)
+    effective_thresholds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -859,7 +860,7 @@ class SequenceFidelity:
                 "synthetic_time_to_default", "real_prepayment_curve", "synthetic_prepayment_curve",
                 "horizon", "real_cdr", "synthetic_cdr", "cdr12_relative_diff", "passed_cdr12",
                 "passed_transitions", "cdr_threshold", "row_threshold", "min_row_transitions",
-                "real_vintage_curve", "synthetic_vintage_curve", "failures",
+                "real_vintage_curve", "synthetic_vintage_curve", "failures", "effective_thresholds",
             )
         }
         data["passed"] = self.passed
@@ -878,6 +879,7 @@ def compare_sequences(
     row_threshold: float = ROW_THRESHOLD,
     min_row_transitions: int = 100,
     id_column: str = "loan_id",
+    noise_allowance: bool = True,
 ) -> SequenceFidelity:
     """Every sequence fidelity measure of a synthetic book against the real one, with pass/fail.
 
@@ -895,17 +897,33 @@ def compare_sequences(
             that passes (0.02).
         min_row_transitions: real transitions a row needs to be judged.
         id_column: the loan id column of the loans tables.
+        noise_allowance: widen each threshold to what sampling noise alone
+            produces at these book sizes (95% band), so a small book is not
+            failed for chance differences; a large book is judged by the fixed
+            thresholds. The thresholds applied are in `effective_thresholds`.
     """
     real_counts = transition_counts(real_perf)
     real_matrix = _normalise(real_counts)
+    synth_counts = transition_counts(synth_perf)
     synth_matrix = transition_matrix(synth_perf)
     distance = transition_distance(real_matrix, synth_matrix)
     totals = real_counts.sum(axis=1)
+    synth_totals = synth_counts.sum(axis=1)
     judged = [s for i, s in enumerate(STATES) if s not in ABSORBING and totals[i] >= min_row_transitions]
+    row_limits: dict[str, float] = {}
+    for s in judged:
+        i = STATE_INDEX[s]
+        limit = row_threshold
+        if noise_allowance:
+            # E|p_hat_r - p_hat_s| per entry is about sqrt(2/pi) * sd of the difference; twice it bounds ~95%.
+            p = real_matrix[i]
+            inverse_n = 1.0 / totals[i] + 1.0 / max(synth_totals[i], 1)
+            limit = max(row_threshold, float(2.0 * np.mean(np.sqrt(2.0 / np.pi * p * (1.0 - p) * inverse_n))))
+        row_limits[s] = limit
     failures = [
-        f"transition row '{s}' differs by {distance['per_state'][s]:.4f} on average (> {row_threshold})"
+        f"transition row '{s}' differs by {distance['per_state'][s]:.4f} on average (> {row_limits[s]:.4f})"
         for s in judged
-        if distance["per_state"][s] > row_threshold
+        if distance["per_state"][s] > row_limits[s]
     ]
     real_curve = cumulative_default_curve(real_perf)
     synth_curve = cumulative_default_curve(synth_perf)
@@ -916,11 +934,17 @@ def compare_sequences(
         relative = abs(synth_cdr - real_cdr) / real_cdr
     else:
         relative = 0.0 if synth_cdr == 0 else math.inf
-    passed_cdr = relative <= cdr_threshold
+    cdr_limit = cdr_threshold
+    if noise_allowance and real_cdr > 0:
+        n_real = max(real_perf.get_column("loan_id").n_unique(), 1)
+        n_synth = max(synth_perf.get_column("loan_id").n_unique(), 1)
+        se = math.sqrt(real_cdr * (1 - real_cdr) / n_real + synth_cdr * (1 - synth_cdr) / n_synth)
+        cdr_limit = max(cdr_threshold, 1.96 * se / real_cdr)
+    passed_cdr = relative <= cdr_limit
     if not passed_cdr:
         failures.append(
             f"{at}-month cumulative default rate {synth_cdr:.4f} vs real {real_cdr:.4f} "
-            f"({relative:.1%} relative, > {cdr_threshold:.0%})"
+            f"({relative:.1%} relative, > {cdr_limit:.1%})"
         )
     vintages = (
         real_loans is not None
@@ -947,7 +971,7 @@ def compare_sequences(
         synthetic_cdr=synth_cdr,
         cdr12_relative_diff=relative,
         passed_cdr12=passed_cdr,
-        passed_transitions=not any(distance["per_state"][s] > row_threshold for s in judged),
+        passed_transitions=not any(distance["per_state"][s] > row_limits[s] for s in judged),
         cdr_threshold=cdr_threshold,
         row_threshold=row_threshold,
         min_row_transitions=min_row_transitions,
@@ -956,4 +980,5 @@ def compare_sequences(
             cumulative_default_curve(synth_perf, synth_loans, True, id_column=id_column) if vintages else None
         ),
         failures=failures,
+        effective_thresholds={"cdr12_relative": cdr_limit, "transition_rows": row_limits},
     )
