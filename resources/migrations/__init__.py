@@ -1,0 +1,1 @@
+"""Alembic migrations of the privacy ledger's tables (run by `PrivacyLedger.migrate`)."""

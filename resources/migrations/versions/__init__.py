@@ -1,0 +1,1 @@
+"""Revision scripts of the privacy ledger's schema."""
