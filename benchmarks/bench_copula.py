@@ -10,8 +10,15 @@ Cases (each in a fresh subprocess, so its time and peak RSS are its own):
   (SDV's reference: 0.869).
 - quality on the demo generator's tape (10k loans, with the inequality and
   fixed-combination constraints), ours only; constraint violations counted.
+- conditional fidelity on the demo book (10k loans): for each product, 5k rows
+  sampled with the product fixed (and again with that product's real default
+  rate requested) compared with the real rows of that product
+  (`compare_tables`: KS/TV <= 0.1 per column, correlation difference <= 0.1),
+  for the default (segmented) engine and the single Gaussian copula; and a
+  requested 20% default rate at 10k rows, for the book and for mortgages only.
 - speed at 100k rows x 54 columns (the tape resampled with replacement): fit +
-  sample 100k. Ours against the target (< 3 s), the `copulas` library's
+  sample 100k. Ours (the default, segmented engine; the single copula it
+  builds on is shown too) against the target (< 3 s), the `copulas` library's
   GaussianMultivariate on the 42 numeric columns (median-filled, beta
   marginals), and SDV on all columns with ``--with-sdv-100k`` (about 2 minutes).
 - scale: 1M rows x 54 columns fit + sample, peak RSS against 4 GB.
@@ -112,7 +119,7 @@ def run_case(case: str, rows: int) -> dict:
         full, full_schema = _loans()
         result.update(fit_s=fit_s, sample_s=sample_s, quality=sdmetrics_quality(full, synthetic, full_schema))
     elif case == "demo_ours":
-        from models.copula import GaussianCopulaTwin
+        from models.copula import make_engine
         from models.demo import generate_portfolio
         from models.fidelity import compare_tables
         from models.schema import infer_schema
@@ -120,7 +127,7 @@ def run_case(case: str, rows: int) -> dict:
         tape = generate_portfolio(rows, seed=3).loans
         schema = infer_schema(tape, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
         t0 = time.perf_counter()
-        twin = GaussianCopulaTwin(constraints=DEMO_CONSTRAINTS).fit(tape, schema)
+        twin = make_engine("credittwin", constraints=DEMO_CONSTRAINTS).fit(tape, schema)
         t1 = time.perf_counter()
         synthetic = twin.sample(rows, seed=0)
         t2 = time.perf_counter()
@@ -135,18 +142,48 @@ def run_case(case: str, rows: int) -> dict:
             fidelity_passed=report.passed, correlation_diff=report.correlation_diff,
             worst=[(c.name, round(c.similarity, 3)) for c in report.worst(3)],
         )
-    elif case in ("speed_ours", "scale_ours"):
-        from models.copula import GaussianCopulaTwin
+    elif case in ("speed_ours", "scale_ours", "speed_plain"):
+        from models.copula import GaussianCopulaTwin, make_engine
 
         tape, schema = _loans(rows)
         loaded = _peak_bytes()
         t0 = time.perf_counter()
-        twin = GaussianCopulaTwin().fit(tape, schema)
+        # "ours" is the default engine (segmented); "plain" the single global copula it builds on.
+        twin = (GaussianCopulaTwin() if case == "speed_plain" else make_engine("credittwin")).fit(tape, schema)
         t1 = time.perf_counter()
         synthetic = twin.sample(rows, seed=0)
         t2 = time.perf_counter()
+        segmentation = twin.summary().get("segmentation")
         result.update(fit_s=t1 - t0, sample_s=t2 - t1, columns=synthetic.width, peak_bytes=_peak_bytes(),
-                      peak_after_load_bytes=loaded)
+                      peak_after_load_bytes=loaded, segment_column=segmentation and segmentation["column"])
+    elif case in ("segments_ours", "segments_plain"):
+        import polars as pl
+
+        from models.copula import GaussianCopulaTwin, make_engine
+        from models.demo import generate_portfolio
+        from models.fidelity import compare_tables
+        from models.schema import infer_schema
+
+        tape = generate_portfolio(rows, months=12, seed=3).loans
+        schema = infer_schema(tape, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
+        make = GaussianCopulaTwin if case == "segments_plain" else lambda **kw: make_engine("credittwin", **kw)
+        twin = make(constraints=DEMO_CONSTRAINTS).fit(tape, schema)
+        per_product = {}
+        for product in sorted(tape["product"].unique().to_list()):
+            real = tape.filter(pl.col("product") == product)
+            rate = float(real["default_flag"].mean())
+            figures = []
+            for conditions in ({"fixed": {"product": product}}, {"fixed": {"product": product}, "target_rate": rate}):
+                report = compare_tables(real, twin.sample(5000, seed=1, conditions=conditions), schema)
+                worst = report.worst(1)[0]
+                figures.append({"passed": report.passed, "worst": [worst.name, round(worst.statistic, 3)],
+                                "corr_diff": round(report.correlation_diff, 3)})
+            per_product[product] = figures
+        rates = {}
+        for label, conditions in (("book", {"target_rate": 0.2}),
+                                  ("mortgage", {"target_rate": 0.2, "fixed": {"product": "mortgage"}})):
+            rates[label] = float(twin.sample(10_000, seed=2, conditions=conditions)["default_flag"].mean())
+        result.update(per_product=per_product, rates=rates)
     elif case == "speed_copulas":
         from copulas.multivariate import GaussianMultivariate
         from copulas.univariate import BetaUnivariate
@@ -199,7 +236,8 @@ def main() -> None:
     peer_rows = 10_000  # every engine learns the whole real tape; a subsample can leave a column single-valued
     scale_rows = 200_000 if args.quick else 1_000_000
     plan = [("quality_ours", 10_000), ("quality_copulas", peer_rows), ("quality_sdv", peer_rows), ("demo_ours", 10_000),
-            ("speed_ours", 100_000), ("speed_copulas", 100_000)]
+            ("segments_plain", 10_000), ("segments_ours", 10_000),
+            ("speed_ours", 100_000), ("speed_plain", 100_000), ("speed_copulas", 100_000)]
     if args.with_sdv_100k:
         plan.append(("speed_sdv", 100_000))
     plan.append(("scale_ours", scale_rows))
@@ -229,12 +267,27 @@ def main() -> None:
               f"requested 12% default rate (mortgages only) -> {d['conditioned_rate']:.4f}, "
               f"fidelity check passed={d['fidelity_passed']} (corr diff {d['correlation_diff']:.3f}, worst {d['worst']})")
 
+    print("\nConditional fidelity on the demo book (10k loans): 5k rows sampled with product fixed (and with the"
+          " product's real default rate) against that product's real rows; compare_tables KS/TV <= 0.1, corr <= 0.1")
+    print(f"{'engine':<26}{'product':<10}{'fixed: pass':>12}{'worst column':>26}{'+ rate: pass':>14}{'worst column':>26}")
+    for case, label in (("segments_plain", "single copula"), ("segments_ours", "credittwin (segmented)")):
+        r = results[case]
+        if "error" in r:
+            print(f"{label:<26} error: {r['error']}")
+            continue
+        for product, (plain, rated) in r["per_product"].items():
+            print(f"{label:<26}{product:<10}{str(plain['passed']):>12}{plain['worst'][0] + ' ' + str(plain['worst'][1]):>26}"
+                  f"{str(rated['passed']):>14}{rated['worst'][0] + ' ' + str(rated['worst'][1]):>26}")
+        print(f"{label:<26}requested default rate 0.2 at 10k: book {r['rates']['book']:.4f}, "
+              f"mortgages only {r['rates']['mortgage']:.4f} (target within 0.005)")
+
     print("\nSpeed: fit + sample 100k rows (loans tape resampled to 100k)")
     print("(columns: modelled columns; ours and SDV also regenerate the id column)")
     print(f"{'engine':<40}{'columns':>8}{'fit s':>9}{'sample s':>10}{'total s':>9}{'ours faster':>13}")
     ours = results["speed_ours"]
     ours_total = ours.get("fit_s", 0) + ours.get("sample_s", 0)
-    for case, label in (("speed_ours", "credittwin (ours)"), ("speed_copulas", "copulas GaussianMultivariate (numeric)"),
+    for case, label in (("speed_ours", "credittwin (ours, segmented)"), ("speed_plain", "credittwin single copula"),
+                        ("speed_copulas", "copulas GaussianMultivariate (numeric)"),
                         ("speed_sdv", "SDV GaussianCopulaSynthesizer")):
         r = results.get(case)
         if r is None:

@@ -59,9 +59,12 @@ from models.schema import ColumnType, TableSchema
 
 if TYPE_CHECKING:
     from models.copulas_engine import CopulasEngine
+    from models.segmented import SegmentedCopulaTwin
 
 FORMAT = "credittwin.gaussian_copula"
 FORMAT_VERSION = 1
+# The format `models.segmented.SegmentedCopulaTwin` saves (one twin per segment).
+SEGMENTED_FORMAT = "credittwin.segmented_copula"
 MIN_ROWS = 50
 # Past this many columns the latent dimension (up to twice the columns with null
 # indicators) outgrows what a loan tape of ordinary size can estimate reliably.
@@ -102,6 +105,13 @@ class CopulaNoise(ABC):
     switching them off) are the positions of the continuous quantile knots and
     their bounds, the interval order of categories (from category means), and
     the structural-null rules (from per-category null counts).
+
+    The segmented twin (`models.segmented.SegmentedCopulaTwin`, the default
+    engine) passes the hook to its global model and to every segment model, so
+    each is called once per model; it does not choose a segmentation column by
+    itself when a hook is set, because the choice and the segment sizes read the
+    data outside the hook (a DP engine segments only by an explicit `segment_by`
+    whose segment counts it pays for).
     """
 
     @abstractmethod
@@ -512,12 +522,16 @@ def _latent_correlation(observed: np.ndarray, partitions: dict[int, np.ndarray])
     coef[:, 0] = 1.0
     for dim, cum in partitions.items():
         coef[dim] = _hermite_coefficients(cum)
-    pair = coef[:, None, :] * coef[None, :, :]
+    # One (d, d) slab per Hermite term, so the series is evaluated by Horner's rule without powers.
+    pair = np.ascontiguousarray(np.moveaxis(coef[:, None, :] * coef[None, :, :], -1, 0))
     lo, hi = -np.ones((d, d)), np.ones((d, d))
-    powers = np.arange(1, HERMITE_TERMS + 1)
     for _ in range(40):
         mid = (lo + hi) / 2
-        value = np.sum(pair * mid[..., None] ** powers, axis=-1)
+        value = pair[-1].copy()
+        for term in pair[-2::-1]:
+            value *= mid
+            value += term
+        value *= mid
         above = value > observed
         hi = np.where(above, mid, hi)
         lo = np.where(above, lo, mid)
@@ -876,7 +890,7 @@ class GaussianCopulaTwin:
                 series = series.cast(pl.String)
                 token = {"name": "String"}
             kept = [(v, f) for v, f, r in zip(values, freq, rare) if not r and v != OTHER]
-            other_count = int(freq[rare].sum()) + int(sum(f for v, f in zip(values, freq) if v == OTHER and not r))
+            other_count = int(freq[rare].sum()) + int(sum(f for v, f, r in zip(values, freq, rare) if v == OTHER and not r))
             merged_values = [v for v, _ in kept] + [OTHER]
             merged_freq = np.array([f for _, f in kept] + [other_count], dtype=np.int64)
             mapping_from = [v for v, r in zip(values, rare) if r and v is not None]
@@ -1021,9 +1035,9 @@ class GaussianCopulaTwin:
         with threadpool_limits(limits=1, user_api="blas"):
             return self._sample(int(n), seed, conditions)
 
-    def _sample(self, n: int, seed: int, conditions: dict | None) -> pl.DataFrame:
+    def _sample(self, n: int, seed: int, conditions: dict | None, restrict: dict[str, list] | None = None) -> pl.DataFrame:
         rng = np.random.default_rng(seed)
-        fixed_spans, target_spec = self._parse_conditions(conditions)
+        fixed_spans, target_spec = self._parse_conditions(conditions, restrict)
         d = len(self._dims)
         out: list[np.ndarray] = [
             np.empty(n, dtype=np.float64) if isinstance(m, ContinuousMarginal) else np.empty(n, dtype=np.int64)
@@ -1054,9 +1068,15 @@ class GaussianCopulaTwin:
         self._snap_constrained(out, fixed_spans, target_spec, labels)
         return self._assemble(out, n)
 
-    def _parse_conditions(self, conditions: dict | None):
-        if conditions is None:
+    def _parse_conditions(self, conditions: dict | None, restrict: dict[str, list] | None = None):
+        """Latent spans of the fixed columns and the target spec of `conditions`.
+
+        `restrict` (column -> allowed values) narrows level columns further; the
+        segmented twin uses it to sample the rows of its pooled segments.
+        """
+        if conditions is None and not restrict:
             return [], None
+        conditions = {} if conditions is None else conditions
         if not isinstance(conditions, dict) or set(conditions) - {"target_rate", "fixed"}:
             raise InvalidDataError(
                 f"unknown conditions {sorted(set(conditions or {}) - {'target_rate', 'fixed'})!r}.",
@@ -1107,6 +1127,19 @@ class GaussianCopulaTwin:
             if not by_dim[dim].any():
                 raise InvalidDataError("the fixed values of this combination never occur together.", column=column,
                                        fix="fix values that occur together in the tape.")
+        for column, allowed in (restrict or {}).items():
+            plan = by_name.get(column)
+            if plan is None or plan["kind"] not in ("levels", "combo"):
+                raise InvalidDataError("is not a modelled category column and cannot be restricted.", column=str(column),
+                                       fix="restrict a categorical or boolean column.")
+            dim = plan["dim"]
+            member = (lambda lvl: lvl[plan["member"]]) if plan["kind"] == "combo" else (lambda lvl: lvl)
+            match = np.array([any(_same_value(member(lvl), v) for v in allowed) or (member(lvl) is None and None in allowed)
+                              for lvl in self._marginals[dim].levels])
+            by_dim[dim] = by_dim.get(dim, np.ones_like(match)) & match
+            if not by_dim[dim].any():
+                raise InvalidDataError("no level of the model is allowed by the fixed values and the restriction.",
+                                       column=str(column), fix="fix values that occur in the tape.")
         spans = [(dim, self._marginals[dim].intervals(mask)) for dim, mask in by_dim.items()]
         return spans, target_spec
 
@@ -1354,6 +1387,11 @@ class GaussianCopulaTwin:
         json_file = path / "model.json"
         try:
             model = json.loads(json_file.read_text())
+            if cls is GaussianCopulaTwin and isinstance(model, dict) and model.get("format") == SEGMENTED_FORMAT:
+                # make_engine("credittwin") saves a segmented twin; callers that load through this class get it back.
+                from models.segmented import SegmentedCopulaTwin
+
+                return SegmentedCopulaTwin.load(path)
             with np.load(path / "arrays.npz", allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as exc:
@@ -1522,18 +1560,53 @@ def _check_columns(columns: Any, marginals: list[ContinuousMarginal | LevelMargi
     return columns
 
 
-def make_engine(name: str = "credittwin", **kwargs: Any) -> "GaussianCopulaTwin | CopulasEngine":
+def make_engine(name: str = "credittwin", **kwargs: Any) -> "SegmentedCopulaTwin | CopulasEngine":
     """The copula engine a tenant's settings name: "credittwin" (default) or "copulas" (optional extra).
 
-    Keyword arguments go to the engine's constructor.
+    "credittwin" is the segmented twin (`models.segmented.SegmentedCopulaTwin`:
+    one Gaussian copula per level of an automatically chosen category, a global
+    one for small segments); it takes `GaussianCopulaTwin`'s keyword arguments
+    plus `segment_by`. Keyword arguments go to the engine's constructor. Load a
+    saved engine of any kind with `load_engine(path)`.
     """
     if name == "credittwin":
-        return GaussianCopulaTwin(**kwargs)
+        from models.segmented import SegmentedCopulaTwin
+
+        return SegmentedCopulaTwin(**kwargs)
     if name == "copulas":
         from models.copulas_engine import CopulasEngine
 
         return CopulasEngine(**kwargs)
     raise InvalidDataError(f"unknown copula engine {name!r}.", fix='set engine to "credittwin" or "copulas".')
+
+
+def load_engine(path: Path) -> "GaussianCopulaTwin | SegmentedCopulaTwin | CopulasEngine":
+    """Load any saved copula engine, dispatching on the `format` of its model.json.
+
+    Raises:
+        InvalidDataError: a missing or unreadable model.json, or an unknown format.
+    """
+    path = Path(path)
+    try:
+        model = json.loads((path / "model.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidDataError(f"cannot read the saved engine: {exc}", file=str(path),
+                               fix="re-run fitted_copula to write it again.") from exc
+    kind = model.get("format") if isinstance(model, dict) else None
+    if kind == FORMAT:
+        return GaussianCopulaTwin.load(path)
+    if kind == SEGMENTED_FORMAT:
+        from models.segmented import SegmentedCopulaTwin
+
+        return SegmentedCopulaTwin.load(path)
+    from models.copulas_engine import FORMAT as COPULAS_FORMAT
+
+    if kind == COPULAS_FORMAT:
+        from models.copulas_engine import CopulasEngine
+
+        return CopulasEngine.load(path)
+    raise InvalidDataError(f"the saved engine has an unknown format {kind!r}.", file=str(path / "model.json"),
+                           fix="re-run fitted_copula to write it again.")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,10 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.copula import CopulaNoise, GaussianCopulaTwin, make_engine
+from models.copula import CopulaNoise, GaussianCopulaTwin, load_engine, make_engine
 from models.demo import generate_portfolio
 from models.errors import InvalidDataError, NotFittedError
+from models.fidelity import compare_tables
 from models.schema import infer_schema
+from models.segmented import SegmentedCopulaTwin
 
 CONSTRAINTS = [
     {"type": "inequality", "low": "funded_amount", "high": "loan_amount"},
@@ -422,3 +424,192 @@ def test_copulas_engine_runs_through_the_same_interface(tmp_path: Path):
 def test_unknown_engine_is_refused():
     with pytest.raises(InvalidDataError, match="unknown copula engine 'sdv'"):
         make_engine("sdv")
+
+
+# ----------------------------------------------------------------------------- segmented twin (the default engine)
+
+
+@pytest.fixture(scope="module")
+def book() -> tuple[pl.DataFrame, object, dict]:
+    portfolio = generate_portfolio(10_000, months=12, seed=3)
+    cfg = portfolio.tenant_config
+    schema = infer_schema(portfolio.loans, id_columns=cfg["id_columns"], target="default_flag", target_positive=[1])
+    return portfolio.loans, schema, cfg
+
+
+@pytest.fixture(scope="module")
+def book_twin(book):
+    loans, schema, cfg = book
+    return make_engine("credittwin", constraints=cfg["constraints"]).fit(loans, schema)
+
+
+def test_default_engine_segments_the_book_by_product(book, book_twin):
+    # setup
+    loans, _, _ = book
+    sizes = dict(loans.group_by("product").len().iter_rows())
+    # run
+    segmentation = book_twin.summary()["segmentation"]
+    # assert
+    assert isinstance(book_twin, SegmentedCopulaTwin)
+    assert segmentation["column"] == "product"
+    assert {s["value"]: s["rows"] for s in segmentation["segments"]} == sizes
+    assert segmentation["pooled_rows"] == 0
+    assert book_twin.correlation.shape == (len(book_twin.latent_columns),) * 2
+
+
+@pytest.mark.parametrize("product", ["mortgage", "auto", "card", "personal"])
+def test_fixed_product_sample_matches_that_products_real_rows(book, book_twin, product):
+    # setup
+    loans, schema, _ = book
+    real = loans.filter(pl.col("product") == product)
+    rate = float(real["default_flag"].mean())
+    # run
+    fixed = book_twin.sample(5000, seed=1, conditions={"fixed": {"product": product}})
+    rated = book_twin.sample(5000, seed=2, conditions={"fixed": {"product": product}, "target_rate": rate})
+    # assert
+    for synthetic in (fixed, rated):
+        report = compare_tables(real, synthetic, schema)
+        assert report.passed, report.failures()
+        assert synthetic["product"].unique().to_list() == [product]
+    assert rated["default_flag"].sum() == round(5000 * rate)
+
+
+def test_segments_keep_the_books_unconditional_fidelity(book, book_twin):
+    # setup
+    loans, schema, _ = book
+    # run
+    synthetic = book_twin.sample(20_000, seed=3)
+    # assert: the whole book, and each product's rows inside the unconditional sample
+    assert compare_tables(loans, synthetic, schema).passed
+    for product in ("mortgage", "card"):
+        report = compare_tables(loans.filter(pl.col("product") == product),
+                                synthetic.filter(pl.col("product") == product), schema)
+        assert report.passed, report.failures()
+
+
+@pytest.mark.parametrize("fixed", [None, {"product": "mortgage"}, {"region": "capital"}])
+def test_segmented_requested_rate_is_exact_at_10k(book_twin, fixed):
+    # setup
+    conditions = {"target_rate": 0.2, **({"fixed": fixed} if fixed else {})}
+    # run
+    synthetic = book_twin.sample(10_000, seed=4, conditions=conditions)
+    # assert
+    assert synthetic.height == 10_000
+    assert abs(synthetic["default_flag"].mean() - 0.2) <= 0.005
+    for column, value in (fixed or {}).items():
+        assert synthetic[column].unique().to_list() == [value]
+
+
+def test_segmented_rows_keep_constraints_ids_and_types(book, book_twin):
+    # setup
+    loans, _, _ = book
+    real_combos = set(loans.select("product", "term_months").unique().iter_rows())
+    # run
+    synthetic = book_twin.sample(20_000, seed=5)
+    # assert
+    assert synthetic.schema == loans.schema
+    assert (synthetic["funded_amount"] <= synthetic["loan_amount"]).all()
+    assert set(synthetic.select("product", "term_months").unique().iter_rows()) <= real_combos
+    assert synthetic["loan_id"].n_unique() == 20_000
+    assert not synthetic["loan_id"].is_in(loans["loan_id"].implode()).any()
+    by_product = dict(synthetic.group_by("product").agg(pl.col("ltv").is_null().mean()).iter_rows())
+    assert by_product["card"] == 1.0 and by_product["mortgage"] == 0.0
+
+
+def test_segmented_save_load_round_trip(book_twin, tmp_path: Path):
+    # setup
+    book_twin.save(tmp_path / "twin")
+    # run
+    by_dispatch = load_engine(tmp_path / "twin")
+    by_class = GaussianCopulaTwin.load(tmp_path / "twin")
+    # assert
+    assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == ["global", "model.json", "segments"]
+    assert sorted(p.name for p in (tmp_path / "twin" / "segments").iterdir()) == ["0", "1", "2", "3"]
+    conditions = {"target_rate": 0.3, "fixed": {"product": "auto"}}
+    for loaded in (by_dispatch, by_class):
+        assert isinstance(loaded, SegmentedCopulaTwin)
+        assert loaded.summary() == book_twin.summary()
+        assert loaded.sample(800, seed=6).equals(book_twin.sample(800, seed=6))
+        assert loaded.sample(800, seed=6, conditions=conditions).equals(book_twin.sample(800, seed=6, conditions=conditions))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda m: m.update(extra=1), "unknown keys \\['extra'\\]"),
+        (lambda m: m["segments"][0].update(value="zzrare"), "not a level of the global model"),
+        (lambda m: m["segments"][0].update(rows=m["segments"][0]["rows"] + 1), "n_train must equal"),
+        (lambda m: m["segments"][0]["nulls"].append("region"), "partition the global model's columns"),
+        (lambda m: m.update(format="pickle"), "is not credittwin.segmented_copula"),
+    ],
+)
+def test_segmented_load_refuses_tampered_json(book_twin, tmp_path: Path, tamper, match):
+    # setup
+    book_twin.save(tmp_path / "twin")
+    file = tmp_path / "twin" / "model.json"
+    model = json.loads(file.read_text())
+    tamper(model)
+    file.write_text(json.dumps(model))
+    # run / assert
+    with pytest.raises(InvalidDataError, match=match):
+        SegmentedCopulaTwin.load(tmp_path / "twin")
+
+
+def test_load_engine_refuses_an_unknown_format(tmp_path: Path):
+    # setup
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text(json.dumps({"format": "sdv"}))
+    # run / assert
+    with pytest.raises(InvalidDataError, match="unknown format 'sdv'"):
+        load_engine(tmp_path / "m")
+
+
+def test_unexplanatory_category_does_not_segment_and_bad_segment_by_is_refused():
+    # setup: `segment` is random, so it explains nothing of the other columns
+    table = small_table(2000)
+    schema = schema_of(table, target="flag", target_positive=[1], column_types={"flag": "boolean"})
+    # run
+    auto = make_engine("credittwin").fit(table, schema)
+    forced = make_engine("credittwin", segment_by="segment", min_segment_rows=100).fit(table, schema)
+    # assert
+    assert auto.summary()["segmentation"] is None
+    assert auto.sample(300, seed=1).equals(GaussianCopulaTwin().fit(table, schema).sample(300, seed=1))
+    assert forced.summary()["segmentation"]["column"] == "segment"
+    with pytest.raises(InvalidDataError, match="'flag'.*segment_by must name"):
+        make_engine("credittwin", segment_by="flag").fit(table, schema)
+    with pytest.raises(InvalidDataError, match="segment_by must be a column name"):
+        make_engine("credittwin", segment_by=3)
+
+
+def test_noise_hook_reaches_every_segment_model_and_blocks_automatic_segmentation():
+    # setup
+    table = small_table(2000)
+    schema = schema_of(table)
+    auto_noise, forced_noise = _CountingNoise(), _CountingNoise()
+    # run
+    auto = make_engine("credittwin", noise=auto_noise).fit(table, schema)
+    forced = make_engine("credittwin", noise=forced_noise, segment_by="segment", min_segment_rows=100).fit(table, schema)
+    # assert
+    assert auto.summary()["segmentation"] is None and auto_noise.correlations == 1
+    assert len(forced.summary()["segmentation"]["segments"]) == 3
+    assert forced_noise.correlations == 4  # the global model and three segments
+
+
+def test_segment_other_bucket_keeps_dtype_and_fixed_combinations():
+    # setup: plan 3 is common in the book but rare among segment "a", where its segment model merges it into "other"
+    rng = np.random.default_rng(7)
+    n = 3000
+    seg = rng.choice(["a", "b"], size=n)
+    plan = np.where(seg == "a", rng.choice([1, 2], size=n), rng.choice([2, 3], size=n))
+    plan[np.flatnonzero(seg == "a")[:3]] = 3
+    x = np.where(seg == "a", rng.normal(0, 1, n), rng.normal(5, 2, n))
+    table = pl.DataFrame({"seg": seg.tolist(), "plan": plan.astype(np.int64), "x": x, "y": x * 2 + rng.normal(size=n)})
+    schema = schema_of(table, column_types={"plan": "categorical"})
+    twin = make_engine("credittwin", segment_by="seg",
+                       constraints=[{"type": "fixed_combinations", "columns": ["seg", "plan"]}]).fit(table, schema)
+    # run
+    synthetic = twin.sample(5000, seed=8)
+    # assert
+    assert synthetic.schema == table.schema
+    assert set(synthetic.select("seg", "plan").unique().iter_rows()) <= {("a", 1), ("a", 2), ("b", 2), ("b", 3)}
+    assert synthetic["plan"].null_count() == 0
