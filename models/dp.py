@@ -1,0 +1,1206 @@
+"""Differentially private synthesis: a DP Gaussian copula and a DP-SGD hook for the cascade.
+
+Opt-in per tenant (`privacy.epsilon` in tenant.yaml); the default twin is the
+non-DP `models.copula.GaussianCopulaTwin`, untouched by this module.
+
+**What is protected.** The privacy unit is the borrower when the table names one
+(`privacy_unit_column`), else the row. Before anything is measured each unit is
+bounded to one row (its first row in table order), so neighbouring tables differ
+in one row. The copula's guarantee is epsilon-DP (plus a delta only for
+category lists that were not declared) for *replace-one-unit* neighbours with
+the number of units public: the platform already publishes a tape's row count
+in the asset metadata. DP-SGD (opacus) is add/remove-one-unit, as opacus and
+dp-accounting state it.
+
+**The DP copula** (`plan_dp_copula` then `DPGaussianCopula.fit`):
+
+1. Marginals. Each modelled column is one histogram over a *public* domain
+   (`PublicDomain`: numeric bounds and bin count, a list of values, or a list of
+   categories), declared by the tenant (`privacy.domains`) or taken from the
+   coarse documented defaults `DEFAULT_DOMAINS` by canonical column name;
+   booleans of a boolean or 0/1 column are public {false, true}. A nullable
+   column (per the schema) has one more bin for nulls. Values are clipped into
+   the bounds, mapped to the nearest declared value, or (categories outside the
+   list) left out of the counts; nothing about the data's own min, max, quantiles
+   or category list is used. Integer counts receive integer noise from OpenDP's
+   discrete Laplace (`make_laplace` over an integer vector domain), sampled
+   exactly, so the floating-point attack on textbook Laplace does not apply.
+   Post-processing projects the noisy counts onto the non-negative vectors with
+   the same total (clipping negatives alone would leave spurious mass in every
+   empty bin); the marginal is uniform within bins. L1 sensitivity: 2 (one row
+   moves between two bins).
+2. Undeclared categorical columns pay for their category list with a stability
+   histogram: noisy counts of the observed values, kept when above a threshold
+   that a value held by one unit passes with probability at most delta/2
+   ((epsilon, delta)-DP; rare values are dropped, never published). Levels are
+   ordered by noisy frequency. Numeric and date columns with neither a
+   declaration nor a default are left out (listed in `summary()["left_out"]`).
+3. Dependence. For every pair of latent dimensions the integer concordance
+   statistic S = (concordant - discordant pairs of rows) on the public bin
+   codes receives discrete Laplace noise; its replace-one sensitivity is
+   2(n - 1) (one row is in n - 1 pairs, each moving by at most 2), i.e. Kendall's
+   tau_a = S / C(n, 2) has sensitivity 4/n. The noisy tau is mapped to the latent
+   Gaussian correlation by inverting the exact expected tau of a bivariate normal
+   discretised at the (noisy) marginal's bin edges (for fine bins this tends to
+   sin(pi tau / 2); for binary columns it is the tetrachoric analogue), the
+   matrix is repaired to positive definite by eigenvalue clipping, and sampling
+   is the ordinary Gaussian-copula draw. Pairs involving a nullable column are
+   divided by the (noisy) squared share of rows present in both, assuming
+   missingness independent of the values.
+4. Budget. `split` (default 0.5) of epsilon goes to the marginals, shared
+   equally by the columns; the rest to the dependence, shared equally by the
+   pairs; basic composition of pure-epsilon mechanisms (accountant
+   ``pure-sum`` of `models.accounting`). The plan holds the exact
+   `MechanismSpec` list, computed from public information only, so the asset
+   can charge the ledger before `fit` runs; `fit` refuses a table that would
+   need a different plan.
+
+Identifiers are regenerated from public constants (an integer offset from the
+dtype's range or the fixed prefix "SYN-DP-"), never from the real ids.
+Inequality and fixed-combination constraints are not supported under DP.
+
+**DP-SGD**: `OpacusDPHook` implements `models.cascade.DPTrainingHook` with
+opacus' `DPLSTM` / `DPGRU`, Poisson sampling and per-sample clipping; its
+noise multiplier comes from `models.accounting.noise_multiplier_for` (see
+`plan_dpsgd`).
+
+**Auditing**: `empirical_epsilon_lower_bound` turns event counts of a mechanism
+run many times on two neighbouring tables into a statistically valid lower
+bound on its privacy loss (Clopper-Pearson, Bonferroni over events), used by the
+tests to falsify under-noised mechanisms.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from models.accounting import DEFAULT_DELTA, Composition, MechanismSpec, compose, epsilon_for_dpsgd, noise_multiplier_for
+from models.copula import (
+    GaussianCopulaTwin,
+    _dtype_token,
+    _json_scalar,
+    _numeric_view,
+    _positive_levels,
+    _repair_correlation,
+    _write_atomic_dir,
+)
+from models.errors import InvalidDataError, NotFittedError, TenantConfigError
+from models.marginals import ContinuousMarginal, LevelMarginal
+from models.privacy_errors import InvalidMechanismError
+from models.schema import ColumnType, TableSchema
+
+if TYPE_CHECKING:
+    import torch
+
+DP_FORMAT = "credittwin.dp_gaussian_copula"
+DP_FORMAT_VERSION = 1
+DP_FILE = "dp.json"
+DEFAULT_SPLIT = 0.5
+"""Share of epsilon spent on the marginal histograms; the rest goes to pairwise dependence."""
+DEFAULT_BINS = 32
+ID_PREFIX = "SYN-DP-"
+NONDP_LABEL = "not differentially private (default twin)"
+MIN_UNITS = 50
+# Normal-space cut points beyond this are at probability < 1e-17: treated as infinite.
+_CUT_CLIP = 8.5
+# Correlations are kept strictly inside (-1, 1) so the bivariate normal stays proper.
+_RHO_MAX = 0.995
+_BISECTION_STEPS = 30
+_GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(20)
+
+DEFAULT_DOMAINS: dict[str, dict[str, Any]] = {
+    "credit_score": {"low": 300, "high": 850, "bins": 55},
+    "fico": {"low": 300, "high": 850, "bins": 55},
+    "annual_income": {"low": 0, "high": 1_000_000, "bins": 48, "scale": "log1p"},
+    "loan_amount": {"low": 0, "high": 2_000_000, "bins": 48, "scale": "log1p"},
+    "funded_amount": {"low": 0, "high": 2_000_000, "bins": 48, "scale": "log1p"},
+    "installment": {"low": 0, "high": 50_000, "bins": 40, "scale": "log1p"},
+    "revolving_balance": {"low": 0, "high": 500_000, "bins": 40, "scale": "log1p"},
+    "credit_limit": {"low": 0, "high": 1_000_000, "bins": 40, "scale": "log1p"},
+    "interest_rate": {"low": 0, "high": 40, "bins": 40},
+    "dti": {"low": 0, "high": 100, "bins": 50},
+    "ltv": {"low": 0, "high": 200, "bins": 50},
+    "age": {"low": 18, "high": 100, "bins": 41},
+    "employment_years": {"low": 0, "high": 50, "bins": 51},
+    "term_months": {"values": [6, 12, 18, 24, 36, 48, 60, 72, 84, 96, 120, 180, 240, 300, 360, 480]},
+}
+"""Coarse public domains by canonical column name, used when tenant.yaml declares none.
+
+They are deliberately wide (never derived from any tape): amounts on a log
+scale up to figures no consumer book exceeds, scores and ratios on their
+regulatory or conventional ranges, terms on the usual contract lengths.
+A tenant narrows them under `privacy.domains` for better utility.
+"""
+
+
+# --------------------------------------------------------------------------- noise
+
+
+class DiscreteLaplace:
+    """Integer-valued Laplace (two-sided geometric) noise from OpenDP.
+
+    OpenDP samples the discrete Laplace exactly from an OS CSPRNG on integers,
+    so no floating-point artefact reveals the true count (Mironov's attack on
+    textbook Laplace). Calling with a vector adds independent noise to each
+    entry. The noise cannot be seeded, by design.
+    """
+
+    def __init__(self) -> None:
+        self._measurements: dict[float, Any] = {}
+
+    def __call__(self, values: np.ndarray, scale: float) -> np.ndarray:
+        """`values` (integers) plus discrete Laplace noise of `scale`, as int64."""
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.integer):
+            raise InvalidMechanismError(
+                f"the discrete Laplace mechanism adds noise to integer counts, got dtype {values.dtype}.",
+                fix="release integer counts; divide after the noise is added.",
+            )
+        if not (math.isfinite(scale) and scale > 0):
+            raise InvalidMechanismError(f"noise scale must be a finite number > 0, got {scale!r}.",
+                                        fix="plan the release with a positive epsilon.")
+        measurement = self._measurements.get(scale)
+        if measurement is None:
+            import opendp.prelude as dp
+
+            dp.enable_features("contrib")
+            measurement = dp.m.make_laplace(
+                dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=float(scale)
+            )
+            self._measurements[scale] = measurement
+        flat = values.astype(np.int64).ravel()
+        if flat.size == 0:
+            return flat.reshape(values.shape)
+        return np.asarray(measurement(flat), dtype=np.int64).reshape(values.shape)
+
+
+NoiseSampler = Callable[[np.ndarray, float], np.ndarray]
+
+
+def discrete_laplace_tail(scale: float, k: int) -> float:
+    """P(Z >= k) for discrete Laplace noise Z of `scale` and an integer k >= 1."""
+    alpha = math.exp(-1.0 / scale)
+    return alpha**k / (1.0 + alpha)
+
+
+def stability_threshold(scale: float, tail: float) -> int:
+    """The smallest T with P(1 + Z >= T) <= `tail` for discrete Laplace noise Z of `scale` (T >= 2)."""
+    alpha = math.exp(-1.0 / scale)
+    k = math.ceil(math.log(tail * (1.0 + alpha)) / math.log(alpha))
+    k = max(k, 1)
+    while discrete_laplace_tail(scale, k) > tail:
+        k += 1
+    return k + 1
+
+
+def noisy_histogram(codes: np.ndarray, size: int, *, scale: float, sampler: NoiseSampler) -> np.ndarray:
+    """Counts of `codes` in 0..size-1 (negative codes are not counted) plus integer noise.
+
+    Replace-one L1 sensitivity is 2: epsilon = 2 / scale.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    counts = np.bincount(codes[codes >= 0], minlength=size).astype(np.int64)
+    return sampler(counts, scale)
+
+
+def concordance(x: np.ndarray, y: np.ndarray, x_size: int, y_size: int) -> int:
+    """S = concordant minus discordant pairs of rows of two code columns (exact integer).
+
+    Rows with a negative code in either column take part in no pair's sign
+    (they tie with everything). Computed from the contingency table in
+    O(x_size * y_size) after one pass over the rows.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    ok = (x >= 0) & (y >= 0)
+    table = np.bincount(x[ok] * y_size + y[ok], minlength=x_size * y_size).reshape(x_size, y_size).astype(np.int64)
+    north_east, south_east = _corner_sums(table)
+    return int(np.sum(table * (north_east - south_east)))
+
+
+def _corner_sums(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell (i, j): sum over k > i, l > j, and sum over k > i, l < j."""
+    rows, cols = table.shape
+    below = np.zeros((rows + 1, cols + 2), dtype=table.dtype)
+    # below[i, j + 1] = sum over k >= i of column j; cumulative over columns both ways gives the corners.
+    below[:rows, 1:cols + 1] = table[::-1].cumsum(axis=0)[::-1]
+    right = below[:, ::-1].cumsum(axis=1)[:, ::-1]  # right[i, j + 1] = sum k >= i, l >= j
+    left = below.cumsum(axis=1)  # left[i, j + 1] = sum k >= i, l <= j
+    north_east = right[1:rows + 1, 2:cols + 2]
+    south_east = left[1:rows + 1, 0:cols]
+    return north_east, south_east
+
+
+def noisy_concordance(x: np.ndarray, y: np.ndarray, x_size: int, y_size: int, *, scale: float,
+                      sampler: NoiseSampler) -> int:
+    """`concordance` plus integer noise; replace-one sensitivity 2(n - 1), so epsilon = 2(n - 1) / scale."""
+    value = concordance(x, y, x_size, y_size)
+    return int(sampler(np.array([value], dtype=np.int64), scale)[0])
+
+
+def concordance_sensitivity(n: int) -> int:
+    """Replace-one sensitivity of `concordance` over n rows: the changed row is in n - 1 pairs, each moving by 2."""
+    return 2 * (n - 1)
+
+
+# --------------------------------------------------------------------------- public domains
+
+
+@dataclass(frozen=True)
+class PublicDomain:
+    """A column's public domain: bins over [low, high], a list of values, or a list of categories.
+
+    tenant.yaml shape, under ``privacy.domains``::
+
+        annual_income: {low: 0, high: 500000, bins: 40, scale: log1p}
+        term_months: {values: [12, 24, 36, 60]}
+        grade: {categories: [A, B, C, D, E, F, G]}
+        origination_date: {low: "2019-01-01", high: "2021-01-01", bins: 24}
+
+    Categories are laid out in the order given: the copula expresses monotone
+    dependence along it, so ordered labels (grades) should be listed in order.
+    """
+
+    low: float | str | None = None
+    high: float | str | None = None
+    bins: int | None = None
+    scale: str = "linear"
+    values: tuple[float, ...] | None = None
+    categories: tuple[Any, ...] | None = None
+
+    @property
+    def kind(self) -> str:
+        """"bins", "values" or "categories"."""
+        if self.categories is not None:
+            return "categories"
+        if self.values is not None:
+            return "values"
+        return "bins"
+
+    @classmethod
+    def from_dict(cls, column: str, data: Mapping[str, Any]) -> "PublicDomain":
+        """Parse one `privacy.domains` entry, naming the column in every error."""
+        def bad(message: str) -> TenantConfigError:
+            return TenantConfigError(
+                f"privacy.domains: {message}", file="tenant.yaml", column=column,
+                fix="declare {low, high, bins[, scale: linear|log1p]}, {values: [...]} or {categories: [...]}.",
+            )
+
+        if not isinstance(data, Mapping):
+            raise bad(f"expected a mapping, got {type(data).__name__}.")
+        keys = set(data)
+        if "categories" in keys:
+            if keys != {"categories"} or not isinstance(data["categories"], list) or not data["categories"]:
+                raise bad("'categories' must be a non-empty list and the only key.")
+            cats = [_json_scalar(c) for c in data["categories"]]
+            if len(set(map(repr, cats))) != len(cats) or any(c is None for c in cats):
+                raise bad("categories must be distinct and not null (nulls are counted by the schema's nullability).")
+            return cls(categories=tuple(cats))
+        if "values" in keys:
+            values = data["values"]
+            if keys != {"values"} or not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
+                raise bad("'values' must be a non-empty list of finite numbers and the only key.")
+            ordered = sorted(float(v) for v in values)
+            if len(set(ordered)) != len(ordered):
+                raise bad("values must be distinct.")
+            return cls(values=tuple(ordered))
+        unknown = keys - {"low", "high", "bins", "scale"}
+        if unknown or not {"low", "high"} <= keys:
+            raise bad(f"numeric bounds need 'low' and 'high' (unknown keys: {sorted(unknown)}).")
+        bins = data.get("bins", DEFAULT_BINS)
+        if not isinstance(bins, int) or isinstance(bins, bool) or not 1 <= bins <= 1000:
+            raise bad(f"bins must be an integer from 1 to 1000, got {bins!r}.")
+        scale = data.get("scale", "linear")
+        if scale not in ("linear", "log1p"):
+            raise bad(f"scale must be 'linear' or 'log1p', got {scale!r}.")
+        low, high = data["low"], data["high"]
+        if isinstance(low, str) != isinstance(high, str):
+            raise bad("low and high must both be numbers or both be ISO dates.")
+        if not isinstance(low, str):
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in (low, high)):
+                raise bad("low and high must be finite numbers.")
+            if not low < high:
+                raise bad(f"low ({low}) must be below high ({high}).")
+            if scale == "log1p" and low < 0:
+                raise bad("a log1p scale needs low >= 0.")
+            low, high = float(low), float(high)
+        return cls(low=low, high=high, bins=bins, scale=scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The tenant.yaml form."""
+        if self.categories is not None:
+            return {"categories": list(self.categories)}
+        if self.values is not None:
+            return {"values": list(self.values)}
+        return {"low": self.low, "high": self.high, "bins": self.bins, "scale": self.scale}
+
+
+def parse_domains(domains: Mapping[str, Any] | None) -> dict[str, PublicDomain]:
+    """`privacy.domains` (column -> mapping or `PublicDomain`) as `PublicDomain` objects."""
+    out: dict[str, PublicDomain] = {}
+    for column, data in (domains or {}).items():
+        out[str(column)] = data if isinstance(data, PublicDomain) else PublicDomain.from_dict(str(column), data)
+    return out
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class DPColumnPlan:
+    """How one column is released: its kind, public domain, nullability and epsilon (delta for stability)."""
+
+    name: str
+    kind: str  # bins | values | categories | boolean | stability | identifier
+    domain: PublicDomain | None
+    nullable: bool
+    epsilon: float
+    delta: float = 0.0
+
+    @property
+    def latent(self) -> list[str]:
+        """Names of the latent dimensions this column becomes."""
+        if self.kind == "identifier":
+            return []
+        dims = [self.name]
+        if self.nullable and self.kind in ("bins", "values"):
+            dims.append(f"{self.name}#null")
+        return dims
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["domain"] = None if self.domain is None else self.domain.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DPColumnPlan":
+        domain = data["domain"]
+        return cls(
+            name=str(data["name"]), kind=str(data["kind"]),
+            domain=None if domain is None else PublicDomain.from_dict(str(data["name"]), domain),
+            nullable=bool(data["nullable"]), epsilon=float(data["epsilon"]), delta=float(data["delta"]),
+        )
+
+
+@dataclass(frozen=True)
+class DPCopulaPlan:
+    """Everything a DP copula fit will release, computed from public information only.
+
+    Attributes:
+        epsilon, delta: the total the fit spends (delta > 0 only with stability histograms).
+        split: share of epsilon on the marginals.
+        n_units: the public number of privacy units (rows after bounding each unit to one row).
+        privacy_unit_column: the column naming the unit (None: each row is a unit).
+        columns: one `DPColumnPlan` per released column, in schema order.
+        left_out: column -> reason, for columns not modelled.
+        latent: the latent dimension names, in correlation-matrix order.
+        pair_epsilon: epsilon of each pairwise concordance release.
+        mechanisms: the `MechanismSpec` charges (one per kind of release), to
+            charge the ledger before `fit`.
+    """
+
+    epsilon: float
+    delta: float
+    split: float
+    n_units: int
+    privacy_unit_column: str | None
+    columns: tuple[DPColumnPlan, ...]
+    left_out: dict[str, str]
+    latent: tuple[str, ...]
+    pair_epsilon: float
+    mechanisms: tuple[MechanismSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def n_pairs(self) -> int:
+        d = len(self.latent)
+        return d * (d - 1) // 2
+
+    def composition(self) -> Composition:
+        """The composed (epsilon, delta) of every release, by `models.accounting.compose`."""
+        return compose(list(self.mechanisms))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (stored beside the fitted model and in asset metadata)."""
+        return {
+            "epsilon": self.epsilon, "delta": self.delta, "split": self.split, "n_units": self.n_units,
+            "privacy_unit_column": self.privacy_unit_column, "columns": [c.to_dict() for c in self.columns],
+            "left_out": dict(self.left_out), "latent": list(self.latent), "pair_epsilon": self.pair_epsilon,
+            "mechanisms": [m.to_dict() for m in self.mechanisms],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DPCopulaPlan":
+        """Rebuild from `to_dict` output."""
+        return cls(
+            epsilon=float(data["epsilon"]), delta=float(data["delta"]), split=float(data["split"]),
+            n_units=int(data["n_units"]), privacy_unit_column=data["privacy_unit_column"],
+            columns=tuple(DPColumnPlan.from_dict(c) for c in data["columns"]),
+            left_out={str(k): str(v) for k, v in data["left_out"].items()},
+            latent=tuple(str(x) for x in data["latent"]), pair_epsilon=float(data["pair_epsilon"]),
+            mechanisms=tuple(MechanismSpec.from_dict(m) for m in data["mechanisms"]),
+        )
+
+
+def plan_dp_copula(
+    schema: TableSchema,
+    epsilon: float,
+    *,
+    n_units: int,
+    delta: float | None = None,
+    domains: Mapping[str, Any] | None = None,
+    split: float = DEFAULT_SPLIT,
+    columns: Sequence[str] | None = None,
+    privacy_unit_column: str | None = None,
+    tenant: str | None = None,
+) -> DPCopulaPlan:
+    """Plan a DP copula fit: which columns, over which public domains, at what epsilon each.
+
+    Uses only public information: the schema (names, types, nullability, the
+    target), the declared domains, the defaults and the public unit count.
+
+    Args:
+        schema: the table's schema.
+        epsilon: the total epsilon of the fit (tenant.yaml `privacy.epsilon`).
+        n_units: the number of privacy units the fit will see (public).
+        delta: total delta for undeclared categorical columns' stability
+            histograms (default `models.accounting.DEFAULT_DELTA`, capped below
+            1/(10 n_units)); unused when every category list is declared.
+        domains: `privacy.domains` from tenant.yaml (column -> mapping).
+        split: share of epsilon for the marginals, in (0, 1).
+        columns: the columns to model (default: all but text); identifiers
+            are always regenerated.
+        privacy_unit_column: the column naming the borrower, if any.
+        tenant: named in errors.
+
+    Raises:
+        TenantConfigError: a bad epsilon, split, domain or column name.
+    """
+    def bad(message: str, column: str | None = None, fix: str = "fix privacy settings in tenant.yaml.") -> TenantConfigError:
+        return TenantConfigError(message, tenant=tenant, file="tenant.yaml", column=column, fix=fix)
+
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon <= 0:
+        raise bad(f"privacy.epsilon must be a finite number > 0, got {epsilon!r}.", "privacy.epsilon")
+    if not (isinstance(split, (int, float)) and 0.0 < float(split) < 1.0):
+        raise bad(f"privacy.dp_split must be strictly between 0 and 1, got {split!r}.", "privacy.dp_split")
+    if isinstance(n_units, bool) or not isinstance(n_units, int) or n_units < MIN_UNITS:
+        raise InvalidDataError(
+            f"a DP copula needs at least {MIN_UNITS} privacy units, got {n_units!r}.", tenant=tenant,
+            fix="upload a larger tape; with fewer units the noise swamps every statistic.",
+        )
+    parsed = parse_domains(domains)
+    for name in parsed:
+        if name not in schema:
+            raise bad(f"privacy.domains names a column the table does not have (it has {schema.names[:20]}).", name)
+    wanted = set(schema.names if columns is None else columns)
+    for name in wanted:
+        if name not in schema:
+            raise bad("is not a column of the table.", name, fix="list only the table's columns.")
+    if privacy_unit_column is not None and privacy_unit_column not in schema:
+        raise bad("the privacy unit column is not in the table.", privacy_unit_column,
+                  fix="name the borrower column, or leave it out to protect rows.")
+
+    drafts: list[tuple[str, str, PublicDomain | None, bool]] = []
+    left_out: dict[str, str] = {}
+    for spec in schema.columns:
+        name = spec.name
+        domain = parsed.get(name)
+        if spec.type is ColumnType.IDENTIFIER:
+            drafts.append((name, "identifier", None, False))
+            continue
+        if spec.type is ColumnType.TEXT:
+            left_out[name] = "free text: left out of the model"
+            continue
+        if name not in wanted:
+            left_out[name] = "not among the columns to model"
+            continue
+        if name == privacy_unit_column:
+            left_out[name] = "the privacy unit: never modelled"
+            continue
+        nullable = bool(spec.nullable)
+        if spec.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN):
+            if domain is not None and domain.kind != "categories":
+                raise bad("is categorical; declare {categories: [...]} for it.", name)
+            if domain is not None:
+                drafts.append((name, "categories", domain, nullable))
+            elif spec.type is ColumnType.BOOLEAN:
+                drafts.append((name, "boolean", None, nullable))
+            else:
+                drafts.append((name, "stability", None, nullable))
+            continue
+        if domain is not None and domain.kind == "categories":
+            raise bad(f"is {spec.type.value}; declare {{low, high, bins}} or {{values: [...]}} for it.", name)
+        if domain is None and name in DEFAULT_DOMAINS and spec.type in (ColumnType.NUMERIC, ColumnType.INTEGER):
+            domain = PublicDomain.from_dict(name, DEFAULT_DOMAINS[name])
+        if domain is None:
+            left_out[name] = ("no public domain: declare privacy.domains."
+                              f"{name} {{low, high, bins}} to model it under differential privacy")
+            continue
+        if spec.type is ColumnType.DATETIME and domain.kind == "bins" and not isinstance(domain.low, str):
+            raise bad("is a date; declare its bounds as ISO dates (low: '2019-01-01').", name)
+        if spec.type is not ColumnType.DATETIME and isinstance(domain.low, str):
+            raise bad("is numeric; declare numeric bounds.", name)
+        drafts.append((name, domain.kind, domain, nullable))
+
+    released = [d for d in drafts if d[1] != "identifier"]
+    if not released:
+        raise bad("no column can be modelled under differential privacy.",
+                  fix="declare public domains (privacy.domains) for the columns to synthesise.")
+    latent: list[str] = []
+    for name, kind, domain, nullable in released:
+        latent += DPColumnPlan(name, kind, domain, nullable, 1.0).latent
+    n_pairs = len(latent) * (len(latent) - 1) // 2
+    marginal_share = float(split) if n_pairs else 1.0
+    column_epsilon = float(epsilon) * marginal_share / len(released)
+    pair_epsilon = float(epsilon) * (1.0 - marginal_share) / n_pairs if n_pairs else 0.0
+    stability = [d for d in released if d[1] == "stability"]
+    if delta is None:
+        delta = min(DEFAULT_DELTA, 1.0 / (10 * n_units))
+    if stability and not (isinstance(delta, (int, float)) and 0 < delta < 1.0 / n_units):
+        raise bad(f"privacy.delta must be in (0, 1/n) = (0, {1.0 / n_units:.3g}) for undeclared category lists, "
+                  f"got {delta!r}.", stability[0][0],
+                  fix="declare the categories under privacy.domains, or set a small privacy.delta.")
+    column_delta = float(delta) / len(stability) if stability else 0.0
+    plans = tuple(
+        DPColumnPlan(name, kind, domain, nullable, 0.0 if kind == "identifier" else column_epsilon,
+                     column_delta if kind == "stability" else 0.0)
+        for name, kind, domain, nullable in drafts
+    )
+    mechanisms: list[MechanismSpec] = []
+    histograms = [d for d in released if d[1] != "stability"]
+    if histograms:
+        mechanisms.append(MechanismSpec(
+            kind="laplace", sensitivity=2.0, scale=2.0 / column_epsilon, steps=len(histograms),
+            description=f"discrete Laplace (OpenDP) histograms over public domains of {len(histograms)} column(s)",
+        ))
+    if stability:
+        mechanisms.append(MechanismSpec(
+            kind="pure", epsilon=column_epsilon * len(stability), delta=column_delta * len(stability),
+            description=f"stability histograms (category lists paid for) of {len(stability)} column(s)",
+        ))
+    if n_pairs:
+        sensitivity = float(concordance_sensitivity(n_units))
+        mechanisms.append(MechanismSpec(
+            kind="laplace", sensitivity=sensitivity, scale=sensitivity / pair_epsilon, steps=n_pairs,
+            description=f"discrete Laplace Kendall concordance of {n_pairs} latent pair(s) (sensitivity 2(n-1))",
+        ))
+    return DPCopulaPlan(
+        epsilon=float(epsilon), delta=column_delta * len(stability), split=float(split), n_units=n_units,
+        privacy_unit_column=privacy_unit_column, columns=plans, left_out=left_out, latent=tuple(latent),
+        pair_epsilon=pair_epsilon, mechanisms=tuple(mechanisms),
+    )
+
+
+def bound_units(table: pl.DataFrame, privacy_unit_column: str | None) -> pl.DataFrame:
+    """Keep each privacy unit's first row (table order), so every unit contributes one row.
+
+    A row whose unit is null is its own unit (it cannot be linked to another).
+    """
+    if privacy_unit_column is None:
+        return table
+    unit = pl.col(privacy_unit_column)
+    return table.filter(unit.is_null() | unit.is_first_distinct())
+
+
+# --------------------------------------------------------------------------- post-processing
+
+
+def project_counts(noisy: np.ndarray) -> np.ndarray:
+    """Nearest (Euclidean) non-negative vector with the noisy total: max(noisy - lambda, 0).
+
+    Clipping negatives alone adds spurious mass to every empty bin; shifting
+    everything down by lambda until the total matches removes it.
+    """
+    y = np.asarray(noisy, dtype=np.float64)
+    total = max(float(y.sum()), 1.0)
+    ordered = np.sort(y)[::-1]
+    cumulative = np.cumsum(ordered)
+    k = np.arange(1, y.size + 1)
+    lambdas = (cumulative - total) / k
+    valid = ordered - lambdas > 0
+    shift = lambdas[np.flatnonzero(valid)[-1]] if valid.any() else float(ordered[0]) - total
+    out = np.clip(y - shift, 0.0, None)
+    if out.sum() <= 0:
+        out = np.ones_like(y)
+    return out
+
+
+def _cumulative(mass: np.ndarray) -> np.ndarray:
+    """0, cumulative shares of `mass`, 1: exactly monotone from 0 to 1 despite rounding."""
+    cum = np.minimum(np.concatenate([[0.0], np.cumsum(mass) / mass.sum()]), 1.0)
+    cum[-1] = 1.0
+    return np.maximum.accumulate(cum)
+
+
+# --------------------------------------------------------------------------- tau -> latent correlation
+
+
+def _bivariate_cdf(a: np.ndarray, b: np.ndarray, rho: float) -> np.ndarray:
+    """Phi2(a_i, b_j; rho) on the grid a x b (Drezner-Wesolowsky integral in the angle, Gauss-Legendre)."""
+    from scipy.special import ndtr
+
+    theta_max = math.asin(rho)
+    theta = 0.5 * theta_max * (_GAUSS_NODES + 1.0)
+    weights = 0.5 * theta_max * _GAUSS_WEIGHTS
+    aa, bb = a[:, None, None], b[None, :, None]
+    sin, cos2 = np.sin(theta), np.cos(theta) ** 2
+    integrand = np.exp(-(aa * aa - 2.0 * aa * bb * sin + bb * bb) / (2.0 * cos2))
+    return ndtr(a)[:, None] * ndtr(b)[None, :] + (integrand @ weights) / (2.0 * math.pi)
+
+
+def expected_tau(rho: float, cum_x: np.ndarray, cum_y: np.ndarray) -> float:
+    """Kendall's tau_a of a bivariate normal (correlation rho) discretised at cumulative probabilities cum_x, cum_y."""
+    from scipy.special import ndtri
+
+    a = np.clip(ndtri(np.clip(cum_x, 0.0, 1.0)), -_CUT_CLIP, _CUT_CLIP)
+    b = np.clip(ndtri(np.clip(cum_y, 0.0, 1.0)), -_CUT_CLIP, _CUT_CLIP)
+    grid = _bivariate_cdf(a, b, rho)
+    cells = np.clip(np.diff(np.diff(grid, axis=0), axis=1), 0.0, None)
+    north_east, south_east = _corner_sums(cells)
+    return float(2.0 * np.sum(cells * (north_east - south_east)))
+
+
+def latent_rho(tau: float, cum_x: np.ndarray, cum_y: np.ndarray) -> float:
+    """The latent normal correlation whose discretisation has Kendall tau_a `tau` (bisection; clipped at the ends)."""
+    lo, hi = -_RHO_MAX, _RHO_MAX
+    if tau <= expected_tau(lo, cum_x, cum_y):
+        return lo
+    if tau >= expected_tau(hi, cum_x, cum_y):
+        return hi
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if expected_tau(mid, cum_x, cum_y) > tau:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
+# --------------------------------------------------------------------------- auditing
+
+
+def clopper_pearson(hits: np.ndarray, trials: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided (1 - alpha) Clopper-Pearson lower and upper bounds of binomial proportions."""
+    from scipy.stats import beta
+
+    hits = np.asarray(hits, dtype=np.float64)
+    lower = np.where(hits > 0, beta.ppf(alpha, hits, trials - hits + 1), 0.0)
+    upper = np.where(hits < trials, beta.ppf(1 - alpha, hits + 1, trials - hits), 1.0)
+    return np.nan_to_num(lower), np.nan_to_num(upper, nan=1.0)
+
+
+def empirical_epsilon_lower_bound(hits_a: np.ndarray, hits_b: np.ndarray, trials: int, *, alpha: float = 1e-3) -> float:
+    """A lower bound on a mechanism's epsilon, valid with probability >= 1 - alpha.
+
+    `hits_a[e]` and `hits_b[e]` count the runs (out of `trials` each) whose output
+    fell in event e on two neighbouring inputs. For every event and both
+    directions, log(lower bound of P_a(e) / upper bound of P_b(e)) with
+    Clopper-Pearson bounds at a Bonferroni-corrected level, so sampling noise
+    does not make a correct mechanism look broken. Returns the largest (0 when
+    no event gives evidence). A value above the claimed epsilon falsifies it.
+    """
+    hits_a = np.asarray(hits_a)
+    hits_b = np.asarray(hits_b)
+    level = alpha / (4 * max(hits_a.size, 1))
+    lo_a, hi_a = clopper_pearson(hits_a, trials, level)
+    lo_b, hi_b = clopper_pearson(hits_b, trials, level)
+    with np.errstate(divide="ignore"):
+        ratios = np.concatenate([np.log(lo_a) - np.log(hi_b), np.log(lo_b) - np.log(hi_a)])
+    ratios = ratios[np.isfinite(ratios)]
+    return float(max(ratios.max(initial=0.0), 0.0))
+
+
+# --------------------------------------------------------------------------- the DP copula
+
+
+@dataclass
+class _Dim:
+    name: str
+    codes: np.ndarray  # per row, -1 = takes part in no pair
+    size: int
+    cum: np.ndarray  # cumulative probabilities at the code boundaries (size + 1)
+    present: float  # share of rows with a code (nullable value dimensions)
+
+
+class DPGaussianCopula:
+    """A differentially private Gaussian-copula twin (see the module docstring).
+
+    Same interface as `GaussianCopulaTwin`: `fit(table, schema)`,
+    `sample(n, seed, conditions)`, `summary()`, `save(path)`, `load(path)`.
+    The fitted model *is* a `GaussianCopulaTwin` built only from noisy
+    releases (`twin`), so sampling and conditional sampling are the ordinary
+    engine's.
+
+    Args:
+        plan: from `plan_dp_copula`; charge `plan.mechanisms` before `fit`.
+        sampler: integer noise (default OpenDP's discrete Laplace); tests pass
+            other samplers to check the statistics, never production code.
+    """
+
+    def __init__(self, plan: DPCopulaPlan, *, sampler: NoiseSampler | None = None) -> None:
+        if not isinstance(plan, DPCopulaPlan):
+            raise InvalidMechanismError("plan must be a DPCopulaPlan.", fix="make one with models.dp.plan_dp_copula.")
+        self.plan = plan
+        self.sampler: NoiseSampler = sampler or DiscreteLaplace()
+        self.twin: GaussianCopulaTwin | None = None
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, table: pl.DataFrame, schema: TableSchema, *, tenant: str | None = None) -> "DPGaussianCopula":
+        """Release the planned noisy statistics of `table` and build the twin from them.
+
+        Raises:
+            InvalidDataError: the table lacks planned columns, or after bounding
+                each unit to one row does not have the plan's public unit count
+                (it would need a different plan: re-plan and re-charge).
+        """
+        plan = self.plan
+        missing = [c.name for c in plan.columns if c.name not in table.columns]
+        if plan.privacy_unit_column is not None and plan.privacy_unit_column not in table.columns:
+            missing.append(plan.privacy_unit_column)
+        if missing:
+            raise InvalidDataError(f"the table lacks planned column(s) {missing}.", tenant=tenant, column=missing[0],
+                                   fix="plan the DP fit from this table's schema.")
+        for column in plan.columns:
+            spec = schema[column.name] if column.name in schema else None
+            if spec is None or (column.kind == "identifier") != (spec.type is ColumnType.IDENTIFIER):
+                raise InvalidDataError("the schema differs from the one the DP plan was made for.", tenant=tenant,
+                                       column=column.name, fix="re-plan with plan_dp_copula(schema, ...) and charge it.")
+        bounded = bound_units(table, plan.privacy_unit_column)
+        if bounded.height != plan.n_units:
+            raise InvalidDataError(
+                f"the table has {bounded.height} privacy units but the DP plan was made (and charged) for "
+                f"{plan.n_units}; the noise calibration would not hold.", tenant=tenant,
+                fix="re-plan with the table's unit count and charge that plan before fitting.",
+            )
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.twin = self._fit(bounded, schema)
+        return self
+
+    def _fit(self, table: pl.DataFrame, schema: TableSchema) -> GaussianCopulaTwin:
+        plan = self.plan
+        n = table.height
+        dims: list[_Dim] = []
+        marginals: list[ContinuousMarginal | LevelMarginal] = []
+        columns: list[dict[str, Any]] = []
+        left_out = dict(plan.left_out)
+        target: dict[str, Any] | None = None
+        for column in plan.columns:
+            series = table.get_column(column.name)
+            if column.kind == "identifier":
+                columns.append(self._identifier_plan(series))
+                continue
+            scale = 2.0 / column.epsilon
+            if column.kind in ("bins", "values"):
+                built = self._numeric(column, series, scale)
+            else:
+                built = self._levels(column, series, scale)
+            if isinstance(built, str):
+                left_out[column.name] = built
+                continue
+            plan_entry, new_dims, new_marginals = built
+            offset = len(dims)
+            plan_entry["dim"] += offset
+            if plan_entry.get("null_dim") is not None:
+                plan_entry["null_dim"] += offset
+            dims += new_dims
+            marginals += new_marginals
+            columns.append(plan_entry)
+            if column.name == schema.target:
+                levels = new_marginals[0].levels
+                positive = _positive_levels(levels, schema.target_positive, series.dtype)
+                target = {"column": column.name, "dim": plan_entry["dim"], "positive": positive}
+        correlation = self._correlation(dims, n)
+        arrays: dict[str, np.ndarray] = {"correlation": correlation}
+        for i, marginal in enumerate(marginals):
+            for key, arr in marginal.arrays().items():
+                arrays[f"m{i}_{key}"] = arr
+        model = {
+            "format": "credittwin.gaussian_copula", "version": 1,
+            "params": {"k": 1, "tail_smoothing": 0.0, "max_categories": 1000, "constraints": []},
+            "n_train": n, "latent_columns": [d.name for d in dims],
+            "marginals": [m.to_json() for m in marginals], "columns": columns,
+            "left_out": left_out, "merges": {}, "target": target,
+        }
+        return GaussianCopulaTwin._from_saved(json.loads(json.dumps(model)), arrays)
+
+    @staticmethod
+    def _identifier_plan(series: pl.Series) -> dict[str, Any]:
+        """Fresh ids from public constants: above 10^(digits-1) of the dtype's range, else a fixed prefix."""
+        dtype = series.dtype
+        if dtype.is_integer() and dtype in (pl.Int32, pl.Int64, pl.UInt32, pl.UInt64):
+            top = np.iinfo(np.dtype(str(dtype).lower())).max
+            return {"name": series.name, "kind": "identifier", "dtype": _dtype_token(dtype),
+                    "offset": 10 ** (len(str(top)) - 1), "prefix": None}
+        return {"name": series.name, "kind": "identifier", "dtype": {"name": "String"}, "offset": None,
+                "prefix": ID_PREFIX}
+
+    def _numeric(self, column: DPColumnPlan, series: pl.Series, scale: float):
+        """A numeric/date column over public bins or values: value dimension and (nullable) null dimension."""
+        domain = column.domain
+        values = _numeric_view(series)
+        null = np.isnan(values)
+        is_int = series.dtype.is_integer() or series.dtype == pl.Date
+        if isinstance(series.dtype, pl.Datetime):
+            step = {"ns": 1e9, "us": 1e6, "ms": 1e3}[series.dtype.time_unit]
+        else:
+            step = 1.0 if is_int else 0.0
+        if domain.kind == "values":
+            levels = np.asarray(domain.values, dtype=np.float64)
+            size = levels.size
+            cuts = (levels[1:] + levels[:-1]) / 2
+            codes = np.searchsorted(cuts, np.where(null, levels[0], values), side="left").astype(np.int64)
+        else:
+            low, high = self._bounds(domain, series.dtype)
+            size = int(domain.bins)
+            edges = self._edges(low, high, size, domain.scale, step)
+            inner = np.clip(np.where(null, low, values), edges[0], edges[-1])
+            codes = np.clip(np.searchsorted(edges, inner, side="right") - 1, 0, size - 1).astype(np.int64)
+        codes = np.where(null, size if column.nullable else -1, codes)
+        noisy = noisy_histogram(codes, size + int(column.nullable), scale=scale, sampler=self.sampler)
+        mass = project_counts(noisy)
+        value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
+        if domain.kind == "values":
+            marginal: ContinuousMarginal | LevelMarginal = LevelMarginal(
+                [float(v) for v in levels], value_mass / value_mass.sum())
+        else:
+            marginal = ContinuousMarginal(_cumulative(value_mass), edges, low, high)
+        cum = _cumulative(value_mass)
+        present_share = 1.0
+        entry = {"name": column.name, "kind": "numeric", "dtype": _dtype_token(series.dtype), "step": step,
+                 "dim": 0, "null_dim": None, "null_by": None, "discrete": domain.kind == "values"}
+        value_codes = np.where(null, -1, codes)
+        dims = [None]
+        marginals = [marginal]
+        if column.nullable:
+            null_share = float(mass[size] / mass.sum())
+            present_share = 1.0 - null_share
+            null_marginal = LevelMarginal([False, True], np.array([present_share, null_share]))
+            dims.append(_Dim(f"{column.name}#null", null.astype(np.int64), 2, null_marginal.cum.copy(), 1.0))
+            marginals.append(null_marginal)
+            entry["null_dim"] = 1
+        dims[0] = _Dim(column.name, value_codes, size, cum, present_share)
+        return entry, dims, marginals
+
+    @staticmethod
+    def _bounds(domain: PublicDomain, dtype: pl.DataType) -> tuple[float, float]:
+        if isinstance(domain.low, str):
+            parsed = pl.Series([domain.low, domain.high]).str.to_datetime(time_unit="us")
+            if dtype == pl.Date:
+                parsed = parsed.cast(pl.Date)
+            elif isinstance(dtype, pl.Datetime):
+                parsed = parsed.dt.cast_time_unit(dtype.time_unit)
+            low, high = (float(v) for v in _numeric_view(parsed))
+            return low, high
+        return float(domain.low), float(domain.high)
+
+    @staticmethod
+    def _edges(low: float, high: float, bins: int, scale: str, step: float) -> np.ndarray:
+        """Public bin edges; integer columns get edges half a step out so rounding keeps each bin's values."""
+        if scale == "log1p":
+            edges = np.expm1(np.linspace(math.log1p(low), math.log1p(high), bins + 1))
+        else:
+            edges = np.linspace(low, high, bins + 1)
+        if step > 0:
+            edges = edges.copy()
+            edges[0] -= step / 2
+            edges[-1] += step / 2
+        return edges
+
+    def _levels(self, column: DPColumnPlan, series: pl.Series, scale: float):
+        """A categorical or boolean column: one level dimension over public (or paid-for) categories."""
+        token = _dtype_token(series.dtype)
+        if isinstance(series.dtype, (pl.Categorical, pl.Enum)):
+            series = series.cast(pl.String)
+        if series.dtype.is_float():
+            series = series.fill_nan(None)
+        stable_mass = None
+        if column.kind == "stability":
+            levels, stable_mass = self._stable_levels(column, series, scale)
+            if not levels:
+                return "no category passed the DP stability threshold (its counts were released, then dropped)"
+        elif column.kind == "boolean":
+            levels = self._boolean_levels(series)
+            if levels is None:
+                return ("a boolean held as text has no public values: declare them under "
+                        f"privacy.domains.{column.name} {{categories: [...]}}")
+        else:
+            levels = list(column.domain.categories)
+            if series.dtype == pl.String:
+                levels = [str(v) for v in levels]
+        if column.kind != "stability" and column.nullable:
+            levels.append(None)
+        present = [v for v in levels if v is not None]
+        try:
+            codes = series.replace_strict(present, list(range(len(present))), default=-1, return_dtype=pl.Int64)
+        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
+            raise InvalidDataError(f"the declared categories do not match the column's type ({exc}).",
+                                   column=column.name, fix="declare categories of the column's own type.") from exc
+        null_code = levels.index(None) if None in levels else -1
+        codes = codes.fill_null(null_code).to_numpy().astype(np.int64)
+        if stable_mass is not None:
+            mass = stable_mass
+        else:
+            mass = project_counts(noisy_histogram(codes, len(levels), scale=scale, sampler=self.sampler))
+        marginal = LevelMarginal([_json_scalar(v) for v in levels], mass / mass.sum())
+        entry = {"name": column.name, "kind": "levels", "dtype": token, "dim": 0, "null_dim": None,
+                 "null_by": None, "step": 0.0}
+        return entry, [_Dim(column.name, codes, len(levels), marginal.cum.copy(), 1.0)], [marginal]
+
+    @staticmethod
+    def _boolean_levels(series: pl.Series) -> list[Any] | None:
+        if series.dtype == pl.Boolean:
+            return [False, True]
+        if series.dtype.is_integer():
+            return [0, 1]
+        if series.dtype.is_float():
+            return [0.0, 1.0]
+        return None
+
+    def _stable_levels(self, column: DPColumnPlan, series: pl.Series, scale: float) -> tuple[list[Any], np.ndarray]:
+        """Stability histogram: noisy counts of observed values, kept above the threshold delta calls for.
+
+        A value held by a single unit exists in one neighbour only; it is
+        published only if its count 1 plus noise reaches the threshold T, which
+        happens with probability P(Z >= T - 1) <= delta / 2 (a replaced row can
+        remove one value and add another). Values in both neighbours differ by at
+        most 1 in two counts (L1 sensitivity 2, as the other histograms). None
+        (null) is a public key, always released when the column is nullable.
+        Returns the kept levels (by noisy count, most frequent first) and their
+        projected counts; no levels when nothing passes.
+        """
+        counts = series.value_counts()
+        keys = counts.get_column(series.name).to_list()
+        freq = counts.get_column("count").to_numpy().astype(np.int64)
+        if column.nullable and None not in keys:
+            keys.append(None)
+            freq = np.append(freq, 0)
+        noisy = self.sampler(freq, scale)
+        threshold = stability_threshold(scale, column.delta / 2.0)
+        kept = sorted(((k, int(c)) for k, c in zip(keys, noisy) if k is not None and c >= threshold),
+                      key=lambda kc: -kc[1])
+        if not kept:
+            return [], np.zeros(0)
+        levels = [k for k, _ in kept]
+        masses = [float(c) for _, c in kept]
+        if column.nullable:
+            levels.append(None)
+            masses.append(float(next(c for k, c in zip(keys, noisy) if k is None)))
+        return levels, project_counts(np.asarray(masses))
+
+    def _correlation(self, dims: list[_Dim], n: int) -> np.ndarray:
+        """Noisy Kendall concordance per pair -> latent correlation -> positive-definite repair."""
+        d = len(dims)
+        corr = np.eye(d)
+        if d < 2:
+            return corr
+        sensitivity = concordance_sensitivity(n)
+        scale = sensitivity / self.plan.pair_epsilon
+        pairs_total = n * (n - 1) / 2.0
+        for i in range(d):
+            for j in range(i + 1, d):
+                a, b = dims[i], dims[j]
+                noisy = noisy_concordance(a.codes, b.codes, a.size, b.size, scale=scale, sampler=self.sampler)
+                # Pairs of rows where both columns are present carry the signal; rescale by their expected share.
+                share = max((a.present * b.present) ** 2, 1e-3)
+                tau = float(np.clip(noisy / pairs_total / share, -1.0, 1.0))
+                corr[i, j] = corr[j, i] = latent_rho(tau, a.cum, b.cum)
+        return _repair_correlation(corr)
+
+    # ------------------------------------------------------------------ sample / inspect / persist
+
+    def _require(self) -> GaussianCopulaTwin:
+        if self.twin is None:
+            raise NotFittedError("the DP copula is not fitted.", fix="call fit(table, schema) or DPGaussianCopula.load(path).")
+        return self.twin
+
+    def sample(self, n: int, seed: int = 0, conditions: dict | None = None) -> pl.DataFrame:
+        """Sample `n` synthetic rows (post-processing: spends no privacy); see `GaussianCopulaTwin.sample`."""
+        return self._require().sample(n, seed=seed, conditions=conditions)
+
+    def summary(self) -> dict[str, Any]:
+        """The twin's summary plus the privacy guarantee, for asset metadata and reports."""
+        out = self._require().summary()
+        out["engine"] = "credittwin-dp"
+        composition = self.plan.composition()
+        out["differential_privacy"] = {
+            "label": f"differentially private: epsilon={composition.epsilon:.4g}, delta={composition.delta:.3g} "
+                     "(replace-one privacy unit, unit count public)",
+            "epsilon": composition.epsilon, "delta": composition.delta, "accountant": composition.accountant,
+            "split": self.plan.split, "pair_epsilon": self.plan.pair_epsilon, "n_units": self.plan.n_units,
+            "privacy_unit_column": self.plan.privacy_unit_column,
+            "noise": "OpenDP discrete Laplace on integer counts",
+        }
+        return out
+
+    def save(self, path: Path) -> None:
+        """Save as the twin's files (model.json, arrays.npz) plus dp.json (the plan), atomically."""
+        twin = self._require()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            inner = Path(scratch) / "twin"
+            twin.save(inner)
+            files = {name: (inner / name).read_bytes() for name in ("model.json", "arrays.npz")}
+        document = {"format": DP_FORMAT, "version": DP_FORMAT_VERSION, "plan": self.plan.to_dict()}
+        files[DP_FILE] = json.dumps(document, indent=1, allow_nan=False).encode()
+        _write_atomic_dir(path, files)
+
+    @classmethod
+    def load(cls, path: Path) -> "DPGaussianCopula":
+        """Load a model saved by `save`; refuses a twin without its DP plan (a non-DP model)."""
+        path = Path(path)
+        try:
+            document = json.loads((path / DP_FILE).read_text())
+            if document.get("format") != DP_FORMAT or document.get("version") != DP_FORMAT_VERSION:
+                raise ValueError(f"format {document.get('format')!r} v{document.get('version')!r}")
+            plan = DPCopulaPlan.from_dict(document["plan"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidDataError(f"cannot read the DP copula's plan: {exc}", file=str(path / DP_FILE),
+                                   fix="re-run fitted_copula with privacy.epsilon set.") from exc
+        model = cls(plan)
+        model.twin = GaussianCopulaTwin.load(path)
+        return model
+
+
+# --------------------------------------------------------------------------- DP-SGD
+
+
+def _steps_per_epoch(n_units: int, batch_size: int) -> int:
+    return math.ceil(n_units / batch_size)
+
+
+def plan_dpsgd(n_units: int, batch_size: int, epochs: int, target_epsilon: float, delta: float) -> MechanismSpec:
+    """The DP-SGD charge of a cascade fit: Poisson sampling of units, `epochs` passes, calibrated noise.
+
+    Matches what opacus runs: the sampling rate is 1 / (steps per epoch) with
+    ceil(n_units / batch_size) steps per epoch, and the noise multiplier is the
+    smallest that `models.accounting.noise_multiplier_for` certifies for
+    `target_epsilon` at `delta`.
+    """
+    for name, value in (("n_units", n_units), ("batch_size", batch_size), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidMechanismError(f"{name} must be a positive integer, got {value!r}.", fix=f"pass a positive {name}.")
+    per_epoch = _steps_per_epoch(n_units, batch_size)
+    rate = 1.0 / per_epoch
+    steps = epochs * per_epoch
+    multiplier = noise_multiplier_for(target_epsilon, rate, steps, delta)
+    return MechanismSpec(
+        kind="subsampled_gaussian", noise_multiplier=multiplier, sampling_rate=rate, steps=steps, delta=delta,
+        epsilon=epsilon_for_dpsgd(multiplier, rate, steps, delta),
+        description=f"DP-SGD (opacus, Poisson sampling) of the cascade: {n_units} units, {epochs} epochs",
+    )
+
+
+def dp_recurrent_factory(cell: str, input_size: int, hidden_size: int, num_layers: int) -> "torch.nn.Module":
+    """opacus' DPLSTM / DPGRU, batch first: the cascade's recurrent layer under DP-SGD (and to load such a model)."""
+    from opacus.layers import DPGRU, DPLSTM
+
+    layer = DPLSTM if cell == "lstm" else DPGRU
+    return layer(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+
+
+class OpacusDPHook:
+    """`models.cascade.DPTrainingHook` with opacus: DPLSTM, Poisson sampling, per-sample clipping.
+
+    The privacy unit is the borrower. `wrap` keeps each borrower's first
+    training loan and drops its others, so each sample opacus clips and samples
+    is exactly one borrower (opacus bounds per-sample, i.e. per-borrower,
+    gradients). It also resets the state head's output bias, which the cascade
+    initialises from the book's state frequencies, a statistic the accountant
+    never charged. Train with ``validation_share=0``: early stopping on real
+    held-out borrowers is a data-dependent choice outside the accounting.
+    Poisson sampling and the Gaussian noise draw from generators seeded from
+    the OS's secret randomness (or opacus' secure mode), not from the
+    cascade's public seed, so a DP training run is not reproducible by design.
+
+    Args:
+        spec: from `plan_dpsgd` (noise multiplier, sampling rate, steps, delta),
+            the charge made before training.
+        n_units: the number of training borrowers the spec was planned for.
+        batch_size: the expected batch size the spec was planned with.
+        max_grad_norm: per-borrower gradient clipping bound.
+        secure_mode: opacus' cryptographically secure noise (slower; needs torchcsprng).
+    """
+
+    recurrent_factory = staticmethod(dp_recurrent_factory)
+
+    def __init__(self, spec: MechanismSpec, *, n_units: int, batch_size: int, max_grad_norm: float = 1.0,
+                 secure_mode: bool = False) -> None:
+        if spec.kind != "subsampled_gaussian":
+            raise InvalidMechanismError(f"DP-SGD needs a subsampled_gaussian spec, got {spec.kind!r}.",
+                                        fix="make it with models.dp.plan_dpsgd.")
+        expected = 1.0 / _steps_per_epoch(n_units, batch_size)
+        if not math.isclose(float(spec.sampling_rate), expected, rel_tol=1e-12):
+            raise InvalidMechanismError(
+                f"the spec's sampling rate {spec.sampling_rate} is not 1/ceil({n_units}/{batch_size}).",
+                fix="plan with plan_dpsgd(n_units, batch_size, ...) and pass the same figures here.",
+            )
+        if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
+            raise InvalidMechanismError(f"max_grad_norm must be > 0, got {max_grad_norm!r}.", fix="use e.g. 1.0.")
+        self.spec = spec
+        self.n_units = n_units
+        self.batch_size = batch_size
+        self.max_grad_norm = float(max_grad_norm)
+        self.secure_mode = secure_mode
+        self._engine: Any = None
+
+    def wrap(self, model: Any, optimizer: Any, data_loader: Any, *, privacy_units: np.ndarray) -> tuple[Any, Any, Any]:
+        """One loan per borrower, then opacus' `make_private` with the planned noise and Poisson sampling."""
+        import secrets
+
+        import torch
+        from opacus import PrivacyEngine
+
+        units = np.asarray(privacy_units)
+        _, first = np.unique(units, return_index=True)
+        first = np.sort(first)
+        if first.size != self.n_units:
+            raise InvalidMechanismError(
+                f"training sees {first.size} borrowers but DP-SGD was planned (and charged) for {self.n_units}.",
+                fix="plan with plan_dpsgd on the training borrowers' count (validation_share=0 trains on all).",
+            )
+        dataset = data_loader.dataset
+        index = torch.as_tensor(first, dtype=torch.long)
+        per_unit = torch.utils.data.TensorDataset(*(t[index] for t in dataset.tensors))
+        # Which borrowers a step samples and the noise it adds must not follow the cascade's public seed.
+        sampling = torch.Generator().manual_seed(secrets.randbits(63))
+        noise = None if self.secure_mode else torch.Generator().manual_seed(secrets.randbits(63))
+        loader = torch.utils.data.DataLoader(per_unit, batch_size=self.batch_size, generator=sampling)
+        head = getattr(model, "state_head", None)
+        if head is not None:
+            with torch.no_grad():
+                head[-1].bias.zero_()
+        self._engine = PrivacyEngine(accountant="rdp", secure_mode=self.secure_mode)
+        return self._engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader,
+            noise_multiplier=self.spec.effective_noise_multiplier, max_grad_norm=self.max_grad_norm,
+            poisson_sampling=True, noise_generator=noise,
+        )
+
+    def steps_taken(self) -> int:
+        """Optimizer steps opacus has recorded so far."""
+        if self._engine is None:
+            return 0
+        return int(sum(steps for _, _, steps in self._engine.accountant.history))
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """The epsilon spent so far (models.accounting, RDP) at the spec's delta, and the steps taken."""
+        steps = self.steps_taken()
+        if steps == 0:
+            return {"dp_epsilon": 0.0, "dp_steps": 0.0}
+        epsilon = epsilon_for_dpsgd(self.spec.effective_noise_multiplier, float(self.spec.sampling_rate), steps,
+                                    self.spec.delta)
+        return {"dp_epsilon": epsilon, "dp_steps": float(steps)}
