@@ -1,0 +1,1792 @@
+"""The privacy audit of a released (anonymized) synthetic portfolio.
+
+The audit compares the released table with the train split (members: the rows
+the generator saw) and the holdout (non-members), drawn at the same sizes and
+on fixed-size seeded samples for large books, and measures:
+
+* **Distance to closest record** (`distance_to_closest_record`): the share of
+  released rows closer to train than to holdout (0.5 is ideal, ties count
+  one half), the exact-match rate (a released row at distance 0 from a train
+  row, i.e. equal to it where it is not generalised and covering it where it
+  is; it must be 0), the holdout exact-match rate beside it as a baseline, and
+  the nearest-neighbour distance ratio (closest / second closest). Duplicate
+  rows are removed from each table before sampling.
+* **Membership inference** (`membership_inference`): a density-ratio attack in
+  the spirit of DOMIAS (Van Breugel et al., 2023). The density of the released
+  data and of a reference sample of the population (part of the holdout) are
+  estimated at each candidate record by nearest-neighbour distances, and the
+  score is log(d_reference) - log(d_released): a record around which the
+  release is denser than the population is called a member. A plain distance
+  attack (score = -d_released) is reported beside it. Each attack gives an AUC
+  with a DeLong confidence interval and the true-positive rate at 0.1 %
+  false-positive rate with a stratified bootstrap interval; members are a train
+  sample and non-members a holdout sample disjoint from the reference. On a
+  large book the release is sampled too, so a copied row counts only when it
+  is drawn: the attack's power drops with the sampling rate (the exact-match
+  check, which reads the whole train split, does not).
+* **Attack-based risks** (`anonymeter_risks`): anonymeter's singling-out,
+  linkability and inference attacks (on the default flag and the declared
+  sensitive columns), with the holdout as control, each as a risk with its
+  confidence interval.
+* **The DP bound** (`dp_auc_bound`): the largest attacker AUC an
+  (epsilon, delta)-DP release allows, beside the empirical AUC.
+* **k and l** (`measure_anonymity`): the smallest equivalence class over the
+  quasi-identifiers of the release and the fewest distinct sensitive values in
+  one class.
+
+`evaluate_policy` applies the tenant's `AuditPolicy` to an `AuditReport` and
+lists each rule with its value, threshold and verdict.
+
+The mixed-type distance
+-----------------------
+The distance between two rows is the Euclidean norm of per-column distances
+over the compared columns (every column of the schema except identifiers and
+free text, present in all three tables):
+
+* numeric, integer and datetime columns (datetimes as days since 1970):
+  |a - b| / scale, with scale the interquartile range of train and holdout
+  together (their range when the IQR is 0, else 1);
+* categorical and boolean columns: 0 when equal, 1 otherwise;
+* nulls: 0 between two nulls, 1 between a null and a value;
+* generalised columns of the release (k-anonymity recoding, labels as
+  `models.anonymize` writes them): a numeric range label such as "[30, 45)",
+  "< 30" or ">= 45" is at distance 0 from a real value inside it and
+  otherwise at the distance to its nearest edge, scaled as above; a category
+  group "north|south" is at distance 0 from its members and 1 from others; "*"
+  is at distance 0 from every value, and "(missing)" is a null.
+
+Nearest neighbours are found block by block in two passes. A fast float32
+pass writes the squared distance over the ordinary columns (numbers with or
+without nulls, categories of up to 64 levels) as one matrix product of
+per-row features, adds for the generalised columns a precomputed table of
+distances from each combination of released labels (an equivalence class) to
+each real row, and compares wider categories code by code. Each row's best
+candidates, and any within float32 rounding of them, are then re-ranked with
+the exact float64 distance, so exact matches and ties are decided exactly.
+Exact matches are also looked up in the whole train split by a hash join on
+the non-generalised columns, so a copied row is found even when its source was
+not drawn into the sample.
+
+Small books: the audit never refuses a book for its size. It computes what is
+meaningful, widens the intervals of small samples (Wilson intervals on an
+effective size for the AUC), says so in `warnings`, and skips an attack that
+cannot run (membership inference needs at least 2 members, 2 non-members and
+1 reference row; anonymeter at least 5 rows per table), saying why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings as py_warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import polars as pl
+
+from models.anonymize import ANY_LABEL, MISSING_LABEL
+from models.errors import InvalidDataError
+from models.schema import ColumnType, TableSchema
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Past this many levels a category is compared code by code rather than one-hot
+# encoded: the product of two one-hot blocks would cost more than the comparison.
+MAX_ONE_HOT_LEVELS = 64
+# Rows of the query side processed together: a block of pairwise distances is
+# BLOCK_ROWS x candidates float32 values (20 MB against 10,000 candidates).
+BLOCK_ROWS = 512
+# Candidates per query re-ranked with the exact float64 distance.
+RERANK = 4
+# Relative float32 rounding allowed for in the fast pass (about 20 ulps of
+# the largest feature products); closer candidates are re-ranked exactly.
+ROUNDING = 2e-6
+# Two distances closer than this (relative) are a tie.
+TIE_TOLERANCE = 1e-9
+# Keeps log-distances finite for exact copies (distances are in IQR units).
+DISTANCE_FLOOR = 1e-6
+FPR_TARGET = 0.001
+N_BOOTSTRAP = 200
+CONFIDENCE = 0.95
+# Below this many members or non-members the AUC interval is widened.
+SMALL_SAMPLE = 100
+MIN_MIA_PER_GROUP = 2
+MIN_ANONYMETER_ROWS = 5
+# Query attempts granted per requested singling-out attack before anonymeter
+# gives up generating more (its own default of 10 million can run for hours on
+# a heavily generalised table where few queries single anyone out).
+SINGLING_OUT_ATTEMPTS_PER_ATTACK = 100
+MISSING = MISSING_LABEL
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_EDGE = rf"(-inf|[-+]?inf|{_NUMBER}|\d{{4}}-\d{{2}}-\d{{2}}(?:[T ][\d:.]+)?)"
+_RANGE = re.compile(rf"^\s*([\[(])\s*{_EDGE}\s*,\s*{_EDGE}\s*([\])])\s*$", re.IGNORECASE)
+_BOUND = re.compile(rf"^\s*(<=|>=|<|>)\s*{_EDGE}\s*$", re.IGNORECASE)
+_NUMERIC_TYPES = (ColumnType.NUMERIC, ColumnType.INTEGER, ColumnType.DATETIME)
+
+
+# --------------------------------------------------------------------------- config and results
+
+
+@dataclass
+class AuditConfig:
+    """How the audit samples and attacks.
+
+    Attributes:
+        sample_size: rows drawn (seeded, without replacement) from each of the
+            released table, the train split and the holdout when they are
+            larger; train and holdout are drawn at the same size.
+        n_attacks: anonymeter attacks per evaluator (2,000 in production).
+        seed: seed of every random draw of the audit.
+        run_anonymeter: False skips the three anonymeter attacks.
+        anonymeter_sample_size: rows of each table given to anonymeter (drawn
+            from the samples above). Its neighbour search is brute force, so
+            its time grows with attacks x rows, while its intervals depend on
+            the number of attacks: 5,000 rows keep 2,000 attacks meaningful at
+            half the time of 10,000.
+        n_jobs: threads for anonymeter's neighbour searches (-1: all cores).
+        n_bootstrap: bootstrap replicates of the TPR-at-FPR interval.
+    """
+
+    sample_size: int = 10_000
+    n_attacks: int = 2000
+    seed: int = 0
+    run_anonymeter: bool = True
+    anonymeter_sample_size: int = 5_000
+    n_jobs: int = -1
+    n_bootstrap: int = N_BOOTSTRAP
+
+    def validate(self, tenant: str | None = None) -> None:
+        """Raise `InvalidDataError` when a setting is out of range."""
+        if not isinstance(self.sample_size, int) or self.sample_size < 10:
+            raise InvalidDataError(
+                f"audit sample_size must be an integer of at least 10, got {self.sample_size!r}.",
+                tenant=tenant,
+                fix="set privacy.audit.sample_size to 10 or more (10,000 is the default).",
+            )
+        if not isinstance(self.n_attacks, int) or self.n_attacks < 1:
+            raise InvalidDataError(
+                f"audit n_attacks must be a positive integer, got {self.n_attacks!r}.",
+                tenant=tenant,
+                fix="set privacy.audit.n_attacks to 1 or more (2,000 is the default).",
+            )
+        if not isinstance(self.anonymeter_sample_size, int) or self.anonymeter_sample_size < MIN_ANONYMETER_ROWS:
+            raise InvalidDataError(
+                f"audit anonymeter_sample_size must be an integer of at least {MIN_ANONYMETER_ROWS}, "
+                f"got {self.anonymeter_sample_size!r}.",
+                tenant=tenant,
+                fix="set anonymeter_sample_size to 5 or more (5,000 is the default).",
+            )
+        if not isinstance(self.n_bootstrap, int) or self.n_bootstrap < 10:
+            raise InvalidDataError(
+                f"audit n_bootstrap must be an integer of at least 10, got {self.n_bootstrap!r}.",
+                tenant=tenant,
+                fix="set n_bootstrap to 10 or more (200 is the default).",
+            )
+
+
+@dataclass
+class AuditReport:
+    """Everything the audit measured, JSON-ready through `to_dict`.
+
+    Attributes:
+        dcr: distance-to-closest-record figures (`distance_to_closest_record`).
+        mia: membership-inference figures (`membership_inference`).
+        anonymeter: anonymeter risks (`anonymeter_risks`); `{"skipped": reason}`
+            when the attacks did not run.
+        dp: the DP spend and the bound it implies, or None without DP.
+        sizes: rows of each input and of each sample used.
+        warnings: every caveat a reviewer should read beside the figures.
+        anonymity: achieved k and l of the release (`measure_anonymity`).
+    """
+
+    dcr: dict
+    mia: dict
+    anonymeter: dict
+    dp: dict | None
+    sizes: dict
+    warnings: list[str]
+    anonymity: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (non-finite floats become None)."""
+        return _jsonable(asdict(self))
+
+
+@dataclass
+class AuditPolicy:
+    """The tenant's release policy: thresholds that the audit figures must meet.
+
+    Attributes:
+        max_exact_match_rate: largest share of released rows equal to a train row.
+        max_dcr_share: largest share of released rows closer to train than holdout.
+        max_mia_auc: largest AUC of the strongest membership-inference attack.
+        max_anonymeter_risk: largest upper confidence bound of each anonymeter risk.
+        k: smallest equivalence class required over the quasi-identifiers, or None.
+        l: fewest distinct sensitive values required per class, or None.
+        require_measured: True fails a rule whose figure could not be measured
+            (a skipped attack cannot certify a release); False lets it pass
+            with a message saying it was not measured.
+    """
+
+    max_exact_match_rate: float = 0.0
+    max_dcr_share: float = 0.55
+    max_mia_auc: float = 0.60
+    max_anonymeter_risk: float = 0.10
+    k: int | None = None
+    l: int | None = None  # noqa: E741 - the name of the l-diversity parameter
+    require_measured: bool = True
+
+
+@dataclass
+class RuleResult:
+    """One rule of the policy applied to the report."""
+
+    rule: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return _jsonable(asdict(self))
+
+
+# --------------------------------------------------------------------------- generalised labels
+
+
+@dataclass(frozen=True)
+class NumericRange:
+    """A generalised numeric value: the interval a real value was recoded into."""
+
+    low: float
+    high: float
+    low_closed: bool = True
+    high_closed: bool = False
+
+    def contains(self, value: float) -> bool:
+        """True when `value` lies inside the interval (edges as written)."""
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return bool(above and below)
+
+    def distance(self, value: float) -> float:
+        """Unscaled distance from `value` to the interval (0 inside it)."""
+        return float(max(self.low - value, value - self.high, 0.0))
+
+
+@dataclass(frozen=True)
+class CategoryGroup:
+    """A generalised category: the set of real categories it stands for.
+
+    `members` is None for a suppressed value ("*"), which stands for any.
+    """
+
+    members: frozenset[str] | None
+
+    def contains(self, value: str | None) -> bool:
+        """True when the real category `value` is one the group stands for."""
+        return self.members is None or value in self.members
+
+
+def _edge_value(text: str) -> float:
+    token = text.strip().lower()
+    if token in ("-inf", "inf", "+inf"):
+        return -math.inf if token.startswith("-") else math.inf
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", token):
+        moment = datetime.fromisoformat(text.strip())
+        return (moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo)).total_seconds() / 86_400.0
+    return float(token)
+
+
+def parse_generalised_label(label: Any) -> NumericRange | CategoryGroup | None:
+    """Parse a label written by k-anonymity recoding (`models.anonymize`).
+
+    Args:
+        label: a released value. Numeric ranges read "[a, b)", "< b", ">= a"
+            (also "(a, b]", "(-inf, b)", "[a, inf)", "<= b", "> a"; edges may be
+            ISO dates, read as days since 1970); category groups read "a|b|c";
+            "*" (and "*|(missing)") stands for any value.
+
+    Returns:
+        A `NumericRange`, a `CategoryGroup` (members None for "any"), or None
+        when `label` is not a generalised label (a plain value, "(missing)",
+        or not a string).
+    """
+    if not isinstance(label, str):
+        return None
+    text = label.strip()
+    parts = [part.strip() for part in text.split("|")]
+    if ANY_LABEL in parts:
+        return CategoryGroup(None)
+    match = _RANGE.match(text)
+    if match:
+        opening, low, high, closing = match.groups()
+        low_value, high_value = _edge_value(low), _edge_value(high)
+        if low_value > high_value:
+            return None
+        return NumericRange(low_value, high_value, opening == "[", closing == "]")
+    match = _BOUND.match(text)
+    if match:
+        operator, edge = match.groups()
+        value = _edge_value(edge)
+        if operator.startswith("<"):
+            return NumericRange(-math.inf, value, False, operator == "<=")
+        return NumericRange(value, math.inf, operator == ">=", False)
+    if len(parts) > 1:
+        return CategoryGroup(frozenset(parts))
+    return None
+
+
+# --------------------------------------------------------------------------- column plan
+
+
+@dataclass
+class _Column:
+    """How one compared column enters the distance (fitted on the samples)."""
+
+    name: str
+    numeric: bool
+    generalised: bool = False
+    center: float = 0.0
+    scale: float = 1.0
+    nullable: bool = False  # nulls in some table (numeric columns)
+    dense: bool = True
+    levels: list[str] = field(default_factory=list)  # real categories (and released plain values)
+    labels: list[str] = field(default_factory=list)  # distinct released values of a categorical column
+    groups: dict[str, frozenset[str] | None] = field(default_factory=dict)  # group label -> members (None: any)
+    membership: np.ndarray | None = None  # released label x level: 0 when the label covers the level
+
+
+def _numeric_values(series: pl.Series) -> np.ndarray:
+    """Float64 values (NaN for null); datetimes as days since 1970."""
+    dtype = series.dtype
+    if dtype == pl.Date:
+        values = series.cast(pl.Int32).cast(pl.Float64)
+    elif isinstance(dtype, pl.Datetime):
+        values = series.dt.epoch("ms").cast(pl.Float64) / 86_400_000.0
+    elif isinstance(dtype, pl.Duration):
+        values = series.dt.total_milliseconds().cast(pl.Float64) / 86_400_000.0
+    elif dtype == pl.Boolean:
+        values = series.cast(pl.Float64)
+    else:
+        values = series.cast(pl.Float64, strict=False)
+    return values.fill_nan(None).to_numpy(allow_copy=True).astype(np.float64, copy=False)
+
+
+def _category_strings(series: pl.Series, ctype: ColumnType) -> list[str | None]:
+    """Values as strings; booleans in one canonical spelling whatever their dtype."""
+    values = series.cast(pl.String, strict=False)
+    if ctype is ColumnType.BOOLEAN:
+        canonical = {v: "true" for v in _TRUE} | {v: "false" for v in _FALSE}
+        values = values.str.to_lowercase().replace(canonical)
+    return values.to_list()
+
+
+def _is_label_column(series: pl.Series) -> bool:
+    return series.dtype in (pl.String, pl.Categorical) or isinstance(series.dtype, pl.Enum)
+
+
+def _released_intervals(series: pl.Series, column: str, tenant: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high edges of a released numeric column (labels parsed; NaN for null)."""
+    if not _is_label_column(series):
+        values = _numeric_values(series)
+        return values, values.copy()
+    text = series.cast(pl.String)
+    distinct = [v for v in text.unique().to_list() if v is not None]
+    edges: dict[str, tuple[float, float]] = {}
+    for label in distinct:
+        parsed = parse_generalised_label(label)
+        if label.strip() == MISSING:
+            edges[label] = (np.nan, np.nan)
+        elif isinstance(parsed, NumericRange):
+            edges[label] = (parsed.low, parsed.high)
+        elif isinstance(parsed, CategoryGroup) and parsed.members is None:
+            edges[label] = (-math.inf, math.inf)
+        else:
+            try:
+                number = float(label)
+            except ValueError:
+                raise InvalidDataError(
+                    f"released value {label!r} is neither a number nor a range label.",
+                    tenant=tenant,
+                    column=column,
+                    fix="release a numeric column as numbers or as ranges written like '[30, 45)', '< 30' or '>= 45'.",
+                ) from None
+            edges[label] = (number, number)
+    low = np.array([edges[v][0] if v is not None else np.nan for v in text.to_list()], dtype=np.float64)
+    high = np.array([edges[v][1] if v is not None else np.nan for v in text.to_list()], dtype=np.float64)
+    return low, high
+
+
+def _robust_scale(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    q25, q50, q75 = np.quantile(finite, [0.25, 0.5, 0.75])
+    scale = float(q75 - q25)
+    if scale <= 0:
+        scale = float(finite.max() - finite.min())
+    return float(q50), scale if scale > 0 else 1.0
+
+
+def _compared_columns(released: pl.DataFrame, train: pl.DataFrame, holdout: pl.DataFrame, schema: TableSchema) -> tuple[list[str], list[str]]:
+    compared, missing = [], []
+    for spec in schema.columns:
+        if spec.type in (ColumnType.IDENTIFIER, ColumnType.TEXT):
+            continue
+        if all(spec.name in frame.columns for frame in (released, train, holdout)):
+            compared.append(spec.name)
+        else:
+            missing.append(spec.name)
+    return compared, missing
+
+
+def _group_members(label: str, spec: dict[str, Any] | None) -> frozenset[str] | None | bool:
+    """Members of a released category label: a frozenset, None for "any", False when not a group.
+
+    `spec` is the column's entry of `AnonymizationResult.generalisations`, whose
+    "groups" list the members of every group label (needed for the hashed names
+    of large groups).
+    """
+    listed = (spec or {}).get("groups") or {}
+    if label in listed:
+        members = [str(m) for m in listed[label]]
+        return None if ANY_LABEL in members else frozenset(members)
+    parsed = parse_generalised_label(label)
+    if isinstance(parsed, CategoryGroup):
+        return parsed.members
+    return False
+
+
+def _plan(
+    columns: list[str],
+    schema: TableSchema,
+    released: pl.DataFrame,
+    real: list[pl.DataFrame],
+    generalisations: dict[str, dict[str, Any]] | None,
+) -> list[_Column]:
+    """Decide, per column, its scale, its levels and whether it is embedded densely."""
+    plans = []
+    for name in columns:
+        ctype = schema[name].type
+        if ctype in _NUMERIC_TYPES:
+            values = np.concatenate([_numeric_values(frame.get_column(name)) for frame in real])
+            center, scale = _robust_scale(values)
+            generalised = _is_label_column(released.get_column(name))
+            has_nulls = bool(np.isnan(values).any()) or released.get_column(name).null_count() > 0
+            plans.append(_Column(name, True, generalised, center, scale, has_nulls, dense=not (generalised or has_nulls)))
+            continue
+        real_values: list[str | None] = []
+        for frame in real:
+            real_values.extend(_category_strings(frame.get_column(name), ctype))
+        levels = sorted({MISSING if v is None else v for v in real_values})
+        released_values = {MISSING if v is None else v for v in _category_strings(released.get_column(name), ctype)}
+        known = set(levels)
+        spec = (generalisations or {}).get(name)
+        resolved = {v: _group_members(v, spec) for v in released_values if v not in known}
+        groups = {v: m for v, m in resolved.items() if m is not False}
+        levels.extend(sorted(v for v, m in resolved.items() if m is False))
+        column = _Column(name, False, bool(groups), levels=levels, groups=groups)
+        column.dense = not groups and len(levels) <= MAX_ONE_HOT_LEVELS
+        if groups:
+            column.labels = sorted(released_values)
+            index = {level: i for i, level in enumerate(levels)}
+            membership = np.ones((len(column.labels), len(levels)), dtype=np.float32)
+            for row, label in enumerate(column.labels):
+                if label not in groups:
+                    membership[row, index[label]] = 0.0
+                elif groups[label] is None:
+                    membership[row, :] = 0.0
+                else:
+                    for member in groups[label] & known:
+                        membership[row, index[member]] = 0.0
+            column.membership = membership
+        plans.append(column)
+    return plans
+
+
+# --------------------------------------------------------------------------- encoded tables and nearest neighbours
+
+
+@dataclass
+class _Side:
+    """One table encoded for the distance.
+
+    The exact float64 distance reads `dense` (columns embedded so that the
+    distance is Euclidean), `low`/`high` (numeric columns with nulls or
+    released ranges) and `codes` (categories compared code by code). The fast
+    approximate pass reads the bilinear features: the squared distance over the
+    ordinary columns is `left[a] @ right[b]`; a released generalised column
+    adds a gathered table of label-to-value distances (`label_codes`,
+    `label_low`/`label_high`); between two real tables those columns are
+    ordinary ones (`real_left`/`real_right`, and `gen_wide` for categories with
+    many levels, compared code by code like `wide_codes`).
+    """
+
+    released: bool
+    dense: np.ndarray
+    low: list[np.ndarray]
+    high: list[np.ndarray]
+    codes: list[np.ndarray]
+    left: np.ndarray
+    right: np.ndarray
+    real_left: np.ndarray
+    real_right: np.ndarray
+    wide_codes: list[np.ndarray]
+    gen_wide: list[np.ndarray]
+    label_codes: list[np.ndarray] = field(default_factory=list)
+    label_low: list[np.ndarray | None] = field(default_factory=list)
+    label_high: list[np.ndarray | None] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.dense.shape[0]
+
+
+@dataclass
+class _Bilinear:
+    """Per-row features whose products give squared distances.
+
+    The squared distance of rows a and b over the columns added is
+    own(a) + own(b) + const + sum(left(a) * right(b)), which `matrices` lays
+    out as one matrix product.
+    """
+
+    n: int
+    own: np.ndarray = field(init=False)
+    const: float = 0.0
+    left: list[np.ndarray] = field(default_factory=list)
+    right: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.own = np.zeros(self.n)
+
+    def numeric(self, x: np.ndarray, nullable: bool) -> None:
+        """Add a numeric column (NaN for null); `nullable` must be the same for every table.
+
+        With v the value (0 where null) and m the null indicator, (x - y)^2
+        between values, 1 between a null and a value and 0 between nulls
+        equal v_a^2 (1 - m_b) + (1 - m_a) v_b^2 - 2 v_a v_b + m_a + m_b - 2 m_a m_b.
+        """
+        null = np.isnan(x)
+        v = np.where(null, 0.0, x)
+        self.own += v * v
+        self.left.append(-2.0 * v)
+        self.right.append(v)
+        if nullable:
+            m = null.astype(np.float64)
+            self.own += m
+            self.left += [v * v, -m, -2.0 * m]
+            self.right += [-m, v * v, m]
+
+    def category(self, codes: np.ndarray, width: int) -> None:
+        """Add a category (codes below `width`): the products give 1 - [a == b]."""
+        one_hot = np.zeros((width, codes.size))
+        one_hot[codes, np.arange(codes.size)] = 1.0
+        self.const += 1.0
+        self.left.extend(-one_hot)
+        self.right.extend(one_hot)
+
+    def matrices(self, other: "_Bilinear | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """The left and right float32 matrices of these columns (and `other`'s)."""
+        own, const = self.own, self.const
+        left, right = list(self.left), list(self.right)
+        if other is not None:
+            own, const = own + other.own, const + other.const
+            left += other.left
+            right += other.right
+        ones = np.ones(self.n)
+        stack_left = np.column_stack([own + const, ones, *left])
+        stack_right = np.column_stack([ones, own, *right])
+        return np.ascontiguousarray(stack_left, dtype=np.float32), np.ascontiguousarray(stack_right, dtype=np.float32)
+
+
+def _encode(frame: pl.DataFrame, plans: list[_Column], schema: TableSchema, *, released: bool, tenant: str | None) -> _Side:
+    n = frame.height
+    dense: list[np.ndarray] = []
+    lows: list[np.ndarray] = []
+    highs: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    common = _Bilinear(n)
+    between_real = _Bilinear(n)
+    wide: list[np.ndarray] = []
+    gen_wide: list[np.ndarray] = []
+    side: dict[str, list] = {"label_codes": [], "label_low": [], "label_high": []}
+    for column in plans:
+        series = frame.get_column(column.name)
+        if column.numeric:
+            if released:
+                low, high = _released_intervals(series, column.name, tenant)
+            else:
+                low = _numeric_values(series)
+                high = low.copy()
+            low = (low - column.center) / column.scale
+            high = (high - column.center) / column.scale
+            if column.dense:
+                dense.append(low[:, None])
+            else:
+                lows.append(low)
+                highs.append(high)
+            if not column.generalised:
+                common.numeric(low, column.nullable)
+            elif released:
+                pairs, inverse = np.unique(np.column_stack([low, high]), axis=0, return_inverse=True)
+                side["label_codes"].append(inverse.ravel().astype(np.int64))
+                side["label_low"].append(pairs[:, 0])
+                side["label_high"].append(pairs[:, 1])
+            else:
+                between_real.numeric(low, column.nullable)
+            continue
+        values = [MISSING if v is None else v for v in _category_strings(series, schema[column.name].type)]
+        if released and column.generalised:
+            index = {label: i for i, label in enumerate(column.labels)}
+        else:
+            index = {level: i for i, level in enumerate(column.levels)}
+        coded = np.fromiter((index[v] for v in values), dtype=np.int64, count=n)
+        if column.dense:
+            one_hot = np.zeros((n, len(column.levels)), dtype=np.float64)
+            one_hot[np.arange(n), coded] = 1.0 / math.sqrt(2.0)
+            dense.append(one_hot)
+        else:
+            codes.append(coded)
+        if not column.generalised:
+            if column.dense:
+                common.category(coded, len(column.levels))
+            else:
+                wide.append(coded)
+        elif released:
+            side["label_codes"].append(coded)
+            side["label_low"].append(None)
+            side["label_high"].append(None)
+        else:
+            # Between two real tables a generalised category is an ordinary one.
+            if len(column.levels) <= MAX_ONE_HOT_LEVELS:
+                between_real.category(coded, len(column.levels))
+            else:
+                gen_wide.append(coded)
+    left, right = common.matrices()
+    real_left, real_right = common.matrices(between_real)
+    return _Side(
+        released=released,
+        dense=np.hstack(dense) if dense else np.zeros((n, 0)),
+        low=lows,
+        high=highs,
+        codes=codes,
+        left=left,
+        right=right,
+        real_left=real_left,
+        real_right=real_right,
+        wide_codes=wide,
+        gen_wide=gen_wide,
+        **side,
+    )
+
+
+def _gap(low_a: np.ndarray, high_a: np.ndarray, low_b: np.ndarray, high_b: np.ndarray, *, outer: bool) -> np.ndarray:
+    """Squared gap between intervals (0 when they overlap); 1 for null vs value, 0 for two nulls."""
+    if outer:
+        first = np.subtract.outer(low_a, high_b)
+        second = np.subtract.outer(high_a, low_b)
+    else:
+        first = low_a - high_b
+        second = high_a - low_b
+    np.negative(second, out=second)
+    np.maximum(first, second, out=first)
+    np.maximum(first, 0.0, out=first)
+    first *= first
+    null_a, null_b = np.isnan(low_a), np.isnan(low_b)
+    if null_a.any() or null_b.any():
+        mismatch = np.logical_xor.outer(null_a, null_b) if outer else null_a ^ null_b
+        both = np.logical_and.outer(null_a, null_b) if outer else null_a & null_b
+        first[mismatch] = 1.0
+        first[both] = 0.0
+    return first
+
+
+def _category_mismatch(plans: list[_Column], a: _Side, b: _Side, j: int, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Category distance of sparse column j for the pairs (a[ia], b[ib]) (group membership where released)."""
+    column = [c for c in plans if not c.numeric and not c.dense][j]
+    code_a, code_b = a.codes[j][ia], b.codes[j][ib]
+    if column.membership is not None and (a.released or b.released):
+        if a.released:
+            return column.membership[code_a, code_b].astype(np.float64)
+        return column.membership[code_b, code_a].astype(np.float64)
+    return (code_a != code_b).astype(np.float64)
+
+
+def _label_tables(plans: list[_Column], released: _Side, real: _Side) -> tuple[np.ndarray, np.ndarray] | None:
+    """Squared distances over the generalised columns of every released label combination to every real row.
+
+    Returns the table (combinations x real rows, float32) and the combination
+    of each released row, or None when no column is generalised. A release
+    holds few distinct combinations of labels (its equivalence classes), so
+    one gathered row per pair replaces a computation per column.
+    """
+    if not released.label_codes:
+        return None
+    combos, combo_of_row = np.unique(np.column_stack(released.label_codes), axis=0, return_inverse=True)
+    table = np.zeros((combos.shape[0], real.n), dtype=np.float32)
+    sparse_numeric = [c.name for c in plans if c.numeric and not c.dense]
+    sparse_category = [c.name for c in plans if not c.numeric and not c.dense]
+    for j, column in enumerate(c for c in plans if c.generalised):
+        if column.numeric:
+            values = real.low[sparse_numeric.index(column.name)]
+            per_label = _gap(released.label_low[j], released.label_high[j], values, values, outer=True)
+        else:
+            per_label = column.membership[:, real.codes[sparse_category.index(column.name)]]
+        table += per_label[combos[:, j]]
+    return table, combo_of_row.ravel()
+
+
+def _block_sq_distances(a: _Side, b: _Side, rows: slice, labels: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Approximate (float32) squared distances of a block of rows of `a` to every row of `b`."""
+    if a.released or b.released:
+        block = a.left[rows] @ b.right.T
+    else:
+        block = a.real_left[rows] @ b.real_right.T
+    if labels is not None:
+        table, combo = labels
+        if a.released:
+            block += table[combo[rows]]
+        else:
+            block += np.take(np.ascontiguousarray(table[:, rows].T), combo, axis=1)
+    for code_a, code_b in zip(a.wide_codes, b.wide_codes):
+        block += np.not_equal.outer(code_a[rows], code_b)
+    if not a.released and not b.released:
+        for code_a, code_b in zip(a.gen_wide, b.gen_wide):
+            block += np.not_equal.outer(code_a[rows], code_b)
+    return block
+
+
+def _pair_distances(plans: list[_Column], a: _Side, b: _Side, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Exact float64 distances between rows a[ia] and b[ib], pair by pair."""
+    diff = a.dense[ia] - b.dense[ib]
+    sq = np.einsum("ij,ij->i", diff, diff)
+    for j in range(len(a.low)):
+        sq += _gap(a.low[j][ia], a.high[j][ia], b.low[j][ib], b.high[j][ib], outer=False)
+    for j in range(len(a.codes)):
+        sq += _category_mismatch(plans, a, b, j, ia, ib)
+    return np.sqrt(sq)
+
+
+def _block_candidates(block: np.ndarray, k: int, tolerance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) pairs to re-rank exactly: the k best of each row and any within `tolerance` of the k-th.
+
+    `block` is overwritten.
+    """
+    count, m = block.shape
+    k = min(k, m)
+    rows = np.arange(count)
+    chosen = []
+    for _ in range(k):
+        # The block is scratch: the best found so far are masked in place.
+        best = block.argmin(axis=1)
+        chosen.append(best)
+        kth = block[rows, best]
+        if len(chosen) < k:
+            block[rows, best] = np.inf
+    # Rows where another column is within rounding of the k-th best are
+    # ambiguous: their close columns (at most RERANK more) are re-ranked too.
+    close = (block <= (kth + tolerance)[:, None]).sum(axis=1) > 1
+    qi = [np.repeat(rows, 1) for _ in chosen]
+    cj = list(chosen)
+    ambiguous = np.flatnonzero(close)
+    if ambiguous.size:
+        keep = min(m, k + RERANK)
+        extra = np.argpartition(block[ambiguous], keep - 1, axis=1)[:, :keep] if keep < m else np.tile(np.arange(m), (ambiguous.size, 1))
+        qi.append(np.repeat(ambiguous, extra.shape[1]))
+        cj.append(extra.ravel())
+    pairs = np.unique(np.column_stack([np.concatenate(qi), np.concatenate(cj)]), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _nearest(plans: list[_Column], a: _Side, b: _Side, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of `b` for every row of `a`: exact distances (n x k, ascending) and indices.
+
+    A float32 pass finds each row's k best candidates (and, where others lie
+    within rounding of them, up to RERANK more); those are re-ranked with the
+    exact float64 distance. Missing neighbours (b smaller than k) are inf.
+    """
+    n, m = a.n, b.n
+    distances = np.full((n, k), np.inf, dtype=np.float64)
+    indices = np.full((n, k), -1, dtype=np.int64)
+    if m == 0 or n == 0:
+        return distances, indices
+    labels = None
+    if a.released or b.released:
+        labels = _label_tables(plans, *((a, b) if a.released else (b, a)))
+        left, right = a.left, b.right
+    else:
+        left, right = a.real_left, b.real_right
+    # float32 rounding of the expanded squares grows with the feature norms.
+    norm_a = np.abs(left).sum(axis=1)
+    scale_b = float(np.abs(right).sum(axis=1).max())
+    for start in range(0, n, BLOCK_ROWS):
+        rows = slice(start, min(start + BLOCK_ROWS, n))
+        block = _block_sq_distances(a, b, rows, labels)
+        qi, cj = _block_candidates(block, k, ROUNDING * (norm_a[rows] + scale_b + 1.0))
+        exact = _pair_distances(plans, a, b, qi + start, cj)
+        order = np.lexsort((cj, exact, qi))
+        qi, cj, exact = qi[order], cj[order], exact[order]
+        first = np.searchsorted(qi, np.arange(block.shape[0]))
+        rank = np.arange(qi.size) - first[qi]
+        take = rank < k
+        distances[qi[take] + start, rank[take]] = exact[take]
+        indices[qi[take] + start, rank[take]] = cj[take]
+    return distances, indices
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class _Samples:
+    """The row samples every measure of one audit reads, drawn once."""
+
+    columns: list[str]
+    plans: list[_Column]
+    released: _Side
+    train: _Side
+    holdout: _Side
+    members: _Side
+    non_members: _Side
+    reference: _Side
+    sizes: dict[str, int]
+    frames: dict[str, pl.DataFrame]
+    warnings: list[str]
+
+
+def _take(frame: pl.DataFrame, size: int, rng: np.random.Generator) -> pl.DataFrame:
+    if frame.height <= size:
+        return frame
+    return frame[np.sort(rng.choice(frame.height, size=size, replace=False))]
+
+
+def _check_inputs(released: pl.DataFrame, train: pl.DataFrame, holdout: pl.DataFrame, schema: TableSchema, tenant: str | None) -> tuple[list[str], list[str]]:
+    for name, frame in (("released", released), ("train", train), ("holdout", holdout)):
+        if not isinstance(frame, pl.DataFrame):
+            raise InvalidDataError(
+                f"the {name} table must be a polars DataFrame, got {type(frame).__name__}.",
+                tenant=tenant,
+                fix=f"load the {name} table with polars before auditing.",
+            )
+        if frame.height == 0:
+            raise InvalidDataError(
+                f"the {name} table is empty; the audit needs at least 1 row per table (and 30 or more for "
+                "meaningful intervals).",
+                tenant=tenant,
+                fix=f"re-run the step that produces the {name} table, or upload a larger book.",
+            )
+    columns, missing = _compared_columns(released, train, holdout, schema)
+    if not columns:
+        raise InvalidDataError(
+            "the released, train and holdout tables share no comparable column (identifiers and text are not compared).",
+            tenant=tenant,
+            fix="audit the released table against the train and holdout splits of the same tape and schema.",
+        )
+    return columns, missing
+
+
+def _draw(
+    released: pl.DataFrame,
+    train: pl.DataFrame,
+    holdout: pl.DataFrame,
+    schema: TableSchema,
+    *,
+    sample_size: int,
+    seed: int,
+    tenant: str | None,
+    generalisations: dict[str, dict[str, Any]] | None = None,
+) -> _Samples:
+    """Deduplicate, sample at equal sizes, fit the column plan and encode every sample."""
+    columns, missing = _check_inputs(released, train, holdout, schema, tenant)
+    notes: list[str] = []
+    if missing:
+        notes.append(f"columns left out of the audit because a table lacks them: {', '.join(missing)}")
+    rng = np.random.default_rng(seed)
+    rel, tr, ho = (f.select(columns) for f in (released, train, holdout))
+    rel_u, tr_u, ho_u = (f.unique(maintain_order=True) for f in (rel, tr, ho))
+    n_side = min(sample_size, tr_u.height, ho_u.height)
+    released_s = _take(rel_u, sample_size, rng)
+    train_s, holdout_s = _take(tr_u, n_side, rng), _take(ho_u, n_side, rng)
+    # Membership inference reads the tables as they are (no deduplication): a
+    # row repeated across train and holdout must look the same to the attack
+    # whether it is scored as a member or as a non-member.
+    n_eval = min(sample_size // 2, tr.height, ho.height // 2)
+    order = rng.permutation(ho.height)
+    non_members = ho[np.sort(order[:n_eval])]
+    reference = ho[np.sort(order[n_eval:n_eval + sample_size])]
+    members = _take(tr, n_eval, rng)
+    plans = _plan(columns, schema, released_s, [train_s, holdout_s, members, non_members, reference], generalisations)
+
+    def enc(frame: pl.DataFrame, is_released: bool = False) -> _Side:
+        return _encode(frame, plans, schema, released=is_released, tenant=tenant)
+
+    sizes = {
+        "released_rows": released.height, "train_rows": train.height, "holdout_rows": holdout.height,
+        "released_unique": rel_u.height, "train_unique": tr_u.height, "holdout_unique": ho_u.height,
+        "released_sample": released_s.height, "train_sample": train_s.height, "holdout_sample": holdout_s.height,
+        "mia_members": members.height, "mia_non_members": non_members.height, "mia_reference": reference.height,
+        "compared_columns": len(columns),
+    }
+    if n_side < 30:
+        notes.append(
+            f"only {n_side} unique rows per real table: distance figures are noisy and their intervals are wide; "
+            "the audit needs at least 30 rows per table for figures worth certifying"
+        )
+    frames = {"released": released_s, "train": train_s, "holdout": holdout_s, "train_all": tr_u, "holdout_all": ho_u}
+    return _Samples(
+        columns, plans, enc(released_s, True), enc(train_s), enc(holdout_s), enc(members), enc(non_members),
+        enc(reference), sizes, frames, notes,
+    )
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion (successes may be fractional for ties)."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _auc_delong(positives: np.ndarray, negatives: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """AUC with its DeLong confidence interval (midranks, so ties count one half)."""
+    from scipy.stats import norm, rankdata
+
+    m, n = positives.size, negatives.size
+    combined = rankdata(np.concatenate([positives, negatives]))
+    rank_pos, rank_neg = combined[:m], combined[m:]
+    within_pos, within_neg = rankdata(positives), rankdata(negatives)
+    auc = float((rank_pos.sum() - m * (m + 1) / 2) / (m * n))
+    v10 = (rank_pos - within_pos) / n
+    v01 = 1.0 - (rank_neg - within_neg) / m
+    variance = (v10.var(ddof=1) / m if m > 1 else 0.25) + (v01.var(ddof=1) / n if n > 1 else 0.25)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    half = z * math.sqrt(max(variance, 0.0))
+    low, high = max(0.0, auc - half), min(1.0, auc + half)
+    if min(m, n) < SMALL_SAMPLE:
+        # DeLong's variance collapses to 0 at perfect separation and is
+        # optimistic on small samples; a Wilson interval on the smaller group
+        # size keeps the interval honest there.
+        w_low, w_high = _wilson(auc * min(m, n), min(m, n), confidence)
+        low, high = min(low, w_low), max(high, w_high)
+    return auc, low, high
+
+
+def _tpr_at_fpr(positives: np.ndarray, negatives: np.ndarray, fpr: float) -> float:
+    """TPR of the threshold that flags at most floor(fpr * n) non-members (strictly above it)."""
+    allowed = int(math.floor(fpr * negatives.size + 1e-9))
+    if allowed >= negatives.size:
+        return 1.0
+    threshold = -np.partition(-negatives, allowed)[allowed]
+    return float(np.mean(positives > threshold))
+
+
+def _attack_summary(positives: np.ndarray, negatives: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator) -> dict[str, Any]:
+    auc, auc_low, auc_high = _auc_delong(positives, negatives)
+    fpr_used = max(FPR_TARGET, 1.0 / negatives.size)
+    tpr = _tpr_at_fpr(positives, negatives, fpr_used)
+    boot = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        pos = positives[rng.integers(0, positives.size, positives.size)]
+        neg = negatives[rng.integers(0, negatives.size, negatives.size)]
+        boot[b] = _tpr_at_fpr(pos, neg, fpr_used)
+    tail = (1 - CONFIDENCE) / 2
+    return {
+        "auc": auc,
+        "auc_ci": [auc_low, auc_high],
+        "tpr_at_fpr": tpr,
+        "tpr_ci": [float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))],
+        "fpr": fpr_used,
+        "fpr_resolvable": fpr_used <= FPR_TARGET,
+    }
+
+
+# --------------------------------------------------------------------------- distance to closest record
+
+
+# Past this many candidate pairs the exact-match check against whole tables
+# gives way to the check on the samples (a table of few, repeated values).
+MAX_JOIN_PAIRS = 5_000_000
+
+
+def _key_frame(frame: pl.DataFrame, plans: list[_Column], schema: TableSchema) -> pl.DataFrame:
+    """The non-generalised columns as join keys: numbers as floats, categories as canonical strings."""
+    data = {}
+    for column in plans:
+        if column.generalised:
+            continue
+        series = frame.get_column(column.name)
+        if column.numeric:
+            data[column.name] = pl.Series(column.name, _numeric_values(series), dtype=pl.Float64, nan_to_null=True)
+        else:
+            data[column.name] = pl.Series(column.name, _category_strings(series, schema[column.name].type), dtype=pl.String)
+    return pl.DataFrame(data)
+
+
+def _matches_whole_table(samples: "_Samples", schema: TableSchema, table: pl.DataFrame) -> np.ndarray | None:
+    """Which sampled released rows are at distance 0 from some row of the whole `table`.
+
+    Rows at distance 0 agree exactly on every non-generalised column, so a
+    hash join on those finds the candidates and the generalised columns are
+    then checked for coverage. None when there is no such column or the join
+    would be too large (the sample-based figure stands then).
+    """
+    plans = samples.plans
+    keys = [c.name for c in plans if not c.generalised]
+    if not keys:
+        return None
+    released_keys = _key_frame(samples.frames["released"], plans, schema).with_row_index("__released")
+    real_keys = _key_frame(table, plans, schema).with_row_index("__real")
+    counts = real_keys.group_by(keys).agg(pl.len().alias("__count"))
+    pairs = released_keys.join(counts, on=keys, how="inner", nulls_equal=True).get_column("__count").sum()
+    if pairs is None or pairs == 0:
+        return np.zeros(samples.released.n, dtype=bool)
+    if pairs > MAX_JOIN_PAIRS:
+        return None
+    joined = released_keys.join(real_keys, on=keys, how="inner", nulls_equal=True).select("__released", "__real")
+    if joined.height == 0:
+        return np.zeros(samples.released.n, dtype=bool)
+    ia = joined.get_column("__released").to_numpy().astype(np.int64)
+    ib = joined.get_column("__real").to_numpy().astype(np.int64)
+    covered = np.ones(ia.size, dtype=bool)
+    sparse_numeric = [c.name for c in plans if c.numeric and not c.dense]
+    for column in plans:
+        if not column.generalised:
+            continue
+        values = table.get_column(column.name)[ib]
+        if column.numeric:
+            j = sparse_numeric.index(column.name)
+            x = (_numeric_values(values) - column.center) / column.scale
+            low, high = samples.released.low[j][ia], samples.released.high[j][ia]
+            gap = _gap(low, high, x, x, outer=False)
+            covered &= gap <= TIE_TOLERANCE
+        else:
+            index = {level: i for i, level in enumerate(column.levels)}
+            strings = [MISSING if v is None else v for v in _category_strings(values, schema[column.name].type)]
+            level = np.array([index.get(v, -1) for v in strings], dtype=np.int64)
+            label = samples.released.codes[[c.name for c in plans if not c.numeric and not c.dense].index(column.name)][ia]
+            known = level >= 0
+            hit = np.zeros(ia.size, dtype=bool)
+            hit[known] = column.membership[label[known], level[known]] == 0.0
+            covered &= hit
+    matched = np.zeros(samples.released.n, dtype=bool)
+    matched[ia[covered]] = True
+    return matched
+
+
+def _dcr_from(samples: _Samples, schema: TableSchema) -> dict[str, Any]:
+    to_train, _ = _nearest(samples.plans, samples.released, samples.train, 2)
+    to_holdout, _ = _nearest(samples.plans, samples.released, samples.holdout, 2)
+    d_train, d_holdout = to_train[:, 0], to_holdout[:, 0]
+    n = d_train.size
+    tie = np.abs(d_train - d_holdout) <= TIE_TOLERANCE * (1.0 + np.maximum(d_train, d_holdout))
+    closer = (d_train < d_holdout) & ~tie
+    successes = float(closer.sum() + 0.5 * tie.sum())
+    share = successes / n
+    exact_train = d_train <= TIE_TOLERANCE
+    exact_holdout = d_holdout <= TIE_TOLERANCE
+    # Against the samples a copied row is missed when its source row was not
+    # drawn; the hash join checks every train (and holdout) row instead.
+    scope = "whole tables"
+    for name in ("train_all", "holdout_all"):
+        whole = _matches_whole_table(samples, schema, samples.frames[name])
+        if whole is None:
+            scope = "samples"
+        elif name == "train_all":
+            exact_train = exact_train | whole
+        else:
+            exact_holdout = exact_holdout | whole
+
+    def ratio(d: np.ndarray) -> np.ndarray:
+        # Two neighbours at distance 0 (possible when generalised labels cover
+        # several real rows) are equally close: ratio 1.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(d[:, 1] > 0, d[:, 0] / d[:, 1], 1.0)
+        return out[np.isfinite(out)]
+
+    nndr_train, nndr_holdout = ratio(to_train), ratio(to_holdout)
+
+    def quantile(values: np.ndarray, q: float) -> float | None:
+        finite = values[np.isfinite(values)]
+        return float(np.quantile(finite, q)) if finite.size else None
+
+    return {
+        "metric": "euclidean norm of per-column distances (numeric |a-b|/IQR, category mismatch 1, null vs value 1, "
+        "generalised labels: distance to the range / group)",
+        "share_closer_to_train": share,
+        "share_ci": list(_wilson(successes, n)),
+        "ties": int(tie.sum()),
+        "exact_match_rate": float(exact_train.mean()),
+        "exact_matches": int(exact_train.sum()),
+        "exact_match_rate_holdout": float(exact_holdout.mean()),
+        "exact_match_scope": scope,
+        "median_dcr_train": quantile(d_train, 0.5),
+        "median_dcr_holdout": quantile(d_holdout, 0.5),
+        "p05_dcr_train": quantile(d_train, 0.05),
+        "p05_dcr_holdout": quantile(d_holdout, 0.05),
+        "nndr_median_train": quantile(nndr_train, 0.5),
+        "nndr_median_holdout": quantile(nndr_holdout, 0.5),
+        "nndr_p05_train": quantile(nndr_train, 0.05),
+        "nndr_p05_holdout": quantile(nndr_holdout, 0.05),
+        "n_released": n,
+        "n_train": samples.train.n,
+        "n_holdout": samples.holdout.n,
+    }
+
+
+def distance_to_closest_record(
+    released: pl.DataFrame,
+    train: pl.DataFrame,
+    holdout: pl.DataFrame,
+    schema: TableSchema,
+    *,
+    sample_size: int = 10_000,
+    seed: int = 0,
+    tenant: str | None = None,
+    generalisations: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Distance to closest record of the released rows, train against holdout.
+
+    Duplicate rows are removed from each table, then `sample_size` released rows
+    and min(sample_size, unique train, unique holdout) rows of each real table
+    are drawn with `seed`, so train and holdout are compared at the same size.
+    `generalisations` is `AnonymizationResult.generalisations` (see `run_audit`).
+
+    Returns:
+        `share_closer_to_train` (ties count one half; 0.5 is ideal) with its
+        Wilson interval `share_ci`, `exact_match_rate` (sampled released rows
+        at distance 0 from a row of the whole train split, found by a hash
+        join; `exact_match_scope` says "samples" where the join was not
+        possible) and `exact_match_rate_holdout` as its baseline, DCR and nearest-neighbour distance ratio quantiles for train
+        and holdout, the sample sizes and `warnings`.
+
+    Raises:
+        InvalidDataError: a table is empty or the tables share no comparable
+            column, or a released numeric column holds a value that is neither
+            a number nor a range label.
+    """
+    samples = _draw(
+        released, train, holdout, schema, sample_size=sample_size, seed=seed, tenant=tenant, generalisations=generalisations
+    )
+    result = _dcr_from(samples, schema)
+    result["warnings"] = list(samples.warnings)
+    return result
+
+
+# --------------------------------------------------------------------------- membership inference
+
+
+def _mia_from(samples: _Samples, *, seed: int, n_bootstrap: int) -> dict[str, Any]:
+    n_members, n_non, n_ref = samples.members.n, samples.non_members.n, samples.reference.n
+    if n_members < MIN_MIA_PER_GROUP or n_non < MIN_MIA_PER_GROUP or n_ref < 1:
+        reason = (
+            f"membership inference skipped: it needs at least {MIN_MIA_PER_GROUP} members, {MIN_MIA_PER_GROUP} "
+            f"non-members and 1 reference row (the holdout gives non-members and reference), got {n_members}, "
+            f"{n_non} and {n_ref}; upload a book with a larger holdout"
+        )
+        return {"skipped": reason, "warnings": [reason]}
+    notes = []
+    plans = samples.plans
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    d_syn = {}
+    d_ref = {}
+    for group, side in (("members", samples.members), ("non_members", samples.non_members)):
+        d_syn[group] = _nearest(plans, side, samples.released, 1)[0][:, 0]
+        d_ref[group] = _nearest(plans, side, samples.reference, 1)[0][:, 0]
+
+    def density_ratio(group: str) -> np.ndarray:
+        return np.log(d_ref[group] + DISTANCE_FLOOR) - np.log(d_syn[group] + DISTANCE_FLOOR)
+
+    scores["density_ratio"] = (density_ratio("members"), density_ratio("non_members"))
+    scores["distance"] = (-d_syn["members"], -d_syn["non_members"])
+    rng = np.random.default_rng(seed + 1)
+    attacks = {name: _attack_summary(pos, neg, n_bootstrap=n_bootstrap, rng=rng) for name, (pos, neg) in scores.items()}
+    strongest = max(attacks, key=lambda name: attacks[name]["auc"])
+    best = attacks[strongest]
+    if not best["fpr_resolvable"]:
+        notes.append(
+            f"with {n_non} non-members a false-positive rate of {FPR_TARGET:.1%} cannot be resolved; the TPR is "
+            f"reported at the lowest resolvable rate, {best['fpr']:.2%}"
+        )
+    if min(n_members, n_non) < SMALL_SAMPLE:
+        notes.append(
+            f"membership inference on {n_members} members and {n_non} non-members: its intervals are widened "
+            "(Wilson on the smaller group) and remain indicative"
+        )
+    return {
+        "attack": "density ratio of released to reference by nearest-neighbour distances (DOMIAS-style)",
+        "strongest": strongest,
+        "auc": best["auc"],
+        "auc_ci": best["auc_ci"],
+        "tpr_at_fpr": best["tpr_at_fpr"],
+        "tpr_ci": best["tpr_ci"],
+        "fpr": best["fpr"],
+        "fpr_target": FPR_TARGET,
+        "fpr_resolvable": best["fpr_resolvable"],
+        "attacks": attacks,
+        "n_members": n_members,
+        "n_non_members": n_non,
+        "n_reference": n_ref,
+        "warnings": notes,
+    }
+
+
+def membership_inference(
+    released: pl.DataFrame,
+    train: pl.DataFrame,
+    holdout: pl.DataFrame,
+    schema: TableSchema,
+    *,
+    sample_size: int = 10_000,
+    seed: int = 0,
+    n_bootstrap: int = N_BOOTSTRAP,
+    tenant: str | None = None,
+    generalisations: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Membership-inference attacks on the release: train rows against holdout rows.
+
+    The holdout is split (seeded) into non-members and a disjoint reference
+    sample of the population; members are an equal number of train rows. The
+    density-ratio attack scores a record x by log d_ref(x) - log d_rel(x), the
+    nearest-neighbour log-density ratio of the release to the population (up
+    to a constant); the distance attack by -d_rel(x).
+
+    Returns:
+        For the strongest attack (highest AUC): `auc` with its DeLong interval
+        `auc_ci`, `tpr_at_fpr` at `fpr` (0.1 %, or the lowest rate the number of
+        non-members resolves, with `fpr_resolvable` False) with a bootstrap
+        interval `tpr_ci`; every attack's figures under `attacks`; the group
+        sizes and `warnings`. `{"skipped": reason, ...}` when the holdout is too
+        small to split.
+
+    Raises:
+        InvalidDataError: as `distance_to_closest_record`.
+    """
+    samples = _draw(
+        released, train, holdout, schema, sample_size=sample_size, seed=seed, tenant=tenant, generalisations=generalisations
+    )
+    result = _mia_from(samples, seed=seed, n_bootstrap=n_bootstrap)
+    result["warnings"] = list(samples.warnings) + result["warnings"]
+    return result
+
+
+# --------------------------------------------------------------------------- anonymeter
+
+
+def _label_for(values: np.ndarray, ranges: list[tuple[str, NumericRange]]) -> list[str | None]:
+    """The released range label each real value falls in (the nearest when none contains it)."""
+    lows = np.array([r.low for _, r in ranges])
+    highs = np.array([r.high for _, r in ranges])
+    out: list[str | None] = []
+    for start in range(0, values.size, 4096):
+        chunk = values[start:start + 4096]
+        gap = np.maximum(np.maximum(lows[None, :] - chunk[:, None], chunk[:, None] - highs[None, :]), 0.0)
+        # Among containing ranges prefer the narrowest, the most specific recoding.
+        width = np.where(np.isfinite(highs - lows), highs - lows, np.inf)
+        best = np.lexsort((np.broadcast_to(width, gap.shape), gap), axis=1)[:, 0]
+        out.extend(None if np.isnan(v) else ranges[i][0] for v, i in zip(chunk, best))
+    return out
+
+
+def _anonymeter_frame(frame: pl.DataFrame, plans: list[_Column], schema: TableSchema, released_frame: pl.DataFrame, *, released: bool) -> "pd.DataFrame":
+    """A pandas table whose columns have one dtype across released, train and holdout.
+
+    Numeric columns are floats; generalised numeric columns are compared as
+    strings: real values are replaced by the released range label that contains
+    them, which is what an attacker knowing the recoding would do. Categories
+    are strings (a group label for a real category it covers), nulls "<missing>".
+    """
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for column in plans:
+        series = frame.get_column(column.name)
+        ctype = schema[column.name].type
+        if column.numeric and not column.generalised:
+            data[column.name] = _numeric_values(series)
+        elif column.numeric:
+            labels = [v for v in released_frame.get_column(column.name).cast(pl.String).unique().to_list() if v is not None]
+            if released:
+                values = series.cast(pl.String).to_list()
+            else:
+                ranges = []
+                for label in labels:
+                    parsed = parse_generalised_label(label)
+                    if label.strip() == MISSING:
+                        continue
+                    if isinstance(parsed, NumericRange):
+                        ranges.append((label, parsed))
+                    elif isinstance(parsed, CategoryGroup):
+                        ranges.append((label, NumericRange(-math.inf, math.inf, False, False)))
+                    else:
+                        number = float(label)
+                        ranges.append((label, NumericRange(number, number, True, True)))
+                values = _label_for(_numeric_values(series), ranges) if ranges else [None] * frame.height
+            data[column.name] = [MISSING if v is None else v for v in values]
+        else:
+            values = [MISSING if v is None else v for v in _category_strings(series, ctype)]
+            if column.generalised and not released:
+                # A real category becomes the first released label covering it
+                # (labels are sorted, so the choice is stable).
+                cover: dict[str, str] = {}
+                any_label = next((label for label, members in column.groups.items() if members is None), None)
+                for label in column.labels:
+                    members = column.groups.get(label, frozenset([label]))
+                    for member in members or ():
+                        cover.setdefault(member, label)
+                values = [cover.get(v, any_label or v) for v in values]
+            data[column.name] = values
+    return pd.DataFrame(data)
+
+
+@contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator for anonymeter (which samples through it), then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _risk(evaluator: Any, n_attacks: int) -> dict[str, Any]:
+    results = evaluator.results(confidence_level=CONFIDENCE)
+    risk = results.risk()
+    return {
+        "risk": float(risk.value),
+        "ci": [float(risk.ci[0]), float(risk.ci[1])],
+        "attack_rate": float(results.attack_rate.value),
+        "baseline_rate": float(results.baseline_rate.value),
+        "control_rate": None if results.control_rate is None else float(results.control_rate.value),
+        "n_attacks": n_attacks,
+    }
+
+
+def _anonymeter_from(
+    samples: _Samples, schema: TableSchema, *, n_attacks: int, secrets: list[str], seed: int, n_jobs: int, rows: int
+) -> dict[str, Any]:
+    from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
+
+    rng = np.random.default_rng(seed + 2)
+    rel_frame, train_frame, holdout_frame = (_take(samples.frames[name], rows, rng) for name in ("released", "train", "holdout"))
+    smallest = min(rel_frame.height, train_frame.height, holdout_frame.height)
+    if smallest < MIN_ANONYMETER_ROWS:
+        reason = (
+            f"anonymeter attacks skipped: they need at least {MIN_ANONYMETER_ROWS} unique rows in each of the "
+            f"released, train and holdout tables, the smallest has {smallest}; upload a larger book"
+        )
+        return {"skipped": reason, "warnings": [reason]}
+    notes: list[str] = []
+    attacks = min(n_attacks, smallest)
+    if attacks < n_attacks:
+        notes.append(f"anonymeter ran {attacks} attacks per evaluator instead of {n_attacks}: the tables are smaller")
+    syn = _anonymeter_frame(rel_frame, samples.plans, schema, rel_frame, released=True)
+    ori = _anonymeter_frame(train_frame, samples.plans, schema, rel_frame, released=False)
+    control = _anonymeter_frame(holdout_frame, samples.plans, schema, rel_frame, released=False)
+    columns = list(syn.columns)
+    out: dict[str, Any] = {"n_attacks": attacks, "n_requested": n_attacks}
+    with py_warnings.catch_warnings(record=True) as caught, _seeded_global_numpy(seed):
+        py_warnings.simplefilter("always")
+        singling = SinglingOutEvaluator(
+            ori=ori, syn=syn, control=control, n_attacks=attacks, n_cols=min(3, len(columns)),
+            max_attempts=SINGLING_OUT_ATTEMPTS_PER_ATTACK * attacks, seed=seed,
+        ).evaluate(mode="multivariate" if len(columns) > 1 else "univariate")
+        out["singling_out"] = _risk(singling, attacks)
+        if len(columns) >= 2:
+            # The attacker holds two tables that share no column: the compared
+            # columns, alternately dealt, keep both halves similar in content.
+            aux = (columns[0::2], columns[1::2])
+            linkability = LinkabilityEvaluator(ori=ori, syn=syn, control=control, aux_cols=aux, n_attacks=attacks, n_neighbors=1)
+            out["linkability"] = _risk(linkability.evaluate(n_jobs=n_jobs), attacks)
+            out["linkability"]["aux_cols"] = [list(aux[0]), list(aux[1])]
+        else:
+            notes.append("linkability skipped: it needs at least two compared columns to split between two tables")
+        inference: dict[str, Any] = {}
+        for secret in secrets:
+            aux_cols = [c for c in columns if c not in secrets]
+            if not aux_cols:
+                notes.append(f"inference on '{secret}' skipped: no column is left for the attacker to know")
+                continue
+            regression = bool(schema[secret].type is ColumnType.NUMERIC and not next(p for p in samples.plans if p.name == secret).generalised)
+            evaluator = InferenceEvaluator(
+                ori=ori, syn=syn, control=control, aux_cols=aux_cols, secret=secret, regression=regression, n_attacks=attacks,
+            )
+            inference[secret] = _risk(evaluator.evaluate(n_jobs=n_jobs), attacks)
+        out["inference"] = inference
+    seen = set()
+    for item in caught:
+        text = f"anonymeter: {item.message}"
+        if text not in seen:
+            seen.add(text)
+            notes.append(text)
+    out["warnings"] = notes
+    return out
+
+
+def _secrets(schema: TableSchema, columns: list[str], sensitive_columns: list[str] | None, tenant: str | None) -> list[str]:
+    secrets = []
+    for name in ([schema.target] if schema.target else []) + schema.with_role("sensitive") + list(sensitive_columns or []):
+        if name and name not in secrets:
+            if name not in columns:
+                raise InvalidDataError(
+                    "a sensitive column is not among the audited columns of the released, train and holdout tables.",
+                    tenant=tenant,
+                    column=name,
+                    fix="declare as sensitive only columns of the loans table that the release keeps.",
+                )
+            secrets.append(name)
+    return secrets
+
+
+def anonymeter_risks(
+    released: pl.DataFrame,
+    train: pl.DataFrame,
+    holdout: pl.DataFrame,
+    schema: TableSchema,
+    *,
+    n_attacks: int = 2000,
+    sensitive_columns: list[str] | None = None,
+    sample_size: int = 10_000,
+    seed: int = 0,
+    n_jobs: int = -1,
+    tenant: str | None = None,
+    generalisations: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Anonymeter's singling-out, linkability and inference risks, holdout as control.
+
+    The tables are deduplicated and sampled as for `distance_to_closest_record`.
+    Singling out is multivariate on 3 columns; linkability splits the compared
+    columns alternately into the attacker's two tables; inference targets the
+    default flag (`schema.target`), the schema's sensitive columns and
+    `sensitive_columns`, each guessed from all non-secret columns (a numeric
+    secret counts as guessed within anonymeter's 5 % tolerance). Generalised
+    columns are compared as strings (see `_anonymeter_frame`). Anonymeter
+    samples through NumPy's global generator, which is seeded with `seed` for
+    the duration and restored after.
+
+    Returns:
+        `singling_out`, `linkability` and `inference` (one entry per secret),
+        each with `risk`, its confidence interval `ci`, the attack, baseline and
+        control success rates and `n_attacks`; `warnings`. `{"skipped": reason}`
+        when a table has fewer than 5 unique rows.
+
+    Raises:
+        InvalidDataError: as `distance_to_closest_record`, or a sensitive
+            column is not audited.
+    """
+    samples = _draw(
+        released, train, holdout, schema, sample_size=sample_size, seed=seed, tenant=tenant, generalisations=generalisations
+    )
+    secrets = _secrets(schema, samples.columns, sensitive_columns, tenant)
+    result = _anonymeter_from(
+        samples, schema, n_attacks=n_attacks, secrets=secrets, seed=seed, n_jobs=n_jobs, rows=sample_size
+    )
+    result["warnings"] = list(samples.warnings) + result["warnings"]
+    return result
+
+
+# --------------------------------------------------------------------------- differential privacy
+
+
+def _check_dp(epsilon: float, delta: float) -> None:
+    if not (isinstance(epsilon, (int, float)) and epsilon >= 0 and not math.isnan(epsilon)):
+        raise InvalidDataError(
+            f"epsilon must be a non-negative number, got {epsilon!r}.",
+            fix="pass the epsilon spent according to the tenant's privacy ledger.",
+        )
+    if not (isinstance(delta, (int, float)) and 0 <= delta <= 1):
+        raise InvalidDataError(
+            f"delta must be between 0 and 1, got {delta!r}.",
+            fix="pass the delta spent according to the tenant's privacy ledger.",
+        )
+
+
+def dp_tpr_bound(epsilon: float, delta: float, fpr: float) -> float:
+    """The largest true-positive rate an (epsilon, delta)-DP release allows at false-positive rate `fpr`.
+
+    From the hypothesis-testing view of DP (Kairouz et al., 2015), any attack
+    on an (epsilon, delta)-DP mechanism satisfies TPR <= e^eps * FPR + delta and,
+    applied to the complementary test (swap the two neighbouring datasets),
+    1 - FPR <= e^eps * (1 - TPR) + delta, that is
+    TPR <= 1 - e^-eps * (1 - delta - FPR).
+
+    Raises:
+        InvalidDataError: epsilon is negative or delta outside [0, 1].
+    """
+    _check_dp(epsilon, delta)
+    if math.isinf(epsilon):
+        return 1.0
+    a = math.exp(epsilon)
+    return float(min(1.0, a * fpr + delta, 1.0 - (1.0 - delta - fpr) / a))
+
+
+def dp_auc_bound(epsilon: float, delta: float) -> float:
+    """The largest membership-inference AUC an (epsilon, delta)-DP release allows.
+
+    The upper boundary of the DP trade-off region is
+    f(a) = min(1, e^eps a + delta, 1 - e^-eps (1 - delta - a)) for a
+    false-positive rate a (see `dp_tpr_bound`). Its two sloped pieces meet at
+    a* = (1 - delta) / (e^eps + 1) and it reaches 1 at a = 1 - delta, so
+
+        AUC_max = integral_0^1 f(a) da = delta + (1 - delta) (e^eps + delta) / (e^eps + 1).
+
+    eps = 0 and delta = 0 give 0.5 (no attack beats chance); eps -> inf or
+    delta = 1 give 1; pure eps-DP gives e^eps / (1 + e^eps).
+
+    Raises:
+        InvalidDataError: epsilon is negative or delta outside [0, 1].
+    """
+    _check_dp(epsilon, delta)
+    if math.isinf(epsilon):
+        return 1.0
+    a = math.exp(epsilon)
+    return float(min(1.0, delta + (1.0 - delta) * (a + delta) / (a + 1.0)))
+
+
+def _dp_section(dp_spent: tuple[float, float] | None, mia: dict[str, Any], tenant: str | None) -> dict[str, Any] | None:
+    if dp_spent is None:
+        return None
+    try:
+        epsilon, delta = (float(v) for v in dp_spent)
+    except (TypeError, ValueError):
+        raise InvalidDataError(
+            f"dp_spent must be a pair (epsilon, delta), got {dp_spent!r}.",
+            tenant=tenant,
+            fix="pass the totals read from the tenant's privacy ledger.",
+        ) from None
+    try:
+        bound = dp_auc_bound(epsilon, delta)
+    except InvalidDataError as error:
+        raise error.with_context(tenant=tenant)
+    section = {
+        "epsilon": epsilon,
+        "delta": delta,
+        "auc_bound": bound,
+        "tpr_bound_at_fpr": dp_tpr_bound(epsilon, delta, FPR_TARGET),
+        "fpr": FPR_TARGET,
+        "empirical_auc": mia.get("auc"),
+        "empirical_tpr_at_fpr": mia.get("tpr_at_fpr"),
+    }
+    if "auc_ci" in mia:
+        # The bound holds for the true AUC, so only an interval wholly above it
+        # is evidence that the accounting or the mechanism is wrong.
+        section["empirical_within_bound"] = bool(mia["auc_ci"][0] <= bound)
+    return section
+
+
+# --------------------------------------------------------------------------- k and l
+
+
+def measure_anonymity(released: pl.DataFrame, schema: TableSchema, sensitive_columns: list[str] | None = None) -> dict[str, Any]:
+    """Achieved k (smallest class over the quasi-identifiers) and l (fewest distinct sensitive values in a class).
+
+    Quasi-identifiers are the schema's `quasi_identifier` columns present in
+    the release; sensitive columns are the target, the schema's `sensitive`
+    columns and `sensitive_columns`. A figure is None when its columns are absent.
+    """
+    qis = [c for c in schema.with_role("quasi_identifier") if c in released.columns]
+    sensitive = []
+    for name in ([schema.target] if schema.target else []) + schema.with_role("sensitive") + list(sensitive_columns or []):
+        if name and name in released.columns and name not in sensitive and name not in qis:
+            sensitive.append(name)
+    result: dict[str, Any] = {"quasi_identifiers": qis, "sensitive": sensitive, "k": None, "l": None, "classes": None}
+    if not qis or released.height == 0:
+        return result
+    aggregations = [pl.len().alias("__size")] + [pl.col(c).n_unique().alias(f"__l_{i}") for i, c in enumerate(sensitive)]
+    classes = released.group_by(qis).agg(aggregations)
+    result["k"] = int(classes.get_column("__size").min())
+    result["classes"] = classes.height
+    if sensitive:
+        result["l"] = int(min(classes.get_column(f"__l_{i}").min() for i in range(len(sensitive))))
+    return result
+
+
+# --------------------------------------------------------------------------- the whole audit
+
+
+def run_audit(
+    released: pl.DataFrame,
+    train: pl.DataFrame,
+    holdout: pl.DataFrame,
+    schema: TableSchema,
+    *,
+    config: AuditConfig,
+    sensitive_columns: list[str] | None = None,
+    dp_spent: tuple[float, float] | None = None,
+    tenant: str | None = None,
+    generalisations: dict[str, dict[str, Any]] | None = None,
+) -> AuditReport:
+    """Audit a released portfolio against its train split (members) and holdout (non-members).
+
+    Samples are drawn once (see `distance_to_closest_record` and
+    `membership_inference`) and shared by every measure.
+
+    Args:
+        released: the released (anonymized) table; generalised quasi-identifier
+            columns may hold range or group labels.
+        train: the train split the generator was fitted on.
+        holdout: the holdout split the generator never saw.
+        schema: the tape's schema (identifiers and text are not compared).
+        config: sampling, seed and attack settings.
+        sensitive_columns: secrets for anonymeter's inference attack and for l,
+            beside the target and the schema's sensitive columns.
+        dp_spent: the (epsilon, delta) spent on this release per the ledger, or
+            None when the tenant is not under DP.
+        tenant: named in errors.
+        generalisations: `AnonymizationResult.generalisations` of the release;
+            it names the members of large category groups (whose labels are
+            hashed); without it such a label matches no real category.
+
+    Returns:
+        An `AuditReport`; every caveat (small samples, skipped attacks, an
+        unresolvable 0.1 % FPR) is in its `warnings`.
+
+    Raises:
+        InvalidDataError: an empty table, no comparable column, an unreadable
+            released label, a bad setting, a sensitive column not audited, or a
+            malformed `dp_spent`.
+    """
+    config.validate(tenant)
+    samples = _draw(
+        released, train, holdout, schema,
+        sample_size=config.sample_size, seed=config.seed, tenant=tenant, generalisations=generalisations,
+    )
+    secrets = _secrets(schema, samples.columns, sensitive_columns, tenant)
+    notes = list(samples.warnings)
+    dcr = _dcr_from(samples, schema)
+    mia = _mia_from(samples, seed=config.seed, n_bootstrap=config.n_bootstrap)
+    notes.extend(mia.pop("warnings"))
+    if config.run_anonymeter:
+        anonymeter = _anonymeter_from(
+            samples, schema, n_attacks=config.n_attacks, secrets=secrets, seed=config.seed, n_jobs=config.n_jobs,
+            rows=config.anonymeter_sample_size,
+        )
+        notes.extend(anonymeter.pop("warnings"))
+    else:
+        anonymeter = {"skipped": "anonymeter attacks disabled by the audit configuration (run_anonymeter=False)"}
+    dp = _dp_section(dp_spent, mia, tenant)
+    if dp is not None and dp.get("empirical_within_bound") is False:
+        notes.append(
+            f"the empirical MIA AUC interval lies above the bound {dp['auc_bound']:.3f} implied by epsilon="
+            f"{dp['epsilon']:.4g}, delta={dp['delta']:.3g}: the privacy accounting or the DP mechanism is suspect"
+        )
+    return AuditReport(
+        dcr=dcr,
+        mia=mia,
+        anonymeter=anonymeter,
+        dp=dp,
+        sizes=samples.sizes,
+        warnings=notes,
+        anonymity=measure_anonymity(released, schema, sensitive_columns),
+    )
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def _rule(rule: str, value: float | None, threshold: float | None, passed: bool, message: str) -> RuleResult:
+    return RuleResult(rule=rule, value=value, threshold=threshold, passed=bool(passed), message=message)
+
+
+def _unmeasured(rule: str, threshold: float | None, reason: str, policy: AuditPolicy) -> RuleResult:
+    if policy.require_measured:
+        return _rule(rule, None, threshold, False, f"{rule} not measured ({reason}); a release cannot be certified on it")
+    return _rule(rule, None, threshold, True, f"{rule} not measured ({reason}); passed because the policy does not require it")
+
+
+def _at_most(rule: str, value: float | None, threshold: float, what: str, reason: str, policy: AuditPolicy) -> RuleResult:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _unmeasured(rule, threshold, reason, policy)
+    passed = value <= threshold + 1e-12
+    verdict = "within" if passed else "above"
+    return _rule(rule, float(value), threshold, passed, f"{what} {value:.4g} is {verdict} the limit {threshold:.4g}")
+
+
+def evaluate_policy(report: AuditReport, policy: AuditPolicy) -> list[RuleResult]:
+    """Apply the tenant's policy to an audit report, one `RuleResult` per rule.
+
+    Rules: exact-match rate, DCR share, MIA AUC (strongest attack), the upper
+    confidence bound of each anonymeter risk, k and l when the policy sets them,
+    and, under DP, that the empirical AUC interval does not lie above the DP
+    bound. A failed rule's message says which figure broke which limit.
+    """
+    results = [
+        _at_most("exact_match_rate", report.dcr.get("exact_match_rate"), policy.max_exact_match_rate,
+                 "share of released rows identical to a train row", "no distance figures", policy),
+        _at_most("dcr_share", report.dcr.get("share_closer_to_train"), policy.max_dcr_share,
+                 "share of released rows closer to train than to holdout", "no distance figures", policy),
+        _at_most("mia_auc", report.mia.get("auc"), policy.max_mia_auc,
+                 f"membership-inference AUC ({report.mia.get('strongest', 'no')} attack)",
+                 report.mia.get("skipped", "no membership-inference figures"), policy),
+    ]
+    anonymeter = report.anonymeter
+    if "skipped" in anonymeter:
+        results.append(_unmeasured("anonymeter_risk", policy.max_anonymeter_risk, anonymeter["skipped"], policy))
+    else:
+        risks = [("singling_out", anonymeter.get("singling_out")), ("linkability", anonymeter.get("linkability"))]
+        risks += [(f"inference[{secret}]", risk) for secret, risk in (anonymeter.get("inference") or {}).items()]
+        for name, risk in risks:
+            rule = f"anonymeter_{name}"
+            if risk is None:
+                results.append(_unmeasured(rule, policy.max_anonymeter_risk, "the attack did not run", policy))
+                continue
+            results.append(_at_most(rule, risk["ci"][1], policy.max_anonymeter_risk,
+                                    f"upper {CONFIDENCE:.0%} bound of the anonymeter {name} risk", "", policy))
+    for rule, required, achieved, what in (
+        ("k_anonymity", policy.k, report.anonymity.get("k"), "smallest equivalence class over the quasi-identifiers"),
+        ("l_diversity", policy.l, report.anonymity.get("l"), "fewest distinct sensitive values in a class"),
+    ):
+        if required is None:
+            continue
+        if achieved is None:
+            results.append(_unmeasured(rule, float(required), "no quasi-identifier or sensitive column in the release", policy))
+            continue
+        passed = achieved >= required
+        results.append(_rule(rule, float(achieved), float(required), passed,
+                             f"{what} is {achieved}, {'meeting' if passed else 'below'} the required {required}"))
+    if report.dp is not None and "empirical_within_bound" in report.dp:
+        bound = report.dp["auc_bound"]
+        low = report.mia["auc_ci"][0]
+        passed = report.dp["empirical_within_bound"]
+        results.append(_rule("dp_auc_bound", float(low), float(bound), passed,
+                             f"lower bound {low:.4g} of the empirical AUC is {'within' if passed else 'above'} the DP bound "
+                             f"{bound:.4g} (epsilon={report.dp['epsilon']:.4g}, delta={report.dp['delta']:.3g})"))
+    return results
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return value

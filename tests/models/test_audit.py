@@ -1,0 +1,485 @@
+"""Tests of the privacy audit: distance to closest record, membership inference,
+anonymeter risks, the DP bound and the policy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.anonymize import AnonymizationPolicy, anonymize
+from models.audit import (
+    AuditConfig,
+    AuditPolicy,
+    AuditReport,
+    CategoryGroup,
+    NumericRange,
+    anonymeter_risks,
+    distance_to_closest_record,
+    dp_auc_bound,
+    dp_tpr_bound,
+    evaluate_policy,
+    membership_inference,
+    parse_generalised_label,
+    run_audit,
+)
+from models.copula import GaussianCopulaTwin
+from models.errors import InvalidDataError
+from models.schema import infer_schema
+
+REGIONS = ["north", "south", "east", "west", "central"]
+
+
+def book(n: int, seed: int, *, prefix: str = "L") -> pl.DataFrame:
+    """A small loan table: an id, continuous and discrete numbers, a category, the default flag."""
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "loan_id": [f"{prefix}{seed}_{i}" for i in range(n)],
+            "age": rng.integers(21, 70, n),
+            "annual_income": np.round(rng.lognormal(10.8, 0.45, n), 2),
+            "loan_amount": np.round(rng.uniform(1_000, 40_000, n), 2),
+            "interest_rate": np.round(rng.uniform(3, 25, n), 3),
+            "region": rng.choice(REGIONS, n),
+            "default_flag": (rng.random(n) < 0.2).astype(np.int64),
+        }
+    )
+
+
+def schema_of(table: pl.DataFrame):
+    return infer_schema(
+        table,
+        id_columns=["loan_id"],
+        target="default_flag",
+        target_positive=[1],
+        quasi_identifiers=["age", "region"],
+    )
+
+
+def independent_marginals(train: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """An honest generator: each column resampled on its own, so no row is copied."""
+    columns = {
+        name: train.get_column(name).sample(n, with_replacement=True, seed=seed + i).to_list()
+        for i, name in enumerate(train.columns)
+    }
+    columns["loan_id"] = [f"S{i}" for i in range(n)]
+    return pl.DataFrame(columns, schema=train.schema)
+
+
+def with_canaries(train: pl.DataFrame, count: int) -> pl.DataFrame:
+    """Train plus planted outliers: values far outside anything else in the book."""
+    rng = np.random.default_rng(99)
+    canaries = pl.DataFrame(
+        {
+            "loan_id": [f"C{i}" for i in range(count)],
+            "age": rng.integers(95, 110, count),
+            "annual_income": np.round(rng.uniform(5e6, 9e6, count), 2),
+            "loan_amount": np.round(rng.uniform(4e5, 9e5, count), 2),
+            "interest_rate": np.round(rng.uniform(40, 60, count), 3),
+            "region": ["atlantis"] * count,
+            "default_flag": np.ones(count, dtype=np.int64),
+        },
+        schema=train.schema,
+    )
+    return pl.concat([train, canaries])
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("[30, 45)", NumericRange(30.0, 45.0, True, False)),
+        ("(-inf, 5]", NumericRange(-math.inf, 5.0, False, True)),
+        ("[1e3, inf)", NumericRange(1000.0, math.inf, True, False)),
+        ("< 30", NumericRange(-math.inf, 30.0, False, False)),
+        (">= 45000", NumericRange(45000.0, math.inf, True, False)),
+        ("north|south", CategoryGroup(frozenset({"north", "south"}))),
+        ("*", CategoryGroup(None)),
+        ("*|(missing)", CategoryGroup(None)),
+        ("north", None),
+        ("(missing)", None),
+        (42, None),
+    ],
+)
+def test_parse_generalised_label_reads_ranges_groups_and_plain_values(label, expected):
+    # run
+    parsed = parse_generalised_label(label)
+    # assert
+    assert parsed == expected
+
+
+def test_parse_generalised_label_reads_date_edges_as_days_since_1970():
+    # run
+    parsed = parse_generalised_label("[1970-01-11, 1970-02-01)")
+    # assert
+    assert parsed == NumericRange(10.0, 31.0, True, False)
+    assert parsed.contains(10.0) and not parsed.contains(31.0)
+    assert parsed.distance(40.0) == pytest.approx(9.0)
+
+
+# --------------------------------------------------------------------------- distance to closest record
+
+
+def test_exact_copies_of_train_are_all_exact_matches_and_closer_to_train():
+    # setup
+    train, holdout = book(300, 1), book(300, 2)
+    # run
+    dcr = distance_to_closest_record(train, train, holdout, schema_of(train))
+    # assert
+    assert dcr["exact_match_rate"] == 1.0
+    assert dcr["exact_matches"] == 300
+    assert dcr["share_closer_to_train"] == 1.0
+    assert dcr["exact_match_rate_holdout"] == 0.0
+    assert dcr["median_dcr_train"] == 0.0
+
+
+def test_independent_draws_are_as_close_to_train_as_to_holdout():
+    # setup
+    train, holdout, released = book(600, 1), book(600, 2), book(600, 3)
+    # run
+    dcr = distance_to_closest_record(released, train, holdout, schema_of(train))
+    # assert
+    assert 0.42 <= dcr["share_closer_to_train"] <= 0.58
+    assert dcr["share_ci"][0] < 0.5 < dcr["share_ci"][1]
+    assert dcr["exact_match_rate"] == 0.0
+    assert dcr["nndr_median_train"] == pytest.approx(dcr["nndr_median_holdout"], abs=0.1)
+
+
+def test_exact_matches_are_found_in_the_whole_train_split_not_only_its_sample():
+    # setup: 60 train rows copied, ages generalised; the audit samples 50 of 400 train rows
+    train, holdout = book(400, 1), book(400, 2)
+    copies = train.sample(60, seed=4).with_columns(
+        pl.when(pl.col("age") < 45).then(pl.lit("< 45")).otherwise(pl.lit(">= 45")).alias("age")
+    )
+    # run
+    dcr = distance_to_closest_record(copies, train, holdout, schema_of(train), sample_size=50)
+    # assert
+    assert dcr["exact_match_scope"] == "whole tables"
+    assert dcr["n_train"] == 50
+    assert dcr["exact_match_rate"] == 1.0
+    assert dcr["exact_match_rate_holdout"] == 0.0
+
+
+def test_ties_count_one_half_and_duplicates_are_removed_first():
+    # setup: the released row equals a row present in both train and holdout
+    train = pl.DataFrame({"loan_id": ["a", "b", "b2"], "grade": ["A", "B", "B"], "region": ["n", "s", "s"]})
+    holdout = pl.DataFrame({"loan_id": ["c", "d"], "grade": ["A", "C"], "region": ["n", "e"]})
+    released = pl.DataFrame({"loan_id": ["x", "y"], "grade": ["A", "A"], "region": ["n", "n"]})
+    schema = infer_schema(train, id_columns=["loan_id"])
+    # run
+    dcr = distance_to_closest_record(released, train, holdout, schema)
+    # assert
+    assert dcr["n_released"] == 1 and dcr["n_train"] == 2 and dcr["n_holdout"] == 2
+    assert dcr["ties"] == 1
+    assert dcr["share_closer_to_train"] == 0.5
+    assert dcr["exact_match_rate"] == 1.0 and dcr["exact_match_rate_holdout"] == 1.0
+
+
+def test_generalised_labels_are_at_distance_zero_from_the_values_they_cover():
+    # setup: real ages 40 and 50 give an IQR of 5
+    train = pl.DataFrame({"loan_id": ["t"], "age": [40], "region": ["north"]})
+    holdout = pl.DataFrame({"loan_id": ["h"], "age": [50], "region": ["south"]})
+    released = pl.DataFrame({"loan_id": ["r"], "age": ["[30, 45)"], "region": ["north|east"]})
+    schema = infer_schema(train, id_columns=["loan_id"])
+    # run
+    dcr = distance_to_closest_record(released, train, holdout, schema)
+    # assert: 40 lies in [30, 45) and north in the group; 50 is 5 (one IQR) past 45 and south is not in it
+    assert dcr["median_dcr_train"] == 0.0
+    assert dcr["median_dcr_holdout"] == pytest.approx(math.sqrt(2.0))
+
+
+def test_open_ranges_suppressed_values_and_hashed_groups_cover_real_values():
+    # setup
+    train = pl.DataFrame({"loan_id": ["t"], "age": [60], "income": [10.0], "region": ["north"]})
+    holdout = pl.DataFrame({"loan_id": ["h"], "age": [20], "income": [30.0], "region": ["west"]})
+    released = pl.DataFrame({"loan_id": ["r"], "age": [">= 45"], "income": ["*"], "region": ["13 values #0badcafe"]})
+    groups = {"region": {"kind": "group", "groups": {"13 values #0badcafe": ["north", "south"]}}}
+    schema = infer_schema(train, id_columns=["loan_id"])
+    # run
+    with_groups = distance_to_closest_record(released, train, holdout, schema, generalisations=groups)
+    without = distance_to_closest_record(released, train, holdout, schema)
+    # assert: age 20 is 25 years (IQR 20) below 45; income "*" covers everything
+    assert with_groups["median_dcr_train"] == 0.0
+    assert with_groups["median_dcr_holdout"] == pytest.approx(math.sqrt(1.25**2 + 1.0))
+    assert without["median_dcr_train"] == pytest.approx(1.0)
+
+
+def test_nulls_cost_nothing_between_nulls_and_one_against_a_value():
+    # setup
+    train = pl.DataFrame({"loan_id": ["t1", "t2"], "ltv": [None, 0.5], "grade": ["A", "B"]})
+    holdout = pl.DataFrame({"loan_id": ["h1", "h2"], "ltv": [0.9, 0.7], "grade": ["A", "C"]})
+    released = pl.DataFrame({"loan_id": ["r"], "ltv": [None], "grade": ["A"]}, schema=train.schema)
+    schema = infer_schema(train, id_columns=["loan_id"])
+    # run
+    dcr = distance_to_closest_record(released, train, holdout, schema)
+    # assert
+    assert dcr["median_dcr_train"] == 0.0
+    assert dcr["median_dcr_holdout"] == pytest.approx(1.0)
+
+
+def test_a_released_value_that_is_neither_number_nor_range_is_refused_with_its_column():
+    # setup
+    train, holdout = book(20, 1), book(20, 2)
+    released = book(20, 3).with_columns(pl.lit("young").alias("age"))
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'age'.*neither a number nor a range label.*Fix:"):
+        distance_to_closest_record(released, train, holdout, schema_of(train), tenant="acme")
+
+
+def test_an_empty_table_is_refused_with_the_tenant_and_a_fix():
+    # setup
+    train, holdout = book(20, 1), book(20, 2)
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"tenant 'acme'.*released table is empty.*Fix:"):
+        run_audit(train.head(0), train, holdout, schema_of(train), config=AuditConfig(), tenant="acme")
+
+
+# --------------------------------------------------------------------------- membership inference
+
+
+def test_leaky_generator_copying_half_of_train_is_caught():
+    # setup: half the release is copied train rows (with the planted canaries)
+    train = with_canaries(book(580, 1), 20)
+    holdout = book(1200, 2)
+    honest = independent_marginals(train, 300, seed=5)
+    leaky = pl.concat([train.sample(300, seed=3, shuffle=True), honest])
+    # run
+    report = run_audit(leaky, train, holdout, schema_of(train), config=AuditConfig(run_anonymeter=False))
+    failed = {r.rule for r in evaluate_policy(report, AuditPolicy()) if not r.passed}
+    # assert
+    assert report.mia["auc"] > 0.65
+    assert report.mia["auc_ci"][0] > 0.6
+    assert report.mia["tpr_at_fpr"] > 0.2
+    assert report.dcr["exact_match_rate"] > 0.3
+    assert report.dcr["share_closer_to_train"] > 0.6
+    assert {"exact_match_rate", "dcr_share", "mia_auc"} <= failed
+
+
+def test_copied_canaries_are_caught_at_the_lowest_false_positive_rate():
+    # setup: an honest release except for the 20 planted outliers copied verbatim;
+    # train is small enough that every train row is scored as a member
+    train = with_canaries(book(180, 1), 20)
+    holdout = book(400, 2)
+    honest = independent_marginals(train.head(180), 400, seed=7)
+    leaky = pl.concat([honest, train.tail(20)])
+    schema = schema_of(train)
+    # run
+    caught = membership_inference(leaky, train, holdout, schema)
+    clean = membership_inference(honest, train, holdout, schema)
+    # assert: 20 of 200 members sit on a released copy, so the top scores are theirs
+    assert caught["n_members"] == 200
+    assert caught["fpr_resolvable"] is False and caught["fpr"] == pytest.approx(1 / 200)
+    assert caught["tpr_at_fpr"] >= 0.09
+    assert clean["tpr_at_fpr"] <= 0.04
+    assert any("cannot be resolved" in w for w in caught["warnings"])
+
+
+def test_honest_generator_gives_an_auc_near_one_half():
+    # setup
+    train, holdout = book(800, 1), book(1600, 2)
+    released = independent_marginals(train, 800, seed=11)
+    # run
+    mia = membership_inference(released, train, holdout, schema_of(train))
+    # assert
+    assert 0.42 <= mia["auc"] <= 0.58
+    assert mia["auc_ci"][0] <= 0.5 + 0.02 and mia["auc_ci"][1] >= 0.5 - 0.02
+    assert set(mia["attacks"]) == {"density_ratio", "distance"}
+
+
+def test_copula_twin_released_through_anonymize_passes_the_distance_and_attack_rules():
+    # setup: the production path, copula twin then Mondrian k-anonymity on age and region
+    train, holdout = book(800, 1), book(800, 2)
+    schema = schema_of(train)
+    twin = GaussianCopulaTwin().fit(train, schema).sample(800, seed=3)
+    anonymized = anonymize(twin, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["age", "region"]))
+    # run
+    report = run_audit(
+        anonymized.table, train, holdout, schema,
+        config=AuditConfig(run_anonymeter=False), generalisations=anonymized.generalisations,
+    )
+    results = {r.rule: r for r in evaluate_policy(report, AuditPolicy(k=5, l=2, require_measured=False))}
+    # assert
+    assert anonymized.table.get_column("age").dtype == pl.String
+    assert report.dcr["exact_match_rate"] == 0.0
+    assert results["dcr_share"].passed and results["mia_auc"].passed
+    assert results["k_anonymity"].passed and report.anonymity["k"] >= 5
+    assert results["l_diversity"].passed
+
+
+# --------------------------------------------------------------------------- anonymeter
+
+
+def test_anonymeter_runs_three_attacks_with_intervals_on_a_small_table():
+    # setup
+    train, holdout, released = book(200, 1), book(200, 2), book(200, 3)
+    schema = schema_of(train)
+    # run
+    risks = anonymeter_risks(released, train, holdout, schema, n_attacks=40, sensitive_columns=["interest_rate"], n_jobs=1)
+    # assert
+    assert risks["n_attacks"] == 40
+    for risk in [risks["singling_out"], risks["linkability"], *risks["inference"].values()]:
+        assert 0.0 <= risk["ci"][0] <= risk["risk"] <= risk["ci"][1] <= 1.0
+        assert risk["control_rate"] is not None
+    assert set(risks["inference"]) == {"default_flag", "interest_rate"}
+    assert risks["linkability"]["aux_cols"][0] and risks["linkability"]["aux_cols"][1]
+
+
+def test_anonymeter_refuses_a_sensitive_column_the_release_lacks():
+    # setup
+    train, holdout, released = book(30, 1), book(30, 2), book(30, 3)
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'salary'.*sensitive column.*Fix:"):
+        anonymeter_risks(released, train, holdout, schema_of(train), n_attacks=5, sensitive_columns=["salary"])
+
+
+# --------------------------------------------------------------------------- small books
+
+
+def test_a_thirty_row_book_is_audited_with_wide_intervals_and_warnings():
+    # setup
+    tape = book(30, 1)
+    train, holdout = tape.head(24), tape.tail(6)
+    released = independent_marginals(train, 30, seed=2)
+    # run
+    report = run_audit(released, train, holdout, schema_of(train), config=AuditConfig(n_attacks=50, n_jobs=1), tenant="tiny")
+    # assert
+    assert report.sizes["train_sample"] == 6 and report.sizes["mia_non_members"] == 3
+    assert report.mia["auc_ci"][1] - report.mia["auc_ci"][0] > 0.4
+    assert report.anonymeter["n_attacks"] == 6
+    assert any("at least 30 rows" in w for w in report.warnings)
+    assert any("widened" in w for w in report.warnings)
+    json.dumps(report.to_dict())
+
+
+def test_a_book_too_small_to_attack_skips_the_attacks_and_fails_unmeasured_rules():
+    # setup
+    tape = book(12, 1)
+    train, holdout = tape.head(9), tape.tail(3)
+    released = independent_marginals(train, 10, seed=2)
+    # run
+    report = run_audit(released, train, holdout, schema_of(train), config=AuditConfig(n_attacks=50))
+    results = {r.rule: r for r in evaluate_policy(report, AuditPolicy())}
+    # assert
+    assert "skipped" in report.mia and "larger holdout" in report.mia["skipped"]
+    assert "skipped" in report.anonymeter
+    assert not results["mia_auc"].passed and "not measured" in results["mia_auc"].message
+    assert not results["anonymeter_risk"].passed
+    assert results["exact_match_rate"].passed
+
+
+# --------------------------------------------------------------------------- DP bound
+
+
+def test_dp_auc_bound_limits():
+    # run / assert
+    assert dp_auc_bound(0.0, 0.0) == pytest.approx(0.5)
+    assert dp_auc_bound(50.0, 0.0) == pytest.approx(1.0)
+    assert dp_auc_bound(math.inf, 0.0) == 1.0
+    assert dp_auc_bound(0.0, 1.0) == pytest.approx(1.0)
+    assert dp_auc_bound(1.0, 0.0) == pytest.approx(math.e / (1 + math.e))
+
+
+def test_dp_auc_bound_is_the_area_under_the_tpr_bound_and_grows_with_epsilon_and_delta():
+    # setup
+    grid = np.linspace(0.0, 1.0, 20_001)
+    # run
+    numeric = np.trapezoid([dp_tpr_bound(2.0, 1e-3, a) for a in grid], grid)
+    by_epsilon = [dp_auc_bound(e, 1e-5) for e in (0.1, 0.5, 1.0, 3.0, 8.0)]
+    by_delta = [dp_auc_bound(1.0, d) for d in (0.0, 1e-5, 1e-2, 0.2)]
+    # assert
+    assert dp_auc_bound(2.0, 1e-3) == pytest.approx(numeric, abs=1e-6)
+    assert by_epsilon == sorted(by_epsilon) and len(set(by_epsilon)) == 5
+    assert by_delta == sorted(by_delta) and len(set(by_delta)) == 4
+
+
+@pytest.mark.parametrize(("epsilon", "delta"), [(-1.0, 0.0), (1.0, 1.5), (float("nan"), 0.0)])
+def test_dp_auc_bound_refuses_impossible_budgets(epsilon, delta):
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"(epsilon|delta) must be.*Fix:"):
+        dp_auc_bound(epsilon, delta)
+
+
+def test_dp_spend_is_reported_beside_the_empirical_auc():
+    # setup
+    train, holdout = book(200, 1), book(400, 2)
+    released = independent_marginals(train, 200, seed=4)
+    # run
+    report = run_audit(
+        released, train, holdout, schema_of(train), config=AuditConfig(run_anonymeter=False), dp_spent=(1.0, 1e-6)
+    )
+    # assert
+    assert report.dp["auc_bound"] == pytest.approx(dp_auc_bound(1.0, 1e-6))
+    assert report.dp["empirical_auc"] == report.mia["auc"]
+    assert report.dp["empirical_within_bound"] is True
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def _report(**overrides) -> AuditReport:
+    risk = {"risk": 0.02, "ci": [0.0, 0.05]}
+    fields = {
+        "dcr": {"exact_match_rate": 0.0, "share_closer_to_train": 0.51},
+        "mia": {"auc": 0.52, "auc_ci": [0.5, 0.54], "strongest": "density_ratio"},
+        "anonymeter": {"singling_out": risk, "linkability": risk, "inference": {"default_flag": risk}},
+        "dp": None,
+        "sizes": {},
+        "warnings": [],
+        "anonymity": {"k": 5, "l": 2},
+    }
+    fields.update(overrides)
+    return AuditReport(**fields)
+
+
+def test_evaluate_policy_passes_a_clean_report():
+    # run
+    results = evaluate_policy(_report(), AuditPolicy(k=5, l=2))
+    # assert
+    assert all(r.passed for r in results)
+    assert {r.rule for r in results} == {
+        "exact_match_rate", "dcr_share", "mia_auc", "anonymeter_singling_out", "anonymeter_linkability",
+        "anonymeter_inference[default_flag]", "k_anonymity", "l_diversity",
+    }
+
+
+def test_evaluate_policy_lists_each_failed_rule_with_its_value_and_threshold():
+    # setup
+    report = _report(
+        dcr={"exact_match_rate": 0.01, "share_closer_to_train": 0.7},
+        mia={"auc": 0.66, "auc_ci": [0.62, 0.7], "strongest": "distance"},
+        anonymeter={
+            "singling_out": {"risk": 0.1, "ci": [0.05, 0.15]},
+            "linkability": {"risk": 0.0, "ci": [0.0, 0.01]},
+            "inference": {"default_flag": {"risk": 0.2, "ci": [0.1, 0.3]}},
+        },
+        anonymity={"k": 3, "l": 1},
+        dp={"auc_bound": 0.6, "epsilon": 0.5, "delta": 1e-6, "empirical_within_bound": False},
+    )
+    # run
+    failed = {r.rule: r for r in evaluate_policy(report, AuditPolicy(k=5, l=2)) if not r.passed}
+    # assert
+    assert set(failed) == {
+        "exact_match_rate", "dcr_share", "mia_auc", "anonymeter_singling_out",
+        "anonymeter_inference[default_flag]", "k_anonymity", "l_diversity", "dp_auc_bound",
+    }
+    assert failed["dcr_share"].value == 0.7 and failed["dcr_share"].threshold == 0.55
+    assert "above the limit" in failed["mia_auc"].message
+    assert failed["anonymeter_singling_out"].value == 0.15
+    assert "below the required 5" in failed["k_anonymity"].message
+    json.dumps([r.to_dict() for r in failed.values()])
+
+
+def test_unmeasured_rules_pass_only_when_the_policy_allows_it():
+    # setup
+    report = _report(anonymeter={"skipped": "anonymeter attacks disabled"}, anonymity={"k": None, "l": None})
+    # run
+    strict = {r.rule: r for r in evaluate_policy(report, AuditPolicy(k=5))}
+    lenient = {r.rule: r for r in evaluate_policy(report, AuditPolicy(k=5, require_measured=False))}
+    # assert
+    assert not strict["anonymeter_risk"].passed and not strict["k_anonymity"].passed
+    assert lenient["anonymeter_risk"].passed and "not measured" in lenient["anonymeter_risk"].message
