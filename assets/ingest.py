@@ -6,9 +6,10 @@ import dagster as dg
 
 from models.errors import CreditTwinError
 from models.tape import find_upload, fingerprint, read_tape
-from models.tenant import validate_tenant_id
+from models.tenant import TENANT_FILE, validate_tenant_id
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
+from resources.ledger import PrivacyLedgerResource
 from resources.landing import clear_rejections, write_rejection
 from resources.storage import Artifact, dumps
 
@@ -45,6 +46,18 @@ def column_schema(schema) -> dg.TableSchema:
         ]
     )
 
+def _ensure_budget(privacy_ledger: PrivacyLedgerResource, tenant: str, tape):
+    """Register the tenant's privacy budget (tenant.yaml's, else the platform default) if it has none."""
+    from models.accounting import resolve_budget
+
+    n_records = tape.loans.height
+    epsilon, delta = resolve_budget(
+        tape.config.privacy.epsilon_budget, tape.config.privacy.delta, n_records, tenant=tenant
+    )
+    with privacy_ledger.ledger() as ledger:
+        return ledger.ensure_budget(tenant, epsilon, delta, n_records=n_records)
+
+
 @dg.asset(
     partitions_def=tenants,
     group_name="ingest",
@@ -53,7 +66,12 @@ def column_schema(schema) -> dg.TableSchema:
     check_specs=_check_specs(),
     description="The tenant's uploaded loan tape (and performance history), typed, validated and split train/holdout.",
 )
-def raw_loan_tape(context: dg.AssetExecutionContext, settings: CreditTwinSettings, expectations: ExpectationsResource):
+def raw_loan_tape(
+    context: dg.AssetExecutionContext,
+    settings: CreditTwinSettings,
+    expectations: ExpectationsResource,
+    privacy_ledger: PrivacyLedgerResource,
+):
     """Read the upload, apply tenant.yaml, infer the schema, split by loan-id hash, run the expectation suite."""
     tenant = validate_tenant_id(context.partition_key)
     folder = settings.tenant_landing(tenant)
@@ -90,6 +108,12 @@ def raw_loan_tape(context: dg.AssetExecutionContext, settings: CreditTwinSetting
         yield from check_results
         raise dg.Failure(description=message, metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]})
 
+    try:
+        budget = _ensure_budget(privacy_ledger, tenant, tape)
+    except CreditTwinError as error:
+        error.with_context(tenant=tenant, file=TENANT_FILE)
+        write_rejection(folder, TENANT_FILE, str(error))
+        raise dg.Failure(description=str(error), metadata={"tenant": tenant, "file": TENANT_FILE}) from error
     clear_rejections(folder)
     train_rows = tape.split("train").height
     documents = {
@@ -116,6 +140,7 @@ def raw_loan_tape(context: dg.AssetExecutionContext, settings: CreditTwinSetting
             "files": dg.MetadataValue.json({p.name: p.stat().st_size for p in upload.files}),
             "formula_cells_flagged": dg.MetadataValue.json(formula_cells),
             "schema_sha256": hashlib.sha256(dumps(tape.schema.to_dict()).encode()).hexdigest(),
+            "privacy_budget": dg.MetadataValue.json({"epsilon": budget.epsilon, "delta": budget.delta}),
         },
     )
     yield from check_results

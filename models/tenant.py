@@ -86,6 +86,7 @@ class PrivacySpec(_Strict):
 
     k: int = Field(default=5, ge=2, le=1000)
     l: int = Field(default=2, ge=1, le=100)  # noqa: E741 - the conventional name
+    max_suppression: float = Field(default=0.05, ge=0.0, lt=1.0)
     epsilon_budget: float | None = None
     delta: float | None = None
     epsilon: float | None = None

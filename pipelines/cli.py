@@ -79,9 +79,17 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         print(f"  check {event.asset_key.to_user_string()}.{event.check_name:<26} {status}", file=out)
     if not result.success:
         for event in result.get_step_failure_events():
-            error = event.event_specific_data.error
-            print(f"  step {event.step_key} failed: {error.message.strip() if error else ''}", file=out)
+            print(f"  step {event.step_key} failed: {_root_message(event.event_specific_data.error)}", file=out)
     return result.success
+
+
+def _root_message(error) -> str:
+    """The innermost message of a Dagster error chain: the CreditTwin error a user can act on."""
+    if error is None:
+        return ""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def cmd_demo(args, settings) -> int:
@@ -139,6 +147,32 @@ def cmd_tenants(args, settings) -> int:
     return 0
 
 
+def cmd_budget(args, settings) -> int:
+    """Show a tenant's privacy budget, or set it explicitly (logged with actor and reason)."""
+    import getpass
+    import json
+
+    from models.tenant import validate_tenant_id
+    from resources.ledger import PrivacyLedger, format_budget
+
+    tenant = validate_tenant_id(args.tenant)
+    with PrivacyLedger(settings.ledger) as ledger:
+        ledger.migrate()
+        if args.raise_epsilon is not None:
+            current = None if args.raise_delta is not None else ledger.status(tenant).budget.delta
+            budget = ledger.raise_budget(
+                tenant,
+                args.raise_epsilon,
+                args.raise_delta if args.raise_delta is not None else current,
+                reason=args.reason or "",
+                actor=args.actor or getpass.getuser(),
+            )
+            print(f"tenant '{tenant}': budget set to epsilon={budget.epsilon:g}, delta={budget.delta:g} (logged)")
+        status = ledger.status(tenant)
+    print(json.dumps(status.to_dict(), indent=2, default=str) if args.json else format_budget(status))
+    return 0
+
+
 def cmd_init_home(args, settings) -> int:
     home = ensure_dagster_home(settings, postgres=args.postgres)
     print(f"DAGSTER_HOME={home} ({'PostgreSQL' if args.postgres else 'embedded SQLite'} storage)")
@@ -163,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     mat.set_defaults(func=cmd_materialize)
     ten = sub.add_parser("tenants", help="list registered tenants with their last materialization")
     ten.set_defaults(func=cmd_tenants)
+    budget = sub.add_parser("budget", help="show a tenant's privacy budget and charges, or set it (logged)")
+    budget.add_argument("tenant")
+    budget.add_argument("--json", action="store_true", help="print the budget and charges as JSON")
+    budget.add_argument("--raise-epsilon", type=float, help="set the total epsilon (raise it; never below what is spent)")
+    budget.add_argument("--raise-delta", type=float, help="set the total delta (with --raise-epsilon)")
+    budget.add_argument("--reason", help="why the budget changes (required with --raise-epsilon)")
+    budget.add_argument("--actor", help="who changes it (default: the OS user)")
+    budget.set_defaults(func=cmd_budget)
     home = sub.add_parser("init-home", help="create DAGSTER_HOME with the embedded (or PostgreSQL) instance config")
     home.add_argument("--postgres", action="store_true", help="use PostgreSQL storage from DAGSTER_PG_URL")
     home.set_defaults(func=cmd_init_home)

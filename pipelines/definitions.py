@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import ingest
+from assets import cascade, ingest, privacy, twin
 from pipelines.jobs import tenant_pipeline
 from pipelines.sensors import landing_sensor
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
+from resources.ledger import PrivacyLedgerResource
 from resources.settings import Settings
 from resources.storage import TenantStorageIOManager
 
@@ -26,13 +27,14 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir)),
         "expectations": ExpectationsResource(),
+        "privacy_ledger": PrivacyLedgerResource(url=settings.ledger),
     }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """All definitions, wired to `settings` (tests pass their own)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest]),
+        assets=dg.load_assets_from_modules([ingest, twin, cascade, privacy]),
         jobs=[tenant_pipeline],
         sensors=[landing_sensor],
         resources=build_resources(settings),

@@ -10,6 +10,9 @@ Variables:
     CREDITTWIN_SENSOR_SETTLE_SECONDS
                           how long an upload must be unchanged before the
                           landing sensor picks it up (default 10).
+    CREDITTWIN_LEDGER_URL SQLAlchemy URL of the privacy ledger (default: SQLite
+                          file ``$CREDITTWIN_DATA_DIR/credittwin.sqlite``;
+                          production: ``postgresql://...``).
     DAGSTER_HOME          Dagster's instance directory; the CLI defaults it to
                           ``$CREDITTWIN_DATA_DIR/dagster_home``.
 """
@@ -30,6 +33,7 @@ class Settings:
     data_dir: Path
     environment: str = "development"
     sensor_settle_seconds: float = 10.0
+    ledger_url: str | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -38,6 +42,13 @@ class Settings:
     @property
     def assets_dir(self) -> Path:
         return self.data_dir / "assets"
+
+    @property
+    def ledger(self) -> str:
+        """The privacy ledger's URL: configured, else a SQLite file under the data dir."""
+        from resources.ledger import default_ledger_url
+
+        return self.ledger_url or default_ledger_url(self.data_dir)
 
     @property
     def dagster_home(self) -> Path:
@@ -54,4 +65,9 @@ class Settings:
             )
         settle = float(env.get("CREDITTWIN_SENSOR_SETTLE_SECONDS", "10"))
         data_dir = Path(env.get("CREDITTWIN_DATA_DIR") or "data").expanduser().resolve()
-        return cls(data_dir=data_dir, environment=environment, sensor_settle_seconds=settle)
+        return cls(
+            data_dir=data_dir,
+            environment=environment,
+            sensor_settle_seconds=settle,
+            ledger_url=env.get("CREDITTWIN_LEDGER_URL") or None,
+        )

@@ -31,7 +31,7 @@ def write_small_tape(folder: Path, *, rows: int = 120, performance: bool = True,
     for i in range(rows):
         lines.append(
             f"L{i:05d},{rng.integers(21, 70)},{regions[i % 4]},{rng.uniform(20e3, 150e3):.2f},"
-            f"{rng.uniform(1e3, 40e3):.2f},{rng.uniform(3, 25):.2f},36,{int(rng.random() < 0.15)}"
+            f"{rng.uniform(1e3, 40e3):.2f},{rng.uniform(3, 25):.2f},{(36, 60)[i % 2]},{int(rng.random() < 0.15)}"
         )
     (folder / "loans.csv").write_text("\n".join(lines) + "\n")
     if performance:

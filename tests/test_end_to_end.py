@@ -8,17 +8,18 @@ from resources.storage import VersionedStore
 from tests.conftest import write_small_tape
 
 
-def _run(settings, instance, tenant="acme"):
+def _run(settings, instance, tenant="acme", only=None):
     if not instance.has_dynamic_partition("tenants", tenant):
         instance.add_dynamic_partitions("tenants", [tenant])
     job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-    return job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
+    selection = [dg.AssetKey(name) for name in only] if only else None
+    return job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False, asset_selection=selection)
 
 
 def _assert_materialized(result, instance):
     assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
     keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert {"raw_loan_tape", "loan_features"} <= keys
+    assert {"raw_loan_tape", "loan_features", "fitted_copula", "lstm_cascade", "synthetic_portfolio"} <= keys
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["loan_ids_unique"] and checks["tape_not_empty"] and checks["target_column_present"]
     record = instance.fetch_materializations(
@@ -51,11 +52,11 @@ def test_tenant_materializes_on_postgres(settings, pg_database):
 def _bad_upload_fails(settings, instance, mutate, expected):
     """Materialize a good upload, break it with `mutate`, and check the failure and the kept output."""
     folder = write_small_tape(settings.landing_dir / "acme")
-    assert _run(settings, instance).success
+    assert _run(settings, instance, only=["raw_loan_tape"]).success
     store = VersionedStore(settings.data_dir, ["raw_loan_tape"], "acme")
     good_version = store.current()
     mutate(folder)
-    result = _run(settings, instance)
+    result = _run(settings, instance, only=["raw_loan_tape"])
     assert not result.success
     message = " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
     for fragment in expected:
@@ -77,14 +78,32 @@ def _bad_upload_fails(settings, instance, mutate, expected):
             lambda f: (f / "tenant.yaml").write_text("target: {column: default_flag}\nquasi_identifier: [age]\n"),
             ["tenant 'acme'", "tenant.yaml", "unknown key 'quasi_identifier'"],
         ),
+        (
+            lambda f: (f / "tenant.yaml").write_text(
+                "target: {column: default_flag}\nid_columns: [loan_id]\nprivacy: {epsilon_budget: 1.0, delta: 0.01}\n"
+            ),
+            ["tenant 'acme'", "tenant.yaml", "1/n"],
+        ),
     ],
-    ids=["empty-file", "header-only", "performance-ids-not-in-loans", "tenant-yaml-unknown-key"],
+    ids=["empty-file", "header-only", "performance-ids-not-in-loans", "tenant-yaml-unknown-key", "delta-above-1-over-n"],
 )
 def test_unusable_upload_fails_clearly_and_keeps_last_good_output(settings, tmp_path, mutate, expected):
     with dg.instance_for_test() as instance:
         _, folder = _bad_upload_fails(settings, instance, mutate, expected)
         notes = list(folder.glob("*.rejected.txt"))
         assert notes and "tenant 'acme'" in notes[0].read_text()
+
+
+def test_ingest_registers_the_tenants_privacy_budget(settings, tmp_path):
+    from resources.ledger import PrivacyLedger
+
+    write_small_tape(settings.landing_dir / "acme")
+    with dg.instance_for_test() as instance:
+        assert _run(settings, instance, only=["raw_loan_tape"]).success
+    with PrivacyLedger(settings.ledger) as ledger:
+        status = ledger.status("acme")
+    assert status.budget.epsilon == 3.0 and 0 < status.budget.delta < 1 / 120
+    assert status.charges == ()
 
 
 def test_duplicate_loan_ids_fail_the_blocking_check(settings, tmp_path):

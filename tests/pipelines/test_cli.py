@@ -43,3 +43,18 @@ def test_materialize_names_a_missing_upload(tmp_path):
     result = _cli(tmp_path, "materialize", "nobody")
     assert result.returncode == 2
     assert "tenant 'nobody'" in result.stderr and "loans.csv" in result.stderr
+
+
+def test_budget_is_shown_and_raised_only_with_a_reason(tmp_path):
+    missing = _cli(tmp_path, "budget", "acme")
+    assert missing.returncode == 2 and "has no privacy budget" in missing.stderr
+    no_reason = _cli(tmp_path, "budget", "acme", "--raise-epsilon", "2", "--raise-delta", "1e-7")
+    assert no_reason.returncode == 2 and "needs a reason" in no_reason.stderr
+    raised = _cli(tmp_path, "budget", "acme", "--raise-epsilon", "2", "--raise-delta", "1e-7", "--reason", "DPO ticket 7")
+    assert raised.returncode == 0, raised.stderr
+    assert "epsilon=2" in raised.stdout and "remaining" in raised.stdout
+    shown = _cli(tmp_path, "budget", "acme", "--json")
+    assert shown.returncode == 0 and '"epsilon": 2.0' in shown.stdout
+    for bad in ("0", "-1", "nan", "inf"):
+        refused = _cli(tmp_path, "budget", "acme", "--raise-epsilon", bad, "--reason", "x")
+        assert refused.returncode == 2, bad

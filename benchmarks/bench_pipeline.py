@@ -1,0 +1,85 @@
+"""Pipeline benchmark: the issue-level targets that span several modules.
+
+- ingest + features of a 1M-row demo tape (loans CSV and 24M-row history as
+  Parquet, as a lender would upload them), target under 10 s: `read_tape`
+  (sniff, type, split, validate the history) then `build_features`;
+- the README's demo command end to end (`credittwin demo`, 5,000 loans with 24
+  months of history, every asset and check), target under 60 s.
+
+Run: ``.venv/bin/python benchmarks/bench_pipeline.py [--quick]`` (--quick: 100k loans).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def ingest_and_features(n_loans: int) -> dict[str, float]:
+    from models.demo import generate_portfolio, write_landing
+    from models.features import build_features
+    from models.tape import find_upload, read_tape
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "bench"
+        portfolio = generate_portfolio(n_loans, months=24, seed=1)
+        write_landing(portfolio, folder, fmt="parquet")
+        portfolio.loans.write_csv(folder / "loans.csv")
+        (folder / "loans.parquet").unlink()
+        del portfolio
+        started = time.perf_counter()
+        tape = read_tape(find_upload(folder, "bench"))
+        read_seconds = time.perf_counter() - started
+        features, report = build_features(tape.loans, tape.performance, id_column=tape.schema.id_column)
+        total = time.perf_counter() - started
+        return {
+            "loans": tape.loans.height,
+            "history_rows": tape.performance.height,
+            "features": len(report.built),
+            "read_seconds": read_seconds,
+            "features_seconds": total - read_seconds,
+            "total_seconds": total,
+        }
+
+
+def demo_command() -> float:
+    cli = Path(sys.executable).parent / "credittwin"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "CREDITTWIN_DATA_DIR": str(Path(tmp) / "data")}
+        env.pop("DAGSTER_HOME", None)
+        started = time.perf_counter()
+        out = subprocess.run([str(cli), "demo"], cwd=tmp, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if out.returncode != 0:
+            raise SystemExit(f"credittwin demo failed:\n{out.stdout}\n{out.stderr}")
+        return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k loans instead of 1M")
+    args = parser.parse_args()
+    n = 100_000 if args.quick else 1_000_000
+    figures = ingest_and_features(n)
+    print(f"{'case':<44} {'figure':>12} {'target':>10} {'ratio':>7}")
+    print(
+        f"{'ingest+features, %d loans, %d history rows' % (figures['loans'], figures['history_rows']):<44} "
+        f"{figures['total_seconds']:>10.2f} s {'10 s' if n == 1_000_000 else '-':>10} "
+        f"{figures['total_seconds'] / 10.0 if n == 1_000_000 else float('nan'):>7.2f}"
+    )
+    print(f"{'  of which read_tape':<44} {figures['read_seconds']:>10.2f} s")
+    print(f"{'  of which build_features (%d features)' % figures['features']:<44} {figures['features_seconds']:>10.2f} s")
+    seconds = demo_command()
+    print(f"{'credittwin demo (5,000 loans, whole graph)':<44} {seconds:>10.2f} s {'60 s':>10} {seconds / 60.0:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
