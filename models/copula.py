@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -606,19 +607,16 @@ def _truncated_draw(mu: np.ndarray, sigma: float, spans: np.ndarray, rng: np.ran
     return out
 
 
-def _write_atomic_dir(path: Path, files: dict[str, bytes]) -> None:
-    """Write `files` into directory `path` atomically: a sibling temp dir, then rename over."""
+@contextmanager
+def atomic_directory(path: Path):
+    """Yield a sibling temporary folder; on success it replaces `path` in one rename, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     tmp = path.parent / f".{path.name}.tmp-{token}"
     tmp.mkdir()
     try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        yield tmp
         if path.exists():
             old = path.parent / f".{path.name}.old-{token}"
             os.rename(path, old)
@@ -629,6 +627,16 @@ def _write_atomic_dir(path: Path, files: dict[str, bytes]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_atomic_dir(path: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into directory `path` atomically: a sibling temp dir, then rename over."""
+    with atomic_directory(path) as tmp:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 # --------------------------------------------------------------------------- the engine

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +64,7 @@ from models.copula import (
     CopulaNoise,
     GaussianCopulaTwin,
     _cholesky,
+    atomic_directory,
     _dtype_from_token,
     _json_scalar,
     _numeric_view,
@@ -683,12 +682,7 @@ class SegmentedCopulaTwin:
     def save(self, path: Path) -> None:
         """Save to directory `path`: model.json, global/ and segments/<i>/ (JSON + NPZ), atomically."""
         self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex
-        tmp = path.parent / f".{path.name}.tmp-{token}"
-        tmp.mkdir()
-        try:
+        with atomic_directory(Path(path)) as tmp:
             self._global.save(tmp / "global")
             for i, model in enumerate(self._models):
                 model.save(tmp / "segments" / str(i))
@@ -707,16 +701,6 @@ class SegmentedCopulaTwin:
                 fh.write(json.dumps(model_json, indent=1, allow_nan=False).encode())
                 fh.flush()
                 os.fsync(fh.fileno())
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{token}"
-                os.rename(path, old)
-                os.rename(tmp, path)
-                shutil.rmtree(old)
-            else:
-                os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: Path) -> "SegmentedCopulaTwin":
