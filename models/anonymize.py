@@ -539,14 +539,14 @@ def _nice_cuts(low: np.ndarray, high: np.ndarray, below_high: np.ndarray) -> np.
     so that 0.3 is stored as 0.3 and not 0.30000000000000004.
     """
     out = np.full(low.shape, np.nan)
-    todo = np.ones(low.shape, dtype=bool)
+    unplaced = np.ones(low.shape, dtype=bool)
     magnitude = np.maximum(np.maximum(np.abs(low), np.abs(high)), 1e-300)
     top = np.floor(np.log10(magnitude)).astype(np.int64) + 1
     for offset in range(_NICE_DEPTH):
-        if not todo.any():
+        if not unplaced.any():
             break
-        exponent = top[todo] - offset - 1  # step = multiplier * 10^exponent
-        lo, hi, strict = low[todo], high[todo], below_high[todo]
+        exponent = top[unplaced] - offset - 1  # step = multiplier * 10^exponent
+        lo, hi, strict = low[unplaced], high[unplaced], below_high[unplaced]
         for mult in _NICE_MULTIPLIERS:
             scale = np.power(10.0, np.abs(exponent))
             up = exponent >= 0
@@ -554,12 +554,12 @@ def _nice_cuts(low: np.ndarray, high: np.ndarray, below_high: np.ndarray) -> np.
             quotient = np.floor(hi / step)
             quotient -= strict & (quotient * step >= hi)
             cut = np.where(up, quotient * mult * scale, quotient * mult / scale)
-            fits = (cut > lo) & (cut <= hi) & ~(strict & (cut >= hi)) & np.isnan(out[todo])
-            idx = np.flatnonzero(todo)[fits]
+            fits = (cut > lo) & (cut <= hi) & ~(strict & (cut >= hi)) & np.isnan(out[unplaced])
+            idx = np.flatnonzero(unplaced)[fits]
             out[idx] = cut[fits]
-        todo &= np.isnan(out)
+        unplaced &= np.isnan(out)
     # Intervals narrower than 1e-18 of their magnitude have no round number: use a plain boundary.
-    out[todo] = np.where(below_high[todo], (low[todo] + high[todo]) / 2.0, high[todo])
+    out[unplaced] = np.where(below_high[unplaced], (low[unplaced] + high[unplaced]) / 2.0, high[unplaced])
     return out
 
 

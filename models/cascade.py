@@ -67,6 +67,7 @@ from models.sequences import (
     ratio_targets,
     reporting_offset,
     state_days_past_due,
+    training_paths,
     validate_histories,
 )
 from models.states import STATE_INDEX
@@ -772,16 +773,8 @@ class LoanCascade:
                     fix=f"map the tape's {column} column in tenant.yaml.",
                 )
         months = int(config.max_months or report.max_period)
-        paths = loan_paths(performance, loans.get_column(id_column).cast(pl.String).to_numpy(), months)
-        keep = paths.lengths > 0
-        if not keep.any():
-            raise InvalidDataError(
-                f"none of the {loans.height} loans has a history in the performance table.",
-                tenant=tenant,
-                file=file,
-                column="loan_id",
-                fix="check that the performance table's loan_id values match the loans table's ids.",
-            )
+        ids = loans.get_column(id_column).cast(pl.String).to_numpy()
+        paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
         loans = loans.filter(pl.Series(keep))
         paths = LoanPaths(paths.loan_ids[keep], paths.states[keep], paths.balance[keep], paths.payment[keep], paths.lengths[keep])
         encoder = StaticEncoder.fit(loans, schema, static_columns(schema, loans, exclude))

@@ -35,6 +35,7 @@ from models.sequences import (
     ratio_targets,
     reporting_offset,
     state_days_past_due,
+    training_paths,
     validate_histories,
 )
 
@@ -106,16 +107,7 @@ class MarkovBaseline:
         segment_column = self._segment_column(loans, schema, segment_column, tenant, file)
         ids = loans.get_column(id_column).cast(pl.String).to_numpy()
         months = report.max_period
-        paths = loan_paths(performance, ids, months)
-        keep = paths.lengths > 0
-        if not keep.any():
-            raise InvalidDataError(
-                f"none of the {loans.height} loans has a history in the performance table.",
-                tenant=tenant,
-                file=file,
-                column="loan_id",
-                fix="check that the performance table's loan_id values match the loans table's ids.",
-            )
+        paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
         spec = self._segment_spec(loans, segment_column)
         segments = self._segment_codes(loans, spec)
         n_segments = len(spec["levels"])

@@ -314,6 +314,26 @@ class LoanPaths:
         return rows, cols + 1, self.states[rows, cols], self.states[rows, cols + 1]
 
 
+def training_paths(
+    performance: pl.DataFrame, loan_ids: np.ndarray, months: int, *, tenant: str | None, file: str | None
+) -> tuple[LoanPaths, np.ndarray]:
+    """`loan_paths` for model training, with the mask of loans that have history.
+
+    Raises `InvalidDataError` when no loan has any: there is nothing to learn.
+    """
+    paths = loan_paths(performance, loan_ids, months)
+    keep = paths.lengths > 0
+    if not keep.any():
+        raise InvalidDataError(
+            f"none of the {len(loan_ids)} loans has a history in the performance table.",
+            tenant=tenant,
+            file=file,
+            column="loan_id",
+            fix="check that the performance table's loan_id values match the loans table's ids.",
+        )
+    return paths, keep
+
+
 def loan_paths(performance: pl.DataFrame, loan_ids: np.ndarray | list[str], months: int) -> LoanPaths:
     """Arrange `performance` as arrays in the order of `loan_ids`, at most `months` long.
 
