@@ -211,7 +211,7 @@ def synthetic_portfolio(
                 {"column": c.name, "metric": c.metric, "similarity": round(c.similarity, 4)} for c in fidelity.worst(5)
             ]),
             "failures": dg.MetadataValue.json(fidelity.failures()),
-            "thresholds": dg.MetadataValue.json(fidelity.thresholds),
+            "thresholds_applied": dg.MetadataValue.json(fidelity.thresholds),
         },
     )
     if sequence_result is None:
@@ -231,5 +231,7 @@ def synthetic_portfolio(
                 "cdr12_relative_diff": sequence_result.cdr12_relative_diff,
                 "transition_distance": dg.MetadataValue.json(sequence_result.to_dict()["transition_distance"]),
                 "failures": dg.MetadataValue.json(sequence_result.failures),
+                # 10% and 0.02, widened to the 95% sampling-noise band at these book sizes
+                "thresholds_applied": dg.MetadataValue.json(sequence_result.to_dict()["effective_thresholds"]),
             },
         )

@@ -52,6 +52,8 @@ def test_whole_graph_materializes_with_checks(demo_book):
     assert ("lstm_cascade", "cascade_beats_markov") in checks
     sequence = next(e for e in result.get_asset_check_evaluations() if e.check_name == "sequence_fidelity")
     assert {"cdr12_real", "cdr12_synthetic", "cdr12_relative_diff", "transition_distance"} <= set(sequence.metadata)
+    applied = sequence.metadata["thresholds_applied"].value
+    assert applied["cdr12_relative"] >= 0.10 and all(v >= 0.02 for v in applied["transition_rows"].values())
 
 
 def test_fitted_copula_records_what_it_modelled(demo_book):
