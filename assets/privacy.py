@@ -63,9 +63,17 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
         tables["performance"] = history_of(result.table, synthetic_portfolio.table("performance"), schema.id_column)
     summary = result.to_dict()
     yield dg.Output(
-        Artifact(tables=tables, documents={"anonymization": summary, "verification": verification.to_dict()}),
+        Artifact(
+            tables=tables,
+            documents={
+                "anonymization": summary,
+                "verification": verification.to_dict(),
+                "privacy": synthetic_portfolio.document("privacy", {}),
+            },
+        ),
         metadata={
             "dagster/row_count": result.table.height,
+            "privacy": synthetic_portfolio.document("privacy", {}).get("label", "not differentially private"),
             "k_achieved": result.k_achieved,
             "l_achieved": result.l_achieved,
             "quasi_identifiers": dg.MetadataValue.json(result.quasi_identifiers),

@@ -8,57 +8,166 @@ import dagster as dg
 from pydantic import Field
 
 from assets.common import history_of, png_markdown, tape_config, tape_schema, tenant_errors, train_split, upload_file
+from models.errors import InvalidDataError
 from models.schema import ColumnType, TableSchema
 from models.tape import target_indicator
 from pipelines.partitions import tenants
-from resources.storage import Artifact
+from resources.dagster_resources import CreditTwinSettings
+from resources.ledger import PrivacyLedgerResource
+from resources.storage import Artifact, dumps
 
 MODEL_DIR = "model"
+DP_ENGINE = "credittwin-dp"
+NON_DP_LABEL = "not differentially private: the non-DP twin (set privacy.epsilon in tenant.yaml to opt in)"
 
 
 def load_twin(artifact: Artifact):
     """The fitted engine stored in a `fitted_copula` artifact (whichever engine saved it)."""
     from models.copula import load_engine
 
+    if artifact.document("engine")["name"] == DP_ENGINE:
+        from models.dp import DPGaussianCopula
+
+        return DPGaussianCopula.load(artifact.path / MODEL_DIR)
     return load_engine(artifact.path / MODEL_DIR)
+
+
+def _dp_plan(train, schema: TableSchema, config, tenant: str):
+    """The DP copula plan for a tenant under `privacy.epsilon`, from public information only."""
+    from models.dp import bound_units, plan_dp_copula
+
+    unit = config.privacy.unit_column or ("borrower_id" if "borrower_id" in train.columns else None)
+    units = bound_units(train, unit)
+    return plan_dp_copula(
+        schema,
+        config.privacy.epsilon,
+        n_units=units.height,
+        delta=config.privacy.delta,
+        domains=config.privacy.domains,
+        split=config.privacy.dp_split,
+        privacy_unit_column=unit,
+        tenant=tenant,
+    )
+
+
+def _charge_before_fit(privacy_ledger: PrivacyLedgerResource, context, plan, input_version: str):
+    """Charge the plan's composed spend to the tenant's ledger; refused (and nothing runs) when over budget."""
+    import hashlib
+
+    from models.accounting import MechanismSpec
+    from resources.ledger import IdempotencyKey
+
+    tenant = context.partition_key
+    composition = plan.composition()
+    mechanism = MechanismSpec(
+        kind="pure",
+        epsilon=composition.epsilon,
+        delta=composition.delta,
+        description=f"DP copula: {len(plan.mechanisms)} releases ({', '.join(m.kind for m in plan.mechanisms)}), "
+        f"composed by {composition.accountant}",
+    )
+    key = IdempotencyKey(
+        tenant=tenant,
+        asset="fitted_copula",
+        input_data_version=input_version,
+        config_hash=hashlib.sha256(dumps(plan.to_dict()).encode()).hexdigest(),
+        seed=None,
+    )
+    with privacy_ledger.ledger() as ledger:
+        return ledger.charge(tenant=tenant, asset="fitted_copula", run_id=context.run_id, mechanism=mechanism, idempotency=key)
 
 
 @dg.asset(
     partitions_def=tenants,
     group_name="twin",
     kinds={"numpy", "json"},
-    code_version="1",
-    description="A Gaussian-copula digital twin of the loan table's train split (marginals, correlation, category maps).",
+    code_version="2",
+    description="A Gaussian-copula digital twin of the loan table's train split (marginals, correlation, category maps); "
+    "differentially private when the tenant sets privacy.epsilon.",
 )
-def fitted_copula(context: dg.AssetExecutionContext, raw_loan_tape: Artifact) -> dg.Output:
-    """Fit the tenant's engine on the train split and save it as JSON/NumPy with a correlation heatmap."""
+def fitted_copula(
+    context: dg.AssetExecutionContext,
+    settings: CreditTwinSettings,
+    privacy_ledger: PrivacyLedgerResource,
+    raw_loan_tape: Artifact,
+) -> dg.Output:
+    """Fit the tenant's engine on the train split and save it as JSON/NumPy with a correlation heatmap.
+
+    Under `privacy.epsilon` the spend is charged to the ledger before anything
+    reads the data; a re-execution of an already charged, already stored fit
+    returns the stored model instead of drawing new noise for free.
+    """
     from models.copula import make_engine
     from models.plots import correlation_heatmap_png
 
+    tenant = context.partition_key
     schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
     train = train_split(raw_loan_tape)
-    with tenant_errors(context.partition_key, upload_file(raw_loan_tape, "loans")):
-        twin = make_engine(
-            config.engine, k=config.privacy.k, constraints=[c.model_dump() for c in config.constraints]
-        ).fit(train, schema)
+    loans_file = upload_file(raw_loan_tape, "loans")
+    engine, charge = config.engine, None
+    with tenant_errors(tenant, loans_file):
+        if config.privacy.epsilon is not None:
+            from models.dp import DPGaussianCopula
+
+            engine = DP_ENGINE
+            plan = _dp_plan(train, schema, config, tenant)
+            charge = _charge_before_fit(privacy_ledger, context, plan, raw_loan_tape.document("ingest")["upload_sha256"])
+            stored = _stored_fit(settings, tenant, charge.idempotency_hash)
+            if stored is not None:
+                context.log.info("this DP fit was already charged and stored; re-releasing the stored model")
+                return stored
+            twin = DPGaussianCopula(plan).fit(train, schema, tenant=tenant)
+        else:
+            twin = make_engine(
+                config.engine, k=config.privacy.k, constraints=[c.model_dump() for c in config.constraints]
+            ).fit(train, schema)
     with tempfile.TemporaryDirectory() as tmp:
         twin.save(Path(tmp) / MODEL_DIR)
         files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
     summary = twin.summary()
-    heatmap = correlation_heatmap_png(twin.correlation, twin.latent_columns, f"{context.partition_key}: latent correlation")
+    correlation = twin.twin.correlation if engine == DP_ENGINE else twin.correlation
+    names = twin.twin.latent_columns if engine == DP_ENGINE else twin.latent_columns
+    heatmap = correlation_heatmap_png(correlation, names, f"{tenant}: latent correlation")
     files["plots/correlation.png"] = heatmap
+    privacy = summary.get("differential_privacy") or {"label": NON_DP_LABEL}
+    if charge is not None:
+        privacy = {**privacy, "ledger_charge_id": charge.id, "idempotency_hash": charge.idempotency_hash}
     return dg.Output(
-        Artifact(documents={"summary": summary, "engine": {"name": config.engine}}, files=files),
+        Artifact(documents={"summary": summary, "engine": {"name": engine}, "privacy": privacy}, files=files),
         metadata={
-            "engine": config.engine,
+            "engine": engine,
+            "privacy": privacy["label"],
+            "epsilon_charged": dg.MetadataValue.float(charge.epsilon) if charge is not None else "none (non-DP twin)",
             "train_rows": train.height,
             "columns_modelled": dg.MetadataValue.json(summary["columns_modelled"]),
             "columns_left_out": dg.MetadataValue.json(summary["left_out"]),
             "identifiers_regenerated": dg.MetadataValue.json(summary.get("identifiers_regenerated", [])),
-            "category_merges": dg.MetadataValue.json(summary["category_merges"]),
-            "constraints": dg.MetadataValue.json(summary["constraints"]),
+            "category_merges": dg.MetadataValue.json(summary.get("category_merges", {})),
+            "constraints": dg.MetadataValue.json(summary.get("constraints", [])),
             "correlation_heatmap": png_markdown(heatmap, "latent correlation"),
         },
+    )
+
+
+def _stored_fit(settings: CreditTwinSettings, tenant: str, idempotency_hash: str):
+    """The stored DP fit made under this charge, as an Output to re-release, or None."""
+    from resources.storage import VersionedStore
+
+    store = VersionedStore(settings.root, ["fitted_copula"], tenant)
+    if store.current() is None:
+        return None
+    previous = store.read()
+    if previous.document("privacy", {}).get("idempotency_hash") != idempotency_hash:
+        return None
+    # Model and plot files live in sub-folders; the top level holds only the manifest and the documents.
+    files = {
+        str(p.relative_to(previous.path)): p.read_bytes()
+        for p in previous.path.rglob("*")
+        if p.is_file() and p.parent != previous.path
+    }
+    return dg.Output(
+        Artifact(documents=dict(previous.documents), files=files),
+        metadata={"engine": DP_ENGINE, "privacy": previous.document("privacy")["label"], "re_released": True},
     )
 
 
@@ -175,7 +284,18 @@ def synthetic_portfolio(
     tables = {"loans": synthetic}
     sequence_result = None
     if cascade is not None:
-        tables["performance"] = cascade.sample(synthetic, seed=config.seed)
+        left_out = fitted_copula.document("summary", {}).get("left_out", {})
+        try:
+            tables["performance"] = cascade.sample(synthetic, seed=config.seed)
+        except InvalidDataError as error:
+            if error.column not in left_out:
+                raise
+            raise dg.Failure(
+                description=f"tenant '{context.partition_key}': the twin left out '{error.column}' "
+                f"({left_out[error.column]}), which the cascade needs to generate histories. Fix: under "
+                "privacy.epsilon, declare the column's public domain in tenant.yaml "
+                "(privacy.domains.<column>: {categories: [...]} or {low, high, bins}).",
+            ) from error
         if "target_rate" not in conditions:
             train_perf = history_of(reference, raw_loan_tape.table("performance"), schema.id_column)
             sequence_result = compare_sequences(train_perf, tables["performance"], reference, synthetic)
@@ -185,7 +305,8 @@ def synthetic_portfolio(
         else None
     )
     yield dg.Output(
-        Artifact(tables=tables, documents={"fidelity": fidelity.to_dict(), "sequence_fidelity": (
+        Artifact(tables=tables, documents={"privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL}),
+                                           "fidelity": fidelity.to_dict(), "sequence_fidelity": (
             sequence_result.to_dict() if sequence_result is not None else {"not_applicable": "no performance history"}
         ), "sampling": {
             "rows": rows, "seed": config.seed, "conditions": conditions,
@@ -198,6 +319,7 @@ def synthetic_portfolio(
             "requested_default_rate": config.target_default_rate if config.target_default_rate is not None else "as in train",
             "conditions": dg.MetadataValue.json(conditions),
             "model_sha256": fitted_copula.manifest.get("content_sha256", ""),
+            "privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL})["label"],
             "mean_column_similarity": fidelity.to_dict()["mean_similarity"],
             "performance_rows": tables["performance"].height if "performance" in tables else 0,
         },

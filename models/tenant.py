@@ -89,7 +89,10 @@ class PrivacySpec(_Strict):
     max_suppression: float = Field(default=0.05, ge=0.0, lt=1.0)
     epsilon_budget: float | None = None
     delta: float | None = None
-    epsilon: float | None = None
+    epsilon: float | None = None  # opts the twin into differential privacy at this epsilon
+    dp_split: float = Field(default=0.5, gt=0.0, lt=1.0)  # share of epsilon on the marginals
+    domains: dict[str, dict[str, Any]] = Field(default_factory=dict)  # public bounds/categories per column
+    unit_column: str | None = None  # the borrower column (one privacy unit); default: borrower_id if present
 
     @field_validator("epsilon_budget", "epsilon")
     @classmethod

@@ -1,0 +1,82 @@
+"""A tenant under privacy.epsilon: the DP twin is charged to the ledger before it runs, once."""
+
+import dagster as dg
+import yaml
+
+from models.demo import generate_portfolio, write_landing
+from pipelines.definitions import build_definitions
+from resources.ledger import PrivacyLedger
+from resources.settings import Settings
+from resources.storage import VersionedStore
+
+DOMAINS = {
+    "product": {"categories": ["mortgage", "auto", "personal", "card"]},
+    "grade": {"categories": ["A", "B", "C", "D", "E", "F", "G"]},
+    "region": {"categories": ["capital", "central", "east", "north", "north-east", "north-west", "south",
+                              "south-east", "south-west", "west"]},
+    "home_ownership": {"categories": ["rent", "own", "mortgage"]},
+}
+
+
+def _write(folder, privacy):
+    portfolio = generate_portfolio(1500, months=6, seed=11)
+    portfolio.tenant_config["privacy"] = privacy
+    portfolio.tenant_config.pop("constraints")
+    write_landing(portfolio, folder, fmt="parquet")
+
+
+def _run(settings, instance, only):
+    if not instance.has_dynamic_partition("tenants", "dpbank"):
+        instance.add_dynamic_partitions("tenants", ["dpbank"])
+    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+    return job.execute_in_process(
+        partition_key="dpbank", instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey(a) for a in only]
+    )
+
+
+def test_dp_twin_is_charged_once_and_refused_over_budget(tmp_path):
+    # setup
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "dpbank"
+    privacy = {"k": 5, "epsilon": 1.0, "epsilon_budget": 1.5, "delta": 1e-6, "domains": DOMAINS}
+    _write(folder, privacy)
+    with dg.instance_for_test() as instance:
+        # run: fit under DP
+        first = _run(settings, instance, ["raw_loan_tape", "fitted_copula"])
+        assert first.success, [e.event_specific_data.error.message for e in first.get_step_failure_events()]
+        store = VersionedStore(settings.data_dir, ["fitted_copula"], "dpbank")
+        stored = store.read()
+        assert stored.document("engine")["name"] == "credittwin-dp"
+        assert stored.document("privacy")["label"].startswith("differentially private")
+        with PrivacyLedger(settings.ledger) as ledger:
+            status = ledger.status("dpbank")
+        assert len(status.charges) == 1 and status.spent.epsilon == 1.0
+        # run again on the same upload and settings: not charged twice, the stored model is released again
+        again = _run(settings, instance, ["fitted_copula"])
+        assert again.success
+        assert store.read().manifest["content_sha256"] == stored.manifest["content_sha256"]
+        with PrivacyLedger(settings.ledger) as ledger:
+            assert len(ledger.status("dpbank").charges) == 1
+        # a new DP configuration would need another epsilon of 1.0 with only 0.5 left: refused, nothing runs
+        (folder / "tenant.yaml").write_text(
+            yaml.safe_dump({**yaml.safe_load((folder / "tenant.yaml").read_text()), "privacy": {**privacy, "dp_split": 0.6}})
+        )
+        refused = _run(settings, instance, ["raw_loan_tape", "fitted_copula"])
+        assert not refused.success
+        message = " ".join(e.event_specific_data.error.message for e in refused.get_step_failure_events())
+        assert "tenant 'dpbank'" in message and "remaining" in message
+        assert store.read().manifest["content_sha256"] == stored.manifest["content_sha256"]
+        with PrivacyLedger(settings.ledger) as ledger:
+            assert ledger.status("dpbank").spent.epsilon == 1.0
+
+
+def test_non_dp_twin_is_labelled_and_charges_nothing(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    _write(tmp_path / "data" / "landing" / "dpbank", {"k": 5})
+    with dg.instance_for_test() as instance:
+        result = _run(settings, instance, ["raw_loan_tape", "fitted_copula"])
+        assert result.success
+    stored = VersionedStore(settings.data_dir, ["fitted_copula"], "dpbank").read()
+    assert stored.document("privacy")["label"].startswith("not differentially private")
+    with PrivacyLedger(settings.ledger) as ledger:
+        assert ledger.status("dpbank").charges == ()
