@@ -18,6 +18,7 @@ it because it pulls in SciPy at import time.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -51,6 +52,9 @@ target, so a claim computed by the same accountant may differ in the last digits
 """
 
 PLD_DISCRETIZATION = 1e-4
+
+RDP_CACHE_SIZE = 256
+"""Most RDP curves one process keeps (`rdp_curve`); a ledger sees few distinct mechanism configurations."""
 
 
 def _is_number(value: object) -> bool:
@@ -265,19 +269,49 @@ def _dp_event(mechanism: MechanismSpec):
 
 
 def rdp_curve(mechanism: MechanismSpec) -> RdpCurve:
-    """The RDP curve of one Gaussian or subsampled-Gaussian mechanism, by `dp_accounting.rdp`."""
-    from dp_accounting.rdp import RdpAccountant
+    """The RDP curve of one Gaussian or subsampled-Gaussian mechanism, by `dp_accounting.rdp`.
 
+    The curve depends only on the kind, the noise multiplier, the sampling
+    rate, the steps and the RDP orders, so it is computed once per process for
+    each such combination (a bounded LRU cache of `RDP_CACHE_SIZE` curves,
+    see `rdp_curve_cache_info`): dp-accounting needs tens of milliseconds for
+    a subsampled Gaussian, which a ledger charge would otherwise pay every
+    time. The returned `RdpCurve` is immutable, so sharing it is safe.
+    """
     if mechanism.is_pure:
         raise InvalidMechanismError(
             f"a {mechanism.kind!r} mechanism is composed by {PURE_SUM}, not through an RDP curve."
         )
-    accountant = RdpAccountant()
-    accountant.compose(_dp_event(mechanism))
+    rate = None if mechanism.kind == "gaussian" else float(mechanism.sampling_rate)
+    return _cached_rdp_curve(
+        mechanism.kind, mechanism.effective_noise_multiplier, rate, int(mechanism.steps), rdp_orders()
+    )
+
+
+@functools.lru_cache(maxsize=RDP_CACHE_SIZE)
+def _cached_rdp_curve(
+    kind: str, noise_multiplier: float, sampling_rate: float | None, steps: int, orders: tuple[float, ...]
+) -> RdpCurve:
+    """`rdp_curve` on the mechanism's hashable parameters; the orders are part of the key, never mixed."""
+    import dp_accounting
+    from dp_accounting.rdp import RdpAccountant
+
+    event = dp_accounting.GaussianDpEvent(noise_multiplier)
+    if kind == "subsampled_gaussian":
+        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
+    if steps != 1:
+        event = dp_accounting.SelfComposedDpEvent(event, steps)
+    accountant = RdpAccountant(orders=list(orders))
+    accountant.compose(event)
     return RdpCurve(
         orders=tuple(float(order) for order in accountant.orders),
         values=tuple(float(value) for value in accountant.rdp),
     )
+
+
+def rdp_curve_cache_info() -> Any:
+    """Hits, misses and size of `rdp_curve`'s per-process cache (for monitoring and tests)."""
+    return _cached_rdp_curve.cache_info()
 
 
 def _grouped_events(mechanisms: Sequence[MechanismSpec]) -> list:

@@ -19,8 +19,8 @@ Design:
   month), so amounts stay non-negative and sane.
 - Training is seeded and deterministic on CPU (same seed, same state dict),
   follows a cosine learning-rate decay, stops early on a validation split of
-  privacy units (borrowers when the loans carry ``borrower_id``, else loans),
-  and runs on a GPU when torch finds one.
+  privacy units (borrowers when the loans carry ``borrower_id``, else loans;
+  not under DP-SGD), and runs on a GPU when torch finds one.
 - Calibration: a network stopped early under-predicts rare transitions, and
   sampling month by month compounds that down the roll path (a book's
   12-month default rate came out 40 % low). After training, logit offsets per
@@ -29,7 +29,9 @@ Design:
   free-running paths roll like the book. The offsets are a buffer of the
   network, saved with its weights.
 - DP-SGD plugs in through `DPTrainingHook`: it supplies the recurrent layer
-  (opacus' ``DPLSTM``) and wraps the model, optimizer and data loader.
+  (opacus' ``DPLSTM``) and wraps the model, optimizer and data loader; the
+  fit then trains on per-loan losses and reads nothing else of the histories
+  (see the hook's docstring for exactly what the guarantee covers).
 - `save` writes a torch state dict of plain tensors plus JSON (config and
   preprocessing); nothing is ever pickled.
 
@@ -47,7 +49,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -111,9 +113,11 @@ class CascadeConfig:
         epochs: most passes over the training loans.
         batch_size: loans per optimiser step.
         lr: Adam's learning rate.
-        patience: epochs without a better validation loss before stopping.
+        patience: epochs without a better validation loss before stopping
+            (no early stopping under DP-SGD).
         validation_share: share of privacy units held out for early stopping
-            (0 trains on all and runs every epoch).
+            (0 trains on all and runs every epoch); under DP-SGD it is taken
+            as 0 whatever its setting.
         seed: seeds initialisation, shuffling and the split.
         max_months: longest path modelled and sampled; None takes the longest
             training history.
@@ -203,9 +207,36 @@ class DPTrainingHook(Protocol):
     The privacy unit is the borrower: `wrap` receives, for every training
     example (one loan), the code of its borrower, so an implementation can
     sample borrowers rather than loans (and bound each borrower's
-    contribution). The training and validation split never separates one
-    borrower's loans. With a hook, `LoanCascade.fit` skips the state-head
-    calibration, which reads the histories outside the privacy accounting.
+    contribution). With a hook, `LoanCascade.fit` touches the histories only
+    through the gradient steps of the wrapped optimizer:
+
+    - the loss is each loan's own loss (its mean next-state NLL plus the
+      weighted mean squared amount errors over its own months), averaged over
+      the batch with opacus' ``loss_reduction="mean"`` convention, so a
+      loan's per-sample gradient does not depend on the other loans in its
+      batch and the clipped sum has sensitivity ``max_grad_norm``; an empty
+      (Poisson) batch gives a zero loss and a noise-only step;
+    - the state head's output bias starts at zero (not at the book's state
+      frequencies);
+    - every unit trains (no validation split) and every configured epoch
+      runs, with the last weights kept: no early stopping, no choice of the
+      best epoch, and the training loss is not recorded in the history;
+    - no state-head calibration after training.
+
+    What the guarantee covers: the network's weights, as the output of the
+    DP-SGD steps the hook's accountant charged, for the hook's privacy unit.
+    What it does not cover, and is treated as public metadata of the
+    synthetic-data release: the loans' own static attributes and terms as
+    inputs of their per-loan gradients (they are inside the mechanism); the
+    longest history (``months``, unless `CascadeConfig.max_months` fixes it),
+    the days past due of each state, the reporting offset and the
+    `HistoryReport` of the histories, all saved with the model; and, unless
+    `LoanCascade.fit` receives ``public_domains``, the static encoder's
+    statistics: each numeric column's mean, standard deviation and log
+    choice, and each categorical column's most frequent levels (up to 50,
+    which can name a level held by one borrower). Pass ``public_domains``
+    (the tenant's ``privacy.domains`` completed by `models.dp.DEFAULT_DOMAINS`)
+    for an encoder that reads no value of the loans.
 
     Attributes:
         recurrent_factory: builds the recurrent layer as
@@ -292,6 +323,48 @@ class StaticEncoder:
                 numeric.append({"name": name, "mean": mean, "std": std if std > 1e-9 else 1.0, "log": use_log})
         return cls(numeric=numeric, boolean=boolean, categorical=categorical)
 
+    @classmethod
+    def from_domains(
+        cls, schema: TableSchema, columns: list[str], domains: Mapping[str, Mapping[str, Any]]
+    ) -> tuple["StaticEncoder", list[str]]:
+        """An encoder built from public domains only, reading no value of the loans; returns it and the columns left out.
+
+        `domains` maps a column to its declaration in the shape of
+        ``privacy.domains`` (`models.dp.PublicDomain`): ``{low, high[, scale:
+        linear|log1p]}`` standardises to the middle of the range with a
+        quarter of its width as the spread (on the log1p scale when declared),
+        ``{values: [...]}`` to the mean and spread of the listed values, and
+        ``{categories: [...]}`` one-hot encodes the listed categories in the
+        order given (plus the "other" slot). Booleans need no declaration.
+        Columns of any other type without a numeric or category declaration
+        are left out, as the DP copula leaves them out.
+        """
+        numeric, boolean, categorical, left_out = [], [], [], []
+        for name in columns:
+            kind = schema[name].type
+            domain = domains.get(name)
+            if kind is ColumnType.BOOLEAN:
+                boolean.append(name)
+            elif domain is not None and domain.get("categories"):
+                categorical.append({"name": name, "levels": [str(level) for level in domain["categories"]]})
+            elif domain is not None and domain.get("values") and kind is not ColumnType.CATEGORICAL:
+                values = np.asarray(domain["values"], dtype=np.float64)
+                spread = float(values.std())
+                numeric.append({"name": name, "mean": float(values.mean()), "std": spread if spread > 1e-9 else 1.0,
+                                "log": False})
+            elif domain is not None and _is_real(domain.get("low")) and _is_real(domain.get("high")) \
+                    and kind is not ColumnType.CATEGORICAL:
+                use_log = domain.get("scale", "linear") == "log1p"
+                ends = np.array([float(domain["low"]), float(domain["high"])])
+                if use_log:
+                    ends = np.log1p(np.clip(ends, 0.0, None))
+                spread = float(ends[1] - ends[0]) / 4.0
+                numeric.append({"name": name, "mean": float(ends.mean()), "std": spread if spread > 1e-9 else 1.0,
+                                "log": use_log})
+            else:
+                left_out.append(name)
+        return cls(numeric=numeric, boolean=boolean, categorical=categorical), left_out
+
     def transform(self, loans: pl.DataFrame) -> np.ndarray:
         """Encode `loans` as a float32 matrix (loans x `width`).
 
@@ -337,6 +410,11 @@ class StaticEncoder:
     def from_dict(cls, data: dict[str, Any]) -> "StaticEncoder":
         """An encoder from `to_dict`'s output."""
         return cls(numeric=list(data["numeric"]), boolean=list(data["boolean"]), categorical=list(data["categorical"]))
+
+
+def _is_real(value: Any) -> bool:
+    """A finite int or float that is not a bool (a date bound, a string, is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------- torch helpers
@@ -477,6 +555,47 @@ def _losses(model: Any, batch: tuple["torch.Tensor", ...], amount_weight: float)
     transition[:, 0] = False
     transition_nll = torch.nn.functional.cross_entropy(logits[transition], next_state[transition], reduction="sum")
     return loss, transition_nll, int(transition.sum())
+
+
+def _per_loan_losses(model: Any, batch: tuple["torch.Tensor", ...], amount_weight: float) -> "torch.Tensor":
+    """Each loan's own loss (batch,): its mean next-state NLL plus `amount_weight` times its mean squared amount errors.
+
+    Every term is averaged over the loan's own months only, so one loan's
+    loss (and its gradient) does not depend on which other loans share the
+    batch: DP-SGD clips exactly these per-loan gradients. A loan with no month
+    of a kind contributes 0 for that term.
+    """
+    torch = _torch()
+    static, steps, next_state, balance_target, payment_target, balance_mask, payment_mask = batch
+    logits, balance, payment = model(static, steps, next_state)
+    valid = next_state >= 0
+    # Padded months hold -1: score them as state 0 and mask them out, so every tensor keeps its (loan, month) shape.
+    nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), next_state.clamp(min=0), reduction="none"
+    )
+
+    def own_mean(values: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+        total = torch.where(mask, values, torch.zeros_like(values)).sum(dim=1)
+        return total / mask.sum(dim=1).clamp(min=1).to(values.dtype)
+
+    loss = own_mean(nll, valid)
+    loss = loss + amount_weight * own_mean((balance - balance_target) ** 2, balance_mask)
+    return loss + amount_weight * own_mean((payment - payment_target) ** 2, payment_mask)
+
+
+def _dp_batch_loss(model: Any, batch: tuple["torch.Tensor", ...], amount_weight: float) -> "torch.Tensor":
+    """The batch loss DP-SGD differentiates: the per-loan losses summed and divided by the batch's own size.
+
+    That is opacus' ``loss_reduction="mean"``: opacus multiplies the
+    per-sample gradients back by the batch size, so each clipped per-sample
+    gradient is exactly one loan's own gradient, and after clipping, summing
+    and noising it divides by the planned (expected) batch size. An empty
+    Poisson batch gives a loss of 0 with empty per-sample gradients (no
+    division by zero, no NaN); the optimizer step still adds the noise the
+    accountant charged for that step.
+    """
+    per_loan = _per_loan_losses(model, batch, amount_weight)
+    return per_loan.sum() / max(int(per_loan.shape[0]), 1)
 
 
 def _simulate(
@@ -725,6 +844,7 @@ class LoanCascade:
         seed: int | None = None,
         dp: DPTrainingHook | None = None,
         privacy_unit_column: str | None = "borrower_id",
+        public_domains: Mapping[str, Mapping[str, Any]] | None = None,
         tenant: str | None = None,
         file: str | None = None,
     ) -> "LoanCascade":
@@ -741,8 +861,18 @@ class LoanCascade:
             dp: the DP-SGD hook; None trains without differential privacy.
             privacy_unit_column: the loans column naming the borrower; loans
                 are their own unit when it is absent.
+            public_domains: column -> public domain declaration (the shape of
+                ``privacy.domains``, see `StaticEncoder.from_domains`); when
+                given, the static encoder is built from them without reading
+                the loans' values, and columns without one are left out
+                (``_prep["encoder_left_out"]``). None fits the encoder on the
+                loans (means, spreads, most frequent levels).
             tenant: named in errors.
             file: named in errors.
+
+        With `dp`, training follows the rules that `DPTrainingHook` lists
+        (per-loan losses, zero bias start, all units and all epochs, last
+        weights, no calibration, no training loss in the history).
 
         After training (unless `config.calibrate` is off or `dp` is given) the
         state head is calibrated on all the training loans (train and
@@ -777,11 +907,18 @@ class LoanCascade:
         paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
         loans = loans.filter(pl.Series(keep))
         paths = LoanPaths(paths.loan_ids[keep], paths.states[keep], paths.balance[keep], paths.payment[keep], paths.lengths[keep])
-        encoder = StaticEncoder.fit(loans, schema, static_columns(schema, loans, exclude))
+        inputs = static_columns(schema, loans, exclude)
+        if public_domains is not None:
+            encoder, left_out = StaticEncoder.from_domains(schema, inputs, public_domains)
+        else:
+            encoder, left_out = StaticEncoder.fit(loans, schema, inputs), []
         terms = loan_terms(loans, fallback_term=months, term_column=report.term_column or "term_months", tenant=tenant, file=file)
         encoded = _encode(encoder.transform(loans), paths, terms, months)
         units = self._privacy_units(loans, privacy_unit_column, id_column)
-        train_rows, val_rows = self._split(units, seed)
+        private = dp is not None
+        # Under DP-SGD every borrower trains and every epoch runs: choosing when to stop from held-out (or
+        # training) losses of real borrowers would be a data-dependent release outside the accounting.
+        train_rows, val_rows = self._split(units, seed, 0.0 if private else config.validation_share)
         device = _device(config.device)
 
         history: list[dict[str, float]] = []
@@ -791,11 +928,16 @@ class LoanCascade:
                 recurrent_factory=dp.recurrent_factory if dp is not None else None,
                 months=months,
             ).to(device)
-            # Starting the state head at the book's state frequencies skips the epochs it would spend learning them.
-            observed = encoded.next_state[train_rows]
-            frequencies = torch.bincount(observed[observed >= 0], minlength=N_STATES).double() + 1.0
-            with torch.no_grad():
-                net.state_head[-1].bias.copy_(torch.log(frequencies / frequencies.sum()).float())
+            if not private:
+                # Starting the state head at the book's state frequencies skips the epochs it would spend learning
+                # them; under DP-SGD those frequencies are an uncharged statistic, so the bias keeps a zero start.
+                observed = encoded.next_state[train_rows]
+                frequencies = torch.bincount(observed[observed >= 0], minlength=N_STATES).double() + 1.0
+                with torch.no_grad():
+                    net.state_head[-1].bias.copy_(torch.log(frequencies / frequencies.sum()).float())
+            else:
+                with torch.no_grad():
+                    net.state_head[-1].bias.zero_()
             optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
             train_set = torch.utils.data.TensorDataset(*(t[train_rows] for t in encoded.tensors()))
             loader = torch.utils.data.DataLoader(
@@ -822,21 +964,30 @@ class LoanCascade:
                         group["lr"] = schedule(step)
                     step += 1
                     optimizer.zero_grad(set_to_none=True)
-                    loss, _, _ = _losses(model, batch, config.amount_weight)
+                    if private:
+                        # Per-loan losses: one loan's gradient must not depend on the others in its batch.
+                        loss = _dp_batch_loss(model, batch, config.amount_weight)
+                    else:
+                        loss, _, _ = _losses(model, batch, config.amount_weight)
                     loss.backward()
                     optimizer.step()
                     total += float(loss.detach()) * batch[0].shape[0]
                     count += batch[0].shape[0]
-                entry = {"epoch": epoch, "train_loss": total / max(count, 1)}
+                entry: dict[str, float] = {"epoch": epoch}
+                if not private:
+                    # Under DP the training loss is an exact, uncharged statistic of the borrowers; it is not kept.
+                    entry["train_loss"] = total / max(count, 1)
                 if len(val_rows):
                     val_loss, val_nll = self._evaluate(net, val_tensors, device)
                     entry.update(val_loss=val_loss, val_nll=val_nll)
                     monitored = val_loss
                 else:
-                    monitored = entry["train_loss"]
+                    monitored = total / max(count, 1)
                 entry["seconds"] = time.perf_counter() - started
-                if dp is not None:
+                if private:
                     entry.update({k: float(v) for k, v in dp.on_epoch_end(epoch).items()})
+                    history.append(entry)
+                    continue
                 history.append(entry)
                 if monitored < best_loss - 1e-6:
                     best_loss, stale = monitored, 0
@@ -864,6 +1015,8 @@ class LoanCascade:
             "train_loans": int(len(train_rows)),
             "validation_loans": int(len(val_rows)),
             "calibration": calibration,
+            "encoder_source": "public domains" if public_domains is not None else "training loans",
+            "encoder_left_out": left_out,
         }
         return self
 
@@ -901,10 +1054,11 @@ class LoanCascade:
         name = column if column and column in loans.columns else id_column
         return loans.get_column(name).cast(pl.String).fill_null("__missing__").rank("dense").to_numpy().astype(np.int64)
 
-    def _split(self, units: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Training and validation rows, splitting by privacy unit so a borrower's loans stay together."""
+    @staticmethod
+    def _split(units: np.ndarray, seed: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation rows (`share` of the units held out), keeping a borrower's loans together."""
         unique = np.unique(units)
-        n_val = int(round(len(unique) * self.config.validation_share))
+        n_val = int(round(len(unique) * share))
         if n_val == 0 or n_val == len(unique):
             return np.arange(len(units)), np.arange(0)
         held = np.random.default_rng(seed).permutation(unique)[:n_val]

@@ -1118,10 +1118,14 @@ class OpacusDPHook:
     The privacy unit is the borrower. `wrap` keeps each borrower's first
     training loan and drops its others, so each sample opacus clips and samples
     is exactly one borrower (opacus bounds per-sample, i.e. per-borrower,
-    gradients). It also resets the state head's output bias, which the cascade
-    initialises from the book's state frequencies, a statistic the accountant
-    never charged. Train with ``validation_share=0``: early stopping on real
-    held-out borrowers is a data-dependent choice outside the accounting.
+    gradients). Under a hook the cascade trains on per-loan losses (opacus'
+    ``loss_reduction="mean"``, so each clipped per-sample gradient is one
+    borrower's own), starts the state head's output bias at zero (`wrap`
+    zeroes it too, for any other caller), trains on every borrower for every
+    configured epoch and keeps the last weights; see
+    `models.cascade.DPTrainingHook` for what the guarantee covers and what is
+    treated as public metadata. An empty Poisson batch still takes its noise
+    step, as the accountant assumes.
     Poisson sampling and the Gaussian noise draw from generators seeded from
     the OS's secret randomness (or opacus' secure mode), not from the
     cascade's public seed, so a DP training run is not reproducible by design.
@@ -1187,7 +1191,7 @@ class OpacusDPHook:
         return self._engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader,
             noise_multiplier=self.spec.effective_noise_multiplier, max_grad_norm=self.max_grad_norm,
-            poisson_sampling=True, noise_generator=noise,
+            poisson_sampling=True, noise_generator=noise, loss_reduction="mean",
         )
 
     def steps_taken(self) -> int:

@@ -18,6 +18,7 @@ from models.accounting import (
     epsilon_for_dpsgd,
     noise_multiplier_for,
     rdp_curve,
+    rdp_curve_cache_info,
     resolve_budget,
     validate_budget,
 )
@@ -267,3 +268,37 @@ def test_valid_budget_passes_and_defaults_stay_below_one_over_n():
     assert default[0] == 3.0
     assert default[1] == pytest.approx(1e-8)
     assert validate_budget(1.0, 0.0) == (1.0, 0.0)
+
+
+def test_a_second_identical_rdp_curve_comes_from_the_cache_and_matches_dp_accounting():
+    # setup
+    import dp_accounting
+    from dp_accounting.rdp import RdpAccountant
+
+    # a configuration no other test uses, so the first call is a miss however the tests are ordered
+    first_spec = _dpsgd(noise=1.2345, rate=0.0321, steps=77)
+    same_mechanism = MechanismSpec(
+        kind="subsampled_gaussian", sigma=2.469, sensitivity=2.0, sampling_rate=0.0321, steps=77, delta=1e-7,
+        description="same noise, rate and steps, another delta and description",
+    )
+    reference = RdpAccountant()
+    reference.compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(0.0321, dp_accounting.GaussianDpEvent(1.2345)), 77
+        )
+    )
+    before = rdp_curve_cache_info()
+    # run
+    first = rdp_curve(first_spec)
+    after_first = rdp_curve_cache_info()
+    second = rdp_curve(same_mechanism)
+    after_second = rdp_curve_cache_info()
+    other = rdp_curve(_dpsgd(noise=1.2345, rate=0.0321, steps=78))
+    # assert
+    assert after_first.misses == before.misses + 1
+    assert after_second.hits == after_first.hits + 1 and after_second.misses == after_first.misses
+    assert second is first
+    assert first.values == tuple(float(v) for v in reference.rdp)
+    assert first.orders == tuple(float(o) for o in reference.orders)
+    assert other.values != first.values
+    assert rdp_curve_cache_info().maxsize is not None

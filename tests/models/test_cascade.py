@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.cascade import CascadeConfig, DPTrainingHook, LoanCascade
+from models.cascade import CascadeConfig, DPTrainingHook, LoanCascade, StaticEncoder, static_columns
 from models.demo import generate_portfolio
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.markov import MarkovBaseline
@@ -321,3 +321,29 @@ def test_unfitted_cascade_refuses_to_sample(book):
     # run / assert
     with pytest.raises(NotFittedError, match="cascade is not fitted"):
         LoanCascade().sample(loans)
+
+
+def test_public_domains_give_an_encoder_that_reads_no_loan_values():
+    # setup
+    loans, perf, schema = make_book(120, months=6, seed=7)
+    other = loans.with_columns((pl.col("dti") * 3.0).alias("dti"), pl.lit("Z").alias("grade"))
+    domains = {
+        "dti": {"low": 0, "high": 100, "bins": 50},
+        "annual_income": {"low": 0, "high": 1_000_000, "bins": 48, "scale": "log1p"},
+        "grade": {"categories": ["A", "B", "C", "D"]},
+    }
+    columns = static_columns(schema, loans)
+    # run
+    first, left_out = StaticEncoder.from_domains(schema, columns, domains)
+    second, _ = StaticEncoder.from_domains(schema, columns, domains)
+    model = LoanCascade(CascadeConfig(**{**SMALL, "epochs": 1})).fit(loans, perf, schema, public_domains=domains)
+    # assert
+    assert first.to_dict() == second.to_dict()
+    dti = next(c for c in first.numeric if c["name"] == "dti")
+    assert dti == {"name": "dti", "mean": 50.0, "std": 25.0, "log": False}
+    income = next(c for c in first.numeric if c["name"] == "annual_income")
+    assert income["log"] and income["mean"] == pytest.approx(np.log1p(1_000_000) / 2)
+    assert first.categorical == [{"name": "grade", "levels": ["A", "B", "C", "D"]}]
+    assert set(left_out) == set(columns) - {"dti", "annual_income", "grade"} - set(first.boolean)
+    assert first.transform(other)[:, len(first.numeric) + len(first.boolean) + 4].all()  # unseen "Z" -> other slot
+    assert model._prep["encoder_source"] == "public domains" and model._prep["encoder"] == first.to_dict()

@@ -373,3 +373,125 @@ def test_dp_hook_refuses_a_unit_count_it_was_not_planned_for():
         LoanCascade(config).fit(loans, perf, schema, dp=hook, privacy_unit_column=None)
     with pytest.raises(InvalidMechanismError, match="subsampled_gaussian"):
         OpacusDPHook(MechanismSpec(kind="pure", epsilon=1.0), n_units=50, batch_size=10)
+
+
+def _cascade_batch(n: int, months: int, seed: int):
+    import torch
+
+    from models.cascade_net import STEP_FEATURES
+
+    generator = torch.Generator().manual_seed(seed)
+    next_state = torch.randint(0, 7, (n, months), generator=generator)
+    next_state[:, months - 2:] = -1  # padded months past each path's end
+    mask = next_state >= 0
+    return (
+        torch.randn(n, 5, generator=generator), torch.randn(n, months, STEP_FEATURES, generator=generator),
+        next_state, torch.rand(n, months, generator=generator), torch.rand(n, months, generator=generator), mask, mask,
+    )
+
+
+def test_dp_per_sample_gradient_of_a_loan_ignores_the_other_loans_in_its_batch():
+    # setup
+    import torch
+    from opacus import GradSampleModule
+
+    from models.cascade import _dp_batch_loss, _losses
+    from models.cascade_net import CascadeNet
+
+    torch.manual_seed(0)
+    net = GradSampleModule(CascadeNet(5, 8, 1, "lstm", recurrent_factory=dp_recurrent_factory, months=6),
+                           loss_reduction="mean")
+    batch = _cascade_batch(4, 6, seed=1)
+    changed = tuple(t.clone() for t in batch)
+    changed[2][1:, :2] = 6 - changed[2][1:, :2]  # other loans' states change...
+    changed[2][3, 2:] = -1  # ...and one path gets shorter, so the batch's count of transitions changes
+    changed = changed[:5] + (changed[2] >= 0, changed[2] >= 0)
+
+    def per_sample(loss_fn, data):
+        net.zero_grad(set_to_none=True)
+        for p in net.parameters():
+            p.grad_sample = None
+        loss_fn(net, data).backward()
+        return torch.cat([p.grad_sample[0].reshape(-1) for p in net.parameters() if p.requires_grad])
+
+    def old_loss(model, data):
+        return _losses(model, data, 1.0)[0]
+
+    def dp_loss(model, data):
+        return _dp_batch_loss(model, data, 1.0)
+
+    # run
+    dp_first, dp_changed = per_sample(dp_loss, batch), per_sample(dp_loss, changed)
+    alone = per_sample(dp_loss, tuple(t[:1] for t in batch))
+    pooled_first, pooled_changed = per_sample(old_loss, batch), per_sample(old_loss, changed)
+    # assert
+    assert torch.allclose(dp_first, dp_changed, atol=1e-6)
+    assert torch.allclose(dp_first, alone, atol=1e-6)
+    # the pooled (non-DP) loss normalises by the batch's transitions, so loan 0's gradient moves with the others
+    assert not torch.allclose(pooled_first, pooled_changed, atol=1e-6)
+
+
+def test_an_empty_poisson_batch_takes_a_noise_step_without_nan():
+    # setup
+    import torch
+
+    from models.cascade import _dp_batch_loss
+    from models.cascade_net import CascadeNet
+
+    torch.manual_seed(0)
+    spec = plan_dpsgd(20, 10, 1, 3.0, 1e-5)
+    hook = OpacusDPHook(spec, n_units=20, batch_size=10)
+    net = CascadeNet(5, 8, 1, "lstm", recurrent_factory=dp_recurrent_factory, months=6)
+    data = _cascade_batch(20, 6, seed=2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=10)
+    model, optimizer, _ = hook.wrap(net, torch.optim.Adam(net.parameters(), lr=0.01), loader,
+                                    privacy_units=np.arange(20))
+    before = [p.detach().clone() for p in net.parameters()]
+    empty = tuple(t[:0] for t in data)
+    # run
+    optimizer.zero_grad(set_to_none=True)
+    loss = _dp_batch_loss(model, empty, 1.0)
+    loss.backward()
+    optimizer.step()
+    # assert
+    assert float(loss.detach()) == 0.0
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))  # the noise was added
+    assert hook.steps_taken() == 1
+
+
+class _BiasRecordingHook:
+    """A DP hook that trains without noise and records the state-head bias and the units `fit` hands it."""
+
+    recurrent_factory = None
+
+    def __init__(self) -> None:
+        self.bias = None
+        self.units: np.ndarray | None = None
+        self.epochs: list[int] = []
+
+    def wrap(self, model, optimizer, data_loader, *, privacy_units):
+        self.bias = model.state_head[-1].bias.detach().clone()
+        self.units = privacy_units
+        return model, optimizer, data_loader
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        self.epochs.append(epoch)
+        return {"dp_epsilon": 0.1 * epoch}
+
+
+def test_dp_fit_trains_every_unit_for_every_epoch_from_a_zero_bias():
+    # setup
+    loans, perf, schema = make_book(120, months=6, seed=6)
+    hook = _BiasRecordingHook()
+    config = CascadeConfig(hidden_size=8, epochs=4, patience=0, batch_size=32, validation_share=0.3, device="cpu")
+    # run
+    private = LoanCascade(config).fit(loans, perf, schema, dp=hook)
+    plain = LoanCascade(config).fit(loans, perf, schema)
+    # assert
+    assert private._prep["validation_loans"] == 0 and private._prep["train_loans"] == loans.height
+    assert len(hook.units) == loans.height
+    assert hook.epochs == [1, 2, 3, 4] and [h["epoch"] for h in private.history] == [1, 2, 3, 4]
+    assert all("train_loss" not in h and "val_loss" not in h for h in private.history)
+    assert hook.bias is not None and not hook.bias.any()
+    assert plain._prep["validation_loans"] > 0 and plain.state_dict()["state_head.2.bias"].abs().sum() > 0
