@@ -7,8 +7,9 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from assets.common import history_of, png_markdown, split_of, tape_schema, tenant_errors, train_split, upload_file
+from assets.common import history_of, png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split, upload_file
 from pipelines.partitions import tenants
+from resources.ledger import PrivacyLedgerResource
 from resources.storage import Artifact
 
 CASCADE_DIR = "cascade"
@@ -26,6 +27,47 @@ class LstmCascadeConfig(dg.Config):
     max_loans: Optional[int] = Field(
         default=None, description="Train on a seeded sample of at most this many loans (None: all train loans)."
     )
+    batch_size: int = Field(default=128, description="Loans (borrowers under DP-SGD) per optimiser step.")
+    max_months_under_dp: int = Field(
+        default=36, description="Under privacy.epsilon: the longest path modelled (public, not read from the data)."
+    )
+
+
+def _public_domains(tenant_config) -> dict:
+    """The tenant's declared domains completed by the documented defaults (both public)."""
+    from models.dp import DEFAULT_DOMAINS
+
+    return {**DEFAULT_DOMAINS, **tenant_config.privacy.domains}
+
+
+def _charge_dpsgd(context, privacy_ledger, raw_loan_tape, tenant_config, settings, train_loans, train_perf, unit):
+    """Plan DP-SGD for the cascade and charge it before training; returns (charge, opacus hook)."""
+    import hashlib
+
+    from models.dp import OpacusDPHook, bound_units, plan_dpsgd
+    from resources.ledger import IdempotencyKey
+    from resources.storage import dumps
+
+    import polars as pl
+
+    id_column = tape_schema(raw_loan_tape).id_column
+    with_history = train_loans.filter(
+        pl.col(id_column).cast(pl.String).is_in(train_perf.get_column("loan_id").unique().implode())
+    )
+    n_units = bound_units(with_history, unit).height
+    epsilon = tenant_config.privacy.dpsgd_epsilon or tenant_config.privacy.epsilon
+    delta = tenant_config.privacy.delta or 1.0 / (10 * max(n_units, 1))
+    spec = plan_dpsgd(n_units, settings.batch_size, settings.epochs, epsilon, delta)
+    key = IdempotencyKey(
+        tenant=context.partition_key,
+        asset="lstm_cascade",
+        input_data_version=raw_loan_tape.document("ingest")["upload_sha256"],
+        config_hash=hashlib.sha256(dumps({"spec": spec.to_dict(), "config": settings.to_dict()}).encode()).hexdigest(),
+        seed=settings.seed,
+    )
+    with privacy_ledger.ledger() as ledger:
+        charge = ledger.charge(tenant=context.partition_key, asset="lstm_cascade", run_id=context.run_id, mechanism=spec, idempotency=key)
+    return charge, OpacusDPHook(spec, n_units=n_units, batch_size=settings.batch_size)
 
 
 def _files_of(folder: Path, prefix: str) -> dict[str, bytes]:
@@ -36,8 +78,13 @@ def load_cascade(artifact: Artifact):
     """The trained cascade of an `lstm_cascade` artifact, or None when the tenant has no history."""
     from models.cascade import LoanCascade
 
-    if artifact.document("status", {}).get("skipped"):
+    status = artifact.document("status", {})
+    if status.get("skipped"):
         return None
+    if status.get("dp"):
+        from models.dp import dp_recurrent_factory
+
+        return LoanCascade.load(artifact.path / CASCADE_DIR, recurrent_factory=dp_recurrent_factory)
     return LoanCascade.load(artifact.path / CASCADE_DIR)
 
 
@@ -55,7 +102,12 @@ def load_cascade(artifact: Artifact):
     ],
     description="An LSTM cascade of each loan's monthly path (state, balance, payment) conditioned on its static attributes.",
 )
-def lstm_cascade(context: dg.AssetExecutionContext, config: LstmCascadeConfig, raw_loan_tape: Artifact):
+def lstm_cascade(
+    context: dg.AssetExecutionContext,
+    config: LstmCascadeConfig,
+    privacy_ledger: PrivacyLedgerResource,
+    raw_loan_tape: Artifact,
+):
     """Train the cascade and the Markov baseline on the train split's histories; score both on the holdout."""
     from models.cascade import CascadeConfig, LoanCascade
     from models.markov import MarkovBaseline
@@ -78,12 +130,34 @@ def lstm_cascade(context: dg.AssetExecutionContext, config: LstmCascadeConfig, r
     train_perf = history_of(train_loans, performance, id_column)
     holdout_perf = history_of(holdout_loans, performance, id_column)
     tenant = context.partition_key
+    tenant_config = tape_config(raw_loan_tape)
+    under_dp = tenant_config.privacy.epsilon is not None
     settings = CascadeConfig(
-        epochs=config.epochs, hidden_size=config.hidden_size, cell=config.cell, seed=config.seed, device=config.device
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        hidden_size=config.hidden_size,
+        cell=config.cell,
+        seed=config.seed,
+        device=config.device,
+        # under DP the path length is a public setting, not read from the histories
+        max_months=config.max_months_under_dp if under_dp else None,
     )
     perf_file = upload_file(raw_loan_tape, "performance")
+    unit = tenant_config.privacy.unit_column or ("borrower_id" if "borrower_id" in train_loans.columns else None)
+    charge, hook = None, None
     with tenant_errors(tenant, perf_file):
-        cascade = LoanCascade(settings).fit(train_loans, train_perf, schema, tenant=tenant, file=perf_file)
+        if under_dp:
+            charge, hook = _charge_dpsgd(context, privacy_ledger, raw_loan_tape, tenant_config, settings, train_loans, train_perf, unit)
+        cascade = LoanCascade(settings).fit(
+            train_loans,
+            train_perf,
+            schema,
+            dp=hook,
+            privacy_unit_column=unit,
+            public_domains=_public_domains(tenant_config) if under_dp else None,
+            tenant=tenant,
+            file=perf_file,
+        )
         markov = MarkovBaseline().fit(train_loans, train_perf, schema, seed=config.seed, tenant=tenant, file=perf_file)
     ll_cascade = cascade.log_likelihood(holdout_loans, holdout_perf)
     ll_markov = markov.log_likelihood(holdout_loans, holdout_perf)
@@ -91,10 +165,17 @@ def lstm_cascade(context: dg.AssetExecutionContext, config: LstmCascadeConfig, r
     fidelity = compare_sequences(holdout_perf, generated, holdout_loans, holdout_loans)
     with tempfile.TemporaryDirectory() as tmp:
         cascade.save(Path(tmp) / CASCADE_DIR)
-        markov.save(Path(tmp) / MARKOV_DIR)
+        if not under_dp:  # the baseline is not private: under DP it is scored, never stored
+            markov.save(Path(tmp) / MARKOV_DIR)
         files = _files_of(Path(tmp), ".")
     files = {name.removeprefix("./"): data for name, data in files.items()}
     curve = training_curve_png(cascade.history, f"{tenant}: cascade training")
+    privacy = (
+        {"label": f"DP-SGD: epsilon={charge.epsilon:.4g}, delta={charge.delta:.3g} (one borrower per unit)",
+         "ledger_charge_id": charge.id}
+        if charge is not None
+        else {"label": "not differentially private (set privacy.epsilon in tenant.yaml to opt in)"}
+    )
     files["plots/training_curve.png"] = curve
     summary = {
         "holdout_log_likelihood": {"cascade": ll_cascade, "markov": ll_markov},
@@ -108,8 +189,17 @@ def lstm_cascade(context: dg.AssetExecutionContext, config: LstmCascadeConfig, r
         "generated": fidelity.synthetic_transition_matrix.round(4).tolist(),
     }
     yield dg.Output(
-        Artifact(documents={"status": {"skipped": False}, "summary": summary, "transition_matrices": matrices}, files=files),
+        Artifact(
+            documents={
+                "status": {"skipped": False, "dp": under_dp},
+                "privacy": privacy,
+                "summary": summary,
+                "transition_matrices": matrices,
+            },
+            files=files,
+        ),
         metadata={
+            "privacy": privacy["label"],
             "train_loans": train_loans.height,
             "epochs_run": len(cascade.history),
             "holdout_loglik_cascade": dg.MetadataValue.float(ll_cascade),

@@ -93,8 +93,9 @@ class PrivacySpec(_Strict):
     dp_split: float = Field(default=0.5, gt=0.0, lt=1.0)  # share of epsilon on the marginals
     domains: dict[str, dict[str, Any]] = Field(default_factory=dict)  # public bounds/categories per column
     unit_column: str | None = None  # the borrower column (one privacy unit); default: borrower_id if present
+    dpsgd_epsilon: float | None = None  # the cascade's DP-SGD epsilon under privacy.epsilon (default: the same epsilon)
 
-    @field_validator("epsilon_budget", "epsilon")
+    @field_validator("epsilon_budget", "epsilon", "dpsgd_epsilon")
     @classmethod
     def _positive_finite(cls, value: float | None) -> float | None:
         if value is not None and (not math.isfinite(value) or value <= 0):

@@ -80,3 +80,33 @@ def test_non_dp_twin_is_labelled_and_charges_nothing(tmp_path):
     assert stored.document("privacy")["label"].startswith("not differentially private")
     with PrivacyLedger(settings.ledger) as ledger:
         assert ledger.status("dpbank").charges == ()
+
+
+def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "dpbank"
+    _write(folder, {"k": 5, "epsilon": 1.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 5.0, "delta": 1e-6, "domains": DOMAINS})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["dpbank"])
+        job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+        result = job.execute_in_process(
+            partition_key="dpbank",
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"lstm_cascade": {"config": {"epochs": 2, "hidden_size": 16}}}},
+            asset_selection=[dg.AssetKey(a) for a in ("raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio")],
+        )
+        # every asset materializes; on a 1,500-loan book at epsilon 1 the DP twin's fidelity check may fail
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert materialized == {"raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"}
+    stored = VersionedStore(settings.data_dir, ["lstm_cascade"], "dpbank").read()
+    assert stored.document("status")["dp"] is True
+    assert stored.document("privacy")["label"].startswith("DP-SGD: epsilon=2")
+    assert not (stored.path / "markov").exists()  # the non-private baseline is scored, never released
+    portfolio = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "dpbank").read()
+    assert portfolio.table("performance").height > 0
+    with PrivacyLedger(settings.ledger) as ledger:
+        charges = ledger.status("dpbank").charges
+    assert sorted(c.asset for c in charges) == ["fitted_copula", "lstm_cascade"]
+    dpsgd = next(c for c in charges if c.asset == "lstm_cascade")
+    assert dpsgd.mechanism.kind == "subsampled_gaussian" and abs(dpsgd.epsilon - 2.0) < 0.05
