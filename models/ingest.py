@@ -1386,8 +1386,11 @@ def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None
             column=cols["status"],
             fix=f"use one of {', '.join(STATES)} (or a common alias such as 30, 60, 90+, charged off, paid off), or map them before upload.",
         )
-    mapped = pl.lit(raw.replace_strict(canonical, default=None, return_dtype=pl.String))
-    return mapped if derived is None else pl.coalesce(mapped, derived)
+    mapped = raw.replace_strict(canonical, default=None, return_dtype=pl.String)
+    if derived is None or mapped.null_count() == 0:
+        # Days past due only stand in for missing labels: skip building them for 20M rows when none is missing.
+        return pl.lit(mapped)
+    return pl.coalesce(pl.lit(mapped), derived)
 
 
 def validate_performance(
