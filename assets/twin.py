@@ -25,10 +25,6 @@ def load_twin(artifact: Artifact):
     """The fitted engine stored in a `fitted_copula` artifact (whichever engine saved it)."""
     from models.copula import load_engine
 
-    if artifact.document("engine")["name"] == DP_ENGINE:
-        from models.dp import DPGaussianCopula
-
-        return DPGaussianCopula.load(artifact.path / MODEL_DIR)
     return load_engine(artifact.path / MODEL_DIR)
 
 

@@ -1588,13 +1588,21 @@ def make_engine(name: str = "credittwin", **kwargs: Any) -> "SegmentedCopulaTwin
     raise InvalidDataError(f"unknown copula engine {name!r}.", fix='set engine to "credittwin" or "copulas".')
 
 
-def load_engine(path: Path) -> "GaussianCopulaTwin | SegmentedCopulaTwin | CopulasEngine":
+def load_engine(path: Path) -> "GaussianCopulaTwin | SegmentedCopulaTwin | CopulasEngine | DPGaussianCopula":
     """Load any saved copula engine, dispatching on the `format` of its model.json.
+
+    A differentially private twin is saved as an ordinary twin plus its DP plan
+    (models.dp.DP_FILE); it is loaded as a `DPGaussianCopula`, never as the bare
+    twin, so its privacy label cannot be lost on the way.
 
     Raises:
         InvalidDataError: a missing or unreadable model.json, or an unknown format.
     """
     path = Path(path)
+    from models.dp import DP_FILE, DPGaussianCopula
+
+    if (path / DP_FILE).exists():
+        return DPGaussianCopula.load(path)
     try:
         model = json.loads((path / "model.json").read_text())
     except (OSError, ValueError) as exc:

@@ -222,6 +222,11 @@ def test_dp_copula_fits_and_samples_within_public_domains(demo, tmp_path):
     model.save(tmp_path / "dp")
     again = DPGaussianCopula.load(tmp_path / "dp")
     assert again.sample(200, seed=9).equals(model.sample(200, seed=9))
+    from models.copula import load_engine
+
+    loaded = load_engine(tmp_path / "dp")  # the generic loader keeps the DP model (and its label)
+    assert isinstance(loaded, DPGaussianCopula)
+    assert loaded.summary()["differential_privacy"]["epsilon"] == pytest.approx(8.0)
 
 
 def test_dp_copula_refuses_a_table_that_needs_a_different_plan(demo):
