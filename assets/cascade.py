@@ -7,8 +7,20 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from assets.common import history_of, png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split, upload_file
+from assets.common import (
+    charge_privacy,
+    history_of,
+    png_markdown,
+    split_of,
+    stored_release,
+    tape_config,
+    tape_schema,
+    tenant_errors,
+    train_split,
+    upload_file,
+)
 from pipelines.partitions import tenants
+from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
 from resources.storage import Artifact
 
@@ -40,15 +52,11 @@ def _public_domains(tenant_config) -> dict:
     return {**DEFAULT_DOMAINS, **tenant_config.privacy.domains}
 
 
-def _charge_dpsgd(context, privacy_ledger, raw_loan_tape, tenant_config, settings, train_loans, train_perf, unit):
-    """Plan DP-SGD for the cascade and charge it before training; returns (charge, opacus hook)."""
-    import hashlib
-
-    from models.dp import OpacusDPHook, bound_units, plan_dpsgd
-    from resources.ledger import IdempotencyKey
-    from resources.storage import dumps
-
+def _plan_dpsgd(raw_loan_tape, tenant_config, cascade_config, train_loans, train_perf, unit):
+    """The DP-SGD spend of the cascade fit, from public counts: (mechanism spec, number of borrowers)."""
     import polars as pl
+
+    from models.dp import bound_units, plan_dpsgd
 
     id_column = tape_schema(raw_loan_tape).id_column
     with_history = train_loans.filter(
@@ -57,21 +65,17 @@ def _charge_dpsgd(context, privacy_ledger, raw_loan_tape, tenant_config, setting
     n_units = bound_units(with_history, unit).height
     epsilon = tenant_config.privacy.dpsgd_epsilon or tenant_config.privacy.epsilon
     delta = tenant_config.privacy.delta or 1.0 / (10 * max(n_units, 1))
-    spec = plan_dpsgd(n_units, settings.batch_size, settings.epochs, epsilon, delta)
-    key = IdempotencyKey(
-        tenant=context.partition_key,
-        asset="lstm_cascade",
-        input_data_version=raw_loan_tape.document("ingest")["upload_sha256"],
-        config_hash=hashlib.sha256(dumps({"spec": spec.to_dict(), "config": settings.to_dict()}).encode()).hexdigest(),
-        seed=settings.seed,
+    return plan_dpsgd(n_units, cascade_config.batch_size, cascade_config.epochs, epsilon, delta), n_units
+
+
+def _check_result(summary: dict) -> dg.AssetCheckResult:
+    ll = summary["holdout_log_likelihood"]
+    return dg.AssetCheckResult(
+        check_name="cascade_beats_markov",
+        passed=bool(ll["cascade"] > ll["markov"]),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"cascade": ll["cascade"], "markov": ll["markov"], "margin": ll["cascade"] - ll["markov"]},
     )
-    with privacy_ledger.ledger() as ledger:
-        charge = ledger.charge(tenant=context.partition_key, asset="lstm_cascade", run_id=context.run_id, mechanism=spec, idempotency=key)
-    return charge, OpacusDPHook(spec, n_units=n_units, batch_size=settings.batch_size)
-
-
-def _files_of(folder: Path, prefix: str) -> dict[str, bytes]:
-    return {f"{prefix}/{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def load_cascade(artifact: Artifact):
@@ -105,6 +109,7 @@ def load_cascade(artifact: Artifact):
 def lstm_cascade(
     context: dg.AssetExecutionContext,
     config: LstmCascadeConfig,
+    settings: CreditTwinSettings,
     privacy_ledger: PrivacyLedgerResource,
     raw_loan_tape: Artifact,
 ):
@@ -132,7 +137,7 @@ def lstm_cascade(
     tenant = context.partition_key
     tenant_config = tape_config(raw_loan_tape)
     under_dp = tenant_config.privacy.epsilon is not None
-    settings = CascadeConfig(
+    cascade_config = CascadeConfig(
         epochs=config.epochs,
         batch_size=config.batch_size,
         hidden_size=config.hidden_size,
@@ -147,8 +152,26 @@ def lstm_cascade(
     charge, hook = None, None
     with tenant_errors(tenant, perf_file):
         if under_dp:
-            charge, hook = _charge_dpsgd(context, privacy_ledger, raw_loan_tape, tenant_config, settings, train_loans, train_perf, unit)
-        cascade = LoanCascade(settings).fit(
+            from models.dp import OpacusDPHook
+
+            spec, n_units = _plan_dpsgd(raw_loan_tape, tenant_config, cascade_config, train_loans, train_perf, unit)
+            charge = charge_privacy(
+                privacy_ledger,
+                context,
+                asset="lstm_cascade",
+                mechanism=spec,
+                input_version=raw_loan_tape.document("ingest")["upload_sha256"],
+                config={"spec": spec.to_dict(), "config": cascade_config.to_dict()},
+                seed=cascade_config.seed,
+            )
+            stored = stored_release(settings.root, "lstm_cascade", tenant, charge.idempotency_hash)
+            if stored is not None:
+                context.log.info("this DP-SGD training was already charged and stored; re-releasing the stored model")
+                yield dg.Output(stored, metadata={"privacy": stored.document("privacy")["label"], "re_released": True})
+                yield _check_result(stored.document("summary"))
+                return
+            hook = OpacusDPHook(spec, n_units=n_units, batch_size=cascade_config.batch_size)
+        cascade = LoanCascade(cascade_config).fit(
             train_loans,
             train_perf,
             schema,
@@ -167,12 +190,11 @@ def lstm_cascade(
         cascade.save(Path(tmp) / CASCADE_DIR)
         if not under_dp:  # the baseline is not private: under DP it is scored, never stored
             markov.save(Path(tmp) / MARKOV_DIR)
-        files = _files_of(Path(tmp), ".")
-    files = {name.removeprefix("./"): data for name, data in files.items()}
+        files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
     curve = training_curve_png(cascade.history, f"{tenant}: cascade training")
     privacy = (
         {"label": f"DP-SGD: epsilon={charge.epsilon:.4g}, delta={charge.delta:.3g} (one borrower per unit)",
-         "ledger_charge_id": charge.id}
+         "ledger_charge_id": charge.id, "idempotency_hash": charge.idempotency_hash}
         if charge is not None
         else {"label": "not differentially private (set privacy.epsilon in tenant.yaml to opt in)"}
     )
@@ -211,12 +233,7 @@ def lstm_cascade(
             "training_curve": png_markdown(curve, "training curve"),
         },
     )
-    yield dg.AssetCheckResult(
-        check_name="cascade_beats_markov",
-        passed=bool(ll_cascade > ll_markov),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"cascade": ll_cascade, "markov": ll_markov, "margin": ll_cascade - ll_markov},
-    )
+    yield _check_result(summary)
 
 
 def transition_markdown(matrices: dict[str, list[list[float]]]) -> str:

@@ -59,3 +59,54 @@ def tenant_errors(tenant: str, file: str | None = None):
             description=str(error),
             metadata={"tenant": tenant, "file": error.file or "", "column": error.column or "", "fix": error.fix or ""},
         ) from error
+
+
+def charge_privacy(privacy_ledger, context, *, asset: str, mechanism, input_version: str, config: object, seed):
+    """Charge `mechanism` to the tenant's ledger before the private computation of `asset` runs.
+
+    The idempotency key is (tenant, asset, input data version, SHA-256 of
+    `config`, seed): a retry or re-execution of the same computation returns
+    the earlier charge instead of charging again. Over budget it raises with
+    spent, requested and remaining, and nothing private has run.
+    """
+    import hashlib
+
+    from resources.ledger import IdempotencyKey
+    from resources.storage import dumps
+
+    tenant = context.partition_key
+    key = IdempotencyKey(
+        tenant=tenant,
+        asset=asset,
+        input_data_version=input_version,
+        config_hash=hashlib.sha256(dumps(config).encode()).hexdigest(),
+        seed=seed,
+    )
+    with privacy_ledger.ledger() as ledger:
+        return ledger.charge(tenant=tenant, asset=asset, run_id=context.run_id, mechanism=mechanism, idempotency=key)
+
+
+def stored_release(data_root, asset: str, tenant: str, idempotency_hash: str) -> Artifact | None:
+    """The stored output that was made under this charge, or None.
+
+    A DP computation draws fresh noise each time, so re-running one under an
+    existing charge would release a second noisy output nobody paid for: the
+    caller re-releases this stored one instead. When nothing was stored (the
+    run died between charge and store), the earlier noise was never released
+    and computing afresh is safe.
+    """
+    from resources.storage import VersionedStore
+
+    store = VersionedStore(data_root, [asset], tenant)
+    if store.current() is None:
+        return None
+    previous = store.read()
+    if previous.document("privacy", {}).get("idempotency_hash") != idempotency_hash:
+        return None
+    # Model and plot files live in sub-folders; the top level holds only the manifest, tables and documents.
+    files = {
+        str(p.relative_to(previous.path)): p.read_bytes()
+        for p in previous.path.rglob("*")
+        if p.is_file() and p.parent != previous.path
+    }
+    return Artifact(tables=dict(previous.tables), documents=dict(previous.documents), files=files)

@@ -7,14 +7,24 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from assets.common import history_of, png_markdown, tape_config, tape_schema, tenant_errors, train_split, upload_file
+from assets.common import (
+    charge_privacy,
+    history_of,
+    png_markdown,
+    stored_release,
+    tape_config,
+    tape_schema,
+    tenant_errors,
+    train_split,
+    upload_file,
+)
 from models.errors import InvalidDataError
 from models.schema import ColumnType, TableSchema
 from models.tape import target_indicator
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
-from resources.storage import Artifact, dumps
+from resources.storage import Artifact
 
 MODEL_DIR = "model"
 DP_ENGINE = "credittwin-dp"
@@ -46,31 +56,18 @@ def _dp_plan(train, schema: TableSchema, config, tenant: str):
     )
 
 
-def _charge_before_fit(privacy_ledger: PrivacyLedgerResource, context, plan, input_version: str):
-    """Charge the plan's composed spend to the tenant's ledger; refused (and nothing runs) when over budget."""
-    import hashlib
-
+def _plan_mechanism(plan):
+    """The DP copula plan's composed spend as one ledger charge (its releases are all pure-epsilon)."""
     from models.accounting import MechanismSpec
-    from resources.ledger import IdempotencyKey
 
-    tenant = context.partition_key
     composition = plan.composition()
-    mechanism = MechanismSpec(
+    return MechanismSpec(
         kind="pure",
         epsilon=composition.epsilon,
         delta=composition.delta,
         description=f"DP copula: {len(plan.mechanisms)} releases ({', '.join(m.kind for m in plan.mechanisms)}), "
         f"composed by {composition.accountant}",
     )
-    key = IdempotencyKey(
-        tenant=tenant,
-        asset="fitted_copula",
-        input_data_version=input_version,
-        config_hash=hashlib.sha256(dumps(plan.to_dict()).encode()).hexdigest(),
-        seed=None,
-    )
-    with privacy_ledger.ledger() as ledger:
-        return ledger.charge(tenant=tenant, asset="fitted_copula", run_id=context.run_id, mechanism=mechanism, idempotency=key)
 
 
 @dg.asset(
@@ -107,11 +104,22 @@ def fitted_copula(
 
             engine = DP_ENGINE
             plan = _dp_plan(train, schema, config, tenant)
-            charge = _charge_before_fit(privacy_ledger, context, plan, raw_loan_tape.document("ingest")["upload_sha256"])
-            stored = _stored_fit(settings, tenant, charge.idempotency_hash)
+            charge = charge_privacy(
+                privacy_ledger,
+                context,
+                asset="fitted_copula",
+                mechanism=_plan_mechanism(plan),
+                input_version=raw_loan_tape.document("ingest")["upload_sha256"],
+                config=plan.to_dict(),
+                seed=None,
+            )
+            stored = stored_release(settings.root, "fitted_copula", tenant, charge.idempotency_hash)
             if stored is not None:
                 context.log.info("this DP fit was already charged and stored; re-releasing the stored model")
-                return stored
+                return dg.Output(
+                    stored,
+                    metadata={"engine": DP_ENGINE, "privacy": stored.document("privacy")["label"], "re_released": True},
+                )
             twin = DPGaussianCopula(plan).fit(train, schema, tenant=tenant)
         else:
             twin = make_engine(
@@ -121,9 +129,7 @@ def fitted_copula(
         twin.save(Path(tmp) / MODEL_DIR)
         files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
     summary = twin.summary()
-    correlation = twin.twin.correlation if engine == DP_ENGINE else twin.correlation
-    names = twin.twin.latent_columns if engine == DP_ENGINE else twin.latent_columns
-    heatmap = correlation_heatmap_png(correlation, names, f"{tenant}: latent correlation")
+    heatmap = correlation_heatmap_png(twin.correlation, twin.latent_columns, f"{tenant}: latent correlation")
     files["plots/correlation.png"] = heatmap
     privacy = summary.get("differential_privacy") or {"label": NON_DP_LABEL}
     if charge is not None:
@@ -142,28 +148,6 @@ def fitted_copula(
             "constraints": dg.MetadataValue.json(summary.get("constraints", [])),
             "correlation_heatmap": png_markdown(heatmap, "latent correlation"),
         },
-    )
-
-
-def _stored_fit(settings: CreditTwinSettings, tenant: str, idempotency_hash: str):
-    """The stored DP fit made under this charge, as an Output to re-release, or None."""
-    from resources.storage import VersionedStore
-
-    store = VersionedStore(settings.root, ["fitted_copula"], tenant)
-    if store.current() is None:
-        return None
-    previous = store.read()
-    if previous.document("privacy", {}).get("idempotency_hash") != idempotency_hash:
-        return None
-    # Model and plot files live in sub-folders; the top level holds only the manifest and the documents.
-    files = {
-        str(p.relative_to(previous.path)): p.read_bytes()
-        for p in previous.path.rglob("*")
-        if p.is_file() and p.parent != previous.path
-    }
-    return dg.Output(
-        Artifact(documents=dict(previous.documents), files=files),
-        metadata={"engine": DP_ENGINE, "privacy": previous.document("privacy")["label"], "re_released": True},
     )
 
 

@@ -1030,6 +1030,15 @@ class DPGaussianCopula:
         """Sample `n` synthetic rows (post-processing: spends no privacy); see `GaussianCopulaTwin.sample`."""
         return self._require().sample(n, seed=seed, conditions=conditions)
 
+    @property
+    def correlation(self) -> np.ndarray:
+        """The latent correlation of the twin built from the noisy releases."""
+        return self._require().correlation
+
+    @property
+    def latent_columns(self) -> list[str]:
+        return self._require().latent_columns
+
     def summary(self) -> dict[str, Any]:
         """The twin's summary plus the privacy guarantee, for asset metadata and reports."""
         out = self._require().summary()

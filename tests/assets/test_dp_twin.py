@@ -110,3 +110,20 @@ def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path)
     assert sorted(c.asset for c in charges) == ["fitted_copula", "lstm_cascade"]
     dpsgd = next(c for c in charges if c.asset == "lstm_cascade")
     assert dpsgd.mechanism.kind == "subsampled_gaussian" and abs(dpsgd.epsilon - 2.0) < 0.05
+    # re-executing the same training is not charged again and releases the stored model, not fresh noise
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["dpbank"])
+        job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+        again = job.execute_in_process(
+            partition_key="dpbank",
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"lstm_cascade": {"config": {"epochs": 2, "hidden_size": 16}}}},
+            asset_selection=[dg.AssetKey("lstm_cascade")],
+        )
+        assert again.success
+    assert VersionedStore(settings.data_dir, ["lstm_cascade"], "dpbank").read().manifest["content_sha256"] == (
+        stored.manifest["content_sha256"]
+    )
+    with PrivacyLedger(settings.ledger) as ledger:
+        assert len(ledger.status("dpbank").charges) == 2
