@@ -186,11 +186,40 @@ def _annual_income(inputs: _Inputs) -> tuple[pl.Expr, str] | None:
     return None
 
 
+def _percent_feature(
+    inputs: _Inputs,
+    report: FeatureReport,
+    exprs: list[pl.Expr],
+    name: str,
+    canonical: str,
+    fraction_max: float,
+    computed: tuple[pl.Expr, str] | None,
+    skipped_reason: str,
+) -> None:
+    """A percentage feature: the tape's own column (a fraction when its maximum is <= `fraction_max`),
+    with `computed` filling its nulls; else `computed` alone; else recorded as skipped."""
+    if inputs.has(canonical):
+        as_fraction = (inputs.max_of(canonical) or 0.0) <= fraction_max
+        tape = _num(inputs[canonical]) * (100.0 if as_fraction else 1.0)
+        tape = pl.when(tape.is_finite()).then(tape).otherwise(None)
+        formula = f"{inputs[canonical]}" + (" (a fraction)*100" if as_fraction else " (percent, as given)")
+        if computed is not None:
+            tape = pl.coalesce(tape, computed[0])
+            formula += f", else {computed[1]}"
+        exprs.append(tape.alias(name))
+        report.built[name] = formula
+    elif computed is not None:
+        exprs.append(computed[0].alias(name))
+        report.built[name] = computed[1]
+    else:
+        report.skipped[name] = skipped_reason
+
+
 def _loan_features(inputs: _Inputs, report: FeatureReport) -> list[pl.Expr]:
     exprs: list[pl.Expr] = []
     income = _annual_income(inputs)
 
-    # debt_to_income: the tape's own figure first, computed where it is null.
+    # debt_to_income and loan_to_value: the tape's own figure first, computed where it is null.
     computed_dti: tuple[pl.Expr, str] | None = None
     debt = next((c for c in ("monthly_debt", "installment") if inputs.has(c)), None)
     if income is not None and debt is not None:
@@ -198,26 +227,11 @@ def _loan_features(inputs: _Inputs, report: FeatureReport) -> list[pl.Expr]:
             _safe_ratio(12.0 * _num(inputs[debt]), income[0]) * 100.0,
             f"12*{inputs[debt]}/{income[1]}*100",
         )
-    if inputs.has("dti"):
-        as_fraction = (inputs.max_of("dti") or 0.0) <= _DTI_FRACTION_MAX
-        tape = _num(inputs["dti"]) * (100.0 if as_fraction else 1.0)
-        tape = pl.when(tape.is_finite()).then(tape).otherwise(None)
-        formula = f"{inputs['dti']}" + (" (a fraction)*100" if as_fraction else " (percent, as given)")
-        if computed_dti is not None:
-            tape = pl.coalesce(tape, computed_dti[0])
-            formula += f", else {computed_dti[1]}"
-        exprs.append(tape.alias("debt_to_income"))
-        report.built["debt_to_income"] = formula
-    elif computed_dti is not None:
-        exprs.append(computed_dti[0].alias("debt_to_income"))
-        report.built["debt_to_income"] = computed_dti[1]
-    else:
-        report.skipped["debt_to_income"] = (
-            "needs dti, or annual_income (or monthly_income) with monthly_debt or installment: "
-            + inputs.missing("dti", "annual_income", "monthly_debt", "installment")
-        )
-
-    # loan_to_value: the tape's own figure first, computed where it is null.
+    _percent_feature(
+        inputs, report, exprs, "debt_to_income", "dti", _DTI_FRACTION_MAX, computed_dti,
+        "needs dti, or annual_income (or monthly_income) with monthly_debt or installment: "
+        + inputs.missing("dti", "annual_income", "monthly_debt", "installment"),
+    )
     computed_ltv: tuple[pl.Expr, str] | None = None
     value = next((c for c in ("property_value", "collateral_value") if inputs.has(c)), None)
     if inputs.has("loan_amount") and value is not None:
@@ -225,23 +239,11 @@ def _loan_features(inputs: _Inputs, report: FeatureReport) -> list[pl.Expr]:
             _safe_ratio(_num(inputs["loan_amount"]), _num(inputs[value])) * 100.0,
             f"{inputs['loan_amount']}/{inputs[value]}*100",
         )
-    if inputs.has("ltv"):
-        as_fraction = (inputs.max_of("ltv") or 0.0) <= _LTV_FRACTION_MAX
-        tape = _num(inputs["ltv"]) * (100.0 if as_fraction else 1.0)
-        tape = pl.when(tape.is_finite()).then(tape).otherwise(None)
-        formula = f"{inputs['ltv']}" + (" (a fraction)*100" if as_fraction else " (percent, as given)")
-        if computed_ltv is not None:
-            tape = pl.coalesce(tape, computed_ltv[0])
-            formula += f", else {computed_ltv[1]}"
-        exprs.append(tape.alias("loan_to_value"))
-        report.built["loan_to_value"] = formula
-    elif computed_ltv is not None:
-        exprs.append(computed_ltv[0].alias("loan_to_value"))
-        report.built["loan_to_value"] = computed_ltv[1]
-    else:
-        report.skipped["loan_to_value"] = "needs ltv, or loan_amount with property_value or collateral_value: " + (
-            inputs.missing("ltv", "loan_amount", "property_value")
-        )
+    _percent_feature(
+        inputs, report, exprs, "loan_to_value", "ltv", _LTV_FRACTION_MAX, computed_ltv,
+        "needs ltv, or loan_amount with property_value or collateral_value: "
+        + inputs.missing("ltv", "loan_amount", "property_value"),
+    )
 
     if inputs.has("revolving_balance", "credit_limit"):
         exprs.append(
