@@ -5,7 +5,7 @@ import hashlib
 import dagster as dg
 
 from models.errors import CreditTwinError
-from models.tape import find_upload, fingerprint, read_tape
+from models.tape import find_upload, read_tape
 from models.tenant import TENANT_FILE, validate_tenant_id
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
@@ -78,7 +78,6 @@ def raw_loan_tape(
     upload = None
     try:
         upload = find_upload(folder, tenant)
-        upload_sha = fingerprint(upload)
         tape = read_tape(upload)
     except CreditTwinError as error:
         error.with_context(tenant=tenant)
@@ -115,6 +114,7 @@ def raw_loan_tape(
         write_rejection(folder, TENANT_FILE, str(error))
         raise dg.Failure(description=str(error), metadata={"tenant": tenant, "file": TENANT_FILE}) from error
     clear_rejections(folder)
+    upload_sha = tape.upload_sha256
     train_rows = tape.split("train").height
     documents = {
         "schema": tape.schema.to_dict(),

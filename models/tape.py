@@ -8,6 +8,7 @@ the files' own hashes), which keys runs so the same upload never runs twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,18 @@ def find_upload(folder: Path, tenant: str) -> Upload:
     return Upload(tenant=tenant, folder=folder, loans=loans, performance=performance, config=config if config.is_file() else None)
 
 
-def fingerprint(upload: Upload) -> str:
-    """SHA-256 over each upload file's name and SHA-256: the upload's identity."""
+def fingerprint(upload: Upload, known: Mapping[str, str] | None = None) -> str:
+    """SHA-256 over each upload file's name and SHA-256: the upload's identity.
+
+    `known` maps file names to SHA-256s already computed (by `read_table`, which
+    hashes what it reads), so a large file is not read once more just to hash it.
+    """
     from models.ingest import file_sha256
 
+    known = known or {}
     digest = hashlib.sha256()
     for path in upload.files:
-        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+        digest.update(f"{path.name}\0{known.get(path.name) or file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -116,6 +122,7 @@ class LoanTape:
     schema: TableSchema
     config: TenantConfig
     missing_columns: dict[str, list[str]]  # config key -> declared columns absent from the file
+    upload_sha256: str  # `fingerprint` of exactly the files that were read
     reports: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -181,5 +188,15 @@ def read_tape(upload: Upload) -> LoanTape:
         performance = validate_performance(
             raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column, mapping=mapping
         )
-    return LoanTape(tenant=tenant, loans=loans, performance=performance, schema=schema, config=config, missing_columns=missing, reports=reports)
+    read_hashes = {report["file"]: report["sha256"] for report in reports.values()}
+    return LoanTape(
+        tenant=tenant,
+        loans=loans,
+        performance=performance,
+        schema=schema,
+        config=config,
+        missing_columns=missing,
+        upload_sha256=fingerprint(upload, read_hashes),
+        reports=reports,
+    )
 

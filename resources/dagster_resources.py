@@ -41,11 +41,12 @@ class ExpectationsResource(dg.ConfigurableResource):
     interest_rate_max: float = Field(default=100.0, description="Highest plausible interest rate (percent).")
 
     def validate_tape(self, tape) -> list:
+        from models.tape import SPLIT_COLUMN
         from resources.expectations import validate_loan_tape
 
         declared = sorted({c for names in tape.config.loan_columns().values() for c in names})
         return validate_loan_tape(
-            tape.loans.drop("_split"),
+            tape.loans.drop(SPLIT_COLUMN),
             schema=tape.schema,
             declared_columns=declared,
             performance=tape.performance,
