@@ -15,13 +15,13 @@ denominator gives null, never inf.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from models.errors import InvalidDataError
+from models.schema import resolve_aliases
 from models.states import ABSORBING, STATE_ALIASES, STATES
 
 CANONICAL_ALIASES: dict[str, tuple[str, ...]] = {
@@ -91,10 +91,6 @@ class FeatureReport:
         return {"built": dict(self.built), "skipped": dict(self.skipped)}
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
-
-
 def resolve_columns(columns: list[str]) -> dict[str, str]:
     """Map each canonical input name to the column of `columns` that holds it.
 
@@ -110,19 +106,7 @@ def resolve_columns(columns: list[str]) -> dict[str, str]:
     Returns:
         canonical name -> actual column name, only for the names found.
     """
-    by_normalised: dict[str, str] = {}
-    for name in sorted(columns):
-        by_normalised.setdefault(_normalise(name), name)
-    resolved: dict[str, str] = {}
-    claimed: set[str] = set()
-    for canonical, aliases in CANONICAL_ALIASES.items():
-        for alias in aliases:
-            actual = by_normalised.get(alias)
-            if actual is not None and actual not in claimed:
-                resolved[canonical] = actual
-                claimed.add(actual)
-                break
-    return resolved
+    return resolve_aliases(columns, CANONICAL_ALIASES)
 
 
 def _is_numeric(frame: pl.DataFrame, column: str) -> bool:

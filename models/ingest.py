@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import InvalidDataError, TenantConfigError, ValidationErrors
-from models.schema import ColumnType
+from models.schema import ColumnType, normalise_column_name, resolve_aliases
 from models.states import STATE_ALIASES, STATES
 
 SNIFF_BYTES = 64 * 1024
@@ -1277,10 +1277,6 @@ PERFORMANCE_ALIASES: dict[str, tuple[str, ...]] = {
 _REPORTING_MONTH_ALIASES = ("reporting_month", "report_month", "reporting_date", "report_date", "as_of_date", "asof_date", "snapshot_date", "date")
 
 
-def _normal_name(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
-
-
 def _resolve_performance_columns(
     perf: pl.DataFrame, *, mapping: dict, loan_id_column: str, tenant: str | None, file: str | None
 ) -> dict[str, str]:
@@ -1306,20 +1302,10 @@ def _resolve_performance_columns(
                 fix=f"set performance.{key} to one of the file's columns ({', '.join(perf.columns[:12])}).",
             )
         resolved[key] = column
-    by_normal = {_normal_name(c): c for c in perf.columns}
-    taken = set(resolved.values())
-    for key in PERFORMANCE_COLUMNS:
-        if key in resolved:
-            continue
-        aliases = PERFORMANCE_ALIASES[key]
-        if key == "loan_id":
-            aliases = (_normal_name(loan_id_column),) + aliases
-        for alias in aliases:
-            column = by_normal.get(alias)
-            if column is not None and column not in taken:
-                resolved[key] = column
-                taken.add(column)
-                break
+    # The loans file's own id name is the likeliest name of the history's loan id.
+    aliases = {key: PERFORMANCE_ALIASES[key] for key in PERFORMANCE_COLUMNS}
+    aliases["loan_id"] = (normalise_column_name(loan_id_column),) + aliases["loan_id"]
+    resolved = resolve_aliases(perf.columns, aliases, resolved=resolved)
     missing = [k for k in ("loan_id", "period") if k not in resolved]
     if "status" not in resolved and "days_past_due" not in resolved:
         missing.append("status (or days_past_due)")
@@ -1474,7 +1460,7 @@ def validate_performance(
     period, month = _months_on_book(work, source=cols["period"], tenant=tenant, file=file)
     if month is None:
         used = set(cols.values())
-        extra = next((c for c in perf.columns if c not in used and _normal_name(c) in _REPORTING_MONTH_ALIASES and perf.schema[c] == pl.Date), None)
+        extra = next((c for c in perf.columns if c not in used and normalise_column_name(c) in _REPORTING_MONTH_ALIASES and perf.schema[c] == pl.Date), None)
         if extra is not None:
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
     status = _status_expr(work, cols, tenant=tenant, file=file).alias("status")

@@ -209,3 +209,37 @@ def infer_schema(
         target=target,
         target_positive=list(target_positive or []),
     )
+
+
+def normalise_column_name(name: str) -> str:
+    """A column name as matched against aliases: lower case, spaces and dashes read as underscores."""
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def resolve_aliases(
+    columns: list[str], aliases: dict[str, tuple[str, ...]], *, resolved: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Map each canonical name of `aliases` to the column of `columns` that holds it.
+
+    Canonical names are tried in the order of `aliases`, each with its aliases
+    in order; the first alias a column answers to wins, and a column serves one
+    canonical name at most. Names already in `resolved` (declared mappings)
+    keep their column. Matching uses `normalise_column_name`; when two columns
+    normalise alike, the first in sorted order is used, so the result never
+    depends on column positions.
+    """
+    out = dict(resolved or {})
+    by_normalised: dict[str, str] = {}
+    for name in sorted(columns):
+        by_normalised.setdefault(normalise_column_name(name), name)
+    claimed = set(out.values())
+    for canonical, names in aliases.items():
+        if canonical in out:
+            continue
+        for alias in names:
+            actual = by_normalised.get(alias)
+            if actual is not None and actual not in claimed:
+                out[canonical] = actual
+                claimed.add(actual)
+                break
+    return out
