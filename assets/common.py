@@ -110,3 +110,55 @@ def stored_release(data_root, asset: str, tenant: str, idempotency_hash: str) ->
         if p.is_file() and p.parent != previous.path
     }
     return Artifact(tables=dict(previous.tables), documents=dict(previous.documents), files=files)
+
+
+_CODE_VERSION: list[str] = []
+
+
+def code_version() -> str:
+    """The code that made an output: $CREDITTWIN_CODE_VERSION, else the git commit of the checkout, else the package version.
+
+    A checkout with uncommitted changes is marked "-dirty", so a certificate
+    never claims a commit it was not made from.
+    """
+    import os
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    if _CODE_VERSION:
+        return _CODE_VERSION[0]
+    configured = os.environ.get("CREDITTWIN_CODE_VERSION", "").strip()
+    result = configured
+    if not result:
+        root = Path(__file__).resolve().parents[1]
+        try:
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=5, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+            result = f"git:{commit}" + ("-dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            try:
+                result = f"credittwin=={version('credittwin')}"
+            except PackageNotFoundError:
+                result = "unknown"
+    _CODE_VERSION.append(result)
+    return result
+
+
+def upstream_versions(context, assets, tenant: str) -> dict[str, dict]:
+    """The latest data version, run and storage id of each of `assets` for `tenant`, as the instance recorded them."""
+    out: dict[str, dict] = {}
+    for name in assets:
+        record = context.instance.get_latest_data_version_record(dg.AssetKey(name), partition_key=tenant)
+        if record is None or record.asset_materialization is None:
+            continue
+        materialization = record.asset_materialization
+        content = materialization.metadata.get("content_sha256")
+        out[name] = {
+            "data_version": (materialization.tags or {}).get("dagster/data_version"),
+            "content_sha256": content.value if content is not None else None,
+            "run_id": record.run_id,
+        }
+    return out

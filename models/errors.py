@@ -77,3 +77,7 @@ class ValidationErrors(InvalidDataError):
         self.problems = list(problems)
         text = f"{len(self.problems)} problem(s): " + " | ".join(str(p) for p in self.problems)
         super().__init__(text, tenant=tenant, file=file)
+
+
+class CertificateError(CreditTwinError):
+    """A privacy certificate that cannot be issued, signed or read (failed audit, missing or unsafe key)."""

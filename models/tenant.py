@@ -140,9 +140,43 @@ class FixedCombinationsConstraint(_Strict):
     columns: list[str] = Field(min_length=2)
 
 
+class AuditSpec(_Strict):
+    """The privacy audit's sampling and the release policy its figures must meet (`models.audit`).
+
+    Thresholds: exact matches, the share of released rows closer to train than
+    to holdout, the strongest membership-inference AUC, and the upper 95 %
+    bound of anonymeter's singling-out and linkability risks
+    (`max_anonymeter_risk`) and of its inference risks
+    (`max_inference_risk`). The inference bound is separate because anonymeter
+    normalises an inference risk by the control's error rate: on a default
+    flag that is 90 % "no", 2,000 attacks leave an interval about 0.15 wide
+    even on a release that leaks nothing, so a 0.10 bound there would refuse
+    every honest release (see the README's privacy section).
+    """
+
+    sample_size: int = Field(default=10_000, ge=10, le=1_000_000)
+    n_attacks: int = Field(default=2000, ge=1, le=100_000)
+    anonymeter_sample_size: int = Field(default=5_000, ge=5, le=1_000_000)
+    run_anonymeter: bool = True
+    seed: int = 0
+    max_exact_match_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_dcr_share: float = Field(default=0.55, gt=0.0, le=1.0)
+    max_mia_auc: float = Field(default=0.60, ge=0.5, le=1.0)
+    max_anonymeter_risk: float = Field(default=0.10, ge=0.0, le=1.0)
+    max_inference_risk: float = Field(default=0.25, ge=0.0, le=1.0)
+    require_measured: bool = True
+
+
+class CertificateSpec(_Strict):
+    """The privacy certificate: how long it stays valid."""
+
+    validity_days: int = Field(default=90, ge=1, le=3660)
+
+
 class TenantConfig(_Strict):
     """The parsed `tenant.yaml`; every key is optional."""
 
+    display_name: str | None = Field(default=None, max_length=200)  # shown in reports; free text, escaped there
     target: TargetSpec | None = None
     id_columns: list[str] = Field(default_factory=list)
     quasi_identifiers: list[str] = Field(default_factory=list)
@@ -155,6 +189,8 @@ class TenantConfig(_Strict):
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     constraints: list[InequalityConstraint | FixedCombinationsConstraint] = Field(default_factory=list)
     engine: Literal["credittwin", "copulas"] = "credittwin"
+    audit: AuditSpec = Field(default_factory=AuditSpec)
+    certificate: CertificateSpec = Field(default_factory=CertificateSpec)
 
     @model_validator(mode="after")
     def _no_duplicate_names(self) -> "TenantConfig":

@@ -78,6 +78,9 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     for event in result.get_asset_check_evaluations():
         status = "passed" if event.passed else ("FAILED" if event.severity == dg.AssetCheckSeverity.ERROR else "warning")
         print(f"  check {event.asset_key.to_user_string()}.{event.check_name:<26} {status}", file=out)
+        failed_rules = event.metadata.get("failed_rules") if not event.passed else None
+        for rule in (failed_rules.value if failed_rules is not None else []):
+            print(f"      failed rule: {rule}", file=out)
     if not result.success:
         for event in result.get_step_failure_events():
             print(f"  step {event.step_key} failed: {_root_message(event.event_specific_data.error)}", file=out)
@@ -174,6 +177,64 @@ def cmd_budget(args, settings) -> int:
     return 0
 
 
+def cmd_export(args, settings) -> int:
+    """Write a tenant's certified release bundle: data, certificate, validation report and a manifest."""
+    from models.errors import CreditTwinError
+    from models.tenant import validate_tenant_id
+    from pipelines.release import export_release
+
+    tenant = validate_tenant_id(args.tenant)
+    try:
+        manifest = export_release(settings, tenant, Path(args.dir), overwrite=args.force)
+    except CreditTwinError as error:
+        print(f"credittwin export: {error}", file=sys.stderr)
+        return 1
+    print(f"tenant '{tenant}': release exported to {Path(args.dir).resolve()}")
+    for entry in manifest["files"]:
+        print(f"  {entry['name']:<32} {entry['bytes']:>12,} bytes  sha256 {entry['sha256']}")
+    print(f"certificate {manifest['certificate_id']} (valid until {manifest['valid_until']})")
+    print(f"verify it with: credittwin verify {Path(args.dir) / 'certificate.json'} --data {args.dir}")
+    return 0
+
+
+def cmd_verify(args, settings) -> int:
+    """Check a certificate's signature and validity, and re-hash the released files and the PDF."""
+    import json
+
+    from models.certificate import verify_certificate
+
+    certificate = Path(args.certificate)
+    pdf = Path(args.pdf) if args.pdf else None
+    if pdf is None and (certificate.parent / "certificate.pdf").exists():
+        pdf = certificate.parent / "certificate.pdf"
+    result = verify_certificate(certificate, data_dir=Path(args.data) if args.data else None,
+                                trusted_keys=args.trust or None, pdf_path=pdf)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print(f"certificate {result.certificate_id or certificate} for tenant '{result.tenant or '?'}': "
+              f"{'VALID' if result.ok else 'INVALID'}")
+        for entry in result.checked_files:
+            print(f"  {'ok      ' if entry['ok'] else 'MISMATCH'} {entry['name']}")
+        for note in result.notes:
+            print(f"  note: {note}")
+        for problem in result.problems:
+            print(f"  problem: {problem}")
+    return 0 if result.ok else 1
+
+
+def cmd_keygen(args, settings) -> int:
+    """Create an Ed25519 signing key file (mode 0600) for production certificates."""
+    from models.certificate import generate_key_file
+
+    key = generate_key_file(Path(args.path), overwrite=args.force)
+    print(f"signing key written to {Path(args.path).resolve()} (mode 0600)")
+    print(f"key id:     {key.key_id}")
+    print(f"public key: {key.public_key_b64}")
+    print(f"use it with: export CREDITTWIN_SIGNING_KEY_FILE={Path(args.path).resolve()}")
+    return 0
+
+
 def cmd_init_home(args, settings) -> int:
     home = ensure_dagster_home(settings, postgres=args.postgres)
     print(f"DAGSTER_HOME={home} ({'PostgreSQL' if args.postgres else 'embedded SQLite'} storage)")
@@ -206,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--reason", help="why the budget changes (required with --raise-epsilon)")
     budget.add_argument("--actor", help="who changes it (default: the OS user)")
     budget.set_defaults(func=cmd_budget)
+    export = sub.add_parser("export", help="write a tenant's certified release bundle (data, certificate, report, manifest)")
+    export.add_argument("tenant")
+    export.add_argument("dir", help="destination folder (created; must be empty unless --force)")
+    export.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing bundle files")
+    export.set_defaults(func=cmd_export)
+    verify = sub.add_parser("verify", help="verify a privacy certificate: signature, validity, released files, PDF")
+    verify.add_argument("certificate", help="the certificate JSON file")
+    verify.add_argument("--data", help="folder holding the released files to re-hash")
+    verify.add_argument("--pdf", help="the certificate PDF (default: certificate.pdf beside the JSON, if present)")
+    verify.add_argument("--trust", action="append", help="accepted signing key id or base64 public key (repeatable)")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(func=cmd_verify)
+    keygen = sub.add_parser("keygen", help="create an Ed25519 certificate-signing key file for production")
+    keygen.add_argument("path")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    keygen.set_defaults(func=cmd_keygen)
     home = sub.add_parser("init-home", help="create DAGSTER_HOME with the embedded (or PostgreSQL) instance config")
     home.add_argument("--postgres", action="store_true", help="use PostgreSQL storage from DAGSTER_PG_URL")
     home.set_defaults(func=cmd_init_home)
@@ -218,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    if args.func is not cmd_init_home:
+    if args.func not in (cmd_init_home, cmd_verify, cmd_keygen):
         ensure_dagster_home(settings)
     try:
         return args.func(args, settings)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import cascade, ingest, privacy, twin
+from assets import audit, cascade, certificate, ingest, privacy, twin
+from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import tenant_pipeline
+from pipelines.ops_sensors import drift_sensor, run_failure_alerts
+from pipelines.schedules import build_schedules
 from pipelines.sensors import landing_sensor
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
 from resources.ledger import PrivacyLedgerResource
@@ -24,6 +27,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             data_dir=str(settings.data_dir),
             environment=settings.environment,
             sensor_settle_seconds=settings.sensor_settle_seconds,
+            signing_key_file=str(settings.signing_key_file) if settings.signing_key_file else None,
+            alert_webhook_url=settings.alert_webhook_url,
         ),
         "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir)),
         "expectations": ExpectationsResource(),
@@ -33,10 +38,16 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """All definitions, wired to `settings` (tests pass their own)."""
+    # automation conditions and freshness policies are attached centrally (pipelines/automation.py)
+    assets = apply_automation(
+        dg.load_assets_from_modules([ingest, twin, cascade, privacy, audit, certificate]),
+        freshness_days=settings.freshness_days,
+    )
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest, twin, cascade, privacy]),
+        assets=assets,
         jobs=[tenant_pipeline],
-        sensors=[landing_sensor],
+        schedules=build_schedules(settings, assets),
+        sensors=[landing_sensor, automation_sensor, drift_sensor, run_failure_alerts],
         resources=build_resources(settings),
     )
 

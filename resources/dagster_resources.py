@@ -19,6 +19,15 @@ class CreditTwinSettings(dg.ConfigurableResource):
     sensor_settle_seconds: float = Field(
         default=10.0, description="An upload must be unchanged this long before the landing sensor picks it up."
     )
+    signing_key_file: str | None = Field(
+        default=None,
+        description="PEM file of the Ed25519 certificate-signing key; required in production, "
+        "generated under <data_dir>/keys in development.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="http(s) URL the run-failure sensor POSTs failures to; unset: failures are only logged.",
+    )
 
     @property
     def root(self) -> Path:
@@ -27,6 +36,14 @@ class CreditTwinSettings(dg.ConfigurableResource):
     @property
     def landing_dir(self) -> Path:
         return self.root / "landing"
+
+    def signing_key(self, tenant: str | None = None):
+        """The certificate-signing key (`models.certificate.load_signing_key`)."""
+        from models.certificate import load_signing_key
+
+        return load_signing_key(
+            self.signing_key_file, environment=self.environment, dev_key_dir=self.root / "keys", tenant=tenant
+        )
 
     def tenant_landing(self, tenant: str) -> Path:
         """The landing folder of a validated tenant id."""

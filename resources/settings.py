@@ -13,6 +13,24 @@ Variables:
     CREDITTWIN_LEDGER_URL SQLAlchemy URL of the privacy ledger (default: SQLite
                           file ``$CREDITTWIN_DATA_DIR/credittwin.sqlite``;
                           production: ``postgresql://...``).
+    CREDITTWIN_SIGNING_KEY_FILE
+                          PEM file of the Ed25519 key that signs privacy
+                          certificates. Required in production; in
+                          development a key is generated on first use under
+                          ``$CREDITTWIN_DATA_DIR/keys`` and certificates say so.
+    CREDITTWIN_ALERT_WEBHOOK_URL
+                          http(s) URL the run-failure sensor POSTs each
+                          failure to as JSON (default: none, failures are
+                          only logged and written to ``ops/failures/``).
+    CREDITTWIN_REGENERATION_CRON
+                          cron of the schedule that regenerates every tenant
+                          (default ``0 3 * * 1``: Mondays 03:00 UTC).
+    CREDITTWIN_STRESS_REFRESH_CRON
+                          cron of the monthly stress-test refresh (default
+                          ``0 4 1 * *``: the 1st, 04:00 UTC).
+    CREDITTWIN_FRESHNESS_DAYS
+                          the privacy certificate and the risk model are
+                          shown stale after this many days (default 30).
     DAGSTER_HOME          Dagster's instance directory; the CLI defaults it to
                           ``$CREDITTWIN_DATA_DIR/dagster_home``.
 """
@@ -34,6 +52,11 @@ class Settings:
     environment: str = "development"
     sensor_settle_seconds: float = 10.0
     ledger_url: str | None = None
+    signing_key_file: Path | None = None
+    alert_webhook_url: str | None = None
+    regeneration_cron: str = "0 3 * * 1"
+    stress_refresh_cron: str = "0 4 1 * *"
+    freshness_days: int = 30
 
     @property
     def landing_dir(self) -> Path:
@@ -65,9 +88,21 @@ class Settings:
             )
         settle = float(env.get("CREDITTWIN_SENSOR_SETTLE_SECONDS", "10"))
         data_dir = Path(env.get("CREDITTWIN_DATA_DIR") or "data").expanduser().resolve()
+        freshness_days = env.get("CREDITTWIN_FRESHNESS_DAYS", "30").strip() or "30"
+        if not freshness_days.isdigit() or int(freshness_days) < 1:
+            raise ValueError(
+                f"CREDITTWIN_FRESHNESS_DAYS={freshness_days!r} is not a whole number of days >= 1; set it to e.g. 30."
+            )
         return cls(
             data_dir=data_dir,
             environment=environment,
             sensor_settle_seconds=settle,
             ledger_url=env.get("CREDITTWIN_LEDGER_URL") or None,
+            signing_key_file=Path(env["CREDITTWIN_SIGNING_KEY_FILE"]).expanduser()
+            if env.get("CREDITTWIN_SIGNING_KEY_FILE")
+            else None,
+            alert_webhook_url=env.get("CREDITTWIN_ALERT_WEBHOOK_URL", "").strip() or None,
+            regeneration_cron=env.get("CREDITTWIN_REGENERATION_CRON", "").strip() or "0 3 * * 1",
+            stress_refresh_cron=env.get("CREDITTWIN_STRESS_REFRESH_CRON", "").strip() or "0 4 1 * *",
+            freshness_days=int(freshness_days),
         )

@@ -483,3 +483,20 @@ def test_unmeasured_rules_pass_only_when_the_policy_allows_it():
     # assert
     assert not strict["anonymeter_risk"].passed and not strict["k_anonymity"].passed
     assert lenient["anonymeter_risk"].passed and "not measured" in lenient["anonymeter_risk"].message
+
+
+def test_inference_risks_have_their_own_limit():
+    # setup: an inference interval as wide as a skewed default flag gives, singling out just above 0.10
+    report = _report(anonymeter={
+        "singling_out": {"risk": 0.08, "ci": [0.05, 0.11]},
+        "linkability": {"risk": 0.0, "ci": [0.0, 0.01]},
+        "inference": {"default_flag": {"risk": 0.09, "ci": [0.0, 0.22]}},
+    })
+    # run
+    separate = {r.rule: r for r in evaluate_policy(report, AuditPolicy(max_inference_risk=0.25))}
+    shared = {r.rule: r for r in evaluate_policy(report, AuditPolicy())}
+    # assert: the inference limit applies to inference only; without it the shared 0.10 applies
+    assert separate["anonymeter_inference[default_flag]"].passed
+    assert separate["anonymeter_inference[default_flag]"].threshold == 0.25
+    assert not separate["anonymeter_singling_out"].passed
+    assert not shared["anonymeter_inference[default_flag]"].passed

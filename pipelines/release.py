@@ -1,0 +1,122 @@
+"""The release bundle a model-risk reviewer takes to an auditor (`credittwin export`).
+
+A bundle is one folder:
+
+    loans.parquet, loans.csv                the anonymized synthetic portfolio, as certified
+    performance.parquet, performance.csv    its synthetic monthly histories (when the tenant has any)
+    certificate.json, certificate.pdf       the signed privacy certificate and its PDF twin
+    validation_report.json, .pdf            the validation report, when one was materialized
+    manifest.json                           SHA-256 and size of every file above
+
+The data files are the exact bytes the certificate hashed (stored beside it by
+`privacy_certificate`), so `credittwin verify <dir>/certificate.json --data <dir>`
+re-hashes them against the signed document. Export refuses a tenant without a
+certificate, or whose stored certificate no longer verifies (tampered, expired,
+files changed), and never leaves a half-written bundle: files are written into
+a staging folder that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from models.errors import CreditTwinError
+from models.tenant import validate_tenant_id
+
+MANIFEST = "manifest.json"
+REPORT_FILES = ("validation_report.json", "validation_report.pdf")
+
+
+class ExportError(CreditTwinError):
+    """A release that cannot be exported (no valid certificate, destination in the way)."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False) -> dict:
+    """Write `tenant`'s certified release into `dest`; return the manifest.
+
+    Raises:
+        ExportError: no certificate, a certificate that does not verify, or a
+            non-empty destination without `overwrite`.
+    """
+    from assets.certificate import CERTIFICATE_JSON, CERTIFICATE_PDF, RELEASE_DIR
+    from models.certificate import verify_certificate
+    from resources.storage import read_current
+
+    tenant = validate_tenant_id(tenant)
+    stored = read_current(settings.data_dir, "privacy_certificate", tenant)
+    if stored is None or stored.path is None:
+        raise ExportError(
+            "has no privacy certificate, so there is no release to export.",
+            tenant=tenant,
+            fix="materialize the tenant's graph (`credittwin materialize <tenant>`); a certificate is issued only "
+            "when the privacy audit passes (see privacy_audit's failed rules otherwise).",
+        )
+    release_dir = stored.path / RELEASE_DIR
+    result = verify_certificate(stored.path / CERTIFICATE_JSON, data_dir=release_dir,
+                                pdf_path=stored.path / CERTIFICATE_PDF)
+    if not result.ok:
+        raise ExportError(
+            f"its current certificate {result.certificate_id} does not verify: " + "; ".join(result.problems),
+            tenant=tenant,
+            file=str(stored.path / CERTIFICATE_JSON),
+            fix="re-run privacy_audit and privacy_certificate to issue a fresh certificate.",
+        )
+    files: dict[str, bytes] = {}
+    for entry in result.checked_files:
+        files[entry["name"]] = (release_dir / entry["name"]).read_bytes()
+    files[CERTIFICATE_JSON] = (stored.path / CERTIFICATE_JSON).read_bytes()
+    files[CERTIFICATE_PDF] = (stored.path / CERTIFICATE_PDF).read_bytes()
+    report = read_current(settings.data_dir, "validation_report", tenant)
+    if report is not None and report.path is not None:
+        for name in REPORT_FILES:
+            if (report.path / name).exists():
+                files[name] = (report.path / name).read_bytes()
+    # The data must be re-read from disk with the same hashes the certificate signed.
+    for entry in result.checked_files:
+        if _sha256(files[entry["name"]]) != entry["expected_sha256"]:
+            raise ExportError(f"released file '{entry['name']}' changed while it was being exported.", tenant=tenant,
+                              fix="run the export again.")
+    document = json.loads(files[CERTIFICATE_JSON])
+    manifest = {
+        "tenant": tenant,
+        "certificate_id": result.certificate_id,
+        "payload_sha256": result.payload_sha256,
+        "valid_until": document.get("valid_until"),
+        "exported_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "files": [{"name": name, "bytes": len(data), "sha256": _sha256(data)} for name, data in sorted(files.items())],
+        "notes": list(result.notes),
+    }
+    _write_bundle(Path(dest), files, manifest, overwrite=overwrite, tenant=tenant)
+    return manifest
+
+
+def _write_bundle(dest: Path, files: dict[str, bytes], manifest: dict, *, overwrite: bool, tenant: str) -> None:
+    dest = dest.expanduser().resolve()
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(f"destination {dest} is a file.", tenant=tenant, fix="name a folder.")
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise ExportError(f"destination {dest} is not empty.", tenant=tenant,
+                          fix="name an empty or new folder, or pass --force to replace the bundle files in it.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".credittwin-export-", dir=dest.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if not dest.exists():
+            os.replace(staging, dest)
+            return
+        for item in staging.iterdir():
+            os.replace(item, dest / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
