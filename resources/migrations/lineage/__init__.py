@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the lineage audit trail (resources.lineage)."""

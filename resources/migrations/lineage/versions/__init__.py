@@ -1,0 +1,1 @@
+"""Revision scripts of the lineage audit trail's schema."""
