@@ -8,6 +8,7 @@ from models.demo import generate_portfolio, write_landing
 from pipelines.definitions import build_definitions
 from resources.settings import Settings
 from resources.storage import VersionedStore
+from tests.conftest import relax_audit
 
 FAST_CASCADE = {"lstm_cascade": {"config": {"epochs": 8, "hidden_size": 32}}}
 
@@ -38,6 +39,7 @@ def demo_book(tmp_path_factory):
     settings = Settings(data_dir=data, sensor_settle_seconds=0)
     portfolio = generate_portfolio(900, months=12, seed=3)
     write_landing(portfolio, data / "landing" / "bank", fmt="parquet")
+    relax_audit(data / "landing" / "bank")
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, "bank")
         yield settings, instance, result, portfolio
@@ -111,6 +113,7 @@ def test_tenant_without_history_skips_the_cascade_and_still_releases(tmp_path):
     folder = tmp_path / "data" / "landing" / "nohist"
     write_landing(generate_portfolio(400, months=6, seed=1), folder, fmt="csv")
     (folder / "performance.csv").unlink()
+    relax_audit(folder)
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, "nohist")
         assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
