@@ -16,7 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.drift import DriftConfig
 from models.errors import InvalidTenantError, TenantConfigError
+from models.stress import StressConfig
+from models.validation import ValidationThresholds
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -191,6 +194,9 @@ class TenantConfig(_Strict):
     engine: Literal["credittwin", "copulas"] = "credittwin"
     audit: AuditSpec = Field(default_factory=AuditSpec)
     certificate: CertificateSpec = Field(default_factory=CertificateSpec)
+    validation: ValidationThresholds = Field(default_factory=ValidationThresholds)
+    stress: StressConfig = Field(default_factory=StressConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="after")
     def _no_duplicate_names(self) -> "TenantConfig":

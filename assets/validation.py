@@ -1,0 +1,92 @@
+"""`validation_report`: is the released synthetic book fit for model development? Fidelity, utility, sequences."""
+
+import dagster as dg
+
+from assets.common import png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split
+from pipelines.partitions import tenants
+from resources.storage import Artifact
+
+FIDELITY_CHECK = "fidelity_thresholds"
+REPORT_JSON = "validation_report"  # stored as validation_report.json (what `credittwin export` copies)
+REPORT_PDF = "validation_report.pdf"
+
+
+def released_loans(raw_loan_tape: Artifact, anonymized_portfolio: Artifact, seed: int = 0):
+    """The released loans with their generalised quasi-identifiers drawn back into typed values."""
+    from models.release_frame import expand_release
+
+    generalisations = anonymized_portfolio.document("anonymization", {}).get("generalisations")
+    return expand_release(anonymized_portfolio.table("loans"), tape_schema(raw_loan_tape), generalisations, seed=seed)
+
+
+@dg.asset(
+    partitions_def=tenants,
+    group_name="validation",
+    kinds={"pdf", "json"},
+    code_version="1",
+    check_specs=[
+        dg.AssetCheckSpec(
+            FIDELITY_CHECK,
+            asset="validation_report",
+            description="The tenant's fidelity and utility thresholds (defaults: quality at least 0.85, "
+            "TSTR/TRTR AUC ratio at least 0.95, per-column and pairwise limits widened to sampling noise).",
+        )
+    ],
+    description="Fidelity (per column, pairwise, credit metrics), utility (train-synthetic-test-real against "
+    "train-real-test-real on the real holdout) and sequence measures of the released book, with an overall score, "
+    "recommendations and charts, as JSON and PDF.",
+)
+def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, anonymized_portfolio: Artifact):
+    """Compare the released book with the real one and judge it against the tenant's thresholds."""
+    from assets.common import history_of
+    from models.validation import build_validation_report, render_validation_pdf
+
+    tenant = context.partition_key
+    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
+    train, holdout = train_split(raw_loan_tape), split_of(raw_loan_tape, "holdout")
+    synthetic = released_loans(raw_loan_tape, anonymized_portfolio)
+    real_history = synthetic_history = None
+    if "performance" in raw_loan_tape.tables and "performance" in anonymized_portfolio.tables and schema.id_column:
+        real_history = history_of(train, raw_loan_tape.table("performance"), schema.id_column)
+        synthetic_history = anonymized_portfolio.table("performance")
+    with tenant_errors(tenant):
+        report = build_validation_report(
+            train, holdout, synthetic, schema,
+            target=schema.target, positive=schema.target_positive or None,
+            real_history=real_history, synthetic_history=synthetic_history,
+            thresholds=config.validation, seed=0, tenant=tenant,
+        )
+    document = report.to_dict()
+    document["release"] = {"anonymized_portfolio_sha256": anonymized_portfolio.manifest.get("content_sha256")}
+    pdf = render_validation_pdf(report)
+    files = {REPORT_PDF: pdf, **{f"charts/{name}.png": png for name, png in report.charts.items()}}
+    utility = document.get("utility", {})
+    metadata = {
+        "score": dg.MetadataValue.float(float(report.score)),
+        "score_formula": report.score_formula,
+        "passed": report.passed,
+        "quality": document["quality"].get("score"),
+        "sdmetrics_quality": document["quality"].get("sdmetrics_quality"),
+        "utility": utility.get("ratio") if utility.get("status") == "evaluated" else utility.get("reason", "absent"),
+        "failures": dg.MetadataValue.json(report.failures),
+        "recommendations": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.recommendations) or "none"),
+        "report_pdf": dg.MetadataValue.path(REPORT_PDF),
+    }
+    for name in ("distributions", "roc_curves", "vintage_curves"):
+        if name in report.charts:
+            metadata[name] = png_markdown(report.charts[name], name.replace("_", " "))
+    yield dg.Output(
+        Artifact(documents={REPORT_JSON: document}, files=files),
+        metadata={key: value for key, value in metadata.items() if value is not None},
+    )
+    yield dg.AssetCheckResult(
+        check_name=FIDELITY_CHECK,
+        passed=report.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "score": float(report.score),
+            "failures": dg.MetadataValue.json(report.failures),
+            "checks": dg.MetadataValue.json([c.to_dict() for c in report.checks]),
+        },
+        description="every threshold met" if report.passed else "; ".join(report.failures)[:2000],
+    )
