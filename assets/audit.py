@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.common import split_of, tape_config, tape_schema, tenant_errors, train_split
+from pipelines.jobs import EXTERNAL_SERVICE_RETRY
 from pipelines.partitions import tenants
 from resources.ledger import PrivacyLedgerResource
 from resources.storage import Artifact
@@ -67,6 +68,7 @@ def _rules_markdown(rules: list[dict]) -> str:
     group_name="privacy",
     kinds={"python"},
     code_version="1",
+    retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
     check_specs=[
         dg.AssetCheckSpec(
             POLICY_CHECK,

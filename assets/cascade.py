@@ -19,6 +19,7 @@ from assets.common import (
     train_split,
     upload_file,
 )
+from pipelines.jobs import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
@@ -97,6 +98,8 @@ def load_cascade(artifact: Artifact):
     group_name="twin",
     kinds={"pytorch"},
     code_version="1",
+    retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
+    pool=TRAINING_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "cascade_beats_markov",

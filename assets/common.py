@@ -58,6 +58,8 @@ def tenant_errors(tenant: str, file: str | None = None):
         raise dg.Failure(
             description=str(error),
             metadata={"tenant": tenant, "file": error.file or "", "column": error.column or "", "fix": error.fix or ""},
+            # bad input or configuration fails at once; only an unreachable service is worth a retry
+            allow_retries=error.transient,
         ) from error
 
 

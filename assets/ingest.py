@@ -7,6 +7,7 @@ import dagster as dg
 from models.errors import CreditTwinError
 from models.tape import find_upload, read_tape
 from models.tenant import TENANT_FILE, validate_tenant_id
+from pipelines.jobs import EXTERNAL_SERVICE_RETRY
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
 from resources.ledger import PrivacyLedgerResource
@@ -63,6 +64,7 @@ def _ensure_budget(privacy_ledger: PrivacyLedgerResource, tenant: str, tape):
     group_name="ingest",
     kinds={"polars", "parquet"},
     code_version="2",
+    retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
     check_specs=_check_specs(),
     description="The tenant's uploaded loan tape (and performance history), typed, validated and split train/holdout.",
 )
@@ -83,7 +85,11 @@ def raw_loan_tape(
         error.with_context(tenant=tenant)
         if folder.is_dir():
             write_rejection(folder, error.file or (upload.loans.name if upload else "upload"), str(error))
-        raise dg.Failure(description=str(error), metadata={"tenant": tenant, "file": error.file or "", "column": error.column or ""}) from error
+        raise dg.Failure(
+            description=str(error),
+            metadata={"tenant": tenant, "file": error.file or "", "column": error.column or ""},
+            allow_retries=error.transient,
+        ) from error
 
     outcomes = expectations.validate_tape(tape)
     failed_blocking = [o for o in outcomes if o.blocking and not o.passed]
@@ -105,14 +111,20 @@ def raw_loan_tape(
         # Record the failed checks (with their failing examples) before failing, so the UI shows them;
         # no output is yielded, so the last good tape stays in place.
         yield from check_results
-        raise dg.Failure(description=message, metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]})
+        raise dg.Failure(
+            description=message,
+            metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]},
+            allow_retries=False,
+        )
 
     try:
         budget = _ensure_budget(privacy_ledger, tenant, tape)
     except CreditTwinError as error:
         error.with_context(tenant=tenant, file=TENANT_FILE)
         write_rejection(folder, TENANT_FILE, str(error))
-        raise dg.Failure(description=str(error), metadata={"tenant": tenant, "file": TENANT_FILE}) from error
+        raise dg.Failure(
+            description=str(error), metadata={"tenant": tenant, "file": TENANT_FILE}, allow_retries=error.transient
+        ) from error
     clear_rejections(folder)
     upload_sha = tape.upload_sha256
     train_rows = tape.split("train").height

@@ -21,6 +21,7 @@ from assets.common import (
 from models.errors import InvalidDataError
 from models.schema import ColumnType, TableSchema
 from models.tape import target_indicator
+from pipelines.jobs import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
@@ -75,6 +76,8 @@ def _plan_mechanism(plan):
     group_name="twin",
     kinds={"numpy", "json"},
     code_version="2",
+    retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
+    pool=TRAINING_POOL,
     description="A Gaussian-copula digital twin of the loan table's train split (marginals, correlation, category maps); "
     "differentially private when the tenant sets privacy.epsilon.",
 )

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 
 class CreditTwinError(Exception):
-    """Base class of every error CreditTwin raises on purpose."""
+    """Base class of every error CreditTwin raises on purpose.
+
+    `transient` is True for a service that may come back (a database or the
+    MLflow store unreachable): a step failing on it may be retried. Every other
+    error is about the input or the configuration and retrying cannot help.
+    """
+
+    transient = False
 
     def __init__(
         self,

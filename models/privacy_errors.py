@@ -76,3 +76,5 @@ class LedgerUnavailableError(PrivacyBudgetError):
     no private computation may run; retrying with the same idempotency key
     charges at most once.
     """
+
+    transient = True  # a service that may come back: the step may be retried

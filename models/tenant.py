@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.drift import DriftConfig
 from models.errors import InvalidTenantError, TenantConfigError
+from models.risk import RiskConfig
 from models.stress import StressConfig
 from models.validation import ValidationThresholds
 
@@ -195,6 +196,7 @@ class TenantConfig(_Strict):
     audit: AuditSpec = Field(default_factory=AuditSpec)
     certificate: CertificateSpec = Field(default_factory=CertificateSpec)
     validation: ValidationThresholds = Field(default_factory=ValidationThresholds)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
     stress: StressConfig = Field(default_factory=StressConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
 

@@ -101,6 +101,8 @@ class LineageError(CreditTwinError):
 class LineageUnavailableError(LineageError):
     """The lineage database failed; the transaction was rolled back and nothing was appended."""
 
+    transient = True  # a service that may come back: the step may be retried
+
 
 metadata = sa.MetaData()
 

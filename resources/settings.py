@@ -31,6 +31,12 @@ Variables:
     CREDITTWIN_FRESHNESS_DAYS
                           the privacy certificate and the risk model are
                           shown stale after this many days (default 30).
+    CREDITTWIN_MLFLOW_TRACKING_URI
+                          MLflow tracking URI (default: SQLite file
+                          ``$CREDITTWIN_DATA_DIR/mlflow.db`` with artifacts under
+                          ``$CREDITTWIN_DATA_DIR/mlartifacts``; production:
+                          ``postgresql+psycopg2://...`` or an ``http(s)://``
+                          MLflow server).
     DAGSTER_HOME          Dagster's instance directory; the CLI defaults it to
                           ``$CREDITTWIN_DATA_DIR/dagster_home``.
 """
@@ -57,6 +63,7 @@ class Settings:
     regeneration_cron: str = "0 3 * * 1"
     stress_refresh_cron: str = "0 4 1 * *"
     freshness_days: int = 30
+    mlflow_tracking_uri: str | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -72,6 +79,11 @@ class Settings:
         from resources.ledger import default_ledger_url
 
         return self.ledger_url or default_ledger_url(self.data_dir)
+
+    @property
+    def lineage(self) -> str:
+        """The lineage audit trail's URL: the privacy ledger's database, so one backup covers both."""
+        return self.ledger
 
     @property
     def dagster_home(self) -> Path:
@@ -98,6 +110,7 @@ class Settings:
             environment=environment,
             sensor_settle_seconds=settle,
             ledger_url=env.get("CREDITTWIN_LEDGER_URL") or None,
+            mlflow_tracking_uri=env.get("CREDITTWIN_MLFLOW_TRACKING_URI", "").strip() or None,
             signing_key_file=Path(env["CREDITTWIN_SIGNING_KEY_FILE"]).expanduser()
             if env.get("CREDITTWIN_SIGNING_KEY_FILE")
             else None,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
+
+# Steps that touch a database or MLflow retry with backoff (pipelines/jobs.py); tests keep the retries but not
+# the production delays. Set before any CreditTwin module is imported.
+os.environ.setdefault("CREDITTWIN_RETRY_DELAY_SECONDS", "0.2")
 from pathlib import Path
 
 import pytest
@@ -34,13 +38,18 @@ SMALL_BOOK_AUDIT = {
 }
 
 
+# Likewise the PD model's registration gate: on a holdout of a hundred loans a decile calibration table has ten
+# loans a bin and the AUC interval is wide.
+SMALL_BOOK_RISK = {"auc_floor": 0.55, "max_calibration_error": 0.2}
+
+
 def relax_audit(folder: Path, **changes) -> None:
-    """Give the tenant.yaml in `folder` the small-book audit policy (and any other top-level `changes`)."""
+    """Give the tenant.yaml in `folder` the small-book audit policy and risk gate (and any other top-level `changes`)."""
     import yaml
 
     path = folder / "tenant.yaml"
     config = yaml.safe_load(path.read_text()) or {}
-    config.update({"audit": dict(SMALL_BOOK_AUDIT), **changes})
+    config.update({"audit": dict(SMALL_BOOK_AUDIT), "risk": dict(SMALL_BOOK_RISK), **changes})
     path.write_text(yaml.safe_dump(config))
 
 

@@ -1,0 +1,278 @@
+"""`risk_model`, `portfolio_scores` and `stress_test`: a PD model trained on the release, and what it says of the real book."""
+
+import dagster as dg
+
+from assets.common import (
+    history_of,
+    png_markdown,
+    split_of,
+    tape_config,
+    tape_schema,
+    tenant_errors,
+)
+from assets.validation import released_loans
+from pipelines.jobs import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from pipelines.partitions import tenants
+from resources.storage import Artifact
+from resources.tracking import MlflowTracking
+
+MODEL_DIR = "model"
+GATE_CHECK = "registration_gate"
+SKIPPED = "status"
+
+
+def _skipped(reason: str) -> Artifact:
+    return Artifact(documents={SKIPPED: {"skipped": True, "reason": reason}})
+
+
+def skip_reason(artifact: Artifact) -> str | None:
+    """Why an upstream risk asset produced nothing usable, or None when it did."""
+    status = artifact.document(SKIPPED, {}) or {}
+    return status.get("reason") if status.get("skipped") else None
+
+
+def current_book(raw_loan_tape: Artifact):
+    """The tenant's real current book: every loan of the tape, without the split column."""
+    from models.tape import SPLIT_COLUMN
+
+    return raw_loan_tape.table("loans").drop(SPLIT_COLUMN)
+
+
+def load_model(risk_model: Artifact):
+    """The PD model stored by `risk_model` (LightGBM text, JSON and arrays; nothing pickled)."""
+    from models.risk import load_pd_model
+
+    return load_pd_model(risk_model.path / MODEL_DIR)
+
+
+def _folder_bytes(folder) -> dict[str, bytes]:
+    return {
+        f"{MODEL_DIR}/{path.relative_to(folder)}": path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
+
+
+@dg.asset(
+    partitions_def=tenants,
+    group_name="risk",
+    kinds={"lightgbm", "mlflow"},
+    code_version="1",
+    pool=TRAINING_POOL,
+    retry_policy=EXTERNAL_SERVICE_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE_CHECK,
+            asset="risk_model",
+            blocking=True,
+            description="The model is registered only when its TSTR AUC on the real holdout reaches the tenant's floor "
+            "(default 0.65) and its calibration error is at most 0.05.",
+        )
+    ],
+    description="Probability-of-default models (LightGBM and a binned logistic scorecard, both calibrated) trained on "
+    "the anonymized synthetic portfolio only and evaluated on the real holdout, for the tape's default flag and the "
+    "3- and 12-month horizons of the histories; tracked in MLflow and registered as credittwin-<tenant>-pd.",
+)
+def risk_model(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowTracking,
+    raw_loan_tape: Artifact,
+    anonymized_portfolio: Artifact,
+):
+    """Train on the release, test on the real holdout, track the run and register the chosen model when its gate passes."""
+    import tempfile
+    from pathlib import Path
+
+    from assets.common import code_version
+    from models.risk import NoTargetError, calibration_plot_png, train_pd_models
+
+    tenant = context.partition_key
+    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
+    synthetic = released_loans(raw_loan_tape, anonymized_portfolio)
+    holdout = split_of(raw_loan_tape, "holdout")
+    synthetic_perf = anonymized_portfolio.tables.get("performance")
+    holdout_perf = None
+    if "performance" in raw_loan_tape.tables and schema.id_column:
+        holdout_perf = history_of(holdout, raw_loan_tape.table("performance"), schema.id_column)
+    try:
+        with tenant_errors(tenant):
+            training = train_pd_models(
+                synthetic, holdout, schema, config.risk,
+                synthetic_performance=synthetic_perf, holdout_performance=holdout_perf, tenant=tenant,
+            )
+    except dg.Failure as failure:
+        if not isinstance(failure.__cause__, NoTargetError):
+            raise
+        reason = str(failure.__cause__)
+        context.log.info(f"tenant '{tenant}': risk model skipped: {reason}")
+        yield dg.Output(_skipped(reason), metadata={"skipped": reason})
+        yield dg.AssetCheckResult(check_name=GATE_CHECK, passed=True, metadata={"not_applicable": reason})
+        return
+    model = training.primary
+    gate = model.gate()
+    raw_version = raw_loan_tape.manifest.get("content_sha256", "")
+    release_version = anonymized_portfolio.manifest.get("content_sha256", "")
+    with tempfile.TemporaryDirectory(prefix="credittwin-pd-") as tmp:
+        folder = Path(tmp) / MODEL_DIR
+        model.save(folder)
+        calibration_png = calibration_plot_png(model)
+        artifacts = {
+            "calibration.png": calibration_png,
+            "calibration.csv": model.calibration_frame().write_csv().encode(),
+            "summary.json": __import__("json").dumps(training.summary(), default=str, indent=2).encode(),
+        }
+        with tenant_errors(tenant):
+            logged = mlflow.log_and_register(
+                tenant,
+                folder,
+                metrics=training.metrics(),
+                params=model.params(),
+                tags={
+                    "credittwin.raw_loan_tape.content_sha256": raw_version,
+                    "credittwin.anonymized_portfolio.content_sha256": release_version,
+                    "credittwin.code_version": code_version(),
+                    "dagster.run_id": context.run.run_id,
+                    "dagster.asset_key": "risk_model",
+                    "dagster.partition": tenant,
+                    "credittwin.gate_passed": str(gate["passed"]),
+                },
+                artifacts=artifacts,
+                input_example=model.input_example(synthetic),
+                register=bool(gate["passed"]),
+            )
+        files = _folder_bytes(folder)
+    files["plots/calibration.png"] = calibration_png
+    holdout_eval = model.summary()["holdout"][model.chosen]
+    summary = {**training.summary(), "mlflow": logged, "gate": gate}
+    yield dg.Output(
+        Artifact(documents={"summary": summary}, files=files),
+        metadata={
+            "horizon": model.horizon,
+            "chosen_model": model.chosen,
+            "tstr_auc": gate["tstr_auc"] if gate["tstr_auc"] is not None else "not evaluable",
+            "gini": holdout_eval.get("gini") if holdout_eval.get("gini") is not None else "not evaluable",
+            "ks": holdout_eval.get("ks") if holdout_eval.get("ks") is not None else "not evaluable",
+            "brier": holdout_eval.get("brier") if holdout_eval.get("brier") is not None else "not evaluable",
+            "calibration_error": gate["ece"] if gate["ece"] is not None else "not evaluable",
+            "horizons_trained": dg.MetadataValue.json(list(training.models)),
+            "horizons_skipped": dg.MetadataValue.json(training.skipped),
+            "mlflow_run_id": logged["run_id"],
+            "mlflow_experiment": logged["experiment_name"],
+            "mlflow_tracking_uri": logged["tracking_uri"],
+            "mlflow_model_uri": logged["model_uri"],
+            "registered_version": logged["registered_version"] if logged["registered_version"] is not None
+            else "not registered (gate failed)",
+            "calibration": png_markdown(calibration_png, "calibration on the real holdout"),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=GATE_CHECK,
+        passed=bool(gate["passed"]),
+        metadata={
+            "tstr_auc": gate["tstr_auc"] if gate["tstr_auc"] is not None else "not evaluable",
+            "auc_floor": gate["auc_floor"],
+            "calibration_error": gate["ece"] if gate["ece"] is not None else "not evaluable",
+            "max_calibration_error": gate["max_calibration_error"],
+            "reasons": dg.MetadataValue.json(gate["reasons"]),
+        },
+        description="registered" if gate["passed"] else "not registered: " + "; ".join(gate["reasons"]),
+    )
+
+
+@dg.asset(
+    partitions_def=tenants,
+    group_name="risk",
+    kinds={"parquet", "mlflow"},
+    code_version="1",
+    retry_policy=EXTERNAL_SERVICE_RETRY,
+    description="The tenant's real current book scored with the registered PD model: PD, risk band and the top three "
+    "reason codes per loan.",
+)
+def portfolio_scores(
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, raw_loan_tape: Artifact, risk_model: Artifact
+):
+    """Score the real book with the model version `risk_model` registered (loaded back from the MLflow registry)."""
+    import polars as pl
+
+    tenant = context.partition_key
+    reason = skip_reason(risk_model)
+    version = (risk_model.document("summary", {}) or {}).get("mlflow", {}).get("registered_version")
+    if reason is None and version is None:
+        reason = "the risk model's registration gate failed, so no model is registered to score with"
+    if reason is not None:
+        context.log.info(f"tenant '{tenant}': scores skipped: {reason}")
+        return dg.Output(_skipped(reason), metadata={"skipped": reason})
+    book = current_book(raw_loan_tape)
+    with tenant_errors(tenant):
+        served = mlflow.load_registered(tenant, version)
+    # the registered model's signature: numbers as Float64, everything else as text
+    request = load_model(risk_model).pipeline.serving_frame(book)
+    scores = pl.from_pandas(served.predict(request.to_pandas()))
+    schema = tape_schema(raw_loan_tape)
+    if schema.id_column and schema.id_column in book.columns:
+        scores = scores.insert_column(0, book.get_column(schema.id_column))
+    bands = scores.group_by("band").agg(pl.len().alias("loans"), pl.col("pd").mean().alias("mean_pd")).sort("band")
+    return dg.Output(
+        Artifact(tables={"scores": scores}, documents={"bands": bands.to_dicts(), "model": {
+            "registered_model": f"credittwin-{tenant}-pd", "version": version,
+        }}),
+        metadata={
+            "dagster/row_count": scores.height,
+            "model_version": str(version),
+            "mean_pd": dg.MetadataValue.float(float(scores.get_column("pd").mean())),
+            "band_distribution": dg.MetadataValue.md(
+                "| band | loans | mean PD |\n|---|---|---|\n"
+                + "\n".join(f"| {r['band']} | {r['loans']} | {r['mean_pd']:.4f} |" for r in bands.to_dicts())
+            ),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=tenants,
+    group_name="risk",
+    kinds={"pdf", "json"},
+    code_version="1",
+    description="Baseline, adverse and severely adverse scenarios (plus the tenant's own) through the PD model on the "
+    "real book: default rate, expected loss, loss rate per scenario and segment, and migration between risk bands.",
+)
+def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, risk_model: Artifact):
+    """Run the scenarios; the numbers first, then charts and the PDF."""
+    from models.stress import render_stress_pdf, run_stress
+
+    tenant = context.partition_key
+    reason = skip_reason(risk_model)
+    if reason is not None:
+        context.log.info(f"tenant '{tenant}': stress test skipped: {reason}")
+        return dg.Output(_skipped(reason), metadata={"skipped": reason})
+    config = tape_config(raw_loan_tape)
+    model = load_model(risk_model)
+    book = current_book(raw_loan_tape)
+    stress_config = config.stress
+    if "bands" not in stress_config.model_fields_set:
+        stress_config = stress_config.model_copy(update={"bands": [(b["name"], float(b["max_pd"])) for b in model.bands]})
+    with tenant_errors(tenant):
+        result = run_stress(book, model.predict_pd, stress_config, tenant=tenant)
+    charts = result.render_charts()
+    table = result.table()
+    return dg.Output(
+        Artifact(
+            tables={"results": table},
+            documents={"stress": result.to_dict()},
+            files={"stress_test.pdf": render_stress_pdf(result), **{f"charts/{k}.png": v for k, v in charts.items()}},
+        ),
+        metadata={
+            "scenarios": dg.MetadataValue.json(sorted(set(table.get_column("scenario").to_list()))),
+            "results": dg.MetadataValue.md(_markdown_table(table)),
+            "warnings": dg.MetadataValue.json(result.warnings),
+            **({"loss_rate_chart": png_markdown(charts["loss_rate"], "loss rate by scenario")} if "loss_rate" in charts else {}),
+        },
+    )
+
+
+def _markdown_table(frame) -> str:
+    def cell(value) -> str:
+        text = f"{value:,.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
