@@ -6,9 +6,11 @@ is decided once, in `resources.settings.Settings.from_env()`.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
-from assets import audit, cascade, certificate, ingest, privacy, twin
+from assets import audit, cascade, certificate, ingest, privacy, risk, twin, validation
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import tenant_pipeline
 from pipelines.ops_sensors import drift_sensor, run_failure_alerts
@@ -18,6 +20,7 @@ from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
 from resources.ledger import PrivacyLedgerResource
 from resources.settings import Settings
 from resources.storage import TenantStorageIOManager
+from resources.tracking import MlflowTracking
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -28,11 +31,15 @@ def build_resources(settings: Settings) -> dict[str, object]:
             environment=settings.environment,
             sensor_settle_seconds=settings.sensor_settle_seconds,
             signing_key_file=str(settings.signing_key_file) if settings.signing_key_file else None,
-            alert_webhook_url=settings.alert_webhook_url,
+            # a webhook URL may carry a token: pass it as an EnvVar so the UI shows the variable, not the value
+            alert_webhook_url=dg.EnvVar("CREDITTWIN_ALERT_WEBHOOK_URL")
+            if settings.alert_webhook_url and os.environ.get("CREDITTWIN_ALERT_WEBHOOK_URL") == settings.alert_webhook_url
+            else settings.alert_webhook_url,
         ),
-        "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir)),
+        "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir), lineage_url=settings.lineage),
         "expectations": ExpectationsResource(),
         "privacy_ledger": PrivacyLedgerResource(url=settings.ledger),
+        "mlflow": MlflowTracking.from_settings(settings),
     }
 
 
@@ -40,7 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """All definitions, wired to `settings` (tests pass their own)."""
     # automation conditions and freshness policies are attached centrally (pipelines/automation.py)
     assets = apply_automation(
-        dg.load_assets_from_modules([ingest, twin, cascade, privacy, audit, certificate]),
+        dg.load_assets_from_modules([ingest, twin, cascade, privacy, audit, certificate, validation, risk]),
         freshness_days=settings.freshness_days,
     )
     return dg.Definitions(

@@ -9,7 +9,7 @@ import dagster as dg
 from models.errors import CreditTwinError, InvalidTenantError
 from models.tape import find_upload, fingerprint
 from models.tenant import load_tenant_config, validate_tenant_id
-from pipelines.jobs import TENANT_TAG, UPLOAD_TAG, tenant_pipeline
+from pipelines.jobs import TRIGGER_TAG, TENANT_TAG, UPLOAD_TAG, tenant_pipeline
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.landing import REJECTED_SUFFIX, write_rejection
@@ -85,7 +85,7 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
             dg.RunRequest(
                 run_key=f"{tenant}:{upload_sha}",
                 partition_key=tenant,
-                tags={TENANT_TAG: tenant, UPLOAD_TAG: upload_sha},
+                tags={TENANT_TAG: tenant, UPLOAD_TAG: upload_sha, TRIGGER_TAG: "landing"},
             )
         )
         cursor[tenant] = {"stat": stat_key, "sha": upload_sha}

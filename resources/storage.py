@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from models.errors import UnsafePathError
 from models.tenant import validate_tenant_id
@@ -219,9 +219,31 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
     A `polars.DataFrame` output is stored as one Parquet table and loaded back as
     a DataFrame; an `Artifact` is stored as its tables, documents and files and
     loaded back as an `Artifact` whose `path` is the stored version.
+
+    Every stored output is also appended to the tenant's lineage audit trail
+    (`resources.lineage_recording`), after CURRENT moved: a failed append fails
+    the step with the output stored, and the retry appends it once.
     """
 
     data_dir: str = Field(description="Data root; outputs go under <data_dir>/assets/<asset>/<tenant>/.")
+    lineage_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the lineage audit trail, the privacy ledger's database "
+        "(default: the ledger's SQLite file under data_dir).",
+    )
+    _lineage: Any = PrivateAttr(default=None)
+
+    def _recorder(self):
+        from resources.lineage import default_lineage_url
+        from resources.lineage_recording import LineageRecorder
+
+        if self._lineage is None:
+            self._lineage = LineageRecorder(self.lineage_url or default_lineage_url(self.data_dir))
+        return self._lineage
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lineage is not None:
+            self._lineage.close()
 
     def _store(self, context: dg.OutputContext | dg.InputContext) -> VersionedStore:
         tenant = context.asset_partition_key
@@ -239,19 +261,59 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
         else:
             raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; expected a polars DataFrame or an Artifact.")
         path, manifest = self._store(context).write(artifact, run_id=context.run_id, kind=kind)
+        record = self._record_lineage(context, artifact, manifest)
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(path)),
                 "content_sha256": manifest["content_sha256"],
                 "stored_bytes": sum(f["bytes"] for f in manifest["files"].values()),
+                # anchors of the tenant's lineage chain kept outside its database (`credittwin audit`)
+                "lineage_seq": record.seq,
+                "lineage_record_hash": record.record_hash,
             }
         )
 
+    def _record_lineage(self, context: dg.OutputContext, artifact: Artifact, manifest: dict):
+        """Append the stored output to the lineage trail; raising fails the step (the output stays stored)."""
+        from resources.lineage_recording import output_entry
+
+        recorder = self._recorder()
+        asset = context.asset_key.to_user_string()
+        entry = output_entry(
+            tenant=context.asset_partition_key,
+            asset=asset,
+            run_id=context.run_id,
+            manifest=manifest,
+            documents=artifact.documents,
+            asset_code_version=context.asset_spec.code_version,
+            inputs=recorder.inputs_of(context.run_id, context.step_key),
+            ledger_url=recorder.url,
+        )
+        record = recorder.record_output(entry)
+        context.log.debug(
+            f"lineage record {record.seq} of tenant '{record.tenant}' for {asset}"
+            + ("" if record.appended else " (already recorded by an earlier attempt)")
+        )
+        return record
+
     def load_input(self, context: dg.InputContext) -> Any:
         artifact = self._store(context).read()
+        self._note_input(context, artifact.manifest)
         if artifact.manifest.get("kind") == "dataframe":
             return artifact.tables["data"]
         return artifact
+
+    def _note_input(self, context: dg.InputContext, manifest: dict) -> None:
+        """Remember the upstream content this step loaded, for its lineage record."""
+        from resources.lineage_recording import dagster_input_version
+
+        try:
+            step = context.step_context
+        except dg.DagsterInvariantViolationError:  # loaded outside a run (a test harness): nothing to record
+            return
+        content = manifest["content_sha256"]
+        version = dagster_input_version(context.instance, context.asset_key, context.asset_partition_key, content)
+        self._recorder().note_input(step.run_id, step.step.key, context.asset_key.to_user_string(), version, content)
 
 
 def read_current(data_dir: Path, asset: str, tenant: str) -> Artifact | None:

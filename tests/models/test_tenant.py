@@ -81,3 +81,18 @@ def test_missing_file_gives_defaults(tmp_path):
 def test_target_positive_values_accept_scalar_or_list():
     assert parse_tenant_config({"target": {"column": "s", "positive": "Charged Off"}}).target.positive_values == ["Charged Off"]
     assert parse_tenant_config({"target": {"column": "s", "positive": [1, "Y"]}}).target.positive_values == [1, "Y"]
+
+
+def test_the_readme_tenant_yaml_example_is_a_valid_contract():
+    from pathlib import Path
+
+    import yaml
+
+    from models.tenant import TenantConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("target: {column: default_flag, positive: 1}   # the default flag")
+    example = yaml.safe_load(readme[start:readme.index("```", start)])
+    config = TenantConfig.model_validate(example)
+    assert config.audit.max_inference_risk == 0.25 and config.stress.scenarios[0].name == "card_crunch"
+    assert config.risk.auc_floor == 0.65 and config.certificate.validity_days == 90
