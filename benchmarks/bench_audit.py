@@ -126,7 +126,12 @@ def main() -> None:
         f"(k={anonymized.k_achieved}, l={anonymized.l_achieved}, {len(schema.columns)} columns) "
         f"built in {time.perf_counter() - start:.1f} s"
     )
-    policy = AuditPolicy(k=5, l=2)
+    # the tenant default policy (models.tenant.AuditSpec): inference risks have their own limit
+    from models.tenant import AuditSpec
+
+    defaults = AuditSpec()
+    policy = AuditPolicy(k=5, l=2, max_anonymeter_risk=defaults.max_anonymeter_risk,
+                         max_inference_risk=defaults.max_inference_risk)
     common = {"tenant": "bench", "generalisations": anonymized.generalisations}
 
     core, core_s, core_peak = timed(

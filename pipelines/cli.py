@@ -78,9 +78,10 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     for event in result.get_asset_check_evaluations():
         status = "passed" if event.passed else ("FAILED" if event.severity == dg.AssetCheckSeverity.ERROR else "warning")
         print(f"  check {event.asset_key.to_user_string()}.{event.check_name:<26} {status}", file=out)
-        failed_rules = event.metadata.get("failed_rules") if not event.passed else None
-        for rule in (failed_rules.value if failed_rules is not None else []):
-            print(f"      failed rule: {rule}", file=out)
+        keys = ("failed_rules", "failures", "reasons")  # what each check records its reasons under
+        reasons = None if event.passed else next((event.metadata[k] for k in keys if k in event.metadata), None)
+        for reason in (reasons.value if reasons is not None else [])[:5]:
+            print(f"      {reason}", file=out)
     if not result.success:
         for event in result.get_step_failure_events():
             print(f"  step {event.step_key} failed: {_root_message(event.event_specific_data.error)}", file=out)
