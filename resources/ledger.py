@@ -23,8 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +44,8 @@ from models.accounting import (
 )
 from models.privacy_errors import BudgetExceededError, LedgerUnavailableError, PrivacyBudgetError
 from models.tenant import validate_tenant_id
+from resources import sqlstore
+from resources.sqlstore import SqlStore, id_column
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +56,12 @@ ACCOUNTANT = "rdp"
 """The ledger composes Gaussian mechanisms in RDP: each charge's RDP curve is
 stored with it and curves add, so a charge composes any history in O(charges)."""
 
-# pg_advisory_xact_lock key serialising concurrent migrations ("CTLEDGER" in ASCII)
-_MIGRATION_LOCK_KEY = 0x43544C4544474552
 # composing in floating point must not refuse the k-th of k equal charges that fit exactly
 _BUDGET_RELATIVE_SLACK = 1e-9
 _KEY_VERSION = "credittwin-ledger-key/v1"
 _TEXT_LIMIT = 255
 
 metadata = sa.MetaData()
-
-
-def _id_column() -> sa.Column:
-    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True)
-
 
 privacy_budgets = sa.Table(
     "privacy_budgets",
@@ -85,7 +79,7 @@ privacy_budgets = sa.Table(
 privacy_charges = sa.Table(
     "privacy_charges",
     metadata,
-    _id_column(),
+    id_column(),
     sa.Column(
         "tenant", sa.String(63), sa.ForeignKey("privacy_budgets.tenant", name="fk_privacy_charges_tenant"), nullable=False
     ),
@@ -105,7 +99,7 @@ privacy_charges = sa.Table(
 budget_changes = sa.Table(
     "budget_changes",
     metadata,
-    _id_column(),
+    id_column(),
     sa.Column(
         "tenant", sa.String(63), sa.ForeignKey("privacy_budgets.tenant", name="fk_budget_changes_tenant"), nullable=False
     ),
@@ -276,32 +270,14 @@ def normalise_url(url: str) -> str:
 
     A bare ``postgresql://`` (or ``postgres://``) URL is given the psycopg2
     driver, because SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not
-    a dependency. Only SQLite files and PostgreSQL are supported.
-    """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    a dependency. Only SQLite files and PostgreSQL are supported
+    (`resources.sqlstore.normalise_url`).
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError as error:
-        raise PrivacyBudgetError(
-            f"the ledger URL is not a database URL ({error}).",
-            fix="use sqlite:///<data dir>/credittwin.sqlite or postgresql://user@host:5432/db.",
-        ) from error
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database in (None, "", ":memory:") or (parsed.database or "").startswith("file::memory:"):
-            raise PrivacyBudgetError(
-                "an in-memory SQLite ledger would forget every charge when the process ends.",
-                fix="use a file, e.g. sqlite:///<data dir>/credittwin.sqlite.",
-            )
-    elif parsed.get_backend_name() != "postgresql":
-        raise PrivacyBudgetError(
-            f"the ledger supports SQLite and PostgreSQL, not {parsed.get_backend_name()!r}.",
-            fix="use sqlite:///<data dir>/credittwin.sqlite or postgresql://user@host:5432/db.",
-        )
-    return parsed.render_as_string(hide_password=False)
+    Raises:
+        PrivacyBudgetError: not a database URL, in-memory SQLite, or another backend.
+    """
+    ledger = PrivacyLedger
+    return sqlstore.normalise_url(url, store=ledger.store_name, error=ledger.error_class, kept=ledger.kept)
 
 
 def default_ledger_url(data_dir: Path | str) -> str:
@@ -309,29 +285,16 @@ def default_ledger_url(data_dir: Path | str) -> str:
     return f"sqlite:///{(Path(data_dir).resolve() / LEDGER_FILE).as_posix()}"
 
 
-def _enable_wal(cursor: Any, url: str) -> None:
-    """Switch a SQLite file to write-ahead logging, so readers do not wait for a charge.
-
-    WAL is a property of the file, so one connection's switch serves all; the
-    switch needs a moment with no other connection in a transaction, and when a
-    concurrent connection holds the file SQLite refuses it at once. The ledger
-    is as correct without WAL (BEGIN IMMEDIATE still serialises charges), so a
-    refused switch is left to the next connection.
-    """
-    import sqlite3
-
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as error:
-        logger.debug("ledger %s stays in its journal mode for now: %s", url, error)
-
-
 def _over(value: float, limit: float) -> bool:
     return value > limit * (1 + _BUDGET_RELATIVE_SLACK)
 
 
-class PrivacyLedger:
+class PrivacyLedger(SqlStore):
     """The privacy budget ledger of every tenant, in one SQL database.
+
+    The engine, `close` and the context manager, the translation of database
+    failures into `LedgerUnavailableError` and `migrate` come from
+    `resources.sqlstore.SqlStore`.
 
     Args:
         url: SQLAlchemy URL, ``sqlite:///<data>/credittwin.sqlite`` or
@@ -341,126 +304,23 @@ class PrivacyLedger:
         before_commit: fault-injection hook for tests, called with the open
             connection inside `charge`'s transaction after the charge row is
             written and before it commits.
+
+    Raises:
+        PrivacyBudgetError: a bad `lock_timeout_s`, or a URL that is not SQLite on a file or PostgreSQL.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        lock_timeout_s: float = 30.0,
-        before_commit: Callable[[sa.Connection], None] | None = None,
-    ) -> None:
-        if not (isinstance(lock_timeout_s, (int, float)) and math.isfinite(lock_timeout_s) and lock_timeout_s > 0):
-            raise PrivacyBudgetError(
-                f"lock_timeout_s must be a finite number of seconds > 0, got {lock_timeout_s!r}.",
-                fix="pass e.g. lock_timeout_s=30.",
-            )
-        self.url = normalise_url(url)
-        self._before_commit = before_commit
-        self._engine = self._create_engine(self.url, lock_timeout_s)
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self._engine.dialect.name
-
-    @staticmethod
-    def _create_engine(url: str, lock_timeout_s: float) -> sa.Engine:
-        from sqlalchemy import event
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": lock_timeout_s})
-
-            @event.listens_for(engine, "connect")
-            def _on_connect(dbapi_connection, _record) -> None:
-                # hand transaction control to SQLAlchemy so that BEGIN IMMEDIATE below is the one issued
-                dbapi_connection.isolation_level = None
-                cursor = dbapi_connection.cursor()
-                try:
-                    cursor.execute("PRAGMA foreign_keys=ON")
-                    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                        _enable_wal(cursor, url)
-                finally:
-                    cursor.close()
-
-            @event.listens_for(engine, "begin")
-            def _on_begin(connection) -> None:
-                # take the write lock up front: the SQLite form of locking the budget row
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-            return engine
-        return sa.create_engine(
-            url,
-            pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=40,
-            connect_args={
-                "connect_timeout": 5,
-                "options": f"-c lock_timeout={int(lock_timeout_s * 1000)}",
-                "application_name": "credittwin-ledger",
-            },
-        )
-
-    def close(self) -> None:
-        """Close the ledger's pooled connections."""
-        self._engine.dispose()
-
-    def __enter__(self) -> "PrivacyLedger":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def _unavailable(self, error: Exception, tenant: str | None, doing: str) -> LedgerUnavailableError:
-        where = self._engine.url.render_as_string(hide_password=True)
-        return LedgerUnavailableError(
-            f"the privacy ledger at {where} failed while {doing}; the transaction was rolled back, so nothing "
-            f"was charged or changed and no private computation may run ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}).",
-            tenant=tenant,
-            fix="check that the database is reachable, then retry: the same idempotency key is charged at most once.",
-        )
-
-    def _run(self, tenant: str | None, doing: str, work: Callable[[], Any]) -> Any:
-        from sqlalchemy import exc
-
-        try:
-            return work()
-        except exc.IntegrityError:
-            raise
-        except (exc.OperationalError, exc.InterfaceError) as error:
-            raise self._unavailable(error, tenant, doing) from error
-        except exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise self._unavailable(error, tenant, doing) from error
-            raise
-
-    def migrate(self) -> None:
-        """Bring the ledger's tables to the newest revision (``alembic upgrade head``).
-
-        Idempotent, and safe when several processes call it at once: the
-        upgrade runs in one transaction under a lock (an advisory lock on
-        PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so the second caller finds
-        the schema already at head.
-        """
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.set_main_option("path_separator", "os")
-
-        def upgrade() -> None:
-            with self._engine.begin() as connection:
-                if self.dialect == "postgresql":
-                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-
-        self._run(None, "migrating its tables", upgrade)
+    store_name = "privacy ledger"
+    kept = "every charge"
+    error_class = PrivacyBudgetError
+    unavailable_class = LedgerUnavailableError
+    rolled_back = ", so nothing was charged or changed and no private computation may run"
+    retry_fix = "check that the database is reachable, then retry: the same idempotency key is charged at most once."
+    migrations_dir = MIGRATIONS_DIR
+    # serialises concurrent migrations ("CTLEDGER" in ASCII)
+    migration_lock_key = 0x43544C4544474552
+    application_name = "credittwin-ledger"
+    pool_size = 10
+    max_overflow = 40
 
     def _budget_row(self, connection: sa.Connection, tenant: str, *, lock: bool) -> sa.Row | None:
         query = sa.select(privacy_budgets).where(privacy_budgets.c.tenant == tenant)

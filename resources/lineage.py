@@ -43,9 +43,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -56,9 +55,9 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from models.errors import CreditTwinError
-from models.privacy_errors import PrivacyBudgetError
 from models.tenant import validate_tenant_id
-from resources.ledger import MIGRATIONS_DIR, default_ledger_url, normalise_url
+from resources.ledger import MIGRATIONS_DIR, default_ledger_url
+from resources.sqlstore import SqlStore, advisory_xact_lock, id_column, id_type
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +67,6 @@ GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of a tenant's first record."""
 HASH_VERSION = "credittwin-lineage/v1"
 
-# pg_advisory_xact_lock key serialising concurrent migrations ("CTLINEAG" in ASCII)
-_MIGRATION_LOCK_KEY = 0x43544C494E454147
 _TEXT_LIMIT = 255
 _NAME_LIMIT = 1024
 _MAP_LIMIT = 10_000
@@ -106,15 +103,10 @@ class LineageUnavailableError(LineageError):
 
 metadata = sa.MetaData()
 
-
-def _id_column() -> sa.Column:
-    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True)
-
-
 lineage_records = sa.Table(
     "lineage_records",
     metadata,
-    _id_column(),
+    id_column(),
     sa.Column("tenant", sa.String(63), nullable=False),
     sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("asset", sa.String(255), nullable=False),
@@ -139,10 +131,10 @@ lineage_records = sa.Table(
 lineage_files = sa.Table(
     "lineage_files",
     metadata,
-    _id_column(),
+    id_column(),
     sa.Column(
         "record_id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        id_type(),
         sa.ForeignKey("lineage_records.id", name="fk_lineage_files_record"),
         nullable=False,
     ),
@@ -376,8 +368,12 @@ class ChainReport:
         return dict(self.__dict__)
 
 
-class LineageTrail:
+class LineageTrail(SqlStore):
     """The lineage hash chains of every tenant, in one SQL database.
+
+    The engine, `close` and the context manager, the translation of database
+    failures into `LineageUnavailableError` and `migrate` come from
+    `resources.sqlstore.SqlStore`.
 
     Args:
         url: SQLAlchemy URL, ``sqlite:///<data>/credittwin.sqlite`` (the
@@ -389,98 +385,25 @@ class LineageTrail:
             connection inside `append`'s transaction just before it commits.
 
     Raises:
-        LineageError: a URL that is not SQLite on a file or PostgreSQL.
+        LineageError: a bad `lock_timeout_s`, or a URL that is not SQLite on a file or PostgreSQL.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        lock_timeout_s: float = 30.0,
-        before_commit: Callable[[sa.Connection], None] | None = None,
-    ) -> None:
-        if not (isinstance(lock_timeout_s, (int, float)) and math.isfinite(lock_timeout_s) and lock_timeout_s > 0):
-            raise LineageError(
-                f"lock_timeout_s must be a finite number of seconds > 0, got {lock_timeout_s!r}.",
-                fix="pass e.g. lock_timeout_s=30.",
-            )
-        try:
-            self.url = normalise_url(url)
-        except PrivacyBudgetError as error:
-            raise LineageError(error.reason.replace("ledger", "lineage trail"), fix=error.fix) from None
-        self._before_commit = before_commit
-        self._engine = _create_engine(self.url, lock_timeout_s)
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self._engine.dialect.name
-
-    def close(self) -> None:
-        """Close the trail's pooled connections."""
-        self._engine.dispose()
-
-    def __enter__(self) -> "LineageTrail":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def _unavailable(self, error: Exception, tenant: str | None, doing: str) -> LineageUnavailableError:
-        where = self._engine.url.render_as_string(hide_password=True)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return LineageUnavailableError(
-            f"the lineage trail at {where} failed while {doing}; the transaction was rolled back "
-            f"({type(error).__name__}: {first}).",
-            tenant=tenant,
-            fix="check that the database is reachable, then retry: the same record is appended at most once.",
-        )
-
-    def _run(self, tenant: str | None, doing: str, work: Callable[[], Any]) -> Any:
-        from sqlalchemy import exc
-
-        try:
-            return work()
-        except exc.IntegrityError:
-            raise
-        except (exc.OperationalError, exc.InterfaceError) as error:
-            raise self._unavailable(error, tenant, doing) from error
-        except exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise self._unavailable(error, tenant, doing) from error
-            raise
-
-    def migrate(self) -> None:
-        """Bring the trail's tables to the newest revision (``alembic upgrade head``).
-
-        Idempotent and safe when several processes call it at once: the upgrade
-        runs in one transaction under a lock (an advisory lock on PostgreSQL,
-        ``BEGIN IMMEDIATE`` on SQLite).
-
-        Raises:
-            LineageUnavailableError: the database failed.
-        """
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(LINEAGE_MIGRATIONS_DIR))
-        config.set_main_option("path_separator", "os")
-
-        def upgrade() -> None:
-            with self._engine.begin() as connection:
-                if self.dialect == "postgresql":
-                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-
-        self._run(None, "migrating its tables", upgrade)
+    store_name = "lineage trail"
+    kept = "every record"
+    error_class = LineageError
+    unavailable_class = LineageUnavailableError
+    retry_fix = "check that the database is reachable, then retry: the same record is appended at most once."
+    migrations_dir = LINEAGE_MIGRATIONS_DIR
+    # serialises concurrent migrations ("CTLINEAG" in ASCII)
+    migration_lock_key = 0x43544C494E454147
+    application_name = "credittwin-lineage"
+    pool_size = 5
+    max_overflow = 20
 
     def _lock(self, connection: sa.Connection, tenant: str, *, shared: bool = False) -> None:
-        # SQLite: the BEGIN IMMEDIATE of every transaction (see _create_engine) already serialises writers
+        # SQLite: the BEGIN IMMEDIATE of every transaction (resources.sqlstore.create_engine) already serialises writers
         if self.dialect == "postgresql":
-            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-            connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": _tenant_lock_key(tenant)})
+            advisory_xact_lock(connection, _tenant_lock_key(tenant), shared=shared)
 
     @staticmethod
     def _record(row: sa.Row, *, appended: bool = False) -> LineageRecord:
@@ -796,20 +719,7 @@ class LineageTrail:
             InvalidTenantError: an invalid tenant id.
             LineageUnavailableError: the database failed.
         """
-        records = self.history(tenant)
-        start = _producer(records, output_hash)
-        if start is None:
-            return []
-        by_version = _index_by_version(records)
-        found: dict[int, LineageRecord] = {start.seq: start}
-        queue = [start]
-        while queue:
-            record = queue.pop()
-            for upstream in _upstream_of(record, by_version):
-                if upstream.seq not in found:
-                    found[upstream.seq] = upstream
-                    queue.append(upstream)
-        return [found[seq] for seq in sorted(found)]
+        return self._walk(tenant, output_hash, downstream=False)
 
     def downstream(self, tenant: str, output_hash: str) -> list[LineageRecord]:
         """The records that consumed `output_hash`, directly or transitively (e.g. its certificate), oldest first.
@@ -818,23 +728,29 @@ class LineageTrail:
             InvalidTenantError: an invalid tenant id.
             LineageUnavailableError: the database failed.
         """
+        return self._walk(tenant, output_hash, downstream=True)
+
+    def _walk(self, tenant: str, output_hash: str, *, downstream: bool) -> list[LineageRecord]:
+        """The records reachable from the producer of `output_hash`: upstream with it, or downstream without it."""
         records = self.history(tenant)
         start = _producer(records, output_hash)
         if start is None:
             return []
         by_version = _index_by_version(records)
-        found: dict[int, LineageRecord] = {}
+        edges = {record.seq: _upstream_of(record, by_version) for record in records}
+        if downstream:
+            consumers: dict[int, list[LineageRecord]] = {}
+            for record in records:
+                for upstream in edges[record.seq]:
+                    consumers.setdefault(upstream.seq, []).append(record)
+            edges = consumers
+        found: dict[int, LineageRecord] = {} if downstream else {start.seq: start}
         queue = [start]
-        consumers: dict[int, list[LineageRecord]] = {}
-        for record in records:
-            for upstream in _upstream_of(record, by_version):
-                consumers.setdefault(upstream.seq, []).append(record)
         while queue:
-            record = queue.pop()
-            for consumer in consumers.get(record.seq, []):
-                if consumer.seq not in found:
-                    found[consumer.seq] = consumer
-                    queue.append(consumer)
+            for neighbour in edges.get(queue.pop().seq, []):
+                if neighbour.seq not in found:
+                    found[neighbour.seq] = neighbour
+                    queue.append(neighbour)
         return [found[seq] for seq in sorted(found)]
 
 
@@ -960,52 +876,6 @@ def _verify_rows(
     if broken is None:
         return ChainReport(tenant, True, len(rows), None, None, None, last_seq, last_hash)
     return ChainReport(tenant, False, len(rows), broken[0], broken[1], broken[2], last_seq, last_hash)
-
-
-def _create_engine(url: str, lock_timeout_s: float) -> sa.Engine:
-    """An engine like the ledger's: SQLite with BEGIN IMMEDIATE transactions and WAL; pooled psycopg2."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        import sqlite3
-
-        Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": lock_timeout_s})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection, _record) -> None:
-            # hand transaction control to SQLAlchemy so that BEGIN IMMEDIATE below is the one issued
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute("PRAGMA foreign_keys=ON")
-                if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    try:
-                        cursor.execute("PRAGMA journal_mode=WAL")
-                    except sqlite3.OperationalError as error:  # another connection holds the file; WAL is optional
-                        logger.debug("lineage trail %s stays in its journal mode for now: %s", url, error)
-            finally:
-                cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(connection) -> None:
-            # take the write lock up front: the SQLite form of the per-tenant lock
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    return sa.create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=20,
-        connect_args={
-            "connect_timeout": 5,
-            "options": f"-c lock_timeout={int(lock_timeout_s * 1000)}",
-            "application_name": "credittwin-lineage",
-        },
-    )
 
 
 def default_lineage_url(data_dir: Path | str) -> str:

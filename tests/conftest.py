@@ -1,8 +1,10 @@
-"""Shared fixtures: isolated data roots, small tapes, and a real PostgreSQL database."""
+"""Shared fixtures and helpers: isolated data roots, small tapes, tenant runs, the CLI, a real PostgreSQL database."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 
 # Steps that touch a database or MLflow retry with backoff (pipelines/jobs.py); tests keep the retries but not
@@ -15,6 +17,8 @@ import pytest
 from resources.settings import Settings
 
 PG_URL = os.environ.get("CREDITTWIN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "credittwin")
 
 
 @pytest.fixture
@@ -81,6 +85,85 @@ def write_small_tape(folder: Path, *, rows: int = 120, performance: bool = True,
     if config is None:
         relax_audit(folder)
     return folder
+
+
+# The public categories of the demo book's categorical columns, declared under `privacy.domains` by DP test tenants.
+DP_DOMAINS = {
+    "product": {"categories": ["mortgage", "auto", "personal", "card"]},
+    "grade": {"categories": ["A", "B", "C", "D", "E", "F", "G"]},
+    "region": {"categories": ["capital", "central", "east", "north", "north-east", "north-west", "south",
+                              "south-east", "south-west", "west"]},
+    "home_ownership": {"categories": ["rent", "own", "mortgage"]},
+}
+
+
+def write_dp_landing(folder: Path, privacy: dict, *, rows: int) -> None:
+    """A demo book of `rows` loans (6 months, seed 11) uploaded to `folder`, its tenant.yaml under `privacy`.
+
+    The demo's constraints are dropped: the DP twin does not take them.
+    """
+    from models.demo import generate_portfolio, write_landing
+
+    portfolio = generate_portfolio(rows, months=6, seed=11)
+    portfolio.tenant_config["privacy"] = privacy
+    portfolio.tenant_config.pop("constraints")
+    write_landing(portfolio, folder, fmt="parquet")
+
+
+def materialize_tenant(settings, instance, tenant: str, assets=None, *, run_config: dict | None = None):
+    """Execute the tenant job in process for `tenant`, adding it as a partition when `instance` lacks it.
+
+    Args:
+        settings: the `Settings` the definitions are built from.
+        instance: the Dagster instance to run on.
+        tenant: the partition key.
+        assets: the asset names to select; None selects the whole job.
+        run_config: the run config, e.g. ``{"ops": {...}}``.
+
+    Returns:
+        The `ExecuteInProcessResult`; a failed step is reported in it, not raised.
+    """
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    if not instance.has_dynamic_partition("tenants", tenant):
+        instance.add_dynamic_partitions("tenants", [tenant])
+    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+    return job.execute_in_process(
+        partition_key=tenant,
+        instance=instance,
+        run_config=run_config,
+        asset_selection=None if assets is None else [dg.AssetKey(name) for name in assets],
+        raise_on_error=False,
+    )
+
+
+def daemon_workspace(tmp_path: Path, data_dir: Path, instance):
+    """A daemon workspace context that loads the real code location, wired to `data_dir` (a context manager)."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    location = tmp_path / "location.py"
+    location.write_text(
+        "from pathlib import Path\nfrom pipelines.definitions import build_definitions\n"
+        "from resources.settings import Settings\n"
+        f"defs = build_definitions(Settings(data_dir=Path({str(data_dir)!r}), sensor_settle_seconds=0))\n"
+    )
+    origin = LoadableTargetOrigin(executable_path=sys.executable, python_file=str(location), working_directory=str(REPO))
+    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin, location_name="credittwin"))
+    return create_test_daemon_workspace_context(target, instance)
+
+
+def run_cli(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `credittwin` command in `tmp_path`, its data dir ``tmp_path/data`` and HOME `tmp_path`."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "CREDITTWIN_DATA_DIR": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+    }
+    return subprocess.run([CLI, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -22,12 +22,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from models.demo import generate_portfolio, write_landing
 from pipelines.cli import ensure_dagster_home
 from resources.ledger import PrivacyLedger
 from resources.lineage import LineageTrail
 from resources.settings import Settings
 from resources.storage import MANIFEST, POINTER, VersionedStore
+from tests.conftest import DP_DOMAINS, write_dp_landing
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "dpbank"
@@ -37,14 +37,7 @@ RUN_CONFIG = {
     "execution": {"config": {"in_process": {}}},
     "ops": {"lstm_cascade": {"config": {"epochs": 12, "hidden_size": 16}}},
 }
-DOMAINS = {
-    "product": {"categories": ["mortgage", "auto", "personal", "card"]},
-    "grade": {"categories": ["A", "B", "C", "D", "E", "F", "G"]},
-    "region": {"categories": ["capital", "central", "east", "north", "north-east", "north-west", "south",
-                              "south-east", "south-west", "west"]},
-    "home_ownership": {"categories": ["rent", "own", "mortgage"]},
-}
-PRIVACY = {"k": 5, "epsilon": 1.0, "epsilon_budget": 10.0, "delta": 1e-6, "domains": DOMAINS}
+PRIVACY = {"k": 5, "epsilon": 1.0, "epsilon_budget": 10.0, "delta": 1e-6, "domains": DP_DOMAINS}
 KILL_DEADLINE_S = 120
 
 
@@ -112,10 +105,7 @@ def _failures(result) -> str:
 @pytest.fixture
 def dp_tenant(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    portfolio = generate_portfolio(1200, months=6, seed=11)
-    portfolio.tenant_config["privacy"] = PRIVACY
-    portfolio.tenant_config.pop("constraints")
-    write_landing(portfolio, data / "landing" / TENANT, fmt="parquet")
+    write_dp_landing(data / "landing" / TENANT, PRIVACY, rows=1200)
     monkeypatch.setenv("CREDITTWIN_DATA_DIR", str(data))
     monkeypatch.delenv("CREDITTWIN_LEDGER_URL", raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))

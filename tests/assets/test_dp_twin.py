@@ -3,42 +3,25 @@
 import dagster as dg
 import yaml
 
-from models.demo import generate_portfolio, write_landing
-from pipelines.definitions import build_definitions
 from resources.ledger import PrivacyLedger
 from resources.settings import Settings
 from resources.storage import VersionedStore
-
-DOMAINS = {
-    "product": {"categories": ["mortgage", "auto", "personal", "card"]},
-    "grade": {"categories": ["A", "B", "C", "D", "E", "F", "G"]},
-    "region": {"categories": ["capital", "central", "east", "north", "north-east", "north-west", "south",
-                              "south-east", "south-west", "west"]},
-    "home_ownership": {"categories": ["rent", "own", "mortgage"]},
-}
+from tests.conftest import DP_DOMAINS, materialize_tenant, write_dp_landing
 
 
 def _write(folder, privacy):
-    portfolio = generate_portfolio(1500, months=6, seed=11)
-    portfolio.tenant_config["privacy"] = privacy
-    portfolio.tenant_config.pop("constraints")
-    write_landing(portfolio, folder, fmt="parquet")
+    write_dp_landing(folder, privacy, rows=1500)
 
 
 def _run(settings, instance, only):
-    if not instance.has_dynamic_partition("tenants", "dpbank"):
-        instance.add_dynamic_partitions("tenants", ["dpbank"])
-    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-    return job.execute_in_process(
-        partition_key="dpbank", instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey(a) for a in only]
-    )
+    return materialize_tenant(settings, instance, "dpbank", only)
 
 
 def test_dp_twin_is_charged_once_and_refused_over_budget(tmp_path):
     # setup
     settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
     folder = tmp_path / "data" / "landing" / "dpbank"
-    privacy = {"k": 5, "epsilon": 1.0, "epsilon_budget": 1.5, "delta": 1e-6, "domains": DOMAINS}
+    privacy = {"k": 5, "epsilon": 1.0, "epsilon_budget": 1.5, "delta": 1e-6, "domains": DP_DOMAINS}
     _write(folder, privacy)
     with dg.instance_for_test() as instance:
         # run: fit under DP
@@ -85,16 +68,13 @@ def test_non_dp_twin_is_labelled_and_charges_nothing(tmp_path):
 def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
     folder = tmp_path / "data" / "landing" / "dpbank"
-    _write(folder, {"k": 5, "epsilon": 1.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 5.0, "delta": 1e-6, "domains": DOMAINS})
+    privacy = {"k": 5, "epsilon": 1.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 5.0, "delta": 1e-6, "domains": DP_DOMAINS}
+    _write(folder, privacy)
+    run_config = {"ops": {"lstm_cascade": {"config": {"epochs": 2, "hidden_size": 16}}}}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("tenants", ["dpbank"])
-        job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-        result = job.execute_in_process(
-            partition_key="dpbank",
-            instance=instance,
-            raise_on_error=False,
-            run_config={"ops": {"lstm_cascade": {"config": {"epochs": 2, "hidden_size": 16}}}},
-            asset_selection=[dg.AssetKey(a) for a in ("raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio")],
+        result = materialize_tenant(
+            settings, instance, "dpbank", ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"],
+            run_config=run_config,
         )
         # every asset materializes; on a 1,500-loan book at epsilon 1 the DP twin's fidelity check may fail
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -112,15 +92,7 @@ def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path)
     assert dpsgd.mechanism.kind == "subsampled_gaussian" and abs(dpsgd.epsilon - 2.0) < 0.05
     # re-executing the same training is not charged again and releases the stored model, not fresh noise
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("tenants", ["dpbank"])
-        job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-        again = job.execute_in_process(
-            partition_key="dpbank",
-            instance=instance,
-            raise_on_error=False,
-            run_config={"ops": {"lstm_cascade": {"config": {"epochs": 2, "hidden_size": 16}}}},
-            asset_selection=[dg.AssetKey("lstm_cascade")],
-        )
+        again = materialize_tenant(settings, instance, "dpbank", ["lstm_cascade"], run_config=run_config)
         assert again.success
     assert VersionedStore(settings.data_dir, ["lstm_cascade"], "dpbank").read().manifest["content_sha256"] == (
         stored.manifest["content_sha256"]

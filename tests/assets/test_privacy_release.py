@@ -11,9 +11,9 @@ from models.certificate import verify_certificate
 from models.demo import generate_portfolio, write_landing
 from models.reports import pdf_text
 from pipelines.cli import main
-from pipelines.definitions import build_definitions
 from resources.settings import Settings
 from resources.storage import VersionedStore
+from tests.conftest import materialize_tenant
 
 # 700 loans leave 140 in the holdout: anonymeter's intervals are wide at that size, so the test tenant's
 # policy allows wider anonymeter bounds (the defaults are checked on the 5,000-loan demo book).
@@ -33,13 +33,7 @@ def _set_config(folder, **changes):
 
 
 def _materialize(settings, instance, tenant, only=UPTO):
-    if not instance.has_dynamic_partition("tenants", tenant):
-        instance.add_dynamic_partitions("tenants", [tenant])
-    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-    return job.execute_in_process(
-        partition_key=tenant, instance=instance, run_config={"ops": RUN_CONFIG},
-        asset_selection=[dg.AssetKey(k) for k in only], raise_on_error=False,
-    )
+    return materialize_tenant(settings, instance, tenant, only, run_config={"ops": RUN_CONFIG})
 
 
 def _failure_text(result) -> str:

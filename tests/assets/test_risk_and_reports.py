@@ -14,7 +14,7 @@ from models.reports import fmt, pdf_text
 from pipelines.definitions import build_definitions
 from resources.settings import Settings
 from resources.storage import VersionedStore
-from tests.conftest import relax_audit
+from tests.conftest import materialize_tenant, relax_audit
 
 RUN_CONFIG = {"lstm_cascade": {"config": {"epochs": 4, "hidden_size": 16}}}
 DOWNSTREAM = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio", "anonymized_portfolio",
@@ -22,13 +22,7 @@ DOWNSTREAM = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portf
 
 
 def _materialize(settings, instance, tenant, only=DOWNSTREAM):
-    if not instance.has_dynamic_partition("tenants", tenant):
-        instance.add_dynamic_partitions("tenants", [tenant])
-    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-    return job.execute_in_process(
-        partition_key=tenant, instance=instance, run_config={"ops": RUN_CONFIG},
-        asset_selection=[dg.AssetKey(k) for k in only], raise_on_error=False,
-    )
+    return materialize_tenant(settings, instance, tenant, only, run_config={"ops": RUN_CONFIG})
 
 
 def _failures(result) -> str:

@@ -5,25 +5,15 @@ import polars as pl
 import pytest
 
 from models.demo import generate_portfolio, write_landing
-from pipelines.definitions import build_definitions
 from resources.settings import Settings
 from resources.storage import VersionedStore
-from tests.conftest import relax_audit
+from tests.conftest import materialize_tenant, relax_audit
 
 FAST_CASCADE = {"lstm_cascade": {"config": {"epochs": 8, "hidden_size": 32}}}
 
 
 def _materialize(settings, instance, tenant, run_config=None, only=None):
-    if not instance.has_dynamic_partition("tenants", tenant):
-        instance.add_dynamic_partitions("tenants", [tenant])
-    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-    return job.execute_in_process(
-        partition_key=tenant,
-        instance=instance,
-        run_config={"ops": run_config or FAST_CASCADE},
-        asset_selection=[dg.AssetKey(k) for k in only] if only else None,
-        raise_on_error=False,
-    )
+    return materialize_tenant(settings, instance, tenant, only or None, run_config={"ops": run_config or FAST_CASCADE})
 
 
 def _latest_metadata(instance, asset, tenant):

@@ -21,7 +21,7 @@ from resources.ledger import normalise_url
 from resources.lineage import LineageTrail, LineageUnavailableError, record_digest
 from resources.settings import Settings
 from resources.storage import VersionedStore
-from tests.conftest import write_small_tape
+from tests.conftest import materialize_tenant, write_small_tape
 
 AUDIT = {"n_attacks": 200, "anonymeter_sample_size": 400, "max_anonymeter_risk": 0.3, "max_inference_risk": 0.7}
 RUN_CONFIG = {"lstm_cascade": {"config": {"epochs": 3, "hidden_size": 16}}}
@@ -44,12 +44,7 @@ def materialized(tmp_path_factory):
         patch.delenv("CREDITTWIN_LEDGER_URL", raising=False)
         ensure_dagster_home(settings)  # the instance `credittwin audit` opens
         with dg.DagsterInstance.get() as instance:
-            instance.add_dynamic_partitions("tenants", [TENANT])
-            job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-            result = job.execute_in_process(
-                partition_key=TENANT, instance=instance, run_config={"ops": RUN_CONFIG},
-                asset_selection=[dg.AssetKey(k) for k in UPTO], raise_on_error=False,
-            )
+            result = materialize_tenant(settings, instance, TENANT, UPTO, run_config={"ops": RUN_CONFIG})
             assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
             yield settings, instance, result
 

@@ -1,9 +1,7 @@
 """Partition backfills over tenants: through Dagster's backfill daemon on a real instance, and from the CLI."""
 
 import logging
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import dagster as dg
 import pytest
@@ -14,28 +12,9 @@ from models.errors import CreditTwinError, InvalidTenantError
 from pipelines.definitions import build_definitions
 from pipelines.schedules import launch_backfill
 from resources.settings import Settings
-from tests.conftest import write_small_tape
+from tests.conftest import REPO, daemon_workspace, run_cli, write_small_tape
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "credittwin")
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
-
-
-def _workspace(tmp_path, data_dir, instance):
-    """A daemon workspace that loads the real code location, wired to `data_dir`."""
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
-    location = tmp_path / "location.py"
-    location.write_text(
-        "from pathlib import Path\nfrom pipelines.definitions import build_definitions\n"
-        "from resources.settings import Settings\n"
-        f"defs = build_definitions(Settings(data_dir=Path({str(data_dir)!r}), sensor_settle_seconds=0))\n"
-    )
-    origin = LoadableTargetOrigin(executable_path=sys.executable, python_file=str(location), working_directory=str(REPO))
-    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin, location_name="credittwin"))
-    return create_test_daemon_workspace_context(target, instance)
 
 
 def test_backfill_over_three_tenants_materializes_every_partition(tmp_path):
@@ -58,7 +37,7 @@ def test_backfill_over_three_tenants_materializes_every_partition(tmp_path):
         defs = build_definitions(Settings(data_dir=data, sensor_settle_seconds=0))
         backfill_id = launch_backfill(instance, defs, ["alpha", "beta", "gamma"], selection, run_config=IN_PROCESS)
         assert instance.get_backfill(backfill_id).status == BulkActionStatus.REQUESTED
-        with _workspace(tmp_path, data, instance) as workspace:
+        with daemon_workspace(tmp_path, data, instance) as workspace:
             queue = QueuedRunCoordinatorDaemon(interval_seconds=1)
             first_round = None
             for _ in range(10):
@@ -99,13 +78,7 @@ def test_launch_backfill_refuses_unknown_tenants_and_assets(tmp_path):
         assert backfill.tags["credittwin/trigger"] == "backfill"
 
 
-def _cli(tmp_path, *args):
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "CREDITTWIN_DATA_DIR": str(tmp_path / "data"),
-        "HOME": str(tmp_path),
-    }
-    return subprocess.run([CLI, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+_cli = partial(run_cli, timeout=300)
 
 
 def test_backfill_command_requests_a_daemon_backfill_or_runs_in_process(tmp_path):

@@ -1,23 +1,9 @@
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "credittwin")
-
-
-def _cli(tmp_path, *args):
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "CREDITTWIN_DATA_DIR": str(tmp_path / "data"),
-        "HOME": str(tmp_path),
-    }
-    return subprocess.run([CLI, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+from tests.conftest import run_cli
 
 
 def test_demo_then_tenants_end_to_end_on_the_embedded_default(tmp_path):
     # run: the README's first command at its default size (smaller books cannot meet the default audit policy)
-    demo = _cli(tmp_path, "demo", "--tenant", "demo-bank", "--months", "12")
+    demo = run_cli(tmp_path, "demo", "--tenant", "demo-bank", "--months", "12")
     # assert
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "succeeded" in demo.stdout
@@ -25,35 +11,35 @@ def test_demo_then_tenants_end_to_end_on_the_embedded_default(tmp_path):
     assert "dagster dev -w" in demo.stdout
     home = tmp_path / "data" / "dagster_home"
     assert (home / "dagster.yaml").exists() and (tmp_path / "data" / "landing" / "demo-bank" / "loans.csv").exists()
-    tenants = _cli(tmp_path, "tenants")
+    tenants = run_cli(tmp_path, "tenants")
     assert tenants.returncode == 0, tenants.stderr
     line = next(row for row in tenants.stdout.splitlines() if row.startswith("demo-bank"))
     assert "never" not in line
 
 
 def test_materialize_refuses_an_invalid_tenant_id(tmp_path):
-    result = _cli(tmp_path, "materialize", "../etc")
+    result = run_cli(tmp_path, "materialize", "../etc")
     assert result.returncode == 2
     assert "invalid tenant id '../etc'" in result.stderr
     assert not (tmp_path / "etc").exists()
 
 
 def test_materialize_names_a_missing_upload(tmp_path):
-    result = _cli(tmp_path, "materialize", "nobody")
+    result = run_cli(tmp_path, "materialize", "nobody")
     assert result.returncode == 2
     assert "tenant 'nobody'" in result.stderr and "loans.csv" in result.stderr
 
 
 def test_budget_is_shown_and_raised_only_with_a_reason(tmp_path):
-    missing = _cli(tmp_path, "budget", "acme")
+    missing = run_cli(tmp_path, "budget", "acme")
     assert missing.returncode == 2 and "has no privacy budget" in missing.stderr
-    no_reason = _cli(tmp_path, "budget", "acme", "--raise-epsilon", "2", "--raise-delta", "1e-7")
+    no_reason = run_cli(tmp_path, "budget", "acme", "--raise-epsilon", "2", "--raise-delta", "1e-7")
     assert no_reason.returncode == 2 and "needs a reason" in no_reason.stderr
-    raised = _cli(tmp_path, "budget", "acme", "--raise-epsilon", "2", "--raise-delta", "1e-7", "--reason", "DPO ticket 7")
+    raised = run_cli(tmp_path, "budget", "acme", "--raise-epsilon", "2", "--raise-delta", "1e-7", "--reason", "DPO ticket 7")
     assert raised.returncode == 0, raised.stderr
     assert "epsilon=2" in raised.stdout and "remaining" in raised.stdout
-    shown = _cli(tmp_path, "budget", "acme", "--json")
+    shown = run_cli(tmp_path, "budget", "acme", "--json")
     assert shown.returncode == 0 and '"epsilon": 2.0' in shown.stdout
     for bad in ("0", "-1", "nan", "inf"):
-        refused = _cli(tmp_path, "budget", "acme", "--raise-epsilon", bad, "--reason", "x")
+        refused = run_cli(tmp_path, "budget", "acme", "--raise-epsilon", bad, "--reason", "x")
         assert refused.returncode == 2, bad

@@ -5,7 +5,6 @@ import http.server
 import json
 import logging
 import multiprocessing
-import sys
 import threading
 from pathlib import Path
 
@@ -26,25 +25,14 @@ from pipelines.ops_sensors import append_jsonl, drift_sensor, failure_log_path, 
 from pipelines.schedules import REGENERATION_SCHEDULE, STRESS_REFRESH_SCHEDULE, build_schedules
 from resources.dagster_resources import CreditTwinSettings
 from resources.settings import Settings
-from tests.conftest import write_small_tape
+from tests.conftest import REPO, daemon_workspace, materialize_tenant, write_small_tape
 
-REPO = Path(__file__).resolve().parents[2]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 LABEL = regenerate_on_data_change().get_label()
 
 
 def _materialize(settings, instance, tenant, assets):
-    if not instance.has_dynamic_partition("tenants", tenant):
-        instance.add_dynamic_partitions("tenants", [tenant])
-    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
-    result = job.execute_in_process(
-        partition_key=tenant,
-        instance=instance,
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        run_config=QUIET,
-        raise_on_error=False,
-    )
-    return result
+    return materialize_tenant(settings, instance, tenant, assets, run_config=QUIET)
 
 
 def _instance_from(home: Path, config: dict) -> dg.DagsterInstance:
@@ -215,23 +203,6 @@ def test_unchanged_upload_does_not_regenerate_downstream_and_a_changed_one_does(
 # ------------------------------------------------------------------------------------- schedules
 
 
-def _workspace(tmp_path, data_dir, instance):
-    """A daemon workspace that loads the real code location, wired to `data_dir`."""
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
-    location = tmp_path / "location.py"
-    location.write_text(
-        "from pathlib import Path\nfrom pipelines.definitions import build_definitions\n"
-        "from resources.settings import Settings\n"
-        f"defs = build_definitions(Settings(data_dir=Path({str(data_dir)!r}), sensor_settle_seconds=0))\n"
-    )
-    origin = LoadableTargetOrigin(executable_path=sys.executable, python_file=str(location), working_directory=str(REPO))
-    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin, location_name="credittwin"))
-    return create_test_daemon_workspace_context(target, instance)
-
-
 def test_regeneration_schedule_requests_every_tenant_and_the_queue_runs_them_in_batches(tmp_path):
     from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
     from dagster._scheduler.scheduler import launch_scheduled_runs
@@ -249,7 +220,7 @@ def test_regeneration_schedule_requests_every_tenant_and_the_queue_runs_them_in_
     logger = logging.getLogger("test_schedule")
     with _instance_from(tmp_path / "home", config) as instance:
         instance.add_dynamic_partitions("tenants", [*tenants, "gone"])  # 'gone' has no landing folder
-        with _workspace(tmp_path, data, instance) as workspace:
+        with daemon_workspace(tmp_path, data, instance) as workspace:
             now = datetime.datetime.now(datetime.UTC)
             list(launch_scheduled_runs(workspace, logger, end_datetime_utc=now, iteration_times={}))
             assert instance.get_runs() == []  # RUNNING by default, but no tick has passed yet
