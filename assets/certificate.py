@@ -104,7 +104,7 @@ def privacy_certificate(
                 "materialized_by_run": {name: v["run_id"] for name, v in versions.items()},
                 "code_version": code_version(),
                 "asset_code_version": "1",
-                "dagster_run_id": context.run_id,
+                "dagster_run_id": context.run.run_id,
             },
             generator={
                 "engine": fitted_copula.document("engine", {}).get("name", "credittwin"),

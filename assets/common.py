@@ -85,7 +85,7 @@ def charge_privacy(privacy_ledger, context, *, asset: str, mechanism, input_vers
         seed=seed,
     )
     with privacy_ledger.ledger() as ledger:
-        return ledger.charge(tenant=tenant, asset=asset, run_id=context.run_id, mechanism=mechanism, idempotency=key)
+        return ledger.charge(tenant=tenant, asset=asset, run_id=context.run.run_id, mechanism=mechanism, idempotency=key)
 
 
 def stored_release(data_root, asset: str, tenant: str, idempotency_hash: str) -> Artifact | None:

@@ -1329,7 +1329,8 @@ def _anonymeter_frame(frame: pl.DataFrame, plans: list[_Column], schema: TableSc
         if column.numeric and not column.generalised:
             data[column.name] = _numeric_values(series)
         elif column.numeric:
-            labels = [v for v in released_frame.get_column(column.name).cast(pl.String).unique().to_list() if v is not None]
+            # sorted: polars' unique() has no fixed order, and ties between equally good ranges go to the first
+            labels = sorted(v for v in released_frame.get_column(column.name).cast(pl.String).unique().to_list() if v is not None)
             if released:
                 values = series.cast(pl.String).to_list()
             else:

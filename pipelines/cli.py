@@ -1,4 +1,4 @@
-"""The `credittwin` command: demo, materialize, tenants, init-home.
+"""The `credittwin` command: demo, materialize, tenants, budget, export, verify, keygen, audit, backfill, init-home.
 
 Runs headless against the Dagster instance in DAGSTER_HOME (default
 ``$CREDITTWIN_DATA_DIR/dagster_home``, created with the embedded SQLite
