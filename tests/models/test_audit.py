@@ -528,4 +528,6 @@ def test_the_same_release_audited_twice_gives_the_same_figures():
         anonymeter = report["anonymeter"]
         for risk in [anonymeter["singling_out"], anonymeter["linkability"], *anonymeter["inference"].values()]:
             risk.pop("baseline_rate")
+        # anonymeter's warning that an attack did no better than its baseline quotes the baseline too
+        report["warnings"] = [w for w in report["warnings"] if "baseline" not in w]
     assert a == b
