@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import split_of, tape_config, tape_schema, tenant_errors, train_split
+from assets.common import markdown_table, split_of, tape_config, tape_schema, tenant_errors, train_split
 from pipelines.jobs import EXTERNAL_SERVICE_RETRY
 from pipelines.partitions import tenants
 from resources.ledger import PrivacyLedgerResource
@@ -51,16 +51,11 @@ def audit_policy(tenant_config):
     )
 
 
-def _rules_markdown(rules: list[dict]) -> str:
-    def cell(value) -> str:
-        text = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| rule | value | limit | verdict |", "|---|---|---|---|"]
-    for rule in rules:
-        verdict = "pass" if rule["passed"] else "**FAIL**"
-        lines.append(f"| {cell(rule['rule'])} | {cell(rule['value'])} | {cell(rule['threshold'])} | {verdict} |")
-    return "\n".join(lines)
+def _rules_table(rules: list[dict]) -> dg.MetadataValue:
+    return markdown_table(
+        ["rule", "value", "limit", "verdict"],
+        [[rule["rule"], rule["value"], rule["threshold"], "pass" if rule["passed"] else "FAIL"] for rule in rules],
+    )
 
 
 @dg.asset(
@@ -139,7 +134,7 @@ def privacy_audit(
     metadata = {
         "passed": not failed,
         "failed_rules": dg.MetadataValue.json([rule["message"] for rule in failed]),
-        "policy": dg.MetadataValue.md(_rules_markdown(rules)),
+        "policy": _rules_table(rules),
         "dcr_share_closer_to_train": dcr.get("share_closer_to_train"),
         "exact_match_rate": dcr.get("exact_match_rate"),
         "mia_auc": mia.get("auc"),
@@ -161,7 +156,7 @@ def privacy_audit(
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "failed_rules": dg.MetadataValue.json([rule["message"] for rule in failed]),
-            "rules": dg.MetadataValue.md(_rules_markdown(rules)),
+            "rules": _rules_table(rules),
         },
         description=(
             "every rule of the policy holds" if not failed

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import code_version, tape_config, upstream_versions
+from assets.common import code_version, markdown_list, tape_config, upstream_versions
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.storage import Artifact
@@ -167,6 +167,6 @@ def privacy_certificate(
             "released_files": dg.MetadataValue.json(released),
             "epsilon_spent": spent["epsilon"] if spent else "not differentially private",
             "k_achieved": anonymization.get("k_achieved"),
-            "explanation": dg.MetadataValue.md("\n".join(f"- {line}" for line in document.get("explanation", []))),
+            "explanation": markdown_list(document.get("explanation", [])),
         },
     )

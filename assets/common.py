@@ -164,3 +164,33 @@ def upstream_versions(context, assets, tenant: str) -> dict[str, dict]:
             "run_id": record.run_id,
         }
     return out
+
+
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#!|<>~")  # ". - +" matter only at a line start, which a cell or item never is
+
+
+def md_text(value) -> str:
+    """`value` as literal text inside Dagster's Markdown metadata.
+
+    Column names, category values and tenant names come from uploads: escaped,
+    ``![x](http://...)`` or ``<img ...>`` prints as characters instead of making
+    the UI fetch an image or follow a link.
+    """
+    if value is None:
+        return "-"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    text = text.replace("\r", " ").replace("\n", " ")
+    return "".join(f"&{'lt' if ch == '<' else 'gt'};" if ch in "<>" else f"\\{ch}" if ch in _MARKDOWN_SPECIAL else ch
+                   for ch in text)
+
+
+def markdown_table(header, rows) -> dg.MetadataValue:
+    """A Markdown table whose every cell is escaped with `md_text`."""
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def markdown_list(items) -> dg.MetadataValue:
+    """A Markdown bullet list of escaped lines ("none" when empty)."""
+    return dg.MetadataValue.md("\n".join(f"- {md_text(item)}" for item in items) or "none")

@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.common import (
     history_of,
+    markdown_table,
     png_markdown,
     split_of,
     tape_config,
@@ -218,9 +219,8 @@ def portfolio_scores(
             "dagster/row_count": scores.height,
             "model_version": str(version),
             "mean_pd": dg.MetadataValue.float(float(scores.get_column("pd").mean())),
-            "band_distribution": dg.MetadataValue.md(
-                "| band | loans | mean PD |\n|---|---|---|\n"
-                + "\n".join(f"| {r['band']} | {r['loans']} | {r['mean_pd']:.4f} |" for r in bands.to_dicts())
+            "band_distribution": markdown_table(
+                ["band", "loans", "mean PD"], [[r["band"], r["loans"], r["mean_pd"]] for r in bands.to_dicts()]
             ),
         },
     )
@@ -261,18 +261,9 @@ def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, risk
         ),
         metadata={
             "scenarios": dg.MetadataValue.json(sorted(set(table.get_column("scenario").to_list()))),
-            "results": dg.MetadataValue.md(_markdown_table(table)),
+            "results": markdown_table(table.columns, table.iter_rows()),
             "warnings": dg.MetadataValue.json(result.warnings),
             **({"loss_rate_chart": png_markdown(charts["loss_rate"], "loss rate by scenario")} if "loss_rate" in charts else {}),
         },
     )
 
-
-def _markdown_table(frame) -> str:
-    def cell(value) -> str:
-        text = f"{value:,.4g}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)

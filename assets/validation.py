@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split
+from assets.common import markdown_list, png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split
 from pipelines.partitions import tenants
 from resources.storage import Artifact
 
@@ -69,7 +69,7 @@ def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact
         "sdmetrics_quality": document["quality"].get("sdmetrics_quality"),
         "utility": utility.get("ratio") if utility.get("status") == "evaluated" else utility.get("reason", "absent"),
         "failures": dg.MetadataValue.json(report.failures),
-        "recommendations": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.recommendations) or "none"),
+        "recommendations": markdown_list(report.recommendations),
         "report_pdf": dg.MetadataValue.path(REPORT_PDF),
     }
     for name in ("distributions", "roc_curves", "vintage_curves"):
