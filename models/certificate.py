@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from models.errors import CertificateError
+from models.files import atomic_write_bytes, sha256_file
 from models.reports import PdfReport, fmt, pdf_text
 from models.tenant import validate_tenant_id
 
@@ -362,15 +363,7 @@ def generate_key_file(path: Path | str, *, overwrite: bool = False) -> SigningKe
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            atomic_write_bytes(path, data)
         elif not _publish_exclusively(path, data):
             raise CertificateError(
                 f"{str(path)!r} already exists; a signing key is never overwritten by accident.",
@@ -967,14 +960,6 @@ def read_certificate(path: Path | str) -> dict[str, Any]:
     return document
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _released_path(data_dir: Path, name: str) -> Path | None:
     """data_dir/name when it stays inside data_dir (after resolving links), else None."""
     base = data_dir.resolve()
@@ -1127,7 +1112,7 @@ def verify_certificate(
                 problems.append(f"released file {name!r} is missing from {str(root)!r} (expected sha256 {expected})")
                 checked.append({"name": name, "expected_sha256": expected, "actual_sha256": None, "ok": False})
                 continue
-            actual = _sha256_file(path)
+            actual = sha256_file(path)
             ok = actual == expected
             if not ok:
                 problems.append(f"released file {name!r} does not match the certificate: expected sha256 {expected}, "

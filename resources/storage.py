@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from models.files import atomic_write_bytes, sha256_file  # noqa: F401 - re-exported for callers of storage
 from models.errors import UnsafePathError
 from models.tenant import validate_tenant_id
 
@@ -47,31 +48,8 @@ def safe_join(root: Path, *parts: str) -> Path:
     return target
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def json_default(value: Any) -> Any:
