@@ -859,31 +859,25 @@ class Scorecard:
 
 
 def auc_score(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
-    from scipy.stats import rankdata
+    """Area under the ROC curve (scikit-learn's; ties count half), NaN when `y` holds one class only."""
+    from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y, dtype=bool)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
+    if y.all() or not y.any():
         return float("nan")
-    ranks = rankdata(p)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+    return float(roc_auc_score(y, p))
 
 
 def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
-    """Kolmogorov-Smirnov: the largest gap between the PD distributions of defaulters and others."""
+    """Kolmogorov-Smirnov: the largest gap between the PD distributions of defaulters and others
+    (the largest |TPR - FPR| over scikit-learn's ROC points, one per distinct PD), NaN with one class only."""
+    from sklearn.metrics import roc_curve
+
     y = np.asarray(y, dtype=bool)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(-p, kind="stable")
-    ps, ys = p[order], y[order]
-    tpr = np.cumsum(ys) / n1
-    fpr = np.cumsum(~ys) / n0
-    last_of_tie = np.r_[ps[1:] != ps[:-1], True]
-    return float(np.max(np.abs(tpr - fpr)[last_of_tie]))
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    return float(np.max(np.abs(tpr - fpr)))
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:

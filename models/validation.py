@@ -675,16 +675,18 @@ def _design(
 
 
 def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """AUC, Gini (2 AUC - 1), KS (max TPR - FPR), Brier score and a 101-point ROC curve."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    """AUC, Gini (2 AUC - 1), KS, Brier score (the PD model's own measures) and a 101-point ROC curve."""
+    from sklearn.metrics import roc_curve
 
-    auc = float(roc_auc_score(y, p))
+    from models.risk import auc_score, ks_statistic
+
+    auc = auc_score(y, p)
     fpr, tpr, _ = roc_curve(y, p)
     grid = np.linspace(0.0, 1.0, _ROC_POINTS)
     return {
         "auc": auc,
         "gini": 2.0 * auc - 1.0,
-        "ks": float(np.max(tpr - fpr)),
+        "ks": ks_statistic(y, p),
         "brier": float(np.mean((p - y) ** 2)),
         "roc": {"fpr": grid.round(4).tolist(), "tpr": np.interp(grid, fpr, tpr).round(4).tolist()},
     }
@@ -757,8 +759,9 @@ def _scorecard(
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
+
+    from models.risk import auc_score
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     matrices, categorical = _design(frames, schema, features, [train])
@@ -782,7 +785,7 @@ def _scorecard(
                 return None, "no target values."
             if not _two_classes(y):
                 return None, f"only one class ({int(y.sum())} of {y.size} defaulted)."
-            return 2.0 * float(roc_auc_score(y, model.predict_proba(x)[:, 1])) - 1.0, None
+            return 2.0 * auc_score(y, model.predict_proba(x)[:, 1]) - 1.0, None
 
         g_train, _ = gini(x_train, y_train)
         g_syn, why_syn = gini(matrices[1], y_syn)
