@@ -162,32 +162,22 @@ class AuditConfig:
     n_bootstrap: int = N_BOOTSTRAP
 
     def validate(self, tenant: str | None = None) -> None:
-        """Raise `InvalidDataError` when a setting is out of range."""
-        if not isinstance(self.sample_size, int) or self.sample_size < 10:
-            raise InvalidDataError(
-                f"audit sample_size must be an integer of at least 10, got {self.sample_size!r}.",
-                tenant=tenant,
-                fix="set privacy.audit.sample_size to 10 or more (10,000 is the default).",
-            )
-        if not isinstance(self.n_attacks, int) or self.n_attacks < 1:
-            raise InvalidDataError(
-                f"audit n_attacks must be a positive integer, got {self.n_attacks!r}.",
-                tenant=tenant,
-                fix="set privacy.audit.n_attacks to 1 or more (2,000 is the default).",
-            )
-        if not isinstance(self.anonymeter_sample_size, int) or self.anonymeter_sample_size < MIN_ANONYMETER_ROWS:
-            raise InvalidDataError(
-                f"audit anonymeter_sample_size must be an integer of at least {MIN_ANONYMETER_ROWS}, "
-                f"got {self.anonymeter_sample_size!r}.",
-                tenant=tenant,
-                fix="set anonymeter_sample_size to 5 or more (5,000 is the default).",
-            )
-        if not isinstance(self.n_bootstrap, int) or self.n_bootstrap < 10:
-            raise InvalidDataError(
-                f"audit n_bootstrap must be an integer of at least 10, got {self.n_bootstrap!r}.",
-                tenant=tenant,
-                fix="set n_bootstrap to 10 or more (200 is the default).",
-            )
+        """Raise `InvalidDataError` when a setting is out of range (naming its tenant.yaml key under `audit:`)."""
+        for name, minimum, default in (
+            ("sample_size", 10, "10,000"),
+            ("n_attacks", 1, "2,000"),
+            ("anonymeter_sample_size", MIN_ANONYMETER_ROWS, "5,000"),
+            ("n_bootstrap", 10, "200"),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise InvalidDataError(
+                    f"audit {name} must be an integer of at least {minimum}, got {value!r}.",
+                    tenant=tenant,
+                    fix=f"set audit.{name} in tenant.yaml to {minimum} or more ({default} is the default)."
+                    if name != "n_bootstrap"
+                    else f"set n_bootstrap to {minimum} or more ({default} is the default).",
+                )
 
 
 @dataclass
