@@ -61,10 +61,13 @@ from models.sequences import (
     ABSORBING_CODES,
     CLOSING_CODES,
     N_STATES,
+    AMOUNTS,
     LoanPaths,
     LoanTerms,
+    history_amounts,
     loan_paths,
     loan_terms,
+    observed_states,
     paths_to_frame,
     ratio_targets,
     reporting_offset,
@@ -97,6 +100,8 @@ _CORRECTION_PRIOR = 0.5
 _CORRECTION_MIN_ROW = 50
 _CORRECTION_MIN_CELL = 10
 _CORRECTION_HALF_WIDTH = 2
+# Logit offset of a state the training history never holds: as unlikely as the Markov baseline's floor (1e-12).
+_UNSEEN_LOGIT = -30.0
 
 
 # --------------------------------------------------------------------------- configuration
@@ -229,8 +234,10 @@ class DPTrainingHook(Protocol):
     synthetic-data release: the loans' own static attributes and terms as
     inputs of their per-loan gradients (they are inside the mechanism); the
     longest history (``months``, unless `CascadeConfig.max_months` fixes it),
-    the days past due of each state, the reporting offset and the
-    `HistoryReport` of the histories, all saved with the model; and, unless
+    the days past due of each state, the set of states the histories hold
+    (a state they never hold is never sampled), the amount columns they
+    carry, the reporting offset and the `HistoryReport` of the histories,
+    all saved with the model; and, unless
     `LoanCascade.fit` receives ``public_domains``, the static encoder's
     statistics: each numeric column's mean, standard deviation and log
     choice, and each categorical column's most frequent levels (up to 50,
@@ -504,7 +511,8 @@ class _Encoded:
         )
 
 
-def _encode(static: np.ndarray, paths: LoanPaths, terms: LoanTerms, months: int) -> _Encoded:
+def _encode(static: np.ndarray, paths: LoanPaths, terms: LoanTerms, months: int, amounts: tuple[str, ...] | list[str]) -> _Encoded:
+    """The book's tensors; an amount the history lacks (not in `amounts`) enters as the constant `_simulate` feeds."""
     torch = _torch()
     from models.cascade_net import START_TOKEN
 
@@ -515,6 +523,10 @@ def _encode(static: np.ndarray, paths: LoanPaths, terms: LoanTerms, months: int)
         payment_in = np.clip(paths.payment / terms.installment[:, None], 0.0, 4.0)
     prev_balance = np.nan_to_num(np.concatenate([np.ones((n, 1)), balance_in[:, :-1]], axis=1), nan=0.0)
     prev_payment = np.nan_to_num(np.concatenate([np.zeros((n, 1)), payment_in[:, :-1]], axis=1), nan=0.0)
+    if "balance" not in amounts:
+        prev_balance = np.ones_like(prev_balance)
+    if "payment" not in amounts:
+        prev_payment = np.zeros_like(prev_payment)
     balance_target, payment_target = ratio_targets(paths, terms.amount, terms.installment)
     # Balance is fixed at 0 in pay-off months, so only other months teach the balance head.
     balance_mask = np.isfinite(balance_target) & ~np.isin(paths.states, CLOSING_CODES) & (paths.states >= 0)
@@ -599,14 +611,22 @@ def _dp_batch_loss(model: Any, batch: tuple["torch.Tensor", ...], amount_weight:
 
 
 def _simulate(
-    net: Any, static: np.ndarray, terms: LoanTerms, months: int, seed: int, chunk_size: int = 65536
+    net: Any,
+    static: np.ndarray,
+    terms: LoanTerms,
+    months: int,
+    seed: int,
+    chunk_size: int = 65536,
+    amounts: tuple[str, ...] | list[str] = AMOUNTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Free-running paths of every loan: (states, balance, payment), each loans x `months` (-1 / NaN past a path's end).
 
     All loans advance together month by month: the state is drawn from the
     calibrated state head (multinomial), then balance and payment given that
     state; a path stops at an absorbing state, at the loan's term or at
-    `months`. The caller seeds and pins torch (`_torch_session`).
+    `months`. An amount the training history lacked (not in `amounts`) is fed
+    back as the constant the training saw, not as the untrained head's guess.
+    The caller seeds and pins torch (`_torch_session`).
     """
     torch = _torch()
     from models.cascade_net import START_TOKEN
@@ -653,8 +673,10 @@ def _simulate(
                 out_balance[alive, t] = new_balance[alive]
                 out_payment[alive, t] = new_payment[alive]
                 prev_state = state
-                prev_balance = (new_balance / amount).clamp(0.0, 2.0).float().unsqueeze(1)
-                prev_payment = (new_payment / installment).clamp(0.0, 4.0).float().unsqueeze(1)
+                if "balance" in amounts:
+                    prev_balance = (new_balance / amount).clamp(0.0, 2.0).float().unsqueeze(1)
+                if "payment" in amounts:
+                    prev_payment = (new_payment / installment).clamp(0.0, 4.0).float().unsqueeze(1)
                 owed = new_balance
                 alive = alive & ~torch.isin(state[:, 0], absorbing) & ((t + 1) < horizon)
             states[start:stop] = out_state.cpu().numpy()
@@ -758,7 +780,9 @@ def _smooth_months(counts: np.ndarray, half_width: int) -> np.ndarray:
     return padded[:, upper] - padded[:, lower]
 
 
-def _free_running_correction(net: Any, encoded: _Encoded, terms: LoanTerms, months: int, seed: int) -> dict[str, Any]:
+def _free_running_correction(
+    net: Any, encoded: _Encoded, terms: LoanTerms, months: int, seed: int, amounts: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
     """Shift the transient rows' offsets until free-running paths move like the book; returns a summary.
 
     Teacher-forced calibration matches each transition row on the real
@@ -788,7 +812,7 @@ def _free_running_correction(net: Any, encoded: _Encoded, terms: LoanTerms, mont
     transient = np.arange(START_TOKEN + 1) < n_transient
     gaps = []
     for round_ in range(_CORRECTION_ROUNDS):
-        simulated, _, _ = _simulate(net, static, subset, months, seed + 7919 * (round_ + 1))
+        simulated, _, _ = _simulate(net, static, subset, months, seed + 7919 * (round_ + 1), amounts=amounts)
         sim = _smooth_months(_month_counts(simulated, months), _CORRECTION_HALF_WIDTH)
         real_rows, sim_rows = real.sum(axis=2, keepdims=True), sim.sum(axis=2, keepdims=True)
         real_share = (real + _CORRECTION_PRIOR) / (real_rows + N_STATES * _CORRECTION_PRIOR)
@@ -807,6 +831,14 @@ def _free_running_correction(net: Any, encoded: _Encoded, terms: LoanTerms, mont
         delta = np.where(judged, np.log(real_share) - np.log(sim_share), 0.0)
         net.state_offset.add_(_torch().from_numpy(delta).to(net.state_offset.device, net.state_offset.dtype))
     return {"free_running_paths": int(len(rows)), "free_running_rounds": len(gaps), "free_running_max_gap": gaps}
+
+
+def _mask_unseen(net: Any, seen: list[bool]) -> None:
+    """Make the states the training history never holds (`seen` False) unreachable, whatever the offsets were."""
+    unseen = [i for i, present in enumerate(seen) if not present]
+    if unseen:
+        with _torch().no_grad():
+            net.state_offset[..., unseen] = _UNSEEN_LOGIT
 
 
 # --------------------------------------------------------------------------- the model
@@ -882,9 +914,13 @@ class LoanCascade:
         log ratio of real to simulated transition shares.
         ``_prep["calibration"]`` records what was done.
 
+        Balance and payment are modelled when the history has them (either,
+        both or neither: the states are modelled from status or days past
+        due alone); a state the history never holds is never sampled.
+
         Raises:
-            InvalidDataError: the histories fail `validate_histories`, lack
-                balance or payment, or match no loan.
+            InvalidDataError: the histories fail `validate_histories` or match
+                no loan, or they carry amounts and the loans no original amount.
         """
         torch = _torch()
         from models.cascade_net import CascadeNet
@@ -893,15 +929,8 @@ class LoanCascade:
         seed = config.seed if seed is None else int(seed)
         id_column = schema.id_column or "loan_id"
         report = validate_histories(performance, loans, tenant=tenant, file=file, id_column=id_column)
-        for column in ("balance", "payment"):
-            if column not in performance.columns:
-                raise InvalidDataError(
-                    f"the performance table has no '{column}' column, which the cascade models.",
-                    tenant=tenant,
-                    file=file,
-                    column=column,
-                    fix=f"map the tape's {column} column in tenant.yaml.",
-                )
+        amounts = history_amounts(performance)
+        seen = observed_states(performance)
         months = int(config.max_months or report.max_period)
         ids = loans.get_column(id_column).cast(pl.String).to_numpy()
         paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
@@ -912,8 +941,11 @@ class LoanCascade:
             encoder, left_out = StaticEncoder.from_domains(schema, inputs, public_domains)
         else:
             encoder, left_out = StaticEncoder.fit(loans, schema, inputs), []
-        terms = loan_terms(loans, fallback_term=months, term_column=report.term_column or "term_months", tenant=tenant, file=file)
-        encoded = _encode(encoder.transform(loans), paths, terms, months)
+        terms = loan_terms(
+            loans, fallback_term=months, term_column=report.term_column or "term_months", need_amount=bool(amounts),
+            tenant=tenant, file=file,
+        )
+        encoded = _encode(encoder.transform(loans), paths, terms, months, amounts)
         units = self._privacy_units(loans, privacy_unit_column, id_column)
         private = dp is not None
         # Under DP-SGD every borrower trains and every epoch runs: choosing when to stop from held-out (or
@@ -999,7 +1031,8 @@ class LoanCascade:
             if best_state is not None:
                 net.load_state_dict(best_state)
             net.eval()
-            calibration = self._calibrate(net, encoded, terms, months, seed, device, dp)
+            _mask_unseen(net, seen)
+            calibration = self._calibrate(net, encoded, terms, months, seed, device, dp, amounts, seen)
         net.eval()
         self._net = net
         self.history = history
@@ -1010,6 +1043,8 @@ class LoanCascade:
             "months": months,
             "encoder": encoder.to_dict(),
             "days_past_due": state_days_past_due(performance),
+            "amounts": list(amounts),
+            "observed_states": seen,
             "reporting_offset": reporting_offset(performance, loans, id_column),
             "recurrent": "torch" if dp is None or dp.recurrent_factory is None else "custom",
             "train_loans": int(len(train_rows)),
@@ -1029,6 +1064,8 @@ class LoanCascade:
         seed: int,
         device: "torch.device",
         dp: DPTrainingHook | None,
+        amounts: list[str],
+        seen: list[bool],
     ) -> dict[str, Any]:
         """Fit the state head's logit offsets on the training book; returns what was done, for `_prep`.
 
@@ -1046,7 +1083,8 @@ class LoanCascade:
             return {"fitted": False, "reason": "skipped under DP-SGD: it would read the histories outside the privacy accounting"}
         offsets, summary = _fit_state_offsets(net, encoded.tensors(), device)
         net.state_offset.copy_(offsets.to(net.state_offset.device, net.state_offset.dtype))
-        correction = _free_running_correction(net, encoded, terms, months, seed)
+        _mask_unseen(net, seen)
+        correction = _free_running_correction(net, encoded, terms, months, seed, amounts)
         return {"fitted": True, **summary, **correction}
 
     @staticmethod
@@ -1087,7 +1125,10 @@ class LoanCascade:
 
     def _terms(self, loans: pl.DataFrame) -> LoanTerms:
         prep = self._require()
-        return loan_terms(loans, fallback_term=prep["months"], term_column=prep["term_column"] or "term_months")
+        return loan_terms(
+            loans, fallback_term=prep["months"], term_column=prep["term_column"] or "term_months",
+            need_amount=bool(prep["amounts"]),
+        )
 
     def _ids(self, loans: pl.DataFrame) -> np.ndarray:
         prep = self._require()
@@ -1112,7 +1153,7 @@ class LoanCascade:
         months = int(prep["months"])
         paths = loan_paths(performance, self._ids(loans), months)
         encoder = StaticEncoder.from_dict(prep["encoder"])
-        encoded = _encode(encoder.transform(loans), paths, self._terms(loans), months)
+        encoded = _encode(encoder.transform(loans), paths, self._terms(loans), months, prep["amounts"])
         if int((paths.states[:, 1:] >= 0).sum()) == 0:
             raise InvalidDataError(
                 "the histories hold no month-to-month transition to score.",
@@ -1139,7 +1180,7 @@ class LoanCascade:
         terms = self._terms(loans)
         device = next(self._net.parameters()).device
         with _torch_session(self.config.threads, int(seed), device, deterministic=False):
-            states, balance, payment = _simulate(self._net, static, terms, months, int(seed), chunk_size)
+            states, balance, payment = _simulate(self._net, static, terms, months, int(seed), chunk_size, prep["amounts"])
         return paths_to_frame(
             ids,
             states,
@@ -1148,6 +1189,7 @@ class LoanCascade:
             prep["days_past_due"],
             origination=loans.get_column("origination_date") if "origination_date" in loans.columns else None,
             offset=prep["reporting_offset"],
+            amounts=prep["amounts"],
         )
 
     # ------------------------------------------------------------------ persistence
@@ -1224,6 +1266,8 @@ class LoanCascade:
         # A cascade saved before calibration existed has no offsets: it loads with zero offsets, as it sampled then.
         state.setdefault("state_offset", net.state_offset.clone())
         prep.setdefault("calibration", {"fitted": False, "reason": "saved before calibration existed"})
+        # Saved before histories without amounts were accepted: it was trained on both.
+        prep.setdefault("amounts", list(AMOUNTS))
         net.load_state_dict(state)
         net.to(_device(config.device)).eval()
         model._net = net

@@ -41,7 +41,8 @@ import polars as pl
 
 from models.errors import InvalidDataError, TenantConfigError, ValidationErrors
 from models.schema import ColumnType, normalise_column_name, resolve_aliases
-from models.states import STATE_ALIASES, STATES
+from models.states import STATES, canonical_states
+from models.vocabulary import counterpart_spelling
 
 SNIFF_BYTES = 64 * 1024
 SAMPLE_ROWS = 10_000
@@ -64,10 +65,13 @@ DATE_FORMATS: tuple[str, ...] = (
     "%Y-%m-%dT%H:%M:%S",
     "%Y-%m-%d %H:%M:%S",
     "%b %Y",
+    "%b-%Y",
     "%d %b %Y",
     "%Y-%m",
 )
 _DAY_FIRST, _MONTH_FIRST = "%d/%m/%Y", "%m/%d/%Y"
+# Decimal places counted per number column; a column with more is released at full precision.
+_DECIMALS = (0, 1, 2, 3, 4, 5, 6)
 
 BOOL_TRUE = ("true", "yes", "y")
 BOOL_FALSE = ("false", "no", "n")
@@ -141,6 +145,10 @@ class IngestReport:
         decimal: the decimal mark, None for Parquet.
         date_columns: column -> the date formats found in it.
         formula_cells: column -> count of formula-like cells kept as text.
+        spellings: column -> how the file wrote it, for spelling a release back:
+            {"true_as": "Yes", "false_as": "No"} for a flag read as Boolean,
+            {"date_format": "%b-%Y"} (the most frequent format) for dates,
+            {"decimals": 2} (the most any cell has) for numbers with a decimal mark.
         warnings: things a reviewer should know (encoding fallback, ...).
     """
 
@@ -154,6 +162,7 @@ class IngestReport:
     decimal: str | None
     date_columns: dict[str, list[str]] = field(default_factory=dict)
     formula_cells: dict[str, int] = field(default_factory=dict)
+    spellings: dict[str, dict[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -569,6 +578,7 @@ def _read_csv(path: Path, *, tenant: str, options: ReadOptions, declared: dict[s
         decimal=dialect.decimal,
         date_columns=typer.date_columns,
         formula_cells=_formula_counts(frame),
+        spellings=typer.spellings,
         warnings=warnings + typer.warnings,
     )
     return frame, report
@@ -771,6 +781,7 @@ def _read_parquet(path: Path, *, tenant: str, declared: dict[str, ColumnType], s
         decimal=None,
         date_columns=typer.date_columns,
         formula_cells=_formula_counts(frame),
+        spellings=typer.spellings,
         warnings=typer.warnings,
     )
     return frame, report
@@ -867,6 +878,7 @@ class _Typer:
         self.read_fix = read_fix
         self.profiles: dict[str, _Profile] = {}
         self.date_columns: dict[str, list[str]] = {}
+        self.spellings: dict[str, dict[str, str]] = {}
         self.warnings: list[str] = []
 
     # -- helpers ---------------------------------------------------------------
@@ -941,9 +953,15 @@ class _Typer:
             exprs.append((as_float.is_finite() & (as_float.abs() < 2.0**63) & (as_float == as_float.round(0))).sum().alias(f"{name}\0intlike"))
         if profile.maybe_big:
             exprs.append((as_float.abs() >= 2.0**63).sum().alias(f"{name}\0big"))
+        # Cells with more than d decimals, so a release can write numbers as precisely as the file does.
+        decimals = number.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
+        exprs.append(number.str.contains("[eE]").sum().alias(f"{name}\0exp"))
+        exprs += [(decimals > d).sum().alias(f"{name}\0dec>{d}") for d in _DECIMALS]
         if profile.maybe_bool:
             words = _BOOL_DECLARED_CASES if self.declared.get(name) is ColumnType.BOOLEAN else _BOOL_CASES
             exprs.append(text.is_in(words).sum().alias(f"{name}\0bool"))
+            # Each spelling's count, so a release writes the flag as the file mostly does.
+            exprs += [(text == word).sum().alias(f"{name}\0spelt\0{word}") for word in dict.fromkeys(words)]
         if profile.date_formats:
             exprs += self._date_count_exprs(name, profile.date_formats)
         return exprs
@@ -982,7 +1000,35 @@ class _Typer:
                 self.warnings.append(f"column {name}: mixes day-first and month-first dates; ambiguous ones were read as {winner}.")
                 used.insert(used.index(winner) + 1, loser)
         self.date_columns[name] = list(used)
+        if used:
+            self.spellings[name] = {"date_format": max(used, key=lambda f: counts[f])}
         return _Plan("date", tuple(used), any("%H" in f for f in used))
+
+    def _bool_plan(self, name: str, stats: Counter) -> _Plan:
+        """The Boolean plan, recording the file's most frequent spelling of each truth value."""
+        spelt = {key.rsplit("\0", 1)[1]: count for key, count in stats.items() if key.startswith(f"{name}\0spelt\0") and count}
+        best: dict[bool, str] = {}
+        for truth, words in ((True, _BOOL_DECLARED_TRUE), (False, _BOOL_DECLARED_FALSE)):
+            found = [w for w in spelt if w.lower() in words]
+            if found:
+                best[truth] = max(found, key=lambda w: spelt[w])
+        if len(best) == 1:
+            # A flag that is always one value: the other in the same style ('Yes' -> 'No').
+            (truth, word), = best.items()
+            other = counterpart_spelling(word)
+            if other is not None:
+                best[not truth] = other
+        if len(best) == 2:
+            self.spellings[name] = {"true_as": best[True], "false_as": best[False]}
+        return _Plan("bool")
+
+    def _record_decimals(self, name: str, stats: Counter) -> None:
+        """Record the most decimals any cell of a number column has (none recorded past the largest counted)."""
+        if stats[f"{name}\0exp"]:
+            return
+        places = next((d for d in _DECIMALS if not stats[f"{name}\0dec>{d}"]), None)
+        if places is not None:
+            self.spellings[name] = {"decimals": places}
 
     def _decide(self, name: str, stats: Counter, problems: list[tuple[str, str]]) -> _Plan:
         declared = self.declared.get(name)
@@ -1002,7 +1048,7 @@ class _Typer:
         if declared is ColumnType.BOOLEAN:
             if n_bool < nn:
                 problems.append((name, "boolean"))
-            return _Plan("bool")
+            return self._bool_plan(name, stats)
         if declared is ColumnType.DATETIME:
             if n_dates < nn:
                 problems.append((name, "datetime"))
@@ -1011,13 +1057,14 @@ class _Typer:
         if nn == 0:
             return _Plan("string")
         if n_bool == nn:
-            return _Plan("bool")
+            return self._bool_plan(name, stats)
         if n_int == nn:
             return _Plan("string") if stats[f"{name}\0lead0"] else _Plan("int")
         if n_float == nn:
             if stats[f"{name}\0big"] and n_int + stats[f"{name}\0big"] == nn:
                 self.warnings.append(f"column {name}: whole numbers too large for 64-bit integers; kept as text (identifiers).")
                 return _Plan("string")
+            self._record_decimals(name, stats)
             return _Plan("float")
         if formats and n_dates == nn:
             return self._decide_dates(name, stats, formats)
@@ -1320,34 +1367,115 @@ def _resolve_performance_columns(
     return resolved
 
 
-def _months_on_book(work: pl.DataFrame, *, source: str, tenant: str | None, file: str | None) -> tuple[pl.Expr, pl.Expr | None]:
-    """(period as Int64 months on book from 1, reporting month as Date or None).
+
+# Month spellings of a text period column, tried in order; each must read every value with a plausible year.
+_MONTH_TEXT_FORMATS = ("%Y-%m", "%Y/%m", "%m/%Y", "%m-%Y", "%m.%Y", "%Y.%m", "%b-%Y", "%b %Y", "%B %Y", "%b-%y", "%b %y", "%Y%m")
+_DATE_TEXT_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y%m%d")
+
+
+def _month_index(dates: pl.Expr) -> pl.Expr:
+    """Months since year 0 (year * 12 + month - 1) of a Date expression."""
+    return dates.dt.year().cast(pl.Int64) * 12 + dates.dt.month().cast(pl.Int64) - 1
+
+
+def _text_months(values: pl.Series) -> tuple[pl.Series, str] | None:
+    """Text periods ("03/2019", "Mar-2019", "201903", "31/03/2019") as Dates, with the one format that reads them all."""
+    text = values.cast(pl.String).str.strip_chars()
+    for formats, prefix in ((_MONTH_TEXT_FORMATS, "01 "), (_DATE_TEXT_FORMATS, "")):
+        for fmt in formats:
+            parsed = (prefix + text).str.to_date(("%d " if prefix else "") + fmt, strict=False)
+            years = parsed.dt.year().drop_nulls()
+            if parsed.null_count() == text.null_count() and years.len() and years.min() >= 1900 and years.max() <= 2100:
+                return parsed, fmt
+    return None
+
+
+def _yyyymm(values: pl.Series) -> pl.Series | None:
+    """Whole-number periods written as year and month (201903) as Dates, or None when they are not."""
+    v = values.drop_nulls()
+    if not v.len() or v.min() < 190001 or v.max() > 210012 or not bool(((v % 100 >= 1) & (v % 100 <= 12)).all()):
+        return None
+    return pl.select(pl.date(values // 100, values % 100, 1)).to_series()
+
+
+def _day_rule(dates: pl.Series) -> str | int:
+    """How a date period names its month: "end" (every date a month end), else the most common day of the month."""
+    if bool((dates == dates.dt.month_end()).all()):
+        return "end"
+    return int(dates.dt.day().mode().sort().item(0))
+
+
+def _starts(index: pl.DataFrame) -> dict[str, int]:
+    """How many loans start at each value of `index`'s ``_i`` (their first period), as JSON-ready counts."""
+    first = index.group_by("loan_id").agg(pl.col("_i").min())
+    counts = first.get_column("_i").value_counts(sort=True)
+    return {str(k): int(n) for k, n in zip(counts.get_column("_i").to_list(), counts.get_column("count").to_list())}
+
+
+def _months_on_book(
+    work: pl.DataFrame, *, source: str, date_formats: list[str], tenant: str | None, file: str | None
+) -> tuple[pl.Expr, pl.Expr | None, dict[str, Any]]:
+    """(period as Int64 months on book from 1, reporting month as Date or None, how the file wrote the period).
 
     `work` holds the canonical `loan_id` and `period` columns; `source` is the
-    file's name for the period column, used in errors.
+    file's name for the period column, used in errors; `date_formats` are the
+    formats the reader found in it (a CSV's text dates). A period written as a
+    month (a date, "2019-03", "Mar-2019", 201903) counts months on book from
+    each loan's first month. Whole numbers are months on book when every loan
+    starts at the same number (1, or 0 on a zero-based index); otherwise they
+    index calendar months and each loan counts from its own first.
+    The returned description lets a release write periods back in the file's
+    form (see `models.sequences.render_history`).
     """
     dtype = work.schema["period"]
-    period = pl.col("period")
+    values = work.get_column("period")
+    described: dict[str, Any] = {"dtype": str(dtype)}
+    dates: pl.Series | None = None
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
-        index = period.dt.year().cast(pl.Int64) * 12 + period.dt.month().cast(pl.Int64)
-        return (index - index.min().over("loan_id") + 1).alias("period"), period.dt.truncate("1mo").cast(pl.Date).alias("reporting_month")
+        dates = values.cast(pl.Date)
+        described["format"] = date_formats[0] if date_formats else None
+    elif dtype == pl.String or dtype == pl.Categorical:
+        found = _text_months(values)
+        if found is not None:
+            dates, described["format"] = found
+    elif dtype.is_float() and bool((values.drop_nulls() == values.drop_nulls().round(0)).all()):
+        values = values.cast(pl.Int64)
+        dtype = pl.Int64
+    if dates is None and dtype.is_integer():
+        dates = _yyyymm(values.cast(pl.Int64))
+        if dates is not None:
+            described["format"] = "%Y%m"
+    if dates is not None:
+        index = work.select(_month_index(pl.lit(dates)).alias("_i"), "loan_id")
+        described.update(kind="month", day=_day_rule(dates), starts=_starts(index))
+        period = index.select(pl.col("_i") - pl.col("_i").min().over("loan_id") + 1).to_series()
+        return pl.lit(period), pl.lit(dates).dt.truncate("1mo").alias("reporting_month"), described
     if dtype.is_integer():
-        return period.cast(pl.Int64), None
-    if dtype.is_float():
-        values = work.get_column("period")
-        if (values == values.round(0)).all():
-            return period.cast(pl.Int64), None
+        index = work.select(pl.lit(values.cast(pl.Int64)).alias("_i"), "loan_id")
+        starts = _starts(index)
+        if len(starts) == 1:
+            offset = int(next(iter(starts)))
+            return pl.lit(index.get_column("_i") - offset + 1), None, {**described, "kind": "index", "offset": offset}
+        period = index.select(pl.col("_i") - pl.col("_i").min().over("loan_id") + 1).to_series()
+        return pl.lit(period), None, {**described, "kind": "calendar", "starts": starts}
+    examples = ", ".join(map(repr, values.drop_nulls().unique(maintain_order=True).head(3).cast(pl.String).to_list()))
     raise InvalidDataError(
-        f"the period column must hold whole months on book or dates, but it holds {dtype} values.",
+        f"the period column must hold months on book (1, 2, ...) or months (2019-03, 03/2019, Mar-2019, 201903, "
+        f"a date), but it holds {dtype} values such as {examples}.",
         tenant=tenant,
         file=file,
         column=source,
-        fix="write the period as an integer month on book (1, 2, ...) or as a date such as 2024-01-31.",
+        fix="write the period as a whole month on book (1, 2, ...) or as a month such as 2019-03, or map "
+        "performance.period in tenant.yaml to the column that holds it.",
     )
 
 
-def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None, file: str | None) -> pl.Expr:
-    """The canonical status: mapped labels, else derived from days past due."""
+def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None, file: str | None) -> tuple[pl.Expr, dict[str, str]]:
+    """(the canonical status, the file's most frequent spelling of each canonical state it names).
+
+    Labels are read by `models.states.canonical_states`; rows without a label
+    (or a file without a status column) take the bucket of their days past due.
+    """
     derived = None
     if "days_past_due" in cols:
         dpd = pl.col("days_past_due")
@@ -1355,28 +1483,54 @@ def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None
             pl.when(dpd < 30).then(pl.lit("current")).when(dpd < 60).then(pl.lit("dpd30")).when(dpd < 90).then(pl.lit("dpd60")).otherwise(pl.lit("dpd90"))
         )
     if "status" not in cols:
-        return derived
+        return derived, {}
     series = work.get_column("status")
     if series.dtype.is_float():
         # 30.0 from a numeric status column means the label "30".
         series = series.cast(pl.Int64, strict=False)
     raw = series.cast(pl.String)
-    # Normalise the few distinct labels, not every row (tens of millions on a large book).
-    canonical = {label: STATE_ALIASES.get(label.strip().lower()) for label in raw.drop_nulls().unique().to_list()}
-    unknown = sorted({label.strip().lower() for label, state in canonical.items() if state is None})
+    # Read the few distinct labels, not every row (tens of millions on a large book).
+    counts = raw.drop_nulls().value_counts(sort=True)
+    labels = counts.get_column(raw.name).to_list()
+    canonical = canonical_states(labels)
+    unknown = [label for label in labels if canonical[label] is None]
     if unknown:
         raise InvalidDataError(
             f"unknown status label(s): {', '.join(map(repr, unknown[:10]))}.",
             tenant=tenant,
             file=file,
             column=cols["status"],
-            fix=f"use one of {', '.join(STATES)} (or a common alias such as 30, 60, 90+, charged off, paid off), or map them before upload.",
+            fix=f"spell them as one of {', '.join(STATES)}, as days past due (30, 30-59, 90+ DPD), months behind "
+            "(0, 1, 2, 3) or a common name (Current, Charged Off, Paid in Full), or correct them before upload.",
         )
+    spelling: dict[str, str] = {}
+    for label in labels:  # most frequent first
+        spelling.setdefault(canonical[label], label)
     mapped = raw.replace_strict(canonical, default=None, return_dtype=pl.String)
     if derived is None or mapped.null_count() == 0:
         # Days past due only stand in for missing labels: skip building them for 20M rows when none is missing.
-        return pl.lit(mapped)
-    return pl.coalesce(pl.lit(mapped), derived)
+        return pl.lit(mapped), spelling
+    return pl.coalesce(pl.lit(mapped), derived), spelling
+
+
+@dataclass
+class PerformanceHistory:
+    """A performance file read into canonical form, with how the file wrote it.
+
+    Attributes:
+        frame: the canonical history (see `validate_performance`).
+        vocabulary: JSON-ready: ``columns`` (canonical name -> the file's
+            column, for the columns the file has), ``dtypes`` (canonical name
+            -> the file's dtype), ``status`` (canonical state -> the file's
+            most frequent spelling of it), ``period`` (how the file wrote the
+            month: ``kind`` "index" with its ``offset``, "calendar" or "month"
+            with the loans' first months in ``starts``, and for months the
+            ``format`` and ``day``). `models.sequences.render_history` writes
+            a synthetic history back in this vocabulary.
+    """
+
+    frame: pl.DataFrame
+    vocabulary: dict[str, Any]
 
 
 def validate_performance(
@@ -1388,27 +1542,46 @@ def validate_performance(
     loan_id_column: str,
     mapping: dict,
 ) -> pl.DataFrame:
-    """The performance history in canonical form, checked against the loans table.
+    """The performance history in canonical form, checked against the loans table (`read_performance`'s frame)."""
+    return read_performance(perf, loans, tenant=tenant, file=file, loan_id_column=loan_id_column, mapping=mapping).frame
+
+
+def read_performance(
+    perf: pl.DataFrame,
+    loans: pl.DataFrame,
+    *,
+    tenant: str | None,
+    file: str | None,
+    loan_id_column: str,
+    mapping: dict,
+    date_formats: dict[str, list[str]] | None = None,
+) -> PerformanceHistory:
+    """The performance history in canonical form, checked against the loans table, and the file's vocabulary.
 
     Columns are found through `mapping` (tenant.yaml's `performance:` block,
     canonical name -> file column) and otherwise by common aliases (month, mob,
-    dpd, delinquency_status, outstanding_balance, ...). Status labels go through
-    `models.states.STATE_ALIASES`; without a status column the status is derived
-    from days past due (which cannot give the absorbing states). A date period
-    becomes months on book counted from each loan's first reported month (1),
-    and the month itself is kept as `reporting_month`.
+    dpd, delinquency_status, outstanding_balance, ...). Status labels are read
+    by `models.states.canonical_states` ("C", "30", "90+ DPD", "CO", months
+    behind 0/1/2/3, ...); without a status column the status is derived from
+    days past due (which cannot give the absorbing states). Periods are months
+    on book, counted from each loan's first month when the file writes months
+    (dates, "2019-03", 201903) or a calendar index; the month itself is kept as
+    `reporting_month`. Balance and payment are optional. `date_formats` are
+    the text formats the reader found per column (`IngestReport.date_columns`).
 
     Returns:
-        loan_id (String), period (Int64), [reporting_month (Date)], status
-        (String, one of STATES), days_past_due (Int64, from the status buckets
-        when the file has none), [balance, payment (Float64) when present],
-        sorted by loan and period. Other columns are dropped.
+        `PerformanceHistory`: the frame holds loan_id (String), period (Int64
+        from 1), [reporting_month (Date)], status (String, one of STATES),
+        days_past_due (Int64, from the status buckets when the file has none),
+        [balance, payment (Float64) when present], sorted by loan and period;
+        other columns are dropped.
 
     Raises:
         InvalidDataError: a required column is missing, loan ids that are not in
-            the loans table, unknown status labels, nulls in keys, non-numeric
-            or negative days past due, non-numeric balance or payment, or
-            repeated (loan, period) rows.
+            the loans table, unknown status labels, nulls in keys, periods that
+            are neither months on book nor months, non-numeric or negative
+            days past due, non-numeric balance or payment, or repeated (loan,
+            period) rows.
         TenantConfigError: unknown keys in `mapping`.
     """
     if loan_id_column not in loans.columns:
@@ -1421,6 +1594,7 @@ def validate_performance(
         )
     cols = _resolve_performance_columns(perf, mapping=dict(mapping or {}), loan_id_column=loan_id_column, tenant=tenant, file=file)
     work = pl.DataFrame([perf.get_column(source).alias(key) for key, source in cols.items()])
+    dtypes = {key: str(work.schema[key]) for key in cols}
     work = work.with_columns(pl.col("loan_id").cast(pl.String))
     for key in ("loan_id", "period"):
         nulls = work.get_column(key).null_count()
@@ -1457,18 +1631,20 @@ def validate_performance(
             )
         if key == "days_past_due" and bool((series < 0).any()):
             raise InvalidDataError("days past due has negative values.", tenant=tenant, file=file, column=cols[key], fix="correct the negative days past due.")
-    period, month = _months_on_book(work, source=cols["period"], tenant=tenant, file=file)
+    period, month, period_form = _months_on_book(
+        work, source=cols["period"], date_formats=(date_formats or {}).get(cols["period"], []), tenant=tenant, file=file
+    )
     if month is None:
         used = set(cols.values())
         extra = next((c for c in perf.columns if c not in used and normalise_column_name(c) in _REPORTING_MONTH_ALIASES and perf.schema[c] == pl.Date), None)
         if extra is not None:
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
-    status = _status_expr(work, cols, tenant=tenant, file=file).alias("status")
+    status, spelling = _status_expr(work, cols, tenant=tenant, file=file)
     out = work.select(
         pl.col("loan_id"),
         period.alias("period"),
         *([month] if month is not None else []),
-        status,
+        status.alias("status"),
         *([pl.col("days_past_due").cast(pl.Int64)] if "days_past_due" in cols else []),
         *[pl.col(k).cast(pl.Float64) for k in ("balance", "payment") if k in cols],
     )
@@ -1502,4 +1678,5 @@ def validate_performance(
             column=cols["period"],
             fix="keep one row per loan and month.",
         )
-    return out
+    vocabulary = {"file": file, "columns": dict(cols), "dtypes": dtypes, "status": spelling, "period": period_form}
+    return PerformanceHistory(frame=out, vocabulary=vocabulary)

@@ -27,10 +27,13 @@ from models.errors import InvalidDataError, NotFittedError
 from models.schema import TableSchema
 from models.sequences import (
     ABSORBING_CODES,
+    AMOUNTS,
     CLOSING_CODES,
     N_STATES,
+    history_amounts,
     loan_paths,
     loan_terms,
+    observed_states,
     paths_to_frame,
     ratio_targets,
     reporting_offset,
@@ -107,14 +110,20 @@ class MarkovBaseline:
         segment_column = self._segment_column(loans, schema, segment_column, tenant, file)
         ids = loans.get_column(id_column).cast(pl.String).to_numpy()
         months = report.max_period
+        amounts = history_amounts(performance)
         paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
         spec = self._segment_spec(loans, segment_column)
         segments = self._segment_codes(loans, spec)
         n_segments = len(spec["levels"])
-        terms = loan_terms(loans, fallback_term=months, term_column=report.term_column or "term_months", tenant=tenant, file=file)
+        terms = loan_terms(
+            loans, fallback_term=months, term_column=report.term_column or "term_months", need_amount=bool(amounts),
+            tenant=tenant, file=file,
+        )
 
         rows, to_t, frm, to = paths.transitions()
-        pooled = np.full((N_STATES, N_STATES), 0.1)
+        # The pseudo-counts go to states the history holds: a state the tape never had is never sampled.
+        seen = np.asarray(observed_states(performance), dtype=np.float64)
+        pooled = np.full((N_STATES, N_STATES), 0.1) * seen
         np.add.at(pooled, (frm, to), 1.0)
         pooled /= pooled.sum(axis=1, keepdims=True)
         counts = np.zeros((n_segments, N_STATES, N_STATES))
@@ -127,7 +136,7 @@ class MarkovBaseline:
         at_term = (term_counts + self.smoothing * pooled) / (term_counts.sum(axis=1, keepdims=True) + self.smoothing)
 
         first = paths.states[keep, 0]
-        pooled_initial = np.bincount(first, minlength=N_STATES) + 0.1
+        pooled_initial = np.bincount(first, minlength=N_STATES) + 0.1 * seen
         pooled_initial = pooled_initial / pooled_initial.sum()
         initial_counts = np.zeros((n_segments, N_STATES))
         np.add.at(initial_counts, (segments[keep], first), 1.0)
@@ -138,8 +147,15 @@ class MarkovBaseline:
         balance_ratio, payment_ratio = ratio_targets(paths, terms.amount, terms.installment)
         valid = paths.states >= 0
         codes = paths.states[valid]
-        balance_by_state = [float(np.nanmean(balance_ratio[valid][codes == s])) if (codes == s).any() else 1.0 for s in range(N_STATES)]
-        payment_by_state = [float(np.nanmean(payment_ratio[valid][codes == s])) if (codes == s).any() else 0.0 for s in range(N_STATES)]
+
+        def mean_by_state(ratio: np.ndarray, fallback: float) -> list[float]:
+            # A state without a finite ratio (or a history without that amount) keeps the fallback.
+            values = ratio[valid]
+            return [float(values[(codes == s) & np.isfinite(values)].mean()) if ((codes == s) & np.isfinite(values)).any()
+                    else fallback for s in range(N_STATES)]
+
+        balance_by_state = mean_by_state(balance_ratio, 1.0)
+        payment_by_state = mean_by_state(payment_ratio, 0.0)
         self._fitted = {
             "id_column": id_column,
             "term_column": report.term_column,
@@ -151,6 +167,7 @@ class MarkovBaseline:
             "balance_ratio": [0.0 if not np.isfinite(v) else v for v in balance_by_state],
             "payment_ratio": [0.0 if not np.isfinite(v) else v for v in payment_by_state],
             "days_past_due": state_days_past_due(performance),
+            "amounts": amounts,
             "reporting_offset": reporting_offset(performance, loans, id_column),
             "seed": int(seed),
             "history": report.to_dict(),
@@ -223,7 +240,10 @@ class MarkovBaseline:
         fitted = self._require()
         rng = np.random.default_rng(seed)
         months = int(fitted["months"])
-        terms = loan_terms(loans, fallback_term=months, term_column=fitted["term_column"] or "term_months")
+        amounts = fitted.get("amounts", list(AMOUNTS))  # saved before optional amounts: both
+        terms = loan_terms(
+            loans, fallback_term=months, term_column=fitted["term_column"] or "term_months", need_amount=bool(amounts)
+        )
         segments = self._segment_codes(loans, fitted["segment"])
         initial = np.asarray(fitted["initial"])
         transition = np.asarray(fitted["transition"])
@@ -266,6 +286,7 @@ class MarkovBaseline:
             fitted["days_past_due"],
             origination=loans.get_column("origination_date") if "origination_date" in loans.columns else None,
             offset=fitted["reporting_offset"],
+            amounts=amounts,
         )
 
     def log_likelihood(self, loans: pl.DataFrame, performance: pl.DataFrame) -> float:
@@ -285,7 +306,10 @@ class MarkovBaseline:
                 column="period",
                 fix="pass histories of at least two months for loans in the loans table.",
             )
-        terms = loan_terms(loans, fallback_term=months, term_column=fitted["term_column"] or "term_months")
+        terms = loan_terms(
+            loans, fallback_term=months, term_column=fitted["term_column"] or "term_months",
+            need_amount=bool(fitted.get("amounts", AMOUNTS)),
+        )
         segments = self._segment_codes(loans, fitted["segment"])
         transition = np.asarray(fitted["transition"])
         at_term = np.asarray(fitted["at_term"])

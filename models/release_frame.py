@@ -15,7 +15,8 @@ test needs values of the column's own type, so `expand_release` draws one:
 * ``"*"`` becomes a draw from the column's other released values (the
   marginal of the release), ``"(missing)"`` a null.
 
-Datetime columns get the day back as a date; integer columns are rounded.
+Datetime columns get the day back as a date; integer columns are rounded;
+a flag's drawn members get the dtype the tape was read as (Boolean, Int64).
 Columns that are not generalised pass through untouched. The draw depends only
 on the table, the generalisations and the seed, so the same release expands to
 the same frame every time.
@@ -32,6 +33,7 @@ import polars as pl
 
 from models.anonymize import ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL
 from models.schema import ColumnType, TableSchema
+from models.vocabulary import truth_of
 
 _NUMERIC = (ColumnType.NUMERIC, ColumnType.INTEGER, ColumnType.DATETIME)
 _EPOCH = date(1970, 1, 1)
@@ -170,5 +172,21 @@ def expand_release(
         if kind in _NUMERIC:
             columns.append(_expand_numeric(series, kind, rng))
         else:
-            columns.append(_expand_category(series, (generalisations or {}).get(name), rng))
+            drawn = _expand_category(series, (generalisations or {}).get(name), rng)
+            columns.append(_as_read(drawn, schema[name].dtype if name in schema else None))
     return released.with_columns(columns) if columns else released
+
+
+def _as_read(drawn: pl.Series, dtype: str | None) -> pl.Series:
+    """Drawn members (text) in the dtype ingest gave the column: a Yes/No flag is Boolean, a 0/1 flag Int64.
+
+    The anonymizer writes every group member as text ("true", "1"); a comparison
+    with the real table needs the real dtype back.
+    """
+    if dtype == "Boolean":
+        truths = {label: truth_of(label) for label in drawn.drop_nulls().unique().to_list()}
+        if all(t is not None for t in truths.values()):
+            return drawn.replace_strict(truths, default=None, return_dtype=pl.Boolean)
+    if dtype in ("Int64", "Float64"):
+        return drawn.cast(getattr(pl, dtype), strict=False)
+    return drawn

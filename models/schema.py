@@ -30,6 +30,10 @@ class ColumnType(str, Enum):
 
 
 _ID_NAME = re.compile(r"(^id$|_id$|^id_|_key$|uuid|guid|_number$|^account|^loan_?no)", re.IGNORECASE)
+# Row numbers that exports add: R's `rownames`, pandas' `Unnamed: 0` and `index`.
+_ROW_NUMBER_NAME = re.compile(r"^(rownames|row_?names|unnamed:?\s*\d*|index|row|rowid)$", re.IGNORECASE)
+# Written spellings ingest records per column (see `ColumnSpec`).
+SPELLING_KEYS = ("true_as", "false_as", "date_format", "decimals")
 _BOOL_STRINGS = {"true", "false", "yes", "no", "y", "n", "t", "f"}
 _TEXT_SAMPLE = 50_000
 
@@ -45,6 +49,12 @@ class ColumnSpec:
     n_unique: int = 0
     declared: bool = False  # True when tenant.yaml fixed the type
     roles: list[str] = field(default_factory=list)  # target, id, quasi_identifier, sensitive
+    # How the tape writes the column, so a release can be spelled back (`models.vocabulary.render_column`):
+    dtype: str | None = None  # the type ingest read it as: Boolean, Int64, Float64, String, Date, Datetime
+    true_as: str | None = None  # a Boolean's most frequent spelling of true in the file ("Yes", "Y", "TRUE")
+    false_as: str | None = None  # ... and of false
+    date_format: str | None = None  # a date column's most frequent strptime format ("%b-%Y")
+    decimals: int | None = None  # the most decimal places a number of the column has in the file
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,6 +65,7 @@ class ColumnSpec:
     def from_dict(cls, data: dict[str, Any]) -> "ColumnSpec":
         data = dict(data)
         data["type"] = ColumnType(data["type"])
+        # Schemas saved before a field existed load with its default.
         return cls(**data)
 
 
@@ -125,7 +136,9 @@ def _infer_one(series: "pl.Series", n_rows: int) -> ColumnType:
     if dtype.is_temporal():
         return ColumnType.DATETIME
     if dtype.is_integer():
-        if looks_like_id and n_unique == len(non_null) and n_unique > 1:
+        if (looks_like_id or _ROW_NUMBER_NAME.search(series.name)) and n_unique == len(non_null) and n_unique > 1:
+            return ColumnType.IDENTIFIER
+        if _is_row_number(series):
             return ColumnType.IDENTIFIER
         if n_unique <= 2 and set(non_null.unique().to_list()) <= {0, 1}:
             return ColumnType.BOOLEAN
@@ -152,6 +165,22 @@ def _infer_one(series: "pl.Series", n_rows: int) -> ColumnType:
     return ColumnType.TEXT
 
 
+def _is_row_number(series: "pl.Series") -> bool:
+    """True for 1..n or 0..n-1 in order: a row number an export added, whatever its name."""
+    import polars as pl
+
+    n = series.len()
+    if n < 2 or series.null_count() or series[0] not in (0, 1):
+        return False
+    start = int(series[0])
+    return bool((series == pl.int_range(start, start + n, eager=True, dtype=series.dtype)).all())
+
+
+def _dtype_name(dtype: "pl.DataType") -> str:
+    """The dtype's base name (Int64, Boolean, Date, Datetime, ...), without time unit or zone."""
+    return dtype.base_type().__name__
+
+
 def infer_schema(
     table: "pl.DataFrame",
     *,
@@ -161,11 +190,14 @@ def infer_schema(
     target_positive: list[Any] | None = None,
     quasi_identifiers: list[str] | None = None,
     sensitive_columns: list[str] | None = None,
+    spellings: dict[str, dict[str, str]] | None = None,
 ) -> TableSchema:
     """Infer a `TableSchema` for `table`, with declared types and roles applied.
 
     Declared `column_types` win over inference; `id_columns` are identifiers.
     The first identifier column (declared first, else inferred) is the loan id.
+    `spellings` (`IngestReport.spellings`) says how the file wrote each column
+    (true_as / false_as / date_format); each column's dtype is recorded too.
     """
     column_types = dict(column_types or {})
     id_columns = list(id_columns or [])
@@ -200,9 +232,14 @@ def infer_schema(
                 n_unique=int(series.n_unique()),
                 declared=declared,
                 roles=roles,
+                dtype=_dtype_name(series.dtype),
+                **{k: v for k, v in (spellings or {}).get(name, {}).items() if k in SPELLING_KEYS},
             )
         )
-    ids = [n for n in id_columns if n in table.columns] or [s.name for s in specs if s.type is ColumnType.IDENTIFIER]
+    inferred = [s.name for s in specs if s.type is ColumnType.IDENTIFIER]
+    # A key named like one (loan_id) is the loan id before a row number an export added in front of it.
+    inferred.sort(key=lambda n: not _ID_NAME.search(n) or bool(_ROW_NUMBER_NAME.search(n)))
+    ids = [n for n in id_columns if n in table.columns] or inferred
     return TableSchema(
         columns=specs,
         id_column=ids[0] if ids else None,

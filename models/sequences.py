@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import polars as pl
@@ -40,6 +40,8 @@ INSTALLMENT_COLUMNS = ("installment", "monthly_payment", "scheduled_payment")
 TRANSIENT = tuple(s for s in STATES if s not in ABSORBING)
 ABSORBING_CODES = np.array([STATE_INDEX[s] for s in STATES if s in ABSORBING], dtype=np.int64)
 CLOSING_CODES = np.array([STATE_INDEX["prepaid"], STATE_INDEX["matured"]], dtype=np.int64)
+# The amount columns a history may carry; a model learns and samples those its training history has.
+AMOUNTS = ("balance", "payment")
 # Representative days past due per state, used when a tape carries no days_past_due column.
 DEFAULT_DPD = (0.0, 30.0, 60.0, 90.0, 120.0, 0.0, 0.0)
 CDR_THRESHOLD = 0.10
@@ -383,7 +385,13 @@ class LoanTerms:
 
 
 def _first_present(loans: pl.DataFrame, names: tuple[str, ...]) -> str | None:
-    return next((c for c in names if c in loans.columns), None)
+    """The loans column answering to the first of `names` (compared as `normalise_column_name` does: "Amount" is amount)."""
+    from models.schema import normalise_column_name
+
+    by_name: dict[str, str] = {}
+    for column in loans.columns:
+        by_name.setdefault(normalise_column_name(column), column)
+    return next((by_name[n] for n in names if n in by_name), None)
 
 
 def loan_terms(
@@ -391,6 +399,7 @@ def loan_terms(
     *,
     term_column: str | None = "term_months",
     fallback_term: int,
+    need_amount: bool = True,
     tenant: str | None = None,
     file: str | None = None,
 ) -> LoanTerms:
@@ -399,13 +408,15 @@ def loan_terms(
     The term comes from `term_column` or an alias (text like '36 months' is
     read by its number), else `fallback_term`. The installment comes from an
     installment column, else the annuity of amount, rate and term, else
-    amount / term.
+    amount / term. Column names match whatever their case ("Amount").
+    Without `need_amount` (a history with neither balance nor payment, where
+    amounts scale nothing) a missing amount column reads as amounts of 1.
 
     Raises:
-        InvalidDataError: the loans table has no amount column.
+        InvalidDataError: the loans table has no amount column and `need_amount`.
     """
     amount_column = _first_present(loans, AMOUNT_COLUMNS)
-    if amount_column is None:
+    if amount_column is None and need_amount:
         raise InvalidDataError(
             f"the loans table has no original amount column (looked for {list(AMOUNT_COLUMNS)}).",
             tenant=tenant,
@@ -413,7 +424,10 @@ def loan_terms(
             column="loan_amount",
             fix="add the original loan amount as 'loan_amount' (or map the tape's column to it in tenant.yaml).",
         )
-    amount = loans.get_column(amount_column).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+    if amount_column is None:
+        amount = np.ones(loans.height)
+    else:
+        amount = loans.get_column(amount_column).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
     positive = amount[np.isfinite(amount) & (amount > 0)]
     amount = np.where(np.isfinite(amount) & (amount > 0), amount, np.median(positive) if positive.size else 1.0)
 
@@ -442,6 +456,17 @@ def loan_terms(
         installment = np.where(np.isfinite(given) & (given > 0), given, annuity)
     installment = np.where(np.isfinite(installment) & (installment > 0), installment, amount / np.maximum(term, 1))
     return LoanTerms(term=term, amount=amount, installment=installment)
+
+
+def history_amounts(performance: pl.DataFrame) -> list[str]:
+    """The amount columns (balance, payment) `performance` carries with at least one value."""
+    return [c for c in AMOUNTS if c in performance.columns and performance.get_column(c).null_count() < performance.height]
+
+
+def observed_states(performance: pl.DataFrame) -> list[bool]:
+    """Per state of `STATES`, whether `performance` holds it at all; a model never samples a state its tape never had."""
+    present = set(performance.get_column("status").cast(pl.String).unique().to_list())
+    return [s in present for s in STATES]
 
 
 def state_days_past_due(performance: pl.DataFrame) -> list[float]:
@@ -492,11 +517,14 @@ def paths_to_frame(
     *,
     origination: pl.Series | None = None,
     offset: int | None = None,
+    amounts: tuple[str, ...] | list[str] = AMOUNTS,
 ) -> pl.DataFrame:
     """Sampled arrays back to a canonical performance table, one row per loan and month.
 
     `origination` (dates, aligned with `loan_ids`) and `offset` (see
     `reporting_offset`) add a ``reporting_month`` column when both are given.
+    Of balance and payment, only the `amounts` columns are written: a model
+    fitted on a history without them has nothing to say about them.
     """
     rows, cols = np.nonzero(states >= 0)
     codes = states[rows, cols]
@@ -506,8 +534,11 @@ def paths_to_frame(
             "period": pl.Series(cols + 1, dtype=pl.Int64),
             "status": pl.Series(np.asarray(STATES, dtype=object)[codes], dtype=pl.String),
             "days_past_due": pl.Series(np.round(np.asarray(days_past_due)[codes]).astype(np.int64), dtype=pl.Int64),
-            "balance": pl.Series(np.round(balance[rows, cols], 2), dtype=pl.Float64),
-            "payment": pl.Series(np.round(payment[rows, cols], 2), dtype=pl.Float64),
+            **{
+                name: pl.Series(np.round(values[rows, cols], 2), dtype=pl.Float64)
+                for name, values in (("balance", balance), ("payment", payment))
+                if name in amounts
+            },
         }
     )
     if origination is not None and offset is not None:
@@ -542,6 +573,92 @@ def ratio_targets(paths: LoanPaths, amount: np.ndarray, installment: np.ndarray)
     balance_ratio[invalid] = np.nan
     payment_ratio[invalid] = np.nan
     return balance_ratio, payment_ratio
+
+
+# --------------------------------------------------------------------------- the tape's vocabulary
+
+_RENDER_ORDER = ("loan_id", "period", "status", "days_past_due", "balance", "payment")
+
+
+def _integer_dtype(name: str | None) -> bool:
+    return bool(name) and name.startswith(("Int", "UInt"))
+
+
+def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) -> pl.Series:
+    """The history's periods written as the file wrote them (see `models.ingest.read_performance`)."""
+    period = history.get_column("period").cast(pl.Int64)
+    if form["kind"] == "index":
+        return period + int(form["offset"]) - 1
+    if form["kind"] == "month" and "reporting_month" in history.columns:
+        month = history.select(_month_index(pl.col("reporting_month").cast(pl.Date))).to_series()
+    else:
+        # Synthetic loans carry no start month of their own: each draws one from the real loans' first months.
+        starts = sorted(((int(k), int(v)) for k, v in form["starts"].items()))
+        values = np.array([k for k, _ in starts], dtype=np.int64)
+        weights = np.array([v for _, v in starts], dtype=np.float64)
+        loans = history.get_column("loan_id").cast(pl.String).unique().sort()
+        drawn = np.random.default_rng(seed).choice(values, size=loans.len(), p=weights / weights.sum())
+        first = pl.DataFrame({"loan_id": loans, "_start": pl.Series(drawn, dtype=pl.Int64)})
+        start = history.select(pl.col("loan_id").cast(pl.String)).join(first, on="loan_id", how="left", maintain_order="left")
+        month = start.get_column("_start") + period - 1
+    if form["kind"] == "calendar":
+        return month
+    dates = pl.select(pl.date(month // 12, month % 12 + 1, 1)).to_series()
+    if form.get("day") == "end":
+        dates = dates.dt.month_end()
+    elif isinstance(form.get("day"), int) and form["day"] > 1:
+        # A day the month lacks (31 in April) is its last day.
+        day = np.minimum(dates.dt.month_end().dt.day().to_numpy(), int(form["day"]))
+        dates = pl.select(pl.date(month // 12, month % 12 + 1, pl.Series(day))).to_series()
+    fmt, dtype = form.get("format"), form.get("dtype", "Date")
+    if _integer_dtype(dtype):
+        return dates.dt.year().cast(pl.Int64) * 100 + dates.dt.month().cast(pl.Int64)
+    if fmt:
+        return dates.dt.strftime(fmt)
+    return dates.cast(pl.Datetime) if dtype.startswith("Datetime") else dates
+
+
+def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed: int = 0) -> pl.DataFrame:
+    """A canonical (synthetic) history written in the vocabulary of the file the real history came from.
+
+    `vocabulary` is what `models.ingest.read_performance` recorded at ingest
+    (saved in the raw tape's ``ingest`` document under
+    ``performance.vocabulary``). The result has the file's own column names
+    and only the columns the file had: statuses spelled as the file spelled
+    them most often (``dpd30`` comes back as ``30`` when the file wrote 30, as
+    an integer when the column was numeric), days past due as integers,
+    balance and payment only when the file had them, periods in the file's
+    form (a month-on-book index with its offset, a calendar index, or a month
+    in the file's format and day), and loan ids as integers when the file's
+    were and the history's ids all read as integers. A synthetic loan's first
+    month comes from its reporting month when it has one, else is drawn
+    (seeded) from the real loans' first months.
+    """
+    columns: Mapping[str, str] = vocabulary["columns"]
+    dtypes: Mapping[str, str] = vocabulary.get("dtypes", {})
+    out: dict[str, pl.Series] = {}
+    loan_id = history.get_column("loan_id")
+    if _integer_dtype(dtypes.get("loan_id")):
+        as_int = loan_id.cast(pl.Int64, strict=False)
+        loan_id = as_int if as_int.null_count() == loan_id.null_count() else loan_id
+    out["loan_id"] = loan_id
+    out["period"] = _period_values(history, vocabulary["period"], seed)
+    if "status" in columns:
+        spelling = dict(vocabulary.get("status", {}))
+        # A state the file never spelled (its days past due implied it) keeps its canonical name.
+        status = history.get_column("status").replace_strict(
+            {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
+        )
+        if _integer_dtype(dtypes.get("status")) or (dtypes.get("status", "").startswith("Float")):
+            as_int = status.cast(pl.Int64, strict=False)
+            status = as_int if as_int.null_count() == status.null_count() else status
+        out["status"] = status
+    if "days_past_due" in columns:
+        out["days_past_due"] = history.get_column("days_past_due").cast(pl.Int64)
+    for name in ("balance", "payment"):
+        if name in columns and name in history.columns:
+            out[name] = history.get_column(name).cast(pl.Float64).round(2)
+    return pl.DataFrame([out[name].alias(columns[name]) for name in _RENDER_ORDER if name in out])
 
 
 # --------------------------------------------------------------------------- fidelity measures

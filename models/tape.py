@@ -18,6 +18,7 @@ import polars as pl
 from models.errors import InvalidDataError, TenantConfigError
 from models.schema import TableSchema, infer_schema
 from models.tenant import TENANT_FILE, TenantConfig, load_tenant_config, validate_tenant_id
+from models.vocabulary import check_target_positive, target_indicator
 
 SPLIT_COLUMN = "_split"
 LOAN_STEMS = ("loans",)
@@ -88,30 +89,6 @@ def fingerprint(upload: Upload, known: Mapping[str, str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def target_indicator(column: pl.Series, positive: list[Any]) -> pl.Series:
-    """A boolean Series: True where `column` holds one of the `positive` values.
-
-    Compares numerically for numeric columns, as truth values for boolean ones,
-    and case-insensitively as text otherwise, so `positive: 1` matches 1, 1.0 and
-    true alike.
-    """
-    dtype = column.dtype
-    if dtype == pl.Boolean:
-        truthy = {str(v).strip().lower() for v in positive}
-        want = bool(truthy & {"1", "1.0", "true", "yes", "y", "t"})
-        return (column == want).fill_null(False)
-    if dtype.is_numeric():
-        numbers = []
-        for v in positive:
-            try:
-                numbers.append(float(v))
-            except (TypeError, ValueError):
-                continue
-        return column.cast(pl.Float64).is_in(numbers).fill_null(False)
-    texts = [str(v).strip().lower() for v in positive]
-    return column.cast(pl.String).str.strip_chars().str.to_lowercase().is_in(texts).fill_null(False)
-
-
 @dataclass
 class LoanTape:
     """A typed, split loan tape with its schema and what reading it found."""
@@ -143,7 +120,7 @@ def read_tape(upload: Upload) -> LoanTape:
     `missing_columns` rather than raised here, so the expectation suite can
     report them as a failed blocking check with the others.
     """
-    from models.ingest import ReadOptions, read_table, split_train_holdout, validate_performance
+    from models.ingest import ReadOptions, read_performance, read_table, split_train_holdout
 
     tenant = upload.tenant
     config = load_tenant_config(upload.config, tenant=tenant) if upload.config else TenantConfig()
@@ -164,7 +141,12 @@ def read_tape(upload: Upload) -> LoanTape:
         target_positive=config.target.positive_values if config.target else None,
         quasi_identifiers=[c for c in config.quasi_identifiers if c in columns],
         sensitive_columns=[c for c in config.sensitive_columns if c in columns],
+        spellings=loans_report.spellings,
     )
+    if schema.target in columns:
+        check_target_positive(
+            loans.get_column(schema.target), schema[schema.target], schema.target_positive, tenant=tenant, file=upload.loans.name
+        )
     reports: dict[str, Any] = {"loans": loans_report.to_dict()}
     if schema.id_column is not None:
         split = split_train_holdout(loans, schema.id_column, holdout_share=config.holdout_share)
@@ -185,9 +167,13 @@ def read_tape(upload: Upload) -> LoanTape:
         raw_perf, perf_report = read_table(upload.performance, tenant=tenant, options=options)
         reports["performance"] = perf_report.to_dict()
         mapping = {k: v for k, v in config.performance.model_dump().items() if v}
-        performance = validate_performance(
-            raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column, mapping=mapping
+        history = read_performance(
+            raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column, mapping=mapping,
+            date_formats=perf_report.date_columns,
         )
+        performance = history.frame
+        # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.
+        reports["performance"]["vocabulary"] = history.vocabulary
     read_hashes = {report["file"]: report["sha256"] for report in reports.values()}
     return LoanTape(
         tenant=tenant,

@@ -319,6 +319,18 @@ def _to_text(series: pl.Series) -> pl.Series:
     return series.cast(pl.String)
 
 
+def _truths(series: pl.Series) -> pl.Series | None:
+    """A flag column as Boolean (yes/no, Y/N, true/false, 1/0 in any dtype), or None when a value is not a truth value."""
+    from models.vocabulary import truth_of
+
+    if series.dtype == pl.Boolean:
+        return series
+    mapping = {value: truth_of(value) for value in series.drop_nulls().unique().to_list()}
+    if any(truth is None for truth in mapping.values()):
+        return None
+    return series.replace_strict(mapping, default=None, return_dtype=pl.Boolean) if mapping else series.cast(pl.Boolean)
+
+
 def _harmonise(frames: list[pl.DataFrame | None], schema: TableSchema, columns: list[str]) -> list[pl.DataFrame | None]:
     """Give each column one dtype across the frames (they come from different writers)."""
     present = [f for f in frames if f is not None]
@@ -329,7 +341,10 @@ def _harmonise(frames: list[pl.DataFrame | None], schema: TableSchema, columns: 
         if len(dtypes) <= 1 and not categorical:
             continue
         kind = schema[name].type
-        if kind in _DISCRETE:
+        if kind == ColumnType.BOOLEAN and all(_truths(f.get_column(name)) is not None for f in present if name in f.columns):
+            # A flag read as Boolean in one frame and written yes/no, 1/0 or true/false in another is the same flag.
+            changes[name] = _truths
+        elif kind in _DISCRETE:
             changes[name] = _to_text
         elif kind == ColumnType.DATETIME:
             changes[name] = lambda s: pl.Series(s.name, _to_float(s)).fill_nan(None).floor().cast(pl.Int32).cast(pl.Date)

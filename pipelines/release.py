@@ -2,7 +2,8 @@
 
 A bundle is one folder:
 
-    loans.parquet, loans.csv                the anonymized synthetic portfolio, as certified
+    loans.parquet, loans.csv                the anonymized synthetic portfolio, as certified, spelled as the
+                                            lender's tape writes it (Yes/No, integers, date formats)
     performance.parquet, performance.csv    its synthetic monthly histories (when the tenant has any)
     certificate.json, certificate.pdf       the signed privacy certificate and its PDF twin
     validation_report.json, .pdf            the validation report, when one was materialized

@@ -147,7 +147,10 @@ def test_calibration_can_be_turned_off(book):
     model = LoanCascade(CascadeConfig(**{**SMALL, "calibrate": False})).fit(loans, perf, schema)
     # assert
     assert model._prep["calibration"] == {"fitted": False, "reason": "calibrate is off in the cascade settings"}
-    assert not model.state_dict()["state_offset"].any()
+    # Only the states the book never holds (dpd90 here) are masked; nothing was fitted.
+    seen = model._prep["observed_states"]
+    offsets = model.state_dict()["state_offset"]
+    assert not offsets[..., seen].any() and (offsets[..., [not s for s in seen]] == -30.0).all()
 
 
 def test_a_cascade_saved_without_offsets_still_loads(tmp_path, book, fitted):
@@ -234,7 +237,9 @@ def test_dp_hook_receives_borrowers_and_reports_per_epoch(book):
     # calibrating on the raw histories would spend privacy the accountant never charged
     assert model._prep["calibration"]["fitted"] is False
     assert "DP-SGD" in model._prep["calibration"]["reason"]
-    assert not model.state_dict()["state_offset"].any()
+    # Only the never-seen states (public metadata, like the history report's state counts) are masked.
+    seen = model._prep["observed_states"]
+    assert not model.state_dict()["state_offset"][..., seen].any()
 
 
 def test_gru_cell_and_recurrent_factory_are_used(book):
@@ -347,3 +352,39 @@ def test_public_domains_give_an_encoder_that_reads_no_loan_values():
     assert set(left_out) == set(columns) - {"dti", "annual_income", "grade"} - set(first.boolean)
     assert first.transform(other)[:, len(first.numeric) + len(first.boolean) + 4].all()  # unseen "Z" -> other slot
     assert model._prep["encoder_source"] == "public domains" and model._prep["encoder"] == first.to_dict()
+
+
+# --------------------------------------------------------------------------- histories of any shape
+
+
+@pytest.fixture(scope="module")
+def servicing():
+    """Real loans (modeldata credit_data) with a servicing history: ID, month "2019-03", STATUS C/30/60/90/CO/PIF, dpd, bal."""
+    from models.ingest import read_performance
+    from tests.models.servicing_book import servicing_book
+
+    loans, history = servicing_book(600, seed=2, balance=True)
+    schema = infer_schema(loans, id_columns=["ID"], target="Status", target_positive=["bad"])
+    return loans, history, schema, read_performance
+
+
+@pytest.mark.parametrize("amounts", [(), ("balance",)], ids=["status-and-dpd-only", "with-balance-no-payment"])
+def test_cascade_models_a_history_without_payment(servicing, amounts):
+    # setup: the file's columns are ID, month, STATUS, dpd (and bal), none of them named as ours, no payment
+    loans, history, schema, read_performance = servicing
+    raw = history if amounts else history.drop("bal")
+    mapping = {"balance": "bal"} if amounts else {}
+    perf = read_performance(raw, loans, tenant="bank", file="performance.csv", loan_id_column="ID", mapping=mapping).frame
+    # run
+    cascade = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema, tenant="bank", file="performance.csv")
+    markov = MarkovBaseline().fit(loans, perf, schema)
+    synthetic = cascade.sample(loans, seed=1)
+    baseline = markov.sample(loans, seed=1)
+    # assert: the states are modelled, only the amounts the file had come back, no state the file never had
+    for sample in (synthetic, baseline):
+        assert [c for c in ("balance", "payment") if c in sample.columns] == list(amounts)
+        assert set(sample.get_column("status").unique()) <= set(perf.get_column("status").unique())
+        validate_histories(sample)
+    assert np.isfinite(cascade.log_likelihood(loans, perf))
+    if amounts:
+        assert synthetic.get_column("balance").drop_nulls().min() >= 0.0

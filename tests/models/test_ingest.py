@@ -572,7 +572,7 @@ def test_performance_unknown_status_labels_are_named() -> None:
     loans = pl.DataFrame({"loan_id": ["A"]})
     perf = pl.DataFrame({"loan_id": ["A", "A", "A"], "period": [1, 2, 3], "status": ["current", "Frozen", "legal"]})
     # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'status': unknown status label\(s\): 'frozen', 'legal'\. Fix: use one of current, dpd30"):
+    with pytest.raises(InvalidDataError, match=r"column 'status': unknown status label\(s\): 'Frozen', 'legal'\. Fix: spell them as one of current, dpd30"):
         validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
 
 
@@ -665,3 +665,59 @@ def test_decimal_comma_in_a_comma_file_suggests_the_setting(tmp_path: Path) -> N
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'amount': 20 of 21 values are numbers but 1 are not, e\.g\. '2,5' \(line 22\).*set `csv.decimal: ','`"):
         read_table(path, tenant=TENANT)
+
+
+@pytest.mark.parametrize(
+    ("months", "form"),
+    [
+        (["03/2019", "04/2019", "05/2019", "09/2020"], {"kind": "month", "format": "%m/%Y"}),
+        (["Mar-2019", "Apr-2019", "May-2019", "Sep-2020"], {"kind": "month", "format": "%b-%Y"}),
+        ([201903, 201904, 201905, 202009], {"kind": "month", "format": "%Y%m"}),
+        ([0, 1, 2, 0], {"kind": "index", "offset": 0}),
+        ([13, 14, 15, 40], {"kind": "calendar", "starts": {"13": 1, "40": 1}}),
+    ],
+    ids=["mm/yyyy", "Mon-yyyy", "yyyymm", "zero-based-index", "calendar-index"],
+)
+def test_performance_period_in_any_form_counts_months_on_book_from_one(months, form) -> None:
+    # setup: loan A has three months, loan B one, written as a lender's file writes them
+    loans = pl.DataFrame({"ID": [7, 8]})
+    perf = pl.DataFrame({"ID": [7, 7, 7, 8], "month": months, "STATUS": ["C", "30", "C", "CO"]})
+    # run
+    history = ingest.read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="ID", mapping={})
+    # assert
+    assert history.frame.get_column("period").to_list() == [1, 2, 3, 1]
+    assert {k: history.vocabulary["period"][k] for k in form} == form
+
+
+def test_performance_status_as_a_servicer_spells_it() -> None:
+    # setup: servicing codes, a "1-29 DPD" bucket, and agency months-behind codes in a second file
+    loans = pl.DataFrame({"loan_id": ["A", "B"]})
+    perf = pl.DataFrame(
+        {
+            "loan_id": ["A"] * 5 + ["B"] * 3,
+            "period": [1, 2, 3, 4, 5, 1, 2, 3],
+            "STATUS": ["Current", "1-29 DPD", "30-59 DPD", "90+ DPD", "CO", "C", "Current", "PIF"],
+        }
+    )
+    behind = pl.DataFrame({"loan_id": ["A"] * 4, "period": [1, 2, 3, 4], "status": [0, 1, 2, 3]})
+    # run
+    history = ingest.read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    months_behind = validate_performance(behind, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    # assert: states read, and the most frequent spelling of each is recorded for the release
+    assert history.frame.get_column("status").to_list() == [
+        "current", "current", "dpd30", "dpd90", "default", "current", "current", "prepaid"
+    ]
+    assert history.vocabulary["status"] == {
+        "current": "Current", "dpd30": "30-59 DPD", "dpd90": "90+ DPD", "default": "CO", "prepaid": "PIF"
+    }
+    assert history.vocabulary["columns"] == {"loan_id": "loan_id", "period": "period", "status": "STATUS"}
+    assert months_behind.get_column("status").to_list() == ["current", "dpd30", "dpd60", "dpd90"]
+
+
+def test_performance_period_that_is_no_month_names_column_and_examples() -> None:
+    # setup
+    loans = pl.DataFrame({"loan_id": ["A"]})
+    perf = pl.DataFrame({"loan_id": ["A", "A"], "month": ["first", "second"], "status": ["C", "C"]})
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'month': the period column must hold months on book .* such as 'first', 'second'\. Fix: write the period"):
+        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})

@@ -9,7 +9,7 @@ import pytest
 from models.errors import InvalidDataError, NotFittedError
 from models.markov import MarkovBaseline
 from models.sequences import transition_distance, validate_histories
-from models.states import ABSORBING
+from models.states import ABSORBING, STATE_INDEX
 from tests.models.cascade_books import make_book
 
 
@@ -111,3 +111,18 @@ def test_unfitted_model_refuses_to_sample(book):
     # run / assert
     with pytest.raises(NotFittedError, match="not fitted.*call fit"):
         MarkovBaseline().sample(loans)
+
+
+def test_a_state_the_history_never_holds_is_never_sampled():
+    # setup: a book whose loans never prepay or mature, with neither balance nor payment
+    loans, perf, schema = make_book(300, months=8, seed=5)
+    perf = perf.filter(~pl.col("status").is_in(["prepaid", "matured"])).drop("balance", "payment")
+    # run
+    model = MarkovBaseline().fit(loans, perf, schema)
+    sample = model.sample(new_ids(loans), seed=0)
+    # assert: the pooled pseudo-counts no longer give a never-seen state a chance, and no amount is made up
+    never = [STATE_INDEX["dpd90"], STATE_INDEX["prepaid"], STATE_INDEX["matured"]]
+    assert np.asarray(model._fitted["transition"])[..., never].max() == 0.0
+    assert np.asarray(model._fitted["initial"])[..., never].max() == 0.0
+    assert set(sample.get_column("status").unique()) <= {"current", "dpd30", "dpd60", "default"}
+    assert "balance" not in sample.columns and "payment" not in sample.columns

@@ -68,3 +68,19 @@ def test_hashed_groups_use_the_listed_members():
     out = expand_release(released, schema, {"zip": {"kind": "group", "groups": {"20 values #abcd1234": members}}}, seed=1)
     values = set(out.get_column("zip").to_list())
     assert values <= set(members) and len(values) > 10
+
+
+def test_a_k_anonymised_flag_is_drawn_back_in_the_dtype_the_tape_was_read_as():
+    # setup: a Yes/No flag read as Boolean and a 0/1 flag read as Int64, both generalised
+    real = pl.DataFrame({"student": [True, False] * 50, "male": [0, 1] * 50, "x": [float(i) for i in range(100)]})
+    schema = infer_schema(real, quasi_identifiers=["student", "male"])
+    released = pl.DataFrame({"student": ["true", "false", "*", "false|true"] * 25, "male": ["1", "0", "*", "0|1"] * 25,
+                             "x": [float(i) for i in range(100)]})
+    generalisations = {"student": {"kind": "group", "groups": {"false|true": ["false", "true"]}},
+                       "male": {"kind": "group", "groups": {"0|1": ["0", "1"]}}}
+    # run
+    out = expand_release(released, schema, generalisations, seed=0)
+    # assert
+    assert out.schema["student"] == pl.Boolean and out.schema["male"] == pl.Int64
+    assert out.get_column("student").head(2).to_list() == [True, False] and out.get_column("student").null_count() == 0
+    assert set(out.get_column("male").to_list()) == {0, 1}

@@ -342,3 +342,62 @@ def test_noise_allowance_passes_chance_differences_and_still_fails_real_ones():
     assert not strict.passed_cdr12  # 20% relative, above the fixed 10%
     assert lenient.passed_cdr12 and lenient.effective_thresholds["cdr12_relative"] > 0.2
     assert not wrong.passed_cdr12 and not wrong.passed
+
+
+# --------------------------------------------------------------------------- the tape's vocabulary
+
+
+def test_released_history_speaks_the_files_vocabulary():
+    # setup: a lender's file (ID, month "2019-03", STATUS C/30/60/CO, dpd; no balance, no payment) read at ingest,
+    # and a synthetic history in canonical form as the models write it
+    from models.ingest import read_performance
+    from models.sequences import render_history
+
+    loans = pl.DataFrame({"ID": [1, 2, 3]})
+    raw = pl.DataFrame(
+        {
+            "ID": [1, 1, 1, 1, 2, 2, 3],
+            "month": ["2019-03", "2019-04", "2019-05", "2019-06", "2019-08", "2019-09", "2020-01"],
+            "STATUS": ["C", "30", "60", "CO", "C", "C", "30"],
+            "dpd": [0, 33, 61, 150, 0, 12, 40],
+        }
+    )
+    real = read_performance(raw, loans, tenant="bank", file="performance.csv", loan_id_column="ID", mapping={})
+    synthetic = paths_to_frame(
+        np.array(["10", "11"], dtype=object),
+        np.array([[0, 1, 2, 4], [0, 0, -1, -1]]),
+        np.full((2, 4), np.nan),
+        np.full((2, 4), np.nan),
+        [0.0, 36.0, 61.0, 90.0, 150.0, 0.0, 0.0],
+        amounts=(),
+    )
+    # run
+    released = render_history(synthetic, real.vocabulary, seed=0)
+    # assert: the file's names, spellings and forms; dpd30 comes back as "30", not "dpd30"
+    assert released.columns == ["ID", "month", "STATUS", "dpd"]
+    assert released.schema["ID"] == pl.Int64 and released.schema["dpd"] == pl.Int64
+    assert released.get_column("STATUS").to_list() == ["C", "30", "60", "CO", "C", "C"]
+    months = released.get_column("month").to_list()
+    assert all(len(m) == 7 and m[4] == "-" for m in months)
+    assert set(months[:1] + months[4:5]) <= {"2019-03", "2019-08", "2020-01"}  # first months drawn from the real ones
+    assert months[1] > months[0] and months[5] > months[4]
+    # read back like an upload, the release gives the same canonical history
+    again = read_performance(released, pl.DataFrame({"ID": [10, 11]}), tenant="bank", file="performance.csv", loan_id_column="ID", mapping={})
+    assert again.frame.select("loan_id", "period", "status").equals(synthetic.select("loan_id", "period", "status"))
+
+
+def test_released_history_keeps_an_integer_index_and_the_files_own_columns():
+    # setup: a zero-based month index, a numeric status (months behind) and a balance column named as the lender names it
+    from models.ingest import read_performance
+    from models.sequences import render_history
+
+    loans = pl.DataFrame({"loan_id": ["a", "b"]})
+    raw = pl.DataFrame({"loan_id": ["a", "a", "b"], "mob": [0, 1, 0], "delinquency_status": [0, 1, 0], "upb": [100.0, 95.0, 50.0]})
+    real = read_performance(raw, loans, tenant="bank", file="performance.csv", loan_id_column="loan_id", mapping={})
+    # run
+    released = render_history(real.frame, real.vocabulary)
+    # assert
+    assert released.columns == ["loan_id", "mob", "delinquency_status", "upb"]
+    assert released.get_column("mob").to_list() == [0, 1, 0]
+    assert released.get_column("delinquency_status").to_list() == [0, 1, 0]
+    assert released.schema["delinquency_status"] == pl.Int64

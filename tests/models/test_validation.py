@@ -243,3 +243,33 @@ def test_bad_input_raises_typed_errors(book):
     with pytest.raises(InvalidDataError) as caught:
         build_validation_report(book.train, book.holdout, book.good.loans, book.schema, target="bad_flag", tenant="acme")
     assert caught.value.column == "bad_flag" and caught.value.tenant == "acme" and caught.value.fix
+
+
+def test_a_yes_no_flag_and_a_k_anonymised_yes_no_quasi_identifier_are_measured():
+    # setup: ISLR's Default tape (Yes/No default flag, Yes/No student) as a lender uploads it
+    import tempfile
+    from pathlib import Path
+
+    from models.anonymize import AnonymizationPolicy, anonymize
+    from models.copula import make_engine
+    from models.release_frame import expand_release
+    from models.tape import find_upload, read_tape
+    from tests.corpus import CORPUS
+
+    spec = next(t for t in CORPUS if t.tenant == "islr-default")
+    with tempfile.TemporaryDirectory() as tmp:
+        tape = read_tape(find_upload(spec.write(Path(tmp) / spec.tenant), spec.tenant))
+    train, holdout, schema = tape.split("train"), tape.split("holdout"), tape.schema
+    synthetic = make_engine("credittwin", k=5).fit(train, schema).sample(train.height, seed=0)
+    released = anonymize(synthetic, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["student"]))
+    assert released.table.schema["student"] == pl.String  # the anonymizer's labels
+    # run: the released book as typed text labels drawn back, and the raw labels themselves
+    expanded = build_validation_report(train, holdout, expand_release(released.table, schema, released.generalisations),
+                                       schema, target="default", sdmetrics=False, charts=False)
+    labelled = build_validation_report(train, holdout, released.table, schema, target="default",
+                                       sdmetrics=False, charts=False)
+    # assert: both flags are measured like any column, and the twin of a real tape is judged fit
+    for report in (expanded, labelled):
+        measured = {row["column"]: row for row in report.to_dict()["fidelity"]["columns"]}
+        assert {"default", "student"} <= set(measured)
+    assert expanded.passed, expanded.failures
