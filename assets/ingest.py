@@ -161,23 +161,31 @@ def raw_loan_tape(
     partitions_def=tenants,
     group_name="ingest",
     kinds={"polars", "parquet"},
-    code_version="1",
-    description="Credit features derived from the tape's columns (by canonical name or alias) and its performance history.",
+    code_version="2",
+    description="Credit features derived from the tape's columns (by canonical name, alias, or name and type) and its "
+    "performance history: one row per loan, keyed by its id (or its row number), with what was skipped and why.",
 )
 def loan_features(context: dg.AssetExecutionContext, raw_loan_tape: Artifact) -> dg.Output:
-    """Build DTI, LTV, utilisation, payment-delay and stability features; record what was skipped and why."""
+    """Build DTI, LTV, utilisation, loan-to-income, payment-delay and stability features; record what was skipped and why."""
     from models.features import build_features
     from models.schema import TableSchema
+    from models.tape import SPLIT_COLUMN
 
     schema = TableSchema.from_dict(raw_loan_tape.document("schema"))
     features, report = build_features(
-        raw_loan_tape.table("loans"), raw_loan_tape.tables.get("performance"), id_column=schema.id_column
+        raw_loan_tape.table("loans"), raw_loan_tape.tables.get("performance"), id_column=schema.id_column,
+        ignore=tuple(c for c in (schema.target, SPLIT_COLUMN) if c),
     )
+    if not report.built:
+        context.log.warning(f"tenant '{context.partition_key}': {report.note}")
     return dg.Output(
         Artifact(tables={"features": features}, documents={"feature_report": report.to_dict()}),
         metadata={
             "dagster/row_count": features.height,
+            "note": report.note,
+            "row_key": report.key,
             "features_built": dg.MetadataValue.json(report.built),
             "features_skipped": dg.MetadataValue.json(report.skipped),
+            "inputs_by_name_and_type": dg.MetadataValue.json(report.hinted),
         },
     )

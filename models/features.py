@@ -7,14 +7,21 @@ A feature whose inputs a tape lacks is skipped, and `FeatureReport` says why, so
 the Dagster asset can show which features a tenant gets and what to upload to
 get the others.
 
+A tape that spells an input its own way (``appinc``, ``LoanAmount``,
+``Limit``, ``Price``) still gets it when a numeric column's name matches the
+input's pattern in `NAME_HINTS`; the report says which were found that way.
+Every loan keeps its row, keyed by its id or, without one, by its row number
+in the tape, even when no feature can be built.
+
 Units: `debt_to_income` and `loan_to_value` are percentages (the convention of
-most tapes); `credit_utilisation`, `payment_to_income` and
+most tapes); `credit_utilisation`, `payment_to_income`, `loan_to_income` and
 `current_balance_ratio` are plain ratios. A division by zero or by a negative
 denominator gives null, never inf.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +57,19 @@ CANONICAL_ALIASES: dict[str, tuple[str, ...]] = {
     "payment": ("payment", "payment_amount", "amount_paid", "paid_amount"),
 }
 
+# Inputs a tape may spell its own way: a numeric column no alias claims is taken for the input when its
+# name (lower case, separators removed) matches the pattern; the first in sorted order wins, so column
+# positions never matter. Income ends in "income"/"inc" (appinc, Income), a loan amount names the loan
+# (LoanAmount, loanamt), a limit ends in "limit"/"lim", a price or value is what secures or buys the loan.
+NAME_HINTS: dict[str, str] = {
+    "annual_income": r"(income|inc)$",
+    "loan_amount": r"loan(amount|amt|amnt)|(amount|amt|amnt)loan",
+    "credit_limit": r"(limit|lim)$",
+    "property_value": r"(price|value)$",
+}
+# The column that keys each row when the tape has no loan id: its 1-based row number in the tape.
+ROW_KEY = "tape_row"
+
 # Severity of each canonical state, so "ever 60+" is one comparison; the
 # non-delinquent absorbing states rank below current.
 _SEVERITY: dict[str, int] = {
@@ -81,14 +101,28 @@ class FeatureReport:
     Attributes:
         built: feature name -> the formula, naming the actual input columns.
         skipped: feature name -> why it was not built (which inputs are missing).
+        key: what identifies each row (the loan id column, or the row number).
+        hinted: input -> the column taken for it by a name hint (`NAME_HINTS`), not an alias.
     """
 
     built: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+    hinted: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe copy, for Dagster metadata and run reports."""
-        return {"built": dict(self.built), "skipped": dict(self.skipped)}
+        return {"built": dict(self.built), "skipped": dict(self.skipped), "key": self.key, "hinted": dict(self.hinted)}
+
+    @property
+    def note(self) -> str:
+        """One line for the UI and the log: what keys the rows and how many features were built."""
+        if self.built:
+            return f"{len(self.built)} feature(s) built, {len(self.skipped)} skipped; rows keyed by {self.key}"
+        return (
+            f"no feature could be derived from this tape's columns (each skipped feature says which inputs it "
+            f"needs); one row per loan is kept, keyed by {self.key}"
+        )
 
 
 def resolve_columns(columns: list[str]) -> dict[str, str]:
@@ -126,9 +160,22 @@ def _safe_ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
 class _Inputs:
     """The resolved, numeric-checked inputs of one table, with the reasons others are unusable."""
 
-    def __init__(self, frame: pl.DataFrame, *, exclude: set[str]) -> None:
+    def __init__(self, frame: pl.DataFrame, *, exclude: set[str], hints: dict[str, str] | None = None) -> None:
         self.frame = frame
-        resolved = resolve_columns([c for c in frame.columns if c not in exclude])
+        candidates = [c for c in frame.columns if c not in exclude]
+        resolved = resolve_columns(candidates)
+        self.hinted: dict[str, str] = {}
+        for canonical, pattern in (hints or {}).items():
+            if canonical in resolved:
+                continue
+            claimed = set(resolved.values())
+            match = next(
+                (c for c in sorted(candidates) if c not in claimed and frame.schema[c].is_numeric()
+                 and re.search(pattern, re.sub(r"[^a-z0-9]", "", c.lower()))),
+                None,
+            )
+            if match is not None:
+                resolved[canonical] = self.hinted[canonical] = match
         self.columns: dict[str, str] = {}
         self.unusable: dict[str, str] = {}
         for canonical, actual in resolved.items():
@@ -229,15 +276,29 @@ def _loan_features(inputs: _Inputs, report: FeatureReport) -> list[pl.Expr]:
         + inputs.missing("ltv", "loan_amount", "property_value"),
     )
 
-    if inputs.has("revolving_balance", "credit_limit"):
-        exprs.append(
-            _safe_ratio(_num(inputs["revolving_balance"]), _num(inputs["credit_limit"])).alias("credit_utilisation")
-        )
-        report.built["credit_utilisation"] = (
-            f"{inputs['revolving_balance']}/{inputs['credit_limit']} (null where the limit <= 0)"
-        )
+    # On a card or credit-line tape (no loan amount) the current balance is the drawn amount, so it stands in
+    # for a revolving balance; on an instalment-loan tape it is what is left of the loan, not a drawing.
+    revolving_tape = not inputs.has("loan_amount") and not inputs.has("funded_amount")
+    drawn = "revolving_balance" if inputs.has("revolving_balance") else (
+        "balance" if revolving_tape and inputs.has("balance") else None
+    )
+    if drawn is not None and inputs.has("credit_limit"):
+        exprs.append(_safe_ratio(_num(inputs[drawn]), _num(inputs["credit_limit"])).alias("credit_utilisation"))
+        report.built["credit_utilisation"] = f"{inputs[drawn]}/{inputs['credit_limit']} (null where the limit <= 0)"
     else:
-        report.skipped["credit_utilisation"] = inputs.missing("revolving_balance", "credit_limit")
+        report.skipped["credit_utilisation"] = (
+            "needs revolving_balance (or balance) with credit_limit: " + inputs.missing("revolving_balance", "credit_limit")
+        )
+
+    amount = next((c for c in ("loan_amount", "funded_amount") if inputs.has(c)), None)
+    if amount is not None and income is not None:
+        exprs.append(_safe_ratio(_num(inputs[amount]), income[0]).alias("loan_to_income"))
+        report.built["loan_to_income"] = f"{inputs[amount]}/{income[1]} (null where the income <= 0)"
+    else:
+        report.skipped["loan_to_income"] = (
+            "needs loan_amount (or funded_amount) with annual_income (or monthly_income): "
+            + inputs.missing("loan_amount", "annual_income")
+        )
 
     if income is not None and inputs.has("installment"):
         exprs.append(_safe_ratio(12.0 * _num(inputs["installment"]), income[0]).alias("payment_to_income"))
@@ -475,13 +536,13 @@ def _history_id(performance: pl.DataFrame | None, id_column: str | None) -> tupl
 
 
 def build_features(
-    loans: pl.DataFrame, performance: pl.DataFrame | None, *, id_column: str | None
+    loans: pl.DataFrame, performance: pl.DataFrame | None, *, id_column: str | None, ignore: tuple[str, ...] = ()
 ) -> tuple[pl.DataFrame, FeatureReport]:
     """Build the loan features a tape's columns allow.
 
     Loan-level features come from the tape (`debt_to_income`, `loan_to_value`,
-    `credit_utilisation`, `payment_to_income`, `employment_stability_score`,
-    `income_verified`); payment-delay features come from the monthly
+    `credit_utilisation`, `payment_to_income`, `loan_to_income`,
+    `employment_stability_score`, `income_verified`); payment-delay features come from the monthly
     performance history, grouped per loan and joined on the id
     (`max_days_past_due`, `months_delinquent`, `ever_30`, `ever_60`,
     `ever_90`, `months_on_book`, `current_balance_ratio`). Loans without
@@ -492,11 +553,14 @@ def build_features(
         performance: the monthly history (one row per loan and month), or None.
         id_column: the tape's loan id column (the schema's `id_column`); the
             history is joined on a column of that name, else on its `loan_id`
-            alias. None: no id is kept and history features are skipped.
+            alias. None: each row is keyed by its row number in the tape
+            (`ROW_KEY`) and history features are skipped.
+        ignore: columns never read as a feature input (the default flag, the split).
 
     Returns:
-        The features, one row per loan in tape order (the id column first when
-        given), and the report of built and skipped features.
+        The features, one row per loan in tape order, the key (id or row
+        number) first, even when no feature can be built, and the report of
+        built and skipped features.
 
     Raises:
         InvalidDataError: `id_column` is not a column of the tape.
@@ -508,10 +572,24 @@ def build_features(
             fix=f"declare an id column the tape has (columns: {', '.join(loans.columns[:20])}).",
         )
     report = FeatureReport()
-    inputs = _Inputs(loans, exclude={id_column} if id_column else set())
+    exclude = {c for c in (id_column, *ignore) if c}
+    inputs = _Inputs(loans, exclude=exclude, hints=NAME_HINTS)
+    report.hinted = {
+        canonical: f"'{column}' (by name and type: numeric, name matches {NAME_HINTS[canonical]!r})"
+        for canonical, column in inputs.hinted.items()
+    }
     exprs = _loan_features(inputs, report)
-    keep = [pl.col(id_column)] if id_column else []
-    lazy = loans.lazy().select(keep + exprs)
+    if id_column:
+        key = pl.col(id_column)
+        report.key = f"the loan id column '{id_column}'"
+    else:
+        # Without a loan id every row still gets its row, keyed by its place in the tape, so no loan is lost.
+        key_name = ROW_KEY
+        while key_name in loans.columns:
+            key_name = "_" + key_name
+        key = pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(key_name)
+        report.key = f"'{key_name}', the row number in the tape (the tape has no loan id column)"
+    lazy = loans.lazy().select([key, *exprs])
 
     perf_id, perf_reason = _history_id(performance, id_column)
     if performance is None or id_column is None or perf_id is None:

@@ -113,6 +113,9 @@ MISSING_LABEL = "(missing)"
 CLOSED_STATES = ("prepaid", "matured")
 DEFAULT_STATE = "default"
 _HORIZON = re.compile(r"^(tape|([1-9][0-9]{0,2})m)$")
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile, for the AUC interval
+NOISE_DRAWS = 200  # consistency-resampling draws behind `calibration_critical_ece`
+NOISE_QUANTILE = 0.95
 _TRUE_TEXT = ("1", "1.0", "true", "yes", "y", "t")
 _FALSE_TEXT = ("0", "0.0", "false", "no", "n", "f")
 
@@ -140,8 +143,16 @@ class RiskConfig(_Strict):
 
     Attributes:
         bands: ordered risk bands; `max_pd` strictly increasing, the last 1.0.
-        auc_floor: the TSTR AUC under which registration is blocked.
-        max_calibration_error: the holdout ECE above which registration is blocked.
+        auc_floor: the TSTR AUC the model must be able to reach: registration is
+            blocked when the upper end of the AUC's 95 % interval on the real
+            holdout is below it (see `registration_gate`).
+        min_trtr_ratio: the floor is the lower of `auc_floor` and this share of
+            the AUC the same training on the real train split reaches (TRTR):
+            a model is not blocked for a limit the real data sets.
+        max_calibration_error: the calibration error tolerated: registration is
+            blocked when the holdout shows the model's true ECE above it, i.e.
+            when its ECE exceeds what a model miscalibrated by exactly this much
+            shows on a holdout of this size (see `calibration_critical_ece`).
         features: the columns to model; default every usable column except
             ids, the target, free text and internal columns (dates become
             decimal years).
@@ -163,6 +174,7 @@ class RiskConfig(_Strict):
 
     bands: list[BandSpec] = Field(default_factory=_default_bands, min_length=1, max_length=20)
     auc_floor: float = Field(default=0.65, ge=0.5, le=1.0)
+    min_trtr_ratio: float = Field(default=0.9, gt=0.5, le=1.0)
     max_calibration_error: float = Field(default=0.05, gt=0.0, le=1.0)
     features: list[str] | None = None
     horizons: list[str] = Field(default_factory=lambda: ["tape", "3m", "12m"], min_length=1)
@@ -918,6 +930,64 @@ def expected_calibration_error(table: list[dict[str, Any]]) -> float:
     return float(sum(r["n"] * abs(r["mean_pd"] - r["observed_rate"]) for r in table) / total)
 
 
+def auc_interval(y: np.ndarray, p: np.ndarray, z: float = Z_95) -> tuple[float, float, float]:
+    """The AUC with its two-sided confidence interval by DeLong's variance: ``(auc, low, high)``.
+
+    DeLong et al. (1988): each defaulter's and each non-defaulter's share of
+    the pairs it wins (its placement value, from mid-ranks, so O(n log n)) has
+    a variance; the AUC's is their sum over the class sizes. The interval is
+    clipped to [0, 1]; NaNs with one class only.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=bool)
+    p = np.asarray(p, dtype=np.float64)
+    pos, neg = p[y], p[~y]
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        return float("nan"), float("nan"), float("nan")
+    combined = rankdata(np.concatenate([pos, neg]))
+    v10 = (combined[:m] - rankdata(pos)) / n  # per defaulter: the share of non-defaulters it outranks
+    v01 = 1.0 - (combined[m:] - rankdata(neg)) / m  # per non-defaulter: the share of defaulters above it
+    auc = float(v10.mean())
+    variance = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
+    half = z * math.sqrt(max(variance, 0.0))
+    return auc, max(0.0, auc - half), min(1.0, auc + half)
+
+
+def calibration_critical_ece(
+    y: np.ndarray, p: np.ndarray, tolerance: float, *, n_bins: int = 10, draws: int = NOISE_DRAWS, seed: int = 0
+) -> float:
+    """The largest decile ECE a holdout of this size shows, 19 times in 20, for a model miscalibrated by `tolerance`.
+
+    A one-sided test of "the model's true calibration error exceeds
+    `tolerance`", sized to the holdout: outcomes are drawn (consistency
+    resampling, Broecker and Smith 2007) from rates off the model's PDs by
+    exactly `tolerance` in every decile, in the direction the holdout shows
+    (the least favourable case), and the 95th percentile of their ECE is the
+    critical value. With `tolerance` 0 it is the ECE of sampling noise alone.
+    On 900 loans at a 30 % default rate the noise alone reaches about 0.05;
+    as the holdout grows the critical value falls to `tolerance`.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    n = p.size
+    if n == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    decile = np.empty(n, dtype=np.int64)
+    decile[order] = (np.arange(n) * n_bins) // n
+    expected = np.bincount(decile, weights=p, minlength=n_bins)
+    side = np.where(np.bincount(decile, weights=y, minlength=n_bins) >= expected, 1.0, -1.0)
+    rate = np.clip(p + tolerance * side[decile], 0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    eces = np.empty(draws)
+    for i in range(draws):
+        events = np.bincount(decile, weights=(rng.random(n) < rate).astype(np.float64), minlength=n_bins)
+        eces[i] = np.abs(expected - events).sum() / n
+    return float(np.quantile(eces, NOISE_QUANTILE))
+
+
 def assign_bands(p: np.ndarray, bands: list[BandSpec] | list[dict[str, Any]]) -> np.ndarray:
     """Band index of each PD: the first band whose max_pd is at least the PD."""
     edges = np.asarray([b.max_pd if isinstance(b, BandSpec) else b["max_pd"] for b in bands], np.float64)
@@ -954,9 +1024,18 @@ class Evaluation:
     ece: float | None = None
     calibration: list[dict[str, Any]] = field(default_factory=list)
     bands: list[dict[str, Any]] = field(default_factory=list)
+    auc_low: float | None = None
+    auc_high: float | None = None
+    ece_tolerance: float | None = None
+    ece_critical: float | None = None
 
     @classmethod
-    def of(cls, y: np.ndarray, p: np.ndarray, bands: list[dict[str, Any]], *, what: str) -> "Evaluation":
+    def of(
+        cls, y: np.ndarray, p: np.ndarray, bands: list[dict[str, Any]], *, what: str,
+        ece_tolerance: float | None = None, seed: int = 0,
+    ) -> "Evaluation":
+        """Figures of PDs `p` against labels `y`: AUC with its 95 % interval, ECE, and (with `ece_tolerance`)
+        the ECE's critical value on this many rows (`calibration_critical_ece`)."""
         n, d = int(y.size), int(y.sum())
         if n < MIN_HOLDOUT_ROWS:
             return cls(False, n, d, reason=f"{what} has {n} labelled rows (at least {MIN_HOLDOUT_ROWS} needed)", bands=band_distribution(p, bands, y))
@@ -964,12 +1043,17 @@ class Evaluation:
             only = "defaults" if d == n else "non-defaults"
             return cls(False, n, d, reason=f"{what} holds {only} only: AUC, Gini and KS are undefined", bands=band_distribution(p, bands, y))
         auc = auc_score(y, p)
+        _, low, high = auc_interval(y, p)
         table = calibration_table(y, p)
         return cls(
             True,
             n,
             d,
             auc=auc,
+            auc_low=low,
+            auc_high=high,
+            ece_tolerance=ece_tolerance,
+            ece_critical=None if ece_tolerance is None else calibration_critical_ece(y, p, ece_tolerance, seed=seed),
             gini=2.0 * auc - 1.0,
             ks=ks_statistic(y, p),
             brier=float(np.mean((p - y) ** 2)),
@@ -1026,6 +1110,9 @@ class PDModelSet:
         holdout: per model, TSTR figures on the real holdout (never used for a choice).
         data: row counts, default rates and exclusions.
         settings: the thresholds of the gate and the config used.
+        reference: what the real data allows: the same training on the real
+            train split, tested on the same holdout (``trtr_auc``), or why it
+            was not measured (``reason``).
     """
 
     horizon: str
@@ -1039,6 +1126,7 @@ class PDModelSet:
     data: dict[str, Any]
     settings: dict[str, Any]
     tenant: str | None = None
+    reference: dict[str, Any] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- scoring
 
@@ -1073,32 +1161,8 @@ class PDModelSet:
         return self.holdout[self.chosen].ece
 
     def gate(self) -> dict[str, Any]:
-        """Whether registration may go ahead: TSTR AUC at the floor or above and holdout ECE within bounds.
-
-        Returns:
-            ``{"passed": bool, "reasons": [...], "tstr_auc", "ece", "auc_floor", "max_calibration_error"}``;
-            a holdout that is not evaluable fails with its reason.
-        """
-        floor, max_ece = self.settings["auc_floor"], self.settings["max_calibration_error"]
-        ev = self.holdout[self.chosen]
-        reasons = []
-        if not ev.evaluable:
-            reasons.append(f"the real holdout is not evaluable: {ev.reason}")
-        else:
-            if ev.auc is not None and ev.auc < floor:
-                reasons.append(f"TSTR AUC {ev.auc:.3f} is below the floor {floor:.3f}")
-            if ev.ece is not None and ev.ece > max_ece:
-                reasons.append(f"calibration error (ECE) {ev.ece:.3f} exceeds {max_ece:.3f}")
-        return {
-            "passed": not reasons,
-            "reasons": reasons,
-            "tstr_auc": ev.auc,
-            "ece": ev.ece,
-            "auc_floor": floor,
-            "max_calibration_error": max_ece,
-            "horizon": self.horizon,
-            "model": self.chosen,
-        }
+        """Whether registration may go ahead; see `registration_gate`."""
+        return registration_gate(self.holdout[self.chosen], self.settings, self.reference, horizon=self.horizon, model=self.chosen)
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
         """Flat numeric figures (for MLflow): ``<prefix><model>.<where>.<metric>`` plus chosen-model keys."""
@@ -1172,6 +1236,84 @@ class PDModelSet:
         return save_pd_model(self, folder)
 
 
+def registration_gate(
+    ev: Evaluation, settings: dict[str, Any], reference: dict[str, Any] | None, *, horizon: str, model: str
+) -> dict[str, Any]:
+    """Whether a model may be registered, judged on its real-holdout evaluation `ev` with the noise it carries.
+
+    Three rules, each stated in the result's ``rules``:
+
+    * discrimination: the lower end of the TSTR AUC's 95 % interval (DeLong)
+      is above 0.5; a model no better than chance (labels shuffled, or no
+      signal kept by the twin) fails however small the holdout;
+    * level: the upper end of that interval reaches the effective floor, the
+      lower of ``auc_floor`` and ``min_trtr_ratio`` x the AUC that the same
+      training on the real train split reaches on the same holdout (TRTR); a
+      model fails only where the holdout shows it below what the data allows;
+    * calibration: the holdout ECE is at most its critical value, the ECE a
+      model miscalibrated by exactly ``max_calibration_error`` shows 19 times
+      in 20 on a holdout of this size (`calibration_critical_ece`): a model
+      fails when the holdout shows its true calibration error above the
+      tolerance, not when noise alone takes the ECE there.
+
+    A holdout that is not evaluable fails with its reason.
+
+    Returns:
+        ``{"passed", "reasons", "rules", "tstr_auc", "auc_interval", "trtr_auc", "auc_floor",
+        "effective_auc_floor", "ece", "max_calibration_error", "ece_limit", "horizon", "model"}``.
+    """
+    floor, max_ece = settings["auc_floor"], settings["max_calibration_error"]
+    ratio = settings.get("min_trtr_ratio", RiskConfig.model_fields["min_trtr_ratio"].default)
+    reference = reference or {}
+    trtr = reference.get("trtr_auc")
+    effective_floor = floor if trtr is None else min(floor, ratio * trtr)
+    # A model stored before the critical value existed is held to the tolerance itself.
+    ece_limit = max_ece if ev.ece_critical is None else ev.ece_critical
+    trtr_text = (
+        f"the same training on the real train split reaches {trtr:.3f} (TRTR)" if trtr is not None
+        else f"TRTR not measured ({reference.get('reason', 'no real train split given')}), so the floor stands"
+    )
+    rules = [
+        "discrimination: the lower end of the TSTR AUC's 95 % interval (DeLong) must be above 0.5",
+        f"level: the upper end of that interval must reach {effective_floor:.3f} = the floor {floor:.3f}"
+        + (f", or {ratio:g} x the TRTR AUC {trtr:.3f} when lower" if trtr is not None else "")
+        + f"; {trtr_text}",
+        f"calibration: the ECE must be at most {ece_limit:.3f}, "
+        + (f"the 95th percentile of the ECE that a model miscalibrated by exactly {max_ece:.3f} shows on {ev.n} loans"
+           if ev.ece_critical is not None else f"the tolerance {max_ece:.3f} (no critical value recorded)"),
+    ]
+    reasons = []
+    if not ev.evaluable:
+        reasons.append(f"the real holdout is not evaluable: {ev.reason}")
+    else:
+        interval = f"(95 % interval {ev.auc_low:.3f} to {ev.auc_high:.3f}, {ev.defaults} defaults in {ev.n})"
+        if ev.auc_low is not None and ev.auc_low <= 0.5:
+            reasons.append(f"TSTR AUC {ev.auc:.3f} {interval} does not beat chance (0.5)")
+        if ev.auc_high is not None and ev.auc_high < effective_floor:
+            reasons.append(f"TSTR AUC {ev.auc:.3f} {interval} is below the floor {effective_floor:.3f}; {trtr_text}")
+        if ev.ece is not None and ev.ece > ece_limit:
+            reasons.append(
+                f"calibration error (ECE) {ev.ece:.3f} exceeds {ece_limit:.3f}"
+                + (f", what a model miscalibrated by {max_ece:.3f} shows on {ev.n} loans: the holdout shows "
+                   f"a calibration error above the tolerance" if ev.ece_critical is not None else "")
+            )
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "rules": rules,
+        "tstr_auc": ev.auc,
+        "auc_interval": [ev.auc_low, ev.auc_high],
+        "trtr_auc": trtr,
+        "auc_floor": floor,
+        "effective_auc_floor": effective_floor,
+        "ece": ev.ece,
+        "max_calibration_error": max_ece,
+        "ece_limit": ece_limit,
+        "horizon": horizon,
+        "model": model,
+    }
+
+
 def _json(document: Any) -> str:
     return json.dumps(document, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
 
@@ -1230,6 +1372,7 @@ def save_pd_model(model: PDModelSet, folder: Path) -> Path:
         "holdout": {k: v.to_dict() for k, v in model.holdout.items()},
         "data": model.data,
         "settings": model.settings,
+        "reference": model.reference,
     }
     (folder / MODEL_FILE).write_text(_json(_clean(document)), encoding="utf-8")
     (folder / LIGHTGBM_FILE).write_text(model.lightgbm.booster.model_to_string(), encoding="utf-8")
@@ -1278,6 +1421,7 @@ def load_pd_model(folder: Path) -> PDModelSet:
         data=document["data"],
         settings=document["settings"],
         tenant=document.get("tenant"),
+        reference=document.get("reference", {}),
     )
 
 
@@ -1455,6 +1599,7 @@ def fit_pd_model(
         data={},
         settings={
             "auc_floor": config.auc_floor,
+            "min_trtr_ratio": config.min_trtr_ratio,
             "max_calibration_error": config.max_calibration_error,
             "seed": config.seed,
             "config": config.model_dump(mode="json"),
@@ -1462,7 +1607,9 @@ def fit_pd_model(
         tenant=tenant,
     )
     for kind in MODEL_KINDS:
-        model.validation[kind] = Evaluation.of(y[val], model.pd_from_matrix(x[val], kind), bands, what="the synthetic validation slice")
+        model.validation[kind] = Evaluation.of(
+            y[val], model.pd_from_matrix(x[val], kind), bands, what="the synthetic validation slice"
+        )
     if config.model != "auto":
         model.chosen = config.model
     else:
@@ -1474,7 +1621,10 @@ def fit_pd_model(
     if holdout.height:
         xh = pipeline.matrix(holdout, tenant=tenant)
         for kind in MODEL_KINDS:
-            model.holdout[kind] = Evaluation.of(yh, model.pd_from_matrix(xh, kind), bands, what="the real holdout")
+            model.holdout[kind] = Evaluation.of(
+                yh, model.pd_from_matrix(xh, kind), bands, what="the real holdout",
+                ece_tolerance=config.max_calibration_error, seed=config.seed,
+            )
     else:
         for kind in MODEL_KINDS:
             model.holdout[kind] = Evaluation(False, 0, 0, reason="the real holdout has no labelled rows")
@@ -1520,6 +1670,34 @@ class RiskTraining:
         }
 
 
+def _trtr_reference(
+    real_train: pl.DataFrame | None,
+    real_performance: pl.DataFrame | None,
+    test: Labelled,
+    schema: TableSchema,
+    config: RiskConfig,
+    *,
+    horizon: str,
+    tenant: str | None,
+) -> dict[str, Any]:
+    """The TRTR AUC of one horizon (the same training on the real train split, same holdout), or why it is absent."""
+    if real_train is None:
+        return {"trtr_auc": None, "reason": "no real train split given"}
+    labelled = label_rows(real_train, schema, horizon, real_performance, what="real train split",
+                          default_states=config.default_states)
+    if isinstance(labelled, str):
+        return {"trtr_auc": None, "reason": labelled}
+    try:
+        real = fit_pd_model(labelled.frame, labelled.y, test.frame, test.y, schema, config, horizon=horizon, tenant=tenant)
+    except InvalidDataError as exc:
+        return {"trtr_auc": None, "reason": exc.reason}
+    ev = real.holdout[real.chosen]
+    if not ev.evaluable:
+        return {"trtr_auc": None, "reason": ev.reason}
+    return {"trtr_auc": ev.auc, "model": real.chosen, "train_rows": int(labelled.y.size),
+            "auc_interval": [ev.auc_low, ev.auc_high]}
+
+
 def train_pd_models(
     synthetic: pl.DataFrame,
     holdout: pl.DataFrame,
@@ -1528,6 +1706,8 @@ def train_pd_models(
     *,
     synthetic_performance: pl.DataFrame | None = None,
     holdout_performance: pl.DataFrame | None = None,
+    real_train: pl.DataFrame | None = None,
+    real_train_performance: pl.DataFrame | None = None,
     tenant: str | None = None,
 ) -> RiskTraining:
     """Train one `PDModelSet` per configured horizon (TSTR: fit on synthetic, test on the real holdout).
@@ -1539,6 +1719,10 @@ def train_pd_models(
         config: the tenant's `RiskConfig` (defaults when None).
         synthetic_performance, holdout_performance: canonical monthly histories of the
             synthetic and the real loans, for the ``"<n>m"`` horizons.
+        real_train: the real train split (and `real_train_performance` its histories):
+            the same training on it, tested on the same holdout, gives each
+            horizon's TRTR AUC, what the real data allows (`registration_gate`).
+            Nothing trained on it is kept or released. None: not measured.
         tenant: named in errors and recorded.
 
     Returns:
@@ -1575,6 +1759,10 @@ def train_pd_models(
         except InvalidDataError as exc:
             errors.append(exc)
             skipped[horizon] = exc.reason
+            continue
+        models[horizon].reference = _trtr_reference(
+            real_train, real_train_performance, test, schema, config, horizon=horizon, tenant=tenant
+        )
     if models:
         return RiskTraining(models=models, skipped=skipped)
     if errors:

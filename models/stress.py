@@ -24,6 +24,9 @@ For each scenario:
    haircut applies to secured loans (a non-null LTV) when the book has an LTV
    column, otherwise to every loan.
 5. **EAD** = exposure x (1 + ead_change), by segment if wanted (drawn-down lines).
+   The exposure column is found by name and type (`find_exposure`); a book
+   without one runs count-based (each loan an exposure of 1), and the result,
+   its warnings and its PDF say so.
 6. **Expected loss** EL = PD x LGD x EAD; per scenario and segment (and
    ``all``): loans, exposure, stressed EAD, mean PD (the default rate),
    expected loss and loss rate (EL / current exposure, so an EAD increase
@@ -69,7 +72,12 @@ DEFAULT_LGD = 0.45
 DEFAULT_BANDS: tuple[tuple[str, float], ...] = (("LOW", 0.2), ("MEDIUM", 0.5), ("HIGH", 1.0))
 BUILTIN_SCENARIO_NAMES: tuple[str, ...] = ("baseline", "adverse", "severely_adverse")
 SEGMENT_CANDIDATES: tuple[str, ...] = ("product", "grade")
+# Canonical names of an exposure (matched with their aliases in models.features.CANONICAL_ALIASES).
 EXPOSURE_CANDIDATES: tuple[str, ...] = ("loan_amount", "funded_amount", "balance")
+# Name hints of an exposure column, strongest first ("amt"/"amnt" abbreviate amount); "ead" is matched as a
+# whole word only, since it sits inside ordinary words (lead, head).
+EXPOSURE_HINTS: tuple[str, ...] = ("exposure", "ead", "upb", "balance", "principal", "amount", "amnt", "amt", "limit")
+COUNT_BASED = "count-based: each loan an exposure of 1"
 RATE_CANDIDATES: tuple[str, ...] = ("interest_rate", "int_rate", "rate")
 INCOME_CANDIDATES: tuple[str, ...] = ("annual_income", "income", "monthly_income")
 DTI_CANDIDATES: tuple[str, ...] = ("dti",)
@@ -199,8 +207,12 @@ class StressConfig(_Strict):
             still come from the model on the unshocked book).
         segment_by: the segmentation column; "auto" picks ``product`` when
             present, else ``grade``, else none; null means no segments.
-        exposure_column: exposure (EAD base); default the first present of
-            loan_amount, funded_amount, balance.
+        exposure_column: exposure (EAD base); default detected (see
+            `find_exposure`): a column named as an exposure (loan_amount,
+            funded_amount, balance or one of their aliases, else a name with
+            exposure, ead, upb, balance, principal, amount or limit in it) that
+            is numeric, present and non-negative on every loan; with none, the
+            test runs count-based (each loan an exposure of 1) and says so.
         lgd_base: the base LGD, one share or per value of ``segment_by``
             (``"*"`` covers values not listed).
         bands: risk bands as (name, max PD), increasing, the last max 1.0.
@@ -382,7 +394,8 @@ class StressResult:
         loans: loans in the book.
         segment_by: the segmentation column, or None.
         segment_labels: the segment values, in table order (without ``all``).
-        exposure_column: the exposure column.
+        exposure_column: the exposure column, None when the test is count-based.
+        exposure_note: how the exposure was chosen (and which columns were passed over, and why).
         bands: (name, max PD) per risk band.
         scenarios: one `ScenarioOutcome` per scenario, in run order.
         config: the effective `StressConfig` as a dict.
@@ -396,7 +409,7 @@ class StressResult:
     loans: int
     segment_by: str | None
     segment_labels: list[str]
-    exposure_column: str
+    exposure_column: str | None
     bands: list[tuple[str, float]]
     scenarios: list[ScenarioOutcome]
     config: dict[str, Any]
@@ -404,6 +417,7 @@ class StressResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     loan_pd: dict[str, np.ndarray] | None = None
+    exposure_note: str = ""
     _charts: dict[str, bytes] | None = field(default=None, repr=False)
 
     def scenario(self, name: str) -> ScenarioOutcome:
@@ -420,6 +434,8 @@ class StressResult:
             "segment_by": self.segment_by,
             "segments": list(self.segment_labels),
             "exposure_column": self.exposure_column,
+            "exposure_basis": "column" if self.exposure_column else "count",
+            "exposure_note": self.exposure_note,
             "bands": [{"name": name, "max_pd": limit} for name, limit in self.bands],
             "columns": dict(self.columns),
             "config": self.config,
@@ -516,6 +532,86 @@ def _configured_column(book: pl.DataFrame, key: str, value: str | None, candidat
 
 def _is_numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric()
+
+
+def _hint_of(column: str) -> int | None:
+    """The rank in `EXPOSURE_HINTS` of the strongest hint in a column's name, None without one."""
+    import re
+
+    name = column.lower()
+    words = set(re.split(r"[^a-z0-9]+", name))
+    for rank, hint in enumerate(EXPOSURE_HINTS):
+        if (hint in words) if hint == "ead" else (hint in re.sub(r"[^a-z0-9]", "", name)):
+            return rank
+    return None
+
+
+def _unusable_exposure(book: pl.DataFrame, column: str) -> str | None:
+    """Why `column` cannot be each loan's exposure, or None when it can."""
+    dtype = book.schema[column]
+    if not _is_numeric(dtype):
+        return f"type {dtype}, not a number"
+    values = book[column].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    bad = int((~np.isfinite(values) | (values < 0)).sum())
+    if bad:
+        return f"{bad} loan(s) missing, negative or not finite"
+    if not (values > 0).any():
+        return "zero on every loan"
+    return None
+
+
+def find_exposure(book: pl.DataFrame, *, ignore: Sequence[str] = ()) -> tuple[str | None, str]:
+    """The column holding each loan's exposure, found by name and type, with a note saying how.
+
+    Candidates, in order: the canonical names and their aliases (loan_amount,
+    funded_amount, balance, as `models.features` resolves them, case and
+    separators ignored), then any column whose name holds an exposure hint
+    (`EXPOSURE_HINTS`, strongest first; between columns with the same hint, the
+    larger median, since an amount owed dwarfs a fee or an arrears amount).
+    The first that is numeric, present, finite and non-negative on every loan
+    (and not zero throughout) wins; the candidates passed over are named
+    with the reason.
+
+    Args:
+        book: one row per loan.
+        ignore: columns never to take (the id, the default flag).
+
+    Returns:
+        ``(column, note)``, or ``(None, note)`` when no column qualifies: the
+        test is then count-based, and the note says what to set.
+    """
+    from models.features import resolve_columns
+
+    columns = [c for c in book.columns if c not in set(ignore)]
+    resolved = resolve_columns(columns)
+    named = [resolved[c] for c in EXPOSURE_CANDIDATES if c in resolved]
+    hinted = [(rank, c) for c in columns if c not in named and (rank := _hint_of(c)) is not None]
+
+    def median(column: str) -> float:
+        if not _is_numeric(book.schema[column]):
+            return float("-inf")
+        value = book[column].cast(pl.Float64).median()
+        return float("-inf") if value is None else float(value)
+
+    hinted.sort(key=lambda pair: (pair[0], -median(pair[1]), pair[1]))
+    passed_over: list[str] = []
+    for column, why in [(c, "named as an exposure") for c in named] + [
+        (c, f"its name holds '{EXPOSURE_HINTS[rank]}'") for rank, c in hinted
+    ]:
+        problem = _unusable_exposure(book, column)
+        if problem is None:
+            note = f"exposure from '{column}' ({why})"
+            return column, note + (f"; passed over: {'; '.join(passed_over)}" if passed_over else "")
+        passed_over.append(f"'{column}' ({problem})")
+    looked = (
+        f"passed over: {'; '.join(passed_over)}" if passed_over
+        else f"no column is named as an exposure (loan_amount, funded_amount, balance or a name with {', '.join(EXPOSURE_HINTS)})"
+    )
+    return None, (
+        f"{COUNT_BASED}: {looked}. Expected losses are in loans, not money, and the loss rate is the mean "
+        f"PD x LGD. Set stress.exposure_column in {TENANT_FILE} to a numeric, non-negative column to weigh "
+        "losses by amount"
+    )
 
 
 class _Segments:
@@ -823,6 +919,7 @@ def run_stress(
     *,
     tenant: str | None = None,
     keep_loan_pd: bool = False,
+    ignore: Sequence[str] = (),
 ) -> StressResult:
     """Run the built-in and the tenant's scenarios through `predict_pd` and sum up losses.
 
@@ -835,13 +932,16 @@ def run_stress(
         config: the tenant's ``stress:`` section; None for the defaults.
         tenant: the tenant id, named in errors and reports.
         keep_loan_pd: also keep each scenario's per-loan PD in `StressResult.loan_pd`.
+        ignore: columns never taken as the exposure (the loan id, the default flag).
 
     Returns:
         A `StressResult`: `.to_dict()`, `.table()`, `.render_charts()`.
 
     Raises:
         InvalidDataError: an empty book; a configured column that does not
-            exist; a missing, negative or non-finite exposure; a tenant
+            exist; a configured exposure column that is not numeric or has a
+            missing, negative or non-finite value (a detected one is passed
+            over, and without one the test is count-based); a tenant
             scenario naming an unknown column or segment value, or applying
             arithmetic to a non-numeric column; per-segment LGDs that miss a
             segment; a model answer that is not one PD in [0, 1] per row.
@@ -855,34 +955,32 @@ def run_stress(
         segment_by = next((c for c in SEGMENT_CANDIDATES if c in book.columns), None)
     else:
         segment_by = _configured_column(book, "segment_by", config.segment_by, (), tenant)
-    exposure_column = _configured_column(book, "exposure_column", config.exposure_column, EXPOSURE_CANDIDATES, tenant)
-    if exposure_column is None:
-        raise InvalidDataError(
-            f"the book has no exposure column (looked for {list(EXPOSURE_CANDIDATES)}; it has {_columns_hint(book.columns)}).",
-            tenant=tenant,
-            file=TENANT_FILE,
-            fix=f"set stress.exposure_column in {TENANT_FILE} to the column holding each loan's exposure.",
-        )
     columns = {
         "rate": _configured_column(book, "rate_column", config.rate_column, RATE_CANDIDATES, tenant),
         "income": _configured_column(book, "income_column", config.income_column, INCOME_CANDIDATES, tenant),
         "dti": _configured_column(book, "dti_column", config.dti_column, DTI_CANDIDATES, tenant),
         "ltv": _configured_column(book, "ltv_column", config.ltv_column, LTV_CANDIDATES, tenant),
     }
-    if not _is_numeric(book.schema[exposure_column]):
-        raise InvalidDataError(
-            f"exposure column '{exposure_column}' has type {book.schema[exposure_column]}, not a number.",
-            tenant=tenant, column=exposure_column, fix="point stress.exposure_column at a numeric column.",
-        )
-    exposure = book[exposure_column].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-    bad = ~np.isfinite(exposure) | (exposure < 0)
-    if bad.any():
-        raise InvalidDataError(
-            f"{int(bad.sum())} loan(s) have a missing, negative or non-finite exposure in '{exposure_column}'.",
-            tenant=tenant,
-            column=exposure_column,
-            fix="fill or correct those exposures, or choose another stress.exposure_column.",
-        )
+    if config.exposure_column is not None:
+        # A column the tenant named must be right: an error, never a silent fallback.
+        exposure_column = _configured_column(book, "exposure_column", config.exposure_column, (), tenant)
+        problem = _unusable_exposure(book, exposure_column)
+        if problem is not None:
+            raise InvalidDataError(
+                f"stress.exposure_column '{exposure_column}' cannot be each loan's exposure: {problem}.",
+                tenant=tenant,
+                file=TENANT_FILE,
+                column=exposure_column,
+                fix=f"fill or correct those exposures, or point stress.exposure_column in {TENANT_FILE} at a "
+                "numeric, non-negative column (or remove it to detect one).",
+            )
+        exposure_note = f"exposure from '{exposure_column}' (stress.exposure_column in {TENANT_FILE})"
+    else:
+        exposure_column, exposure_note = find_exposure(book, ignore=ignore)
+    if exposure_column is None:
+        exposure = np.ones(book.height)
+    else:
+        exposure = book[exposure_column].cast(pl.Float64).to_numpy()
     for role in ("income", "dti", "ltv"):
         name = columns[role]
         if name is not None and not _is_numeric(book.schema[name]):
@@ -914,7 +1012,7 @@ def run_stress(
     base_band = np.minimum(np.searchsorted(limits, baseline_pd, side="left"), nb - 1)
 
     outcomes: list[ScenarioOutcome] = []
-    warnings: list[str] = []
+    warnings: list[str] = [exposure_note] if exposure_column is None else []
     loan_pd: dict[str, np.ndarray] = {}
     for spec, builtin in specs:
         shocked = _shock(book, spec, segments, columns, secured)
@@ -993,6 +1091,7 @@ def run_stress(
         segment_by=segment_by,
         segment_labels=list(segments.labels),
         exposure_column=exposure_column,
+        exposure_note=exposure_note,
         bands=[(name, float(limit)) for name, limit in config.bands],
         scenarios=outcomes,
         config=config.to_dict(),
@@ -1033,12 +1132,13 @@ def add_stress_section(report: "PdfReport", result: StressResult) -> "PdfReport"
         [
             ("loans", result.loans),
             ("segmentation", result.segment_by or "none"),
-            ("exposure column", result.exposure_column),
+            ("exposure", result.exposure_column or COUNT_BASED),
             ("base LGD", result.config.get("lgd_base")),
             ("risk bands (max PD)", ", ".join(f"{name} <= {fmt(limit)}" for name, limit in result.bands)),
             ("linked columns", ", ".join(f"{k}: {v or '-'}" for k, v in result.columns.items())),
         ]
     )
+    report.paragraph(f"Exposure: {result.exposure_note}.")
     report.heading("Scenarios", level=2)
     rows = []
     for outcome in result.scenarios:

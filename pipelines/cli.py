@@ -82,10 +82,28 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         reasons = None if event.passed else next((event.metadata[k] for k in keys if k in event.metadata), None)
         for reason in (reasons.value if reasons is not None else [])[:5]:
             print(f"      {reason}", file=out)
+    for line in skipped_notes(result):
+        print(f"  {line}", file=out)
     if not result.success:
         for event in result.get_step_failure_events():
             print(f"  step {event.step_key} failed: {_root_message(event.event_specific_data.error)}", file=out)
     return result.success
+
+
+def skipped_notes(result) -> list[str]:
+    """One line per asset a successful step chose not to materialize (its recorded reason), then per step
+    Dagster skipped because such an asset was its input."""
+    from assets.risk import SKIPPED
+
+    lines = []
+    for event in result.get_asset_observation_events():
+        observation = event.event_specific_data.asset_observation
+        note = observation.metadata.get(SKIPPED)
+        if note is not None:
+            lines.append(f"skipped {observation.asset_key.to_user_string():<22} {note.value}")
+    for event in result.get_step_skipped_events():
+        lines.append(f"skipped {event.step_key:<22} (an asset it reads was not materialized in this run)")
+    return lines
 
 
 def _root_message(error) -> str:

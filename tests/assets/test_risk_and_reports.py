@@ -151,9 +151,21 @@ def test_without_a_target_risk_assets_skip_and_the_report_renders(tmp_path):
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, "notarget")
         assert result.success, _failures(result)
-        assert "no target" in _metadata(instance, "risk_model", "notarget")["skipped"].value.lower()
-        assert "skipped" in _metadata(instance, "portfolio_scores", "notarget")
-        assert "skipped" in _metadata(instance, "stress_test", "notarget")
+        # nothing is stored for the risk assets: risk_model says why, Dagster skips what reads it
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert materialized.isdisjoint({"risk_model", "portfolio_scores", "stress_test"})
+        assert {"anonymized_portfolio", "validation_report"} <= materialized
+        assert {e.step_key for e in result.get_step_skipped_events()} == {"portfolio_scores", "stress_test"}
+        observation = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("risk_model"), asset_partitions=["notarget"]), limit=1
+        ).records[0].asset_observation
+        assert "no target" in observation.metadata["skipped"].value.lower()
+        assert "tenant.yaml" in observation.metadata["skipped"].value
+        # the gate was not measured: a warning with its reason, never a pass
+        gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "registration_gate")
+        assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+        assert "no target" in gate.metadata["not_evaluated"].value.lower()
+    assert _current(settings, "risk_model", "notarget") is None
     report = _current(settings, "validation_report", "notarget")
     assert report.document("validation_report")["utility"]["status"] == "absent"
     assert (report.path / "validation_report.pdf").exists()

@@ -10,6 +10,7 @@ import pytest
 from models.errors import InvalidDataError
 from models.features import (
     CANONICAL_ALIASES,
+    ROW_KEY,
     PERFORMANCE_FEATURES,
     build_features,
     month_index,
@@ -438,3 +439,79 @@ def test_single_status_label_with_days_past_due_gives_one_row_per_loan():
     by_id = {row["loan_id"]: row for row in features.to_dicts()}
     assert by_id["a"]["ever_30"] is False
     assert by_id["b"]["ever_90"] is True
+
+
+# --- real tapes (tests/corpus): no demo column names ----------------------------------------------
+
+
+def _corpus(tenant: str):
+    from tests.corpus import CORPUS
+
+    tape = next(t for t in CORPUS if t.tenant == tenant)
+    return pl.from_pandas(tape.frame()), tape
+
+
+def _corpus_tenants() -> list[str]:
+    from tests.corpus import CORPUS
+
+    return [t.tenant for t in CORPUS]
+
+
+@pytest.mark.parametrize("tenant", _corpus_tenants())
+def test_every_real_tape_keeps_one_row_per_loan_with_a_key(tenant):
+    # setup
+    loans, tape = _corpus(tenant)
+    target = tape.config.get("target", {}).get("column")
+
+    # run: as a tape without a declared loan id
+    features, report = build_features(loans, None, id_column=None, ignore=(target,) if target else ())
+
+    # assert
+    assert features.height == loans.height
+    assert features.columns[0] == ROW_KEY
+    assert features.get_column(ROW_KEY).to_list() == list(range(1, loans.height + 1))
+    assert "row number" in report.key
+    assert set(report.built) | set(report.skipped) >= {"debt_to_income", "loan_to_income", "credit_utilisation"}
+    assert (report.note.startswith("no feature could be derived") if not report.built else "built" in report.note)
+
+
+def test_inputs_spelled_their_own_way_are_found_by_name_and_type():
+    # setup: wooldridge/loanapp names its amount "loanamt", its income "appinc" and the house price "price"
+    loans, _ = _corpus("wooldridge-loanapp")
+
+    # run
+    features, report = build_features(loans, None, id_column="rownames", ignore=("reject",))
+
+    # assert
+    first = loans.row(0, named=True)
+    row = features.row(0, named=True)
+    assert row["loan_to_value"] == pytest.approx(first["loanamt"] / first["price"] * 100)
+    assert row["loan_to_income"] == pytest.approx(first["loanamt"] / first["appinc"])
+    assert {"loan_amount", "annual_income", "property_value"} <= set(report.hinted)
+    assert "'loanamt'" in report.hinted["loan_amount"]
+    assert report.key == "the loan id column 'rownames'"
+
+
+def test_a_card_tape_balance_over_its_limit_is_the_utilisation():
+    # setup: ISLR/Credit: card balances and limits, no loan amount
+    loans, _ = _corpus("islr-credit")
+
+    # run
+    features, report = build_features(loans, None, id_column="ID")
+
+    # assert
+    expected = (loans["Balance"] / loans["Limit"]).to_list()
+    assert features.get_column("credit_utilisation").to_list() == pytest.approx(expected)
+    assert report.built["credit_utilisation"].startswith("Balance/Limit")
+
+
+def test_the_row_key_never_overwrites_a_tape_column():
+    # setup
+    tape = pl.DataFrame({"tape_row": ["a", "b"], "income": [1.0, 2.0]})
+
+    # run
+    features, report = build_features(tape, None, id_column=None)
+
+    # assert
+    assert features.columns == ["_tape_row"] and features.get_column("_tape_row").to_list() == [1, 2]
+    assert "'_tape_row'" in report.key and report.note.startswith("no feature could be derived")

