@@ -60,7 +60,7 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         instance=instance,
         # the upload's SHA-256 is recorded by raw_loan_tape from the files it reads; hashing here would read them twice
         tags={TENANT_TAG: tenant},
-        run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}},
         raise_on_error=False,
     )
     elapsed = time.perf_counter() - started

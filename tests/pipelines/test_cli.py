@@ -73,3 +73,22 @@ def test_materialize_a_tape_without_a_default_flag_exits_0_and_says_why_risk_is_
     assert any(line.strip().startswith("skipped portfolio_scores") for line in lines)
     assert any(line.strip().startswith("skipped stress_test") for line in lines)
     assert "materialized privacy_certificate" in result.stdout
+
+
+def test_a_data_error_prints_its_clear_line_without_a_stack_trace(tmp_path):
+    # setup: a Yes/No flag whose declared positive the file never writes
+    folder = tmp_path / "data" / "landing" / "acme"
+    folder.mkdir(parents=True)
+    rows = ["loan_id,amount,default"] + [f"L{i},{100 + i},{'Yes' if i % 5 == 0 else 'No'}" for i in range(300)]
+    (folder / "loans.csv").write_text("\n".join(rows) + "\n")
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: Bad}\nquasi_identifiers: [amount]\n")
+    # run
+    quiet = run_cli(tmp_path, "materialize", "acme")
+    verbose = run_cli(tmp_path, "materialize", "acme", "--verbose")
+    # assert: one actionable line (tenant, file, column, fix), and Dagster's traces only when asked for
+    assert quiet.returncode == 1
+    output = quiet.stdout + quiet.stderr
+    assert "tenant 'acme'" in output and "loans.csv" in output and "column 'default'" in output and "Fix:" in output
+    assert "'Yes'" in output and "'No'" in output
+    assert "Stack Trace" not in output and "Traceback" not in output
+    assert "Stack Trace" in verbose.stdout + verbose.stderr
