@@ -53,8 +53,8 @@ def audit_policy(tenant_config):
 
 def _rules_table(rules: list[dict]) -> dg.MetadataValue:
     return markdown_table(
-        ["rule", "value", "limit", "verdict"],
-        [[rule["rule"], rule["value"], rule["threshold"], "pass" if rule["passed"] else "FAIL"] for rule in rules],
+        ["rule", "value", "limit", "verdict", "criterion"],
+        [[rule["rule"], rule["value"], rule["threshold"], rule["verdict"].upper(), rule["criterion"]] for rule in rules],
     )
 
 
@@ -70,11 +70,14 @@ def _rules_table(rules: list[dict]) -> dg.MetadataValue:
             asset="privacy_audit",
             blocking=True,
             description="The tenant's release policy: no exact copies, DCR share, membership-inference AUC, "
-            "anonymeter risks, k and l (and, under DP, the empirical AUC within the DP bound). "
-            "A failure blocks the certificate.",
+            "attribute inference on each secret and anonymeter's attacks (members against holdout controls: a rule "
+            "fails on evidence of a leak above its margin), k and l (and, under DP, the empirical AUC within the DP "
+            "bound). A failed rule blocks the certificate; a warning (not measured, not applicable, inconclusive) "
+            "does not, and is shown on the certificate.",
         )
     ],
-    description="Distance to closest record, membership inference (density-ratio attack), anonymeter's three attacks "
+    description="Distance to closest record, membership inference (density-ratio attack), attribute inference, "
+    "anonymeter's three attacks (when installed) "
     "and, under DP, the attacker-AUC bound of the epsilon spent, measured on the released portfolio against the "
     "train split (members) and the holdout (non-members).",
 )
@@ -116,6 +119,7 @@ def privacy_audit(
     policy = audit_policy(config)
     rules = [rule.to_dict() for rule in evaluate_policy(report, policy)]
     failed = [rule for rule in rules if not rule["passed"]]
+    warned = [rule for rule in rules if rule["verdict"] == "warn"]
     document = {
         "report": report.to_dict(),
         "rules": rules,
@@ -134,12 +138,14 @@ def privacy_audit(
     metadata = {
         "passed": not failed,
         "failed_rules": dg.MetadataValue.json([rule["message"] for rule in failed]),
+        "warned_rules": dg.MetadataValue.json([rule["message"] for rule in warned]),
         "policy": _rules_table(rules),
         "dcr_share_closer_to_train": dcr.get("share_closer_to_train"),
         "exact_match_rate": dcr.get("exact_match_rate"),
         "mia_auc": mia.get("auc"),
         "mia_auc_ci": dg.MetadataValue.json(mia.get("auc_ci")),
         "mia_tpr_at_0.1pct_fpr": mia.get("tpr_at_fpr"),
+        "inference": dg.MetadataValue.json(report.inference),
         "anonymeter": dg.MetadataValue.json(
             {k: v for k, v in anonymeter.items() if k in ("singling_out", "linkability", "inference", "skipped")}
         ),
@@ -156,10 +162,11 @@ def privacy_audit(
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "failed_rules": dg.MetadataValue.json([rule["message"] for rule in failed]),
+            "warned_rules": dg.MetadataValue.json([rule["message"] for rule in warned]),
             "rules": _rules_table(rules),
         },
         description=(
-            "every rule of the policy holds" if not failed
-            else f"{len(failed)} rule(s) failed: " + "; ".join(rule["message"] for rule in failed)
+            (f"{len(failed)} rule(s) failed: " + "; ".join(rule["message"] for rule in failed)) if failed
+            else "no rule failed" + (f"; {len(warned)} warning(s): " + "; ".join(r["message"] for r in warned) if warned else "")
         ),
     )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import code_version, markdown_list, tape_config, upstream_versions
+from assets.common import code_version, markdown_list, tape_config, tape_schema, upstream_versions
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.storage import Artifact
@@ -14,15 +14,30 @@ CERTIFICATE_PDF = "certificate.pdf"
 SOURCES = ("raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio", "anonymized_portfolio", "privacy_audit")
 
 
-def release_files(anonymized_portfolio: Artifact) -> dict[str, bytes]:
-    """The released tables as Parquet and CSV bytes, named as they are certified and exported."""
+def release_files(anonymized_portfolio: Artifact, raw_loan_tape: Artifact) -> dict[str, bytes]:
+    """The released tables as Parquet and CSV bytes, named as they are certified and exported.
+
+    Both tables are spelled in the tape's own vocabulary, so the release compares
+    cleanly with the lender's files: the loans by the tape's schema (a Yes/No
+    flag comes back Yes/No, integers as integers, dates in their own format,
+    numbers with the file's decimals), the histories by what ingest recorded of
+    the performance file (its column names, its status codes, its period form).
+    """
     import io
 
+    from models.sequences import render_history
+    from models.vocabulary import render_release
+
+    history_vocabulary = raw_loan_tape.document("ingest", {}).get("performance", {}).get("vocabulary")
     files: dict[str, bytes] = {}
     for name in ("loans", "performance"):
         if name not in anonymized_portfolio.tables:
             continue
         frame = anonymized_portfolio.table(name)
+        if name == "loans":
+            frame = render_release(frame, tape_schema(raw_loan_tape))
+        elif history_vocabulary:
+            frame = render_history(frame, history_vocabulary, seed=0)
         parquet, csv = io.BytesIO(), io.BytesIO()
         frame.write_parquet(parquet, compression="zstd", statistics=True)
         frame.write_csv(csv)
@@ -76,7 +91,7 @@ def privacy_certificate(
             f"{audited}, but the current anonymized portfolio is {current}. Fix: materialize privacy_audit, then "
             "privacy_certificate.",
         )
-    files = release_files(anonymized_portfolio)
+    files = release_files(anonymized_portfolio, raw_loan_tape)
     released = [
         {
             "name": name,
@@ -138,6 +153,7 @@ def privacy_certificate(
             },
             audit=audit["report"],
             rules=audit["rules"],
+            policy=audit.get("policy"),
             issued_at=datetime.now(timezone.utc),
             validity_days=config.certificate.validity_days,
         )

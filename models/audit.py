@@ -8,7 +8,10 @@ on fixed-size seeded samples for large books, and measures:
   released rows closer to train than to holdout (0.5 is ideal, ties count
   one half), the exact-match rate (a released row at distance 0 from a train
   row, i.e. equal to it where it is not generalised and covering it where it
-  is; it must be 0), the holdout exact-match rate beside it as a baseline, and
+  is; it must be 0) among the records unique in the tape (a row equal to
+  values several borrowers share discloses none of them: on real tapes with a
+  zero-inflated balance the holdout matches as often), the holdout
+  exact-match rate beside it as a baseline, and
   the nearest-neighbour distance ratio (closest / second closest). Duplicate
   rows are removed from each table before sampling.
 * **Membership inference** (`membership_inference`): a density-ratio attack in
@@ -24,10 +27,19 @@ on fixed-size seeded samples for large books, and measures:
   large book the release is sampled too, so a copied row counts only when it
   is drawn: the attack's power drops with the sampling rate (the exact-match
   check, which reads the whole train split, does not).
+* **Attribute inference** (`attribute_inference`): CreditTwin's own attack,
+  run on every install. For each secret (the default flag and the declared
+  sensitive columns) the attacker knows every other compared column of a
+  target record, takes the nearest released row on those columns and guesses
+  its secret. Targets are every sampled train row (members) and as many
+  holdout rows (controls), so the attack count grows with the book up to the
+  holdout size; the release leaks when members' secrets are guessed more often
+  than controls'.
 * **Attack-based risks** (`anonymeter_risks`): anonymeter's singling-out,
-  linkability and inference attacks (on the default flag and the declared
-  sensitive columns), with the holdout as control, each as a risk with its
-  confidence interval.
+  linkability and inference attacks, with the holdout as control, each as a
+  risk with its confidence interval and the success counts the policy tests.
+  Anonymeter is optional (it pins an old NumPy, see the README): without it
+  these figures are "not measured: not installed", with the install command.
 * **The DP bound** (`dp_auc_bound`): the largest attacker AUC an
   (epsilon, delta)-DP release allows, beside the empirical AUC.
 * **k and l** (`measure_anonymity`): the smallest equivalence class over the
@@ -35,7 +47,34 @@ on fixed-size seeded samples for large books, and measures:
   one class.
 
 `evaluate_policy` applies the tenant's `AuditPolicy` to an `AuditReport` and
-lists each rule with its value, threshold and verdict.
+lists each rule with its value, threshold, verdict (pass, warn or fail) and
+the criterion it applied, in words (`RuleResult.criterion`).
+
+The attack rules (`leak_test`)
+------------------------------
+Anonymeter's risk, (members' success - controls' success) / (1 - controls'
+success), is the right effect size (the share of what the attacker could not
+guess from other people's data that the release gives away), but the rule
+"its upper 95 % bound must be below a limit" demands a precision small books
+and rare secrets cannot give: on a 3 % default flag the controls' success is
+about 0.94, the denominator 0.06, and 2,000 attacks on an honest release still
+leave an upper bound near 0.29. Such a rule fails releases that leak nothing.
+Every attack rule is therefore a two-proportion test of members against
+controls (Newcombe's hybrid score interval for the difference, one-sided 95 %
+bounds, divided by the controls' failure rate):
+
+* FAIL when the lower bound of the risk is above the margin: evidence that
+  the release tells members' secrets better than other people's by more than
+  the tenant tolerates;
+* PASS when the upper bound is within the margin;
+* WARN (inconclusive) otherwise, stating both bounds and the smallest risk
+  the attack detects with 80 % power at this size;
+* not measured when even a complete leak (every member guessed) would not
+  put the lower bound above the margin at these counts: the attack has no
+  power here, and `require_measured` decides (see `evaluate_policy`).
+
+Copies and near-copies are still refused at any size by the exact-match,
+DCR-share and membership-inference rules, which need no secret.
 
 The mixed-type distance
 -----------------------
@@ -71,7 +110,12 @@ Small books: the audit never refuses a book for its size. It computes what is
 meaningful, widens the intervals of small samples (Wilson intervals on an
 effective size for the AUC), says so in `warnings`, and skips an attack that
 cannot run (membership inference needs at least 2 members, 2 non-members and
-1 reference row; anonymeter at least 5 rows per table), saying why.
+1 reference row; attribute inference and anonymeter at least 5 rows per
+table), saying why. A non-leaky book of a few hundred loans can be certified
+when every required attack has the power to see a complete leak (a default
+flag of 20 % at 400 loans does; a 3 % flag does not, and its inference rule is
+then "not measured", which fails under `require_measured`); copies fail at any
+size on the exact-match and DCR rules.
 """
 
 from __future__ import annotations
@@ -120,6 +164,14 @@ MIN_ANONYMETER_ROWS = 5
 # gives up generating more (its own default of 10 million can run for hours on
 # a heavily generalised table where few queries single anyone out).
 SINGLING_OUT_ATTEMPTS_PER_ATTACK = 100
+# The attack rules' bounds are one-sided at this level (each direction on its own).
+ONE_SIDED_CONFIDENCE = 0.95
+# The power at which an attack rule reports the smallest risk it detects.
+DETECTION_POWER = 0.80
+# A numeric secret counts as guessed within this distance (in IQR units, as the
+# audit's distance scales it): 5 % of the interquartile range.
+INFERENCE_TOLERANCE = 0.05
+ANONYMETER_INSTALL = "pip install --no-deps 'anonymeter==1.1.0'"
 MISSING = MISSING_LABEL
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
@@ -193,6 +245,10 @@ class AuditReport:
         sizes: rows of each input and of each sample used.
         warnings: every caveat a reviewer should read beside the figures.
         anonymity: achieved k and l of the release (`measure_anonymity`).
+        inference: CreditTwin's own attribute-inference attack
+            (`attribute_inference`): per secret, the success counts on members
+            and controls; `{"not_applicable": reason}` without a secret,
+            `{"skipped": reason}` when the book is too small.
     """
 
     dcr: dict
@@ -202,6 +258,7 @@ class AuditReport:
     sizes: dict
     warnings: list[str]
     anonymity: dict = field(default_factory=dict)
+    inference: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (non-finite floats become None)."""
@@ -210,24 +267,27 @@ class AuditReport:
 
 @dataclass
 class AuditPolicy:
-    """The tenant's release policy: thresholds that the audit figures must meet.
+    """The tenant's release policy: the limits the audit figures are held to.
 
     Attributes:
         max_exact_match_rate: largest share of released rows equal to a train row.
         max_dcr_share: largest share of released rows closer to train than holdout.
         max_mia_auc: largest AUC of the strongest membership-inference attack.
-        max_anonymeter_risk: largest upper confidence bound of the anonymeter
-            singling-out and linkability risks.
-        max_inference_risk: largest upper confidence bound of each anonymeter
-            inference risk (None: `max_anonymeter_risk`). Anonymeter divides an
-            inference risk by the control's error rate, so on a skewed secret
-            (a default flag that is 90 % "no") its interval is several times
-            wider than the others' at the same number of attacks.
+        max_anonymeter_risk: the margin of anonymeter's singling-out and
+            linkability risks (see `leak_test`: a rule fails on evidence that
+            the risk exceeds it, passes when it is shown within it).
+        max_inference_risk: the margin of every attribute-inference risk
+            (CreditTwin's own attack and anonymeter's); None: `max_anonymeter_risk`.
         k: smallest equivalence class required over the quasi-identifiers, or None.
-        l: fewest distinct sensitive values required per class, or None.
-        require_measured: True fails a rule whose figure could not be measured
-            (a skipped attack cannot certify a release); False lets it pass
-            with a message saying it was not measured.
+        l: fewest distinct sensitive values required per class, or None. It
+            does not apply to a release with no sensitive column (no target,
+            none declared): that rule is then a warning saying so.
+        require_measured: True fails a required rule whose figure could not be
+            measured (the exact-match, DCR and membership rules, and the
+            inference rule of each secret); False makes it a warning. The
+            anonymeter rules are a second opinion beside CreditTwin's own
+            attacks, so anonymeter not installed, disabled or skipped is always
+            a warning, never a pass.
     """
 
     max_exact_match_rate: float = 0.0
@@ -240,15 +300,31 @@ class AuditPolicy:
     require_measured: bool = True
 
 
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+
 @dataclass
 class RuleResult:
-    """One rule of the policy applied to the report."""
+    """One rule of the policy applied to the report.
+
+    Attributes:
+        rule: the rule's name.
+        value: the figure judged (None when not measured).
+        threshold: the limit or margin it is held to.
+        passed: False only for a failed rule (a warning does not block).
+        message: what was found, with the figures.
+        verdict: "pass", "warn" (not measured, not applicable or
+            inconclusive: never shown as a pass) or "fail".
+        criterion: the rule applied, in words, with its limit.
+    """
 
     rule: str
     value: float | None
     threshold: float | None
     passed: bool
     message: str
+    verdict: str = PASS
+    criterion: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""
@@ -938,7 +1014,17 @@ def _draw(
             f"only {n_side} unique rows per real table: distance figures are noisy and their intervals are wide; "
             "the audit needs at least 30 rows per table for figures worth certifying"
         )
-    frames = {"released": released_s, "train": train_s, "holdout": holdout_s, "train_all": tr_u, "holdout_all": ho_u}
+    # A record whose compared values another borrower of the tape shares identifies no one: a released row equal
+    # to it is a coincidence of common values (a zero balance, a round age), as likely against the holdout. Only
+    # a copy of a record that is unique in the tape discloses a borrower, so exact matches are sought among those.
+    counts = pl.concat([tr, ho], how="vertical_relaxed").group_by(columns).agg(pl.len().alias("__copies"))
+    unique_records = counts.filter(pl.col("__copies") == 1).drop("__copies")
+
+    def unique_in_tape(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.join(unique_records, on=columns, how="semi", nulls_equal=True)
+
+    frames = {"released": released_s, "train": train_s, "holdout": holdout_s, "train_all": unique_in_tape(tr),
+              "holdout_all": unique_in_tape(ho)}
     return _Samples(
         columns, plans, enc(released_s, True), enc(train_s), enc(holdout_s), enc(members), enc(non_members),
         enc(reference), sizes, frames, notes,
@@ -960,6 +1046,103 @@ def _wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[f
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _wilson_z(successes: float, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion at normal quantile `z`."""
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _difference_bounds(s_m: float, n_m: int, s_c: float, n_c: int, z: float) -> tuple[float, float]:
+    """Newcombe's hybrid score bounds of p_members - p_controls (each one-sided at quantile `z`).
+
+    It keeps its coverage where a rate is near 0 or 1 (a copied release guesses
+    every member), where the Wald interval collapses (Newcombe, 1998, method 10).
+    """
+    p_m, p_c = s_m / n_m, s_c / n_c
+    low_m, high_m = _wilson_z(s_m, n_m, z)
+    low_c, high_c = _wilson_z(s_c, n_c, z)
+    difference = p_m - p_c
+    low = difference - math.sqrt((p_m - low_m) ** 2 + (high_c - p_c) ** 2)
+    high = difference + math.sqrt((high_m - p_m) ** 2 + (p_c - low_c) ** 2)
+    return low, high
+
+
+def _detectable_risk(p_c: float, n_m: int, n_c: int, margin: float, z: float, z_power: float) -> float | None:
+    """The smallest risk the test flags with `DETECTION_POWER` (normal approximation), None above 1."""
+    room = 1.0 - p_c
+    for risk in np.linspace(max(margin, 0.0), 1.0, 201):
+        p_m = p_c + risk * room
+        se = math.sqrt(p_m * (1 - p_m) / n_m + p_c * room / n_c)
+        if se == 0.0:
+            if risk * room > margin * room:
+                return float(risk)
+            continue
+        if (risk - margin) * room / se - z >= z_power:
+            return float(risk)
+    return None
+
+
+def leak_test(member_successes: float, members: int, control_successes: float, controls: int, margin: float) -> dict[str, Any]:
+    """Does an attack succeed on members (train records) more than on controls (holdout records)?
+
+    The risk is anonymeter's residual risk, (p_members - p_controls) /
+    (1 - p_controls): the share of what an attacker could not get from other
+    people's data that the release gives away. Its bounds are Newcombe's
+    one-sided 95 % bounds of the difference divided by 1 - p_controls.
+
+    Args:
+        member_successes, members: attacks on train records and how many succeeded.
+        control_successes, controls: the same on holdout records.
+        margin: the risk the tenant tolerates.
+
+    Returns:
+        `outcome`: "fail" (lower bound above the margin), "pass" (upper bound
+        within it), "inconclusive", or "unmeasured" (even a complete leak
+        would not put the lower bound above the margin at these counts, or the
+        controls leave no room: every control attack succeeds), with `reason`
+        for the last; `risk`, `risk_low`, `risk_high`, the two rates, the
+        counts, `margin` and `detectable_risk` (the smallest risk flagged with
+        80 % power, None when not even a complete leak is).
+    """
+    from scipy.stats import norm
+
+    z = float(norm.ppf(ONE_SIDED_CONFIDENCE))
+    z_power = float(norm.ppf(DETECTION_POWER))
+    out: dict[str, Any] = {"members": int(members), "controls": int(controls), "margin": float(margin)}
+    if members <= 0 or controls <= 0:
+        return {**out, "outcome": "unmeasured", "reason": "no attack was run"}
+    p_m, p_c = member_successes / members, control_successes / controls
+    room = 1.0 - p_c
+    out.update(member_rate=float(p_m), control_rate=float(p_c))
+    if room <= 0.0:
+        return {**out, "outcome": "unmeasured",
+                "reason": "the attack succeeds on every control record, so no excess over it can be measured"}
+    low, high = _difference_bounds(member_successes, members, control_successes, controls, z)
+    full_low, _ = _difference_bounds(members, members, control_successes, controls, z)
+    out.update(
+        risk=float((p_m - p_c) / room),
+        risk_low=float(max(low / room, -1.0)),
+        risk_high=float(min(high / room, 1.0)),
+        detectable_risk=_detectable_risk(p_c, members, controls, margin, z, z_power),
+    )
+    if out["risk_low"] > margin:
+        out["outcome"] = "fail"
+    elif full_low / room <= margin:
+        # A rule that could not fail even on a complete leak has measured nothing.
+        out.update(outcome="unmeasured", reason=(
+            f"{members} members and {controls} controls with a control success rate of {p_c:.3g} cannot show a "
+            f"risk above {margin:.3g} even if every member were guessed"
+        ))
+    elif out["risk_high"] <= margin:
+        out["outcome"] = "pass"
+    else:
+        out["outcome"] = "inconclusive"
+    return out
 
 
 def _auc_delong(positives: np.ndarray, negatives: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -1099,17 +1282,19 @@ def _dcr_from(samples: _Samples, schema: TableSchema) -> dict[str, Any]:
     share = successes / n
     exact_train = d_train <= TIE_TOLERANCE
     exact_holdout = d_holdout <= TIE_TOLERANCE
+    any_train = float(exact_train.mean())
     # Against the samples a copied row is missed when its source row was not
-    # drawn; the hash join checks every train (and holdout) row instead.
-    scope = "whole tables"
+    # drawn; the hash join checks every record of the whole split that is
+    # unique in the tape instead (see `_draw`), and replaces the sample figure.
+    scope = "records unique in the tape, whole splits"
     for name in ("train_all", "holdout_all"):
         whole = _matches_whole_table(samples, schema, samples.frames[name])
         if whole is None:
-            scope = "samples"
+            scope = "samples, any record (the join over the whole splits was too large)"
         elif name == "train_all":
-            exact_train = exact_train | whole
+            exact_train = whole
         else:
-            exact_holdout = exact_holdout | whole
+            exact_holdout = whole
 
     def ratio(d: np.ndarray) -> np.ndarray:
         # Two neighbours at distance 0 (possible when generalised labels cover
@@ -1133,6 +1318,8 @@ def _dcr_from(samples: _Samples, schema: TableSchema) -> dict[str, Any]:
         "exact_match_rate": float(exact_train.mean()),
         "exact_matches": int(exact_train.sum()),
         "exact_match_rate_holdout": float(exact_holdout.mean()),
+        "exact_match_rate_any_sampled_train_row": any_train,
+        **_coincidences(int(exact_train.sum()), int(exact_holdout.sum()), samples, n),
         "exact_match_scope": scope,
         "median_dcr_train": quantile(d_train, 0.5),
         "median_dcr_holdout": quantile(d_holdout, 0.5),
@@ -1145,6 +1332,34 @@ def _dcr_from(samples: _Samples, schema: TableSchema) -> dict[str, Any]:
         "n_released": n,
         "n_train": samples.train.n,
         "n_holdout": samples.holdout.n,
+    }
+
+
+def _coincidences(train_matches: int, holdout_matches: int, samples: _Samples, n: int) -> dict[str, Any]:
+    """How many exact matches coincidence explains, from the holdout's, and the copies beyond it.
+
+    An honest generator matches a record of the train split no more often than
+    one of the holdout, record for record, so the holdout's matches scaled by
+    the ratio of unique records predict the train's coincidental matches. The
+    holdout count is small, so its upper 95 % Poisson bound is scaled, and
+    matches beyond the 95 % Poisson quantile of that prediction are copies.
+    Where nothing matches the holdout, coincidence is not shown possible: the
+    prediction is 0 and any match is a copy.
+    """
+    from scipy.stats import chi2, poisson
+
+    unique_train, unique_holdout = samples.frames["train_all"].height, samples.frames["holdout_all"].height
+    ratio = unique_train / unique_holdout if unique_holdout else 0.0
+    expected = holdout_matches * ratio
+    upper = chi2.ppf(CONFIDENCE, 2 * (holdout_matches + 1)) / 2 if holdout_matches else 0.0
+    explained = float(poisson.ppf(CONFIDENCE, upper * ratio)) if upper * ratio > 0 else 0.0
+    return {
+        "unique_train_records": unique_train,
+        "unique_holdout_records": unique_holdout,
+        "exact_matches_holdout": holdout_matches,
+        "coincidences_expected": expected,
+        "coincidences_explained": explained,
+        "exact_copy_rate": max(0.0, train_matches - explained) / n if train_matches > explained else 0.0,
     }
 
 
@@ -1284,6 +1499,92 @@ def membership_inference(
     return result
 
 
+# --------------------------------------------------------------------------- attribute inference
+
+
+def _inference_from(samples: _Samples, schema: TableSchema, secrets: list[str]) -> dict[str, Any]:
+    if not secrets:
+        return {"not_applicable": "the tape declares no default flag and no sensitive column, so there is no secret "
+                "to infer; declare target or sensitive_columns in tenant.yaml to have it measured"}
+    members, controls = samples.frames["train"], samples.frames["holdout"]
+    smallest = min(samples.released.n, members.height, controls.height)
+    if smallest < MIN_ANONYMETER_ROWS:
+        return {"skipped": (
+            f"attribute inference skipped: it needs at least {MIN_ANONYMETER_ROWS} unique rows in each of the "
+            f"released, train and holdout tables, the smallest has {smallest}; upload a larger book"
+        )}
+    aux = [plan for plan in samples.plans if plan.name not in secrets]
+    if not aux:
+        return {"skipped": "attribute inference skipped: every compared column is a secret, so the attacker knows "
+                "nothing to link a record by"}
+    released = samples.frames["released"]
+
+    def encode(frame: pl.DataFrame, plans: list[_Column], is_released: bool) -> _Side:
+        return _encode(frame, plans, schema, released=is_released, tenant=None)
+
+    rel_aux = encode(released, aux, True)
+    guesses = {}
+    for name, frame in (("members", members), ("controls", controls)):
+        guesses[name] = _nearest(aux, encode(frame, aux, False), rel_aux, 1)[1][:, 0]
+    out: dict[str, Any] = {
+        "attack": "the secret of the nearest released row on every other compared column",
+        "tolerance": f"numeric secrets within {INFERENCE_TOLERANCE:g} IQR, categories equal (or covered by a group)",
+        "secrets": {},
+    }
+    for secret in secrets:
+        plan = [p for p in samples.plans if p.name == secret]
+        rel_secret = encode(released, plan, True)
+        entry: dict[str, Any] = {}
+        for name, frame in (("members", members), ("controls", controls)):
+            target = encode(frame, plan, False)
+            rows = np.arange(target.n)
+            distance = _pair_distances(plan, target, rel_secret, rows, guesses[name])
+            entry[f"{name}_attacked"] = int(target.n)
+            entry[f"{name}_guessed"] = int(np.sum(distance <= INFERENCE_TOLERANCE + TIE_TOLERANCE))
+        rates = leak_test(entry["members_guessed"], entry["members_attacked"], entry["controls_guessed"],
+                          entry["controls_attacked"], 0.0)
+        entry.update({key: rates.get(key) for key in ("member_rate", "control_rate", "risk", "risk_low", "risk_high")})
+        out["secrets"][secret] = entry
+    return out
+
+
+def attribute_inference(
+    released: pl.DataFrame,
+    train: pl.DataFrame,
+    holdout: pl.DataFrame,
+    schema: TableSchema,
+    *,
+    sensitive_columns: list[str] | None = None,
+    sample_size: int = 10_000,
+    seed: int = 0,
+    tenant: str | None = None,
+    generalisations: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """CreditTwin's own attribute-inference attack: is a member's secret easier to guess from the release?
+
+    The attacker knows every compared column of a target record except the
+    secrets (the target, the schema's sensitive columns and
+    `sensitive_columns`), finds the nearest released row on those columns
+    with the audit's mixed-type distance, and guesses that row's secret.
+    Targets are the sampled train rows (members) and as many holdout rows
+    (controls). It needs no optional library.
+
+    Returns:
+        `secrets`: per secret, attacked and guessed counts for members and
+        controls, both rates, and the risk with its one-sided 95 % bounds (see
+        `leak_test`); `{"not_applicable": reason}` without a secret;
+        `{"skipped": reason}` when a table has fewer than 5 unique rows.
+
+    Raises:
+        InvalidDataError: as `distance_to_closest_record`, or a sensitive
+            column is not audited.
+    """
+    samples = _draw(
+        released, train, holdout, schema, sample_size=sample_size, seed=seed, tenant=tenant, generalisations=generalisations
+    )
+    return _inference_from(samples, schema, _secrets(schema, samples.columns, sensitive_columns, tenant))
+
+
 # --------------------------------------------------------------------------- anonymeter
 
 
@@ -1375,6 +1676,11 @@ def _risk(evaluator: Any, n_attacks: int) -> dict[str, Any]:
         "baseline_rate": float(results.baseline_rate.value),
         "control_rate": None if results.control_rate is None else float(results.control_rate.value),
         "n_attacks": n_attacks,
+        # The counts behind the rates: the policy tests members against controls on them (`leak_test`).
+        "members_attacked": int(results.n_attacks_ori),
+        "members_succeeded": int(results.n_success),
+        "controls_attacked": int(results.n_attacks_control),
+        "controls_succeeded": None if results.n_control is None else int(results.n_control),
     }
 
 
@@ -1384,13 +1690,13 @@ def _anonymeter_from(
     try:
         from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
     except ImportError as error:
-        # anonymeter pins numpy<1.27, so it cannot be a declared dependency; the README installs it with --no-deps.
-        raise InvalidDataError(
-            f"the anonymeter attacks cannot run: anonymeter is not importable ({error}).",
-            fix="install it beside CreditTwin with `pip install --no-deps 'anonymeter==1.1.0'` (as the README's "
-            "set-up does), or set audit.run_anonymeter: false in tenant.yaml (the policy then refuses to certify "
-            "unless audit.require_measured is false).",
-        ) from error
+        # anonymeter pins numpy<1.27, so it cannot be a declared dependency and a plain `pip install -e .` lacks
+        # it. CreditTwin's own attacks still run; anonymeter's second opinion is reported as not measured.
+        reason = (
+            f"not measured: anonymeter is not installed ({error}); install it beside CreditTwin with "
+            f"`{ANONYMETER_INSTALL}` to add its singling-out, linkability and inference attacks"
+        )
+        return {"skipped": reason, "not_installed": True, "warnings": [reason]}
 
     rng = np.random.default_rng(seed + 2)
     rel_frame, train_frame, holdout_frame = (_take(samples.frames[name], rows, rng) for name in ("released", "train", "holdout"))
@@ -1681,6 +1987,8 @@ def run_audit(
     dcr = _dcr_from(samples, schema)
     mia = _mia_from(samples, seed=config.seed, n_bootstrap=config.n_bootstrap)
     notes.extend(mia.pop("warnings"))
+    inference = _inference_from(samples, schema, secrets)
+    notes.extend(value for key, value in inference.items() if key in ("skipped", "not_applicable"))
     if config.run_anonymeter:
         anonymeter = _anonymeter_from(
             samples, schema, n_attacks=config.n_attacks, secrets=secrets, seed=config.seed, n_jobs=config.n_jobs,
@@ -1688,7 +1996,8 @@ def run_audit(
         )
         notes.extend(anonymeter.pop("warnings"))
     else:
-        anonymeter = {"skipped": "anonymeter attacks disabled by the audit configuration (run_anonymeter=False)"}
+        anonymeter = {"skipped": "not measured: anonymeter attacks disabled by the audit configuration "
+                      "(audit.run_anonymeter: false)"}
     dp = _dp_section(dp_spent, mia, tenant)
     if dp is not None and dp.get("empirical_within_bound") is False:
         notes.append(
@@ -1703,82 +2012,162 @@ def run_audit(
         sizes=samples.sizes,
         warnings=notes,
         anonymity=measure_anonymity(released, schema, sensitive_columns),
+        inference=inference,
     )
 
 
 # --------------------------------------------------------------------------- policy
 
 
-def _rule(rule: str, value: float | None, threshold: float | None, passed: bool, message: str) -> RuleResult:
-    return RuleResult(rule=rule, value=value, threshold=threshold, passed=bool(passed), message=message)
+def _rule(rule: str, value: float | None, threshold: float | None, verdict: str, message: str, criterion: str) -> RuleResult:
+    return RuleResult(rule=rule, value=value, threshold=threshold, passed=verdict != FAIL, message=message,
+                      verdict=verdict, criterion=criterion)
 
 
-def _unmeasured(rule: str, threshold: float | None, reason: str, policy: AuditPolicy) -> RuleResult:
-    if policy.require_measured:
-        return _rule(rule, None, threshold, False, f"{rule} not measured ({reason}); a release cannot be certified on it")
-    return _rule(rule, None, threshold, True, f"{rule} not measured ({reason}); passed because the policy does not require it")
+def _unmeasured(rule: str, threshold: float | None, reason: str, criterion: str, policy: AuditPolicy,
+                *, required: bool = True) -> RuleResult:
+    if required and policy.require_measured:
+        return _rule(rule, None, threshold, FAIL, f"{rule} not measured ({reason}); a release cannot be certified on it "
+                     "(audit.require_measured)", criterion)
+    why = "the policy does not require it (audit.require_measured: false)" if required else "it is a second opinion"
+    return _rule(rule, None, threshold, WARN, f"{rule} not measured ({reason}); a warning because {why}", criterion)
 
 
 def _at_most(rule: str, value: float | None, threshold: float, what: str, reason: str, policy: AuditPolicy) -> RuleResult:
+    criterion = f"fails when the {what} is above {threshold:.4g}"
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return _unmeasured(rule, threshold, reason, policy)
+        return _unmeasured(rule, threshold, reason, criterion, policy)
     passed = value <= threshold + 1e-12
     verdict = "within" if passed else "above"
-    return _rule(rule, float(value), threshold, passed, f"{what} {value:.4g} is {verdict} the limit {threshold:.4g}")
+    return _rule(rule, float(value), threshold, PASS if passed else FAIL,
+                 f"{what} {value:.4g} is {verdict} the limit {threshold:.4g}", criterion)
+
+
+def _leak_criterion(margin: float) -> str:
+    return (
+        "two-proportion test of the attack's success on training records against holdout records, risk = excess "
+        f"success / holdout failure rate (one-sided {ONE_SIDED_CONFIDENCE:.0%} Newcombe bounds): fails when the lower "
+        f"bound is above {margin:.4g}, passes when the upper bound is within it, otherwise warns (inconclusive at "
+        "this size); not measured when even a complete leak could not show a risk above it"
+    )
+
+
+def _attack_rule(rule: str, what: str, counts: tuple[Any, Any, Any, Any], margin: float, policy: AuditPolicy,
+                 *, required: bool) -> RuleResult:
+    criterion = _leak_criterion(margin)
+    if any(c is None for c in counts):
+        return _unmeasured(rule, margin, "the attack did not run", criterion, policy, required=required)
+    test = leak_test(*counts, margin)
+    if test["outcome"] == "unmeasured":
+        return _unmeasured(rule, margin, test["reason"], criterion, policy, required=required)
+    figures = (
+        f"{what}: risk {test['risk']:.3g} (one-sided {ONE_SIDED_CONFIDENCE:.0%} bounds {test['risk_low']:.3g} to "
+        f"{test['risk_high']:.3g}; {test['member_rate']:.3g} of {test['members']} members against "
+        f"{test['control_rate']:.3g} of {test['controls']} controls)"
+    )
+    detectable = test["detectable_risk"]
+    power = (f"; this attack detects a risk of {detectable:.2g} or more with {DETECTION_POWER:.0%} power"
+             if detectable is not None else "")
+    if test["outcome"] == "fail":
+        return _rule(rule, test["risk_low"], margin, FAIL,
+                     f"{figures}: the lower bound is above the margin {margin:.4g}, evidence that the release gives "
+                     "training records away", criterion)
+    if test["outcome"] == "pass":
+        return _rule(rule, test["risk_high"], margin, PASS,
+                     f"{figures}: the upper bound is within the margin {margin:.4g}{power}", criterion)
+    return _rule(rule, test["risk_high"], margin, WARN,
+                 f"{figures}: inconclusive, neither above nor shown within the margin {margin:.4g} at this size; no "
+                 f"evidence of a leak{power}", criterion)
 
 
 def evaluate_policy(report: AuditReport, policy: AuditPolicy) -> list[RuleResult]:
     """Apply the tenant's policy to an audit report, one `RuleResult` per rule.
 
-    Rules: exact-match rate, DCR share, MIA AUC (strongest attack), the upper
-    confidence bound of each anonymeter risk, k and l when the policy sets them,
-    and, under DP, that the empirical AUC interval does not lie above the DP
-    bound. A failed rule's message says which figure broke which limit.
+    Rules: exact-match rate, DCR share, MIA AUC (strongest attack); for each
+    secret, CreditTwin's attribute-inference attack; anonymeter's
+    singling-out, linkability and inference attacks when they ran; k and l
+    when the policy sets them; and, under DP, that the empirical AUC interval
+    does not lie above the DP bound. The attack rules are `leak_test`s (see
+    the module docstring). Each result carries its verdict (pass, warn or
+    fail) and its criterion in words; a failed rule's message says which
+    figure broke which limit.
     """
+    inference_margin = policy.max_inference_risk if policy.max_inference_risk is not None else policy.max_anonymeter_risk
+    dcr = report.dcr
+    copies = _at_most("exact_match_rate", dcr.get("exact_copy_rate", dcr.get("exact_match_rate")),
+                      policy.max_exact_match_rate,
+                      "share of released rows identical to a train record unique in the tape, beyond the matches "
+                      "coincidence explains (from the holdout's)", "no distance figures", policy)
+    if copies.value is not None and "exact_copy_rate" in dcr:
+        copies.message += (f" ({dcr['exact_matches']} matches against {dcr['coincidences_expected']:.3g} expected by "
+                           f"coincidence, up to {dcr['coincidences_explained']:.0f} explained)")
     results = [
-        _at_most("exact_match_rate", report.dcr.get("exact_match_rate"), policy.max_exact_match_rate,
-                 "share of released rows identical to a train row", "no distance figures", policy),
+        copies,
         _at_most("dcr_share", report.dcr.get("share_closer_to_train"), policy.max_dcr_share,
                  "share of released rows closer to train than to holdout", "no distance figures", policy),
         _at_most("mia_auc", report.mia.get("auc"), policy.max_mia_auc,
                  f"membership-inference AUC ({report.mia.get('strongest', 'no')} attack)",
                  report.mia.get("skipped", "no membership-inference figures"), policy),
     ]
+    inference = report.inference or {"skipped": "the audit report has no attribute-inference figures"}
+    if "not_applicable" in inference:
+        results.append(_rule("inference", None, inference_margin, WARN,
+                             f"attribute inference not applicable: {inference['not_applicable']}",
+                             _leak_criterion(inference_margin)))
+    elif "skipped" in inference:
+        results.append(_unmeasured("inference", inference_margin, inference["skipped"], _leak_criterion(inference_margin),
+                                   policy))
+    else:
+        for secret, entry in inference["secrets"].items():
+            counts = (entry["members_guessed"], entry["members_attacked"], entry["controls_guessed"],
+                      entry["controls_attacked"])
+            results.append(_attack_rule(f"inference[{secret}]", f"guessing '{secret}' from the nearest released row",
+                                        counts, inference_margin, policy, required=True))
     anonymeter = report.anonymeter
     if "skipped" in anonymeter:
-        results.append(_unmeasured("anonymeter_risk", policy.max_anonymeter_risk, anonymeter["skipped"], policy))
+        results.append(_unmeasured("anonymeter", policy.max_anonymeter_risk, anonymeter["skipped"],
+                                   _leak_criterion(policy.max_anonymeter_risk), policy, required=False))
     else:
         risks = [("singling_out", anonymeter.get("singling_out")), ("linkability", anonymeter.get("linkability"))]
         risks += [(f"inference[{secret}]", risk) for secret, risk in (anonymeter.get("inference") or {}).items()]
         for name, risk in risks:
-            rule = f"anonymeter_{name}"
-            limit = policy.max_anonymeter_risk
-            if name.startswith("inference") and policy.max_inference_risk is not None:
-                limit = policy.max_inference_risk
-            if risk is None:
-                results.append(_unmeasured(rule, limit, "the attack did not run", policy))
-                continue
-            results.append(_at_most(rule, risk["ci"][1], limit,
-                                    f"upper {CONFIDENCE:.0%} bound of the anonymeter {name} risk", "", policy))
+            margin = inference_margin if name.startswith("inference") else policy.max_anonymeter_risk
+            risk = risk or {}
+            counts = (risk.get("members_succeeded"), risk.get("members_attacked"), risk.get("controls_succeeded"),
+                      risk.get("controls_attacked"))
+            results.append(_attack_rule(f"anonymeter_{name}", f"anonymeter {name}", counts, margin, policy,
+                                        required=False))
+    sensitive = report.anonymity.get("sensitive")
     for rule, required, achieved, what in (
         ("k_anonymity", policy.k, report.anonymity.get("k"), "smallest equivalence class over the quasi-identifiers"),
         ("l_diversity", policy.l, report.anonymity.get("l"), "fewest distinct sensitive values in a class"),
     ):
         if required is None:
             continue
+        criterion = f"fails when the {what} is below {required}"
+        if rule == "l_diversity" and sensitive is not None and not sensitive:
+            # Without a sensitive attribute there is nothing for l to protect: not a pass, not a failure either.
+            results.append(_rule(rule, None, float(required), WARN,
+                                 "l-diversity not applicable: the release has no target and no sensitive column; "
+                                 "declare sensitive_columns in tenant.yaml to have it enforced", criterion))
+            continue
         if achieved is None:
-            results.append(_unmeasured(rule, float(required), "no quasi-identifier or sensitive column in the release", policy))
+            results.append(_unmeasured(rule, float(required), "no quasi-identifier or sensitive column in the release",
+                                       criterion, policy))
             continue
         passed = achieved >= required
-        results.append(_rule(rule, float(achieved), float(required), passed,
-                             f"{what} is {achieved}, {'meeting' if passed else 'below'} the required {required}"))
+        results.append(_rule(rule, float(achieved), float(required), PASS if passed else FAIL,
+                             f"{what} is {achieved}, {'meeting' if passed else 'below'} the required {required}",
+                             criterion))
     if report.dp is not None and "empirical_within_bound" in report.dp:
         bound = report.dp["auc_bound"]
         low = report.mia["auc_ci"][0]
         passed = report.dp["empirical_within_bound"]
-        results.append(_rule("dp_auc_bound", float(low), float(bound), passed,
-                             f"lower bound {low:.4g} of the empirical AUC is {'within' if passed else 'above'} the DP bound "
-                             f"{bound:.4g} (epsilon={report.dp['epsilon']:.4g}, delta={report.dp['delta']:.3g})"))
+        results.append(_rule("dp_auc_bound", float(low), float(bound), PASS if passed else FAIL,
+                             f"lower bound {low:.4g} of the empirical AUC is {'within' if passed else 'above'} the DP "
+                             f"bound {bound:.4g} (epsilon={report.dp['epsilon']:.4g}, delta={report.dp['delta']:.3g})",
+                             "fails when the lower 95% bound of the membership AUC is above the largest AUC the "
+                             "spent (epsilon, delta) allows"))
     return results
 
 

@@ -5,9 +5,11 @@ name, rows, bytes and SHA-256), what it came from (the input tape's SHA-256,
 the data version of every upstream asset, the code version), how it was made
 (the generator and its settings), what privacy it spent (epsilon and delta, the
 accountant and the ledger entries, under differential privacy), the k and l it
-achieved, every audit figure beside the policy threshold it was held to, a
+achieved, every audit figure beside the policy threshold it was held to and
+the rule applied to it in words (pass, warn or fail; a warning is never shown
+as a pass), the tenant's audit policy, a
 plain-language explanation generated from those figures, and when it was issued
-and until when it is valid. It is issued only when every audit rule passed
+and until when it is valid. It is issued only when no audit rule failed
 (`build_certificate` refuses otherwise, so the caller keeps the previous
 certificate in place).
 
@@ -419,6 +421,11 @@ def _rule_label(rule: Mapping[str, Any]) -> str:
     return f"{rule.get('rule')}: {rule.get('message', '')}"
 
 
+def _verdict(rule: Mapping[str, Any]) -> str:
+    """"pass", "warn" or "fail" (rules recorded before verdicts existed read from `passed`)."""
+    return str(rule.get("verdict") or ("pass" if rule.get("passed") else "fail"))
+
+
 def explain(document: Mapping[str, Any]) -> list[str]:
     """Plain sentences on what the certificate's figures mean for this release, generated from them.
 
@@ -466,17 +473,25 @@ def explain(document: Mapping[str, Any]) -> list[str]:
             f"{fmt(threshold.get('dcr_share'))}."
         )
 
-    anonymeter = audit.get("anonymeter") or {}
-    measured = [r for name, r in rules.items() if str(name).startswith("anonymeter_") and r.get("value") is not None]
-    if anonymeter.get("skipped"):
-        out.append(f"The anonymeter attacks (singling out, linkage, inference) did not run: {anonymeter['skipped']}.")
-    elif measured:
-        worst = max(measured, key=lambda r: r["value"])
+    attacks = [r for name, r in rules.items()
+               if (str(name).startswith("inference[") or str(name).startswith("anonymeter_")) and r.get("value") is not None]
+    if attacks:
+        worst = max(attacks, key=lambda r: r["value"])
         out.append(
-            "Singling out a borrower, linking two sources about a borrower or inferring a borrower's sensitive values "
-            f"from this release succeeds at most {fmt(worst['value'])} more often than from data on other people "
-            f"(upper 95% bound, worst attack: {str(worst['rule']).removeprefix('anonymeter_')}); the policy allows at "
-            f"most {fmt(worst.get('threshold'))}."
+            "Inferring a borrower's sensitive values, singling a borrower out or linking two sources about a borrower "
+            "was tested by comparing each attack's success on the training borrowers with its success on borrowers the "
+            f"generator never saw. The largest upper 95% bound of the excess risk is {fmt(worst['value'])} "
+            f"({worst['rule']}); a rule fails only on evidence that the risk exceeds its margin "
+            f"({fmt(worst.get('threshold'))} there)."
+        )
+    anonymeter = audit.get("anonymeter") or {}
+    if anonymeter.get("skipped"):
+        out.append(f"The anonymeter attacks (singling out, linkage, inference) were {anonymeter['skipped']}.")
+    warned = [r for r in rules.values() if _verdict(r) == "warn"]
+    if warned:
+        out.append(
+            f"{len(warned)} rule(s) could not be shown to pass and are certified as warnings, not passes: "
+            + ", ".join(str(r.get("rule")) for r in warned) + " (each says why in the audit rules)."
         )
 
     if dp:
@@ -535,6 +550,7 @@ def build_certificate(
     audit: Mapping[str, Any],
     rules: Sequence[Mapping[str, Any]],
     issued_at: datetime,
+    policy: Mapping[str, Any] | None = None,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
     certificate_id: str | None = None,
 ) -> dict[str, Any]:
@@ -556,7 +572,11 @@ def build_certificate(
             suppression}`` (``quasi_identifiers`` and ``sensitive`` are taken
             from the audit when absent).
         audit: `AuditReport.to_dict()`.
-        rules: `RuleResult.to_dict()` of every rule of `evaluate_policy`.
+        rules: `RuleResult.to_dict()` of every rule of `evaluate_policy`: each
+            with its verdict (pass, warn, fail) and its criterion in words,
+            so the rule applied is signed with the figure it judged.
+        policy: the tenant's audit settings the rules were held to
+            (tenant.yaml ``audit:`` with the enforced k and l), signed too.
         issued_at: an aware datetime (stored in UTC).
         validity_days: how long the certificate is valid (tenant.yaml
             ``certificate.validity_days``).
@@ -626,6 +646,11 @@ def build_certificate(
     anonymity.setdefault("sensitive", measured.get("sensitive") or [])
     for name in ("k", "l"):
         required, achieved = anonymity.get(f"{name}_required"), anonymity.get(f"{name}_achieved")
+        if name == "l" and required is not None and not anonymity["sensitive"]:
+            # l protects sensitive values; a release without any (no target, none declared) has nothing for it to
+            # protect, which the l_diversity rule records as a warning.
+            anonymity["l_status"] = "not applicable: the release has no target and no sensitive column"
+            continue
         if required is not None:
             _require(achieved is not None and achieved >= required,
                      f"{name} achieved ({achieved}) is below the required {required}.", tenant,
@@ -651,6 +676,7 @@ def build_certificate(
         "anonymity": anonymity,
         "audit": dict(audit),
         "rules": [dict(r) for r in rules],
+        "policy": dict(policy or {}),
     }
     document["explanation"] = explain(document)
     return _plain(document, "certificate")
@@ -851,11 +877,16 @@ def render_certificate_pdf(signed: Mapping[str, Any]) -> bytes:
     rules = signed.get("rules") or []
     report.table(
         ["rule", "value", "threshold", "result", "what it means"],
-        [[r.get("rule"), r.get("value"), r.get("threshold"), "PASS" if r.get("passed") else "FAIL", r.get("message")]
-         for r in rules],
+        [[r.get("rule"), r.get("value"), r.get("threshold"), _verdict(r).upper(), r.get("message")] for r in rules],
         widths_cm=[3.6, 1.8, 1.8, 1.3, 8.9],
-        highlight=[bool(r.get("passed")) for r in rules],
+        # a warning is shaded neither as a pass nor as a failure
+        highlight=[{"pass": True, "fail": False}.get(_verdict(r)) for r in rules],
     )
+    criteria = [r for r in rules if r.get("criterion")]
+    if criteria or signed.get("policy"):
+        report.heading("The policy applied", level=2)
+        report.bullets(f"{r.get('rule')}: {r.get('criterion')}" for r in criteria)
+        report.key_values([(name, _text(value)) for name, value in flatten(signed.get("policy") or {})])
 
     audit = signed.get("audit") or {}
     report.heading("Audit figures")

@@ -147,15 +147,20 @@ class FixedCombinationsConstraint(_Strict):
 class AuditSpec(_Strict):
     """The privacy audit's sampling and the release policy its figures must meet (`models.audit`).
 
-    Thresholds: exact matches, the share of released rows closer to train than
-    to holdout, the strongest membership-inference AUC, and the upper 95 %
-    bound of anonymeter's singling-out and linkability risks
-    (`max_anonymeter_risk`) and of its inference risks
-    (`max_inference_risk`). The inference bound is separate because anonymeter
-    normalises an inference risk by the control's error rate: on a default
-    flag that is 90 % "no", 2,000 attacks leave an interval about 0.15 wide
-    even on a release that leaks nothing, so a 0.10 bound there would refuse
-    every honest release (see the README's privacy section).
+    Limits: exact matches, the share of released rows closer to train than to
+    holdout, and the strongest membership-inference AUC. Margins: the attack
+    rules (CreditTwin's attribute inference on every secret, anonymeter's
+    inference with `max_inference_risk`, its singling out and linkability with
+    `max_anonymeter_risk`) compare the attack's success on training records
+    with its success on holdout records (`models.audit.leak_test`): a rule
+    fails on evidence (a one-sided 95 % lower bound) that the risk exceeds its
+    margin, passes when the upper bound is within it, and warns when the book
+    is too small to tell. The former rule, "the upper 95 % bound is within the
+    limit", refused honest releases of a rare default flag: the risk is
+    divided by the controls' failure rate, 0.06 on a 3 % flag, and even 2,000
+    attacks leave its upper bound near 0.29. `require_measured` fails a
+    required rule that could not be measured (anonymeter's are never required:
+    without it installed they are warnings naming the install command).
     """
 
     sample_size: int = Field(default=10_000, ge=10, le=1_000_000)

@@ -15,9 +15,9 @@ from resources.settings import Settings
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant
 
-# 700 loans leave 140 in the holdout: anonymeter's intervals are wide at that size, so the test tenant's
-# policy allows wider anonymeter bounds (the defaults are checked on the 5,000-loan demo book).
-AUDIT = {"n_attacks": 200, "anonymeter_sample_size": 400, "max_anonymeter_risk": 0.3, "max_inference_risk": 0.7}
+# Few attacks keep it fast; the policy's margins are the defaults: on 700 loans (140 in the holdout) the attack
+# rules fail only on evidence of a leak, and still have the power to see a complete one.
+AUDIT = {"n_attacks": 200, "anonymeter_sample_size": 400}
 HOSTILE = "Acme <font color=red>Bank</font> ]]> & Co"
 # Small and fast: few epochs, few attacks. Everything else is the production path.
 RUN_CONFIG = {"lstm_cascade": {"config": {"epochs": 4, "hidden_size": 16}}}
@@ -125,6 +125,28 @@ def test_export_refuses_a_tenant_without_certificate(released, tmp_path, capsys,
     assert main(["export", "nobody", str(tmp_path / "b")]) == 1
     assert "no privacy certificate" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_without_anonymeter_the_release_is_certified_with_its_attacks_as_a_warning(released, monkeypatch):
+    # setup: a plain `pip install -e .`, without the README's anonymeter step
+    import sys
+
+    settings, instance, _, _ = released
+    monkeypatch.setitem(sys.modules, "anonymeter", None)
+    monkeypatch.setitem(sys.modules, "anonymeter.evaluators", None)
+    # run
+    result = _materialize(settings, instance, "bank", only=["raw_loan_tape", "privacy_audit", "privacy_certificate"])
+    # assert: the graph completes; the certificate signs and prints the rules it applied, anonymeter's as a warning
+    assert result.success, _failure_text(result)
+    certificate = json.loads((_current(settings, "privacy_certificate") / "certificate.json").read_text())
+    rules = {rule["rule"]: rule for rule in certificate["rules"]}
+    assert rules["anonymeter"]["verdict"] == "warn" and "pip install --no-deps 'anonymeter==1.1.0'" in (
+        rules["anonymeter"]["message"])
+    assert rules["inference[default_flag]"]["verdict"] in ("pass", "warn")
+    assert all(rule["criterion"] for rule in certificate["rules"])
+    assert certificate["policy"]["max_inference_risk"] == 0.25
+    pdf = pdf_text((_current(settings, "privacy_certificate") / "certificate.pdf").read_bytes())
+    assert "WARN" in pdf and "The policy applied" in pdf
 
 
 def test_failed_audit_issues_nothing_and_the_previous_certificate_stays(released):

@@ -187,7 +187,8 @@ def test_pdf_figures_equal_the_json_figures(release, tmp_path, prod_key):
     assert document["schema"] == CERTIFICATE_SCHEMA and document["verdict"] == "pass"
     assert len(document["rules"]) >= 7
     for rule in document["rules"]:
-        assert squeeze(f"{rule['rule']}{fmt(rule['value'])}{fmt(rule['threshold'])}PASS{rule['message']}") in text
+        verdict = rule["verdict"].upper()
+        assert squeeze(f"{rule['rule']}{fmt(rule['value'])}{fmt(rule['threshold'])}{verdict}{rule['message']}") in text
     for sentence in document["explanation"]:
         assert squeeze(sentence) in text
     mia, dp = document["audit"]["mia"], document["privacy"]["dp"]
@@ -259,6 +260,52 @@ def test_hostile_names_and_values_print_literally(release, tmp_path, dev_key):
     assert squeeze(f"categories.{HOSTILE}[]]>, south]") in squeeze(text)
     assert squeeze(DEVELOPMENT_BANNER) in squeeze(text)
     assert verify_certificate(signed, now=DURING).ok
+
+
+def test_the_certificate_signs_and_shows_the_rule_it_applied(release, tmp_path, dev_key):
+    # setup: the tenant's audit settings, as privacy_audit records them
+    policy = {"max_mia_auc": 0.6, "max_inference_risk": 0.25, "require_measured": False, "k": 5, "l": 2}
+    signed = sign_certificate(build_certificate(**certificate_args(release, policy=policy)), dev_key)
+    # run
+    text = squeeze(pdf_text(render_certificate_pdf(signed)))
+    tampered = json.loads(json.dumps(signed))
+    rule = next(r for r in tampered["rules"] if r["rule"] == "mia_auc")
+    rule["criterion"] = rule["criterion"].replace("0.6", "0.9")
+    # assert: every rule's criterion is in the signed JSON and printed; editing it breaks the signature
+    assert signed["policy"] == policy
+    for rule in signed["rules"]:
+        assert rule["criterion"] and squeeze(f"{rule['rule']}:{rule['criterion']}") in text
+    assert any("fails when the lower bound is above" in r["criterion"] for r in signed["rules"])
+    assert "max_inference_risk0.25" in text
+    assert verify_certificate(signed, now=DURING).ok
+    assert not verify_certificate(tampered, now=DURING).ok
+
+
+def test_a_release_without_a_sensitive_column_is_certified_with_l_as_a_warning(dev_key):
+    # setup: real ISLR/Credit (no default flag, no sensitive column), anonymized with k only
+    from models.anonymize import AnonymizationPolicy as Policy
+    from tests.corpus import CORPUS
+
+    tape = pl.from_pandas(next(t for t in CORPUS if t.tenant == "islr-credit").frame())
+    schema = infer_schema(tape, id_columns=["rownames", "ID"], quasi_identifiers=["Age", "Gender"])
+    train, holdout = tape.head(320), tape.tail(80)
+    synthetic = pl.DataFrame({name: train.get_column(name).sample(320, with_replacement=True, seed=i)
+                              for i, name in enumerate(train.columns)})
+    released = anonymize(synthetic, schema, Policy(k=5, l=1, quasi_identifiers=["Age", "Gender"]))
+    report = run_audit(released.table, train, holdout, schema, config=AuditConfig(run_anonymeter=False),
+                       generalisations=released.generalisations)
+    rules = evaluate_policy(report, AuditPolicy(k=5, l=2, max_dcr_share=0.6, max_mia_auc=0.7))
+    args = dict(certificate_args({"anonymized": released, "files": [], "report": report, "rules": rules}),
+                anonymity={"k_required": 5, "k_achieved": released.k_achieved, "l_required": 2, "l_achieved": None},
+                audit=report.to_dict(), rules=[r.to_dict() for r in rules], released_files=[
+                    {"name": "loans.parquet", "rows": released.table.height, "sha256": "2" * 64, "bytes": 10}])
+    # run
+    document = build_certificate(**args)
+    # assert: l is a warning saying why, never a pass; the certificate is issued and says so
+    l_rule = next(r for r in document["rules"] if r["rule"] == "l_diversity")
+    assert l_rule["verdict"] == "warn" and l_rule["passed"] and "not applicable" in l_rule["message"]
+    assert document["anonymity"]["l_status"].startswith("not applicable")
+    assert any("certified as warnings" in s and "l_diversity" in s for s in document["explanation"])
 
 
 def test_a_failed_rule_refuses_to_build_a_certificate(release):

@@ -23,7 +23,7 @@ from resources.settings import Settings
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant, write_small_tape
 
-AUDIT = {"n_attacks": 200, "anonymeter_sample_size": 400, "max_anonymeter_risk": 0.3, "max_inference_risk": 0.7}
+AUDIT = {"n_attacks": 200, "anonymeter_sample_size": 400}
 RUN_CONFIG = {"lstm_cascade": {"config": {"epochs": 3, "hidden_size": 16}}}
 UPTO = ["raw_loan_tape", "loan_features", "fitted_copula", "lstm_cascade", "synthetic_portfolio",
         "anonymized_portfolio", "privacy_audit", "privacy_certificate"]
