@@ -38,15 +38,21 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
     loans = synthetic_portfolio.table("loans")
     with tenant_errors(tenant):
         result = anonymize(loans, schema, policy, tenant=tenant)
-    verification = verify_k_anonymity(result.table, result.quasi_identifiers, result.sensitive, policy.k, policy.l)
+    # l is re-checked only where it was measured: without a sensitive column it does not apply.
+    l_checked = policy.l if result.sensitive is not None else 1
+    verification = verify_k_anonymity(result.table, result.quasi_identifiers, result.sensitive, policy.k, l_checked)
+    not_measured = result.l_not_measured
     check = dg.AssetCheckResult(
         check_name="k_anonymity",
-        passed=verification.passed,
+        # An l the policy asks for but nothing could measure is a warning with its reason, never a pass.
+        passed=verification.passed and not_measured is None,
+        severity=dg.AssetCheckSeverity.ERROR if not verification.passed else dg.AssetCheckSeverity.WARN,
+        description=not_measured and f"k-anonymity holds; l-diversity (l={policy.l}) {not_measured}.",
         metadata={
             "k_required": policy.k,
             "l_required": policy.l,
             "k_min": verification.k_min,
-            "l_min": verification.l_min if verification.l_min is not None else "no sensitive column",
+            "l_min": verification.l_min if verification.l_min is not None else (not_measured or "l not required"),
             "violating_classes": verification.violating_classes,
             "examples": dg.MetadataValue.json(verification.to_dict()["examples"]),
         },
@@ -75,7 +81,7 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
             "dagster/row_count": result.table.height,
             "privacy": synthetic_portfolio.document("privacy", {}).get("label", "not differentially private"),
             "k_achieved": result.k_achieved,
-            "l_achieved": result.l_achieved,
+            "l_achieved": result.l_achieved if result.l_achieved is not None else result.l_not_measured or "l not required",
             "quasi_identifiers": dg.MetadataValue.json(result.quasi_identifiers),
             "rows_suppressed": result.rows_suppressed,
             "suppression_rate": dg.MetadataValue.float(result.suppression_rate),

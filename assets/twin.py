@@ -146,6 +146,9 @@ def fitted_copula(
             "train_rows": train.height,
             "columns_modelled": dg.MetadataValue.json(summary["columns_modelled"]),
             "columns_left_out": dg.MetadataValue.json(summary["left_out"]),
+            # Released as they are (one value, or null, in every row), not modelled and not refused.
+            "constant_columns": dg.MetadataValue.json(summary.get("constant_columns", {})),
+            "dependent_columns": dg.MetadataValue.json(summary.get("dependent_columns", [])),
             "identifiers_regenerated": dg.MetadataValue.json(summary.get("identifiers_regenerated", [])),
             "category_merges": dg.MetadataValue.json(summary.get("category_merges", {})),
             "constraints": dg.MetadataValue.json(summary.get("constraints", [])),

@@ -162,7 +162,8 @@ class AnonymizationResult:
         table: the input rows minus the suppressed ones, in input order, with every
             QI column replaced by its generalised label (String).
         k_achieved: the size of the smallest equivalence class.
-        l_achieved: the fewest distinct sensitive values in a class (0 without a sensitive column).
+        l_achieved: the fewest distinct sensitive values in a class; None without a sensitive
+            column, when l-diversity is not measured (see `l_not_measured`).
         rows_suppressed: rows dropped because no generalisation could protect them.
         suppression_rate: rows_suppressed / input rows.
         information_loss: normalised certainty penalty in [0, 1] (see the module docstring).
@@ -180,7 +181,7 @@ class AnonymizationResult:
 
     table: pl.DataFrame
     k_achieved: int
-    l_achieved: int
+    l_achieved: int | None
     rows_suppressed: int
     suppression_rate: float
     information_loss: float
@@ -195,6 +196,14 @@ class AnonymizationResult:
     loss_by_column: dict[str, float] = field(default_factory=dict)
     suppressed_groups: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def l_not_measured(self) -> str | None:
+        """Why l-diversity was not measured (no sensitive column), or None when it was."""
+        if self.sensitive is not None or self.l <= 1:
+            return None
+        return ("not measured: no sensitive column (no target and no sensitive_columns declared), "
+                "so l-diversity does not apply; the release is k-anonymous only")
+
     def to_dict(self) -> dict[str, Any]:
         """Every figure except the table, JSON-ready (for asset metadata and reports)."""
         return {
@@ -202,6 +211,7 @@ class AnonymizationResult:
             "l": self.l,
             "k_achieved": self.k_achieved,
             "l_achieved": self.l_achieved,
+            "l_not_measured": self.l_not_measured,
             "quasi_identifiers": list(self.quasi_identifiers),
             "sensitive": self.sensitive,
             "rows_in": self.rows_in,
@@ -394,39 +404,21 @@ def _resolve(
                 "and declare that instead.",
             ))
             continue
+        # A constant or all-null quasi-identifier puts every row in one group: it is trivially k-anonymous
+        # and released as it is (see `_numeric_labels`), never a reason to refuse the tape.
         kinds[name] = kind
-        if kind == "numeric" and series.dtype.is_float():
-            series = series.fill_nan(None)
-        nulls = series.null_count()
-        distinct = series.drop_nulls().n_unique()
-        if table.height and nulls == table.height:
-            problems.append(InvalidDataError(
-                f"quasi-identifier '{name}' is null in every row, so it carries no information.",
-                tenant=tenant, column=name, fix=f"drop '{name}' from quasi_identifiers.",
-            ))
-        elif table.height and distinct <= 1 and (nulls == 0 or kind == "group"):
-            problems.append(InvalidDataError(
-                f"quasi-identifier '{name}' is constant, so it carries no information.",
-                tenant=tenant, column=name, fix=f"drop '{name}' from quasi_identifiers.",
-            ))
-    if sensitive is None:
-        if policy.l > 1:
-            problems.append(InvalidDataError(
-                f"l-diversity (l={policy.l}) needs a sensitive column, and the schema declares no target.",
-                tenant=tenant,
-                fix="declare the target in tenant.yaml, name the sensitive column, or set privacy.l to 1.",
-            ))
-    elif sensitive not in table.columns:
+    # Without a sensitive column l-diversity does not apply: `anonymize` records it as not measured.
+    if sensitive is not None and sensitive not in table.columns:
         problems.append(InvalidDataError(
             f"sensitive column '{sensitive}' is not a column of the table; available columns: {available}.",
             tenant=tenant, column=sensitive, fix="name an existing sensitive column (the default flag).",
         ))
-    elif sensitive in qis:
+    elif sensitive is not None and sensitive in qis:
         problems.append(InvalidDataError(
             f"'{sensitive}' is both the sensitive column and a quasi-identifier.",
             tenant=tenant, column=sensitive, fix=f"remove '{sensitive}' from quasi_identifiers.",
         ))
-    elif policy.l > 1:
+    elif sensitive is not None and policy.l > 1:
         distinct = table.get_column(sensitive).drop_nulls().n_unique()
         if distinct < policy.l:
             problems.append(InvalidDataError(
@@ -505,8 +497,9 @@ def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitiv
             codes[j] = rank
             values[j] = floats.fill_null(np.nan).to_numpy()
             null[:, j] = is_null
-            gmin[j] = float(floats.min())
-            gmax[j] = float(floats.max())
+            if not is_null.all():  # an all-null QI keeps NaN bounds: it is released as "(missing)"
+                gmin[j] = float(floats.min())
+                gmax[j] = float(floats.max())
             levels.append(floats.drop_nulls().unique().sort().to_numpy())
             domain.append([])
             continue
@@ -756,15 +749,36 @@ class _Stratum:
     patterns: list[dict[str, Any]]  # each null pattern pooled here: {"null_columns": [...], "rows": n}
 
 
+def _rare_category_rows(enc: _Encoded, qis: list[str], k: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Rows holding a category (or a categorical null) that fewer than k rows of the whole table share.
+
+    Such a category can only be hidden by merging it into a neighbour's group
+    in every class it reaches: two rows with a missing marital status turned a
+    quarter of a release into "(missing)|0" groups. Dropping those few rows
+    (within max_suppression) costs far less information.
+    """
+    rare = np.zeros(enc.sensitive.shape[0], dtype=bool)
+    groups = []
+    for j, name in enumerate(qis):
+        if enc.numeric[j]:
+            continue
+        counts = np.bincount(enc.codes[j])
+        hit = counts[enc.codes[j]] < k
+        if hit.any():
+            groups.append({"null_columns": [], "rare_category_of": name, "rows": int(hit.sum())})
+            rare |= hit
+    return rare, groups
+
+
 def _strata(
-    enc: _Encoded, qis: list[str], k: int, l: int  # noqa: E741
+    enc: _Encoded, qis: list[str], k: int, l: int, candidates: np.ndarray  # noqa: E741
 ) -> tuple[list[_Stratum], _Stratum | None]:
-    """Split rows by null pattern of the numeric QIs; pool the strata that cannot meet k and l."""
+    """Split the `candidates` rows by null pattern of the numeric QIs; pool the strata that cannot meet k and l."""
     d = len(qis)
-    with_nulls = np.flatnonzero(enc.numeric & enc.null.any(axis=0))
-    bits = (enc.null[:, with_nulls].astype(np.int64) << np.arange(len(with_nulls), dtype=np.int64)).sum(axis=1)
+    with_nulls = np.flatnonzero(enc.numeric & enc.null[candidates].any(axis=0))
+    bits = (enc.null[np.ix_(candidates, with_nulls)].astype(np.int64) << np.arange(len(with_nulls), dtype=np.int64)).sum(axis=1)
     patterns, inverse = np.unique(bits, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
+    order = candidates[np.argsort(inverse, kind="stable")]
     bounds = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(patterns)))))
     good: list[_Stratum] = []
     failing: list[_Stratum] = []
@@ -830,7 +844,9 @@ def _numeric_labels(
     clipped = np.minimum(hi, enc.gmax[j]) - np.maximum(lo, enc.gmin[j])
     loss = np.where(star, 1.0, np.where(null, 0.0, clipped / span if span > 0 else 0.0))
     pairs, inverse = np.unique(np.column_stack([lo, hi]), axis=0, return_inverse=True)
-    names = [_range_label(a, b) for a, b in pairs]
+    # A constant QI is never cut and identifies no one: its one value is released rather than "*".
+    constant = enc.gmin[j] == enc.gmax[j]
+    names = [_number(enc.gmin[j]) if constant else _range_label(a, b) for a, b in pairs]
     labels = [names[i] for i in inverse.ravel()]
     for i in np.flatnonzero(null):
         labels[i] = MISSING_LABEL
@@ -894,21 +910,30 @@ def anonymize(
 
     Raises:
         TenantConfigError: the policy is out of range (k < 2, ...).
-        InvalidDataError: a QI is unknown, constant, all-null or of a type that cannot
-            be generalised; the sensitive column is missing or has fewer than l values;
+        InvalidDataError: a QI is unknown or of a type that cannot be generalised (a
+            constant or all-null QI is released as it is); the sensitive column is
+            missing or has fewer than l values (with no sensitive column at all, l is
+            recorded as not measured and the table is generalised for k alone);
             the table has fewer than k rows; or suppression would exceed `max_suppression`.
     """
     qis, kinds, sensitive = _resolve(table, schema, policy, tenant)
-    k, l = int(policy.k), int(policy.l)  # noqa: E741
+    # With no sensitive column there is nothing to diversify: generalise for k alone.
+    k, l = int(policy.k), int(policy.l) if sensitive is not None else 1  # noqa: E741
     n, d = table.height, len(qis)
     enc = _encode(table, qis, kinds, sensitive)
     priority = np.random.default_rng(policy.seed).permutation(d)
-    good, suppressed = _strata(enc, qis, k, l)
-    rows_suppressed = 0 if suppressed is None else len(suppressed.rows)
-    suppressed_groups = [] if suppressed is None else suppressed.patterns
+    rare, rare_groups = _rare_category_rows(enc, qis, k)
+    good, suppressed = _strata(enc, qis, k, l, np.flatnonzero(~rare))
+    if rare.any() and rare.sum() + (0 if suppressed is None else len(suppressed.rows)) > policy.max_suppression * n:
+        # Too many to drop: those categories are generalised into their neighbours' groups instead.
+        rare, rare_groups = np.zeros(n, dtype=bool), []
+        good, suppressed = _strata(enc, qis, k, l, np.arange(n))
+    rows_suppressed = int(rare.sum()) + (0 if suppressed is None else len(suppressed.rows))
+    suppressed_groups = rare_groups + ([] if suppressed is None else suppressed.patterns)
     if rows_suppressed > policy.max_suppression * n:
         described = "; ".join(
             f"{g['rows']} row(s) with {', '.join(g['null_columns']) or 'no'} null" for g in suppressed_groups
+            if "rare_category_of" not in g
         )
         raise InvalidDataError(
             f"{rows_suppressed} of {n} rows ({rows_suppressed / n:.1%}) cannot be made {k}-anonymous and "
@@ -955,7 +980,7 @@ def anonymize(
     classes = out.group_by(qis).agg(aggs)
     class_sizes = classes.get_column("size").to_numpy()
     k_achieved = int(class_sizes.min())
-    l_achieved = int(classes.get_column("distinct").min()) if sensitive is not None else 0
+    l_achieved = int(classes.get_column("distinct").min()) if sensitive is not None else None
     if k_achieved < k or (l > 1 and l_achieved < l):
         raise CreditTwinError(
             f"internal check failed: the generalised table reaches k={k_achieved}, l={l_achieved} "
@@ -975,7 +1000,7 @@ def anonymize(
         quasi_identifiers=qis,
         sensitive=sensitive,
         k=k,
-        l=l,
+        l=int(policy.l),
         rows_in=n,
         class_count=classes.height,
         loss_by_column=loss_by_column,

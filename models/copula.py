@@ -20,6 +20,11 @@ copied. How a table is modelled:
   columns with few distinct values keep their exact values the same way;
 - a numeric column that is null exactly for some categories (LTV of unsecured
   loans) follows that rule instead of a null dimension;
+- a column with one value (or null) in every row is not modelled and is
+  released as it is; a free-form label column (more than `max_categories`
+  values) keeps only labels seen in max(k, 5) rows and releases the rest as
+  "other"; level columns where one nearly decides another (grade by
+  sub-grade) become one categorical over their observed combinations;
 - `{"type": "inequality", "low": a, "high": b}` is modelled as b and the gap
   b - a >= 0, so a <= b holds in every sampled row; `{"type":
   "fixed_combinations", "columns": [...]}` is one categorical over the observed
@@ -57,6 +62,7 @@ import polars as pl
 from models.errors import CreditTwinError, InvalidDataError, NotFittedError, ValidationErrors
 from models.marginals import ContinuousMarginal, LevelMarginal
 from models.schema import ColumnType, TableSchema
+from models.vocabulary import target_indicator
 
 if TYPE_CHECKING:
     from models.copulas_engine import CopulasEngine
@@ -70,7 +76,7 @@ MIN_ROWS = 50
 # Past this many columns the latent dimension (up to twice the columns with null
 # indicators) outgrows what a loan tape of ordinary size can estimate reliably.
 MAX_COLUMNS = 256
-OTHER = "other"
+OTHER = "(other)"  # parenthesised like "(missing)": a generalisation label, never a lender's own category
 # Numeric columns with at most this many distinct values keep their exact values.
 DISCRETE_MAX_LEVELS = 32
 N_KNOTS = 512
@@ -80,8 +86,21 @@ GIBBS_SWEEPS = 8
 ORDERING_ROWS = 20_000
 MIN_PAIR_ROWS = 10
 MIN_EIGENVALUE = 1e-6
+# Correlations within this many standard errors (1/sqrt(rows)) of zero are treated as zero.
+NOISE_FLOOR = 3.0
+# ... but only for pairs the inversion magnifies more than this (rare levels); elsewhere noise stays noise-sized.
+MAX_MAGNIFICATION = 12.0
+NEAREST_ITERATIONS = 100
+NEAREST_TOLERANCE = 1e-7
 HERMITE_TERMS = 12
-_TRUE_STRINGS = {"true", "t", "yes", "y", "1"}
+# Near-deterministic level columns (see `_dependent_groups`): the share of the rows a column's commonest value
+# leaves unexplained that the other column must explain, the most levels a column may have to be considered,
+# and the share of rows the group's common combinations must cover.
+DEPENDENT_LAMBDA = 0.95
+# The fewest rows a free-form label (a column past max_categories) needs to be released verbatim.
+LABEL_MIN_ROWS = 5
+MAX_DEPENDENT_LEVELS = 64
+DEPENDENT_COVERAGE = 0.99
 _CONSTRAINT_TYPES = {"inequality", "fixed_combinations", "range"}
 
 _INT_DTYPES = {
@@ -90,7 +109,7 @@ _INT_DTYPES = {
 }
 _SIMPLE_DTYPES = {
     **_INT_DTYPES, "Float32": pl.Float32, "Float64": pl.Float64, "Boolean": pl.Boolean,
-    "String": pl.String, "Categorical": pl.Categorical, "Date": pl.Date,
+    "String": pl.String, "Categorical": pl.Categorical, "Date": pl.Date, "Null": pl.Null,
 }
 
 
@@ -157,6 +176,11 @@ def _numeric_view(series: pl.Series) -> np.ndarray:
     return series.cast(pl.Float64).fill_nan(None).to_numpy(allow_copy=True).astype(np.float64, copy=False)
 
 
+def _fill_nan(series: pl.Series) -> pl.Series:
+    """NaN read as missing, as everywhere in the twin."""
+    return series.fill_nan(None) if series.dtype.is_float() else series
+
+
 def _granularity(values: np.ndarray, dtype: pl.DataType) -> float:
     """The step sampled values are rounded to: 1 for integers and dates, the coarsest clean unit for datetimes."""
     if isinstance(dtype, pl.Datetime):
@@ -186,13 +210,9 @@ def _raise_all(problems: list[CreditTwinError]) -> None:
 
 
 def _positive_levels(values: list[Any], positive: list[Any], dtype: pl.DataType) -> list[Any]:
-    """The observed target values that mean "defaulted"."""
-    if positive:
-        wanted = {str(p).lower() for p in positive}
-        return [v for v in values if v is not None and str(v).lower() in wanted]
-    if dtype == pl.Boolean:
-        return [v for v in values if v is True]
-    return [v for v in values if v is not None and str(v).lower() in _TRUE_STRINGS]
+    """The observed target values that mean "defaulted" (by `target_indicator`; none declared: the true ones)."""
+    hits = target_indicator(pl.Series(values, dtype=dtype, strict=False), positive or [True]).to_list()
+    return [v for v, hit in zip(values, hits) if hit]
 
 
 def _validate_table(
@@ -228,48 +248,22 @@ def _validate_table(
         if spec.type in (ColumnType.IDENTIFIER, ColumnType.TEXT):
             continue
         series = table.get_column(spec.name)
-        try:
-            _dtype_token(series.dtype)
-        except ValueError:
-            problems.append(_err(
-                f"has dtype {series.dtype}, which the copula cannot model.",
-                column=spec.name, fix="cast it to a number, a date or a string, or declare it as text.",
-            ))
-            continue
         if series.dtype.is_float() and bool(series.is_infinite().any()):
             problems.append(_err(
                 "holds infinite values.", column=spec.name,
                 fix="replace the infinities with nulls or real figures before uploading.",
             ))
-            continue
-        if series.dtype.is_float():
-            series = series.fill_nan(None)
-        nulls = series.null_count()
-        if nulls == table.height:
-            problems.append(_err(
-                "is entirely null.", column=spec.name,
-                fix="drop the column from the tape, or declare it as text to leave it out.",
-            ))
-            continue
-        distinct = series.drop_nulls().n_unique()
-        if distinct > max_categories and spec.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN):
-            problems.append(_err(
-                f"has {distinct} distinct categories (more than max_categories={max_categories}).",
-                column=spec.name,
-                fix="declare it as identifier or text, or bucket it into fewer categories.",
-            ))
-            continue
-        if distinct == 1 and nulls == 0:
-            if spec.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN) and spec.name != schema.target:
+        elif _fill_nan(series).null_count() < table.height or spec.name == schema.target:
+            # An all-null column is released as nulls of its own dtype, whatever that dtype is.
+            try:
+                _dtype_token(series.dtype)
+            except ValueError:
                 problems.append(_err(
-                    "has a single category; it carries no information to learn.", column=spec.name,
-                    fix="drop the column, or declare it as text to leave it out.",
+                    f"has dtype {series.dtype}, which the copula cannot model.",
+                    column=spec.name, fix="cast it to a number, a date or a string, or declare it as text.",
                 ))
-            elif spec.name != schema.target:
-                problems.append(_err(
-                    "is constant; it carries no information to learn.", column=spec.name,
-                    fix="drop the column, or declare it as text to leave it out.",
-                ))
+    # Constant and all-null columns are released as they are and high-cardinality labels are pooled
+    # (see `GaussianCopulaTwin._fit`): lenders do not edit their exports for us, so neither refuses the tape.
     if schema.target is not None:
         problems.extend(_validate_target(table, schema))
     problems.extend(_validate_constraints(table, schema, constraints))
@@ -399,6 +393,145 @@ def _validate_constraints(table: pl.DataFrame, schema: TableSchema, constraints:
     return problems
 
 
+# --------------------------------------------------------------------------- constant columns and dependent groups
+
+
+def _constant_plan(series: pl.Series) -> dict[str, Any] | None:
+    """The plan of a column with one value in every row (or null in every row), else None.
+
+    Such a column holds nothing to learn and nothing private (every row shares
+    its value), so it is released as it is rather than refused: lenders export
+    fixed fields (a single MSA, a flag that never fired) and do not edit them out.
+    """
+    values = _fill_nan(series)
+    nulls = values.null_count()
+    if nulls == 0 and values.n_unique() == 1:
+        first = values[:1]
+        if first.dtype == pl.Date or isinstance(first.dtype, pl.Datetime):
+            value: Any = int(_numeric_view(first)[0])
+        else:
+            value = _json_scalar(first.cast(pl.String).item() if isinstance(first.dtype, (pl.Categorical, pl.Enum))
+                                 else first.item())
+    elif nulls == series.len():
+        value = None
+    else:
+        return None
+    try:
+        token = _dtype_token(series.dtype)
+    except ValueError:
+        # An all-null column of a type the twin does not model (a list, an object) is released as plain nulls.
+        token = {"name": "Null"}
+    return {"name": series.name, "kind": "constant", "dtype": token, "value": value}
+
+
+def _constant_series(plan: dict[str, Any], n: int) -> pl.Series:
+    """A constant column's `n` released values, in its own dtype."""
+    name, value = plan["name"], plan["value"]
+    dtype = _dtype_from_token(plan["dtype"])
+    if value is None:
+        return pl.Series(name, [None] * n, dtype=dtype)
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return GaussianCopulaTwin._numeric_series(name, np.full(n, float(value)), np.zeros(n, dtype=bool), dtype)
+    one = pl.Series(name, [value], dtype=pl.String if dtype == pl.Categorical else dtype)
+    return one.cast(dtype).gather(np.zeros(n, dtype=np.int64))
+
+
+def _without_constants(constraints: list[dict], constants: dict[str, Any]) -> list[dict]:
+    """The constraints restated over the columns left to model once the constant ones are fixed.
+
+    a <= b with a constant becomes a lower bound on b (and the other way round);
+    a fixed combination loses its constant members (and goes when fewer than two
+    are left); a range on a constant column, or anything on an all-null one, goes.
+    """
+    out: list[dict] = []
+    for c in constraints:
+        if c["type"] == "inequality":
+            low, high = c["low"], c["high"]
+            if low in constants and high in constants:
+                continue
+            if low in constants:
+                if constants[low] is not None:
+                    out.append({"type": "range", "column": high, "low": constants[low], "high": None})
+            elif high in constants:
+                if constants[high] is not None:
+                    out.append({"type": "range", "column": low, "low": None, "high": constants[high]})
+            else:
+                out.append(c)
+        elif c["type"] == "fixed_combinations":
+            left = [x for x in c["columns"] if x not in constants]
+            if len(left) >= 2:
+                out.append({"type": "fixed_combinations", "columns": left})
+        elif c["column"] not in constants:
+            out.append(c)
+    return out
+
+
+def _dense_codes(series: pl.Series) -> tuple[np.ndarray, int]:
+    """Codes 0..m-1 of a column's values, null its own value."""
+    codes = _fill_nan(series).cast(pl.String).rank("dense").fill_null(0).to_numpy().astype(np.int64)
+    _, codes = np.unique(codes, return_inverse=True)
+    return codes, int(codes.max()) + 1 if codes.size else 0
+
+
+def _dependent_groups(table: pl.DataFrame, schema: TableSchema, *, exclude: set[str], k: int) -> list[list[str]]:
+    """Groups of level columns where one column (almost) decides the others, such as grade by sub-grade.
+
+    A Gaussian copula joins two category columns through one latent correlation,
+    which cannot hold a near-deterministic link (sub-grade B3 always has grade B,
+    reject = 1 exactly when approve = 0); the pair comes back only loosely tied.
+    Such columns are modelled as one categorical over their observed
+    combinations instead (as a declared fixed combination is). A pair qualifies
+    when the richer column predicts the other for `DEPENDENT_LAMBDA` of the rows
+    that the other's commonest value does not already explain (Goodman and
+    Kruskal's lambda), with at least `2 k` such rows as evidence; pairs are
+    joined into groups while the group's combinations seen in `k` or more rows
+    stay few and cover `DEPENDENT_COVERAGE` of the rows.
+    """
+    names = [s.name for s in schema.columns
+             if s.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN, ColumnType.INTEGER, ColumnType.NUMERIC)
+             and s.name != schema.target and s.name not in exclude]
+    sample = table.sample(ORDERING_ROWS, seed=0) if table.height > ORDERING_ROWS else table
+    coded = {}
+    for name in names:
+        codes, levels = _dense_codes(sample.get_column(name))
+        if 2 <= levels <= MAX_DEPENDENT_LEVELS:
+            coded[name] = (codes, levels)
+    names = list(coded)
+    m = sample.height
+    pairs: list[tuple[float, str, str]] = []
+    for i, a in enumerate(names):
+        ca, ka = coded[a]
+        for b in names[i + 1:]:
+            cb, kb = coded[b]
+            counts = np.bincount(ca * kb + cb, minlength=ka * kb).reshape(ka, kb)
+            best = 0.0
+            # Rows are the predicting column's levels: how often its level's commonest partner is right.
+            for by_level in (counts, counts.T):
+                modal = int(by_level.sum(0).max())
+                if m - modal >= 2 * k:
+                    best = max(best, (int(by_level.max(1).sum()) - modal) / (m - modal))
+            if best >= DEPENDENT_LAMBDA:
+                pairs.append((best, a, b))
+    groups: list[list[str]] = []
+    group_of: dict[str, int] = {}
+    for _, a, b in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
+        if a in group_of and b in group_of and group_of[a] == group_of[b]:
+            continue
+        members = (groups[group_of[a]] if a in group_of else [a]) + (groups[group_of[b]] if b in group_of else [b])
+        combos = table.select(members).with_columns(_fill_nan(table.get_column(c)) for c in members).group_by(members).len()
+        common = combos.filter(pl.col("len") >= k)
+        if common.height > MAX_DEPENDENT_LEVELS * 2 or common.get_column("len").sum() < DEPENDENT_COVERAGE * table.height:
+            continue
+        for old in {group_of[x] for x in (a, b) if x in group_of}:
+            groups[old] = []
+        groups.append(members)
+        for x in members:
+            group_of[x] = len(groups) - 1
+    # Table order inside a group and between groups, so the latent layout never depends on pair ranking ties.
+    position = {s.name: i for i, s in enumerate(schema.columns)}
+    return sorted((sorted(g, key=position.get) for g in groups if g), key=lambda g: position[g[0]])
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -450,8 +583,8 @@ def _normal_scores(u: np.ndarray) -> np.ndarray:
     return ndtri(u).astype(np.float32)
 
 
-def _pairwise_correlation(z: np.ndarray) -> np.ndarray:
-    """Pearson correlation over pairwise-complete rows of `z` (NaN = missing), accumulated in chunks."""
+def _pairwise_correlation(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation over pairwise-complete rows of `z` (NaN = missing), and those row counts."""
     n, d = z.shape
     sxy = np.zeros((d, d))
     sx = np.zeros((d, d))
@@ -476,7 +609,7 @@ def _pairwise_correlation(z: np.ndarray) -> np.ndarray:
     corr[(cnt < MIN_PAIR_ROWS) | ~np.isfinite(corr)] = 0.0
     corr = (corr + corr.T) / 2
     np.fill_diagonal(corr, 1.0)
-    return np.clip(corr, -1.0, 1.0)
+    return np.clip(corr, -1.0, 1.0), cnt
 
 
 def _hermite_coefficients(cum: np.ndarray) -> np.ndarray:
@@ -509,12 +642,21 @@ def _hermite_coefficients(cum: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _latent_correlation(observed: np.ndarray, partitions: dict[int, np.ndarray]) -> np.ndarray:
+def _latent_correlation(
+    observed: np.ndarray, partitions: dict[int, np.ndarray], rows: np.ndarray | None = None, noise_floor: float = 0.0
+) -> np.ndarray:
     """Undo the attenuation of correlations involving tied or categorical dimensions.
 
     Dimensions without ties keep c = (1, 0, 0, ...); for each pair the latent rho
     solving sum_n c_n c'_n rho^n = observed is found by bisection on [-1, 1]
     (the series is increasing in rho for monotone m).
+
+    The inversion magnifies a pair by about 1 / (c_1 c'_1), which is large for
+    a rare level (a 0.2% null flag shows at most about 0.02 of correlation, so
+    sampling noise of 0.03 would come back as a latent +-1 and leave the matrix
+    far from positive definite, whose repair then shrinks the real dependences).
+    Where the magnification exceeds `MAX_MAGNIFICATION`, an observed correlation within
+    `noise_floor` standard errors (1 / sqrt(`rows`)) of zero is taken as zero.
     """
     d = observed.shape[0]
     if not partitions or d < 2:
@@ -523,6 +665,11 @@ def _latent_correlation(observed: np.ndarray, partitions: dict[int, np.ndarray])
     coef[:, 0] = 1.0
     for dim, cum in partitions.items():
         coef[dim] = _hermite_coefficients(cum)
+    if rows is not None and noise_floor > 0:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            noise = (np.abs(observed) < noise_floor / np.sqrt(rows)) & (np.abs(np.outer(coef[:, 0], coef[:, 0])) < 1 / MAX_MAGNIFICATION)
+        observed = np.where(noise, 0.0, observed)
+        np.fill_diagonal(observed, 1.0)
     # One (d, d) slab per Hermite term, so the series is evaluated by Horner's rule without powers.
     pair = np.ascontiguousarray(np.moveaxis(coef[:, None, :] * coef[None, :, :], -1, 0))
     lo, hi = -np.ones((d, d)), np.ones((d, d))
@@ -543,8 +690,29 @@ def _latent_correlation(observed: np.ndarray, partitions: dict[int, np.ndarray])
 
 
 def _repair_correlation(matrix: np.ndarray) -> np.ndarray:
-    """Nearest positive-definite correlation: clip eigenvalues, rescale to a unit diagonal."""
+    """Nearest positive-definite correlation matrix (Higham 2002), then eigenvalues floored.
+
+    Alternating projections with Dykstra's correction between the positive
+    semidefinite cone and the unit-diagonal matrices find the correlation
+    matrix nearest in Frobenius norm, which moves every entry a little; plain
+    eigenvalue clipping followed by rescaling instead shrinks the strongest
+    correlations most (a deterministic pair of flags came back at 0.6).
+    """
     sym = (matrix + matrix.T) / 2
+    y = sym.copy()
+    correction = np.zeros_like(sym)
+    for _ in range(NEAREST_ITERATIONS):
+        r = y - correction
+        vals, vecs = np.linalg.eigh(r)
+        if vals[0] >= MIN_EIGENVALUE:
+            break
+        x = (vecs * np.clip(vals, 0.0, None)) @ vecs.T
+        correction = x - r
+        previous, y = y, x.copy()
+        np.fill_diagonal(y, 1.0)
+        if np.linalg.norm(y - previous) <= NEAREST_TOLERANCE * max(np.linalg.norm(y), 1.0):
+            break
+    sym = (y + y.T) / 2
     vals, vecs = np.linalg.eigh(sym)
     fixed = (vecs * np.clip(vals, MIN_EIGENVALUE, None)) @ vecs.T
     scale = np.sqrt(np.diag(fixed))
@@ -652,8 +820,9 @@ class GaussianCopulaTwin:
             the module docstring); unknown columns are an error at `fit`.
         tail_smoothing: how far the extreme quantile knots of a continuous
             column move outward, as a share of its outermost percentile's width.
-        max_categories: a categorical column with more distinct values is an
-            error (it is an identifier or free text in disguise).
+        max_categories: a categorical column with more distinct values is a
+            free-form label: only labels seen in max(k, 5) rows are kept (at
+            most max_categories - 1), the rest are released as "other".
         noise: the differential-privacy hook; None leaves counts and the
             correlation as measured.
 
@@ -700,11 +869,15 @@ class GaussianCopulaTwin:
     def fit(self, table: pl.DataFrame, schema: TableSchema) -> "GaussianCopulaTwin":
         """Learn the joint distribution of `table` (the train split) typed by `schema`.
 
+        Constant and all-null columns are not modelled: they are released as
+        they are (same value, or null, in the same dtype) and listed in
+        `summary()["constant_columns"]`.
+
         Raises:
             InvalidDataError / ValidationErrors: too few rows, too many columns,
-                constant, all-null or single-category columns, infinities, too
-                many categories, a one-class target, bad constraints; every
-                problem is reported together, each naming its column.
+                infinities, a dtype the twin cannot hold, a one-class target,
+                bad constraints; every problem is reported together, each
+                naming its column.
         """
         _validate_table(table, schema, max_categories=self.max_categories, constraints=self.constraints)
         from threadpoolctl import threadpool_limits
@@ -719,13 +892,28 @@ class GaussianCopulaTwin:
         n = table.height
         self._reset()
         self._n_train = n
-        low_of = {c["low"]: c["high"] for c in self.constraints if c["type"] == "inequality"}
-        combos = [list(c["columns"]) for c in self.constraints if c["type"] == "fixed_combinations"]
+        plans: dict[str, dict[str, Any]] = {}
+        for spec in schema.columns:
+            if spec.type not in (ColumnType.TEXT, ColumnType.IDENTIFIER) and spec.name != schema.target:
+                plan = _constant_plan(table.get_column(spec.name))
+                if plan is not None:
+                    plans[spec.name] = plan
+        constraints = _without_constants(self.constraints, {name: plan["value"] for name, plan in plans.items()})
+        low_of = {c["low"]: c["high"] for c in constraints if c["type"] == "inequality"}
+        combos = [list(c["columns"]) for c in constraints if c["type"] == "fixed_combinations"]
+        ranges: dict[str, tuple[Any, Any]] = {}
+        for c in constraints:
+            if c["type"] == "range":
+                low, high = ranges.get(c["column"], (None, None))
+                ranges[c["column"]] = (c["low"] if low is None else low if c["low"] is None else max(low, c["low"]),
+                                       c["high"] if high is None else high if c["high"] is None else min(high, c["high"]))
+        if self.noise is None:
+            # Choosing the groups reads the data outside the DP hook, so a private fit never does it.
+            constrained = set(low_of) | set(low_of.values()) | {x for cols in combos for x in cols} | set(ranges)
+            combos += _dependent_groups(table, schema, exclude=constrained | set(plans), k=self.k)
         combo_of = {col: gi for gi, cols in enumerate(combos) for col in cols}
-        ranges = {c["column"]: (c["low"], c["high"]) for c in self.constraints if c["type"] == "range"}
         scores: list[tuple[int, np.ndarray]] = []
         pending_levels: list[tuple[int, np.ndarray]] = []
-        plans: dict[str, dict[str, Any]] = {}
         null_rules: list[tuple[dict[str, Any], int, np.ndarray]] = []
         partitions: dict[int, np.ndarray] = {}
 
@@ -733,6 +921,8 @@ class GaussianCopulaTwin:
         for spec in schema.columns:
             name = spec.name
             series = table.get_column(name)
+            if name in plans:
+                continue
             if spec.type is ColumnType.TEXT:
                 self._left_out[name] = "free text: left out of the model"
             elif spec.type is ColumnType.IDENTIFIER:
@@ -819,12 +1009,13 @@ class GaussianCopulaTwin:
             plan["null_by"] = {"dim": dim, "levels": [bool(x > 0.5) for x in share]}
         for dim, codes in pending_levels:
             z[:, dim] = _normal_scores(self._marginals[dim].to_uniform(codes, rng))
-        corr = _pairwise_correlation(z)
+        corr, rows = _pairwise_correlation(z)
         del z
         for dim, marginal in enumerate(self._marginals):
             if isinstance(marginal, LevelMarginal):
                 partitions[dim] = marginal.cum
-        corr = _latent_correlation(corr, partitions)
+        # With a DP hook the matrix goes to it as measured: a data-dependent cut would change its sensitivity.
+        corr = _latent_correlation(corr, partitions, rows, NOISE_FLOOR if self.noise is None else 0.0)
         if self.noise is not None:
             noisy = np.asarray(self.noise.correlation(corr.copy()), dtype=np.float64)
             if noisy.shape != corr.shape or not np.all(np.isfinite(noisy)):
@@ -878,17 +1069,30 @@ class GaussianCopulaTwin:
     def _category_dim(
         self, series: pl.Series, ctype: ColumnType, is_target: bool, schema: TableSchema
     ) -> tuple[int, np.ndarray, dict[str, Any]]:
-        """Levels of a categorical/boolean column, rare ones merged into "other"."""
+        """Levels of a categorical/boolean column, rare ones merged into "other".
+
+        A column with more than `max_categories` distinct values is a label a
+        lender typed freely (an employer, a job title): a label held by one or
+        two borrowers identifies them, so only labels seen in at least
+        max(k, `LABEL_MIN_ROWS`) rows are kept, at most `max_categories` - 1 of
+        the commonest, and every other label is released as "other".
+        """
         name = series.name
         token = _dtype_token(series.dtype)
         if isinstance(series.dtype, (pl.Categorical, pl.Enum)):
             series = series.cast(pl.String)
         if series.dtype.is_float():
             series = series.fill_nan(None)
-        counts = series.value_counts(sort=True)
+        # Ties in count are broken by value, so which labels are kept never depends on hashing order.
+        counts = series.value_counts().sort(["count", name], descending=[True, False], nulls_last=True)
         values = [_json_scalar(v) for v in counts.get_column(name).to_list()]
         freq = counts.get_column("count").to_numpy().astype(np.int64)
-        rare = np.array([v is not None and f < self.k for v, f in zip(values, freq)])
+        present = np.array([v is not None for v in values])
+        if present.sum() > self.max_categories:
+            rank = np.cumsum(present) * present
+            rare = present & ((freq < max(self.k, LABEL_MIN_ROWS)) | (rank >= self.max_categories))
+        else:
+            rare = present & (freq < self.k)
         mergeable = ctype is ColumnType.CATEGORICAL and not is_target and rare.any()
         if mergeable:
             self._merges[name] = int(rare.sum())
@@ -1114,6 +1318,11 @@ class GaussianCopulaTwin:
                                        fix=f"fix one of {[c['name'] for c in self._columns if c['kind'] in ('levels', 'combo')]}.")
             if target_spec is not None and self._target and column == self._target["column"]:
                 raise InvalidDataError("cannot be both fixed and given a target rate.", column=column, fix="use one of the two.")
+            if plan["kind"] == "constant":
+                if not (_same_value(plan["value"], value) or (plan["value"] is None and value is None)):
+                    raise InvalidDataError(f"value {value!r} never occurs: the column holds one value in every row.",
+                                           column=column, fix="leave this column out of the conditions.")
+                continue
             if plan["kind"] == "combo":
                 dim = plan["dim"]
                 match = np.array([_same_value(lvl[plan["member"]], value) for lvl in self._marginals[dim].levels])
@@ -1127,7 +1336,7 @@ class GaussianCopulaTwin:
                 merged = column in self._merges or any(column in key.strip("()").split(",") for key in self._merges)
                 raise InvalidDataError(
                     f"value {value!r} is not a category of the model"
-                    + (" (rare categories were merged into 'other' or dropped)" if merged else "") + ".",
+                    + (f" (rare categories were merged into '{OTHER}' or dropped)" if merged else "") + ".",
                     column=column,
                     fix="use a category seen in at least k train rows; rare ones are merged for privacy.",
                 )
@@ -1258,6 +1467,8 @@ class GaussianCopulaTwin:
             dtype = _dtype_from_token(plan["dtype"])
             if plan["kind"] == "identifier":
                 series.append(self._identifiers(plan, n))
+            elif plan["kind"] == "constant":
+                series.append(_constant_series(plan, n))
             elif plan["kind"] in ("numeric", "gap"):
                 series.append(self._numeric_series(name, values[name], nulls[name], dtype))
             else:
@@ -1336,15 +1547,27 @@ class GaussianCopulaTwin:
     def summary(self) -> dict[str, Any]:
         """What the model holds, for asset metadata: no real values beyond common category labels.
 
-        Returns columns modelled, identifiers regenerated, columns left out (with
-        the reason), category merges (column -> number of rare categories merged,
+        Returns columns modelled, identifiers regenerated, constant and all-null
+        columns (released as they are), groups of near-deterministic columns
+        modelled as one categorical, columns left out (with the reason), category merges (column -> number of rare categories merged,
         never the rare values), the constraint list and the correlation shape.
         """
         self._check_fitted()
+        declared = [set(c["columns"]) for c in self.constraints if c["type"] == "fixed_combinations"]
+        groups: dict[int, list[str]] = {}
+        for c in self._columns:
+            if c["kind"] == "combo":
+                groups.setdefault(c["dim"], []).append(c["name"])
         return {
             "engine": "credittwin",
-            "columns_modelled": [c["name"] for c in self._columns if c["kind"] != "identifier"],
+            "columns_modelled": [c["name"] for c in self._columns if c["kind"] not in ("identifier", "constant")],
             "identifiers_regenerated": [c["name"] for c in self._columns if c["kind"] == "identifier"],
+            "constant_columns": {
+                c["name"]: "null in every row: released as null" if c["value"] is None
+                else "one value in every row: released as that value"
+                for c in self._columns if c["kind"] == "constant"
+            },
+            "dependent_columns": [cols for cols in groups.values() if not any(set(cols) <= d for d in declared)],
             "left_out": dict(self._left_out),
             "category_merges": dict(self._merges),
             "constraints": [dict(c) for c in self.constraints],
@@ -1483,6 +1706,7 @@ _PLAN_KEYS = {
     "gap": {"name", "kind", "dtype", "step", "dim", "null_dim", "null_by", "discrete", "high", "low_bound"},
     "levels": {"name", "kind", "dtype", "dim", "null_dim", "null_by", "step"},
     "combo": {"name", "kind", "dtype", "dim", "member"},
+    "constant": {"name", "kind", "dtype", "value"},
 }
 
 
@@ -1523,6 +1747,10 @@ def _check_columns(columns: Any, marginals: list[ContinuousMarginal | LevelMargi
             raise ValueError(f"column name {plan['name']!r} is not a unique string")
         seen.add(plan["name"])
         _dtype_from_token(plan["dtype"])
+        if kind == "constant":
+            if not (plan["value"] is None or isinstance(plan["value"], (bool, int, float, str))):
+                raise ValueError("a constant column's value must be a JSON scalar")
+            continue
         if kind == "identifier":
             if (plan["offset"] is None) == (plan["prefix"] is None):
                 raise ValueError("an identifier needs either an integer offset or a string prefix")

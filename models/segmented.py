@@ -64,6 +64,7 @@ from models.copula import (
     CopulaNoise,
     GaussianCopulaTwin,
     _cholesky,
+    _constant_series,
     atomic_directory,
     _dtype_from_token,
     _json_scalar,
@@ -151,7 +152,8 @@ def segmentation_scores(table: pl.DataFrame, schema: TableSchema, candidates: li
     """
     if table.height > SCORE_ROWS:
         table = table.sample(SCORE_ROWS, seed=0)
-    others = [c for c in schema.columns if c.type in _LEVEL_TYPES + _NUMERIC_TYPES]
+    # A column with one value (or none) in every row explains nothing and is explained by nothing.
+    others = [c for c in schema.columns if c.type in _LEVEL_TYPES + _NUMERIC_TYPES and table.get_column(c.name).n_unique() > 1]
     coded: dict[str, np.ndarray] = {}
     ranks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for spec in others:
@@ -580,7 +582,9 @@ class SegmentedCopulaTwin:
             if plan["kind"] == "identifier":
                 continue
             dtype = _dtype_from_token(plan["dtype"])
-            if name == self._column:
+            if plan["kind"] == "constant":
+                columns.append(_constant_series(plan, size))
+            elif name == self._column:
                 columns.append(_constant(name, seg["value"], dtype, size, numeric=False))
             elif name in seg["constants"]:
                 columns.append(_constant(name, seg["constants"][name], dtype, size,

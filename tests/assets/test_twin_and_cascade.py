@@ -116,13 +116,27 @@ def test_bad_tape_for_the_twin_names_tenant_file_and_column(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
     folder = tmp_path / "data" / "landing" / "flat"
     portfolio = generate_portfolio(300, months=6, seed=1)
-    portfolio.loans = portfolio.loans.with_columns(pl.lit("same").alias("region"))
+    portfolio.loans = portfolio.loans.with_columns(pl.lit(0).cast(pl.Int64).alias("default_flag"))
     write_landing(portfolio, folder, fmt="csv")
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, "flat", only=["raw_loan_tape", "fitted_copula"])
         assert not result.success
         message = " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
-        assert "tenant 'flat'" in message and "loans.csv" in message and "'region'" in message
+        assert "tenant 'flat'" in message and "loans.csv" in message and "'default_flag'" in message
+
+
+def test_constant_column_is_released_and_listed_not_refused(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "flat"
+    portfolio = generate_portfolio(300, months=6, seed=1)
+    portfolio.loans = portfolio.loans.with_columns(pl.lit("same").alias("region"))
+    write_landing(portfolio, folder, fmt="csv")
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, instance, "flat", only=["raw_loan_tape", "fitted_copula"])
+        assert result.success
+        metadata = _latest_metadata(instance, "fitted_copula", "flat")
+        assert "region" in metadata["constant_columns"].value
+        assert "region" not in metadata["columns_modelled"].value
 
 
 def test_anonymized_portfolio_meets_k_and_l_by_an_independent_group_by(demo_book):
@@ -140,3 +154,48 @@ def test_anonymized_portfolio_meets_k_and_l_by_an_independent_group_by(demo_book
     metadata = _latest_metadata(instance, "anonymized_portfolio", "bank")
     assert metadata["k_achieved"].value >= 5 and metadata["l_achieved"].value >= 2
     assert metadata["rows_suppressed"].value <= 0.05 * loans.height + 1
+
+
+@pytest.fixture(scope="module")
+def servicing_tenant(tmp_path_factory):
+    """Real loans (modeldata credit_data) uploaded with a servicer's history: ID, month "2019-03", STATUS, dpd, no amounts."""
+    import yaml
+
+    from tests.models.servicing_book import servicing_book, tenant_yaml
+
+    data = tmp_path_factory.mktemp("servicing") / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    loans, history = servicing_book(1500, seed=0, period="text")
+    folder = data / "landing" / "servicer"
+    folder.mkdir(parents=True)
+    loans.write_csv(folder / "loans.csv")
+    history.write_csv(folder / "performance.csv")
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(tenant_yaml()))
+    relax_audit(folder)
+    with dg.instance_for_test() as instance:
+        result = _materialize(
+            settings, instance, "servicer", only=["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"]
+        )
+        yield settings, result, history
+
+
+def test_a_servicers_history_without_payment_reaches_a_release_in_its_own_vocabulary(servicing_tenant):
+    # setup
+    from models.sequences import render_history, transition_distance
+
+    settings, result, history = servicing_tenant
+    # run: the release writes the synthetic history with the vocabulary recorded at ingest
+    tape = VersionedStore(settings.data_dir, ["raw_loan_tape"], "servicer").read()
+    portfolio = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "servicer").read()
+    released = render_history(portfolio.table("performance"), tape.document("ingest")["performance"]["vocabulary"])
+    # assert: the graph ran; the release has the file's columns, spellings and month format, no amounts
+    assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
+    assert released.columns == ["ID", "month", "STATUS", "dpd"]
+    assert set(released.get_column("STATUS").unique()) <= set(history.get_column("STATUS").unique())
+    assert released.get_column("month").str.contains(r"^\d{4}-\d{2}$").all()
+    assert released.schema["dpd"] == pl.Int64
+    assert set(released.get_column("ID").to_list()) <= set(portfolio.table("loans").get_column("ID").to_list())
+    # the synthetic book moves like the real one, whichever vocabulary both are read in
+    real = tape.table("performance")
+    distance = transition_distance(real, portfolio.table("performance"))
+    assert distance["mean"] < 0.03, distance

@@ -188,8 +188,9 @@ def _is_label_of(value: str, original: set[str], numeric: bool) -> bool:
     """True when `value` is a k-anonymity label that stands for values of the original column."""
     from models.anonymize import ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL
     from models.audit import CategoryGroup, NumericRange, parse_generalised_label
+    from models.copula import OTHER
 
-    if value in (ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL) or " values #" in value:
+    if value in (ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL, OTHER) or " values #" in value:
         return True
     parsed = parse_generalised_label(value)
     if isinstance(parsed, NumericRange):
@@ -203,10 +204,13 @@ def vocabulary_mismatches(original, released, *, generalised: set[str] = frozens
     """Column-by-column differences between the lender's file and the release, both as plain pandas read them.
 
     A text column's released values must be values the lender wrote (or, in a generalised quasi-identifier, labels
-    standing for them); an integer column must stay integer; a numeric column must stay numeric. Identifiers are
+    standing for them; or "(other)", the one label under which the twin pools categories held by fewer than k
+    borrowers); an integer column must stay integer; a numeric column must stay numeric. Identifiers are
     regenerated, so only their presence is compared.
     """
     import pandas as pd
+
+    from models.copula import OTHER
 
     problems = []
     for name in original.columns:
@@ -237,7 +241,7 @@ def vocabulary_mismatches(original, released, *, generalised: set[str] = frozens
                 problems.append(f"{name}: integers in the file, fractions in the release")
             continue
         words = {str(v) for v in real.unique()}
-        extra = sorted({str(v) for v in synthetic.unique()} - words)
+        extra = sorted({str(v) for v in synthetic.unique()} - words - {OTHER})
         if extra:
             problems.append(f"{name}: released {extra[:5]} which the file never wrote (it wrote {sorted(words)[:5]})")
     return problems

@@ -75,24 +75,44 @@ def test_fewer_rows_than_k_is_refused():
         anonymize(table, schema_of(table), policy, tenant="acme")
 
 
-def test_constant_quasi_identifier_is_refused():
-    # setup
-    table = make_table().with_columns(pl.lit("north").alias("region"))
-    policy = AnonymizationPolicy(quasi_identifiers=["age", "region"])
+def test_constant_and_all_null_quasi_identifiers_are_released_as_they_are(tmp_path):
+    # setup: wooldridge/loanapp's `msa` (1120, Boston) is the same in every row; an export may carry an empty QI
+    from tests.corpus import CORPUS
+    from models.tape import find_upload, read_tape
 
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'region'.*constant.*no information.*drop 'region'"):
-        anonymize(table, schema_of(table), policy, tenant="acme")
+    tape = next(t for t in CORPUS if t.tenant == "wooldridge-loanapp")
+    loans = read_tape(find_upload(tape.write(tmp_path / tape.tenant), tape.tenant)).loans
+    loans = loans.with_columns(pl.lit(None, dtype=pl.Float64).alias("census_tract"))
+    schema = infer_schema(loans, target="reject", target_positive=[1])
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=["msa", "census_tract", "male", "married"])
+
+    # run
+    result = anonymize(loans, schema, policy, tenant="wooldridge-loanapp")
+
+    # assert
+    assert result.table.get_column("msa").unique().to_list() == [str(loans.get_column("msa")[0])]
+    assert result.table.get_column("census_tract").unique().to_list() == [MISSING_LABEL]
+    assert result.k_achieved >= 5 and result.l_achieved >= 2
+    assert verify_k_anonymity(result.table, result.quasi_identifiers, result.sensitive, 5, 2).passed
 
 
-def test_all_null_quasi_identifier_is_refused():
-    # setup
-    table = make_table().with_columns(pl.lit(None, dtype=pl.Float64).alias("annual_income"))
-    policy = AnonymizationPolicy(quasi_identifiers=["age", "annual_income"])
+def test_without_a_sensitive_column_l_is_not_measured_and_k_still_holds(tmp_path):
+    # setup: ISLR/Credit has no default flag and no sensitive column
+    from tests.corpus import CORPUS
+    from models.tape import find_upload, read_tape
 
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'annual_income'.*null in every row.*no information"):
-        anonymize(table, schema_of(table), policy)
+    tape = next(t for t in CORPUS if t.tenant == "islr-credit")
+    loaded = read_tape(find_upload(tape.write(tmp_path / tape.tenant), tape.tenant))
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=["Age", "Gender", "Ethnicity"])
+
+    # run
+    result = anonymize(loaded.loans, loaded.schema, policy, tenant="islr-credit")
+
+    # assert
+    assert result.k_achieved >= 5 and result.l_achieved is None
+    assert result.to_dict()["l"] == 2 and result.to_dict()["l_achieved"] is None
+    assert "not measured: no sensitive column" in result.to_dict()["l_not_measured"]
+    assert verify_k_anonymity(result.table, result.quasi_identifiers, None, 5, 1).passed
 
 
 def test_unknown_quasi_identifier_is_named_with_the_available_columns():
@@ -435,3 +455,25 @@ def test_verifier_refuses_columns_the_table_lacks():
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'region'.*not in the released table"):
         verify_k_anonymity(table, ["age", "region"], None, 3, 1)
+
+
+def test_a_category_fewer_than_k_rows_share_is_suppressed_not_spread(tmp_path):
+    # setup: in wooldridge/loanapp 3 of ~2,000 applicants have no marital status; generalising them used to
+    # release a quarter of the rows as "(missing)|0" groups, read downstream as missing values
+    from tests.corpus import CORPUS
+    from models.tape import find_upload, read_tape
+
+    tape = next(t for t in CORPUS if t.tenant == "wooldridge-loanapp")
+    loaded = read_tape(find_upload(tape.write(tmp_path / tape.tenant), tape.tenant))
+    loans = loaded.loans
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=["male", "married", "black", "hispan"])
+
+    # run
+    result = anonymize(loans, loaded.schema, policy, tenant="wooldridge-loanapp")
+
+    # assert: the few rows are dropped (and counted), every other row keeps its exact marital status
+    married = result.table.get_column("married")
+    assert married.str.contains(r"\|").sum() == 0 and (married == "*").sum() == 0
+    assert 0 < result.rows_suppressed <= 0.05 * loans.height
+    assert any(g.get("rare_category_of") == "married" for g in result.suppressed_groups)
+    assert verify_k_anonymity(result.table, result.quasi_identifiers, result.sensitive, 5, 2).passed
