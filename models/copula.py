@@ -698,6 +698,8 @@ def _repair_correlation(matrix: np.ndarray) -> np.ndarray:
     eigenvalue clipping followed by rescaling instead shrinks the strongest
     correlations most (a deterministic pair of flags came back at 0.6).
     """
+    if matrix.size == 0:  # every column is constant, null or an identifier: nothing is modelled jointly
+        return matrix
     sym = (matrix + matrix.T) / 2
     y = sym.copy()
     correction = np.zeros_like(sym)

@@ -196,7 +196,7 @@ def _is_label_of(value: str, original: set[str], numeric: bool) -> bool:
     if isinstance(parsed, NumericRange):
         return numeric
     if isinstance(parsed, CategoryGroup):
-        return parsed.members is None or all(m in original or m == MISSING_LABEL for m in parsed.members)
+        return parsed.members is None or all(m in original or m in (MISSING_LABEL, OTHER) for m in parsed.members)
     return False
 
 
