@@ -58,6 +58,7 @@ QIs of equal width, so the same input, policy and seed give the same output.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,11 +353,15 @@ def _kind(name: str, table: pl.DataFrame, schema: TableSchema) -> str | None:
         ctype = schema[name].type
         if ctype in _NUMERIC_TYPES and dtype.is_numeric():
             return "numeric"
+        if ctype is ColumnType.DATETIME and dtype.is_temporal():
+            return "date"
         if ctype in _GROUP_TYPES or (ctype in _NUMERIC_TYPES and not dtype.is_numeric()):
             return "group"
         return None
     if dtype.is_numeric() and dtype != pl.Boolean:
         return "numeric"
+    if dtype.is_temporal():
+        return "date"
     if dtype in (pl.String, pl.Categorical, pl.Boolean) or isinstance(dtype, pl.Enum):
         return "group"
     return None
@@ -457,6 +462,7 @@ class _Encoded:
     levels: list[np.ndarray]  # numeric: the sorted distinct values (code i is levels[i]); empty for groups
     domain: list[list[str]]  # categorical: label of each code, in code order (empty for numeric)
     sensitive: np.ndarray  # n codes, -1 for null
+    dates: np.ndarray  # d bools: a numeric QI that is a date, coded as days since 1970-01-01
 
 
 def _sensitive_codes(table: pl.DataFrame, sensitive: str | None) -> tuple[np.ndarray, int | None]:
@@ -483,7 +489,8 @@ def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitiv
     codes = np.zeros((d, n), dtype=np.int64)
     values = np.full((d, n), np.nan)
     null = np.zeros((n, d), dtype=bool)
-    numeric = np.array([kinds[q] == "numeric" for q in qis])
+    numeric = np.array([kinds[q] in ("numeric", "date") for q in qis])
+    dates = np.array([kinds[q] == "date" for q in qis])
     gmin = np.full(d, np.nan)
     gmax = np.full(d, np.nan)
     domain: list[list[str]] = []
@@ -491,7 +498,8 @@ def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitiv
     for j, name in enumerate(qis):
         series = table.get_column(name)
         if numeric[j]:
-            floats = series.cast(pl.Float64).fill_nan(None)
+            # A date is generalised as its day number; its range labels print ISO dates (`_range_label`).
+            floats = (series.dt.epoch("d") if dates[j] else series).cast(pl.Float64).fill_nan(None)
             is_null = floats.is_null().to_numpy()
             rank = floats.rank("dense").cast(pl.Int64).fill_null(1).to_numpy() - 1
             codes[j] = rank
@@ -518,7 +526,7 @@ def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitiv
                                             return_dtype=pl.Int64).to_numpy()
         domain.append(order.to_list())
         levels.append(np.empty(0))
-    return _Encoded(codes, values, null, numeric, gmin, gmax, levels, domain, sens)
+    return _Encoded(codes, values, null, numeric, gmin, gmax, levels, domain, sens, dates)
 
 
 # --------------------------------------------------------------------------- round cut points
@@ -812,18 +820,22 @@ def _meets(enc: _Encoded, rows: np.ndarray, k: int, l: int) -> bool:  # noqa: E7
 # --------------------------------------------------------------------------- labels and figures
 
 
-def _number(value: float) -> str:
+def _number(value: float, date: bool = False) -> str:
+    if date:  # a day number; ISO dates are what `models.audit.parse_generalised_label` reads back as days
+        from datetime import date as _date, timedelta
+
+        return (_date(1970, 1, 1) + timedelta(days=math.floor(value))).isoformat()
     return np.format_float_positional(float(value), trim="-")
 
 
-def _range_label(lo: float, hi: float) -> str:
+def _range_label(lo: float, hi: float, date: bool = False) -> str:
     if np.isinf(lo) and np.isinf(hi):
         return ANY_LABEL
     if np.isinf(lo):
-        return f"< {_number(hi)}"
+        return f"< {_number(hi, date)}"
     if np.isinf(hi):
-        return f">= {_number(lo)}"
-    return f"[{_number(lo)}, {_number(hi)})"
+        return f">= {_number(lo, date)}"
+    return f"[{_number(lo, date)}, {_number(hi, date)})"
 
 
 def _group_label(members: list[str], domain_size: int) -> str:
@@ -846,14 +858,15 @@ def _numeric_labels(
     pairs, inverse = np.unique(np.column_stack([lo, hi]), axis=0, return_inverse=True)
     # A constant QI is never cut and identifies no one: its one value is released rather than "*".
     constant = enc.gmin[j] == enc.gmax[j]
-    names = [_number(enc.gmin[j]) if constant else _range_label(a, b) for a, b in pairs]
+    date = bool(enc.dates[j])
+    names = [_number(enc.gmin[j], date) if constant else _range_label(a, b, date) for a, b in pairs]
     labels = [names[i] for i in inverse.ravel()]
     for i in np.flatnonzero(null):
         labels[i] = MISSING_LABEL
     for i in np.flatnonzero(star):
         labels[i] = ANY_OR_MISSING_LABEL
     cuts = np.unique(pairs[np.isfinite(pairs)])
-    summary = {"kind": "range", "cuts": [float(c) for c in cuts]}
+    summary = {"kind": "date range" if date else "range", "cuts": [float(c) for c in cuts]}
     return labels, loss, summary
 
 

@@ -9,6 +9,7 @@ is tuned to CreditTwin; large tapes are sampled (seeded) to keep the suite fast.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ def _is_label_of(value: str, original: set[str], numeric: bool) -> bool:
         return True
     parsed = parse_generalised_label(value)
     if isinstance(parsed, NumericRange):
-        return numeric
+        return numeric or bool(re.search(r"\d{4}-\d{2}-\d{2}", value))  # a date range prints ISO edges
     if isinstance(parsed, CategoryGroup):
         return parsed.members is None or all(m in original or m in (MISSING_LABEL, OTHER) for m in parsed.members)
     return False
