@@ -2,7 +2,15 @@
 
 import dagster as dg
 
-from assets.common import markdown_table, split_of, tape_config, tape_schema, tenant_errors, train_split
+from assets.common import (
+    markdown_table,
+    output_unless_blocked,
+    split_of,
+    tape_config,
+    tape_schema,
+    tenant_errors,
+    train_split,
+)
 from pipelines.jobs import EXTERNAL_SERVICE_RETRY
 from pipelines.partitions import tenants
 from resources.ledger import PrivacyLedgerResource
@@ -51,6 +59,17 @@ def audit_policy(tenant_config):
     )
 
 
+def policy_document(tenant_config) -> dict:
+    """The audit policy as the stored audit records it: tenant.yaml's `audit:` settings and the enforced k and l.
+
+    `privacy_certificate` compares it with the tenant's current one: since a
+    failed audit stores nothing, the current audit may be the last one that
+    passed, under a policy the tenant has since changed.
+    """
+    policy = audit_policy(tenant_config)
+    return {**tenant_config.audit.model_dump(mode="json"), "k": policy.k, "l": policy.l}
+
+
 def _rules_table(rules: list[dict]) -> dg.MetadataValue:
     return markdown_table(
         ["rule", "value", "limit", "verdict", "criterion"],
@@ -89,7 +108,7 @@ def privacy_audit(
     fitted_copula: Artifact,
     lstm_cascade: Artifact,
 ):
-    """Audit the release; the stored audit always records the verdict, and a failed rule fails the blocking check."""
+    """Audit the release; a failed rule fails the blocking check and stores nothing, so the last passed audit stays."""
     from models.audit import AuditConfig, evaluate_policy, run_audit
 
     tenant = context.partition_key
@@ -124,7 +143,7 @@ def privacy_audit(
         "report": report.to_dict(),
         "rules": rules,
         "passed": not failed,
-        "policy": {**spec.model_dump(mode="json"), "k": policy.k, "l": policy.l},
+        "policy": policy_document(config),
         "dp": {
             "spent": composition.to_dict() if composition is not None else None,
             "charges": [charge.to_dict() for charge in charges],
@@ -155,8 +174,8 @@ def privacy_audit(
         "warnings": dg.MetadataValue.json(report.warnings),
         "sizes": dg.MetadataValue.json(report.sizes),
     }
-    yield dg.Output(Artifact(documents={"audit": document}), metadata={k: v for k, v in metadata.items() if v is not None})
-    yield dg.AssetCheckResult(
+    output = dg.Output(Artifact(documents={"audit": document}), metadata={k: v for k, v in metadata.items() if v is not None})
+    check = dg.AssetCheckResult(
         check_name=POLICY_CHECK,
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -170,3 +189,5 @@ def privacy_audit(
             else "no rule failed" + (f"; {len(warned)} warning(s): " + "; ".join(r["message"] for r in warned) if warned else "")
         ),
     )
+    # a failed audit stores nothing: the last passed audit stays current, and its certificate with it
+    yield from output_unless_blocked(context, output, [check])

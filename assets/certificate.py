@@ -22,9 +22,15 @@ def release_files(anonymized_portfolio: Artifact, raw_loan_tape: Artifact) -> di
     flag comes back Yes/No, integers as integers, dates in their own format,
     numbers with the file's decimals), the histories by what ingest recorded of
     the performance file (its column names, its status codes, its period form).
+
+    The CSV, meant to be opened in a spreadsheet, has formula-like text cells
+    neutralised (`formula_safe_csv`); the Parquet keeps every value exact. Both
+    are neutralised here, before the certificate hashes them, so that the bytes
+    `credittwin verify` re-hashes are the ones exported.
     """
     import io
 
+    from models.ingest import formula_safe_csv
     from models.sequences import render_history
     from models.vocabulary import render_release
 
@@ -38,10 +44,9 @@ def release_files(anonymized_portfolio: Artifact, raw_loan_tape: Artifact) -> di
             frame = render_release(frame, tape_schema(raw_loan_tape))
         elif history_vocabulary:
             frame = render_history(frame, history_vocabulary, seed=0)
-        parquet, csv = io.BytesIO(), io.BytesIO()
+        parquet = io.BytesIO()
         frame.write_parquet(parquet, compression="zstd", statistics=True)
-        frame.write_csv(csv)
-        files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), csv.getvalue()
+        files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(frame)
     return files
 
 
@@ -70,6 +75,7 @@ def privacy_certificate(
     import hashlib
     from datetime import datetime, timezone
 
+    from assets.audit import policy_document
     from models.certificate import CertificateError, issue_certificate
 
     tenant = context.partition_key
@@ -82,6 +88,14 @@ def privacy_certificate(
             f"({'; '.join(failed) or 'no rules recorded'}). The previous certificate, if any, stays current. "
             "Fix: address the failed rules (see privacy_audit's metadata) and re-run the graph.",
             metadata={"failed_rules": dg.MetadataValue.json(failed)},
+        )
+    if audit.get("policy") != policy_document(config):
+        # a failed audit stores nothing, so the current one may have passed under a policy tenant.yaml no longer sets
+        raise dg.Failure(
+            description=f"tenant '{tenant}': no certificate issued: the last passed privacy audit was made under "
+            "another audit policy than tenant.yaml's current one; under the current policy the privacy audit failed "
+            "or has not run yet. The previous certificate, if any, stays current. Fix: materialize privacy_audit "
+            "(see its failed rules), then privacy_certificate.",
         )
     audited = audit.get("release", {}).get("anonymized_portfolio_sha256")
     current = anonymized_portfolio.manifest.get("content_sha256")

@@ -1,6 +1,7 @@
-"""Small helpers the asset modules share: reading a stored tape, images as metadata."""
+"""Small helpers the asset modules share: reading a stored tape, images as metadata, releasing past blocking checks."""
 
 import base64
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
@@ -61,6 +62,56 @@ def tenant_errors(tenant: str, file: str | None = None):
             # bad input or configuration fails at once; only an unreachable service is worth a retry
             allow_retries=error.transient,
         ) from error
+
+
+def _reasons(check: dg.AssetCheckResult) -> list[str]:
+    """What a failed check says about why: its description, else the reasons its metadata lists."""
+    if check.description:
+        return [check.description]
+    for key in ("failed_rules", "failures", "reasons"):  # where the checks record their reasons
+        value = check.metadata.get(key)
+        if value is not None:
+            listed = getattr(value, "value", value)
+            return [str(item) for item in (listed if isinstance(listed, (list, tuple)) else [listed])]
+    return []
+
+
+def output_unless_blocked(
+    context: dg.AssetExecutionContext, output: dg.Output, checks: Sequence[dg.AssetCheckResult]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Yield `output` then `checks`; when a blocking check of the asset fails with ERROR, only the checks, then fail.
+
+    Dagster stores an output (and records it as the latest materialization)
+    as soon as it is yielded, and fails the step for a blocking check only
+    after that: the failed output would become CURRENT and the next run
+    downstream would read it. Judging the checks first and yielding no output
+    keeps the last good version current, as `raw_loan_tape` does for its
+    expectations; the checks are still recorded, so the UI shows the failure
+    and its reasons, and the refused output's figures travel in the failure.
+
+    Raises:
+        dagster.Failure: a blocking check failed (not retried: the same inputs fail the same way).
+    """
+    blocking = {spec.name for spec in context.assets_def.check_specs if spec.blocking}
+    failed = [
+        check for check in checks
+        if check.check_name in blocking and not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    if not failed:
+        yield output
+        yield from checks
+        return
+    yield from checks
+    asset = context.assets_def.key.to_user_string()
+    reasons = [f"{check.check_name}: {reason}" for check in failed for reason in (_reasons(check) or ["failed"])]
+    raise dg.Failure(
+        description=f"tenant '{context.partition_key}': {asset} failed its blocking check(s) "
+        f"{', '.join(check.check_name for check in failed)} ({'; '.join(reasons[:5])}). Nothing was stored: the last "
+        f"good version of {asset} stays current and what reads it keeps reading that one. Fix: address the reasons "
+        "above (the check's metadata lists them) and materialize the asset again.",
+        metadata={**output.metadata, "failed_checks": dg.MetadataValue.json(reasons)},
+        allow_retries=False,
+    )
 
 
 def charge_privacy(privacy_ledger, context, *, asset: str, mechanism, input_version: str, config: object, seed):

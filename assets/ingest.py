@@ -5,7 +5,7 @@ import hashlib
 import dagster as dg
 
 from models.errors import CreditTwinError
-from models.tape import find_upload, read_tape
+from models.tape import find_upload, landing_folder, read_tape
 from models.tenant import TENANT_FILE, validate_tenant_id
 from pipelines.jobs import EXTERNAL_SERVICE_RETRY
 from pipelines.partitions import tenants
@@ -76,14 +76,15 @@ def raw_loan_tape(
 ):
     """Read the upload, apply tenant.yaml, infer the schema, split by loan-id hash, run the expectation suite."""
     tenant = validate_tenant_id(context.partition_key)
-    folder = settings.tenant_landing(tenant)
-    upload = None
+    folder = upload = None
     try:
+        folder = landing_folder(settings.landing_dir, tenant)
         upload = find_upload(folder, tenant)
         tape = read_tape(upload)
     except CreditTwinError as error:
         error.with_context(tenant=tenant)
-        if folder.is_dir():
+        # Only into the tenant's own folder: a note written through a link would land in another tenant's.
+        if folder is not None:
             write_rejection(folder, error.file or (upload.loans.name if upload else "upload"), str(error))
         raise dg.Failure(
             description=str(error),

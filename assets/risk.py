@@ -5,6 +5,7 @@ import dagster as dg
 from assets.common import (
     history_of,
     markdown_table,
+    output_unless_blocked,
     png_markdown,
     split_of,
     tape_config,
@@ -88,6 +89,7 @@ def risk_model(
     from pathlib import Path
 
     from assets.common import code_version, train_split
+    from models.ingest import formula_safe_csv
     from models.risk import NoTargetError, calibration_plot_png, train_pd_models
 
     tenant = context.partition_key
@@ -127,7 +129,7 @@ def risk_model(
         calibration_png = calibration_plot_png(model)
         artifacts = {
             "calibration.png": calibration_png,
-            "calibration.csv": model.calibration_frame().write_csv().encode(),
+            "calibration.csv": formula_safe_csv(model.calibration_frame()),
             "summary.json": __import__("json").dumps(training.summary(), default=str, indent=2).encode(),
         }
         with tenant_errors(tenant):
@@ -153,7 +155,7 @@ def risk_model(
     files["plots/calibration.png"] = calibration_png
     holdout_eval = model.summary()["holdout"][model.chosen]
     summary = {**training.summary(), "mlflow": logged, "gate": gate}
-    yield dg.Output(
+    output = dg.Output(
         Artifact(documents={"summary": summary}, files=files),
         metadata={
             "horizon": model.horizon,
@@ -176,7 +178,7 @@ def risk_model(
             "calibration": png_markdown(calibration_png, "calibration on the real holdout"),
         },
     )
-    yield dg.AssetCheckResult(
+    gate_check = dg.AssetCheckResult(
         check_name=GATE_CHECK,
         passed=bool(gate["passed"]),
         metadata={
@@ -193,6 +195,8 @@ def risk_model(
         },
         description="registered" if gate["passed"] else "not registered: " + "; ".join(gate["reasons"]),
     )
+    # a model that fails the gate is tracked in MLflow but not stored: the last good model stays current for scoring
+    yield from output_unless_blocked(context, output, [gate_check])
 
 
 @dg.asset(

@@ -10,6 +10,7 @@ from pydantic import Field
 from assets.common import (
     charge_privacy,
     history_of,
+    output_unless_blocked,
     png_markdown,
     stored_release,
     tape_config,
@@ -290,7 +291,7 @@ def synthetic_portfolio(
         if schema.target and schema.target in synthetic.columns
         else None
     )
-    yield dg.Output(
+    output = dg.Output(
         Artifact(tables=tables, documents={"privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL}),
                                            "fidelity": fidelity.to_dict(), "sequence_fidelity": (
             sequence_result.to_dict() if sequence_result is not None else {"not_applicable": "no performance history"}
@@ -310,7 +311,7 @@ def synthetic_portfolio(
             "performance_rows": tables["performance"].height if "performance" in tables else 0,
         },
     )
-    yield dg.AssetCheckResult(
+    checks = [dg.AssetCheckResult(
         check_name="synthetic_fidelity",
         passed=fidelity.passed,
         metadata={
@@ -321,16 +322,16 @@ def synthetic_portfolio(
             "failures": dg.MetadataValue.json(fidelity.failures()),
             "thresholds_applied": dg.MetadataValue.json(fidelity.thresholds),
         },
-    )
+    )]
     if sequence_result is None:
         reason = (
             "the tenant has no performance history"
             if cascade is None
             else "a default rate was requested, so the synthetic book's default curve differs from the real one by design"
         )
-        yield dg.AssetCheckResult(check_name="sequence_fidelity", passed=True, metadata={"not_applicable": reason})
+        checks.append(dg.AssetCheckResult(check_name="sequence_fidelity", passed=True, metadata={"not_applicable": reason}))
     else:
-        yield dg.AssetCheckResult(
+        checks.append(dg.AssetCheckResult(
             check_name="sequence_fidelity",
             passed=bool(sequence_result.passed),
             metadata={
@@ -342,4 +343,6 @@ def synthetic_portfolio(
                 # 10% and 0.02, widened to the 95% sampling-noise band at these book sizes
                 "thresholds_applied": dg.MetadataValue.json(sequence_result.to_dict()["effective_thresholds"]),
             },
-        )
+        ))
+    # a failed fidelity check stores nothing: the last good portfolio stays current for anonymized_portfolio
+    yield from output_unless_blocked(context, output, checks)

@@ -36,12 +36,25 @@ with the same key), and every certificate it signs says so in the JSON and,
 in large letters, in the PDF.
 
 Verification (`verify_certificate`, behind ``credittwin verify``) recomputes the
-payload hash, checks the signature against the embedded public key (and,
-given a list of trusted keys, that the key is one of them), the validity dates
-and the audit verdict; given the data folder it re-hashes every released file,
-and given the PDF it checks that the PDF carries the payload hash and says
-exactly what the JSON says (its text equals the text of the PDF rendered afresh
-from the JSON). Each problem is one readable line.
+payload hash, checks the signature against the embedded public key and that
+the key is trusted, the validity dates and the audit verdict; given the data
+folder it re-hashes every released file, given the PDF it checks that the PDF
+exists, carries the payload hash and says exactly what the JSON says (its text
+equals the text of the PDF rendered afresh from the JSON), and given an
+exported bundle's ``manifest.json`` (signed at export, `sign_manifest`) it
+re-hashes every file the manifest lists and names any file it does not. Each
+problem is one readable line.
+
+Trust
+-----
+A valid signature only proves that someone holding *a* key signed the
+document; anyone can re-sign a forged certificate with a key of their own. So
+``credittwin verify`` accepts only keys the deployment trusts
+(`deployment_trust`): its own signing key (``CREDITTWIN_SIGNING_KEY_FILE``), in
+development the key generated under its data root, and the keys added to its
+trust store (``<data>/keys/trusted.json``, or ``CREDITTWIN_TRUSTED_KEYS_FILE``)
+with ``credittwin keys trust``, each with the reason it was trusted. A
+development key is always noted, and refused under ``CREDITTWIN_ENV=production``.
 
 Untrusted text (the display name, column names and category values, which
 come from uploads) reaches the PDF only through `models.reports.PdfReport`,
@@ -378,6 +391,203 @@ def generate_key_file(path: Path | str, *, overwrite: bool = False) -> SigningKe
             fix="choose a folder the current account can write.",
         ) from None
     return _from_private(private_key, development=False, source=path)
+
+
+# --------------------------------------------------------------------------- the trust store
+
+
+TRUST_STORE_SCHEMA = "credittwin.trusted-keys/v1"
+TRUST_SETTING = "CREDITTWIN_TRUSTED_KEYS_FILE"
+TRUST_COMMAND = "credittwin keys trust --certificate <certificate.json> --reason TEXT"
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key whose certificates this deployment accepts.
+
+    Attributes:
+        key_id: first 16 hex digits of the SHA-256 of the raw public key.
+        public_key: the raw 32-byte Ed25519 public key, standard base64.
+        origin: where the trust comes from: "trust store" (``credittwin keys
+            trust``), "signing key" (this deployment's ``CREDITTWIN_SIGNING_KEY_FILE``),
+            "development key" (this data root's generated key) or "--trust".
+        development: the key is a development key (its certificates are always flagged).
+        reason, added_at, added_by, source: why, when, by whom and from what a
+            stored key was trusted (None for the automatic ones).
+    """
+
+    key_id: str
+    public_key: str
+    origin: str
+    development: bool = False
+    reason: str | None = None
+    added_at: str | None = None
+    added_by: str | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "public_key": self.public_key, "origin": self.origin,
+                "development": self.development, "reason": self.reason, "added_at": self.added_at,
+                "added_by": self.added_by, "source": self.source}
+
+
+def _raw_public_key(public_key_b64: str, where: str, fix: str) -> bytes:
+    try:
+        raw = base64.b64decode(public_key_b64, validate=True)
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != 32:
+        raise CertificateError(f"{where} is not a base64 Ed25519 public key (32 raw bytes).", file=where, fix=fix)
+    return raw
+
+
+def read_trust_store(path: Path | str) -> list[TrustedKey]:
+    """The keys trusted in the store file `path` (none when it does not exist yet).
+
+    Each entry's key id is recomputed from its public key, so an entry edited
+    by hand to pair a trusted id with another key is refused, not believed.
+
+    Raises:
+        CertificateError: the file cannot be read, is not a trust store, or an
+            entry's key id is not the id of its public key.
+    """
+    path = Path(path)
+    fix = (f"restore {path} from its backup, or move it away and trust the keys again with "
+           f"`credittwin keys trust` ({TRUST_SETTING} names another file).")
+    if not path.exists():
+        return []
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
+                              parse_constant=_reject_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CertificateError(f"the trust store {str(path)!r} cannot be read ({error}).", file=str(path), fix=fix) from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or document.get("schema") != TRUST_STORE_SCHEMA or not isinstance(entries, list):
+        raise CertificateError(f"{str(path)!r} is not a CreditTwin trust store (schema {TRUST_STORE_SCHEMA}).",
+                               file=str(path), fix=fix)
+    keys = []
+    for entry in entries:
+        public = entry.get("public_key") if isinstance(entry, dict) else None
+        if not isinstance(public, str):
+            raise CertificateError(f"the trust store {str(path)!r} has an entry without a public key.",
+                                   file=str(path), fix=fix)
+        raw = _raw_public_key(public, str(path), fix)
+        if entry.get("key_id") != key_id_of(raw):
+            raise CertificateError(
+                f"the trust store {str(path)!r} pairs key id {entry.get('key_id')!r} with a public key whose id is "
+                f"{key_id_of(raw)}: the file was edited by hand.", file=str(path), fix=fix)
+        keys.append(TrustedKey(key_id=entry["key_id"], public_key=public, origin="trust store",
+                               development=bool(entry.get("development")), reason=entry.get("reason"),
+                               added_at=entry.get("added_at"), added_by=entry.get("added_by"),
+                               source=entry.get("source")))
+    return keys
+
+
+def trust_key(path: Path | str, public_key_b64: str, *, reason: str, actor: str, source: str,
+              development: bool = False) -> tuple[TrustedKey, bool]:
+    """Add a public key to the trust store `path` (written atomically); return (its entry, whether it was added).
+
+    A key already in the store keeps its first entry (and reason).
+
+    Raises:
+        CertificateError: no reason given, a key that is not Ed25519, or an unreadable store.
+    """
+    path = Path(path)
+    if not reason or not reason.strip():
+        raise CertificateError("trusting a key needs a reason (who published it to you, and how you checked it).",
+                               fix="pass --reason TEXT, e.g. --reason 'key id read out by Acme's model-risk team'.")
+    raw = _raw_public_key(public_key_b64, "the key to trust", "pass an Ed25519 public key PEM or a certificate.")
+    existing = read_trust_store(path)
+    for key in existing:
+        if key.key_id == key_id_of(raw):
+            return key, False
+    added = TrustedKey(key_id=key_id_of(raw), public_key=base64.b64encode(raw).decode("ascii"), origin="trust store",
+                       development=development, reason=reason.strip(), added_by=actor, source=source,
+                       added_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+    entries = [{k: v for k, v in key.to_dict().items() if k != "origin"} for key in [*existing, added]]
+    document = {"schema": TRUST_STORE_SCHEMA, "keys": entries}
+    try:
+        atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    except OSError as error:
+        raise CertificateError(f"cannot write the trust store {str(path)!r}: {error.strerror or error}.",
+                               file=str(path), fix=f"choose a writable file with {TRUST_SETTING}.") from None
+    return added, True
+
+
+def public_key_from_pem(path: Path | str) -> str:
+    """The base64 raw Ed25519 public key of a PEM file: a public key, or a private key (only its public half is kept).
+
+    Raises:
+        CertificateError: the file cannot be read or holds no Ed25519 key.
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import (Encoding, PublicFormat, load_pem_private_key,
+                                                              load_pem_public_key)
+
+    path = Path(path).expanduser()
+    fix = "pass the issuer's public key PEM (`openssl pkey -in key.pem -pubout`) or a certificate it signed."
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CertificateError(f"cannot read {str(path)!r}: {error.strerror or error}.", file=str(path), fix=fix) from None
+    key: Any = None
+    for load in (lambda: load_pem_public_key(data), lambda: load_pem_private_key(data, password=None).public_key()):
+        try:
+            key = load()
+            break
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+    if not isinstance(key, Ed25519PublicKey):
+        kind = "no PEM key" if key is None else f"a {type(key).__name__.lstrip('_')}"
+        raise CertificateError(f"{str(path)!r} holds {kind}, not an Ed25519 key.", file=str(path), fix=fix)
+    return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")
+
+
+def signer_of_certificate(path: Path | str) -> tuple[str, bool]:
+    """The (base64 public key, development flag) that signed the certificate at `path`.
+
+    The certificate must verify under that key first: a key is never trusted
+    from a document it did not sign.
+
+    Raises:
+        CertificateError: the certificate cannot be read or its signature does not verify.
+    """
+    document = read_certificate(path)
+    problems: list[str] = []
+    _check_signature(document, None, problems, [])
+    if problems:
+        raise CertificateError(f"the certificate {str(path)!r} does not verify under its own key: {problems[0]}.",
+                               file=str(path), fix="trust a key only from a certificate exactly as its issuer sent it.")
+    signature = document["signature"]
+    return signature["public_key"], bool(signature.get("development_key"))
+
+
+def deployment_trust(store: Path | str, *, signing_key_file: Path | str | None, environment: str,
+                     dev_key_dir: Path | str) -> list[TrustedKey]:
+    """Every key this deployment trusts: its own signing key, its development key, then the trust store.
+
+    The deployment's own key is trusted without being stored, so a release it
+    exported verifies on the same data root: the production key named by
+    ``CREDITTWIN_SIGNING_KEY_FILE``, or in development the key generated under
+    `dev_key_dir` (never in production, where a development key is refused).
+    Nothing is generated here.
+
+    Raises:
+        CertificateError: an unreadable key file or trust store.
+    """
+    own: list[TrustedKey] = []
+    if signing_key_file is not None and str(signing_key_file).strip():
+        key = _read_key(Path(signing_key_file).expanduser(), environment=environment, tenant=None, development=False)
+        own.append(TrustedKey(key_id=key.key_id, public_key=key.public_key_b64, origin="signing key",
+                              source=str(key.source)))
+    dev_path = Path(dev_key_dir) / DEV_KEY_NAME
+    if environment != "production" and dev_path.is_file():
+        key = _read_key(dev_path, environment=environment, tenant=None, development=True)
+        own.append(TrustedKey(key_id=key.key_id, public_key=key.public_key_b64, origin="development key",
+                              development=True, source=str(dev_path)))
+    seen = {key.key_id for key in own}
+    return own + [key for key in read_trust_store(store) if key.key_id not in seen]
 
 
 # --------------------------------------------------------------------------- building
@@ -755,6 +965,37 @@ def issue_certificate(key: SigningKey, **build_args: Any) -> IssuedCertificate:
     return IssuedCertificate(document=signed, json_bytes=certificate_json_bytes(signed), pdf_bytes=render_certificate_pdf(signed))
 
 
+# --------------------------------------------------------------------------- the release manifest
+
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA = "credittwin.release-manifest/v1"
+
+
+def sign_manifest(manifest: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
+    """Sign an exported bundle's manifest (the name, size and SHA-256 of each file) with Ed25519.
+
+    The certificate covers the released data; the manifest also covers what
+    travels beside it (the validation report), and without a signature whoever
+    edits such a file could rewrite its hash too. ``signature`` {algorithm,
+    key_id, public_key, development_key, value} signs the RFC 8785 canonical
+    JSON of everything else.
+
+    Returns:
+        A new dict with ``schema`` and ``signature``.
+    """
+    payload = _plain({**payload_of(manifest), "schema": MANIFEST_SCHEMA}, "manifest")
+    signed = dict(payload)
+    signed["signature"] = {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "key_id": key.key_id,
+        "public_key": key.public_key_b64,
+        "development_key": key.development,
+        "value": base64.b64encode(key.sign(canonical_json(payload))).decode("ascii"),
+    }
+    return signed
+
+
 # --------------------------------------------------------------------------- the PDF
 
 
@@ -936,6 +1177,9 @@ class VerificationResult:
         checked_files: per released file checked under the data folder:
             {name, expected_sha256, actual_sha256 (None when missing), ok}.
         notes: facts that are not problems (e.g. a development key signed it).
+        bundle_files: per file of an exported bundle checked against its
+            manifest: {name, status} with status "ok", "changed", "missing" or
+            "not in the manifest".
         certificate_id, tenant, payload_sha256: read from the certificate (None when unreadable).
     """
 
@@ -946,12 +1190,13 @@ class VerificationResult:
     certificate_id: str | None = None
     tenant: str | None = None
     payload_sha256: str | None = None
+    bundle_files: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "problems": list(self.problems), "checked_files": list(self.checked_files),
             "notes": list(self.notes), "certificate_id": self.certificate_id, "tenant": self.tenant,
-            "payload_sha256": self.payload_sha256,
+            "payload_sha256": self.payload_sha256, "bundle_files": list(self.bundle_files),
         }
 
 
@@ -1014,8 +1259,8 @@ def _parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def _check_signature(document: Mapping[str, Any], trusted_keys: Sequence[str] | None, problems: list[str],
-                     notes: list[str]) -> str | None:
+def _check_signature(document: Mapping[str, Any], trusted_keys: Sequence[str | TrustedKey] | None,
+                     problems: list[str], notes: list[str], environment: str = "development") -> str | None:
     """Append signature problems; return the recomputed payload hash (None when it cannot be computed)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -1062,37 +1307,62 @@ def _check_signature(document: Mapping[str, Any], trusted_keys: Sequence[str] | 
                             "the certificate was changed after signing or was signed by another key")
         else:
             problems.append(f"the Ed25519 signature of key {signature['key_id']} therefore does not verify")
-    if trusted_keys is not None and not ({signature["key_id"], signature["public_key"]} & set(trusted_keys)):
-        problems.append(f"the certificate is signed by key {signature['key_id']}, which is not among the trusted keys")
+    if trusted_keys is not None and not ({signature["key_id"], signature["public_key"]} & _trust_index(trusted_keys)):
+        problems.append(f"the certificate is signed by key {signature['key_id']}, which is not among the trusted keys: "
+                        f"if its issuer published this key id to you, trust it with `{TRUST_COMMAND}` "
+                        f"(or pass --trust {signature['key_id']} for this check only)")
     if (signing_key or {}).get("development") or signature.get("development_key"):
         notes.append(f"signed with a development key ({signature['key_id']}): {DEVELOPMENT_BANNER}")
+        if environment == "production":
+            problems.append(f"the certificate is signed with a development key ({signature['key_id']}), which "
+                            "production (CREDITTWIN_ENV=production) never accepts: have the release re-certified "
+                            "with the deployment's production key")
     return actual
+
+
+def _trust_index(trusted_keys: Sequence[str | TrustedKey]) -> set[str]:
+    """The key ids and base64 public keys of `trusted_keys` (ids or keys as text, or `TrustedKey`s)."""
+    index: set[str] = set()
+    for key in trusted_keys:
+        if isinstance(key, TrustedKey):
+            index |= {key.key_id, key.public_key}
+        else:
+            index.add(str(key).strip())
+    return index
 
 
 def verify_certificate(
     certificate: Path | str | Mapping[str, Any],
     *,
     data_dir: Path | str | None = None,
-    trusted_keys: Sequence[str] | None = None,
+    trusted_keys: Sequence[str | TrustedKey] | None = None,
     pdf_path: Path | str | None = None,
+    manifest_path: Path | str | None = None,
+    environment: str = "development",
     now: datetime | None = None,
 ) -> VerificationResult:
-    """Check a certificate: signature, validity, released files and its PDF.
+    """Check a certificate: signature, trust, validity, released files, its PDF and its bundle's manifest.
 
     Args:
         certificate: the certificate JSON file, or its parsed dict.
         data_dir: the folder holding the released files; each is re-hashed at
             ``data_dir/<name>`` (a name leaving the folder is a problem).
-        trusted_keys: key ids or base64 public keys accepted as signers; None
-            accepts the key embedded in the certificate (integrity only).
-        pdf_path: the certificate's PDF; it must carry the payload SHA-256 and
-            the same text as the PDF rendered afresh from the JSON.
+        trusted_keys: key ids, base64 public keys or `TrustedKey`s accepted as
+            signers (``credittwin verify`` passes `deployment_trust`); None
+            checks integrity only, against the key embedded in the certificate.
+        pdf_path: the certificate's PDF; it must exist, carry the payload
+            SHA-256 and say what the PDF rendered afresh from the JSON says.
+        manifest_path: the ``manifest.json`` of an exported bundle: it must be
+            signed by the certificate's key (or a trusted one) and name this
+            certificate; every file it lists is re-hashed, and a file of its
+            folder it does not list is a problem.
+        environment: "production" refuses a development key.
         now: the time to check validity against (default: the current UTC time).
 
     Returns:
         A `VerificationResult`; `ok` is False when any problem was found. A
-        development key is a note, not a problem, unless `trusted_keys`
-        excludes it.
+        development key is always a note, and a problem in production or when
+        `trusted_keys` does not hold it.
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -1106,7 +1376,7 @@ def verify_certificate(
             return VerificationResult(ok=False, problems=[error.reason])
     result = VerificationResult(ok=False, problems=problems, checked_files=checked, notes=notes,
                                 certificate_id=document.get("certificate_id"), tenant=document.get("tenant"))
-    result.payload_sha256 = _check_signature(document, trusted_keys, problems, notes)
+    result.payload_sha256 = _check_signature(document, trusted_keys, problems, notes, environment)
 
     if document.get("schema") != CERTIFICATE_SCHEMA:
         problems.append(f"schema is {document.get('schema')!r}, not {CERTIFICATE_SCHEMA!r}")
@@ -1152,12 +1422,19 @@ def verify_certificate(
 
     if pdf_path is not None:
         _check_pdf(Path(pdf_path), document, result.payload_sha256, problems)
+    if manifest_path is not None:
+        result.bundle_files = _check_manifest(Path(manifest_path), document, result.payload_sha256, trusted_keys,
+                                              problems)
 
     result.ok = not problems
     return result
 
 
 def _check_pdf(path: Path, document: Mapping[str, Any], payload_hash: str | None, problems: list[str]) -> None:
+    if not path.exists():
+        problems.append(f"the certificate's PDF {str(path)!r} is missing: a certificate is issued as its JSON and its "
+                        "PDF together; put certificate.pdf back beside the JSON, or name it with --pdf")
+        return
     try:
         text = pdf_text(path.read_bytes())
     except OSError as error:
@@ -1178,3 +1455,77 @@ def _check_pdf(path: Path, document: Mapping[str, Any], payload_hash: str | None
         at = next((i for i, (a, b) in enumerate(zip(squeezed, expected)) if a != b), min(len(squeezed), len(expected)))
         problems.append(f"the PDF {str(path)!r} does not say what the certificate JSON says (its text differs near "
                         f"{expected[max(at - 30, 0):at + 30]!r})")
+
+
+def _manifest_signer(manifest: Mapping[str, Any]) -> str | None:
+    """The key id whose valid signature the manifest carries, or None."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    signature = manifest.get("signature")
+    if not isinstance(signature, Mapping) or signature.get("algorithm") != SIGNATURE_ALGORITHM:
+        return None
+    try:
+        public_raw = base64.b64decode(str(signature.get("public_key")), validate=True)
+        value = base64.b64decode(str(signature.get("value")), validate=True)
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(value, canonical_json(payload_of(manifest)))
+    except (ValueError, TypeError, InvalidSignature, CertificateError):
+        return None
+    return key_id_of(public_raw)
+
+
+def _check_manifest(path: Path, document: Mapping[str, Any], payload_hash: str | None,
+                    trusted_keys: Sequence[str | TrustedKey] | None, problems: list[str]) -> list[dict[str, Any]]:
+    """Append the problems of an exported bundle against its signed manifest; return each file's status."""
+    folder = path.parent
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
+                              parse_constant=_reject_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problems.append(f"the bundle's {MANIFEST_NAME} cannot be read ({error}): export the bundle again")
+        return []
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or manifest.get("schema") != MANIFEST_SCHEMA:
+        # e.g. the manifest of a stored asset version, which is not signed: such a folder is no release bundle
+        problems.append(f"the {MANIFEST_NAME} beside the certificate is not a release bundle's manifest "
+                        f"({MANIFEST_SCHEMA}): verify the bundle `credittwin export` wrote")
+        return []
+    signer = _manifest_signer(manifest)
+    block = document.get("signature")
+    certificate_signer = block.get("key_id") if isinstance(block, Mapping) else None
+    if signer is None:
+        problems.append(f"the bundle's {MANIFEST_NAME} has no valid signature, so the hashes it lists could have been "
+                        "rewritten with the files: export the bundle again with `credittwin export`")
+    elif signer != certificate_signer and (trusted_keys is None or signer not in _trust_index(trusted_keys)):
+        problems.append(f"the bundle's {MANIFEST_NAME} is signed by key {signer}, which neither signed the certificate "
+                        "nor is trusted: export the bundle again")
+    if payload_hash is not None and manifest.get("payload_sha256") != payload_hash:
+        problems.append(f"the bundle's {MANIFEST_NAME} was written for another certificate (payload SHA-256 "
+                        f"{manifest.get('payload_sha256')}, this certificate's is {payload_hash})")
+    statuses: list[dict[str, Any]] = []
+    listed: set[str] = set()
+    for entry in entries:
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        target = _released_path(folder, name) if isinstance(name, str) else None
+        if target is None:
+            problems.append(f"the bundle's {MANIFEST_NAME} lists {name!r}, which is not a name inside {str(folder)!r}")
+            continue
+        listed.add(str(target.relative_to(folder.resolve())))
+        if not target.is_file():
+            problems.append(f"bundle file {name!r} listed in {MANIFEST_NAME} is missing")
+            statuses.append({"name": name, "status": "missing"})
+            continue
+        actual, size = sha256_file(target), target.stat().st_size
+        if actual != entry.get("sha256") or size != entry.get("bytes"):
+            problems.append(f"bundle file {name!r} was changed after export: {MANIFEST_NAME} says {entry.get('bytes')} "
+                            f"bytes, sha256 {entry.get('sha256')}; found {size} bytes, sha256 {actual}")
+            statuses.append({"name": name, "status": "changed"})
+        else:
+            statuses.append({"name": name, "status": "ok"})
+    for item in sorted(folder.resolve().rglob("*")):
+        relative = str(item.relative_to(folder.resolve()))
+        if item.is_file() and relative != MANIFEST_NAME and relative not in listed:
+            problems.append(f"{relative!r} is in the bundle but not in its {MANIFEST_NAME}: it is not part of the "
+                            "exported release; remove it, or export the bundle again")
+            statuses.append({"name": relative, "status": "not in the manifest"})
+    return statuses

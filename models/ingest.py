@@ -14,7 +14,8 @@ Everything a lender uploads is untrusted, so this module:
 - refuses a file that changes while it is read (size, mtime, inode and SHA-256
   are compared before and after);
 - keeps formula-like cells (``=...``, ``+...``, ``@...``) as inert text and
-  counts them, with `neutralise_formulas` for a later CSV export.
+  counts them, with `formula_safe_csv` (over `neutralise_formulas`) for every CSV
+  written for people.
 
 It also splits a tape deterministically into train and holdout by a stable hash
 of the loan id, and validates a performance history against its loans file.
@@ -82,7 +83,10 @@ _BOOL_DECLARED_FALSE = BOOL_FALSE + ("0", "0.0", "f")
 
 # A spreadsheet evaluates a cell starting with one of these; OWASP's CSV
 # injection guidance adds tab and carriage return to '=', '+', '-', '@'.
-FORMULA_PATTERN = r"^(?:[=+@\t\r]|-\D)"
+FORMULA_PATTERN = r"^[=+\-@\t\r]"
+# ... unless the whole cell is a plain number ("-5", "+1,5", "-1.234,56", "-2.5e3", "-7%"): digits and
+# separators alone cannot call a function. "-2+3+cmd|' /C calc'!A0" starts with a digit too, and is a formula.
+_PLAIN_NUMBER = r"^[+-]?[0-9.,]*[0-9][0-9.,]*(?:[eE][+-]?[0-9]+)?%?$"
 
 # A decimal-comma number, optionally with '.' thousands groups: 12,5 / 1.234,56 / 1.234
 _COMMA_NUMBER = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?$"
@@ -1184,22 +1188,48 @@ def _formula_counts(frame: pl.DataFrame) -> dict[str, int]:
     strings = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     if not strings or frame.height == 0:
         return {}
-    counts = frame.select(pl.col(n).str.contains(FORMULA_PATTERN).sum().alias(n) for n in strings).row(0, named=True)
+    counts = frame.select(_formula_like(pl.col(n)).sum().alias(n) for n in strings).row(0, named=True)
     return {name: int(count) for name, count in counts.items() if count}
+
+
+def _formula_like(text: pl.Expr) -> pl.Expr:
+    """Whether each text cell is one a spreadsheet would evaluate (OWASP CSV injection), numbers excepted."""
+    return text.str.contains(FORMULA_PATTERN) & ~text.str.contains(_PLAIN_NUMBER)
+
+
+def _neutralised(text: str) -> str:
+    return "'" + text if re.match(FORMULA_PATTERN, text) and not re.match(_PLAIN_NUMBER, text) else text
 
 
 def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
     """Prefix formula-like text cells with a single quote so a spreadsheet shows them as text.
 
-    Use on a frame about to be exported as CSV; the stored data keeps the
-    verbatim values. Only String columns change.
+    Use on a frame about to be exported as CSV; the stored data (Parquet) keeps the
+    verbatim values. Text columns (String, Categorical, Enum; the latter two come
+    back as String) change; numbers, dates and a text cell holding a plain number
+    ("-5") stay as they are.
     """
-    exprs = [
-        pl.when(pl.col(name).str.contains(FORMULA_PATTERN)).then(pl.lit("'") + pl.col(name)).otherwise(pl.col(name)).alias(name)
-        for name, dtype in df.schema.items()
-        if dtype == pl.String
-    ]
+    text_types = (pl.String, pl.Categorical, pl.Enum)
+    exprs = []
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, text_types):
+            text = pl.col(name).cast(pl.String)
+            exprs.append(pl.when(_formula_like(text)).then(pl.lit("'") + text).otherwise(text).alias(name))
     return df.with_columns(exprs) if exprs else df
+
+
+def formula_safe_csv(df: pl.DataFrame) -> bytes:
+    """`df` as CSV bytes for people to open, formula-like text cells and column names neutralised.
+
+    Every CSV CreditTwin writes for people (the release, reports) goes through
+    here, so a cell such as ``=cmd|' /C calc'!A0`` that a tape carried into a
+    synthetic category shows as text in a spreadsheet instead of running. The
+    header is written separately so that neutralised names cannot collide with
+    other columns.
+    """
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow([_neutralised(name) for name in df.columns])
+    return header.getvalue().encode("utf-8") + neutralise_formulas(df).write_csv(include_header=False).encode("utf-8")
 
 
 # ---------------------------------------------------------------------- duplicates

@@ -1,7 +1,8 @@
 """A tenant's upload as one loan tape: locate the files, read them, type and split them.
 
-`find_upload` is shared by the landing sensor and the `raw_loan_tape` asset, so
-both agree on which files make an upload and on its fingerprint (the SHA-256 of
+`landing_folder` and `find_upload` are shared by the landing sensor, `credittwin
+materialize` and the `raw_loan_tape` asset, so all three agree on which folder
+and files make an upload (never a link) and on its fingerprint (the SHA-256 of
 the files' own hashes), which keys runs so the same upload never runs twice.
 """
 
@@ -41,8 +42,23 @@ class Upload:
         return [p for p in (self.loans, self.performance, self.config) if p is not None]
 
 
+def _present(path: Path) -> bool:
+    # A link counts as present, dangling or not, so that it is refused by name rather than silently skipped.
+    return path.is_symlink() or path.is_file()
+
+
+def _refuse_link(path: Path, *, tenant: str) -> None:
+    if path.is_symlink():
+        raise InvalidDataError(
+            "is a symbolic link; uploads must be plain files, and CreditTwin reads nothing through a link.",
+            tenant=tenant,
+            file=path.name,
+            fix="copy the file in instead of linking it.",
+        )
+
+
 def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | None:
-    found = [folder / f"{stem}{ext}" for ext in EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
+    found = [folder / f"{stem}{ext}" for ext in EXTENSIONS if _present(folder / f"{stem}{ext}")]
     if len(found) > 1:
         raise InvalidDataError(
             f"both {found[0].name} and {found[1].name} are present; CreditTwin cannot tell which one is current.",
@@ -56,21 +72,50 @@ def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | N
             tenant=tenant,
             fix=f"upload the loan tape as {stem}.csv or {stem}.parquet.",
         )
-    if found and found[0].is_symlink():
-        raise InvalidDataError(
-            "is a symbolic link; uploads must be plain files.", tenant=tenant, file=found[0].name, fix="copy the file in instead of linking it."
-        )
+    if found:
+        _refuse_link(found[0], tenant=tenant)
     return found[0] if found else None
 
 
-def find_upload(folder: Path, tenant: str) -> Upload:
-    """The files of `tenant`'s upload in `folder`, or `InvalidDataError` naming what is missing."""
+def is_tenant_folder(path: Path) -> bool:
+    """Whether `path` is a real folder, not a link to one: the one test of a landing folder.
+
+    A link named after one tenant but pointing at another's folder would run the
+    first tenant on the second's data, so a link is never a tenant folder.
+    """
+    return not path.is_symlink() and path.is_dir()
+
+
+def landing_folder(landing: Path, tenant: str) -> Path:
+    """`tenant`'s folder in the landing zone `landing`, or `InvalidDataError` when it is missing or a link.
+
+    `credittwin materialize` and `raw_loan_tape` locate an upload through here, with
+    the test the landing sensor applies to each folder it lists (`is_tenant_folder`).
+    The tenant's name is joined, not resolved, so that the test sees a link and
+    not the folder it points to.
+    """
     validate_tenant_id(tenant)
-    if folder.is_symlink() or not folder.is_dir():
+    folder = Path(landing) / tenant
+    if not is_tenant_folder(folder):
+        what = "is a symbolic link" if folder.is_symlink() else "is missing or is not a folder"
+        raise InvalidDataError(
+            f"the landing folder {folder} {what}; CreditTwin reads an upload only from the tenant's own folder.",
+            tenant=tenant,
+            fix=f"create the folder {tenant}/ in the landing zone (a real folder, not a link) and upload loans.csv into it.",
+        )
+    return folder
+
+
+def find_upload(folder: Path, tenant: str) -> Upload:
+    """The files of `tenant`'s upload in `folder`, or `InvalidDataError` naming what is missing or linked."""
+    validate_tenant_id(tenant)
+    if not is_tenant_folder(folder):
         raise InvalidDataError(f"landing folder {folder} is missing or is a link.", tenant=tenant, fix="create the folder and upload loans.csv into it.")
     loans = _one_of(folder, "loans", tenant=tenant, required=True)
     performance = _one_of(folder, "performance", tenant=tenant, required=False)
     config = folder / TENANT_FILE
+    # Refused like a linked loans file: a linked contract would be read from outside the landing zone.
+    _refuse_link(config, tenant=tenant)
     return Upload(tenant=tenant, folder=folder, loans=loans, performance=performance, config=config if config.is_file() else None)
 
 

@@ -4,6 +4,8 @@ A tenant id comes from a folder name in the landing zone, so it is untrusted:
 `validate_tenant_id` is called before an id becomes a partition key, a path or a
 query value. `load_tenant_config` parses `tenant.yaml` strictly: unknown keys,
 wrong types and columns that do not exist are errors naming the key and the file.
+A linked file, one over 64 KiB, and one whose YAML aliases expand past 100,000
+values are refused before their content is used, and messages stay short.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from models.validation import ValidationThresholds
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 TENANT_FILE = "tenant.yaml"
+# Bounds on a tenant.yaml, checked before its content is used: the documented contract is a few dozen
+# lines, so these only stop files that could exhaust memory (a huge file, a "billion laughs" of aliases).
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_NODES = 100_000
+MAX_PROBLEMS_SHOWN = 10  # a validation message lists this many problems, then counts the rest
 
 
 def validate_tenant_id(value: object) -> str:
@@ -261,13 +268,16 @@ def parse_tenant_config(data: Any, *, tenant: str | None = None, file: str = TEN
     try:
         return TenantConfig.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
         problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
+        for err in errors[:MAX_PROBLEMS_SHOWN]:
+            key = _shown(".".join(str(p) for p in err["loc"]))
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'")
             else:
-                problems.append(f"key '{key}': {err['msg']}")
+                problems.append(f"key '{key}': {_shown(err['msg'], 200)}")
+        if len(errors) > MAX_PROBLEMS_SHOWN:
+            problems.append(f"and {len(errors) - MAX_PROBLEMS_SHOWN} more problem(s)")
         allowed = ", ".join(TenantConfig.model_fields)
         raise TenantConfigError(
             "; ".join(problems) + ".",
@@ -277,20 +287,124 @@ def parse_tenant_config(data: Any, *, tenant: str | None = None, file: str = TEN
         ) from None
 
 
-def load_tenant_config(path: Path, *, tenant: str | None = None) -> TenantConfig:
-    """Read and validate `tenant.yaml` at `path`; a missing file gives the defaults."""
+def _shown(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters: a message quoting a key or a parser's words stays one readable line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_config_bytes(path: Path, *, tenant: str | None) -> bytes:
+    """The bytes of `path`, refused unread when it is a link, not a plain file, or over `MAX_CONFIG_BYTES`.
+
+    The file is opened with O_NOFOLLOW, so the link test and the read are one step: a link swapped in
+    after a check is not followed. O_NONBLOCK keeps a FIFO from blocking the open until its type is seen.
+    """
+    import errno
+    import os
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TenantConfigError(
+                "is a symbolic link; CreditTwin does not follow it (uploads must be plain files).",
+                tenant=tenant,
+                file=path.name,
+                fix=f"copy the {TENANT_FILE} file into the tenant's landing folder instead of linking it.",
+            ) from None
+        raise
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise TenantConfigError(
+                "is not a plain file.", tenant=tenant, file=path.name, fix=f"upload {TENANT_FILE} as a plain text file."
+            )
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise TenantConfigError(
+            f"is larger than {MAX_CONFIG_BYTES // 1024} KiB; a tenant contract is a few dozen lines.",
+            tenant=tenant,
+            file=path.name,
+            fix=f"keep only the documented keys in {TENANT_FILE} (see the README's tenant contract).",
+        )
+    return data
+
+
+def _bounded_loader():
+    """A `yaml.SafeLoader` that refuses a document expanding to more than `MAX_CONFIG_NODES` nodes.
+
+    Aliases make a small file stand for a huge document (the "billion laughs": nine
+    lists of nine aliases of the list before, nine levels deep, is 9**9 strings).
+    PyYAML shares an aliased node rather than copying it, so parsing stays cheap,
+    but anything that walks the result (validation messages, `model_dump`, JSON)
+    expands it. The composer counts each node's expanded size as it is composed,
+    an alias counting its whole target again, and stops before construction;
+    a cyclic alias (a node containing itself) is refused too.
+    """
     import yaml
 
-    if not path.exists():
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream) -> None:
+            super().__init__(stream)
+            self._sizes: dict[int, int] = {}
+
+        def compose_node(self, parent, index):
+            alias = self.check_event(yaml.AliasEvent)
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:
+                if alias:  # the anchored node is still being composed: it contains itself
+                    raise _UnboundedDocument("has an alias ('*') inside the node it refers to, an endless document.")
+                if isinstance(node, yaml.SequenceNode):
+                    children = node.value
+                elif isinstance(node, yaml.MappingNode):
+                    children = [part for pair in node.value for part in pair]
+                else:
+                    children = []
+                size = 1 + sum(self._sizes[id(child)] for child in children)
+                self._sizes[id(node)] = size
+            if size > MAX_CONFIG_NODES:
+                raise _UnboundedDocument(
+                    f"expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases (anchors '&' and '*')."
+                )
+            return node
+
+    return BoundedLoader
+
+
+class _UnboundedDocument(Exception):
+    """Raised inside the YAML composer (its argument says why); `load_tenant_config` turns it into a `TenantConfigError`."""
+
+
+def load_tenant_config(path: Path, *, tenant: str | None = None) -> TenantConfig:
+    """Read and validate `tenant.yaml` at `path`; a missing file gives the defaults.
+
+    A link, a file over `MAX_CONFIG_BYTES` and a document whose aliases expand past
+    `MAX_CONFIG_NODES` are refused before their content is used, and no message
+    quotes a refused file's content.
+    """
+    import os
+
+    import yaml
+
+    if not os.path.lexists(path):
         return TenantConfig()
+    data = _read_config_bytes(Path(path), tenant=tenant)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        document = yaml.load(data.decode("utf-8"), Loader=_bounded_loader())  # noqa: S506 - a SafeLoader subclass
+    except _UnboundedDocument as exc:
         raise TenantConfigError(
-            f"is not valid UTF-8 YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
+            str(exc),
+            tenant=tenant,
+            file=path.name,
+            fix=f"write {TENANT_FILE} without nested aliases; a tenant contract is a few dozen lines.",
+        ) from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise TenantConfigError(
+            f"is not valid UTF-8 YAML ({exc.__class__.__name__}: {_shown(first_line)}).",
             tenant=tenant,
             file=path.name,
             fix="save tenant.yaml as UTF-8 and check its indentation.",
         ) from None
-    return parse_tenant_config(data, tenant=tenant, file=path.name)
+    return parse_tenant_config(document, tenant=tenant, file=path.name)

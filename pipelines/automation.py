@@ -17,7 +17,11 @@ inputs' data versions), so re-ingesting an unchanged upload, or re-running a
 step on unchanged inputs, produces the same data version and triggers nothing
 downstream, while a new upload or a bumped `code_version` upstream does. As in
 `eager()`, an upstream that was materialized in the same run as the asset
-itself (the landing sensor's whole-graph run) does not trigger it again, and
+itself does not trigger it again, and neither does one materialized by a run
+of the whole graph (tag ``credittwin/scope=graph``: the landing and drift
+sensors' runs, `credittwin materialize`), which regenerates every asset below
+it itself: Dagster records no asset selection for a run of the whole job, so
+`executed_with_root_target` alone would request a second run after it, and
 nothing is requested while an upstream is missing or in progress; like the
 docs' "waiting for all blocking asset checks" recipe, an upstream whose
 blocking checks failed does not trigger it either.
@@ -53,7 +57,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.jobs import TRIGGER_TAG
+from pipelines.jobs import SCOPE_TAG, TRIGGER_TAG, WHOLE_GRAPH
 
 # Assets whose releases must be renewed: a stale certificate or risk model shows in the UI.
 FRESHNESS_ASSETS = ("privacy_certificate", "risk_model")
@@ -70,6 +74,7 @@ def any_upstream_data_version_changed() -> dg.AutomationCondition:
         (
             dg.AutomationCondition.data_version_changed()
             & ~dg.AutomationCondition.executed_with_root_target()
+            & ~dg.AutomationCondition.executed_with_tags(tag_values={SCOPE_TAG: WHOLE_GRAPH})
         ).with_label("upstream data version changed (in another run)")
         | dg.AutomationCondition.will_be_requested().with_label("upstream requested this tick")
     ).with_label("any upstream data version changed")

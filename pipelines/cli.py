@@ -1,4 +1,4 @@
-"""The `credittwin` command: demo, materialize, tenants, budget, export, verify, keygen, audit, backfill, init-home.
+"""The `credittwin` command: demo, materialize, tenants, budget, export, verify, keys, keygen, audit, backfill, init-home.
 
 Runs headless against the Dagster instance in DAGSTER_HOME (default
 ``$CREDITTWIN_DATA_DIR/dagster_home``, created with the embedded SQLite
@@ -41,16 +41,18 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
     import dagster as dg
 
-    from models.tape import find_upload
+    from models.tape import find_upload, landing_folder
     from models.tenant import validate_tenant_id
     from pipelines.definitions import build_definitions
-    from pipelines.jobs import TENANT_TAG
+    from pipelines.jobs import SCOPE_TAG, TENANT_TAG, WHOLE_GRAPH
     from pipelines.partitions import tenants
-    from resources.storage import safe_join
+    from pipelines.recovery import owner_tags
 
     tenant = validate_tenant_id(tenant)
-    find_upload(safe_join(settings.landing_dir, tenant), tenant)  # a clear error before any run starts
+    # a clear error before any run starts; the folder is checked as the sensor checks it (a link is refused)
+    find_upload(landing_folder(settings.landing_dir, tenant), tenant)
     instance = _instance()
+    recover_dead_runs(instance, out=out)
     if not instance.has_dynamic_partition(tenants.name, tenant):
         instance.add_dynamic_partitions(tenants.name, [tenant])
     job = build_definitions(settings).resolve_job_def("tenant_pipeline")
@@ -59,7 +61,8 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         partition_key=tenant,
         instance=instance,
         # the upload's SHA-256 is recorded by raw_loan_tape from the files it reads; hashing here would read them twice
-        tags={TENANT_TAG: tenant},
+        # the owner tags let a later `credittwin` fail this run and free its slots if this process is killed
+        tags={TENANT_TAG: tenant, SCOPE_TAG: WHOLE_GRAPH, **owner_tags()},
         run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}},
         raise_on_error=False,
     )
@@ -88,6 +91,19 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         for event in result.get_step_failure_events():
             print(f"  step {event.step_key} failed: {_root_message(event.event_specific_data.error)}", file=out)
     return result.success
+
+
+def recover_dead_runs(instance, *, out=sys.stdout) -> None:
+    """Fail the runs whose `credittwin` process on this host was killed, and free the pool slots they held.
+
+    Headless nothing else does it: without this, one killed run would hold the
+    training pool and its tenant's run slot for ever and every later run would wait.
+    """
+    from pipelines.recovery import fail_dead_runs
+
+    for dead in fail_dead_runs(instance, free_ended=True):
+        print(f"run {dead.run_id} of tenant '{dead.tenant or '?'}': its process (pid {dead.pid}) is gone; "
+              "marked failed and its slots freed", file=out)
 
 
 def skipped_notes(result) -> list[str]:
@@ -217,17 +233,27 @@ def cmd_export(args, settings) -> int:
 
 
 def cmd_verify(args, settings) -> int:
-    """Check a certificate's signature and validity, and re-hash the released files and the PDF."""
+    """Check a certificate's signature, signer and validity, and re-hash the released files, the PDF and the bundle.
+
+    The signer must be trusted by this deployment (`credittwin keys`), or named with --trust; the PDF must be
+    beside the JSON (or named with --pdf); a bundle's manifest.json, when present, is checked file by file.
+    """
     import json
 
-    from models.certificate import verify_certificate
+    from models.certificate import MANIFEST_NAME, deployment_trust, verify_certificate
 
     certificate = Path(args.certificate)
-    pdf = Path(args.pdf) if args.pdf else None
-    if pdf is None and (certificate.parent / "certificate.pdf").exists():
-        pdf = certificate.parent / "certificate.pdf"
+    pdf = Path(args.pdf) if args.pdf else certificate.parent / "certificate.pdf"
+    manifest = certificate.parent / MANIFEST_NAME
+    trusted = deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
+                               environment=settings.environment, dev_key_dir=settings.keys_dir)
     result = verify_certificate(certificate, data_dir=Path(args.data) if args.data else None,
-                                trusted_keys=args.trust or None, pdf_path=pdf)
+                                trusted_keys=[*trusted, *(args.trust or [])], pdf_path=pdf,
+                                manifest_path=manifest if manifest.exists() else None,
+                                environment=settings.environment)
+    if not manifest.exists():
+        result.notes.append(f"no {MANIFEST_NAME} beside the certificate: only the released files it certifies and its "
+                            "PDF were checked, not the other files of the folder (an exported bundle has one)")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -235,11 +261,53 @@ def cmd_verify(args, settings) -> int:
               f"{'VALID' if result.ok else 'INVALID'}")
         for entry in result.checked_files:
             print(f"  {'ok      ' if entry['ok'] else 'MISMATCH'} {entry['name']}")
+        for entry in result.bundle_files:
+            print(f"  {'ok      ' if entry['status'] == 'ok' else entry['status'].upper()} {entry['name']} "
+                  f"({MANIFEST_NAME})")
         for note in result.notes:
             print(f"  note: {note}")
         for problem in result.problems:
             print(f"  problem: {problem}")
     return 0 if result.ok else 1
+
+
+def cmd_keys(args, settings) -> int:
+    """List the certificate-signing keys this deployment trusts, or trust one more (with a reason, kept in the store)."""
+    import getpass
+    import json
+
+    from models.certificate import deployment_trust, public_key_from_pem, signer_of_certificate, trust_key
+    from models.errors import CertificateError
+
+    if args.action == "trust":
+        if bool(args.pem) == bool(args.certificate):
+            raise CertificateError("name the key to trust with --pem FILE or --certificate FILE (one of them).",
+                                   fix="e.g. `credittwin keys trust --pem issuer-public.pem --reason TEXT`.")
+        if args.pem:
+            public_key, development, source = public_key_from_pem(args.pem), False, f"PEM {Path(args.pem).resolve()}"
+        else:
+            public_key, development = signer_of_certificate(args.certificate)
+            source = f"certificate {Path(args.certificate).resolve()}"
+        key, added = trust_key(settings.trust_store, public_key, reason=args.reason or "",
+                               actor=args.actor or getpass.getuser(), source=source, development=development)
+        print(f"key {key.key_id} {'is now trusted' if added else 'was already trusted'} "
+              f"(trust store {settings.trust_store}){': a DEVELOPMENT key' if key.development else ''}")
+        return 0
+    keys = deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
+                            environment=settings.environment, dev_key_dir=settings.keys_dir)
+    if args.json:
+        print(json.dumps({"trust_store": str(settings.trust_store), "keys": [k.to_dict() for k in keys]}, indent=2))
+        return 0
+    print(f"trust store: {settings.trust_store}")
+    if not keys:
+        print("no trusted key: `credittwin verify` refuses every certificate until one is trusted "
+              "(`credittwin keys trust --pem FILE --reason TEXT`).")
+    for key in keys:
+        flag = " DEVELOPMENT" if key.development else ""
+        print(f"{key.key_id}  {key.public_key}  {key.origin}{flag}")
+        if key.reason:
+            print(f"    reason: {key.reason} (by {key.added_by or '?'} at {key.added_at or '?'}, from {key.source or '?'})")
+    return 0
 
 
 def cmd_keygen(args, settings) -> int:
@@ -344,14 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="verify a privacy certificate: signature, validity, released files, PDF")
     verify.add_argument("certificate", help="the certificate JSON file")
     verify.add_argument("--data", help="folder holding the released files to re-hash")
-    verify.add_argument("--pdf", help="the certificate PDF (default: certificate.pdf beside the JSON, if present)")
-    verify.add_argument("--trust", action="append", help="accepted signing key id or base64 public key (repeatable)")
+    verify.add_argument("--pdf", help="the certificate PDF (default: certificate.pdf beside the JSON; required)")
+    verify.add_argument("--trust", action="append",
+                        help="also accept this signing key id or base64 public key, for this check only (repeatable); "
+                        "the deployment's trusted keys (`credittwin keys`) are always accepted")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=cmd_verify)
     keygen = sub.add_parser("keygen", help="create an Ed25519 certificate-signing key file for production")
     keygen.add_argument("path")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
     keygen.set_defaults(func=cmd_keygen)
+    keys = sub.add_parser("keys", help="list the certificate-signing keys `verify` trusts, or trust one (with a reason)")
+    keys_sub = keys.add_subparsers(dest="action")
+    keys.set_defaults(func=cmd_keys, action="list", json=False)
+    keys_list = keys_sub.add_parser("list", help="the trusted keys: id, public key, origin and why")
+    keys_list.add_argument("--json", action="store_true", help="print the keys as JSON")
+    keys_trust = keys_sub.add_parser("trust", help="trust a public key from a PEM file or the key that signed a certificate")
+    keys_trust.add_argument("--pem", help="an Ed25519 public key PEM (or private key PEM: only its public half is kept)")
+    keys_trust.add_argument("--certificate", help="a certificate JSON: the key that signed it (its signature must verify)")
+    keys_trust.add_argument("--reason", required=True, help="why this key is trusted (kept in the trust store)")
+    keys_trust.add_argument("--actor", help="who trusts it (default: the OS user)")
     backfill = sub.add_parser("backfill", help="materialize all or some tenants' assets as a Dagster backfill")
     backfill.add_argument("tenants", nargs="*", help="tenant ids (registered ones)")
     backfill.add_argument("--all", action="store_true", help="every registered tenant")
@@ -376,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    if args.func not in (cmd_init_home, cmd_verify, cmd_keygen):
+    if args.func not in (cmd_init_home, cmd_verify, cmd_keygen, cmd_keys):
         ensure_dagster_home(settings)
     try:
         return args.func(args, settings)

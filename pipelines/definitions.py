@@ -13,7 +13,7 @@ import dagster as dg
 from assets import audit, cascade, certificate, ingest, privacy, risk, twin, validation
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import tenant_pipeline
-from pipelines.ops_sensors import drift_sensor, run_failure_alerts
+from pipelines.ops_sensors import dead_run_sensor, drift_sensor, run_failure_alerts
 from pipelines.schedules import build_schedules
 from pipelines.sensors import landing_sensor
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
@@ -54,7 +54,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=assets,
         jobs=[tenant_pipeline],
         schedules=build_schedules(settings, assets),
-        sensors=[landing_sensor, automation_sensor, drift_sensor, run_failure_alerts],
+        sensors=[landing_sensor, automation_sensor, drift_sensor, dead_run_sensor, run_failure_alerts],
         resources=build_resources(settings),
     )
 

@@ -19,6 +19,11 @@ TENANT_TAG = "credittwin/tenant"
 UPLOAD_TAG = "credittwin/upload_sha256"
 # Why a run happened: "landing", "automation", "drift", "regeneration", "stress-refresh", "backfill", "cli".
 TRIGGER_TAG = "credittwin/trigger"
+# Set on runs of the whole tenant graph (landing, drift, `credittwin materialize`): such a run regenerates everything
+# below what it changes, so declarative automation must not request it again (pipelines/automation.py). Dagster
+# records no asset selection for a run of the whole job, so its own "executed with the root" test misses these runs.
+SCOPE_TAG = "credittwin/scope"
+WHOLE_GRAPH = "graph"
 # Dagster's own tag for the partition of a run: the tenant.
 PARTITION_TAG = "dagster/partition"
 # Concurrency pool of the heavy training steps; its limit is `concurrency.pools.default_limit`

@@ -32,6 +32,10 @@ When the fitted tape has been pruned from storage (three newer uploads were
 ingested without a refit) the drift cannot be measured; the sensor logs it
 once and leaves the refit to the automation condition or the weekly schedule.
 
+`dead_run_sensor` — fails the runs whose `credittwin` process on this host was
+killed and frees their pool slots (`pipelines.recovery.fail_dead_runs`): the
+daemon's run monitoring cannot see an in-process run, which has no launcher.
+
 `run_failure_alerts` — a run-failure sensor: for every failed run it writes
 ``{tenant, run_id, job, step, error, time, trigger}`` as one JSON line to
 ``<data_dir>/ops/failures/<tenant>.jsonl`` (runs without a tenant go to
@@ -41,7 +45,7 @@ concurrent writers never interleave) and posts it to
 ``CREDITTWIN_ALERT_WEBHOOK_URL`` when set). It watches every run of the
 instance, the `credittwin` command's in-process runs included.
 
-Both default to RUNNING: an unattended platform must not depend on someone
+All default to RUNNING: an unattended platform must not depend on someone
 toggling them on in the UI.
 """
 
@@ -59,7 +63,7 @@ import dagster as dg
 
 from models.errors import CreditTwinError
 from models.tenant import validate_tenant_id
-from pipelines.jobs import PARTITION_TAG, TENANT_TAG, TRIGGER_TAG, tenant_pipeline
+from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TENANT_TAG, TRIGGER_TAG, WHOLE_GRAPH, tenant_pipeline
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.storage import MANIFEST, VersionedStore, atomic_write_text, dumps, safe_join
@@ -231,6 +235,7 @@ def scan_drift(context: dg.SensorEvaluationContext, settings: CreditTwinSettings
                 tags={
                     TENANT_TAG: tenant,
                     TRIGGER_TAG: "drift",
+                    SCOPE_TAG: WHOLE_GRAPH,
                     DRIFT_REFERENCE_TAG: fitted.data_version,
                     DRIFT_CURRENT_TAG: newest.data_version,
                     DRIFT_REPORT_TAG: str(report_path.relative_to(data_dir)),
@@ -250,6 +255,25 @@ def scan_drift(context: dg.SensorEvaluationContext, settings: CreditTwinSettings
 )
 def drift_sensor(context: dg.SensorEvaluationContext, settings: CreditTwinSettings):
     return scan_drift(context, settings)
+
+
+# ----------------------------------------------------------------------------------------- dead runs
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks failed the runs whose `credittwin` process on this host was killed, and frees their pool "
+    "slots, so one crashed run never blocks its tenant or the training pool (pipelines/recovery.py).",
+)
+def dead_run_sensor(context: dg.SensorEvaluationContext):
+    from pipelines.recovery import fail_dead_runs
+
+    dead = fail_dead_runs(context.instance, free_ended=False)
+    for run in dead:
+        context.log.warning(f"run {run.run_id} of tenant {run.tenant!r}: its process (pid {run.pid}) is gone; "
+                            "marked failed and its pool slots freed")
+    return dg.SkipReason(f"{len(dead)} dead run(s) failed" if dead else "no dead runs")
 
 
 # ------------------------------------------------------------------------------------- run failures

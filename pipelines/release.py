@@ -7,14 +7,18 @@ A bundle is one folder:
     performance.parquet, performance.csv    its synthetic monthly histories (when the tenant has any)
     certificate.json, certificate.pdf       the signed privacy certificate and its PDF twin
     validation_report.json, .pdf            the validation report, when one was materialized
-    manifest.json                           SHA-256 and size of every file above
+    manifest.json                           SHA-256 and size of every file above, signed
 
 The data files are the exact bytes the certificate hashed (stored beside it by
 `privacy_certificate`), so `credittwin verify <dir>/certificate.json --data <dir>`
-re-hashes them against the signed document. Export refuses a tenant without a
-certificate, or whose stored certificate no longer verifies (tampered, expired,
-files changed), and never leaves a half-written bundle: files are written into
-a staging folder that is renamed into place.
+re-hashes them against the signed document. The manifest is signed with the
+deployment's signing key (`models.certificate.sign_manifest`), so the files the
+certificate does not cover (the validation report) cannot be edited with their
+hash rewritten; verify re-hashes every file it lists and names any file it does
+not. Export refuses a tenant without a certificate, or whose stored certificate
+no longer verifies or is not signed by a key this deployment trusts (tampered,
+expired, files changed), and never leaves a half-written bundle: files are
+written into a staging folder that is renamed into place.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from models.certificate import MANIFEST_NAME
 from models.errors import CreditTwinError
 from models.tenant import validate_tenant_id
 
-MANIFEST = "manifest.json"
 REPORT_FILES = ("validation_report.json", "validation_report.pdf")
 
 
@@ -50,7 +54,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
             non-empty destination without `overwrite`.
     """
     from assets.certificate import CERTIFICATE_JSON, CERTIFICATE_PDF, RELEASE_DIR
-    from models.certificate import verify_certificate
+    from models.certificate import deployment_trust, load_signing_key, sign_manifest, verify_certificate
     from resources.storage import read_current
 
     tenant = validate_tenant_id(tenant)
@@ -63,8 +67,13 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
             "when the privacy audit passes (see privacy_audit's failed rules otherwise).",
         )
     release_dir = stored.path / RELEASE_DIR
-    result = verify_certificate(stored.path / CERTIFICATE_JSON, data_dir=release_dir,
-                                pdf_path=stored.path / CERTIFICATE_PDF)
+    # the key that signs the manifest is the deployment's own, which its trust therefore holds
+    key = load_signing_key(settings.signing_key_file, environment=settings.environment, dev_key_dir=settings.keys_dir,
+                           tenant=tenant)
+    trusted = deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
+                               environment=settings.environment, dev_key_dir=settings.keys_dir)
+    result = verify_certificate(stored.path / CERTIFICATE_JSON, data_dir=release_dir, trusted_keys=trusted,
+                                pdf_path=stored.path / CERTIFICATE_PDF, environment=settings.environment)
     if not result.ok:
         raise ExportError(
             f"its current certificate {result.certificate_id} does not verify: " + "; ".join(result.problems),
@@ -97,6 +106,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
         "files": [{"name": name, "bytes": len(data), "sha256": _sha256(data)} for name, data in sorted(files.items())],
         "notes": list(result.notes),
     }
+    manifest = sign_manifest(manifest, key)
     _write_bundle(Path(dest), files, manifest, overwrite=overwrite, tenant=tenant)
     return manifest
 
@@ -113,7 +123,7 @@ def _write_bundle(dest: Path, files: dict[str, bytes], manifest: dict, *, overwr
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if not dest.exists():
             os.replace(staging, dest)
             return

@@ -42,7 +42,7 @@ import dagster as dg
 
 from models.errors import CreditTwinError, InvalidTenantError
 from models.tenant import validate_tenant_id
-from pipelines.jobs import TENANT_TAG, TRIGGER_TAG, tenant_pipeline
+from pipelines.jobs import SCOPE_TAG, TENANT_TAG, TRIGGER_TAG, WHOLE_GRAPH, tenant_pipeline
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 
@@ -79,7 +79,7 @@ def regeneration_requests(
             dg.RunRequest(
                 run_key=f"{REGENERATION_TRIGGER}:{tenant}:{tick}",
                 partition_key=tenant,
-                tags={TENANT_TAG: tenant, TRIGGER_TAG: REGENERATION_TRIGGER, PRIORITY_TAG: "-1"},
+                tags={TENANT_TAG: tenant, TRIGGER_TAG: REGENERATION_TRIGGER, PRIORITY_TAG: "-1", SCOPE_TAG: WHOLE_GRAPH},
             )
         )
     return requests

@@ -7,14 +7,16 @@ import time
 import dagster as dg
 
 from models.errors import CreditTwinError, InvalidTenantError
-from models.tape import find_upload, fingerprint
+from models.tape import find_upload, fingerprint, is_tenant_folder
 from models.tenant import load_tenant_config, validate_tenant_id
-from pipelines.jobs import TRIGGER_TAG, TENANT_TAG, UPLOAD_TAG, tenant_pipeline
+from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TRIGGER_TAG, TENANT_TAG, UPLOAD_TAG, WHOLE_GRAPH, tenant_pipeline
 from pipelines.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.landing import REJECTED_SUFFIX, write_rejection
 
 INVALID_FOLDER_NOTE = "tenant-id"
+RAW_TAPE = dg.AssetKey("raw_loan_tape")
+IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 def _stat_key(paths) -> str:
@@ -23,6 +25,21 @@ def _stat_key(paths) -> str:
 
 def _youngest_age(paths) -> float:
     return min(time.time() - p.stat().st_mtime for p in paths)
+
+
+def ingested_upload(instance: dg.DagsterInstance, tenant: str) -> str | None:
+    """The fingerprint of the upload that the tenant's latest `raw_loan_tape` materialization read, by any path."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW_TAPE, asset_partitions=[tenant]), limit=1
+    ).records
+    recorded = records[0].asset_materialization.metadata.get("input_sha256") if records else None
+    return str(recorded.value) if recorded is not None else None
+
+
+def _run_in_progress(instance: dg.DagsterInstance, tenant: str) -> bool:
+    """True while a run of the tenant executes: it may be ingesting this very upload (a `credittwin` run has no
+    upload tag), so deciding waits for it instead of queueing a duplicate behind it."""
+    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={PARTITION_TAG: tenant}, statuses=IN_PROGRESS), limit=1))
 
 
 def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettings) -> dg.SensorResult | dg.SkipReason:
@@ -38,8 +55,9 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
     for entry in sorted(landing.iterdir(), key=lambda p: p.name):
         if entry.name.startswith(".") or entry.name.endswith(REJECTED_SUFFIX):
             continue
-        if entry.is_symlink() or not entry.is_dir():
-            context.log.warning(f"landing zone: ignoring {entry.name!r}: only tenant folders belong here")
+        if not is_tenant_folder(entry):
+            # No rejection note: inside a link it would land in the folder the link points to.
+            context.log.warning(f"landing zone: ignoring {entry.name!r}: only tenant folders (not links) belong here")
             continue
         try:
             tenant = validate_tenant_id(entry.name)
@@ -62,6 +80,15 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
             if previous.get("sha") == upload_sha:
                 cursor[tenant] = {"stat": stat_key, "sha": upload_sha}
                 continue
+            if tenant in known:
+                # `credittwin materialize`, the UI or a backfill may have processed the upload already
+                if _run_in_progress(context.instance, tenant):
+                    context.log.info(f"tenant '{tenant}': a run is in progress; the upload is looked at after it")
+                    continue
+                if ingested_upload(context.instance, tenant) == upload_sha:
+                    context.log.info(f"tenant '{tenant}': upload {upload_sha[:12]} is already materialized; no run")
+                    cursor[tenant] = {"stat": stat_key, "sha": upload_sha}
+                    continue
             if upload.config is not None:
                 load_tenant_config(upload.config, tenant=tenant)
             if upload.loans.stat().st_size == 0:
@@ -85,7 +112,7 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
             dg.RunRequest(
                 run_key=f"{tenant}:{upload_sha}",
                 partition_key=tenant,
-                tags={TENANT_TAG: tenant, UPLOAD_TAG: upload_sha, TRIGGER_TAG: "landing"},
+                tags={TENANT_TAG: tenant, UPLOAD_TAG: upload_sha, TRIGGER_TAG: "landing", SCOPE_TAG: WHOLE_GRAPH},
             )
         )
         cursor[tenant] = {"stat": stat_key, "sha": upload_sha}

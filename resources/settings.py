@@ -18,6 +18,11 @@ Variables:
                           certificates. Required in production; in
                           development a key is generated on first use under
                           ``$CREDITTWIN_DATA_DIR/keys`` and certificates say so.
+    CREDITTWIN_TRUSTED_KEYS_FILE
+                          the trust store of certificate-signing keys that
+                          ``credittwin verify`` accepts besides the
+                          deployment's own (JSON, ``credittwin keys``; default
+                          ``$CREDITTWIN_DATA_DIR/keys/trusted.json``).
     CREDITTWIN_ALERT_WEBHOOK_URL
                           http(s) URL the run-failure sensor POSTs each
                           failure to as JSON (default: none, failures are
@@ -59,6 +64,7 @@ class Settings:
     sensor_settle_seconds: float = 10.0
     ledger_url: str | None = None
     signing_key_file: Path | None = None
+    trusted_keys_file: Path | None = None
     alert_webhook_url: str | None = None
     regeneration_cron: str = "0 3 * * 1"
     stress_refresh_cron: str = "0 4 1 * *"
@@ -72,6 +78,16 @@ class Settings:
     @property
     def assets_dir(self) -> Path:
         return self.data_dir / "assets"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the development signing key is generated (and the trust store kept by default)."""
+        return self.data_dir / "keys"
+
+    @property
+    def trust_store(self) -> Path:
+        """The trust store of certificate-signing keys: configured, else ``keys/trusted.json`` under the data dir."""
+        return self.trusted_keys_file or self.keys_dir / "trusted.json"
 
     @property
     def ledger(self) -> str:
@@ -113,6 +129,9 @@ class Settings:
             mlflow_tracking_uri=env.get("CREDITTWIN_MLFLOW_TRACKING_URI", "").strip() or None,
             signing_key_file=Path(env["CREDITTWIN_SIGNING_KEY_FILE"]).expanduser()
             if env.get("CREDITTWIN_SIGNING_KEY_FILE")
+            else None,
+            trusted_keys_file=Path(env["CREDITTWIN_TRUSTED_KEYS_FILE"]).expanduser().resolve()
+            if env.get("CREDITTWIN_TRUSTED_KEYS_FILE", "").strip()
             else None,
             alert_webhook_url=env.get("CREDITTWIN_ALERT_WEBHOOK_URL", "").strip() or None,
             regeneration_cron=env.get("CREDITTWIN_REGENERATION_CRON", "").strip() or "0 3 * * 1",

@@ -34,17 +34,32 @@ KEEP_VERSIONS = 3
 
 
 def safe_join(root: Path, *parts: str) -> Path:
-    """Join `parts` under `root`, refusing a result outside `root` (after resolving links)."""
+    """Join `parts` under `root`, refusing a result outside `root` (after resolving links) or through a link.
+
+    A link that stays inside the root is refused too: resolved, a landing folder
+    ``evil-in -> good`` would silently become ``good``, and a caller would read or
+    write another tenant's files under the first tenant's name.
+    """
     base = Path(root).resolve()
     for part in parts:
         if not part or "\x00" in part or Path(part).is_absolute():
             raise UnsafePathError(f"path part {part!r} is empty, absolute or contains NUL.", fix="use a plain relative name.")
-    target = base.joinpath(*parts).resolve()
+    joined = base.joinpath(*parts)
+    target = joined.resolve()
     if target != base and not target.is_relative_to(base):
         raise UnsafePathError(
             f"path {'/'.join(parts)!r} resolves outside the data root {str(base)!r}.",
             fix="use names without '..', absolute paths or links that leave the data root.",
         )
+    step = base
+    for name in joined.relative_to(base).parts:
+        step = step / name
+        if step.is_symlink():
+            raise UnsafePathError(
+                f"path {'/'.join(parts)!r} goes through the symbolic link {str(step.relative_to(base))!r} under the "
+                f"data root {str(base)!r}; CreditTwin follows no link there.",
+                fix="replace the link by a real folder or file.",
+            )
     return target
 
 

@@ -137,3 +137,126 @@ def test_missing_declared_target_fails_the_blocking_check(settings, tmp_path):
         )
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks["target_column_present"] is False
+
+
+# --------------------------------------------------------------------------- a failed blocking check moves nothing
+
+# Few epochs and attacks; everything else is the production path. The 900-loan book passes every gate as uploaded.
+FAST = {"lstm_cascade": {"config": {"epochs": 4, "hidden_size": 16}}}
+CERTIFIED = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio", "anonymized_portfolio",
+             "privacy_audit", "privacy_certificate", "risk_model"]
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory):
+    """A tenant materialized up to its certificate and registered PD model, every blocking check passed."""
+    from models.demo import generate_portfolio, write_landing
+    from resources.settings import Settings
+    from tests.conftest import relax_audit
+
+    data = tmp_path_factory.mktemp("blocking") / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    folder = data / "landing" / "bank"
+    write_landing(generate_portfolio(900, months=12, seed=11), folder, fmt="parquet")
+    relax_audit(folder, risk={"max_calibration_error": 0.15})
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, instance, CERTIFIED)
+        assert result.success, _failure_text(result)
+        yield settings, instance, folder
+
+
+def _materialize(settings, instance, assets):
+    from tests.conftest import materialize_tenant
+
+    return materialize_tenant(settings, instance, "bank", assets, run_config={"ops": FAST})
+
+
+def _failure_text(result) -> str:
+    return " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
+
+
+def _currents(settings, assets) -> dict:
+    return {asset: VersionedStore(settings.data_dir, [asset], "bank").current() for asset in assets}
+
+
+def _latest_run(instance, asset) -> str:
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=["bank"]), limit=1
+    ).records[0].run_id
+
+
+def _assert_blocked(result, instance, settings, asset, check, before):
+    """`asset` failed `check`, stored nothing and recorded no materialization; the check and its reasons are shown."""
+    assert not result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == check)
+    assert evaluation.passed is False and evaluation.asset_key == dg.AssetKey(asset)
+    message = _failure_text(result)
+    assert f"{asset} failed its blocking check(s) {check}" in message and "stays current" in message
+    assert _currents(settings, before) == before
+    assert _latest_run(instance, asset) != result.run_id
+    assert asset not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_a_failed_fidelity_check_keeps_the_last_good_synthetic_portfolio_current(certified):
+    # setup: a new upload far from the book the twin was fitted on (amounts in thousandths), judged by the old twin
+    import polars as pl
+
+    settings, instance, folder = certified
+    before = _currents(settings, ["synthetic_portfolio", "anonymized_portfolio"])
+    original = (folder / "loans.parquet").read_bytes()
+    loans = pl.read_parquet(folder / "loans.parquet")
+    loans.with_columns(pl.col("annual_income") * 1000, pl.col("loan_amount") * 1000).write_parquet(folder / "loans.parquet")
+    try:
+        # run
+        result = _materialize(settings, instance, ["raw_loan_tape", "synthetic_portfolio", "anonymized_portfolio"])
+        # assert: nothing moved, and anonymized_portfolio did not run on the failed sample
+        _assert_blocked(result, instance, settings, "synthetic_portfolio", "synthetic_fidelity", before)
+        assert "anonymized_portfolio" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    finally:
+        (folder / "loans.parquet").write_bytes(original)
+
+
+def test_a_failed_privacy_audit_keeps_the_last_passed_audit_and_its_certificate_current(certified):
+    # setup: a policy this release cannot meet (at most 1% of released rows closer to train than to holdout)
+    import yaml
+
+    settings, instance, folder = certified
+    before = _currents(settings, ["privacy_audit", "privacy_certificate"])
+    original = (folder / "tenant.yaml").read_text()
+    config = yaml.safe_load(original)
+    config["audit"] = {**config["audit"], "max_dcr_share": 0.01}
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    try:
+        # run
+        result = _materialize(settings, instance, ["raw_loan_tape", "privacy_audit", "privacy_certificate"])
+        alone = _materialize(settings, instance, ["privacy_certificate"])
+        # assert: the certificate alone does not certify under the last passed audit's older policy either
+        _assert_blocked(result, instance, settings, "privacy_audit", "privacy_policy", before)
+        assert not alone.success and "another audit policy than tenant.yaml's current one" in _failure_text(alone)
+        assert _currents(settings, before) == before
+    finally:
+        (folder / "tenant.yaml").write_text(original)
+
+
+def test_a_failed_registration_gate_keeps_the_last_registered_model_current(certified):
+    # setup: the same loans, but no holdout loan defaulted: the model cannot be evaluated on the real holdout
+    import polars as pl
+
+    from models.ingest import split_train_holdout
+
+    settings, instance, folder = certified
+    before = _currents(settings, ["risk_model"])
+    original = (folder / "loans.parquet").read_bytes()
+    loans = pl.read_parquet(folder / "loans.parquet")
+    side = split_train_holdout(loans, "loan_id", 0.2)
+    loans.with_columns(
+        pl.when(side == "holdout").then(0).otherwise(pl.col("default_flag")).alias("default_flag")
+    ).write_parquet(folder / "loans.parquet")
+    try:
+        # run
+        result = _materialize(settings, instance, ["raw_loan_tape", "risk_model"])
+        # assert
+        _assert_blocked(result, instance, settings, "risk_model", "registration_gate", before)
+        assert "not evaluable" in _failure_text(result)
+    finally:
+        (folder / "loans.parquet").write_bytes(original)

@@ -1,16 +1,21 @@
-"""A run killed with SIGKILL in the middle of a DP training step, then re-executed: nothing is charged twice,
-nothing half-written is visible, the lineage chain verifies and stored DP outputs are re-released.
+"""Runs killed with SIGKILL, then run again: nothing is charged twice, nothing half-written is CURRENT, the
+lineage chain verifies, stored DP outputs are re-released, and no one frees anything by hand.
 
-The run is a real Dagster run in a separate process (`dagster.execute_job`
-against a file-backed DAGSTER_HOME with the project's dagster.yaml). The test
-waits — by polling the privacy ledger, not by sleeping a guessed time — until
-``lstm_cascade`` has charged its DP-SGD spend and is training, kills the whole
-process group, marks the run failed and frees its concurrency slots (what
-Dagster's run monitoring does for a dead run worker), re-executes it from
-failure, and finally runs the same job and partition afresh.
+Each run is a real Dagster run in a separate process against a file-backed
+DAGSTER_HOME with the project's dagster.yaml (one `training` pool slot). A
+killed run stays STARTED and keeps its slot; the next run proceeds only because
+`pipelines.recovery.fail_dead_runs` (run by `credittwin` before every run) sees
+that the run's owning process is gone, marks it failed and frees its slots.
+
+`test_credittwin_materialize_killed_at_the_charge_in_training_and_mid_write_recovers`
+kills `credittwin materialize` at three points. The kill is injected in the
+killed process itself (it wraps one function and sends itself SIGKILL right
+there), so it lands exactly at the point on any machine, however busy; the test
+waits on the process's death and on run records, never on a guessed sleep.
 """
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -22,7 +27,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.cli import ensure_dagster_home
+from pipelines.cli import ensure_dagster_home, main, materialize_tenant
+from pipelines.recovery import fail_dead_runs, owner_tags
 from resources.ledger import PrivacyLedger
 from resources.lineage import LineageTrail
 from resources.settings import Settings
@@ -56,7 +62,7 @@ def run_in_subprocess() -> None:
     """The killed process: one run of the job for the tenant, on the instance in DAGSTER_HOME."""
     with dg.DagsterInstance.get() as instance:
         dg.execute_job(
-            _reconstructable(), instance, run_config=RUN_CONFIG, tags={"dagster/partition": TENANT},
+            _reconstructable(), instance, run_config=RUN_CONFIG, tags={"dagster/partition": TENANT, **owner_tags()},
             asset_selection=[dg.AssetKey(a) for a in ASSETS],
         )
 
@@ -154,10 +160,10 @@ def test_a_run_killed_mid_step_reexecutes_without_double_charges_or_broken_linea
         killed_records = _records(settings, killed.run_id)
         assert set(killed_records) == {"raw_loan_tape", "fitted_copula"}
 
-        # run: recover as Dagster's run monitoring would, then re-execute from the failure
-        instance.report_run_failed(killed, "run worker killed with SIGKILL (test)")
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(killed.run_id)
+        # run: the dead run is failed and its training slot freed by CreditTwin, then re-executed from the failure
+        (dead,) = fail_dead_runs(instance, free_ended=True)
+        assert dead.run_id == killed.run_id and dead.pid == process.pid
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
         options = dg.ReexecutionOptions.from_failure(killed.run_id, instance)
         # the Python API does not carry the parent's partition tag over (the daemon's and the UI's re-execution do)
         with dg.execute_job(
@@ -214,3 +220,137 @@ def test_a_run_killed_mid_step_reexecutes_without_double_charges_or_broken_linea
     }
     assert re_released == {"fitted_copula", "lstm_cascade"}
     print(f"killed after {killed_at:.1f}s; killed run, re-execution and fresh run took {total:.1f}s")
+
+
+# ------------------------------------------------------------------ `credittwin materialize` killed at three points
+
+KILL_POINTS = ("charge", "training", "write")
+RUN_DEADLINE_S = 900  # one run of the whole graph, training included, on a busy 2-core machine
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def materialize_and_die(tenant: str, point: str) -> None:
+    """`credittwin materialize <tenant>` in this process, which SIGKILLs itself at `point`:
+
+    - "charge": as the first privacy charge returns (committed to the ledger, nothing computed under it yet);
+    - "training": at the end of the first DP-SGD epoch of ``lstm_cascade``;
+    - "write": while ``lstm_cascade``'s trained model is being written (files staged, not yet renamed into place).
+    """
+    if point == "charge":
+        from resources.ledger import PrivacyLedger
+
+        charge = PrivacyLedger.charge
+
+        def charge_then_die(self, *args, **kwargs):
+            charge(self, *args, **kwargs)
+            _die()
+
+        PrivacyLedger.charge = charge_then_die
+    elif point == "training":
+        from models.dp import OpacusDPHook
+
+        epoch_end = OpacusDPHook.on_epoch_end
+
+        def first_epoch_then_die(self, epoch):
+            epoch_end(self, epoch)
+            _die()
+
+        OpacusDPHook.on_epoch_end = first_epoch_then_die
+    else:
+        import resources.storage as storage
+
+        digest = storage.sha256_file
+
+        def die_while_writing_the_cascade(path):
+            parts = Path(path).parts
+            if "lstm_cascade" in parts and any(part.startswith(".v") for part in parts):  # a staging folder
+                _die()
+            return digest(path)
+
+        storage.sha256_file = die_while_writing_the_cascade
+    sys.exit(main(["materialize", tenant]))
+
+
+def _run_until_killed(settings: Settings, point: str) -> str:
+    """Start `credittwin materialize` that kills itself at `point`; wait for its death; return its output."""
+    log = settings.data_dir.parent / f"killed_at_{point}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", f"from {__name__} import materialize_and_die; materialize_and_die({TENANT!r}, {point!r})"],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+            stdout=output, stderr=subprocess.STDOUT,
+        )
+    try:
+        process.wait(timeout=RUN_DEADLINE_S)  # the event: the process died at its kill point (or ended without it)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert process.returncode == -signal.SIGKILL, f"`credittwin materialize` was not killed at {point}:\n{text[-4000:]}"
+    return text
+
+
+def _staged(settings: Settings, asset: str) -> list[Path]:
+    store = VersionedStore(settings.data_dir, [asset], TENANT)
+    return [p for p in store.dir.iterdir() if p.name.startswith(".")] if store.dir.exists() else []
+
+
+def test_credittwin_materialize_killed_at_the_charge_in_training_and_mid_write_recovers(dp_tenant):
+    settings = dp_tenant
+    started = time.monotonic()
+    outputs, charges_after, runs = {}, {}, []
+    for point in KILL_POINTS:
+        # run: the tenant's next run; it gets the training slot only if the run killed before it was recovered
+        outputs[point] = _run_until_killed(settings, point)
+        charges_after[point] = [(c.asset, c.id, c.idempotency_hash) for c in _charges(settings)]
+        with dg.DagsterInstance.get() as instance:
+            (latest,) = instance.get_runs(limit=1)
+        assert latest.status == dg.DagsterRunStatus.STARTED  # its process just vanished
+        runs.append(latest.run_id)
+        _assert_storage_consistent(settings)
+        if point == "write":  # killed half way through writing the trained model: staged files, nothing CURRENT
+            assert _staged(settings, "lstm_cascade")
+            assert VersionedStore(settings.data_dir, ["lstm_cascade"], TENANT).current() is None
+    killed_at = time.monotonic() - started
+
+    # run: the rerun, as a user types it
+    printed = io.StringIO()
+    succeeded = materialize_tenant(TENANT, settings, out=printed)  # what `credittwin materialize dpbank` runs
+    out = printed.getvalue()
+    total = time.monotonic() - started
+
+    # assert: each run recovered the one killed before it, and the rerun the last one
+    for previous, point in zip(runs, KILL_POINTS[1:]):
+        assert f"run {previous} of tenant '{TENANT}': its process" in outputs[point], outputs[point][-3000:]
+    assert f"run {runs[-1]} of tenant '{TENANT}': its process" in out
+    with dg.DagsterInstance.get() as instance:
+        for run_id in runs:
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        (rerun,) = instance.get_runs(limit=1)
+        assert rerun.is_finished and rerun.run_id not in runs
+        storage = instance.event_log_storage
+        assert not storage.supports_global_concurrency_limits or not storage.get_concurrency_run_ids()
+    assert f"run {rerun.run_id} for tenant '{TENANT}'" in out
+
+    # the ledger: the charge made at the first kill and the DP-SGD charge made before training are kept, never
+    # repeated; in the end exactly one charge per DP asset
+    assert len(charges_after["charge"]) == 1
+    assert "lstm_cascade" in {a for a, _, _ in charges_after["training"]}
+    final = [(c.asset, c.id, c.idempotency_hash) for c in _charges(settings)]
+    assert set(charges_after["charge"]) <= set(charges_after["training"]) <= set(charges_after["write"]) <= set(final)
+    assert sorted(a for a, _, _ in final) == ["fitted_copula", "lstm_cascade"]
+
+    # the rerun trained the cascade afresh under its earlier charge (the killed write released nothing) and made it CURRENT
+    assert "materialized lstm_cascade" in out and "step lstm_cascade failed" not in out, out
+    cascade = VersionedStore(settings.data_dir, ["lstm_cascade"], TENANT).read()
+    assert cascade.manifest["run_id"] == rerun.run_id
+    assert cascade.document("privacy")["ledger_charge_id"] == next(i for a, i, _ in final if a == "lstm_cascade")
+    _assert_storage_consistent(settings)
+    with LineageTrail(settings.lineage) as trail:
+        report = trail.verify(TENANT)
+    assert report.ok, report.reason
+    print(f"three kills after {killed_at:.0f}s; the rerun {'succeeded' if succeeded else 'failed'} at {total:.0f}s")

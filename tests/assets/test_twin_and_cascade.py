@@ -86,16 +86,20 @@ def test_requested_rate_and_fixed_category_through_run_config(demo_book):
             "config": {"rows": 2000, "seed": 5, "target_default_rate": 0.2, "conditions": {"product": "mortgage"}}
         },
     }
+    store = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "bank")
+    before = store.current()
     result = _materialize(settings, instance, "bank", run_config=config, only=["synthetic_portfolio"])
-    # the sample is stored and judged; on a book this small the conditioned reference is too thin to require a pass
+    # the sample is judged; on a book this small the conditioned reference is too thin for it to pass the blocking
+    # fidelity check, so it is not stored (the last good portfolio stays current) and its figures travel in the failure
     fidelity = next(e for e in result.get_asset_check_evaluations() if e.check_name == "synthetic_fidelity")
-    assert "worst_columns" in fidelity.metadata
-    loans = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "bank").read().table("loans")
-    assert loans.height == 2000
-    assert loans.get_column("product").unique().to_list() == ["mortgage"]
-    assert abs(loans.get_column("default_flag").mean() - 0.2) <= 0.005
-    metadata = _latest_metadata(instance, "synthetic_portfolio", "bank")
-    assert metadata["seed"].value == 5
+    assert "worst_columns" in fidelity.metadata and not fidelity.passed
+    assert store.current() == before
+    failure = next(e for e in result.get_step_failure_events() if e.step_key == "synthetic_portfolio")
+    figures = failure.event_specific_data.user_failure_data.metadata
+    assert figures["dagster/row_count"].value == 2000
+    assert figures["conditions"].value == {"target_rate": 0.2, "fixed": {"product": "mortgage"}}
+    assert abs(figures["default_rate"].value - 0.2) <= 0.005
+    assert figures["seed"].value == 5
 
 
 def test_tenant_without_history_skips_the_cascade_and_still_releases(tmp_path):

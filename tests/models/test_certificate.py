@@ -35,7 +35,13 @@ from models.certificate import (
     load_signing_key,
     payload_sha256,
     render_certificate_pdf,
+    deployment_trust,
+    public_key_from_pem,
+    read_trust_store,
     sign_certificate,
+    sign_manifest,
+    signer_of_certificate,
+    trust_key,
     verify_certificate,
 )
 from models.errors import CertificateError
@@ -464,8 +470,147 @@ def test_an_untrusted_key_fails_verification_even_when_the_signature_is_valid(re
     # run
     result = verify_certificate(forged, trusted_keys=[prod_key.public_key_b64], now=DURING)
     # assert: integrity holds, trust does not
-    assert result.problems == [f"the certificate is signed by key {dev_key.key_id}, which is not among the trusted keys"]
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith(f"the certificate is signed by key {dev_key.key_id}, which is not among the "
+                                         "trusted keys: if its issuer published this key id to you, trust it with "
+                                         "`credittwin keys trust")
     assert verify_certificate(signed, trusted_keys=[prod_key.public_key_b64], now=DURING).ok
+
+
+# --------------------------------------------------------------------------- the trust store
+
+
+def test_the_trust_store_keeps_each_key_once_with_its_reason(tmp_path, prod_key):
+    # setup
+    store = tmp_path / "keys" / "trusted.json"
+    # run
+    first, added = trust_key(store, prod_key.public_key_b64, reason="published by Acme", actor="ana", source="PEM x")
+    again, added_again = trust_key(store, prod_key.public_key_b64, reason="other", actor="bob", source="PEM y")
+    keys = read_trust_store(store)
+    # assert
+    assert added and not added_again
+    assert [(k.key_id, k.reason, k.added_by, k.origin) for k in keys] == [
+        (prod_key.key_id, "published by Acme", "ana", "trust store")]
+    assert again == keys[0] == first
+    assert read_trust_store(tmp_path / "absent.json") == []
+
+
+def test_trusting_a_key_without_a_reason_is_refused(tmp_path, prod_key):
+    # run / assert
+    with pytest.raises(CertificateError, match="needs a reason"):
+        trust_key(tmp_path / "trusted.json", prod_key.public_key_b64, reason="  ", actor="ana", source="PEM x")
+    assert not (tmp_path / "trusted.json").exists()
+
+
+def test_a_trust_entry_edited_to_pair_a_trusted_id_with_another_key_is_refused(tmp_path, prod_key, dev_key):
+    # setup: the forger keeps the trusted id but swaps in their own public key
+    store = tmp_path / "trusted.json"
+    trust_key(store, prod_key.public_key_b64, reason="published by Acme", actor="ana", source="PEM x")
+    document = json.loads(store.read_text())
+    document["keys"][0]["public_key"] = dev_key.public_key_b64
+    store.write_text(json.dumps(document))
+    # run / assert
+    with pytest.raises(CertificateError, match=f"pairs key id '{prod_key.key_id}' with a public key whose id is "
+                                               f"{dev_key.key_id}"):
+        read_trust_store(store)
+
+
+def test_a_public_key_is_read_from_a_public_or_private_pem_and_only_ed25519(tmp_path, prod_key):
+    # setup
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat, PublicFormat,
+                                                              load_pem_private_key)
+
+    private_key = load_pem_private_key(prod_key.source.read_bytes(), password=None)
+    public_pem = tmp_path / "public.pem"
+    public_pem.write_bytes(private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    other = tmp_path / "ec.pem"
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    # run / assert
+    assert public_key_from_pem(public_pem) == public_key_from_pem(prod_key.source) == prod_key.public_key_b64
+    with pytest.raises(CertificateError, match="not an Ed25519 key"):
+        public_key_from_pem(other)
+
+
+def test_the_deployment_trusts_its_own_keys_but_not_a_development_key_in_production(tmp_path, prod_key):
+    # setup: a development key generated under the data root, a production key file, an empty store
+    dev = load_signing_key(None, environment="development", dev_key_dir=tmp_path / "keys")
+    store = tmp_path / "keys" / "trusted.json"
+    # run
+    development = deployment_trust(store, signing_key_file=prod_key.source, environment="development",
+                                   dev_key_dir=tmp_path / "keys")
+    production = deployment_trust(store, signing_key_file=prod_key.source, environment="production",
+                                  dev_key_dir=tmp_path / "keys")
+    # assert
+    assert [(k.key_id, k.origin, k.development) for k in development] == [
+        (prod_key.key_id, "signing key", False), (dev.key_id, "development key", True)]
+    assert [k.key_id for k in production] == [prod_key.key_id]
+    assert not store.exists()  # nothing is written by looking
+
+
+def test_a_key_is_trusted_from_a_certificate_only_when_it_signed_it(release, tmp_path, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    json_path, _ = write(tmp_path, signed)
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json_path.read_text().replace('"tenant": "acme"', '"tenant": "acmf"'))
+    # run / assert
+    assert signer_of_certificate(json_path) == (dev_key.public_key_b64, True)
+    with pytest.raises(CertificateError, match="does not verify under its own key"):
+        signer_of_certificate(tampered)
+
+
+def test_a_development_key_is_a_problem_in_production(release, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    # run
+    development = verify_certificate(signed, trusted_keys=[dev_key.key_id], now=DURING)
+    production = verify_certificate(signed, trusted_keys=[dev_key.key_id], environment="production", now=DURING)
+    # assert
+    assert development.ok and any(DEVELOPMENT_BANNER in note for note in development.notes)
+    assert not production.ok
+    assert production.problems == [f"the certificate is signed with a development key ({dev_key.key_id}), which "
+                                   "production (CREDITTWIN_ENV=production) never accepts: have the release "
+                                   "re-certified with the deployment's production key"]
+
+
+def test_a_named_pdf_that_is_missing_fails(release, tmp_path, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    # run
+    result = verify_certificate(signed, pdf_path=tmp_path / "certificate.pdf", now=DURING)
+    # assert
+    assert not result.ok and "is missing: a certificate is issued as its JSON and its PDF together" in result.problems[0]
+
+
+def test_a_signed_manifest_covers_every_bundle_file(release, tmp_path, dev_key, prod_key):
+    # setup: a bundle of the certificate and a report, with a manifest signed by the certificate's key
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    folder = tmp_path / "bundle"  # apart from the key files under tmp_path
+    folder.mkdir()
+    json_path, pdf_path = write(folder, signed)
+    (folder / "report.json").write_text('{"score": 1}')
+    manifest = {"payload_sha256": payload_sha256(signed), "files": [
+        {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p)} for p in (json_path, pdf_path, folder / "report.json")
+    ]}
+    manifest_path = folder / "manifest.json"
+    manifest_path.write_text(json.dumps(sign_manifest(manifest, dev_key)))
+    # run
+    good = verify_certificate(json_path, manifest_path=manifest_path, now=DURING)
+    (folder / "notes.txt").write_text("added later")
+    extra = verify_certificate(json_path, manifest_path=manifest_path, now=DURING)
+    (folder / "notes.txt").unlink()
+    manifest_path.write_text(json.dumps(sign_manifest(manifest, prod_key)))
+    other_signer = verify_certificate(json_path, manifest_path=manifest_path, now=DURING)
+    # assert
+    assert good.ok, good.problems
+    assert [(f["name"], f["status"]) for f in good.bundle_files] == [
+        ("certificate.json", "ok"), ("certificate.pdf", "ok"), ("report.json", "ok")]
+    assert extra.problems == ["'notes.txt' is in the bundle but not in its manifest.json: it is not part of the "
+                              "exported release; remove it, or export the bundle again"]
+    assert other_signer.problems == [f"the bundle's manifest.json is signed by key {prod_key.key_id}, which neither "
+                                     "signed the certificate nor is trusted: export the bundle again"]
 
 
 def test_the_pdf_must_carry_the_hash_and_say_what_the_json_says(release, tmp_path, dev_key):

@@ -21,6 +21,7 @@ from pipelines.automation import (
     regenerate_on_data_change,
 )
 from pipelines.definitions import build_definitions
+from pipelines.jobs import SCOPE_TAG, WHOLE_GRAPH
 from pipelines.ops_sensors import append_jsonl, drift_sensor, failure_log_path, run_failure_alerts
 from pipelines.schedules import REGENERATION_SCHEDULE, STRESS_REFRESH_SCHEDULE, build_schedules
 from resources.dagster_resources import CreditTwinSettings
@@ -58,7 +59,9 @@ def _assert_operations_config(instance, *, max_runs):
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     assert not instance.run_retries_retry_on_asset_or_op_failure  # data errors are not re-run whole
     assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 300
-    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300  # a crashed step frees its pool slot
+    # a crashed step's pool slot comes back within about a minute of its run's end, checked every 30 s
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
+    assert instance.run_monitoring_settings["poll_interval_seconds"] == 30
 
 
 def test_embedded_instance_config_parses_with_limits_pools_and_retries(tmp_path):
@@ -104,8 +107,8 @@ def test_definitions_attach_automation_freshness_schedules_and_sensors(tmp_path)
     has_stress = dg.AssetKey("stress_test") in graph.get_all_asset_keys()
     assert any(s.name == STRESS_REFRESH_SCHEDULE for s in defs.schedules) == has_stress
     sensors = {s.name: s for s in defs.sensors}
-    assert {"landing_sensor", AUTOMATION_SENSOR_NAME, "drift_sensor", "run_failure_alerts"} <= set(sensors)
-    for name in (AUTOMATION_SENSOR_NAME, "drift_sensor", "run_failure_alerts"):
+    assert {"landing_sensor", AUTOMATION_SENSOR_NAME, "drift_sensor", "dead_run_sensor", "run_failure_alerts"} <= set(sensors)
+    for name in (AUTOMATION_SENSOR_NAME, "drift_sensor", "dead_run_sensor", "run_failure_alerts"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING, name
     assert isinstance(sensors[AUTOMATION_SENSOR_NAME], dg.AutomationConditionSensorDefinition)
     assert defs.resolve_job_def("tenant_pipeline") is not None
@@ -200,6 +203,31 @@ def test_unchanged_upload_does_not_regenerate_downstream_and_a_changed_one_does(
         assert together.get_requested_partitions(features) == set()
 
 
+def test_a_whole_graph_run_is_not_followed_by_an_automation_run(settings):
+    # setup: the tenant is materialized; its upload then changes
+    folder = write_small_tape(settings.landing_dir / "acme")
+    defs = build_definitions(settings)
+    watched = dg.AssetSelection.assets("loan_features", "fitted_copula")
+    with dg.instance_for_test() as instance:
+        assert _materialize(settings, instance, "acme", ["raw_loan_tape", "loan_features"]).success
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=watched)
+        with open(folder / "loans.csv", "a") as handle:
+            handle.write("L99999,40,north,50000.00,1000.00,5.00,36,0\n")
+
+        # run: the changed upload is ingested by a run of the whole graph (the landing sensor's, drift's or
+        # `credittwin materialize`), which Dagster records without an asset selection; an automation tick follows
+        job = defs.resolve_job_def("tenant_pipeline")
+        whole = job.execute_in_process(
+            partition_key="acme", instance=instance, run_config=QUIET, tags={SCOPE_TAG: WHOLE_GRAPH},
+            asset_selection=[dg.AssetKey("raw_loan_tape")],  # the rest of the graph is not needed to show the tick
+        )
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=watched, cursor=before.cursor)
+
+        # assert: that run regenerates what lies below; automation requests nothing on top of it
+        assert whole.success
+        assert after.total_requested == 0
+
+
 # ------------------------------------------------------------------------------------- schedules
 
 
@@ -229,6 +257,8 @@ def test_regeneration_schedule_requests_every_tenant_and_the_queue_runs_them_in_
             assert sorted(r.tags["dagster/partition"] for r in runs) == tenants
             assert all(r.status == dg.DagsterRunStatus.QUEUED for r in runs)
             assert all(r.tags["credittwin/trigger"] == "regeneration" and r.tags["dagster/schedule_name"] == REGENERATION_SCHEDULE for r in runs)
+            # a whole-graph run: the automation does not queue a second run after it
+            assert all(r.tags[SCOPE_TAG] == WHOLE_GRAPH for r in runs)
             # a landing run for bank-0 arrives later, at the default priority
             remote_job = next(iter(workspace.create_request_context().get_code_location_entries().values())).code_location.get_repository("__repository__").get_full_job("tenant_pipeline")
             landing = instance.create_run_for_job(

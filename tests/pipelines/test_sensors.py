@@ -1,8 +1,13 @@
+import json
+
 import dagster as dg
 
-from pipelines.sensors import landing_sensor
+from pipelines.definitions import build_definitions
+from pipelines.sensors import ingested_upload, landing_sensor
 from resources.dagster_resources import CreditTwinSettings
-from tests.conftest import write_small_tape
+from tests.conftest import materialize_tenant, write_small_tape
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def _tick(settings, instance, cursor=None):
@@ -72,3 +77,29 @@ def test_missing_landing_zone_is_a_skip(tmp_path):
         )
         result = landing_sensor(context)
         assert isinstance(result, dg.SkipReason)
+
+
+def test_an_upload_already_materialized_by_the_cli_is_not_run_again(settings):
+    # setup: `credittwin materialize` (any path but the sensor) ingested the upload; the sensor has no cursor yet,
+    # as when `dagster dev` starts after `credittwin demo`
+    folder = write_small_tape(settings.landing_dir / "acme")
+    with dg.instance_for_test() as instance:
+        assert materialize_tenant(settings, instance, "acme", ["raw_loan_tape"], run_config=QUIET).success
+        job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+
+        # run: a first tick, then a tick while a run of the tenant is in progress after the upload changed
+        first = _tick(settings, instance)
+        with open(folder / "loans.csv", "a") as handle:
+            handle.write("L99999,40,north,50000.00,1000.00,5.00,36,0\n")
+        running = instance.create_run_for_job(job_def=job, tags={"dagster/partition": "acme"}, status=dg.DagsterRunStatus.STARTED)
+        during = _tick(settings, instance, cursor=first.cursor)
+        instance.report_run_canceled(running)
+        after = _tick(settings, instance, cursor=during.cursor)
+
+        # assert: the processed upload is not requested and the cursor remembers it; the changed one waits for the
+        # tenant's run in progress, then is requested
+        assert first.run_requests == [] and first.dynamic_partitions_requests == []
+        assert json.loads(first.cursor)["acme"]["sha"] == ingested_upload(instance, "acme")
+        assert during.run_requests == [] and during.cursor == first.cursor
+        assert [r.partition_key for r in after.run_requests] == ["acme"]
+        assert after.run_requests[0].tags["credittwin/upload_sha256"] != ingested_upload(instance, "acme")
