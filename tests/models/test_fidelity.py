@@ -166,3 +166,14 @@ def test_labels_pooled_for_privacy_are_compared_as_the_pool(tmp_path):
     skewed = released.with_columns(pl.when(pl.col("annual_income") > 60_000).then(pl.lit(OTHER))
                                    .otherwise(pl.col("emp_title")).alias("emp_title"))
     assert not next(c for c in compare_tables(real, skewed, schema).columns if c.name == "emp_title").passed
+
+
+def test_a_flag_kept_as_text_enters_the_correlations_by_its_truth_values():
+    # setup: a T/F column (ingest keeps undeclared T/F as text; the schema calls it boolean)
+    real = pl.DataFrame({"flag": ["T", "F", "F", "T"] * 25, "amount": [float(i) for i in range(100)]})
+    schema = infer_schema(real)
+    synthetic = real.sample(fraction=1.0, shuffle=True, seed=1)
+    # run
+    report = compare_tables(real, synthetic, schema)
+    # assert: compared, not crashed
+    assert schema["flag"].type.value == "boolean" and "flag" in report.correlation_columns
