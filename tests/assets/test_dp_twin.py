@@ -76,15 +76,20 @@ def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path)
             settings, instance, "dpbank", ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"],
             run_config=run_config,
         )
-        # every asset materializes; on a 1,500-loan book at epsilon 1 the DP twin's fidelity check may fail
+        # the twin and the cascade materialize; the portfolio is stored only when its blocking fidelity check
+        # passes, which this DP twin (undeclared numeric columns left out, issue 14 item 7) may not on 1,500 loans
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-        assert materialized == {"raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"}
+        assert {"raw_loan_tape", "fitted_copula", "lstm_cascade"} <= materialized
+        if "synthetic_portfolio" not in materialized:
+            failures = " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
+            assert "synthetic_fidelity" in failures, failures
     stored = VersionedStore(settings.data_dir, ["lstm_cascade"], "dpbank").read()
     assert stored.document("status")["dp"] is True
     assert stored.document("privacy")["label"].startswith("DP-SGD: epsilon=2")
     assert not (stored.path / "markov").exists()  # the non-private baseline is scored, never released
-    portfolio = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "dpbank").read()
-    assert portfolio.table("performance").height > 0
+    if "synthetic_portfolio" in materialized:
+        portfolio = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "dpbank").read()
+        assert portfolio.table("performance").height > 0
     with PrivacyLedger(settings.ledger) as ledger:
         charges = ledger.status("dpbank").charges
     assert sorted(c.asset for c in charges) == ["fitted_copula", "lstm_cascade"]
