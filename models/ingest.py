@@ -1548,7 +1548,7 @@ class PerformanceHistory:
     """A performance file read into canonical form, with how the file wrote it.
 
     Attributes:
-        frame: the canonical history (see `validate_performance`).
+        frame: the canonical history (see `read_performance`).
         vocabulary: JSON-ready: ``columns`` (canonical name -> the file's
             column, for the columns the file has), ``dtypes`` (canonical name
             -> the file's dtype), ``status`` (canonical state -> the file's
@@ -1561,19 +1561,6 @@ class PerformanceHistory:
 
     frame: pl.DataFrame
     vocabulary: dict[str, Any]
-
-
-def validate_performance(
-    perf: pl.DataFrame,
-    loans: pl.DataFrame,
-    *,
-    tenant: str | None,
-    file: str | None,
-    loan_id_column: str,
-    mapping: dict,
-) -> pl.DataFrame:
-    """The performance history in canonical form, checked against the loans table (`read_performance`'s frame)."""
-    return read_performance(perf, loans, tenant=tenant, file=file, loan_id_column=loan_id_column, mapping=mapping).frame
 
 
 def read_performance(

@@ -110,6 +110,11 @@ def write_dp_landing(folder: Path, privacy: dict, *, rows: int) -> None:
     write_landing(portfolio, folder, fmt="parquet")
 
 
+def failure_text(result) -> str:
+    """Every failed step's message of an in-process run, joined: what a failing assertion should print."""
+    return " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
+
+
 def materialize_tenant(settings, instance, tenant: str, assets=None, *, run_config: dict | None = None):
     """Execute the tenant job in process for `tenant`, adding it as a partition when `instance` lacks it.
 

@@ -5,7 +5,7 @@ import pytest
 
 from pipelines.definitions import build_definitions
 from resources.storage import VersionedStore
-from tests.conftest import write_small_tape
+from tests.conftest import failure_text, write_small_tape
 
 
 # The 120-loan tape is below the PD model's 200-row minimum (risk_model fails, naming it); the risk assets are
@@ -161,7 +161,7 @@ def certified(tmp_path_factory):
     relax_audit(folder, risk={"max_calibration_error": 0.15})
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, CERTIFIED)
-        assert result.success, _failure_text(result)
+        assert result.success, failure_text(result)
         yield settings, instance, folder
 
 
@@ -170,9 +170,6 @@ def _materialize(settings, instance, assets):
 
     return materialize_tenant(settings, instance, "bank", assets, run_config={"ops": FAST})
 
-
-def _failure_text(result) -> str:
-    return " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
 
 
 def _currents(settings, assets) -> dict:
@@ -190,7 +187,7 @@ def _assert_blocked(result, instance, settings, asset, check, before):
     assert not result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == check)
     assert evaluation.passed is False and evaluation.asset_key == dg.AssetKey(asset)
-    message = _failure_text(result)
+    message = failure_text(result)
     assert f"{asset} failed its blocking check(s) {check}" in message and "stays current" in message
     assert _currents(settings, before) == before
     assert _latest_run(instance, asset) != result.run_id
@@ -232,7 +229,7 @@ def test_a_failed_privacy_audit_keeps_the_last_passed_audit_and_its_certificate_
         alone = _materialize(settings, instance, ["privacy_certificate"])
         # assert: the certificate alone does not certify under the last passed audit's older policy either
         _assert_blocked(result, instance, settings, "privacy_audit", "privacy_policy", before)
-        assert not alone.success and "another audit policy than tenant.yaml's current one" in _failure_text(alone)
+        assert not alone.success and "another audit policy than tenant.yaml's current one" in failure_text(alone)
         assert _currents(settings, before) == before
     finally:
         (folder / "tenant.yaml").write_text(original)
@@ -257,6 +254,6 @@ def test_a_failed_registration_gate_keeps_the_last_registered_model_current(cert
         result = _materialize(settings, instance, ["raw_loan_tape", "risk_model"])
         # assert
         _assert_blocked(result, instance, settings, "risk_model", "registration_gate", before)
-        assert "not evaluable" in _failure_text(result)
+        assert "not evaluable" in failure_text(result)
     finally:
         (folder / "loans.parquet").write_bytes(original)

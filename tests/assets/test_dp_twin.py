@@ -6,7 +6,7 @@ import yaml
 from resources.ledger import PrivacyLedger
 from resources.settings import Settings
 from resources.storage import VersionedStore
-from tests.conftest import DP_DOMAINS, materialize_tenant, write_dp_landing
+from tests.conftest import DP_DOMAINS, failure_text, materialize_tenant, write_dp_landing
 
 
 def _write(folder, privacy):
@@ -81,8 +81,7 @@ def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path)
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert {"raw_loan_tape", "fitted_copula", "lstm_cascade"} <= materialized
         if "synthetic_portfolio" not in materialized:
-            failures = " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
-            assert "synthetic_fidelity" in failures, failures
+            assert "synthetic_fidelity" in failure_text(result), failure_text(result)
     stored = VersionedStore(settings.data_dir, ["lstm_cascade"], "dpbank").read()
     assert stored.document("status")["dp"] is True
     assert stored.document("privacy")["label"].startswith("DP-SGD: epsilon=2")

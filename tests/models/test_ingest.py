@@ -22,8 +22,8 @@ from models.ingest import (
     find_duplicate_ids,
     neutralise_formulas,
     read_table,
+    read_performance,
     split_train_holdout,
-    validate_performance,
 )
 
 TENANT = "acme-bank"
@@ -158,7 +158,7 @@ def test_performance_ids_missing_from_loans_are_refused() -> None:
         InvalidDataError,
         match=r"tenant 'acme-bank', file 'performance.csv', column 'loan_id': 2 loan id\(s\) in the performance file are not in the loans file, e\.g\. 'L9', 'L8'\. Fix: upload the loans file",
     ):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
 
 
 def test_file_replaced_while_being_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -530,7 +530,7 @@ def test_performance_aliases_are_mapped_to_canonical_columns() -> None:
         }
     )
     # run
-    out = validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LoanNumber", mapping={})
+    out = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LoanNumber", mapping={}).frame
     # assert
     assert out.columns == ["loan_id", "period", "status", "days_past_due", "balance"]
     assert out.rows() == [("1", 1, "current", 0, 95.0), ("1", 2, "dpd30", 35, 90.5), ("2", 1, "current", 0, 100.0)]
@@ -549,7 +549,7 @@ def test_performance_mapping_dates_and_status_from_days_past_due() -> None:
     )
     mapping = {"loan_id": "acct", "period": "as_of", "days_past_due": "arrears_days", "payment": "paid"}
     # run
-    out = validate_performance(perf, loans, tenant=TENANT, file="performance.parquet", loan_id_column="loan_id", mapping=mapping)
+    out = read_performance(perf, loans, tenant=TENANT, file="performance.parquet", loan_id_column="loan_id", mapping=mapping).frame
     # assert
     assert out.columns == ["loan_id", "period", "reporting_month", "status", "days_past_due", "payment"]
     assert out.get_column("period").to_list() == [1, 2, 3, 1]
@@ -562,7 +562,7 @@ def test_performance_without_days_past_due_gets_them_from_status() -> None:
     loans = pl.DataFrame({"loan_id": ["A"]})
     perf = pl.DataFrame({"loan_id": ["A", "A", "A"], "mob": [1, 2, 3], "state": ["current", "60", "charged off"]})
     # run
-    out = validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    out = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={}).frame
     # assert
     assert out.rows() == [("A", 1, "current", 0), ("A", 2, "dpd60", 60), ("A", 3, "default", None)]
 
@@ -573,7 +573,7 @@ def test_performance_unknown_status_labels_are_named() -> None:
     perf = pl.DataFrame({"loan_id": ["A", "A", "A"], "period": [1, 2, 3], "status": ["current", "Frozen", "legal"]})
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'status': unknown status label\(s\): 'Frozen', 'legal'\. Fix: spell them as one of current, dpd30"):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
 
 
 def test_performance_missing_required_column_and_bad_mapping() -> None:
@@ -582,11 +582,11 @@ def test_performance_missing_required_column_and_bad_mapping() -> None:
     perf = pl.DataFrame({"loan_id": ["A"], "period": [1], "balance": [1.0]})
     # run / assert
     with pytest.raises(InvalidDataError, match=r"file 'performance.csv', column 'status': required performance column\(s\) not found: status \(or days_past_due\)\. Fix: rename"):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
     with pytest.raises(InvalidDataError, match=r"column 'state': performance.status in tenant.yaml names this column but the file has no such column"):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={"status": "state"})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={"status": "state"})
     with pytest.raises(TenantConfigError, match=r"unknown key\(s\) arrears under performance"):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={"arrears": "x"})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={"arrears": "x"})
 
 
 def test_performance_repeated_loan_month_is_refused() -> None:
@@ -595,7 +595,7 @@ def test_performance_repeated_loan_month_is_refused() -> None:
     perf = pl.DataFrame({"loan_id": ["A", "A"], "period": [1, 1], "status": ["current", "current"]})
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'period': 2 rows repeat a \(loan, period\) pair, e\.g\. A month 1\. Fix: keep one row"):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
 
 
 # ---------------------------------------------------------------------- memory
@@ -702,7 +702,7 @@ def test_performance_status_as_a_servicer_spells_it() -> None:
     behind = pl.DataFrame({"loan_id": ["A"] * 4, "period": [1, 2, 3, 4], "status": [0, 1, 2, 3]})
     # run
     history = ingest.read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-    months_behind = validate_performance(behind, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    months_behind = read_performance(behind, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={}).frame
     # assert: states read, and the most frequent spelling of each is recorded for the release
     assert history.frame.get_column("status").to_list() == [
         "current", "current", "dpd30", "dpd90", "default", "current", "current", "prepaid"
@@ -720,4 +720,4 @@ def test_performance_period_that_is_no_month_names_column_and_examples() -> None
     perf = pl.DataFrame({"loan_id": ["A", "A"], "month": ["first", "second"], "status": ["C", "C"]})
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'month': the period column must hold months on book .* such as 'first', 'second'\. Fix: write the period"):
-        validate_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})

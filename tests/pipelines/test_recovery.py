@@ -76,14 +76,20 @@ def _claimed(instance: dg.DagsterInstance) -> set[str]:
     return {slot.run_id for slot in instance.event_log_storage.get_concurrency_info(TRAINING_POOL).claimed_slots}
 
 
-def test_a_killed_run_is_failed_its_slot_freed_and_other_tenants_run(home):
-    # setup: a run of tenant acme holds the only training slot; its process is killed with SIGKILL
+def _kill_a_slot_holder(home) -> subprocess.Popen:
+    """Start a run of tenant acme that takes the only training slot, then SIGKILL its process."""
     process = _start_holder("acme", home / "acme.log")
     try:
         _wait_for_hold(process, home / "hold", home / "acme.log")
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+    return process
+
+
+def test_a_killed_run_is_failed_its_slot_freed_and_other_tenants_run(home):
+    # setup: a run of tenant acme holds the only training slot; its process is killed with SIGKILL
+    process = _kill_a_slot_holder(home)
     with dg.DagsterInstance.get() as instance:
         (killed,) = instance.get_runs()
         assert killed.status == dg.DagsterRunStatus.STARTED and _claimed(instance) == {killed.run_id}
@@ -125,12 +131,7 @@ def test_a_live_run_and_another_hosts_run_are_left_alone(home):
 
 def test_the_daemons_sensor_fails_a_killed_cli_run_and_frees_its_slot(home):
     # setup: a killed run holds the training slot, and no `credittwin` command runs after it
-    process = _start_holder("acme", home / "acme.log")
-    try:
-        _wait_for_hold(process, home / "hold", home / "acme.log")
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+    _kill_a_slot_holder(home)
     with dg.DagsterInstance.get() as instance:
         (killed,) = instance.get_runs()
         # run: one tick of the daemon's sensor

@@ -18,7 +18,7 @@ from pipelines.sensors import landing_sensor
 from resources.dagster_resources import CreditTwinSettings
 from resources.settings import Settings
 from resources.storage import safe_join
-from tests.conftest import materialize_tenant, run_cli, write_small_tape
+from tests.conftest import failure_text, materialize_tenant, run_cli, write_small_tape
 from tests.security.attacks import OUTSIDE_SECRET_WORDS, OUTSIDE_SECRET_YAML
 
 
@@ -28,10 +28,6 @@ def _tick(settings: Settings, instance) -> dg.SensorResult:
         resources={"settings": CreditTwinSettings(data_dir=str(settings.data_dir), sensor_settle_seconds=0)},
     )
     return landing_sensor(context)
-
-
-def _failure_text(result) -> str:
-    return " ".join(event.event_specific_data.error.message for event in result.get_step_failure_events())
 
 
 def _linked_tenant_folder(settings: Settings):
@@ -104,7 +100,7 @@ def test_asset_and_sensor_refuse_a_tenant_folder_that_links_to_another_tenant(se
         # assert: the sensor runs only the real folder; the asset (run from the UI or a backfill) refuses the link
         assert [request.partition_key for request in ticked.run_requests] == ["good"]
         assert not result.success
-        message = _failure_text(result)
+        message = failure_text(result)
         assert "tenant 'evil-in'" in message and "symbolic link" in message and "Fix:" in message
         assert result.get_asset_materialization_events() == []
     # no note written through the link into the other tenant's folder
