@@ -120,11 +120,9 @@ def _as_float(series: pl.Series) -> np.ndarray:
         series = series.cast(pl.Int8)
     elif series.dtype in (pl.String, pl.Categorical):
         # a flag the file spells T/F (or labels of a k-anonymised flag): its truth values, else null
-        from models.vocabulary import truth_of
+        from models.vocabulary import as_truths
 
-        text = series.cast(pl.String)
-        truths = {v: truth_of(v) for v in text.drop_nulls().unique().to_list()}
-        series = text.replace_strict(truths, default=None, return_dtype=pl.Boolean).cast(pl.Int8)
+        series = as_truths(series.cast(pl.String), strict=False).cast(pl.Int8)
     return series.cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64, copy=False)
 
 

@@ -43,6 +43,7 @@ import polars as pl
 from models.errors import InvalidDataError, TenantConfigError, ValidationErrors
 from models.schema import ColumnType, normalise_column_name, resolve_aliases
 from models.states import STATES, canonical_states
+from models.sequences import month_index
 from models.vocabulary import counterpart_spelling
 
 SNIFF_BYTES = 64 * 1024
@@ -1400,12 +1401,8 @@ def _resolve_performance_columns(
 
 # Month spellings of a text period column, tried in order; each must read every value with a plausible year.
 _MONTH_TEXT_FORMATS = ("%Y-%m", "%Y/%m", "%m/%Y", "%m-%Y", "%m.%Y", "%Y.%m", "%b-%Y", "%b %Y", "%B %Y", "%b-%y", "%b %y", "%Y%m")
-_DATE_TEXT_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y%m%d")
-
-
-def _month_index(dates: pl.Expr) -> pl.Expr:
-    """Months since year 0 (year * 12 + month - 1) of a Date expression."""
-    return dates.dt.year().cast(pl.Int64) * 12 + dates.dt.month().cast(pl.Int64) - 1
+# Whole-date spellings: the reader's numeric day formats, plus the compact 20190331 of servicing extracts.
+_DATE_TEXT_FORMATS = tuple(f for f in DATE_FORMATS if "%d" in f and "%H" not in f and "%b" not in f) + ("%Y%m%d",)
 
 
 def _text_months(values: pl.Series) -> tuple[pl.Series, str] | None:
@@ -1443,13 +1440,13 @@ def _starts(index: pl.DataFrame) -> dict[str, int]:
 
 
 def _months_on_book(
-    work: pl.DataFrame, *, source: str, date_formats: list[str], tenant: str | None, file: str | None
+    work: pl.DataFrame, *, source: str, date_format: str | None, tenant: str | None, file: str | None
 ) -> tuple[pl.Expr, pl.Expr | None, dict[str, Any]]:
     """(period as Int64 months on book from 1, reporting month as Date or None, how the file wrote the period).
 
     `work` holds the canonical `loan_id` and `period` columns; `source` is the
-    file's name for the period column, used in errors; `date_formats` are the
-    formats the reader found in it (a CSV's text dates). A period written as a
+    file's name for the period column, used in errors; `date_format` is the
+    reader's most frequent format in it (a CSV's text dates). A period written as a
     month (a date, "2019-03", "Mar-2019", 201903) counts months on book from
     each loan's first month. Whole numbers are months on book when every loan
     starts at the same number (1, or 0 on a zero-based index); otherwise they
@@ -1463,7 +1460,7 @@ def _months_on_book(
     dates: pl.Series | None = None
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
         dates = values.cast(pl.Date)
-        described["format"] = date_formats[0] if date_formats else None
+        described["format"] = date_format
     elif dtype == pl.String or dtype == pl.Categorical:
         found = _text_months(values)
         if found is not None:
@@ -1476,7 +1473,7 @@ def _months_on_book(
         if dates is not None:
             described["format"] = "%Y%m"
     if dates is not None:
-        index = work.select(_month_index(pl.lit(dates)).alias("_i"), "loan_id")
+        index = work.select(month_index(pl.lit(dates)).alias("_i"), "loan_id")
         described.update(kind="month", day=_day_rule(dates), starts=_starts(index))
         period = index.select(pl.col("_i") - pl.col("_i").min().over("loan_id") + 1).to_series()
         return pl.lit(period), pl.lit(dates).dt.truncate("1mo").alias("reporting_month"), described
@@ -1571,7 +1568,7 @@ def read_performance(
     file: str | None,
     loan_id_column: str,
     mapping: dict,
-    date_formats: dict[str, list[str]] | None = None,
+    spellings: dict[str, dict[str, Any]] | None = None,
 ) -> PerformanceHistory:
     """The performance history in canonical form, checked against the loans table, and the file's vocabulary.
 
@@ -1583,8 +1580,9 @@ def read_performance(
     days past due (which cannot give the absorbing states). Periods are months
     on book, counted from each loan's first month when the file writes months
     (dates, "2019-03", 201903) or a calendar index; the month itself is kept as
-    `reporting_month`. Balance and payment are optional. `date_formats` are
-    the text formats the reader found per column (`IngestReport.date_columns`).
+    `reporting_month`. Balance and payment are optional. `spellings` is how
+    the reader found each column written (`IngestReport.spellings`): a text
+    date period keeps its most frequent format.
 
     Returns:
         `PerformanceHistory`: the frame holds loan_id (String), period (Int64
@@ -1649,7 +1647,8 @@ def read_performance(
         if key == "days_past_due" and bool((series < 0).any()):
             raise InvalidDataError("days past due has negative values.", tenant=tenant, file=file, column=cols[key], fix="correct the negative days past due.")
     period, month, period_form = _months_on_book(
-        work, source=cols["period"], date_formats=(date_formats or {}).get(cols["period"], []), tenant=tenant, file=file
+        work, source=cols["period"], date_format=(spellings or {}).get(cols["period"], {}).get("date_format"),
+        tenant=tenant, file=file
     )
     if month is None:
         used = set(cols.values())

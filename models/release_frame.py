@@ -33,7 +33,7 @@ import polars as pl
 
 from models.anonymize import ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL
 from models.schema import ColumnType, TableSchema
-from models.vocabulary import truth_of
+from models.vocabulary import as_truths
 
 _NUMERIC = (ColumnType.NUMERIC, ColumnType.INTEGER, ColumnType.DATETIME)
 _EPOCH = date(1970, 1, 1)
@@ -184,9 +184,9 @@ def _as_read(drawn: pl.Series, dtype: str | None) -> pl.Series:
     with the real table needs the real dtype back.
     """
     if dtype == "Boolean":
-        truths = {label: truth_of(label) for label in drawn.drop_nulls().unique().to_list()}
-        if all(t is not None for t in truths.values()):
-            return drawn.replace_strict(truths, default=None, return_dtype=pl.Boolean)
+        flags = as_truths(drawn)
+        if flags is not None:
+            return flags
     if dtype in ("Int64", "Float64"):
         return drawn.cast(getattr(pl, dtype), strict=False)
     return drawn

@@ -30,6 +30,7 @@ import polars as pl
 
 from models.errors import CreditTwinError, InvalidDataError, ValidationErrors
 from models.states import ABSORBING, STATE_ALIASES, STATE_INDEX, STATES
+from models.vocabulary import int_if_lossless
 
 N_STATES = len(STATES)
 REQUIRED_COLUMNS = ("loan_id", "period", "status")
@@ -482,7 +483,8 @@ def state_days_past_due(performance: pl.DataFrame) -> list[float]:
     return [float(found[s]) if found.get(s) is not None else DEFAULT_DPD[i] for i, s in enumerate(STATES)]
 
 
-def _month_index(column: pl.Expr) -> pl.Expr:
+def month_index(column: pl.Expr) -> pl.Expr:
+    """Months since year 0 (year * 12 + month - 1) of a Date expression: consecutive months differ by 1."""
     return column.dt.year().cast(pl.Int64) * 12 + column.dt.month().cast(pl.Int64) - 1
 
 
@@ -497,10 +499,10 @@ def reporting_offset(performance: pl.DataFrame, loans: pl.DataFrame, id_column: 
         return None
     first = performance.select(
         pl.col("loan_id").cast(pl.String),
-        (_month_index(pl.col("reporting_month")) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
+        (month_index(pl.col("reporting_month")) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
     ).group_by("loan_id").agg(pl.col("_first").min())
     origin = loans.select(
-        pl.col(id_column).cast(pl.String).alias("loan_id"), _month_index(pl.col("origination_date")).alias("_origin")
+        pl.col(id_column).cast(pl.String).alias("loan_id"), month_index(pl.col("origination_date")).alias("_origin")
     )
     offsets = first.join(origin, on="loan_id").select((pl.col("_first") - pl.col("_origin")).alias("offset"))
     if offsets.height == 0:
@@ -542,7 +544,7 @@ def paths_to_frame(
         }
     )
     if origination is not None and offset is not None:
-        start = pl.DataFrame({"_origin": origination}).select(_month_index(pl.col("_origin").cast(pl.Date)))
+        start = pl.DataFrame({"_origin": origination}).select(month_index(pl.col("_origin").cast(pl.Date)))
         month = start.get_column("_origin").to_numpy()[rows] + offset + cols
         frame = frame.with_columns(
             pl.Series("_m", month, dtype=pl.Int64)
@@ -590,7 +592,7 @@ def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) ->
     if form["kind"] == "index":
         return period + int(form["offset"]) - 1
     if form["kind"] == "month" and "reporting_month" in history.columns:
-        month = history.select(_month_index(pl.col("reporting_month").cast(pl.Date))).to_series()
+        month = history.select(month_index(pl.col("reporting_month").cast(pl.Date))).to_series()
     else:
         # Synthetic loans carry no start month of their own: each draws one from the real loans' first months.
         starts = sorted(((int(k), int(v)) for k, v in form["starts"].items()))
@@ -639,8 +641,7 @@ def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed
     out: dict[str, pl.Series] = {}
     loan_id = history.get_column("loan_id")
     if _integer_dtype(dtypes.get("loan_id")):
-        as_int = loan_id.cast(pl.Int64, strict=False)
-        loan_id = as_int if as_int.null_count() == loan_id.null_count() else loan_id
+        loan_id = int_if_lossless(loan_id)
     out["loan_id"] = loan_id
     out["period"] = _period_values(history, vocabulary["period"], seed)
     if "status" in columns:
@@ -650,8 +651,7 @@ def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed
             {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
         )
         if _integer_dtype(dtypes.get("status")) or (dtypes.get("status", "").startswith("Float")):
-            as_int = status.cast(pl.Int64, strict=False)
-            status = as_int if as_int.null_count() == status.null_count() else status
+            status = int_if_lossless(status)
         out["status"] = status
     if "days_past_due" in columns:
         out["days_past_due"] = history.get_column("days_past_due").cast(pl.Int64)
@@ -825,13 +825,13 @@ def _vintages(performance: pl.DataFrame, loans: pl.DataFrame | None, id_column: 
     if loans is not None and "origination_date" in loans.columns and id_column in loans.columns:
         source = loans.select(
             pl.col(id_column).cast(pl.String).alias("loan_id"),
-            _month_index(pl.col("origination_date").cast(pl.Date)).alias("_m"),
+            month_index(pl.col("origination_date").cast(pl.Date)).alias("_m"),
         )
     elif "reporting_month" in performance.columns:
         # Without origination dates, a loan's first reporting month less its period is its origination month.
         source = (
             _canonical(performance)
-            .with_columns((_month_index(pl.col("reporting_month").cast(pl.Date)) - pl.col("period")).alias("_m"))
+            .with_columns((month_index(pl.col("reporting_month").cast(pl.Date)) - pl.col("period")).alias("_m"))
             .group_by("loan_id")
             .agg(pl.col("_m").min())
         )

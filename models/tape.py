@@ -214,7 +214,7 @@ def read_tape(upload: Upload) -> LoanTape:
         mapping = {k: v for k, v in config.performance.model_dump().items() if v}
         history = read_performance(
             raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column, mapping=mapping,
-            date_formats=perf_report.date_columns,
+            spellings=perf_report.spellings,
         )
         performance = history.frame
         # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.

@@ -64,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.errors import InvalidDataError
 from models.fidelity import compare_tables, ks_statistic, sample_size_thresholds, sdmetrics_quality, tv_distance
 from models.schema import ColumnType, TableSchema, resolve_aliases
+from models.vocabulary import as_truths
 
 # models.tenant and models.tape are not imported here: TenantConfig holds a ValidationThresholds (``validation:``),
 # so models.tenant imports this module and an import back would be circular.
@@ -319,18 +320,6 @@ def _to_text(series: pl.Series) -> pl.Series:
     return series.cast(pl.String)
 
 
-def _truths(series: pl.Series) -> pl.Series | None:
-    """A flag column as Boolean (yes/no, Y/N, true/false, 1/0 in any dtype), or None when a value is not a truth value."""
-    from models.vocabulary import truth_of
-
-    if series.dtype == pl.Boolean:
-        return series
-    mapping = {value: truth_of(value) for value in series.drop_nulls().unique().to_list()}
-    if any(truth is None for truth in mapping.values()):
-        return None
-    return series.replace_strict(mapping, default=None, return_dtype=pl.Boolean) if mapping else series.cast(pl.Boolean)
-
-
 def _harmonise(frames: list[pl.DataFrame | None], schema: TableSchema, columns: list[str]) -> list[pl.DataFrame | None]:
     """Give each column one dtype across the frames (they come from different writers)."""
     present = [f for f in frames if f is not None]
@@ -341,9 +330,9 @@ def _harmonise(frames: list[pl.DataFrame | None], schema: TableSchema, columns: 
         if len(dtypes) <= 1 and not categorical:
             continue
         kind = schema[name].type
-        if kind == ColumnType.BOOLEAN and all(_truths(f.get_column(name)) is not None for f in present if name in f.columns):
+        if kind == ColumnType.BOOLEAN and all(as_truths(f.get_column(name)) is not None for f in present if name in f.columns):
             # A flag read as Boolean in one frame and written yes/no, 1/0 or true/false in another is the same flag.
-            changes[name] = _truths
+            changes[name] = as_truths
         elif kind in _DISCRETE:
             changes[name] = _to_text
         elif kind == ColumnType.DATETIME:

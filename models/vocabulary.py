@@ -58,6 +58,33 @@ def truth_of(value: Any) -> bool | None:
     return None
 
 
+def as_truths(series: "pl.Series", *, strict: bool = True) -> "pl.Series | None":
+    """`series` as a Boolean flag: each value read by `truth_of` (Yes/No, Y/N, TRUE/FALSE, 1/0, in any dtype).
+
+    With `strict`, None when a non-null value is no truth value; otherwise such
+    values become null. Only the distinct values are read, so a long column
+    costs one pass.
+    """
+    import polars as pl
+
+    if series.dtype == pl.Boolean:
+        return series
+    truths = {value: truth_of(value) for value in series.drop_nulls().unique().to_list()}
+    if strict and any(truth is None for truth in truths.values()):
+        return None
+    if not truths:
+        return series.cast(pl.Boolean)
+    return series.replace_strict(truths, default=None, return_dtype=pl.Boolean)
+
+
+def int_if_lossless(series: "pl.Series") -> "pl.Series":
+    """`series` as Int64 when every non-null value reads as an integer; else unchanged (text ids, codes)."""
+    import polars as pl
+
+    as_int = series.cast(pl.Int64, strict=False)
+    return as_int if as_int.null_count() == series.null_count() else series
+
+
 def counterpart_spelling(spelling: str) -> str | None:
     """The other truth value in the same style: 'Yes' -> 'No', 'TRUE' -> 'FALSE', 'y' -> 'n', '1' -> '0'."""
     other = _COUNTERPART.get(spelling.strip().lower())
@@ -191,8 +218,7 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
         return series.round(spec.decimals)
     if spec.dtype == "Int64" and dtype == pl.String and spec.type is ColumnType.IDENTIFIER:
         # regenerated keys of an integer id column: integers again, as the released histories write them
-        as_int = series.cast(pl.Int64, strict=False)
-        return as_int if as_int.null_count() == series.null_count() else series
+        return int_if_lossless(series)
     if spec.dtype == "Int64" and dtype.is_float():
         values = series.drop_nulls().drop_nans()
         if series.is_nan().any() or not bool((values == values.round(0)).all()):
