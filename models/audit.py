@@ -134,6 +134,7 @@ import polars as pl
 from models.anonymize import ANY_LABEL, MISSING_LABEL
 from models.errors import InvalidDataError
 from models.schema import ColumnType, TableSchema
+from models.vocabulary import FALSE_TEXT, TRUE_TEXT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,8 +174,8 @@ DETECTION_POWER = 0.80
 INFERENCE_TOLERANCE = 0.05
 ANONYMETER_INSTALL = "pip install --no-deps 'anonymeter==1.1.0'"
 MISSING = MISSING_LABEL
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+_TRUE = set(TRUE_TEXT)
+_FALSE = set(FALSE_TEXT)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _EDGE = rf"(-inf|[-+]?inf|{_NUMBER}|\d{{4}}-\d{{2}}-\d{{2}}(?:[T ][\d:.]+)?)"
 _RANGE = re.compile(rf"^\s*([\[(])\s*{_EDGE}\s*,\s*{_EDGE}\s*([\])])\s*$", re.IGNORECASE)

@@ -44,7 +44,7 @@ from models.errors import InvalidDataError, TenantConfigError, ValidationErrors
 from models.schema import ColumnType, normalise_column_name, resolve_aliases
 from models.states import STATES, canonical_states
 from models.sequences import month_index
-from models.vocabulary import counterpart_spelling
+from models.vocabulary import FALSE_TEXT, TRUE_TEXT, counterpart_spelling
 
 SNIFF_BYTES = 64 * 1024
 SAMPLE_ROWS = 10_000
@@ -79,8 +79,8 @@ BOOL_TRUE = ("true", "yes", "y")
 BOOL_FALSE = ("false", "no", "n")
 # Only a column declared boolean also accepts 0/1, so an integer 0/1 column
 # stays Int64 and the schema decides whether it is a flag.
-_BOOL_DECLARED_TRUE = BOOL_TRUE + ("1", "1.0", "t")
-_BOOL_DECLARED_FALSE = BOOL_FALSE + ("0", "0.0", "f")
+_BOOL_DECLARED_TRUE = TRUE_TEXT
+_BOOL_DECLARED_FALSE = FALSE_TEXT
 
 # A spreadsheet evaluates a cell starting with one of these; OWASP's CSV
 # injection guidance adds tab and carriage return to '=', '+', '-', '@'.

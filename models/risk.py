@@ -79,6 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.errors import CreditTwinError, InvalidDataError, NotFittedError, TenantConfigError
 from models.schema import ColumnType, TableSchema
 from models.states import STATE_ALIASES, STATES
+from models.vocabulary import FALSE_TEXT, TRUE_TEXT
 
 # models.tape imports models.tenant, which imports RiskConfig from here: its helpers are imported where used.
 SPLIT_COLUMN = "_split"  # models.tape.SPLIT_COLUMN (asserted equal in tests/models/test_risk.py)
@@ -116,8 +117,7 @@ _HORIZON = re.compile(r"^(tape|([1-9][0-9]{0,2})m)$")
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile, for the AUC interval
 NOISE_DRAWS = 200  # consistency-resampling draws behind `calibration_critical_ece`
 NOISE_QUANTILE = 0.95
-_TRUE_TEXT = ("1", "1.0", "true", "yes", "y", "t")
-_FALSE_TEXT = ("0", "0.0", "false", "no", "n", "f")
+
 
 
 class NoTargetError(TenantConfigError):
@@ -264,7 +264,7 @@ def _category_text(column: str, dtype: pl.DataType, source: str) -> pl.Expr:
         if dtype.is_numeric():
             return pl.when(col.is_null()).then(None).otherwise((col.cast(pl.Float64) != 0).cast(pl.String))
         text = col.cast(pl.String).str.strip_chars().str.to_lowercase()
-        return pl.when(text.is_in(list(_TRUE_TEXT))).then(pl.lit("true")).when(text.is_in(list(_FALSE_TEXT))).then(
+        return pl.when(text.is_in(list(TRUE_TEXT))).then(pl.lit("true")).when(text.is_in(list(FALSE_TEXT))).then(
             pl.lit("false")
         ).otherwise(text)
     if dtype == pl.Boolean:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # polars is imported where used to keep imports light
 
 TRUE_WORDS = ("true", "yes", "y", "t", "1")
 FALSE_WORDS = ("false", "no", "n", "f", "0")
+# Every lower-case text spelling of a truth value (a 0/1 flag exported as floats writes 1.0): one list for ingest,
+# the audit's distance and the risk model's encoding alike.
+TRUE_TEXT = TRUE_WORDS + ("1.0",)
+FALSE_TEXT = FALSE_WORDS + ("0.0",)
 _COUNTERPART = dict(zip(TRUE_WORDS + FALSE_WORDS, FALSE_WORDS + TRUE_WORDS))
 # Labels `models.anonymize` writes; a Boolean group is written "false|true".
 _GROUP_SEPARATOR = "|"
