@@ -1041,16 +1041,11 @@ def _wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[f
 
     if n <= 0:
         return 0.0, 1.0
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return _wilson_z(successes, n, float(norm.ppf(0.5 + confidence / 2)))
 
 
 def _wilson_z(successes: float, n: int, z: float) -> tuple[float, float]:
-    """Wilson score interval of a proportion at normal quantile `z`."""
+    """Wilson score interval of a proportion at normal quantile `z` (n > 0)."""
     p = successes / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
@@ -1147,20 +1142,14 @@ def leak_test(member_successes: float, members: int, control_successes: float, c
 
 
 def _auc_delong(positives: np.ndarray, negatives: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """AUC with its DeLong confidence interval (midranks, so ties count one half)."""
-    from scipy.stats import norm, rankdata
+    """AUC with its DeLong confidence interval (`models.risk.auc_interval`), widened on small samples."""
+    from scipy.stats import norm
+
+    from models.risk import auc_interval
 
     m, n = positives.size, negatives.size
-    combined = rankdata(np.concatenate([positives, negatives]))
-    rank_pos, rank_neg = combined[:m], combined[m:]
-    within_pos, within_neg = rankdata(positives), rankdata(negatives)
-    auc = float((rank_pos.sum() - m * (m + 1) / 2) / (m * n))
-    v10 = (rank_pos - within_pos) / n
-    v01 = 1.0 - (rank_neg - within_neg) / m
-    variance = (v10.var(ddof=1) / m if m > 1 else 0.25) + (v01.var(ddof=1) / n if n > 1 else 0.25)
-    z = float(norm.ppf(0.5 + confidence / 2))
-    half = z * math.sqrt(max(variance, 0.0))
-    low, high = max(0.0, auc - half), min(1.0, auc + half)
+    labels = np.concatenate([np.ones(m, dtype=bool), np.zeros(n, dtype=bool)])
+    auc, low, high = auc_interval(labels, np.concatenate([positives, negatives]), float(norm.ppf(0.5 + confidence / 2)))
     if min(m, n) < SMALL_SAMPLE:
         # DeLong's variance collapses to 0 at perfect separation and is
         # optimistic on small samples; a Wilson interval on the smaller group

@@ -1045,8 +1045,7 @@ class Evaluation:
         if d == 0 or d == n:
             only = "defaults" if d == n else "non-defaults"
             return cls(False, n, d, reason=f"{what} holds {only} only: AUC, Gini and KS are undefined", bands=band_distribution(p, bands, y))
-        auc = auc_score(y, p)
-        _, low, high = auc_interval(y, p)
+        auc, low, high = auc_interval(y, p)
         table = calibration_table(y, p)
         return cls(
             True,
