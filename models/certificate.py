@@ -1423,8 +1423,10 @@ def verify_certificate(
     if pdf_path is not None:
         _check_pdf(Path(pdf_path), document, result.payload_sha256, problems)
     if manifest_path is not None:
+        # files the certificate's own check just hashed (under --data) are not read twice
+        hashed = {(root / e["name"]).resolve(): e["actual_sha256"] for e in checked if e.get("actual_sha256")} if data_dir else {}
         result.bundle_files = _check_manifest(Path(manifest_path), document, result.payload_sha256, trusted_keys,
-                                              problems)
+                                              problems, hashed)
 
     result.ok = not problems
     return result
@@ -1475,8 +1477,12 @@ def _manifest_signer(manifest: Mapping[str, Any]) -> str | None:
 
 
 def _check_manifest(path: Path, document: Mapping[str, Any], payload_hash: str | None,
-                    trusted_keys: Sequence[str | TrustedKey] | None, problems: list[str]) -> list[dict[str, Any]]:
-    """Append the problems of an exported bundle against its signed manifest; return each file's status."""
+                    trusted_keys: Sequence[str | TrustedKey] | None, problems: list[str],
+                    hashed: Mapping[Path, str] | None = None) -> list[dict[str, Any]]:
+    """Append the problems of an exported bundle against its signed manifest; return each file's status.
+
+    `hashed` maps resolved paths to SHA-256s already computed by this verification.
+    """
     folder = path.parent
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
@@ -1515,7 +1521,7 @@ def _check_manifest(path: Path, document: Mapping[str, Any], payload_hash: str |
             problems.append(f"bundle file {name!r} listed in {MANIFEST_NAME} is missing")
             statuses.append({"name": name, "status": "missing"})
             continue
-        actual, size = sha256_file(target), target.stat().st_size
+        actual, size = (hashed or {}).get(target.resolve()) or sha256_file(target), target.stat().st_size
         if actual != entry.get("sha256") or size != entry.get("bytes"):
             problems.append(f"bundle file {name!r} was changed after export: {MANIFEST_NAME} says {entry.get('bytes')} "
                             f"bytes, sha256 {entry.get('sha256')}; found {size} bytes, sha256 {actual}")

@@ -950,7 +950,7 @@ def auc_interval(y: np.ndarray, p: np.ndarray, z: float = Z_95) -> tuple[float, 
     combined = rankdata(np.concatenate([pos, neg]))
     v10 = (combined[:m] - rankdata(pos)) / n  # per defaulter: the share of non-defaulters it outranks
     v01 = 1.0 - (combined[m:] - rankdata(neg)) / m  # per non-defaulter: the share of defaulters above it
-    auc = float(v10.mean())
+    auc = float((combined[:m].sum() - m * (m + 1) / 2) / (m * n))  # Mann-Whitney: the mean of v10, summed exactly
     variance = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
     half = z * math.sqrt(max(variance, 0.0))
     return auc, max(0.0, auc - half), min(1.0, auc + half)

@@ -240,13 +240,13 @@ def cmd_verify(args, settings) -> int:
     """
     import json
 
-    from models.certificate import MANIFEST_NAME, deployment_trust, verify_certificate
+    from models.certificate import MANIFEST_NAME, verify_certificate
+    from pipelines.release import deployment_keys
 
     certificate = Path(args.certificate)
     pdf = Path(args.pdf) if args.pdf else certificate.parent / "certificate.pdf"
     manifest = certificate.parent / MANIFEST_NAME
-    trusted = deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
-                               environment=settings.environment, dev_key_dir=settings.keys_dir)
+    trusted = deployment_keys(settings)
     result = verify_certificate(certificate, data_dir=Path(args.data) if args.data else None,
                                 trusted_keys=[*trusted, *(args.trust or [])], pdf_path=pdf,
                                 manifest_path=manifest if manifest.exists() else None,
@@ -276,7 +276,8 @@ def cmd_keys(args, settings) -> int:
     import getpass
     import json
 
-    from models.certificate import deployment_trust, public_key_from_pem, signer_of_certificate, trust_key
+    from models.certificate import public_key_from_pem, signer_of_certificate, trust_key
+    from pipelines.release import deployment_keys
     from models.errors import CertificateError
 
     if args.action == "trust":
@@ -293,8 +294,7 @@ def cmd_keys(args, settings) -> int:
         print(f"key {key.key_id} {'is now trusted' if added else 'was already trusted'} "
               f"(trust store {settings.trust_store}){': a DEVELOPMENT key' if key.development else ''}")
         return 0
-    keys = deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
-                            environment=settings.environment, dev_key_dir=settings.keys_dir)
+    keys = deployment_keys(settings)
     if args.json:
         print(json.dumps({"trust_store": str(settings.trust_store), "keys": [k.to_dict() for k in keys]}, indent=2))
         return 0

@@ -46,6 +46,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def deployment_keys(settings) -> list:
+    """The signing keys this deployment trusts: its own (production or development) and its trust store's."""
+    from models.certificate import deployment_trust
+
+    return deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
+                            environment=settings.environment, dev_key_dir=settings.keys_dir)
+
+
 def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False) -> dict:
     """Write `tenant`'s certified release into `dest`; return the manifest.
 
@@ -54,7 +62,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
             non-empty destination without `overwrite`.
     """
     from assets.certificate import CERTIFICATE_JSON, CERTIFICATE_PDF, RELEASE_DIR
-    from models.certificate import deployment_trust, load_signing_key, sign_manifest, verify_certificate
+    from models.certificate import load_signing_key, sign_manifest, verify_certificate
     from resources.storage import read_current
 
     tenant = validate_tenant_id(tenant)
@@ -70,8 +78,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
     # the key that signs the manifest is the deployment's own, which its trust therefore holds
     key = load_signing_key(settings.signing_key_file, environment=settings.environment, dev_key_dir=settings.keys_dir,
                            tenant=tenant)
-    trusted = deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
-                               environment=settings.environment, dev_key_dir=settings.keys_dir)
+    trusted = deployment_keys(settings)
     result = verify_certificate(stored.path / CERTIFICATE_JSON, data_dir=release_dir, trusted_keys=trusted,
                                 pdf_path=stored.path / CERTIFICATE_PDF, environment=settings.environment)
     if not result.ok:
