@@ -171,6 +171,7 @@ def privacy_audit(
         "dp_auc_bound": report.dp["auc_bound"] if report.dp else "not differentially private",
         "k_achieved": report.anonymity.get("k"),
         "l_achieved": report.anonymity.get("l"),
+        "l_by_column": dg.MetadataValue.json(report.anonymity.get("l_by_column") or {}),
         "warnings": dg.MetadataValue.json(report.warnings),
         "sizes": dg.MetadataValue.json(report.sizes),
     }

@@ -162,6 +162,7 @@ def privacy_certificate(
                 "k_achieved": anonymization.get("k_achieved"),
                 "l_required": config.privacy.l,
                 "l_achieved": anonymization.get("l_achieved"),
+                "l_by_column": anonymization.get("l_by_column", {}),
                 "suppression": anonymization.get("suppression_rate"),
                 "quasi_identifiers": anonymization.get("quasi_identifiers", []),
             },

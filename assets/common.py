@@ -139,30 +139,121 @@ def charge_privacy(privacy_ledger, context, *, asset: str, mechanism, input_vers
         return ledger.charge(tenant=tenant, asset=asset, run_id=context.run.run_id, mechanism=mechanism, idempotency=key)
 
 
-def stored_release(data_root, asset: str, tenant: str, idempotency_hash: str) -> Artifact | None:
-    """The stored output that was made under this charge, or None.
+PAID_DIR = ("privacy", "paid")
+_PAID_MANIFEST = "paid.json"
 
-    A DP computation draws fresh noise each time, so re-running one under an
-    existing charge would release a second noisy output nobody paid for: the
-    caller re-releases this stored one instead. When nothing was stored (the
-    run died between charge and store), the earlier noise was never released
-    and computing afresh is safe.
+
+def _paid_folder(data_root, asset: str, tenant: str, idempotency_hash: str):
+    """``<root>/privacy/paid/<tenant>/<asset>/<idempotency hash>``, the tenant validated and the path kept under the root."""
+    import re
+
+    from models.tenant import validate_tenant_id
+    from resources.storage import safe_join
+
+    validate_tenant_id(tenant)
+    if not re.fullmatch(r"[0-9a-f]{64}", idempotency_hash or ""):
+        raise CreditTwinError(
+            f"asset '{asset}': {idempotency_hash!r} is not a ledger idempotency hash.",
+            tenant=tenant,
+            fix="pass the idempotency_hash of the ledger charge the release was made under.",
+        )
+    return safe_join(data_root, *PAID_DIR, tenant, asset, idempotency_hash)
+
+
+def paid_release(data_root, asset: str, tenant: str, charge) -> Artifact | None:
+    """The output already made and paid for under ledger `charge`, byte for byte, or None.
+
+    Every fresh draw of noise on real data must be paid for by its own charge.
+    A re-run whose idempotency key (tenant, asset, input data version, full
+    mechanism configuration, seed) matches an earlier charge is not charged
+    again, so it may only re-release what was made under that charge: the
+    bytes kept in the paid-release store (`store_paid_release`), whatever
+    other configurations ran in between. None means nothing was stored under
+    the charge: the run that made it died between the charge and the store
+    write, before any noisy output left the process, so computing afresh
+    under the same charge releases one output for one charge.
+
+    Raises:
+        CreditTwinError: a stored file no longer matches the SHA-256 recorded when it was paid for.
     """
-    from resources.storage import VersionedStore
+    import json
 
-    store = VersionedStore(data_root, [asset], tenant)
-    if store.current() is None:
+    from resources.storage import sha256_file
+
+    folder = _paid_folder(data_root, asset, tenant, charge.idempotency_hash)
+    manifest_path = folder / _PAID_MANIFEST
+    if not manifest_path.is_file():
         return None
-    previous = store.read()
-    if previous.document("privacy", {}).get("idempotency_hash") != idempotency_hash:
-        return None
-    # Model and plot files live in sub-folders; the top level holds only the manifest, tables and documents.
-    files = {
-        str(p.relative_to(previous.path)): p.read_bytes()
-        for p in previous.path.rglob("*")
-        if p.is_file() and p.parent != previous.path
-    }
-    return Artifact(tables=dict(previous.tables), documents=dict(previous.documents), files=files)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    files: dict[str, bytes] = {}
+    for rel, digest in manifest["files"].items():
+        path = folder / "files" / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            raise CreditTwinError(
+                f"the paid release of asset '{asset}' under ledger charge {manifest['charge_id']} "
+                f"has a missing or altered file '{rel}' in {folder}.",
+                tenant=tenant,
+                file=str(path),
+                fix="restore the data root from backup; do not delete the folder to force a refit, which would "
+                "release fresh noise under a charge already used (change the configuration to pay for a new fit).",
+            )
+        files[rel] = path.read_bytes()
+    return Artifact(documents=manifest["documents"], files=files)
+
+
+def store_paid_release(data_root, asset: str, tenant: str, charge, artifact: Artifact) -> Artifact:
+    """Keep `artifact`, just made under ledger `charge`, as the one output paid for by it, and return what is kept.
+
+    Called after the private computation and before its output is returned,
+    so nothing made under a charge leaves the process before it is stored.
+    The folder is written beside its final place and renamed into it (atomic).
+    When another run made an output under the same charge first, that one is
+    kept and returned, and this one is discarded unreleased.
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from resources.storage import dumps, safe_join, sha256_file
+
+    if artifact.tables:
+        raise CreditTwinError(
+            f"asset '{asset}' returned tables {sorted(artifact.tables)}; the paid-release store "
+            "keeps JSON documents and files only.",
+            tenant=tenant,
+            fix="return the model as documents and files (models are saved as JSON, NumPy and torch state dicts).",
+        )
+    folder = _paid_folder(data_root, asset, tenant, charge.idempotency_hash)
+    if (folder / _PAID_MANIFEST).is_file():
+        return paid_release(data_root, asset, tenant, charge)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".paid-"))
+    try:
+        digests = {}
+        for rel, payload in artifact.files.items():
+            target = safe_join(staging / "files", rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(payload)
+            digests[rel] = sha256_file(target)
+        manifest = {
+            "tenant": tenant,
+            "asset": asset,
+            "charge_id": charge.id,
+            "idempotency": charge.idempotency.to_dict(),
+            "documents": artifact.documents,
+            "files": digests,
+        }
+        (staging / _PAID_MANIFEST).write_text(dumps(manifest), encoding="utf-8")
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if not (folder / _PAID_MANIFEST).is_file():
+                raise
+            # another run under the same charge stored first: its output is the one paid for
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paid_release(data_root, asset, tenant, charge)
 
 
 _CODE_VERSION: list[str] = []

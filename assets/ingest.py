@@ -63,7 +63,7 @@ def _ensure_budget(privacy_ledger: PrivacyLedgerResource, tenant: str, tape):
     partitions_def=tenants,
     group_name="ingest",
     kinds={"polars", "parquet"},
-    code_version="2",
+    code_version="3",
     retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
     check_specs=_check_specs(),
     description="The tenant's uploaded loan tape (and performance history), typed, validated and split train/holdout.",
@@ -74,7 +74,8 @@ def raw_loan_tape(
     expectations: ExpectationsResource,
     privacy_ledger: PrivacyLedgerResource,
 ):
-    """Read the upload, apply tenant.yaml, infer the schema, split by loan-id hash, run the expectation suite."""
+    """Read the upload, apply tenant.yaml, infer the schema, split by a hash of the borrower (privacy unit), run the
+    expectation suite."""
     tenant = validate_tenant_id(context.partition_key)
     folder = upload = None
     try:
@@ -147,6 +148,7 @@ def raw_loan_tape(
             "dagster/column_schema": column_schema(tape.schema),
             "train_rows": train_rows,
             "holdout_rows": tape.loans.height - train_rows,
+            "split_unit": tape.unit_column or f"each loan ({tape.schema.id_column or 'row number'})",
             "default_rate": dg.MetadataValue.float(default_rate) if default_rate is not None else "no target declared",
             "performance_rows": tape.performance.height if tape.performance is not None else 0,
             "input_sha256": upload_sha,

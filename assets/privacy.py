@@ -11,17 +11,19 @@ from resources.storage import Artifact
     partitions_def=tenants,
     group_name="privacy",
     kinds={"polars", "parquet"},
-    code_version="1",
+    code_version="2",
     check_specs=[
         dg.AssetCheckSpec(
             "k_anonymity",
             asset="anonymized_portfolio",
             blocking=True,
-            description="An independent group-by re-verifies k-anonymity and distinct l-diversity of the released table.",
+            description="An independent group-by re-verifies k-anonymity and distinct l-diversity of the released "
+            "table, l on the target and on each of tenant.yaml's sensitive_columns.",
         )
     ],
     description="The synthetic portfolio generalized (Mondrian ranges and category groups) and, where unavoidable, "
-    "suppressed so every quasi-identifier combination is shared by k loans with l default outcomes.",
+    "suppressed so every quasi-identifier combination is shared by k loans with l distinct values of the default flag "
+    "and of each sensitive column.",
 )
 def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, synthetic_portfolio: Artifact):
     """Generalize the released portfolio to the tenant's k and l; never release a table that fails the re-check."""
@@ -38,10 +40,11 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
     loans = synthetic_portfolio.table("loans")
     with tenant_errors(tenant):
         result = anonymize(loans, schema, policy, tenant=tenant)
-    # l is re-checked only where it was measured: without a sensitive column it does not apply.
-    l_checked = policy.l if result.sensitive is not None else 1
-    verification = verify_k_anonymity(result.table, result.quasi_identifiers, result.sensitive, policy.k, l_checked)
-    not_measured = result.l_not_measured
+    # l is re-checked on every sensitive column it was enforced on; without one it does not apply.
+    scope = result.l_scope
+    verification = verify_k_anonymity(result.table, result.quasi_identifiers, list(scope.columns), policy.k,
+                                      scope.enforced_l)
+    not_measured = scope.not_applicable
     check = dg.AssetCheckResult(
         check_name="k_anonymity",
         # An l the policy asks for but nothing could measure is a warning with its reason, never a pass.
@@ -53,6 +56,7 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
             "l_required": policy.l,
             "k_min": verification.k_min,
             "l_min": verification.l_min if verification.l_min is not None else (not_measured or "l not required"),
+            "l_by_column": dg.MetadataValue.json(verification.l_by_column),
             "violating_classes": verification.violating_classes,
             "examples": dg.MetadataValue.json(verification.to_dict()["examples"]),
         },
@@ -82,6 +86,8 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
             "privacy": synthetic_portfolio.document("privacy", {}).get("label", "not differentially private"),
             "k_achieved": result.k_achieved,
             "l_achieved": result.l_achieved if result.l_achieved is not None else result.l_not_measured or "l not required",
+            "l_by_column": dg.MetadataValue.json(result.l_by_column),
+            "sensitive_not_released": dg.MetadataValue.json(result.sensitive_not_released),
             "quasi_identifiers": dg.MetadataValue.json(result.quasi_identifiers),
             "rows_suppressed": result.rows_suppressed,
             "suppression_rate": dg.MetadataValue.float(result.suppression_rate),

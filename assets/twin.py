@@ -11,8 +11,9 @@ from assets.common import (
     charge_privacy,
     history_of,
     output_unless_blocked,
+    paid_release,
     png_markdown,
-    stored_release,
+    store_paid_release,
     tape_config,
     tape_schema,
     tenant_errors,
@@ -40,35 +41,30 @@ def load_twin(artifact: Artifact):
     return load_engine(artifact.path / MODEL_DIR)
 
 
-def _dp_plan(train, schema: TableSchema, config, tenant: str):
-    """The DP copula plan for a tenant under `privacy.epsilon`, from public information only."""
-    from models.dp import bound_units, plan_dp_copula
+def _dp_plan(train, config, tenant: str):
+    """The DP copula plan under `privacy.epsilon`: from the header, tenant.yaml and the public unit count only.
 
-    unit = config.privacy.unit_column or ("borrower_id" if "borrower_id" in train.columns else None)
-    units = bound_units(train, unit)
-    return plan_dp_copula(
-        schema,
-        config.privacy.epsilon,
-        n_units=units.height,
-        delta=config.privacy.delta,
-        domains=config.privacy.domains,
-        split=config.privacy.dp_split,
-        privacy_unit_column=unit,
-        tenant=tenant,
-    )
+    Never from the inferred schema (dtypes, nullability, distinct counts), which
+    one borrower can change; `models.dp.plan_for_table` is the one path the
+    falsification tests take too.
+    """
+    from models.dp import plan_for_table
+
+    return plan_for_table(train, config, tenant=tenant)
 
 
 def _plan_mechanism(plan):
     """The DP copula plan's composed spend as one ledger charge (its releases are all pure-epsilon)."""
-    from models.accounting import MechanismSpec
+    from models.accounting import MechanismSpec, compose
 
     composition = plan.composition()
     return MechanismSpec(
         kind="pure",
         epsilon=composition.epsilon,
         delta=composition.delta,
-        description=f"DP copula: {len(plan.mechanisms)} releases ({', '.join(m.kind for m in plan.mechanisms)}), "
-        f"composed by {composition.accountant}",
+        # Each release and its epsilon (the private bounds of undeclared columns included) reaches the ledger.
+        description=f"DP copula, composed by {composition.accountant}: "
+        + "; ".join(f"{m.description} (epsilon {compose([m]).epsilon:.4g})" for m in plan.mechanisms),
     )
 
 
@@ -104,10 +100,10 @@ def fitted_copula(
     engine, charge = config.engine, None
     with tenant_errors(tenant, loans_file):
         if config.privacy.epsilon is not None:
-            from models.dp import DPGaussianCopula
+            from models.dp import fit_dp_twin
 
             engine = DP_ENGINE
-            plan = _dp_plan(train, schema, config, tenant)
+            plan = _dp_plan(train, config, tenant)
             charge = charge_privacy(
                 privacy_ledger,
                 context,
@@ -117,14 +113,15 @@ def fitted_copula(
                 config=plan.to_dict(),
                 seed=None,
             )
-            stored = stored_release(settings.root, "fitted_copula", tenant, charge.idempotency_hash)
+            stored = paid_release(settings.root, "fitted_copula", tenant, charge)
             if stored is not None:
-                context.log.info("this DP fit was already charged and stored; re-releasing the stored model")
+                context.log.info("this DP fit was already paid for (ledger charge %s); re-releasing its model byte for "
+                                 "byte", charge.id)
                 return dg.Output(
                     stored,
                     metadata={"engine": DP_ENGINE, "privacy": stored.document("privacy")["label"], "re_released": True},
                 )
-            twin = DPGaussianCopula(plan).fit(train, schema, tenant=tenant)
+            twin = fit_dp_twin(train, plan, tenant=tenant)
         else:
             twin = make_engine(
                 config.engine, k=config.privacy.k, constraints=[c.model_dump() for c in config.constraints]
@@ -138,13 +135,17 @@ def fitted_copula(
     privacy = summary.get("differential_privacy") or {"label": NON_DP_LABEL}
     if charge is not None:
         privacy = {**privacy, "ledger_charge_id": charge.id, "idempotency_hash": charge.idempotency_hash}
+    artifact = Artifact(documents={"summary": summary, "engine": {"name": engine}, "privacy": privacy}, files=files)
+    if charge is not None:  # the paid bytes are stored before anything leaves this step
+        artifact = store_paid_release(settings.root, "fitted_copula", tenant, charge, artifact)
     return dg.Output(
-        Artifact(documents={"summary": summary, "engine": {"name": engine}, "privacy": privacy}, files=files),
+        artifact,
         metadata={
             "engine": engine,
             "privacy": privacy["label"],
             "epsilon_charged": dg.MetadataValue.float(charge.epsilon) if charge is not None else "none (non-DP twin)",
-            "train_rows": train.height,
+            # Under DP the exact row count is not shown (the plan's public unit count is, in its config).
+            "train_rows": train.height if charge is None else "not shown (differentially private twin)",
             "columns_modelled": dg.MetadataValue.json(summary["columns_modelled"]),
             "columns_left_out": dg.MetadataValue.json(summary["left_out"]),
             # Released as they are (one value, or null, in every row), not modelled and not refused.
@@ -255,13 +256,15 @@ def synthetic_portfolio(
 
     schema, tenant_config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
     train = train_split(raw_loan_tape)
-    rows = config.rows or tenant_config.synthetic_rows or train.height
+    twin = load_twin(fitted_copula)
+    # Under DP the default size is the plan's public unit count, never the exact number of train loans.
+    plan = getattr(twin, "plan", None)
+    rows = config.rows or tenant_config.synthetic_rows or (plan.n_units if plan is not None else train.height)
     conditions: dict[str, object] = {}
     if config.target_default_rate is not None:
         conditions["target_rate"] = config.target_default_rate
     if config.conditions:
         conditions["fixed"] = typed_conditions(config.conditions, schema)
-    twin = load_twin(fitted_copula)
     with tenant_errors(context.partition_key):
         synthetic = twin.sample(rows, seed=config.seed, conditions=conditions or None)
     # A conditioned portfolio is compared with the real loans that meet the same conditions.

@@ -9,6 +9,8 @@ from resources.storage import Artifact
 FIDELITY_CHECK = "fidelity_thresholds"
 REPORT_JSON = "validation_report"  # stored as validation_report.json (what `credittwin export` copies)
 REPORT_PDF = "validation_report.pdf"
+# Under DP the report's figures are exact statistics of real loans: it is kept as an internal artifact.
+INTERNAL_NOTE = "computed on real data; not covered by the DP guarantee; not exported"
 
 
 def released_loans(raw_loan_tape: Artifact, anonymized_portfolio: Artifact, seed: int = 0):
@@ -58,6 +60,9 @@ def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact
         )
     document = report.to_dict()
     document["release"] = {"anonymized_portfolio_sha256": anonymized_portfolio.manifest.get("content_sha256")}
+    internal = config.privacy.epsilon is not None
+    if internal:  # under DP the comparison with real loans is the tenant's own review, never part of the release
+        document["scope"] = {"internal": True, "note": INTERNAL_NOTE}
     pdf = render_validation_pdf(report)
     files = {REPORT_PDF: pdf, **{f"charts/{name}.png": png for name, png in report.charts.items()}}
     utility = document.get("utility", {})
@@ -72,6 +77,8 @@ def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact
         "recommendations": markdown_list(report.recommendations),
         "report_pdf": dg.MetadataValue.path(REPORT_PDF),
     }
+    if internal:
+        metadata["scope"] = f"internal: {INTERNAL_NOTE}"
     for name in ("distributions", "roc_curves", "vintage_curves"):
         if name in report.charts:
             metadata[name] = png_markdown(report.charts[name], name.replace("_", " "))

@@ -73,7 +73,8 @@ def copula_curve(n_loans: int, repeats: int, rows: list[tuple[str, str, str]]) -
     rows.append(("non-DP twin (reference)", f"{reference:.3f}", f"fit {fit_s:.1f} s, {loans.height} loans"))
 
     for epsilon in EPSILONS:
-        plan = plan_dp_copula(schema, epsilon, n_units=units, domains=DOMAINS, privacy_unit_column="borrower_id")
+        plan = plan_dp_copula(loans.columns, epsilon, n_units=units, domains=DOMAINS, target="default_flag",
+                              target_positive=[1], privacy_unit_column="borrower_id")
         composition = plan.composition()
         scores, times = [], []
         for repeat in range(repeats):

@@ -41,8 +41,12 @@ _LIBRARY_NAME = {"rdp": RDP_ACCOUNTANT, "pld": PLD_ACCOUNTANT}
 DEFAULT_EPSILON_BUDGET = 3.0
 """Platform default total epsilon per tenant when tenant.yaml sets none."""
 
-DEFAULT_DELTA = 1e-6
+DEFAULT_DELTA = 1e-5
 """Platform default total delta when tenant.yaml sets none (lowered to 1/(10 n) for large tapes)."""
+
+RELEASES_PER_DELTA_BUDGET = 100
+"""A release spends at most 1/100 of the tenant's delta budget (`release_delta`), so the delta lasts
+100 regenerations; the epsilon budget is then what limits them."""
 
 CLAIM_TOLERANCE = 1e-3
 """Relative amount by which a mechanism may understate its epsilon before it is refused.
@@ -658,6 +662,90 @@ def noise_multiplier_for(
             f"with sampling rate {sampling_rate} over {steps} steps ({error}).",
             fix="allow a larger epsilon, fewer steps or a smaller sampling rate.",
         ) from error
+
+
+NEIGHBOURS = "replace-one borrower; the number of borrowers is public"
+"""The one neighbour definition of every tenant's guarantee: two tapes are neighbours when one
+borrower's rows are replaced by another's, the number of borrowers staying the same (public)."""
+
+
+def dpsgd_replace_one_epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float) -> float:
+    """Epsilon of DP-SGD at `delta` under `NEIGHBOURS` (replace one borrower), an upper bound.
+
+    dp-accounting's PLD and RDP accountants account a Poisson-subsampled
+    Gaussian only for add/remove neighbours (REPLACE_ONE is refused for
+    `PoissonSampledDpEvent`). Replacing a borrower is removing one and adding
+    another, so by group privacy for two add/remove steps: when the mechanism
+    is (e, d)-DP under add/remove it is (2 e, d (1 + exp(e)))-DP under replace-one.
+    The smallest such 2 e whose delta is at most `delta` is found by bisection
+    on the PLD accountant's add/remove delta (`get_delta`); the bound returned
+    is checked to hold.
+    """
+    from dp_accounting.pld import PLDAccountant
+
+    spec = MechanismSpec(kind="subsampled_gaussian", noise_multiplier=noise_multiplier, sampling_rate=sampling_rate,
+                         steps=steps, delta=delta)
+    accountant = PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION).compose(_dp_event(spec))
+
+    def replace_delta(epsilon: float) -> float:
+        half = epsilon / 2
+        return accountant.get_delta(half) * (1 + math.exp(half))
+
+    high = 2 * accountant.get_epsilon(delta / 2)  # 1 + exp(e) >= 2, so this is a start to search down from
+    while replace_delta(high) > delta:
+        high *= 2
+    low = 0.0
+    for _ in range(60):
+        if high - low <= 1e-6 * high:
+            break
+        middle = (low + high) / 2
+        if replace_delta(middle) <= delta:
+            high = middle
+        else:
+            low = middle
+    return float(high)
+
+
+def noise_multiplier_replace_one(target_epsilon: float, sampling_rate: float, steps: int, delta: float) -> float:
+    """The DP-SGD noise multiplier whose replace-one epsilon (`dpsgd_replace_one_epsilon`) at `delta` is <= target.
+
+    Calibrated by `noise_multiplier_for` with the RDP accountant under
+    add/remove to epsilon target/2 at delta / (1 + exp(target/2)): group
+    privacy then gives (target, delta) under replace-one. (RDP, not PLD: the
+    calibration's low-noise bracket would need tens of GiB as a PLD.)
+    """
+    if not _finite_positive(target_epsilon):
+        raise InvalidMechanismError(
+            f"target epsilon must be a finite number > 0, got {target_epsilon!r}.",
+            fix="ask for a positive epsilon, e.g. 1.0.",
+        )
+    half = target_epsilon / 2
+    return noise_multiplier_for(half, sampling_rate, steps, delta / (1 + math.exp(half)))
+
+
+def replace_one_charge(spec: MechanismSpec) -> MechanismSpec:
+    """The ledger charge of a DP-SGD `spec` under `NEIGHBOURS`: its replace-one (epsilon, delta), composed as pure.
+
+    The ledger composes the add/remove RDP curve of a ``subsampled_gaussian``;
+    under replace-one that would understate DP-SGD's cost, so DP-SGD is
+    charged as the already accounted (epsilon, delta) of
+    `dpsgd_replace_one_epsilon` and composed by basic composition.
+    """
+    if spec.kind != "subsampled_gaussian":
+        raise InvalidMechanismError(f"a replace-one DP-SGD charge needs a subsampled_gaussian spec, got {spec.kind!r}.",
+                                    fix="plan it with models.dp.plan_dpsgd.")
+    epsilon = dpsgd_replace_one_epsilon(spec.effective_noise_multiplier, spec.sampling_rate, spec.steps, spec.delta)
+    return MechanismSpec(
+        kind="pure", epsilon=epsilon, delta=spec.delta,
+        description=f"{spec.description or 'DP-SGD'} (z={spec.effective_noise_multiplier:.4g}, q={spec.sampling_rate:.3g}, "
+        f"T={spec.steps}); {NEIGHBOURS}; add/remove PLD with group privacy of 2",
+    )
+
+
+def release_delta(budget_delta: float | None, n_units: int) -> float:
+    """The delta one release spends: 1/`RELEASES_PER_DELTA_BUDGET` of the budget's delta, capped at 1/(10 n)."""
+    budget = DEFAULT_DELTA if budget_delta is None else float(budget_delta)
+    return min(budget / RELEASES_PER_DELTA_BUDGET, 1.0 / (10 * max(int(n_units), 1)))
 
 
 def validate_budget(

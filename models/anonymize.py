@@ -2,23 +2,28 @@
 
 `anonymize` rewrites the quasi-identifier (QI) columns of a table so that every
 combination of released QI values is shared by at least `k` rows, and every such
-equivalence class holds at least `l` distinct non-null values of the sensitive
-column (by default the schema's target, the default flag).
+equivalence class holds at least `l` distinct non-null values of each sensitive
+column: by default the schema's target (the default flag) and every column the
+schema marks sensitive (tenant.yaml's `sensitive_columns`).
 `verify_k_anonymity` re-checks a released table with a plain polars group-by and
 shares no code with `anonymize`; the asset check that blocks a release calls it.
+`l_diversity_scope` is the one place that decides which columns l protects and
+whether l-diversity applies at all; the anonymizer, its asset check, the audit
+and the certificate all ask it.
 
 How the generalisation works (multidimensional Mondrian, LeFevre et al. 2006):
 
 * Every QI is encoded once as integer codes: numeric and integer columns by the
   dense rank of their values, categorical and boolean columns by a fixed order of
   their categories (by the rate of the rarer sensitive value when the sensitive
-  column is binary, so that neighbouring categories carry similar risk, else by
+  column (the first one: the target when there is one) is binary, so that
+  neighbouring categories carry similar risk, else by
   frequency; ties by label). Cutting that order gives category groups.
 * Partitions are split top-down on the dimension of largest normalised width
   (value span / global span for numbers, code span / domain size for categories;
   ties broken by a seeded order of the QIs). A partition is cut near its median;
   a cut is kept only when both halves hold at least `k` rows and `l` distinct
-  sensitive values, otherwise the next-widest dimension is tried, and when none
+  values of every sensitive column, otherwise the next-widest dimension is tried, and when none
   works the partition is final. A child that would fail the policy is therefore
   never created: its rows stay merged in the parent.
   All partitions of one depth are split together with vectorised NumPy (one sort
@@ -100,7 +105,8 @@ class AnonymizationPolicy:
         l: every equivalence class holds at least l distinct non-null values of the
             sensitive column (distinct l-diversity; 1 switches it off).
         quasi_identifiers: the QI columns; empty means `default_quasi_identifiers(schema)`.
-        sensitive: the column whose values must be diverse; None means the schema's target.
+        sensitive: the columns whose values must be diverse (a name or a list); None means
+            the schema's target and the columns it marks sensitive (see `l_diversity_scope`).
         max_suppression: the largest share of rows that may be dropped, in [0, 1).
         seed: breaks ties between QIs of equal width; nothing else is random.
     """
@@ -108,12 +114,16 @@ class AnonymizationPolicy:
     k: int = 5
     l: int = 2  # noqa: E741 - the conventional name
     quasi_identifiers: list[str] = field(default_factory=list)
-    sensitive: str | None = None
+    sensitive: list[str] | str | None = None
     max_suppression: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.quasi_identifiers = list(self.quasi_identifiers)
+        if isinstance(self.sensitive, str):
+            self.sensitive = [self.sensitive]
+        elif self.sensitive is not None:
+            self.sensitive = list(self.sensitive)
         self.validate()
 
     def validate(self, *, tenant: str | None = None) -> None:
@@ -144,8 +154,12 @@ class AnonymizationPolicy:
         elif len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             bad(f"quasi_identifiers lists {dup} more than once.", "list each quasi-identifier once.")
-        if self.sensitive is not None and (not isinstance(self.sensitive, str) or not self.sensitive):
-            bad(f"sensitive must be a column name or None, got {self.sensitive!r}.", "name the sensitive column.")
+        sensitive = self.sensitive
+        if sensitive is not None and not all(isinstance(n, str) and n for n in sensitive):
+            bad(f"sensitive must be column names or None, got {sensitive!r}.", "name the sensitive columns.")
+        elif sensitive is not None and len(set(sensitive)) != len(sensitive):
+            dup = sorted({n for n in sensitive if sensitive.count(n) > 1})
+            bad(f"sensitive lists {dup} more than once.", "list each sensitive column once.")
         if problems:
             raise TenantConfigError(
                 " ".join(message for message, _ in problems),
@@ -153,6 +167,73 @@ class AnonymizationPolicy:
                 file="tenant.yaml",
                 fix=" ".join(fix for _, fix in problems),
             )
+
+
+L_NOT_APPLICABLE = (
+    "not applicable: the release has no target and no sensitive column, so l-diversity has nothing to protect "
+    "and the release is k-anonymous only; declare sensitive_columns in tenant.yaml to have it enforced"
+)
+
+
+@dataclass(frozen=True)
+class LDiversityScope:
+    """Which released columns distinct l-diversity protects, and whether it applies.
+
+    Built by `l_diversity_scope`; the anonymizer, the `anonymized_portfolio`
+    check, the audit's rule and the certificate all read their decision here.
+
+    Attributes:
+        required: the policy's l (tenant.yaml ``privacy.l``).
+        columns: the sensitive columns in the release; every class must hold at
+            least `required` distinct non-null values of each of them.
+        not_released: sensitive columns the release does not carry, so it
+            discloses nothing of them and l is not measured on them.
+    """
+
+    required: int
+    columns: tuple[str, ...] = ()
+    not_released: tuple[str, ...] = ()
+
+    @property
+    def not_applicable(self) -> str | None:
+        """Why l-diversity does not apply (an l above 1 asked, no sensitive column released), else None."""
+        return L_NOT_APPLICABLE if self.required > 1 and not self.columns else None
+
+    @property
+    def enforced_l(self) -> int:
+        """The l every class must reach: the policy's where there is a sensitive column, else 1 (k alone)."""
+        return int(self.required) if self.columns else 1
+
+
+def l_diversity_scope(
+    schema: TableSchema | None,
+    columns: list[str] | tuple[str, ...],
+    l: int,  # noqa: E741 - the conventional name
+    *,
+    sensitive: list[str] | tuple[str, ...] | None = None,
+    declared: list[str] | tuple[str, ...] = (),
+) -> LDiversityScope:
+    """The sensitive columns of a release with the columns `columns`, and the l they must reach.
+
+    The sensitive columns are `sensitive` when given, else the schema's target,
+    then the columns the schema marks ``sensitive`` (tenant.yaml's
+    ``sensitive_columns``), then `declared`, in that order without repeats.
+    Those the release lacks are listed as not released rather than enforced:
+    a column that is not published cannot be disclosed by it.
+    """
+    if sensitive is not None:
+        names = list(sensitive)
+    else:
+        names = [schema.target] if schema is not None and schema.target else []
+        names += schema.with_role("sensitive") if schema is not None else []
+        names += list(declared)
+    names = list(dict.fromkeys(n for n in names if n))
+    present = set(columns)
+    return LDiversityScope(
+        required=int(l),
+        columns=tuple(n for n in names if n in present),
+        not_released=tuple(n for n in names if n not in present),
+    )
 
 
 @dataclass
@@ -163,21 +244,24 @@ class AnonymizationResult:
         table: the input rows minus the suppressed ones, in input order, with every
             QI column replaced by its generalised label (String).
         k_achieved: the size of the smallest equivalence class.
-        l_achieved: the fewest distinct sensitive values in a class; None without a sensitive
-            column, when l-diversity is not measured (see `l_not_measured`).
+        l_achieved: the fewest distinct values of a sensitive column in a class, over every
+            sensitive column; None without a sensitive column, when l-diversity is not
+            measured (see `l_not_measured`).
         rows_suppressed: rows dropped because no generalisation could protect them.
         suppression_rate: rows_suppressed / input rows.
         information_loss: normalised certainty penalty in [0, 1] (see the module docstring).
         class_sizes: histogram of equivalence-class sizes, {"5-9": classes, "10-19": ...}.
         generalisations: per QI, the ranges (with their cut points) or groups released.
         quasi_identifiers: the QIs used.
-        sensitive: the sensitive column used, or None.
+        sensitive: the sensitive columns l was enforced on (empty when none).
         k: the policy's k.
         l: the policy's l.
         rows_in: input rows.
         class_count: number of equivalence classes.
         loss_by_column: information loss of each QI alone.
         suppressed_groups: the null patterns whose rows were suppressed, with counts.
+        l_by_column: per sensitive column, the fewest distinct values it has in a class.
+        sensitive_not_released: sensitive columns the table does not carry (not measured).
     """
 
     table: pl.DataFrame
@@ -189,21 +273,25 @@ class AnonymizationResult:
     class_sizes: dict[str, int]
     generalisations: dict[str, dict[str, Any]]
     quasi_identifiers: list[str] = field(default_factory=list)
-    sensitive: str | None = None
+    sensitive: list[str] = field(default_factory=list)
     k: int = 0
     l: int = 0  # noqa: E741 - the conventional name
     rows_in: int = 0
     class_count: int = 0
     loss_by_column: dict[str, float] = field(default_factory=dict)
     suppressed_groups: list[dict[str, Any]] = field(default_factory=list)
+    l_by_column: dict[str, int] = field(default_factory=dict)
+    sensitive_not_released: list[str] = field(default_factory=list)
+
+    @property
+    def l_scope(self) -> LDiversityScope:
+        """The l-diversity decision this result was generalised under."""
+        return LDiversityScope(self.l, tuple(self.sensitive), tuple(self.sensitive_not_released))
 
     @property
     def l_not_measured(self) -> str | None:
         """Why l-diversity was not measured (no sensitive column), or None when it was."""
-        if self.sensitive is not None or self.l <= 1:
-            return None
-        return ("not measured: no sensitive column (no target and no sensitive_columns declared), "
-                "so l-diversity does not apply; the release is k-anonymous only")
+        return self.l_scope.not_applicable
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure except the table, JSON-ready (for asset metadata and reports)."""
@@ -213,8 +301,10 @@ class AnonymizationResult:
             "k_achieved": self.k_achieved,
             "l_achieved": self.l_achieved,
             "l_not_measured": self.l_not_measured,
+            "l_by_column": dict(self.l_by_column),
             "quasi_identifiers": list(self.quasi_identifiers),
-            "sensitive": self.sensitive,
+            "sensitive": list(self.sensitive),
+            "sensitive_not_released": list(self.sensitive_not_released),
             "rows_in": self.rows_in,
             "rows_out": self.table.height,
             "rows_suppressed": self.rows_suppressed,
@@ -233,12 +323,15 @@ class VerificationResult:
     """The independent re-check of a released table.
 
     Attributes:
-        passed: True when every class has >= k rows and >= l distinct sensitive values.
+        passed: True when every class has >= k rows and >= l distinct values of each
+            sensitive column.
         k_min: the smallest class size (0 for an empty table).
-        l_min: the fewest distinct non-null sensitive values in a class (None without
-            a sensitive column).
+        l_min: the fewest distinct non-null values of a sensitive column in a class,
+            over every sensitive column (None without a sensitive column).
         violating_classes: how many classes break k or l.
-        examples: up to five violating classes: their QI values, size and distinct count.
+        examples: up to five violating classes: their QI values, size and distinct count
+            (the fewest over the sensitive columns; per column as well when there are several).
+        l_by_column: per sensitive column, the fewest distinct non-null values in a class.
     """
 
     passed: bool
@@ -246,6 +339,7 @@ class VerificationResult:
     l_min: int | None
     violating_classes: int
     examples: list[dict[str, Any]] = field(default_factory=list)
+    l_by_column: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON values."""
@@ -253,6 +347,7 @@ class VerificationResult:
             "passed": self.passed,
             "k_min": self.k_min,
             "l_min": self.l_min,
+            "l_by_column": dict(self.l_by_column),
             "violating_classes": self.violating_classes,
             "examples": [dict(e) for e in self.examples],
         }
@@ -264,7 +359,7 @@ class VerificationResult:
 def verify_k_anonymity(
     table: pl.DataFrame,
     quasi_identifiers: list[str],
-    sensitive: str | None,
+    sensitive: str | list[str] | tuple[str, ...] | None,
     k: int,
     l: int,  # noqa: E741 - the conventional name
 ) -> VerificationResult:
@@ -272,11 +367,13 @@ def verify_k_anonymity(
 
     The classes are the groups of identical values of `quasi_identifiers` as
     released (nulls form a group of their own); l counts distinct non-null values
-    of `sensitive` and is not checked when `l` <= 1. An empty table does not pass:
-    nothing that failed upstream is ever certified.
+    of each `sensitive` column (one name or several) and is not checked when
+    `l` <= 1. An empty table does not pass: nothing that failed upstream is ever
+    certified.
     """
     qis = list(quasi_identifiers)
-    wanted = qis + ([sensitive] if sensitive else [])
+    secrets = [sensitive] if isinstance(sensitive, str) else list(sensitive or [])
+    wanted = qis + secrets
     missing = [c for c in wanted if c not in table.columns]
     if missing or not qis:
         raise InvalidDataError(
@@ -285,36 +382,42 @@ def verify_k_anonymity(
             column=missing[0] if missing else None,
             fix="pass the quasi-identifier and sensitive columns of the released table.",
         )
-    if l > 1 and sensitive is None:
+    if l > 1 and not secrets:
         raise InvalidDataError(
             f"l-diversity l={l} asked without a sensitive column.",
             fix="name the sensitive column, or pass l=1 to check k only.",
         )
+    distinct = [f"__distinct_{i}" for i in range(len(secrets))]
     aggs = [pl.len().alias("__size")]
-    if sensitive:
-        aggs.append(pl.col(sensitive).drop_nulls().n_unique().alias("__distinct"))
+    aggs += [pl.col(name).drop_nulls().n_unique().alias(alias) for name, alias in zip(secrets, distinct)]
     classes = table.group_by(qis).agg(aggs)
     if classes.height == 0:
-        return VerificationResult(passed=False, k_min=0, l_min=0 if sensitive else None, violating_classes=0)
+        return VerificationResult(passed=False, k_min=0, l_min=0 if secrets else None, violating_classes=0,
+                                  l_by_column={name: 0 for name in secrets})
+    if secrets:
+        classes = classes.with_columns(pl.min_horizontal(distinct).alias("__distinct"))
     bad = pl.col("__size") < k
-    if sensitive and l > 1:
+    if secrets and l > 1:
         bad = bad | (pl.col("__distinct") < l)
     violating = classes.filter(bad).sort(["__size"] + qis)
     k_min = int(classes.get_column("__size").min())
-    l_min = int(classes.get_column("__distinct").min()) if sensitive else None
+    by_column = {name: int(classes.get_column(alias).min()) for name, alias in zip(secrets, distinct)}
     examples = []
     for row in violating.head(5).iter_rows(named=True):
         example = {c: row[c] for c in qis}
         example["size"] = row["__size"]
-        if sensitive:
+        if secrets:
             example["distinct_sensitive"] = row["__distinct"]
+        if len(secrets) > 1:
+            example["distinct_by_column"] = {name: row[alias] for name, alias in zip(secrets, distinct)}
         examples.append(example)
     return VerificationResult(
         passed=violating.height == 0,
         k_min=k_min,
-        l_min=l_min,
+        l_min=min(by_column.values()) if by_column else None,
         violating_classes=violating.height,
         examples=examples,
+        l_by_column=by_column,
     )
 
 
@@ -369,8 +472,8 @@ def _kind(name: str, table: pl.DataFrame, schema: TableSchema) -> str | None:
 
 def _resolve(
     table: pl.DataFrame, schema: TableSchema, policy: AnonymizationPolicy, tenant: str | None
-) -> tuple[list[str], dict[str, str], str | None]:
-    """Check the table against the policy; return the QIs, their kinds and the sensitive column."""
+) -> tuple[list[str], dict[str, str], LDiversityScope]:
+    """Check the table against the policy; return the QIs, their kinds and the l-diversity scope."""
     if not isinstance(table, pl.DataFrame):
         raise InvalidDataError(
             f"anonymize needs a polars DataFrame, got {type(table).__name__}.",
@@ -386,7 +489,7 @@ def _resolve(
             tenant=tenant,
             fix="list the columns that could identify a borrower under quasi_identifiers in tenant.yaml.",
         )
-    sensitive = policy.sensitive if policy.sensitive is not None else schema.target
+    scope = l_diversity_scope(schema, table.columns, policy.l, sensitive=policy.sensitive)
     available = ", ".join(table.columns)
     problems: list[CreditTwinError] = []
     kinds: dict[str, str] = {}
@@ -412,26 +515,32 @@ def _resolve(
         # A constant or all-null quasi-identifier puts every row in one group: it is trivially k-anonymous
         # and released as it is (see `_numeric_labels`), never a reason to refuse the tape.
         kinds[name] = kind
-    # Without a sensitive column l-diversity does not apply: `anonymize` records it as not measured.
-    if sensitive is not None and sensitive not in table.columns:
-        problems.append(InvalidDataError(
-            f"sensitive column '{sensitive}' is not a column of the table; available columns: {available}.",
-            tenant=tenant, column=sensitive, fix="name an existing sensitive column (the default flag).",
-        ))
-    elif sensitive is not None and sensitive in qis:
-        problems.append(InvalidDataError(
-            f"'{sensitive}' is both the sensitive column and a quasi-identifier.",
-            tenant=tenant, column=sensitive, fix=f"remove '{sensitive}' from quasi_identifiers.",
-        ))
-    elif sensitive is not None and policy.l > 1:
-        distinct = table.get_column(sensitive).drop_nulls().n_unique()
-        if distinct < policy.l:
+    # Columns named in the policy must be in the table; the schema's sensitive columns that the release
+    # does not carry are recorded as not released (`l_diversity_scope`). Without any sensitive column
+    # l-diversity does not apply: `anonymize` records it as not measured.
+    if policy.sensitive is not None:
+        for name in scope.not_released:
             problems.append(InvalidDataError(
-                f"sensitive column '{sensitive}' has {distinct} distinct non-null value(s), fewer than l={policy.l}, "
-                "so no class can be l-diverse.",
-                tenant=tenant, column=sensitive,
-                fix=f"lower privacy.l to {max(distinct, 1)} or choose another sensitive column.",
+                f"sensitive column '{name}' is not a column of the table; available columns: {available}.",
+                tenant=tenant, column=name, fix="name an existing sensitive column (the default flag).",
             ))
+    for name in scope.columns:
+        if name in qis:
+            problems.append(InvalidDataError(
+                f"'{name}' is both a sensitive column and a quasi-identifier.",
+                tenant=tenant, column=name,
+                fix=f"remove '{name}' from quasi_identifiers or from sensitive_columns in tenant.yaml.",
+            ))
+            continue
+        if policy.l > 1:
+            distinct = table.get_column(name).drop_nulls().n_unique()
+            if distinct < policy.l:
+                problems.append(InvalidDataError(
+                    f"sensitive column '{name}' has {distinct} distinct non-null value(s), fewer than l={policy.l}, "
+                    "so no class can be l-diverse.",
+                    tenant=tenant, column=name,
+                    fix=f"lower privacy.l to {max(distinct, 1)} or remove '{name}' from sensitive_columns.",
+                ))
     if len(problems) == 1:
         raise problems[0]
     if problems:
@@ -443,7 +552,7 @@ def _resolve(
             tenant=tenant, column=", ".join(qis),
             fix="release more rows, or lower privacy.k in tenant.yaml (minimum 2).",
         )
-    return qis, kinds, sensitive
+    return qis, kinds, scope
 
 
 # --------------------------------------------------------------------------- encoding
@@ -461,12 +570,12 @@ class _Encoded:
     gmax: np.ndarray
     levels: list[np.ndarray]  # numeric: the sorted distinct values (code i is levels[i]); empty for groups
     domain: list[list[str]]  # categorical: label of each code, in code order (empty for numeric)
-    sensitive: np.ndarray  # n codes, -1 for null
+    sensitive: list[np.ndarray]  # per sensitive column, n codes, -1 for null
     dates: np.ndarray  # d bools: a numeric QI that is a date, coded as days since 1970-01-01
 
 
 def _sensitive_codes(table: pl.DataFrame, sensitive: str | None) -> tuple[np.ndarray, int | None]:
-    """Codes of the sensitive column (-1 for null) and, when it is binary, the code of the rarer value."""
+    """Codes of one sensitive column (-1 for null) and, when it is binary, the code of the rarer value."""
     if sensitive is None:
         return np.full(table.height, -1, dtype=np.int64), None
     series = table.get_column(sensitive).cast(pl.String)
@@ -482,10 +591,13 @@ def _sensitive_codes(table: pl.DataFrame, sensitive: str | None) -> tuple[np.nda
     return out, rarer
 
 
-def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitive: str | None) -> _Encoded:
-    """Encode every QI once; categories are ordered by the rarer sensitive value's rate, else by frequency."""
+def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitive: list[str]) -> _Encoded:
+    """Encode every QI once; categories are ordered by the rarer value's rate of the first sensitive column
+    (the target when there is one), else by frequency."""
     n, d = table.height, len(qis)
-    sens, rarer = _sensitive_codes(table, sensitive)
+    coded = [_sensitive_codes(table, name) for name in sensitive]
+    secrets = [codes for codes, _ in coded]
+    sens, rarer = coded[0] if coded else _sensitive_codes(table, None)
     codes = np.zeros((d, n), dtype=np.int64)
     values = np.full((d, n), np.nan)
     null = np.zeros((n, d), dtype=bool)
@@ -526,7 +638,7 @@ def _encode(table: pl.DataFrame, qis: list[str], kinds: dict[str, str], sensitiv
                                             return_dtype=pl.Int64).to_numpy()
         domain.append(order.to_list())
         levels.append(np.empty(0))
-    return _Encoded(codes, values, null, numeric, gmin, gmax, levels, domain, sens, dates)
+    return _Encoded(codes, values, null, numeric, gmin, gmax, levels, domain, secrets, dates)
 
 
 # --------------------------------------------------------------------------- round cut points
@@ -579,7 +691,7 @@ class _Leaves:
 
 
 def _previous_occurrence(sens: np.ndarray) -> np.ndarray:
-    """For each position, the last earlier position holding the same sensitive code (-1 if none)."""
+    """For each position, the last earlier position holding the same code of one sensitive column (-1 if none)."""
     order = np.argsort(sens, kind="stable")
     ordered = sens[order]
     prev = np.full(len(sens), -1, dtype=np.int64)
@@ -591,7 +703,7 @@ def _previous_occurrence(sens: np.ndarray) -> np.ndarray:
 def _distinct_sides(
     valid: np.ndarray, prev: np.ndarray, starts: np.ndarray, sizes: np.ndarray, left: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct non-null sensitive values in [start, start+left) and [start+left, start+size) per segment.
+    """Distinct non-null values of one sensitive column in [start, start+left) and [start+left, start+size) per segment.
 
     The segments tile the array. A position is a new value within a range when the
     previous occurrence of its value lies before the range's start, so one sort
@@ -611,8 +723,8 @@ def _try_split(
     """Cut each partition (rows grouped by partition) near its median on its dimension in `dims`.
 
     Of the two median cuts (before and after the median's ties) the more balanced
-    one that keeps both halves at >= k rows and >= l distinct sensitive values is
-    taken; numeric cuts then move to a round number when that keeps the policy.
+    one that keeps both halves at >= k rows and >= l distinct values of every
+    sensitive column is taken; numeric cuts then move to a round number when that keeps the policy.
     Returns the rows re-sorted along the cut dimension within each partition,
     whether each partition was cut, the left sizes and the numeric cut values
     (NaN for categories and uncut partitions).
@@ -625,14 +737,16 @@ def _try_split(
     combined = seg * stride + key
     order = np.argsort(combined, kind="stable")
     rows, combined, key = rows[order], combined[order], key[order]
-    sens = enc.sensitive[rows]
-    valid = sens >= 0
-    prev = _previous_occurrence(sens) if l > 1 else None
+    diverse = []  # per sensitive column: which positions hold a value, and each one's previous occurrence
+    if l > 1:
+        for codes in enc.sensitive:
+            sens = codes[rows]
+            diverse.append((sens >= 0, _previous_occurrence(sens)))
     base = np.arange(count, dtype=np.int64) * stride
 
     def allowed(left: np.ndarray) -> np.ndarray:
         ok = (left >= k) & (sizes - left >= k)
-        if prev is not None:
+        for valid, prev in diverse:
             dl, dr = _distinct_sides(valid, prev, starts, sizes, np.clip(left, 0, sizes))
             ok &= (dl >= l) & (dr >= l)
         return ok
@@ -765,7 +879,7 @@ def _rare_category_rows(enc: _Encoded, qis: list[str], k: int) -> tuple[np.ndarr
     quarter of a release into "(missing)|0" groups. Dropping those few rows
     (within max_suppression) costs far less information.
     """
-    rare = np.zeros(enc.sensitive.shape[0], dtype=bool)
+    rare = np.zeros(enc.codes.shape[1], dtype=bool)
     groups = []
     for j, name in enumerate(qis):
         if enc.numeric[j]:
@@ -813,8 +927,11 @@ def _meets(enc: _Encoded, rows: np.ndarray, k: int, l: int) -> bool:  # noqa: E7
         return False
     if l <= 1:
         return True
-    values = enc.sensitive[rows]
-    return len(np.unique(values[values >= 0])) >= l
+    for codes in enc.sensitive:
+        values = codes[rows]
+        if len(np.unique(values[values >= 0])) < l:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- labels and figures
@@ -924,14 +1041,16 @@ def anonymize(
     Raises:
         TenantConfigError: the policy is out of range (k < 2, ...).
         InvalidDataError: a QI is unknown or of a type that cannot be generalised (a
-            constant or all-null QI is released as it is); the sensitive column is
-            missing or has fewer than l values (with no sensitive column at all, l is
-            recorded as not measured and the table is generalised for k alone);
-            the table has fewer than k rows; or suppression would exceed `max_suppression`.
+            constant or all-null QI is released as it is); a sensitive column named in
+            the policy is missing, is also a QI, or has fewer than l values (with no
+            sensitive column at all, l is recorded as not measured and the table is
+            generalised for k alone); the table has fewer than k rows; or
+            suppression would exceed `max_suppression`.
     """
-    qis, kinds, sensitive = _resolve(table, schema, policy, tenant)
+    qis, kinds, scope = _resolve(table, schema, policy, tenant)
+    sensitive = list(scope.columns)
     # With no sensitive column there is nothing to diversify: generalise for k alone.
-    k, l = int(policy.k), int(policy.l) if sensitive is not None else 1  # noqa: E741
+    k, l = int(policy.k), scope.enforced_l  # noqa: E741
     n, d = table.height, len(qis)
     enc = _encode(table, qis, kinds, sensitive)
     priority = np.random.default_rng(policy.seed).permutation(d)
@@ -988,12 +1107,12 @@ def anonymize(
     out = table[kept].with_columns(columns)
 
     aggs = [pl.len().alias("size")]
-    if sensitive is not None:
-        aggs.append(pl.col(sensitive).drop_nulls().n_unique().alias("distinct"))
+    aggs += [pl.col(name).drop_nulls().n_unique().alias(f"distinct_{i}") for i, name in enumerate(sensitive)]
     classes = out.group_by(qis).agg(aggs)
     class_sizes = classes.get_column("size").to_numpy()
     k_achieved = int(class_sizes.min())
-    l_achieved = int(classes.get_column("distinct").min()) if sensitive is not None else None
+    l_by_column = {name: int(classes.get_column(f"distinct_{i}").min()) for i, name in enumerate(sensitive)}
+    l_achieved = min(l_by_column.values()) if l_by_column else None
     if k_achieved < k or (l > 1 and l_achieved < l):
         raise CreditTwinError(
             f"internal check failed: the generalised table reaches k={k_achieved}, l={l_achieved} "
@@ -1018,4 +1137,6 @@ def anonymize(
         class_count=classes.height,
         loss_by_column=loss_by_column,
         suppressed_groups=suppressed_groups,
+        l_by_column=l_by_column,
+        sensitive_not_released=list(scope.not_released),
     )

@@ -43,8 +43,10 @@ on fixed-size seeded samples for large books, and measures:
 * **The DP bound** (`dp_auc_bound`): the largest attacker AUC an
   (epsilon, delta)-DP release allows, beside the empirical AUC.
 * **k and l** (`measure_anonymity`): the smallest equivalence class over the
-  quasi-identifiers of the release and the fewest distinct sensitive values in
-  one class.
+  quasi-identifiers of the release and, for each sensitive column (the target
+  and tenant.yaml's `sensitive_columns`, chosen by
+  `models.anonymize.l_diversity_scope`), the fewest distinct non-null values in
+  one class; l is the smallest of them.
 
 `evaluate_policy` applies the tenant's `AuditPolicy` to an `AuditReport` and
 lists each rule with its value, threshold, verdict (pass, warn or fail) and
@@ -131,7 +133,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import polars as pl
 
-from models.anonymize import ANY_LABEL, MISSING_LABEL
+from models.anonymize import ANY_LABEL, MISSING_LABEL, LDiversityScope, l_diversity_scope
 from models.errors import InvalidDataError
 from models.schema import ColumnType, TableSchema
 from models.vocabulary import FALSE_TEXT, TRUE_TEXT
@@ -1899,26 +1901,30 @@ def _dp_section(dp_spent: tuple[float, float] | None, mia: dict[str, Any], tenan
 
 
 def measure_anonymity(released: pl.DataFrame, schema: TableSchema, sensitive_columns: list[str] | None = None) -> dict[str, Any]:
-    """Achieved k (smallest class over the quasi-identifiers) and l (fewest distinct sensitive values in a class).
+    """Achieved k (smallest class over the quasi-identifiers) and l, overall and per sensitive column.
 
     Quasi-identifiers are the schema's `quasi_identifier` columns present in
-    the release; sensitive columns are the target, the schema's `sensitive`
-    columns and `sensitive_columns`. A figure is None when its columns are absent.
+    the release; sensitive columns are those `models.anonymize.l_diversity_scope`
+    picks (the target, the schema's `sensitive` columns and `sensitive_columns`)
+    that the release carries and that are not quasi-identifiers. Per column,
+    l is the fewest distinct non-null values in a class (``l_by_column``);
+    ``l`` is the smallest of them. A figure is None when its columns are absent.
     """
     qis = [c for c in schema.with_role("quasi_identifier") if c in released.columns]
-    sensitive = []
-    for name in ([schema.target] if schema.target else []) + schema.with_role("sensitive") + list(sensitive_columns or []):
-        if name and name in released.columns and name not in sensitive and name not in qis:
-            sensitive.append(name)
-    result: dict[str, Any] = {"quasi_identifiers": qis, "sensitive": sensitive, "k": None, "l": None, "classes": None}
+    scope = l_diversity_scope(schema, released.columns, 1, declared=list(sensitive_columns or []))
+    sensitive = [name for name in scope.columns if name not in qis]
+    result: dict[str, Any] = {"quasi_identifiers": qis, "sensitive": sensitive, "k": None, "l": None,
+                              "l_by_column": {}, "sensitive_not_released": list(scope.not_released), "classes": None}
     if not qis or released.height == 0:
         return result
-    aggregations = [pl.len().alias("__size")] + [pl.col(c).n_unique().alias(f"__l_{i}") for i, c in enumerate(sensitive)]
+    aggregations = [pl.len().alias("__size")]
+    aggregations += [pl.col(c).drop_nulls().n_unique().alias(f"__l_{i}") for i, c in enumerate(sensitive)]
     classes = released.group_by(qis).agg(aggregations)
     result["k"] = int(classes.get_column("__size").min())
     result["classes"] = classes.height
+    result["l_by_column"] = {c: int(classes.get_column(f"__l_{i}").min()) for i, c in enumerate(sensitive)}
     if sensitive:
-        result["l"] = int(min(classes.get_column(f"__l_{i}").min() for i in range(len(sensitive))))
+        result["l"] = min(result["l_by_column"].values())
     return result
 
 
@@ -2136,19 +2142,22 @@ def evaluate_policy(report: AuditReport, policy: AuditPolicy) -> list[RuleResult
             continue
         criterion = f"fails when the {what} is below {required}"
         if rule == "l_diversity" and sensitive is not None and not sensitive:
-            # Without a sensitive attribute there is nothing for l to protect: not a pass, not a failure either.
-            results.append(_rule(rule, None, float(required), WARN,
-                                 "l-diversity not applicable: the release has no target and no sensitive column; "
-                                 "declare sensitive_columns in tenant.yaml to have it enforced", criterion))
+            # Without a sensitive attribute there is nothing for l to protect: an l above 1 asked for is not
+            # a pass, not a failure either; l = 1 asks for nothing.
+            not_applicable = LDiversityScope(int(required), ()).not_applicable
+            results.append(_rule(rule, None, float(required), WARN if not_applicable else PASS,
+                                 f"l-diversity {not_applicable or 'not required: privacy.l is 1'}", criterion))
             continue
         if achieved is None:
             results.append(_unmeasured(rule, float(required), "no quasi-identifier or sensitive column in the release",
                                        criterion, policy))
             continue
         passed = achieved >= required
+        per_column = (report.anonymity.get("l_by_column") or {}) if rule == "l_diversity" else {}
+        detail = f" ({', '.join(f'{c}: {v}' for c, v in per_column.items())})" if per_column else ""
+        verdict = f"{'meeting' if passed else 'below'} the required {required}"
         results.append(_rule(rule, float(achieved), float(required), PASS if passed else FAIL,
-                             f"{what} is {achieved}, {'meeting' if passed else 'below'} the required {required}",
-                             criterion))
+                             f"{what} is {achieved}{detail}, {verdict}", criterion))
     if report.dp is not None and "empirical_within_bound" in report.dp:
         bound = report.dp["auc_bound"]
         low = report.mia["auc_ci"][0]

@@ -60,7 +60,9 @@ from models.schema import ColumnType, TableSchema
 from models.sequences import (
     ABSORBING_CODES,
     CLOSING_CODES,
+    DEFAULT_DPD,
     N_STATES,
+    PUBLIC_REPORTING_OFFSET,
     AMOUNTS,
     LoanPaths,
     LoanTerms,
@@ -759,6 +761,22 @@ def _fit_state_offsets(
     return fitted.view(START_TOKEN + 1, months, -1).float(), summary
 
 
+def _public_report(report: Any) -> dict[str, Any]:
+    """What a DP cascade keeps of the histories' `HistoryReport`: the term column's name, no count of borrowers."""
+    return {
+        "term_column": report.term_column,
+        "dp": "counts of the training histories (loans, rows, transitions, state counts) are exact statistics of "
+        "the borrowers and are not kept under DP",
+    }
+
+
+def _public_offset(performance: pl.DataFrame, loans: pl.DataFrame) -> int | None:
+    """The reporting offset under DP: the public constant when the tape has the columns it needs, else None."""
+    if "reporting_month" not in performance.columns or "origination_date" not in loans.columns:
+        return None
+    return PUBLIC_REPORTING_OFFSET
+
+
 def _month_counts(states: np.ndarray, months: int) -> np.ndarray:
     """Transitions by (previous state incl. the start token, month on book, next state) of a loans x months code array (-1: none)."""
     from models.cascade_net import START_TOKEN
@@ -930,7 +948,10 @@ class LoanCascade:
         id_column = schema.id_column or "loan_id"
         report = validate_histories(performance, loans, tenant=tenant, file=file, id_column=id_column)
         amounts = history_amounts(performance)
-        seen = observed_states(performance)
+        # Under DP-SGD nothing is learned outside the training loop: which states occur, the median days past
+        # due per state and the reporting offset are public constants (every state allowed, DEFAULT_DPD,
+        # PUBLIC_REPORTING_OFFSET), not exact statistics of the borrowers.
+        seen = [True] * N_STATES if dp is not None else observed_states(performance)
         months = int(config.max_months or report.max_period)
         ids = loans.get_column(id_column).cast(pl.String).to_numpy()
         paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
@@ -1036,19 +1057,20 @@ class LoanCascade:
         net.eval()
         self._net = net
         self.history = history
-        self.report = report.to_dict()
+        self.report = report.to_dict() if not private else _public_report(report)
         self._prep = {
             "id_column": id_column,
             "term_column": report.term_column,
             "months": months,
             "encoder": encoder.to_dict(),
-            "days_past_due": state_days_past_due(performance),
+            "days_past_due": list(DEFAULT_DPD) if private else state_days_past_due(performance),
             "amounts": list(amounts),
             "observed_states": seen,
-            "reporting_offset": reporting_offset(performance, loans, id_column),
+            "reporting_offset": _public_offset(performance, loans) if private else reporting_offset(performance, loans, id_column),
             "recurrent": "torch" if dp is None or dp.recurrent_factory is None else "custom",
-            "train_loans": int(len(train_rows)),
-            "validation_loans": int(len(val_rows)),
+            # under DP the number of training loans is an exact count of the borrowers: not kept
+            "train_loans": None if private else int(len(train_rows)),
+            "validation_loans": None if private else int(len(val_rows)),
             "calibration": calibration,
             "encoder_source": "public domains" if public_domains is not None else "training loans",
             "encoder_left_out": left_out,

@@ -78,6 +78,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from models.accounting import NEIGHBOURS
 from models.errors import CertificateError
 from models.files import atomic_write_bytes, sha256_file
 from models.reports import PdfReport, fmt, pdf_text
@@ -708,7 +709,8 @@ def explain(document: Mapping[str, Any]) -> list[str]:
         bound = dp.get("auc_bound")
         sentence = (
             f"The release is differentially private with epsilon {fmt(dp.get('epsilon'))} and delta {fmt(dp.get('delta'))} "
-            f"(accountant {dp.get('accountant', '-')}): whatever else an attacker knows, no membership attack, "
+            f"(accountant {dp.get('accountant', '-')}; neighbouring tapes: {NEIGHBOURS}): whatever else an attacker "
+            "knows, no membership attack, "
             f"including ones not yet invented, can reach an AUC above {fmt(bound)}"
         )
         if mia.get("auc") is not None:
@@ -731,11 +733,19 @@ def explain(document: Mapping[str, Any]) -> list[str]:
     l_value = anonymity.get("l_achieved")
     if l_value is not None:
         sensitive = anonymity.get("sensitive") or (audit.get("anonymity") or {}).get("sensitive") or []
-        named = ", ".join(str(s) for s in sensitive) if sensitive else "-"
-        out.append(
-            f"Within every such group the sensitive columns ({named}) take at least {fmt(l_value)} distinct values, so "
-            "knowing a borrower's group does not reveal them outright."
-        )
+        by_column = anonymity.get("l_by_column") or {}
+        if by_column:
+            named = ", ".join(f"{c} at least {fmt(v)}" for c, v in by_column.items())
+            out.append(
+                f"Within every such group each sensitive column takes several distinct values ({named}), so "
+                "knowing a borrower's group does not reveal them outright."
+            )
+        else:
+            named = ", ".join(str(s) for s in sensitive) if sensitive else "-"
+            out.append(
+                f"Within every such group the sensitive columns ({named}) take at least {fmt(l_value)} distinct "
+                "values, so knowing a borrower's group does not reveal them outright."
+            )
 
     out.append(
         "What this release does not protect against: aggregate statistics (default rates, distributions, correlations "
@@ -745,6 +755,12 @@ def explain(document: Mapping[str, Any]) -> list[str]:
     )
     if not dp:
         out.append("A stronger attack than those measured here is not bounded by any proof; re-audit when attacks improve.")
+    else:
+        out.append(
+            "The audit figures in this certificate (attack AUCs, distances to closest records, k and l) are measured on "
+            "the real data and are not covered by epsilon: only the synthetic data carries the differential privacy "
+            "guarantee."
+        )
     return out
 
 
@@ -779,8 +795,10 @@ def build_certificate(
             [Charge.to_dict(), ...]}}``; the DP membership AUC bound is added
             as ``dp.auc_bound``.
         anonymity: ``{k_required, k_achieved, l_required, l_achieved,
-            suppression}`` (``quasi_identifiers`` and ``sensitive`` are taken
-            from the audit when absent).
+            suppression}``, optionally ``l_by_column`` (each sensitive
+            column's achieved l; each must reach ``l_required``);
+            ``quasi_identifiers``, ``sensitive`` and ``l_by_column`` are taken
+            from the audit when absent.
         audit: `AuditReport.to_dict()`.
         rules: `RuleResult.to_dict()` of every rule of `evaluate_policy`: each
             with its verdict (pass, warn, fail) and its criterion in words,
@@ -854,17 +872,25 @@ def build_certificate(
     measured = audit.get("anonymity") or {}
     anonymity.setdefault("quasi_identifiers", measured.get("quasi_identifiers") or [])
     anonymity.setdefault("sensitive", measured.get("sensitive") or [])
+    anonymity["l_by_column"] = dict(anonymity.get("l_by_column") or measured.get("l_by_column") or {})
     for name in ("k", "l"):
         required, achieved = anonymity.get(f"{name}_required"), anonymity.get(f"{name}_achieved")
         if name == "l" and required is not None and not anonymity["sensitive"]:
             # l protects sensitive values; a release without any (no target, none declared) has nothing for it to
-            # protect, which the l_diversity rule records as a warning.
-            anonymity["l_status"] = "not applicable: the release has no target and no sensitive column"
+            # protect, which the l_diversity rule records (`models.anonymize.LDiversityScope` decides both).
+            from models.anonymize import LDiversityScope
+
+            scope = LDiversityScope(int(required), ())
+            anonymity["l_status"] = scope.not_applicable or "not required: privacy.l is 1"
             continue
         if required is not None:
             _require(achieved is not None and achieved >= required,
                      f"{name} achieved ({achieved}) is below the required {required}.", tenant,
                      "re-run anonymized_portfolio; a release below the policy is never certified.")
+        if name == "l" and required is not None:
+            below = {c: v for c, v in anonymity["l_by_column"].items() if v is None or v < required}
+            _require(not below, f"l achieved on sensitive column(s) {below} is below the required {required}.",
+                     tenant, "re-run anonymized_portfolio; a release below the policy is never certified.")
 
     issued = issued_at.astimezone(timezone.utc).replace(microsecond=0)
     if certificate_id is None:
@@ -1092,6 +1118,7 @@ def render_certificate_pdf(signed: Mapping[str, Any]) -> bytes:
             ("epsilon spent", dp.get("epsilon")),
             ("delta spent", dp.get("delta")),
             ("accountant", dp.get("accountant")),
+            ("neighbouring tapes", NEIGHBOURS),
             ("largest membership AUC it allows", dp.get("auc_bound")),
         ] + [(name, _text(value)) for name, value in flatten({k: v for k, v in dp.items()
                                                              if k not in ("epsilon", "delta", "accountant", "auc_bound",

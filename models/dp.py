@@ -7,34 +7,55 @@ non-DP `models.copula.GaussianCopulaTwin`, untouched by this module.
 (`privacy_unit_column`), else the row. Before anything is measured each unit is
 bounded to one row (its first row in table order), so neighbouring tables differ
 in one row. The copula's guarantee is epsilon-DP (plus a delta only for
-category lists that were not declared) for *replace-one-unit* neighbours with
+columns whose category list or structure was not declared) for *replace-one-unit* neighbours with
 the number of units public: the platform already publishes a tape's row count
-in the asset metadata. DP-SGD (opacus) is add/remove-one-unit, as opacus and
-dp-accounting state it.
+in the asset metadata. DP-SGD (opacus) is accounted under the same
+replace-one-unit definition (`models.accounting.NEIGHBOURS`): dp-accounting
+accounts its Poisson-subsampled Gaussian only for add/remove, so `plan_dpsgd`
+calibrates the noise by group privacy of two add/remove steps
+(`models.accounting.noise_multiplier_replace_one`) and the ledger is charged
+the replace-one (epsilon, delta) (`models.accounting.replace_one_charge`).
 
-**The DP copula** (`plan_dp_copula` then `DPGaussianCopula.fit`):
+**The DP copula** (`plan_for_table` / `plan_for_tenant` / `plan_dp_copula`,
+charged, then `fit_dp_twin`: the one path of the asset and of the tests):
 
-1. Marginals. Each modelled column is one histogram over a *public* domain
-   (`PublicDomain`: numeric bounds and bin count, a list of values, or a list of
-   categories), declared by the tenant (`privacy.domains`) or taken from the
-   coarse documented defaults `DEFAULT_DOMAINS` by canonical column name;
-   booleans of a boolean or 0/1 column are public {false, true}. A nullable
-   column (per the schema) has one more bin for nulls. Values are clipped into
-   the bounds, mapped to the nearest declared value, or (categories outside the
-   list) left out of the counts; nothing about the data's own min, max, quantiles
-   or category list is used. Integer counts receive integer noise from OpenDP's
+0. The plan. It is built from public inputs only: the header's column names,
+   tenant.yaml (target and positive values, id columns, unit column,
+   `privacy.domains`, epsilon, delta, dp_split), `DEFAULT_DOMAINS` by canonical
+   name and the public unit count; never from the data's dtypes, null counts or
+   distinct counts, so one borrower cannot change the structure of the release.
+   Identifiers are only the declared id columns, `loan_id` and the unit column.
+   Every modelled column is nullable (a public null bin). The fit reads each
+   column as the plan's type (numbers parsed from text, unparsable -> null;
+   categories as text); released dtypes come from the plan and the noisy
+   releases, never from the data's dtypes.
+1. Marginals. A column with a declared or default domain is one histogram
+   over that *public* domain (`PublicDomain`: numeric bounds and bin count, a
+   list of values, or a list of categories), plus its null bin. Values are
+   clipped into the bounds, mapped to the nearest declared value, or
+   (categories outside the list) left out of the counts; nothing about the
+   data's own min, max, quantiles or category list is used. A column with
+   neither ("auto") spends `PROFILE_SHARE` of its epsilon on a histogram of
+   public value classes (null / integer / decimal / other text); a rule on the
+   noisy shares makes it numeric (numbers are the majority), integer, categorical
+   or left out (mostly null). A numeric one spends the rest on one histogram over
+   a fixed public signed log-magnitude grid (`magnitude_grid`): its bounds are
+   the outermost bins whose noisy count clears the noise (private bounds, part of
+   the plan's charge), its marginal the same noisy counts inside them; integer
+   columns with a small noisy range are released as those integers. A categorical
+   one spends the rest on a stability histogram (below). Integer counts receive integer noise from OpenDP's
    discrete Laplace (`make_laplace` over an integer vector domain), sampled
    exactly, so the floating-point attack on textbook Laplace does not apply.
    Post-processing projects the noisy counts onto the non-negative vectors with
    the same total (clipping negatives alone would leave spurious mass in every
    empty bin); the marginal is uniform within bins. L1 sensitivity: 2 (one row
    moves between two bins).
-2. Undeclared categorical columns pay for their category list with a stability
-   histogram: noisy counts of the observed values, kept when above a threshold
-   that a value held by one unit passes with probability at most delta/2
-   ((epsilon, delta)-DP; rare values are dropped, never published). Levels are
-   ordered by noisy frequency. Numeric and date columns with neither a
-   declaration nor a default are left out (listed in `summary()["left_out"]`).
+2. The target (unless declared) and categorical auto columns pay for their
+   category list with a stability histogram: noisy counts of the observed text
+   values, kept when above a threshold that a value held by one unit passes with
+   probability at most delta/2 ((epsilon, delta)-DP; rare values are dropped,
+   never published). The target's declared positive values are public keys,
+   always released. Levels are ordered by noisy frequency.
 3. Dependence. For every pair of latent dimensions the integer concordance
    statistic S = (concordant - discordant pairs of rows) on the public bin
    codes receives discrete Laplace noise; its replace-one sensitivity is
@@ -44,24 +65,26 @@ dp-accounting state it.
    discretised at the (noisy) marginal's bin edges (for fine bins this tends to
    sin(pi tau / 2); for binary columns it is the tetrachoric analogue), the
    matrix is repaired to positive definite by eigenvalue clipping, and sampling
-   is the ordinary Gaussian-copula draw. Pairs involving a nullable column are
+   is the ordinary Gaussian-copula draw. Pairs involving a numeric column are
    divided by the (noisy) squared share of rows present in both, assuming
    missingness independent of the values.
 4. Budget. `split` (default 0.5) of epsilon goes to the marginals, shared
    equally by the columns; the rest to the dependence, shared equally by the
-   pairs; basic composition of pure-epsilon mechanisms (accountant
-   ``pure-sum`` of `models.accounting`). The plan holds the exact
+   pairs the plan reserves (an auto column reserves a value and a null
+   dimension whatever it becomes, so the shares are fixed before the data is
+   read; an unused reservation is charged, not spent); basic composition of
+   pure-epsilon mechanisms (accountant ``pure-sum`` of `models.accounting`). The plan holds the exact
    `MechanismSpec` list, computed from public information only, so the asset
    can charge the ledger before `fit` runs; `fit` refuses a table that would
    need a different plan.
 
-Identifiers are regenerated from public constants (an integer offset from the
-dtype's range or the fixed prefix "SYN-DP-"), never from the real ids.
+Identifiers are regenerated as text with the fixed prefix "SYN-DP-", never
+from the real ids or their dtype.
 Inequality and fixed-combination constraints are not supported under DP.
 
 **DP-SGD**: `OpacusDPHook` implements `models.cascade.DPTrainingHook` with
 opacus' `DPLSTM` / `DPGRU`, Poisson sampling and per-sample clipping; its
-noise multiplier comes from `models.accounting.noise_multiplier_for` (see
+noise multiplier comes from `models.accounting.noise_multiplier_replace_one` (see
 `plan_dpsgd`).
 
 **Auditing**: `empirical_epsilon_lower_bound` turns event counts of a mechanism
@@ -83,20 +106,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from models.accounting import DEFAULT_DELTA, Composition, MechanismSpec, compose, epsilon_for_dpsgd, noise_multiplier_for
+from models.accounting import Composition, MechanismSpec, compose, epsilon_for_dpsgd, release_delta
 from models.copula import (
     GaussianCopulaTwin,
-    _dtype_token,
     _json_scalar,
     _numeric_view,
-    _positive_levels,
     _repair_correlation,
     _write_atomic_dir,
 )
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.marginals import ContinuousMarginal, LevelMarginal
 from models.privacy_errors import InvalidMechanismError
-from models.schema import ColumnType, TableSchema
+from models.schema import TableSchema
+from models.vocabulary import target_indicator
 
 if TYPE_CHECKING:
     import torch
@@ -356,13 +378,55 @@ def parse_domains(domains: Mapping[str, Any] | None) -> dict[str, PublicDomain]:
 
 # --------------------------------------------------------------------------- the plan
 
+VALUE_CLASSES = ("null", "integer", "decimal", "other")
+"""Public value classes of an undeclared column's text, counted (with noise) to decide its structure."""
+PROFILE_SHARE = 0.25
+"""Share of an undeclared column's epsilon spent on its value-class histogram; the rest on its values."""
+MOSTLY_NULL = 0.95
+"""An undeclared column whose noisy null share exceeds this is left out."""
+SPURIOUS_BINS = 0.05
+"""Expected number of empty grid bins whose noise clears the threshold that sets an undeclared column's bounds."""
+TRIM = 0.005
+"""Noisy mass cut from each end of the grid when no bin clears that threshold (small tapes)."""
+MAX_INTEGER_LEVELS = 40
+"""An integer column whose noisy range spans at most this many integers is released as those integers."""
+_GRID_STEPS_PER_DECADE = 8
+_GRID_SMALL_INTEGERS = 32
+_GRID_MIN = 1e-2
+_GRID_MAX = 1e10
+
+
+def magnitude_grid(integer: bool) -> np.ndarray:
+    """A fixed public signed log-magnitude grid of bin edges for undeclared numeric columns.
+
+    Decimal grid: 0 and +-10^(k/8) from 1e-2 to 1e10. Integer grid: one bin per
+    integer from -32 to 32 (edges at half-integers), then log-spaced out to 1e10,
+    so small counts and 0/1 flags keep their exact values. Values beyond the
+    ends fall into the end bins. Never derived from any data.
+    """
+    k = np.arange(1, math.ceil(_GRID_STEPS_PER_DECADE * math.log10(_GRID_MAX / (_GRID_SMALL_INTEGERS + 0.5))) + 1)
+    if integer:
+        inner = np.arange(-_GRID_SMALL_INTEGERS, _GRID_SMALL_INTEGERS + 2) - 0.5
+        outer = (_GRID_SMALL_INTEGERS + 0.5) * 10.0 ** (k / _GRID_STEPS_PER_DECADE)
+        return np.concatenate([-outer[::-1], inner, outer])
+    decades = np.arange(round(math.log10(_GRID_MIN) * _GRID_STEPS_PER_DECADE),
+                        round(math.log10(_GRID_MAX) * _GRID_STEPS_PER_DECADE) + 1)
+    positive = 10.0 ** (decades / _GRID_STEPS_PER_DECADE)
+    return np.concatenate([-positive[::-1], [0.0], positive])
+
 
 @dataclass(frozen=True)
 class DPColumnPlan:
-    """How one column is released: its kind, public domain, nullability and epsilon (delta for stability)."""
+    """How one column is released: its kind, public domain and epsilon (delta for stability histograms).
+
+    Kinds: bins, values, categories (declared or default domains), stability
+    (category list paid for), auto (no declaration: structure, bounds and
+    marginal from charged noisy releases at fit time), identifier (regenerated).
+    Every modelled column is nullable (a public null bin), whatever the data holds.
+    """
 
     name: str
-    kind: str  # bins | values | categories | boolean | stability | identifier
+    kind: str
     domain: PublicDomain | None
     nullable: bool
     epsilon: float
@@ -370,13 +434,18 @@ class DPColumnPlan:
 
     @property
     def latent(self) -> list[str]:
-        """Names of the latent dimensions this column becomes."""
+        """Names of the latent dimensions this column may become (an auto column reserves two)."""
         if self.kind == "identifier":
             return []
         dims = [self.name]
-        if self.nullable and self.kind in ("bins", "values"):
+        if self.nullable and self.kind in ("bins", "values", "auto"):
             dims.append(f"{self.name}#null")
         return dims
+
+    @property
+    def profile_epsilon(self) -> float:
+        """The epsilon of an auto column's value-class histogram (0 for other kinds)."""
+        return self.epsilon * PROFILE_SHARE if self.kind == "auto" else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -402,12 +471,13 @@ class DPCopulaPlan:
         split: share of epsilon on the marginals.
         n_units: the public number of privacy units (rows after bounding each unit to one row).
         privacy_unit_column: the column naming the unit (None: each row is a unit).
-        columns: one `DPColumnPlan` per released column, in schema order.
+        columns: one `DPColumnPlan` per header column that is modelled or regenerated, in header order.
         left_out: column -> reason, for columns not modelled.
-        latent: the latent dimension names, in correlation-matrix order.
+        latent: the latent dimensions reserved (an auto column reserves value and null), in order.
         pair_epsilon: epsilon of each pairwise concordance release.
         mechanisms: the `MechanismSpec` charges (one per kind of release), to
             charge the ledger before `fit`.
+        target, target_positive: the tenant's default flag and the values that mean "defaulted".
     """
 
     epsilon: float
@@ -420,6 +490,8 @@ class DPCopulaPlan:
     latent: tuple[str, ...]
     pair_epsilon: float
     mechanisms: tuple[MechanismSpec, ...] = field(default_factory=tuple)
+    target: str | None = None
+    target_positive: tuple[Any, ...] = ()
 
     @property
     def n_pairs(self) -> int:
@@ -436,7 +508,8 @@ class DPCopulaPlan:
             "epsilon": self.epsilon, "delta": self.delta, "split": self.split, "n_units": self.n_units,
             "privacy_unit_column": self.privacy_unit_column, "columns": [c.to_dict() for c in self.columns],
             "left_out": dict(self.left_out), "latent": list(self.latent), "pair_epsilon": self.pair_epsilon,
-            "mechanisms": [m.to_dict() for m in self.mechanisms],
+            "mechanisms": [m.to_dict() for m in self.mechanisms], "target": self.target,
+            "target_positive": list(self.target_positive),
         }
 
     @classmethod
@@ -449,42 +522,50 @@ class DPCopulaPlan:
             left_out={str(k): str(v) for k, v in data["left_out"].items()},
             latent=tuple(str(x) for x in data["latent"]), pair_epsilon=float(data["pair_epsilon"]),
             mechanisms=tuple(MechanismSpec.from_dict(m) for m in data["mechanisms"]),
+            target=data.get("target"), target_positive=tuple(data.get("target_positive", ())),
         )
 
 
 def plan_dp_copula(
-    schema: TableSchema,
+    columns: Sequence[str],
     epsilon: float,
     *,
     n_units: int,
     delta: float | None = None,
     domains: Mapping[str, Any] | None = None,
     split: float = DEFAULT_SPLIT,
-    columns: Sequence[str] | None = None,
+    target: str | None = None,
+    target_positive: Sequence[Any] = (),
+    id_columns: Sequence[str] = (),
     privacy_unit_column: str | None = None,
     tenant: str | None = None,
 ) -> DPCopulaPlan:
-    """Plan a DP copula fit: which columns, over which public domains, at what epsilon each.
+    """Plan a DP copula fit from public inputs only: column names, declarations, defaults and the unit count.
 
-    Uses only public information: the schema (names, types, nullability, the
-    target), the declared domains, the defaults and the public unit count.
+    Nothing about the data (dtypes, null counts, distinct counts) is used, so one
+    borrower cannot change the plan. A column is:
+
+    * an identifier (regenerated) when named in `id_columns`, "loan_id" or the unit column;
+    * released over its declared domain (`privacy.domains`) or `DEFAULT_DOMAINS` by canonical name;
+    * the target: categories from a stability histogram unless declared;
+    * otherwise "auto": its structure (numeric, integer, categorical or left out),
+      bounds and marginal come from charged noisy releases at fit time.
 
     Args:
-        schema: the table's schema.
+        columns: the header's column names, as ingest canonicalised them.
         epsilon: the total epsilon of the fit (tenant.yaml `privacy.epsilon`).
-        n_units: the number of privacy units the fit will see (public).
-        delta: total delta for undeclared categorical columns' stability
-            histograms (default `models.accounting.DEFAULT_DELTA`, capped below
-            1/(10 n_units)); unused when every category list is declared.
+        n_units: the number of privacy units the fit will see (public under replace-one).
+        delta: total delta of the stability histograms (default
+            `models.accounting.release_delta`: 1/100 of the default delta budget, capped at 1/(10 n_units)).
         domains: `privacy.domains` from tenant.yaml (column -> mapping).
         split: share of epsilon for the marginals, in (0, 1).
-        columns: the columns to model (default: all but text); identifiers
-            are always regenerated.
+        target, target_positive: tenant.yaml's target column and its positive values.
+        id_columns: tenant.yaml's declared identifier columns.
         privacy_unit_column: the column naming the borrower, if any.
         tenant: named in errors.
 
     Raises:
-        TenantConfigError: a bad epsilon, split, domain or column name.
+        TenantConfigError: a bad epsilon, split, delta, domain or column name.
     """
     def bad(message: str, column: str | None = None, fix: str = "fix privacy settings in tenant.yaml.") -> TenantConfigError:
         return TenantConfigError(message, tenant=tenant, file="tenant.yaml", column=column, fix=fix)
@@ -498,86 +579,63 @@ def plan_dp_copula(
             f"a DP copula needs at least {MIN_UNITS} privacy units, got {n_units!r}.", tenant=tenant,
             fix="upload a larger tape; with fewer units the noise swamps every statistic.",
         )
+    columns = [str(c) for c in columns]
     parsed = parse_domains(domains)
     for name in parsed:
-        if name not in schema:
-            raise bad(f"privacy.domains names a column the table does not have (it has {schema.names[:20]}).", name)
-    wanted = set(schema.names if columns is None else columns)
-    for name in wanted:
-        if name not in schema:
-            raise bad("is not a column of the table.", name, fix="list only the table's columns.")
-    if privacy_unit_column is not None and privacy_unit_column not in schema:
+        if name not in columns:
+            raise bad(f"privacy.domains names a column the table does not have (it has {columns[:20]}).", name)
+    if privacy_unit_column is not None and privacy_unit_column not in columns:
         raise bad("the privacy unit column is not in the table.", privacy_unit_column,
                   fix="name the borrower column, or leave it out to protect rows.")
+    if target is not None and target not in columns:
+        raise bad("the target column is not in the table.", target, fix="name the default flag's column.")
+    identifiers = {c for c in (*id_columns, "loan_id", privacy_unit_column) if c is not None and c in columns}
 
-    drafts: list[tuple[str, str, PublicDomain | None, bool]] = []
-    left_out: dict[str, str] = {}
-    for spec in schema.columns:
-        name = spec.name
+    drafts: list[tuple[str, str, PublicDomain | None]] = []
+    for name in columns:
         domain = parsed.get(name)
-        if spec.type is ColumnType.IDENTIFIER:
-            drafts.append((name, "identifier", None, False))
-            continue
-        if spec.type is ColumnType.TEXT:
-            left_out[name] = "free text: left out of the model"
-            continue
-        if name not in wanted:
-            left_out[name] = "not among the columns to model"
-            continue
-        if name == privacy_unit_column:
-            left_out[name] = "the privacy unit: never modelled"
-            continue
-        nullable = bool(spec.nullable)
-        if spec.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN):
-            if domain is not None and domain.kind != "categories":
-                raise bad("is categorical; declare {categories: [...]} for it.", name)
-            if domain is not None:
-                drafts.append((name, "categories", domain, nullable))
-            elif spec.type is ColumnType.BOOLEAN:
-                drafts.append((name, "boolean", None, nullable))
-            else:
-                drafts.append((name, "stability", None, nullable))
-            continue
-        if domain is not None and domain.kind == "categories":
-            raise bad(f"is {spec.type.value}; declare {{low, high, bins}} or {{values: [...]}} for it.", name)
-        if domain is None and name in DEFAULT_DOMAINS and spec.type in (ColumnType.NUMERIC, ColumnType.INTEGER):
-            domain = PublicDomain.from_dict(name, DEFAULT_DOMAINS[name])
-        if domain is None:
-            left_out[name] = ("no public domain: declare privacy.domains."
-                              f"{name} {{low, high, bins}} to model it under differential privacy")
-            continue
-        if spec.type is ColumnType.DATETIME and domain.kind == "bins" and not isinstance(domain.low, str):
-            raise bad("is a date; declare its bounds as ISO dates (low: '2019-01-01').", name)
-        if spec.type is not ColumnType.DATETIME and isinstance(domain.low, str):
-            raise bad("is numeric; declare numeric bounds.", name)
-        drafts.append((name, domain.kind, domain, nullable))
+        if name in identifiers:
+            drafts.append((name, "identifier", None))
+        elif domain is not None:
+            if name == target and domain.kind != "categories":
+                raise bad("is the target; declare {categories: [...]} for it.", name)
+            drafts.append((name, domain.kind, domain))
+        elif name == target:
+            drafts.append((name, "stability", None))
+        elif name in DEFAULT_DOMAINS:
+            drafts.append((name, PublicDomain.from_dict(name, DEFAULT_DOMAINS[name]).kind,
+                           PublicDomain.from_dict(name, DEFAULT_DOMAINS[name])))
+        else:
+            drafts.append((name, "auto", None))
 
     released = [d for d in drafts if d[1] != "identifier"]
     if not released:
         raise bad("no column can be modelled under differential privacy.",
-                  fix="declare public domains (privacy.domains) for the columns to synthesise.")
+                  fix="upload a tape with columns other than identifiers.")
     latent: list[str] = []
-    for name, kind, domain, nullable in released:
-        latent += DPColumnPlan(name, kind, domain, nullable, 1.0).latent
+    for name, kind, domain in released:
+        latent += DPColumnPlan(name, kind, domain, True, 1.0).latent
     n_pairs = len(latent) * (len(latent) - 1) // 2
     marginal_share = float(split) if n_pairs else 1.0
     column_epsilon = float(epsilon) * marginal_share / len(released)
     pair_epsilon = float(epsilon) * (1.0 - marginal_share) / n_pairs if n_pairs else 0.0
-    stability = [d for d in released if d[1] == "stability"]
+    paid_lists = [d for d in released if d[1] in ("stability", "auto")]
     if delta is None:
-        delta = min(DEFAULT_DELTA, 1.0 / (10 * n_units))
-    if stability and not (isinstance(delta, (int, float)) and 0 < delta < 1.0 / n_units):
-        raise bad(f"privacy.delta must be in (0, 1/n) = (0, {1.0 / n_units:.3g}) for undeclared category lists, "
-                  f"got {delta!r}.", stability[0][0],
-                  fix="declare the categories under privacy.domains, or set a small privacy.delta.")
-    column_delta = float(delta) / len(stability) if stability else 0.0
+        delta = release_delta(None, n_units)  # a share of the default delta budget (issue 14 item 8)
+    if paid_lists and not (isinstance(delta, (int, float)) and 0 < delta < 1.0 / n_units):
+        raise bad(f"privacy.delta must be in (0, 1/n) = (0, {1.0 / n_units:.3g}) for undeclared columns, "
+                  f"got {delta!r}.", paid_lists[0][0],
+                  fix="declare every column under privacy.domains, or set a small privacy.delta.")
+    column_delta = float(delta) / len(paid_lists) if paid_lists else 0.0
     plans = tuple(
-        DPColumnPlan(name, kind, domain, nullable, 0.0 if kind == "identifier" else column_epsilon,
-                     column_delta if kind == "stability" else 0.0)
-        for name, kind, domain, nullable in drafts
+        DPColumnPlan(name, kind, domain, kind != "identifier", 0.0 if kind == "identifier" else column_epsilon,
+                     column_delta if kind in ("stability", "auto") else 0.0)
+        for name, kind, domain in drafts
     )
     mechanisms: list[MechanismSpec] = []
-    histograms = [d for d in released if d[1] != "stability"]
+    histograms = [d for d in released if d[1] in ("bins", "values", "categories")]
+    stability = [d for d in released if d[1] == "stability"]
+    auto = [d for d in released if d[1] == "auto"]
     if histograms:
         mechanisms.append(MechanismSpec(
             kind="laplace", sensitivity=2.0, scale=2.0 / column_epsilon, steps=len(histograms),
@@ -588,6 +646,20 @@ def plan_dp_copula(
             kind="pure", epsilon=column_epsilon * len(stability), delta=column_delta * len(stability),
             description=f"stability histograms (category lists paid for) of {len(stability)} column(s)",
         ))
+    if auto:
+        profile = column_epsilon * PROFILE_SHARE
+        mechanisms.append(MechanismSpec(
+            kind="laplace", sensitivity=2.0, scale=2.0 / profile, steps=len(auto),
+            description=f"discrete Laplace value-class histograms (null/integer/decimal/other text) deciding the "
+                        f"structure of {len(auto)} undeclared column(s)",
+        ))
+        mechanisms.append(MechanismSpec(
+            kind="pure", epsilon=(column_epsilon - profile) * len(auto), delta=column_delta * len(auto),
+            description=f"private bounds and marginals of {len(auto)} undeclared column(s): a discrete Laplace "
+                        "histogram over a public signed log-magnitude grid (bounds: its outermost bins whose noisy count clears "
+                        "the noise; 0/1 and small counts kept as integers), or a stability histogram when the column "
+                        "is categorical",
+        ))
     if n_pairs:
         sensitivity = float(concordance_sensitivity(n_units))
         mechanisms.append(MechanismSpec(
@@ -595,10 +667,82 @@ def plan_dp_copula(
             description=f"discrete Laplace Kendall concordance of {n_pairs} latent pair(s) (sensitivity 2(n-1))",
         ))
     return DPCopulaPlan(
-        epsilon=float(epsilon), delta=column_delta * len(stability), split=float(split), n_units=n_units,
-        privacy_unit_column=privacy_unit_column, columns=plans, left_out=left_out, latent=tuple(latent),
-        pair_epsilon=pair_epsilon, mechanisms=tuple(mechanisms),
+        epsilon=float(epsilon), delta=column_delta * len(paid_lists), split=float(split), n_units=n_units,
+        privacy_unit_column=privacy_unit_column, columns=plans, left_out={}, latent=tuple(latent),
+        pair_epsilon=pair_epsilon, mechanisms=tuple(mechanisms), target=target,
+        target_positive=tuple(_json_scalar(p) for p in target_positive),
     )
+
+
+def tenant_unit_column(columns: Sequence[str], config: Any) -> str | None:
+    """The privacy unit's column: tenant.yaml's `privacy.unit_column`, else `borrower_id` when the header has it."""
+    return config.privacy.unit_column or ("borrower_id" if "borrower_id" in columns else None)
+
+
+def plan_for_tenant(columns: Sequence[str], config: Any, *, n_units: int, tenant: str | None = None) -> DPCopulaPlan:
+    """The DP copula plan of a tenant: `plan_dp_copula` over the header and tenant.yaml (a `TenantConfig`)."""
+    privacy = config.privacy
+    return plan_dp_copula(
+        columns, privacy.epsilon, n_units=n_units, delta=release_delta(privacy.delta, n_units), domains=privacy.domains,
+        split=privacy.dp_split, target=config.target.column if config.target else None,
+        target_positive=config.target.positive_values if config.target else (), id_columns=config.id_columns,
+        privacy_unit_column=tenant_unit_column(columns, config), tenant=tenant,
+    )
+
+
+def plan_for_table(table: pl.DataFrame, config: Any, *, tenant: str | None = None) -> DPCopulaPlan:
+    """`plan_for_tenant` for the train split: its header and its public unit count. Charge the plan, then `fit_dp_twin`."""
+    unit = tenant_unit_column(table.columns, config)
+    return plan_for_tenant(table.columns, config, n_units=bound_units(table, unit).height, tenant=tenant)
+
+
+def fit_dp_twin(table: pl.DataFrame, plan: DPCopulaPlan, *, tenant: str | None = None,
+                sampler: NoiseSampler | None = None) -> "DPGaussianCopula":
+    """Fit the DP copula of a charged plan: the one path `fitted_copula` and the falsification tests take."""
+    return DPGaussianCopula(plan, sampler=sampler).fit(table, tenant=tenant)
+
+
+def domains_yaml(columns: Sequence[str], config: Any, *, tenant: str, file: str) -> str:
+    """A ready-to-edit `privacy: domains:` block for tenant.yaml, from the header and tenant.yaml only.
+
+    Declared domains are repeated, canonical names get their `DEFAULT_DOMAINS`,
+    identifiers and the privacy unit are noted as regenerated, and every other
+    column gets a commented placeholder. No value of the data is read, so two
+    uploads with the same header and tenant.yaml print the same text.
+    """
+    declared = parse_domains(config.privacy.domains)
+    unit = tenant_unit_column(columns, config)
+    target = config.target.column if config.target else None
+    identifiers = {c for c in (*config.id_columns, "loan_id", unit) if c is not None}
+    lines = [
+        f"# privacy.domains for tenant '{tenant}', from the header of {file} and tenant.yaml only (no values read).",
+        "# Public domains cost no budget and give the best utility. A column left undeclared is still modelled:",
+        "# its type and bounds are then learnt from charged, noised releases at fit time.",
+        "# Replace each <...> placeholder and uncomment the line; list ordered categories (grades) in order.",
+        "privacy:",
+        "  domains:",
+    ]
+
+    def entry(name: str, domain: Mapping[str, Any]) -> str:
+        return f"    {json.dumps(name)}: {json.dumps(dict(domain))}"
+
+    for name in columns:
+        if name in identifiers:
+            lines.append(f"    # {name}: regenerated under DP (identifier{' / privacy unit' if name == unit else ''}); "
+                         "no domain needed")
+        elif name in declared:
+            lines.append(entry(name, declared[name].to_dict()) + "  # declared in tenant.yaml")
+        elif name == target:
+            positives = ", ".join(json.dumps(_json_scalar(p)) for p in config.target.positive_values)
+            lines.append(f"    # {json.dumps(name)}: {{\"categories\": [{positives}, <the other values>]}}"
+                         "  # the target: its declared positive plus the rest")
+        elif name in DEFAULT_DOMAINS:
+            lines.append(entry(name, PublicDomain.from_dict(name, DEFAULT_DOMAINS[name]).to_dict())
+                         + "  # CreditTwin's default for this name; narrow it to your book")
+        else:
+            lines.append(f"    # {json.dumps(name)}: {{\"low\": <lowest possible>, \"high\": <highest possible>, "
+                         "\"bins\": 32}  # or {\"values\": [...]} or {\"categories\": [...]}")
+    return "\n".join(lines) + "\n"
 
 
 def bound_units(table: pl.DataFrame, privacy_unit_column: str | None) -> pl.DataFrame:
@@ -720,6 +864,92 @@ def empirical_epsilon_lower_bound(hits_a: np.ndarray, hits_b: np.ndarray, trials
     return float(max(ratios.max(initial=0.0), 0.0))
 
 
+def value_classes(series: pl.Series) -> np.ndarray:
+    """Each value's public class as a code into `VALUE_CLASSES`, from its text (never from the column's dtype)."""
+    text = _as_text(series)
+    number = text.cast(pl.Float64, strict=False)
+    integer = text.str.contains(r"^[+-]?[0-9]+(\.0*)?$").fill_null(False)
+    decimal = number.is_finite().fill_null(False)
+    codes = np.where(text.is_null().to_numpy(), 0,
+                     np.where(integer.to_numpy(), 1, np.where(decimal.to_numpy(), 2, 3)))
+    return codes.astype(np.int64)
+
+
+def _text_of(value: Any) -> str:
+    """A scalar as the text `_as_text` gives a column holding it (booleans lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _as_text(series: pl.Series) -> pl.Series:
+    """The column as stripped text; empty text is null."""
+    text = series.cast(pl.String).str.strip_chars()
+    return text.set(text == "", None) if text.len() else text
+
+
+def _as_number(series: pl.Series, domain: PublicDomain | None) -> np.ndarray:
+    """The column parsed as the plan's numeric type (dates for ISO-dated domains): unparsable or non-finite -> NaN."""
+    if domain is not None and isinstance(domain.low, str):
+        if series.dtype in (pl.Date,) or isinstance(series.dtype, pl.Datetime):
+            parsed = series.cast(pl.Date)
+        else:
+            parsed = _as_text(series).str.to_date(strict=False)
+        return _numeric_view(parsed)
+    values = _as_text(series).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _target_keys(positive: Sequence[Any]) -> list[str]:
+    """The target's public level texts: the first declared positive and, for a truth word (1, Yes, true), its opposite."""
+    from models.vocabulary import truth_of
+
+    if not positive:
+        return []
+    first = _text_of(positive[0])
+    if truth_of(positive[0]) is None:
+        return [first]
+    opposite = _text_of(0 if isinstance(positive[0], (int, float)) and not isinstance(positive[0], bool) else
+                        not truth_of(positive[0]))
+    if isinstance(positive[0], str):
+        from models.vocabulary import _COUNTERPART
+
+        opposite = _COUNTERPART.get(first.lower(), opposite)
+        opposite = opposite.capitalize() if first[:1].isupper() else opposite
+    return [first, opposite]
+
+
+def _target_text(series: pl.Series, positive: Sequence[Any]) -> pl.Series:
+    """The target as text in public spellings: positives as the first declared one, truth-word negatives as its opposite.
+
+    Whatever type ingest gave the column (Boolean, 0/1, Yes/No text), each row's
+    meaning comes from `target_indicator`, so the released labels do not depend on
+    the column's dtype.
+    """
+    from models.vocabulary import truth_of
+
+    text = _as_text(series)
+    keys = _target_keys(positive)
+    if not keys:
+        return text
+    hit = target_indicator(series, list(positive))
+    out = pl.when(text.is_null()).then(None).when(hit).then(pl.lit(keys[0]))
+    if len(keys) == 2:
+        negative = text.map_elements(lambda v: truth_of(v) is False, return_dtype=pl.Boolean)
+        out = out.when(negative).then(pl.lit(keys[1]))
+    return pl.select(out.otherwise(text).alias(series.name)).to_series()
+
+
+def _positive_text_levels(levels: list[Any], positive: list[Any]) -> list[Any]:
+    """The target's text levels that mean "defaulted": by `target_indicator` on text, or by the same truth value."""
+    from models.vocabulary import truth_of
+
+    texts = [v for v in levels if v is not None]
+    hits = target_indicator(pl.Series(texts, dtype=pl.String), positive or [True]).to_list() if texts else []
+    truths = {truth_of(p) for p in positive} - {None}
+    return [v for v, hit in zip(texts, hits) if hit or truth_of(v) in truths]
+
+
 # --------------------------------------------------------------------------- the DP copula
 
 
@@ -756,8 +986,14 @@ class DPGaussianCopula:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, table: pl.DataFrame, schema: TableSchema, *, tenant: str | None = None) -> "DPGaussianCopula":
+    def fit(self, table: pl.DataFrame, schema: TableSchema | None = None, *,
+            tenant: str | None = None) -> "DPGaussianCopula":
         """Release the planned noisy statistics of `table` and build the twin from them.
+
+        Each column is read as the plan's type (numbers parsed from text with
+        unparsable values as nulls, categories as text), so the data's dtypes
+        never shape the release. `schema` is accepted for the engine interface
+        and not used: the plan carries everything public.
 
         Raises:
             InvalidDataError: the table lacks planned columns, or after bounding
@@ -770,12 +1006,7 @@ class DPGaussianCopula:
             missing.append(plan.privacy_unit_column)
         if missing:
             raise InvalidDataError(f"the table lacks planned column(s) {missing}.", tenant=tenant, column=missing[0],
-                                   fix="plan the DP fit from this table's schema.")
-        for column in plan.columns:
-            spec = schema[column.name] if column.name in schema else None
-            if spec is None or (column.kind == "identifier") != (spec.type is ColumnType.IDENTIFIER):
-                raise InvalidDataError("the schema differs from the one the DP plan was made for.", tenant=tenant,
-                                       column=column.name, fix="re-plan with plan_dp_copula(schema, ...) and charge it.")
+                                   fix="plan the DP fit from this table's header (models.dp.plan_for_table).")
         bounded = bound_units(table, plan.privacy_unit_column)
         if bounded.height != plan.n_units:
             raise InvalidDataError(
@@ -786,10 +1017,10 @@ class DPGaussianCopula:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1, user_api="blas"):
-            self.twin = self._fit(bounded, schema)
+            self.twin = self._fit(bounded)
         return self
 
-    def _fit(self, table: pl.DataFrame, schema: TableSchema) -> GaussianCopulaTwin:
+    def _fit(self, table: pl.DataFrame) -> GaussianCopulaTwin:
         plan = self.plan
         n = table.height
         dims: list[_Dim] = []
@@ -800,13 +1031,16 @@ class DPGaussianCopula:
         for column in plan.columns:
             series = table.get_column(column.name)
             if column.kind == "identifier":
-                columns.append(self._identifier_plan(series))
+                columns.append(self._identifier_plan(column.name))
                 continue
-            scale = 2.0 / column.epsilon
-            if column.kind in ("bins", "values"):
-                built = self._numeric(column, series, scale)
+            if column.kind == "auto":
+                built = self._auto(column, series)
+            elif column.kind in ("bins", "values"):
+                built = self._numeric(column, column.domain, _as_number(series, column.domain), 2.0 / column.epsilon)
+            elif column.name == plan.target:
+                built = self._levels(column, _target_text(series, plan.target_positive), 2.0 / column.epsilon)
             else:
-                built = self._levels(column, series, scale)
+                built = self._levels(column, _as_text(series), 2.0 / column.epsilon)
             if isinstance(built, str):
                 left_out[column.name] = built
                 continue
@@ -818,10 +1052,10 @@ class DPGaussianCopula:
             dims += new_dims
             marginals += new_marginals
             columns.append(plan_entry)
-            if column.name == schema.target:
+            if column.name == plan.target and plan_entry["kind"] == "levels":
                 levels = new_marginals[0].levels
-                positive = _positive_levels(levels, schema.target_positive, series.dtype)
-                target = {"column": column.name, "dim": plan_entry["dim"], "positive": positive}
+                target = {"column": column.name, "dim": plan_entry["dim"],
+                          "positive": _positive_text_levels(levels, list(plan.target_positive))}
         correlation = self._correlation(dims, n)
         arrays: dict[str, np.ndarray] = {"correlation": correlation}
         for i, marginal in enumerate(marginals):
@@ -837,39 +1071,94 @@ class DPGaussianCopula:
         return GaussianCopulaTwin._from_saved(json.loads(json.dumps(model)), arrays)
 
     @staticmethod
-    def _identifier_plan(series: pl.Series) -> dict[str, Any]:
-        """Fresh ids from public constants: above 10^(digits-1) of the dtype's range, else a fixed prefix."""
-        dtype = series.dtype
-        if dtype.is_integer() and dtype in (pl.Int32, pl.Int64, pl.UInt32, pl.UInt64):
-            top = np.iinfo(np.dtype(str(dtype).lower())).max
-            return {"name": series.name, "kind": "identifier", "dtype": _dtype_token(dtype),
-                    "offset": 10 ** (len(str(top)) - 1), "prefix": None}
-        return {"name": series.name, "kind": "identifier", "dtype": {"name": "String"}, "offset": None,
-                "prefix": ID_PREFIX}
+    def _identifier_plan(name: str) -> dict[str, Any]:
+        """Fresh ids from a public constant prefix, as text, never from the real ids or their type."""
+        return {"name": name, "kind": "identifier", "dtype": {"name": "String"}, "offset": None, "prefix": ID_PREFIX}
 
-    def _numeric(self, column: DPColumnPlan, series: pl.Series, scale: float):
-        """A numeric/date column over public bins or values: value dimension and (nullable) null dimension."""
-        domain = column.domain
-        values = _numeric_view(series)
+    def _auto(self, column: DPColumnPlan, series: pl.Series):
+        """An undeclared column: a noisy value-class histogram decides its structure, then one charged release.
+
+        The decision is post-processing of the value-class histogram; whichever
+        release follows (grid histogram or stability histogram) spends the same
+        planned epsilon, so the charge does not depend on the data.
+        """
+        classes = value_classes(series)
+        noisy = noisy_histogram(classes, len(VALUE_CLASSES), scale=2.0 / column.profile_epsilon, sampler=self.sampler)
+        shares = project_counts(noisy)
+        shares = shares / shares.sum()
+        value_scale = 2.0 / (column.epsilon - column.profile_epsilon)
+        if shares[0] > MOSTLY_NULL:
+            return f"mostly null (noisy null share {shares[0]:.0%}, from a charged value-class histogram)"
+        if shares[1] + shares[2] >= shares[3]:  # numbers are the majority of the noisy non-null values
+            integer = shares[1] >= shares[2]
+            return self._grid(column, _as_number(series, None), integer, value_scale)
+        return self._levels(column, _as_text(series), value_scale, kind="stability")
+
+    def _grid(self, column: DPColumnPlan, values: np.ndarray, integer: bool, scale: float):
+        """An undeclared numeric column: one noisy histogram over the public magnitude grid gives bounds and marginal."""
+        edges = magnitude_grid(integer)
+        size = edges.size - 1
         null = np.isnan(values)
-        is_int = series.dtype.is_integer() or series.dtype == pl.Date
-        if isinstance(series.dtype, pl.Datetime):
-            step = {"ns": 1e9, "us": 1e6, "ms": 1e3}[series.dtype.time_unit]
+        inner = np.clip(np.where(null, 0.0, values), edges[0], edges[-1])
+        grid_codes = np.clip(np.searchsorted(edges, inner, side="right") - 1, 0, size - 1).astype(np.int64)
+        codes = np.where(null, size, grid_codes)
+        noisy = noisy_histogram(codes, size + 1, scale=scale, sampler=self.sampler)
+        mass = project_counts(noisy)
+        value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
+        # Bounds: the outermost bins whose noisy count an empty bin reaches with probability SPURIOUS_BINS / size.
+        clear = np.flatnonzero(noisy[:size] >= scale * math.log(size / SPURIOUS_BINS))
+        if clear.size:
+            lo, hi = int(clear[0]), int(clear[-1])
         else:
-            step = 1.0 if is_int else 0.0
+            cum = np.cumsum(value_mass) / value_mass.sum()
+            lo = int(np.searchsorted(cum, TRIM, side="right"))
+            hi = min(max(int(np.searchsorted(cum, 1.0 - TRIM, side="left")), lo), size - 1)
+        kept = value_mass[lo:hi + 1].copy()
+        kept[0] += value_mass[:lo].sum()
+        kept[-1] += value_mass[hi + 1:].sum()
+        value_codes = np.where(null, -1, np.clip(grid_codes, lo, hi) - lo)
+        small = _GRID_SMALL_INTEGERS
+        first_small = edges.size // 2 - small - 1  # index of the bin of -32 in the integer grid
+        if integer and first_small <= lo and hi <= first_small + 2 * small and hi - lo < MAX_INTEGER_LEVELS:
+            levels = [float(v) for v in range(lo - first_small - small, hi - first_small - small + 1)]
+            marginal: ContinuousMarginal | LevelMarginal = LevelMarginal(levels, kept / kept.sum())
+            discrete = True
+        else:
+            low, high = float(edges[lo]), float(edges[hi + 1])
+            marginal = ContinuousMarginal(_cumulative(kept), edges[lo:hi + 2].copy(), low, high)
+            discrete = False
+        dtype = {"name": "Int64"} if integer else {"name": "Float64"}
+        return self._with_null(column, marginal, value_codes, kept.size, _cumulative(kept), null,
+                               mass[size] / mass.sum(), dtype, 1.0 if integer else 0.0, discrete)
+
+    def _with_null(self, column, marginal, value_codes, size, cum, null, null_share, dtype, step, discrete):
+        """The value dimension plus the public null dimension every modelled numeric column has under DP."""
+        present_share = 1.0 - float(null_share)
+        null_marginal = LevelMarginal([False, True], np.array([present_share, float(null_share)]))
+        entry = {"name": column.name, "kind": "numeric", "dtype": dtype, "step": step, "dim": 0, "null_dim": 1,
+                 "null_by": None, "discrete": discrete}
+        dims = [_Dim(column.name, value_codes, size, cum, present_share),
+                _Dim(f"{column.name}#null", null.astype(np.int64), 2, null_marginal.cum.copy(), 1.0)]
+        return entry, dims, [marginal, null_marginal]
+
+    def _numeric(self, column: DPColumnPlan, domain: PublicDomain, values: np.ndarray, scale: float):
+        """A column over declared (or default) public bins or values, read as the plan's numeric type."""
+        is_date = isinstance(domain.low, str)
+        integer = is_date or (domain.kind == "values" and all(float(v).is_integer() for v in domain.values))
+        step = 1.0 if integer else 0.0
+        null = np.isnan(values)
         if domain.kind == "values":
             levels = np.asarray(domain.values, dtype=np.float64)
             size = levels.size
             cuts = (levels[1:] + levels[:-1]) / 2
             codes = np.searchsorted(cuts, np.where(null, levels[0], values), side="left").astype(np.int64)
         else:
-            low, high = self._bounds(domain, series.dtype)
+            low, high = self._bounds(domain)
             size = int(domain.bins)
             edges = self._edges(low, high, size, domain.scale, step)
             inner = np.clip(np.where(null, low, values), edges[0], edges[-1])
             codes = np.clip(np.searchsorted(edges, inner, side="right") - 1, 0, size - 1).astype(np.int64)
-        codes = np.where(null, size if column.nullable else -1, codes)
-        noisy = noisy_histogram(codes, size + int(column.nullable), scale=scale, sampler=self.sampler)
+        noisy = noisy_histogram(np.where(null, size, codes), size + 1, scale=scale, sampler=self.sampler)
         mass = project_counts(noisy)
         value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
         if domain.kind == "values":
@@ -877,31 +1166,14 @@ class DPGaussianCopula:
                 [float(v) for v in levels], value_mass / value_mass.sum())
         else:
             marginal = ContinuousMarginal(_cumulative(value_mass), edges, low, high)
-        cum = _cumulative(value_mass)
-        present_share = 1.0
-        entry = {"name": column.name, "kind": "numeric", "dtype": _dtype_token(series.dtype), "step": step,
-                 "dim": 0, "null_dim": None, "null_by": None, "discrete": domain.kind == "values"}
-        value_codes = np.where(null, -1, codes)
-        dims = [None]
-        marginals = [marginal]
-        if column.nullable:
-            null_share = float(mass[size] / mass.sum())
-            present_share = 1.0 - null_share
-            null_marginal = LevelMarginal([False, True], np.array([present_share, null_share]))
-            dims.append(_Dim(f"{column.name}#null", null.astype(np.int64), 2, null_marginal.cum.copy(), 1.0))
-            marginals.append(null_marginal)
-            entry["null_dim"] = 1
-        dims[0] = _Dim(column.name, value_codes, size, cum, present_share)
-        return entry, dims, marginals
+        dtype = {"name": "Date"} if is_date else ({"name": "Int64"} if integer else {"name": "Float64"})
+        return self._with_null(column, marginal, np.where(null, -1, codes), size, _cumulative(value_mass), null,
+                               mass[size] / mass.sum(), dtype, step, domain.kind == "values")
 
     @staticmethod
-    def _bounds(domain: PublicDomain, dtype: pl.DataType) -> tuple[float, float]:
+    def _bounds(domain: PublicDomain) -> tuple[float, float]:
         if isinstance(domain.low, str):
-            parsed = pl.Series([domain.low, domain.high]).str.to_datetime(time_unit="us")
-            if dtype == pl.Date:
-                parsed = parsed.cast(pl.Date)
-            elif isinstance(dtype, pl.Datetime):
-                parsed = parsed.dt.cast_time_unit(dtype.time_unit)
+            parsed = pl.Series([domain.low, domain.high]).str.to_date(strict=False)
             low, high = (float(v) for v in _numeric_view(parsed))
             return low, high
         return float(domain.low), float(domain.high)
@@ -919,57 +1191,31 @@ class DPGaussianCopula:
             edges[-1] += step / 2
         return edges
 
-    def _levels(self, column: DPColumnPlan, series: pl.Series, scale: float):
-        """A categorical or boolean column: one level dimension over public (or paid-for) categories."""
-        token = _dtype_token(series.dtype)
-        if isinstance(series.dtype, (pl.Categorical, pl.Enum)):
-            series = series.cast(pl.String)
-        if series.dtype.is_float():
-            series = series.fill_nan(None)
+    def _levels(self, column: DPColumnPlan, series: pl.Series, scale: float, kind: str | None = None):
+        """A categorical column read as text: one level dimension over public (or paid-for) categories plus null."""
+        kind = kind or column.kind
         stable_mass = None
-        if column.kind == "stability":
-            levels, stable_mass = self._stable_levels(column, series, scale)
+        if kind == "stability":
+            public = _target_keys(self.plan.target_positive) if column.name == self.plan.target else []
+            levels, stable_mass = self._stable_levels(column, series, scale, public)
             if not levels:
                 return "no category passed the DP stability threshold (its counts were released, then dropped)"
-        elif column.kind == "boolean":
-            levels = self._boolean_levels(series)
-            if levels is None:
-                return ("a boolean held as text has no public values: declare them under "
-                        f"privacy.domains.{column.name} {{categories: [...]}}")
         else:
-            levels = list(column.domain.categories)
-            if series.dtype == pl.String:
-                levels = [str(v) for v in levels]
-        if column.kind != "stability" and column.nullable:
-            levels.append(None)
+            levels = [_text_of(v) for v in column.domain.categories] + [None]
         present = [v for v in levels if v is not None]
-        try:
-            codes = series.replace_strict(present, list(range(len(present))), default=-1, return_dtype=pl.Int64)
-        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
-            raise InvalidDataError(f"the declared categories do not match the column's type ({exc}).",
-                                   column=column.name, fix="declare categories of the column's own type.") from exc
-        null_code = levels.index(None) if None in levels else -1
-        codes = codes.fill_null(null_code).to_numpy().astype(np.int64)
+        codes = series.replace_strict(present, list(range(len(present))), default=-1, return_dtype=pl.Int64)
+        codes = codes.fill_null(levels.index(None)).to_numpy().astype(np.int64)
         if stable_mass is not None:
             mass = stable_mass
         else:
             mass = project_counts(noisy_histogram(codes, len(levels), scale=scale, sampler=self.sampler))
-        marginal = LevelMarginal([_json_scalar(v) for v in levels], mass / mass.sum())
-        entry = {"name": column.name, "kind": "levels", "dtype": token, "dim": 0, "null_dim": None,
+        marginal = LevelMarginal(list(levels), mass / mass.sum())
+        entry = {"name": column.name, "kind": "levels", "dtype": {"name": "String"}, "dim": 0, "null_dim": None,
                  "null_by": None, "step": 0.0}
         return entry, [_Dim(column.name, codes, len(levels), marginal.cum.copy(), 1.0)], [marginal]
 
-    @staticmethod
-    def _boolean_levels(series: pl.Series) -> list[Any] | None:
-        if series.dtype == pl.Boolean:
-            return [False, True]
-        if series.dtype.is_integer():
-            return [0, 1]
-        if series.dtype.is_float():
-            return [0.0, 1.0]
-        return None
-
-    def _stable_levels(self, column: DPColumnPlan, series: pl.Series, scale: float) -> tuple[list[Any], np.ndarray]:
+    def _stable_levels(self, column: DPColumnPlan, series: pl.Series, scale: float,
+                       public: Sequence[str] = ()) -> tuple[list[Any], np.ndarray]:
         """Stability histogram: noisy counts of observed values, kept above the threshold delta calls for.
 
         A value held by a single unit exists in one neighbour only; it is
@@ -977,27 +1223,26 @@ class DPGaussianCopula:
         happens with probability P(Z >= T - 1) <= delta / 2 (a replaced row can
         remove one value and add another). Values in both neighbours differ by at
         most 1 in two counts (L1 sensitivity 2, as the other histograms). None
-        (null) is a public key, always released when the column is nullable.
-        Returns the kept levels (by noisy count, most frequent first) and their
-        projected counts; no levels when nothing passes.
+        (null) and the `public` keys (the target's declared positive values) are
+        released whatever their noisy count. Returns the kept levels (by
+        noisy count, most frequent first) and their projected counts; no levels
+        when nothing passes.
         """
         counts = series.value_counts()
         keys = counts.get_column(series.name).to_list()
         freq = counts.get_column("count").to_numpy().astype(np.int64)
-        if column.nullable and None not in keys:
-            keys.append(None)
-            freq = np.append(freq, 0)
+        for key in (*public, None):
+            if key not in keys:
+                keys.append(key)
+                freq = np.append(freq, 0)
         noisy = self.sampler(freq, scale)
         threshold = stability_threshold(scale, column.delta / 2.0)
-        kept = sorted(((k, int(c)) for k, c in zip(keys, noisy) if k is not None and c >= threshold),
-                      key=lambda kc: -kc[1])
+        kept = sorted(((k, int(c)) for k, c in zip(keys, noisy) if k is not None and (c >= threshold or k in public)),
+                      key=lambda kc: (-kc[1], kc[0]))
         if not kept:
             return [], np.zeros(0)
-        levels = [k for k, _ in kept]
-        masses = [float(c) for _, c in kept]
-        if column.nullable:
-            levels.append(None)
-            masses.append(float(next(c for k, c in zip(keys, noisy) if k is None)))
+        levels = [k for k, _ in kept] + [None]
+        masses = [float(c) for _, c in kept] + [float(next(c for k, c in zip(keys, noisy) if k is None))]
         return levels, project_counts(np.asarray(masses))
 
     def _correlation(self, dims: list[_Dim], n: int) -> np.ndarray:
@@ -1095,9 +1340,11 @@ def plan_dpsgd(n_units: int, batch_size: int, epochs: int, target_epsilon: float
     """The DP-SGD charge of a cascade fit: Poisson sampling of units, `epochs` passes, calibrated noise.
 
     Matches what opacus runs: the sampling rate is 1 / (steps per epoch) with
-    ceil(n_units / batch_size) steps per epoch, and the noise multiplier is the
-    smallest that `models.accounting.noise_multiplier_for` certifies for
-    `target_epsilon` at `delta`.
+    ceil(n_units / batch_size) steps per epoch, and the noise multiplier is
+    calibrated so that the epsilon under `models.accounting.NEIGHBOURS`
+    (replace one borrower; `noise_multiplier_replace_one`) is at most
+    `target_epsilon` at `delta`. The spec's own `epsilon` is its add/remove
+    figure; the ledger is charged `models.accounting.replace_one_charge(spec)`.
     """
     for name, value in (("n_units", n_units), ("batch_size", batch_size), ("epochs", epochs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -1105,7 +1352,9 @@ def plan_dpsgd(n_units: int, batch_size: int, epochs: int, target_epsilon: float
     per_epoch = _steps_per_epoch(n_units, batch_size)
     rate = 1.0 / per_epoch
     steps = epochs * per_epoch
-    multiplier = noise_multiplier_for(target_epsilon, rate, steps, delta)
+    from models.accounting import noise_multiplier_replace_one
+
+    multiplier = noise_multiplier_replace_one(target_epsilon, rate, steps, delta)
     return MechanismSpec(
         kind="subsampled_gaussian", noise_multiplier=multiplier, sampling_rate=rate, steps=steps, delta=delta,
         epsilon=epsilon_for_dpsgd(multiplier, rate, steps, delta),

@@ -1309,7 +1309,8 @@ def split_train_holdout(df: pl.DataFrame, id_column: str, holdout_share: float =
 
     Args:
         df: the loans table.
-        id_column: the loan id column; it must have no nulls.
+        id_column: the column keying the split (the loan id, or a privacy unit's id as
+            `split_by_unit` passes it); it must have no nulls.
         holdout_share: the expected share of holdout rows, 0 < share < 1.
         salt: changes the split as a whole (e.g. for a fresh holdout).
 
@@ -1333,6 +1334,51 @@ def split_train_holdout(df: pl.DataFrame, id_column: str, holdout_share: float =
         )
     holdout = _stable_unit_hash(ids, salt) < holdout_share
     return pl.Series("split", holdout, dtype=pl.Boolean).replace_strict({True: "holdout", False: "train"}, return_dtype=pl.String)
+
+
+def split_by_unit(
+    df: pl.DataFrame,
+    unit_column: str | None,
+    id_column: str | None,
+    holdout_share: float = 0.2,
+    salt: str = "credittwin",
+) -> pl.Series:
+    """"train" or "holdout" per row, with every loan of one privacy unit (a borrower) on the same side.
+
+    The side is `split_train_holdout`'s stable hash of the unit's id: the value
+    of `unit_column`, so a borrower's loans never sit on both sides of the
+    membership audit. A loan whose unit is null is a unit of its own (as
+    `models.dp.bound_units` counts it), keyed by its loan id or, without one,
+    its row number, behind a prefix no unit id starts with. Without a
+    `unit_column` each loan is its own unit: the split by loan id (or by row
+    number when there is no loan id), exactly as before units existed.
+
+    Args:
+        df: the loans table.
+        unit_column: the column naming the privacy unit, or None.
+        id_column: the loan id column, or None.
+        holdout_share: the expected share of holdout units, 0 < share < 1.
+        salt: changes the split as a whole.
+
+    Returns:
+        A String Series named "split", aligned with `df`.
+    """
+    row = pl.int_range(0, pl.len()).cast(pl.String)
+    if unit_column is None:
+        if id_column is not None:
+            return split_train_holdout(df, id_column, holdout_share=holdout_share, salt=salt)
+        keys = df.select(row.alias("_unit"))
+    else:
+        if unit_column not in df.columns:
+            raise InvalidDataError("is not a column of the loans table.", column=unit_column,
+                                   fix="name the borrower column under privacy.unit_column in tenant.yaml.")
+        # The NUL prefix keeps a loan standing alone from sharing a key with a real unit id.
+        own = pl.lit("\0row\0") + row
+        if id_column is not None:
+            loan = pl.lit("\0loan\0") + pl.col(id_column).cast(pl.String)
+            own = pl.when(pl.col(id_column).is_not_null()).then(loan).otherwise(own)
+        keys = df.select(pl.coalesce(pl.col(unit_column).cast(pl.String), own).alias("_unit"))
+    return split_train_holdout(keys, "_unit", holdout_share=holdout_share, salt=salt)
 
 
 # --------------------------------------------------------------------- performance

@@ -46,6 +46,9 @@ AMOUNTS = ("balance", "payment")
 # Representative days past due per state, used when a tape carries no days_past_due column.
 DEFAULT_DPD = (0.0, 30.0, 60.0, 90.0, 120.0, 0.0, 0.0)
 CDR_THRESHOLD = 0.10
+# Under DP the reporting offset is not learned from the tape: period 1 is taken to be reported the month after
+# origination (the common servicing convention, and the demo generator's), a public constant.
+PUBLIC_REPORTING_OFFSET = 1
 ROW_THRESHOLD = 0.02
 _EXAMPLES = 5
 
@@ -546,8 +549,9 @@ def paths_to_frame(
     if origination is not None and offset is not None:
         start = pl.DataFrame({"_origin": origination}).select(month_index(pl.col("_origin").cast(pl.Date)))
         month = start.get_column("_origin").to_numpy()[rows] + offset + cols
+        # a loan without an origination date (a synthetic null under DP) has no reporting month: null, not a crash
         frame = frame.with_columns(
-            pl.Series("_m", month, dtype=pl.Int64)
+            pl.Series("_m", month, dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
         ).with_columns(
             pl.date(pl.col("_m") // 12, pl.col("_m") % 12 + 1, 1).alias("reporting_month")
         ).drop("_m")

@@ -4,6 +4,10 @@
 materialize` and the `raw_loan_tape` asset, so all three agree on which folder
 and files make an upload (never a link) and on its fingerprint (the SHA-256 of
 the files' own hashes), which keys runs so the same upload never runs twice.
+
+The tape is split into train and holdout by privacy unit (`privacy_unit_column`:
+one borrower), so that no borrower has loans on both sides of the membership
+audit; the unit column is recorded in the tape's ingest document.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from models.tenant import TENANT_FILE, TenantConfig, load_tenant_config, validat
 from models.vocabulary import check_target_positive, target_indicator
 
 SPLIT_COLUMN = "_split"
+DEFAULT_UNIT_COLUMN = "borrower_id"  # the privacy unit when tenant.yaml names none and the tape has this column
 LOAN_STEMS = ("loans",)
 PERFORMANCE_STEMS = ("performance",)
 EXTENSIONS = (".csv", ".parquet")
@@ -146,6 +151,7 @@ class LoanTape:
     missing_columns: dict[str, list[str]]  # config key -> declared columns absent from the file
     upload_sha256: str  # `fingerprint` of exactly the files that were read
     reports: dict[str, Any] = field(default_factory=dict)
+    unit_column: str | None = None  # the privacy unit the split keeps together; None: each loan is its own
 
     @property
     def default_rate(self) -> float | None:
@@ -158,6 +164,33 @@ class LoanTape:
         return self.loans.filter(pl.col(SPLIT_COLUMN) == name).drop(SPLIT_COLUMN)
 
 
+def privacy_unit_column(columns: list[str], config: TenantConfig, *, tenant: str, file: str) -> str | None:
+    """The loans column naming the privacy unit (one borrower), or None when each loan is its own unit.
+
+    tenant.yaml's ``privacy.unit_column`` when declared (it must be a column of
+    the loans file), else `DEFAULT_UNIT_COLUMN` when the file has it, else None.
+    Only the header and tenant.yaml decide it, never the values.
+
+    Raises:
+        TenantConfigError: the declared unit column is not in the loans file.
+    """
+    declared = config.privacy.unit_column
+    if declared is None:
+        return DEFAULT_UNIT_COLUMN if DEFAULT_UNIT_COLUMN in columns else None
+    if declared not in columns:
+        shown = ", ".join(sorted(columns)[:20]) + (", ..." if len(columns) > 20 else "")
+        raise TenantConfigError(
+            f"privacy.unit_column in {TENANT_FILE} names '{declared}', which the loans file does not have "
+            f"(its columns: {shown}); the train/holdout split and the privacy unit need the borrower column.",
+            tenant=tenant,
+            file=file,
+            column=declared,
+            fix=f"set privacy.unit_column in {TENANT_FILE} to the column that names the borrower, or remove it "
+            f"to split by '{DEFAULT_UNIT_COLUMN}' when the file has it, else by loan id.",
+        )
+    return declared
+
+
 def read_tape(upload: Upload) -> LoanTape:
     """Read, type and split an upload; hard errors raise, declared-but-missing columns are reported.
 
@@ -165,7 +198,7 @@ def read_tape(upload: Upload) -> LoanTape:
     `missing_columns` rather than raised here, so the expectation suite can
     report them as a failed blocking check with the others.
     """
-    from models.ingest import ReadOptions, read_performance, read_table, split_train_holdout
+    from models.ingest import ReadOptions, read_performance, read_table, split_by_unit
 
     tenant = upload.tenant
     config = load_tenant_config(upload.config, tenant=tenant) if upload.config else TenantConfig()
@@ -193,13 +226,19 @@ def read_tape(upload: Upload) -> LoanTape:
             loans.get_column(schema.target), schema[schema.target], schema.target_positive, tenant=tenant, file=upload.loans.name
         )
     reports: dict[str, Any] = {"loans": loans_report.to_dict()}
-    if schema.id_column is not None:
-        split = split_train_holdout(loans, schema.id_column, holdout_share=config.holdout_share)
-    else:
-        # Without a loan id the row number is the only stable key; documented in the README.
-        row_ids = pl.int_range(0, loans.height, eager=True).cast(pl.String).rename("_row")
-        split = split_train_holdout(pl.DataFrame({"_row": row_ids}), "_row", holdout_share=config.holdout_share)
+    unit = privacy_unit_column(columns, config, tenant=tenant, file=upload.loans.name)
+    # Without a unit the loan id keys the split, and without a loan id the row number, the only stable key left.
+    try:
+        split = split_by_unit(loans, unit, schema.id_column, holdout_share=config.holdout_share)
+    except InvalidDataError as error:
+        raise error.with_context(tenant=tenant, file=upload.loans.name)
     loans = loans.with_columns(split.alias(SPLIT_COLUMN))
+    reports["split"] = {
+        "unit_column": unit,
+        "keyed_by": unit or schema.id_column or "row number",
+        "holdout_share": config.holdout_share,
+        "loans_without_unit": int(loans.get_column(unit).null_count()) if unit else None,
+    }
     performance = None
     if upload.performance is not None:
         if schema.id_column is None:
@@ -219,7 +258,7 @@ def read_tape(upload: Upload) -> LoanTape:
         performance = history.frame
         # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.
         reports["performance"]["vocabulary"] = history.vocabulary
-    read_hashes = {report["file"]: report["sha256"] for report in reports.values()}
+    read_hashes = {reports[key]["file"]: reports[key]["sha256"] for key in ("loans", "performance") if key in reports}
     return LoanTape(
         tenant=tenant,
         loans=loans,
@@ -229,5 +268,6 @@ def read_tape(upload: Upload) -> LoanTape:
         missing_columns=missing,
         upload_sha256=fingerprint(upload, read_hashes),
         reports=reports,
+        unit_column=unit,
     )
 

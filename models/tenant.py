@@ -103,7 +103,9 @@ class PrivacySpec(_Strict):
     epsilon: float | None = None  # opts the twin into differential privacy at this epsilon
     dp_split: float = Field(default=0.5, gt=0.0, lt=1.0)  # share of epsilon on the marginals
     domains: dict[str, dict[str, Any]] = Field(default_factory=dict)  # public bounds/categories per column
-    unit_column: str | None = None  # the borrower column (one privacy unit); default: borrower_id if present
+    # The borrower column (one privacy unit): the train/holdout split keeps its loans together
+    # (`models.tape.privacy_unit_column`); default: borrower_id when the loans file has it, else the loan.
+    unit_column: str | None = Field(default=None, min_length=1)
     dpsgd_epsilon: float | None = None  # the cascade's DP-SGD epsilon under privacy.epsilon (default: the same epsilon)
 
     @field_validator("epsilon_budget", "epsilon", "dpsgd_epsilon")
@@ -230,6 +232,8 @@ class TenantConfig(_Strict):
         }
         if self.target:
             named["target.column"] = [self.target.column]
+        if self.privacy.unit_column:
+            named["privacy.unit_column"] = [self.privacy.unit_column]
         for i, c in enumerate(self.constraints):
             cols = [c.low, c.high] if isinstance(c, InequalityConstraint) else list(c.columns)
             named[f"constraints[{i}]"] = cols

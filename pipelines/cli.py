@@ -378,6 +378,27 @@ def cmd_init_home(args, settings) -> int:
     return 0
 
 
+def cmd_domains(args, settings) -> int:
+    """Print a ready-to-edit `privacy: domains:` block for a tenant's upload: header and tenant.yaml only."""
+    import polars as pl
+
+    from models.dp import domains_yaml
+    from models.ingest import ReadOptions, _head_text, _sniff_dialect
+    from models.tape import find_upload, landing_folder
+    from models.tenant import TenantConfig, load_tenant_config
+
+    folder = landing_folder(settings.landing_dir, args.tenant)
+    upload = find_upload(folder, args.tenant)
+    config = load_tenant_config(upload.config, tenant=args.tenant) if upload.config else TenantConfig()
+    if upload.loans.suffix == ".parquet":
+        columns = list(pl.read_parquet_schema(upload.loans))
+    else:
+        options = ReadOptions(encoding=config.csv.encoding, delimiter=config.csv.delimiter, decimal=config.csv.decimal)
+        columns = _sniff_dialect(_head_text(upload.loans), options, tenant=args.tenant, file=upload.loans.name).names
+    print(domains_yaml(columns, config, tenant=args.tenant, file=upload.loans.name), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="credittwin", description="Privacy-safe synthetic credit data, per tenant.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -394,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("tenant")
     mat.add_argument("--verbose", action="store_true", help="print Dagster's event log while running")
     mat.set_defaults(func=cmd_materialize)
+    domains = sub.add_parser("domains", help="print a ready-to-edit privacy.domains block for tenant.yaml (header only)")
+    domains.add_argument("tenant")
+    domains.set_defaults(func=cmd_domains)
     ten = sub.add_parser("tenants", help="list registered tenants with their last materialization")
     ten.set_defaults(func=cmd_tenants)
     budget = sub.add_parser("budget", help="show a tenant's privacy budget and charges, or set it (logged)")

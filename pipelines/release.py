@@ -6,7 +6,8 @@ A bundle is one folder:
                                             lender's tape writes it (Yes/No, integers, date formats)
     performance.parquet, performance.csv    its synthetic monthly histories (when the tenant has any)
     certificate.json, certificate.pdf       the signed privacy certificate and its PDF twin
-    validation_report.json, .pdf            the validation report, when one was materialized
+    validation_report.json, .pdf            the validation report, when one was materialized and the tenant is
+                                            not under DP (under DP it is internal: computed on real loans)
     manifest.json                           SHA-256 and size of every file above, signed
 
 The data files are the exact bytes the certificate hashed (stored beside it by
@@ -94,7 +95,9 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
     files[CERTIFICATE_JSON] = (stored.path / CERTIFICATE_JSON).read_bytes()
     files[CERTIFICATE_PDF] = (stored.path / CERTIFICATE_PDF).read_bytes()
     report = read_current(settings.data_dir, "validation_report", tenant)
-    if report is not None and report.path is not None:
+    # Under DP the validation report is internal (its figures are exact statistics of real loans): not exported.
+    internal = report is not None and bool(report.document("validation_report", {}).get("scope", {}).get("internal"))
+    if report is not None and report.path is not None and not internal:
         for name in REPORT_FILES:
             if (report.path / name).exists():
                 files[name] = (report.path / name).read_bytes()

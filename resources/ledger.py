@@ -34,6 +34,8 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from models.accounting import (
+    NEIGHBOURS,
+    RELEASES_PER_DELTA_BUDGET,
     Composition,
     MechanismSpec,
     RdpCurve,
@@ -737,13 +739,16 @@ def _mechanism_text(mechanism: MechanismSpec) -> str:
 def format_budget(status: BudgetStatus) -> str:
     """A readable table of a tenant's budget and charges (`credittwin budget <tenant>`)."""
     lines = [
-        f"Privacy budget of tenant '{status.tenant}' (composed by {status.spent.accountant})",
+        f"Privacy budget of tenant '{status.tenant}' (composed by {status.spent.accountant}; neighbours: {NEIGHBOURS})",
         f"  {'':<10} {'epsilon':>12} {'delta':>12}",
         f"  {'total':<10} {status.budget.epsilon:>12.6g} {status.budget.delta:>12.3g}",
         f"  {'spent':<10} {status.spent.epsilon:>12.6g} {status.spent.delta:>12.3g}",
         f"  {'remaining':<10} {status.remaining_epsilon:>12.6g} {status.remaining_delta:>12.3g}",
         "",
     ]
+    lines.insert(-1, f"  the delta budget pays for {RELEASES_PER_DELTA_BUDGET} releases at 1/{RELEASES_PER_DELTA_BUDGET} "
+                     "of it each (models.accounting.release_delta); the epsilon budget over the release epsilon "
+                     "bounds the rest")
     if not status.charges:
         lines.append("No charges.")
         return "\n".join(lines)

@@ -239,13 +239,13 @@ def test_a_failed_registration_gate_keeps_the_last_registered_model_current(cert
     # setup: the same loans, but no holdout loan defaulted: the model cannot be evaluated on the real holdout
     import polars as pl
 
-    from models.ingest import split_train_holdout
+    from models.ingest import split_by_unit
 
     settings, instance, folder = certified
     before = _currents(settings, ["risk_model"])
     original = (folder / "loans.parquet").read_bytes()
     loans = pl.read_parquet(folder / "loans.parquet")
-    side = split_train_holdout(loans, "loan_id", 0.2)
+    side = split_by_unit(loans, "borrower_id", "loan_id", 0.2)  # the tape splits by borrower
     loans.with_columns(
         pl.when(side == "holdout").then(0).otherwise(pl.col("default_flag")).alias("default_flag")
     ).write_parquet(folder / "loans.parquet")

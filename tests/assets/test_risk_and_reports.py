@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from models.demo import generate_portfolio, write_landing
-from models.ingest import split_train_holdout
+from models.ingest import split_by_unit
 from models.reports import fmt, pdf_text
 from pipelines.definitions import build_definitions
 from resources.settings import Settings
@@ -175,7 +175,7 @@ def test_one_class_holdout_is_not_evaluable_and_nothing_is_registered(tmp_path):
     data = tmp_path / "data"
     settings = Settings(data_dir=data, sensor_settle_seconds=0)
     portfolio = generate_portfolio(900, months=12, seed=11)
-    side = split_train_holdout(portfolio.loans, "loan_id", 0.2)
+    side = split_by_unit(portfolio.loans, "borrower_id", "loan_id", 0.2)  # the tape splits by borrower
     portfolio.loans = portfolio.loans.with_columns(
         pl.when(side == "holdout").then(0).otherwise(pl.col("default_flag")).alias("default_flag")
     )

@@ -302,3 +302,23 @@ def test_a_second_identical_rdp_curve_comes_from_the_cache_and_matches_dp_accoun
     assert first.orders == tuple(float(o) for o in reference.orders)
     assert other.values != first.values
     assert rdp_curve_cache_info().maxsize is not None
+
+
+def test_dpsgd_is_calibrated_and_accounted_under_replace_one():
+    """Issue 14 defect 4: DP-SGD calibrated under add/remove claims eps 1 but is ~2 under replace-one."""
+    import math
+
+    from models.accounting import dpsgd_replace_one_epsilon, noise_multiplier_for, replace_one_charge
+    from models.dp import plan_dpsgd
+
+    # setup: n=1000 borrowers, batch 128, 30 epochs, delta 1e-4
+    rate, steps = 1 / math.ceil(1000 / 128), 30 * math.ceil(1000 / 128)
+    # run
+    spec = plan_dpsgd(1000, 128, 30, 1.0, 1e-4)
+    charge = replace_one_charge(spec)
+    old = noise_multiplier_for(1.0, rate, steps, 1e-4)
+    # assert: the planned noise meets the target under replace-one; the old calibration did not
+    assert dpsgd_replace_one_epsilon(spec.noise_multiplier, rate, steps, 1e-4) <= 1.0
+    assert charge.kind == "pure" and charge.epsilon <= 1.0 and charge.delta == 1e-4
+    assert "replace-one borrower" in charge.description
+    assert dpsgd_replace_one_epsilon(old, rate, steps, 1e-4) > 1.8

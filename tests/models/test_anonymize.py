@@ -111,7 +111,7 @@ def test_without_a_sensitive_column_l_is_not_measured_and_k_still_holds(tmp_path
     # assert
     assert result.k_achieved >= 5 and result.l_achieved is None
     assert result.to_dict()["l"] == 2 and result.to_dict()["l_achieved"] is None
-    assert "not measured: no sensitive column" in result.to_dict()["l_not_measured"]
+    assert result.to_dict()["l_not_measured"].startswith("not applicable: the release has no target and no sensitive")
     assert verify_k_anonymity(result.table, result.quasi_identifiers, None, 5, 1).passed
 
 
@@ -408,7 +408,7 @@ def test_empty_policy_uses_the_default_quasi_identifiers_and_target():
 
     # assert
     assert result.quasi_identifiers == ["age", "region", "annual_income", "home_ownership"]
-    assert result.sensitive == "default_flag"
+    assert result.sensitive == ["default_flag"]
     assert result.table.get_column("loan_amount").equals(table.get_column("loan_amount"))
 
 
@@ -509,3 +509,95 @@ def test_a_date_quasi_identifier_is_generalised_into_date_ranges_and_audited(tmp
                        generalisations=result.to_dict()["generalisations"])
     # the "release" here is the anonymized train split itself: copies are still found through the date labels
     assert report.dcr["exact_match_rate"] > 0.5
+
+
+# --------------------------------------------------------------------------- l on every sensitive column
+
+
+def table_with_a_uniform_grade(n: int = 600) -> pl.DataFrame:
+    """`make_table` plus a declared sensitive `grade` that is "A" for every northern borrower."""
+    rng = np.random.default_rng(8)
+    table = make_table(n=n, seed=8)
+    grade = np.where(table.get_column("region").to_numpy() == "north", "A", rng.choice(["A", "B", "C", "D"], n))
+    return table.with_columns(pl.Series("grade", grade))
+
+
+def test_l_is_enforced_on_each_declared_sensitive_column():
+    # setup: the default flag is diverse everywhere, but within region "north" the grade is uniform, so a class
+    # of northern borrowers discloses their grade; tenant.yaml declares grade as a sensitive column
+    table = table_with_a_uniform_grade()
+    schema = schema_of(table, sensitive_columns=["grade"])
+    policy = AnonymizationPolicy(k=5, l=2, quasi_identifiers=["age", "region"])
+
+    # run
+    result = anonymize(table, schema, policy, tenant="acme")
+
+    # assert: both columns are enforced and each reaches l; no class is northern borrowers alone
+    assert result.sensitive == ["default_flag", "grade"]
+    assert verify_k_anonymity(result.table, result.quasi_identifiers, "grade", 5, 2).passed
+    assert verify_k_anonymity(result.table, result.quasi_identifiers, ["default_flag", "grade"], 5, 2).passed
+    assert result.l_by_column["grade"] >= 2 and result.l_by_column["default_flag"] >= 2
+    assert result.l_achieved == min(result.l_by_column.values())
+    kept = table.filter(pl.col("loan_id").is_in(result.table.get_column("loan_id").to_list()))
+    northern = result.table.filter(kept.get_column("region") == "north").get_column("region")
+    assert northern.len() and (northern != "north").all()
+    assert result.to_dict()["l_by_column"] == result.l_by_column
+
+
+def test_the_verifier_and_the_audit_check_l_on_each_sensitive_column():
+    # setup: a release whose classes are 2-diverse on the default flag but not on the grade
+    from models.audit import AuditPolicy, evaluate_policy, measure_anonymity
+    from tests.models.test_audit import _report
+
+    table = pl.DataFrame({
+        "age": ["< 40"] * 4 + [">= 40"] * 4,
+        "default_flag": [0, 1, 0, 1, 0, 1, 1, 0],
+        "grade": ["A", "A", "A", "A", "A", "B", "C", "B"],
+    })
+    schema = infer_schema(table, target="default_flag", quasi_identifiers=["age"], sensitive_columns=["grade"])
+
+    # run
+    verified = verify_k_anonymity(table, ["age"], ["default_flag", "grade"], 3, 2)
+    measured = measure_anonymity(table, schema)
+    rules = {r.rule: r for r in evaluate_policy(_report(anonymity=measured), AuditPolicy(k=3, l=2))}
+
+    # assert
+    assert not verified.passed and verified.l_by_column == {"default_flag": 2, "grade": 1}
+    assert verified.examples[0]["distinct_by_column"] == {"default_flag": 2, "grade": 1}
+    assert measured["l"] == 1 and measured["l_by_column"] == {"default_flag": 2, "grade": 1}
+    assert rules["l_diversity"].verdict == "fail" and "grade: 1" in rules["l_diversity"].message
+
+
+def test_a_sensitive_column_also_declared_a_quasi_identifier_is_refused():
+    # setup
+    table = table_with_a_uniform_grade()
+    schema = schema_of(table, sensitive_columns=["grade"])
+
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'grade'.*both a sensitive column and a quasi-identifier"):
+        anonymize(table, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["age", "grade"]), tenant="acme")
+
+
+def test_one_function_decides_whether_l_applies():
+    # setup: no target and no sensitive column; a declared sensitive column the release does not carry
+    from models.anonymize import L_NOT_APPLICABLE, l_diversity_scope
+    from models.audit import AuditPolicy, evaluate_policy
+    from tests.models.test_audit import _report
+
+    table = make_table(n=200).drop("default_flag")
+    schema = infer_schema(table, id_columns=["loan_id"], sensitive_columns=["loan_amount"])
+    released = table.drop("loan_amount")
+
+    # run
+    scope = l_diversity_scope(schema, released.columns, 2)
+    result = anonymize(released, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["age", "region"]))
+    no_secret = _report(anonymity={"k": 5, "l": None, "sensitive": []})
+    rule = next(r for r in evaluate_policy(no_secret, AuditPolicy(k=5, l=2)) if r.rule == "l_diversity")
+
+    # assert: the anonymizer, its check and the audit give the one decision, with the same reason
+    assert scope.columns == () and scope.not_released == ("loan_amount",) and scope.enforced_l == 1
+    assert scope.not_applicable == result.l_not_measured == L_NOT_APPLICABLE
+    assert result.sensitive_not_released == ["loan_amount"] and result.l_by_column == {}
+    assert rule.verdict == "warn" and L_NOT_APPLICABLE in rule.message
+    assert l_diversity_scope(schema, table.columns, 2).columns == ("loan_amount",)
+    assert l_diversity_scope(schema, released.columns, 1).not_applicable is None

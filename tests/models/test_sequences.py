@@ -326,6 +326,19 @@ def test_loan_paths_round_trip_through_frame():
     )
 
 
+def test_a_loan_without_an_origination_date_gets_no_reporting_month_rather_than_a_crash():
+    # setup: under DP every column is nullable, so a synthetic loan can have a null origination date
+    perf = history(BOOK)
+    paths = loan_paths(perf, ["d", "a", "b", "c"], 4)
+    origination = pl.Series([date(2020, 1, 15), None, date(2020, 3, 1), date(2021, 12, 5)], dtype=pl.Date)
+    # run
+    frame = paths_to_frame(paths.loan_ids, paths.states, paths.balance, paths.payment, [0.0] * 7,
+                           origination=origination, offset=1)
+    # assert
+    months = dict(frame.filter(pl.col("period") == 1).select("loan_id", "reporting_month").iter_rows())
+    assert months == {"d": date(2020, 2, 1), "a": None, "b": date(2020, 4, 1), "c": date(2022, 1, 1)}
+
+
 def test_noise_allowance_passes_chance_differences_and_still_fails_real_ones():
     # setup: 400 loans per book; 10% vs 12% default is within sampling noise at this size, 10% vs 25% is not
     real = {f"r{i}": ["current"] * 3 for i in range(360)}

@@ -440,3 +440,27 @@ def test_dagster_resource_gives_a_migrated_ledger(tmp_path: Path):
     assert math.isclose(status.remaining_epsilon, 1.0)
     assert "url" in PrivacyLedgerResource.model_fields
     assert PrivacyLedgerResource.model_fields["url"].description
+
+
+def test_default_delta_budget_lasts_many_weekly_regenerations(tmp_path):
+    """Issue 14 defect 8: with the default budget, one release no longer spends the whole delta."""
+    from models.accounting import DEFAULT_EPSILON_BUDGET, MechanismSpec, release_delta, resolve_budget
+    from resources.ledger import IdempotencyKey, PrivacyLedger, default_ledger_url
+
+    # setup: a 5,000-borrower tenant with the platform default budget
+    epsilon, delta = resolve_budget(None, None, 5000, tenant="weekly")
+    per_release = release_delta(None, 5000)
+    with PrivacyLedger(default_ledger_url(tmp_path)) as ledger:
+        ledger.migrate()
+        ledger.ensure_budget("weekly", epsilon, delta, n_records=5000)
+        # run: weekly regenerations, each a fresh charge spending the per-release delta
+        for week in range(5):
+            ledger.charge(
+                tenant="weekly", asset="lstm_cascade", run_id=f"week{week}",
+                mechanism=MechanismSpec(kind="pure", epsilon=DEFAULT_EPSILON_BUDGET / 10, delta=per_release),
+                idempotency=IdempotencyKey("weekly", "lstm_cascade", f"upload{week}", "c" * 64, 0),
+            )
+        status = ledger.status("weekly")
+    # assert: five runs spent a twentieth of the delta budget
+    assert len(status.charges) == 5
+    assert status.remaining_delta >= 0.9 * delta

@@ -1,0 +1,101 @@
+"""Under DP, no exact statistic of the real loans appears in any file of `credittwin export`'s bundle (issue 14, item 3)."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from pipelines.release import export_release
+from resources.settings import Settings
+from resources.storage import VersionedStore
+from tests.conftest import DP_DOMAINS, failure_text, materialize_tenant, relax_audit, write_dp_landing
+
+ASSETS = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio", "anonymized_portfolio",
+          "validation_report", "privacy_audit", "privacy_certificate"]
+
+
+def _spellings(value) -> set[str]:
+    """The ways a figure would be written: repr, rounded to 4 and 6 digits, integer."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return {str(int(value))}
+    value = float(value)
+    out = {repr(value), repr(round(value, 4)), repr(round(value, 6)), f"{value:.4f}", f"{value:.6f}"}
+    return out
+
+
+def _distinctive(text: str) -> bool:
+    # short spellings (0.1, 30, 12) occur by chance and as public constants; only tell-tale ones are searched
+    return len(text.replace("-", "").replace(".", "")) >= 5
+
+
+def _real_figures(raw) -> dict[str, set[str]]:
+    figures: dict[str, object] = {}
+    from assets.common import split_of, train_split
+
+    train, holdout = train_split(raw), split_of(raw, "holdout")
+    for name, frame in (("train", train), ("holdout", holdout)):
+        figures[f"{name}_rows"] = frame.height
+        figures[f"{name}_default_rate"] = float(frame.get_column("default_flag").cast(pl.Float64).mean())
+    for grade, group in train.group_by("grade"):
+        figures[f"grade_{grade[0]}_count"] = group.height
+        figures[f"grade_{grade[0]}_default_rate"] = float(group.get_column("default_flag").cast(pl.Float64).mean())
+    for column, dtype in train.schema.items():
+        if dtype.is_numeric() and column != "default_flag":
+            values = train.get_column(column).drop_nulls().cast(pl.Float64).to_numpy()
+            for q in (5, 95):
+                figures[f"{column}_p{q}"] = float(np.quantile(values, q / 100))
+    perf = raw.table("performance")
+    for (state,), group in perf.group_by("status"):
+        figures[f"state_{state}_rows"] = group.height
+        figures[f"state_{state}_median_dpd"] = float(group.get_column("days_past_due").cast(pl.Float64).median())
+    return {name: {s for s in _spellings(v) if _distinctive(s)} for name, v in figures.items()}
+
+
+def _bundle_text(bundle) -> dict[str, str]:
+    texts = {}
+    for path in bundle.iterdir():
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            texts[path.name] = frame.write_csv() + json.dumps(frame.describe().to_dicts(), default=str)
+        elif path.suffix == ".pdf":
+            from models.reports import pdf_text
+
+            texts[path.name] = pdf_text(path.read_bytes())
+        else:
+            texts[path.name] = path.read_text(encoding="utf-8", errors="replace")
+    return texts
+
+
+@pytest.mark.xfail(reason="the DP twin of the demo book does not yet pass the blocking fidelity check", strict=False)
+def test_dp_bundle_carries_no_exact_real_statistic(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "dpbank"
+    # The demo book has 19 modelled columns: at 1,500 loans and epsilon 2 the noise per column swamps the marginals
+    # and the blocking fidelity check rightly stops the release, so this test gives the twin a book and a budget at
+    # which it passes, and declares the date range (an undeclared date column is left out under DP).
+    domains = {**DP_DOMAINS, "origination_date": {"low": "2019-01-01", "high": "2020-12-31", "bins": 24}}
+    privacy = {"k": 5, "epsilon": 8.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 12.0, "domains": domains}
+    write_dp_landing(folder, privacy, rows=3000)
+    relax_audit(folder)
+    run_config = {"ops": {"lstm_cascade": {"config": {"epochs": 1, "hidden_size": 8}}}}
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(settings, instance, "dpbank", ASSETS, run_config=run_config)
+    assert result.success, failure_text(result)
+    bundle = tmp_path / "bundle"
+    export_release(settings, "dpbank", bundle)
+    names = {p.name for p in bundle.iterdir()}
+    assert "validation_report.json" not in names  # internal under DP
+    report = VersionedStore(settings.data_dir, ["validation_report"], "dpbank").read()
+    if report is not None:
+        assert report.document("validation_report")["scope"]["internal"] is True
+    raw = VersionedStore(settings.data_dir, ["raw_loan_tape"], "dpbank").read()
+    figures = _real_figures(raw)
+    found = []
+    for name, text in _bundle_text(bundle).items():
+        for figure, spellings in figures.items():
+            found += [f"{figure}={s} in {name}" for s in spellings if s in text]
+    assert not found, found
+    certificate = json.loads((bundle / "certificate.json").read_text())
+    assert "not covered by epsilon" in json.dumps(certificate) or "not covered by epsilon" in _bundle_text(bundle)["certificate.pdf"]
