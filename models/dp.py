@@ -378,7 +378,7 @@ def parse_domains(domains: Mapping[str, Any] | None) -> dict[str, PublicDomain]:
 
 # --------------------------------------------------------------------------- the plan
 
-VALUE_CLASSES = ("null", "integer", "decimal", "other")
+VALUE_CLASSES = ("null", "integer", "decimal", "other", "truth")
 """Public value classes of an undeclared column's text, counted (with noise) to decide its structure."""
 PROFILE_SHARE = 0.25
 """Share of an undeclared column's epsilon spent on its value-class histogram; the rest on its values."""
@@ -386,20 +386,72 @@ MOSTLY_NULL = 0.95
 """An undeclared column whose noisy null share exceeds this is left out."""
 SPURIOUS_BINS = 0.05
 """Expected number of empty grid bins whose noise clears the threshold that sets an undeclared column's bounds."""
-TRIM = 0.005
-"""Noisy mass cut from each end of the grid when no bin clears that threshold (small tapes)."""
 MAX_INTEGER_LEVELS = 40
 """An integer column whose noisy range spans at most this many integers is released as those integers."""
+NULL_SUFFIX = "#null"
+"""Suffix of a column's null-indicator dimension. Under DP it is released by its marginal only and sampled
+independently of every other dimension: pairing it would multiply the concordance releases (four times as many
+pairs for a table of nullable columns) and starve each of budget."""
 _GRID_STEPS_PER_DECADE = 8
 _GRID_SMALL_INTEGERS = 32
-_GRID_MIN = 1e-2
+_GRID_MIN = 1e-4
 _GRID_MAX = 1e10
+
+
+def _clear_threshold(scale: float, size: int) -> float:
+    """A noisy count an empty cell of a `size`-cell histogram reaches with probability about SPURIOUS_BINS / size."""
+    return scale * math.log(max(size, 1) / SPURIOUS_BINS)
+
+
+def _null_share(noisy_null: float, mass: np.ndarray, scale: float) -> float:
+    """The released share of nulls: 0 when the null bin's noisy count is one that noise alone explains.
+
+    Post-processing of the noisy histogram: a column without nulls then stays
+    without nulls in almost every release, instead of gaining a few from noise.
+    """
+    if noisy_null < _clear_threshold(scale, mass.size):
+        return 0.0
+    return float(mass[-1] / mass.sum())
+
+
+def _grid_support(noisy: np.ndarray, scale: float) -> tuple[int, int]:
+    """The first and last grid bin of an undeclared column's support, from its noisy histogram alone.
+
+    Bins are summed in blocks of one decade: a block holds the column's values
+    eight bins' worth at a time while its noise grows only as the square root,
+    so the support shows on small books where single bins drown. The support
+    runs from the first to the last block whose noisy sum clears what an empty
+    block reaches with probability about SPURIOUS_BINS over all blocks (a
+    normal approximation; the threshold only trades utility, the privacy is the
+    histogram's), widened to any single bin that clears its own threshold. When
+    nothing clears, the block of largest noisy sum. Post-processing: no budget.
+    """
+    from scipy.stats import norm
+
+    size = noisy.size
+    block = _GRID_STEPS_PER_DECADE
+    starts = np.arange(0, size, block)
+    sums = np.add.reduceat(noisy.astype(np.float64), starts)
+    widths = np.diff(np.append(starts, size))
+    z = float(norm.isf(SPURIOUS_BINS / starts.size))
+    clear_blocks = np.flatnonzero(sums >= z * scale * np.sqrt(2.0 * widths))
+    clear_bins = np.flatnonzero(noisy >= _clear_threshold(scale, size))
+    if clear_blocks.size == 0 and clear_bins.size == 0:
+        best = int(np.argmax(sums))
+        return int(starts[best]), int(starts[best] + widths[best] - 1)
+    firsts = [int(starts[clear_blocks[0]])] if clear_blocks.size else []
+    lasts = [int(starts[clear_blocks[-1]] + widths[clear_blocks[-1]] - 1)] if clear_blocks.size else []
+    if clear_bins.size:
+        firsts.append(int(clear_bins[0]))
+        lasts.append(int(clear_bins[-1]))
+    return min(firsts), max(lasts)
 
 
 def magnitude_grid(integer: bool) -> np.ndarray:
     """A fixed public signed log-magnitude grid of bin edges for undeclared numeric columns.
 
-    Decimal grid: 0 and +-10^(k/8) from 1e-2 to 1e10. Integer grid: one bin per
+    Decimal grid: +-10^(k/8) from 1e-4 to 1e10 around a zero-width bin at 0
+    (exact zeros are a point mass, common in amounts). Integer grid: one bin per
     integer from -32 to 32 (edges at half-integers), then log-spaced out to 1e10,
     so small counts and 0/1 flags keep their exact values. Values beyond the
     ends fall into the end bins. Never derived from any data.
@@ -412,7 +464,8 @@ def magnitude_grid(integer: bool) -> np.ndarray:
     decades = np.arange(round(math.log10(_GRID_MIN) * _GRID_STEPS_PER_DECADE),
                         round(math.log10(_GRID_MAX) * _GRID_STEPS_PER_DECADE) + 1)
     positive = 10.0 ** (decades / _GRID_STEPS_PER_DECADE)
-    return np.concatenate([-positive[::-1], [0.0], positive])
+    # 0 twice: a zero-width bin, so exact zeros (no balance, no expenditure) stay a point mass
+    return np.concatenate([-positive[::-1], [0.0, 0.0], positive])
 
 
 @dataclass(frozen=True)
@@ -439,7 +492,7 @@ class DPColumnPlan:
             return []
         dims = [self.name]
         if self.nullable and self.kind in ("bins", "values", "auto"):
-            dims.append(f"{self.name}#null")
+            dims.append(f"{self.name}{NULL_SUFFIX}")
         return dims
 
     @property
@@ -495,8 +548,8 @@ class DPCopulaPlan:
 
     @property
     def n_pairs(self) -> int:
-        d = len(self.latent)
-        return d * (d - 1) // 2
+        """Concordance releases: one per pair of value dimensions (null indicators are not paired)."""
+        return _value_pairs(self.latent)
 
     def composition(self) -> Composition:
         """The composed (epsilon, delta) of every release, by `models.accounting.compose`."""
@@ -524,6 +577,12 @@ class DPCopulaPlan:
             mechanisms=tuple(MechanismSpec.from_dict(m) for m in data["mechanisms"]),
             target=data.get("target"), target_positive=tuple(data.get("target_positive", ())),
         )
+
+
+def _value_pairs(latent: Sequence[str]) -> int:
+    """Pairs of value dimensions among `latent` (a column's `#null` indicator is sampled independently)."""
+    d = sum(1 for name in latent if not name.endswith(NULL_SUFFIX))
+    return d * (d - 1) // 2
 
 
 def plan_dp_copula(
@@ -589,7 +648,11 @@ def plan_dp_copula(
                   fix="name the borrower column, or leave it out to protect rows.")
     if target is not None and target not in columns:
         raise bad("the target column is not in the table.", target, fix="name the default flag's column.")
+    from models.schema import identifier_by_name
+
     identifiers = {c for c in (*id_columns, "loan_id", privacy_unit_column) if c is not None and c in columns}
+    # a key or row number recognised by its name alone (the header is public) is regenerated, not paid for
+    identifiers |= {c for c in columns if c != target and c not in parsed and identifier_by_name(c)}
 
     drafts: list[tuple[str, str, PublicDomain | None]] = []
     for name in columns:
@@ -615,7 +678,7 @@ def plan_dp_copula(
     latent: list[str] = []
     for name, kind, domain in released:
         latent += DPColumnPlan(name, kind, domain, True, 1.0).latent
-    n_pairs = len(latent) * (len(latent) - 1) // 2
+    n_pairs = _value_pairs(latent)
     marginal_share = float(split) if n_pairs else 1.0
     column_epsilon = float(epsilon) * marginal_share / len(released)
     pair_epsilon = float(epsilon) * (1.0 - marginal_share) / n_pairs if n_pairs else 0.0
@@ -650,15 +713,16 @@ def plan_dp_copula(
         profile = column_epsilon * PROFILE_SHARE
         mechanisms.append(MechanismSpec(
             kind="laplace", sensitivity=2.0, scale=2.0 / profile, steps=len(auto),
-            description=f"discrete Laplace value-class histograms (null/integer/decimal/other text) deciding the "
+            description=f"discrete Laplace value-class histograms (null/integer/decimal/flag word/other text) deciding the "
                         f"structure of {len(auto)} undeclared column(s)",
         ))
         mechanisms.append(MechanismSpec(
             kind="pure", epsilon=(column_epsilon - profile) * len(auto), delta=column_delta * len(auto),
             description=f"private bounds and marginals of {len(auto)} undeclared column(s): a discrete Laplace "
-                        "histogram over a public signed log-magnitude grid (bounds: its outermost bins whose noisy count clears "
-                        "the noise; 0/1 and small counts kept as integers), or a stability histogram when the column "
-                        "is categorical",
+                        "histogram over a public signed log-magnitude grid (bounds: its outermost decades or bins whose "
+                        "noisy count clears the noise; 0/1 and small counts kept as integers, exact zeros a point mass), "
+                        "a histogram over the public levels false/true when the column holds flag words, or a stability "
+                        "histogram when it is categorical",
         ))
     if n_pairs:
         sensitivity = float(concordance_sensitivity(n_units))
@@ -870,9 +934,38 @@ def value_classes(series: pl.Series) -> np.ndarray:
     number = text.cast(pl.Float64, strict=False)
     integer = text.str.contains(r"^[+-]?[0-9]+(\.0*)?$").fill_null(False)
     decimal = number.is_finite().fill_null(False)
+    truth = text.str.to_lowercase().is_in(sorted(TRUTH_WORDS)).fill_null(False)
     codes = np.where(text.is_null().to_numpy(), 0,
-                     np.where(integer.to_numpy(), 1, np.where(decimal.to_numpy(), 2, 3)))
+                     np.where(integer.to_numpy(), 1, np.where(decimal.to_numpy(), 2,
+                                                              np.where(truth.to_numpy(), 4, 3))))
     return codes.astype(np.int64)
+
+
+TRUTH_WORDS = frozenset({"true", "false", "yes", "no", "y", "n", "t", "f"})
+"""Words an undeclared column's values may be written in to be read as a flag over the public levels false/true."""
+
+
+def _truth_text(series: pl.Series) -> pl.Series:
+    """A flag column as the public level texts "true"/"false" (other values: null, counted in the null bin)."""
+    from models.vocabulary import truth_of
+
+    text = _as_text(series)
+    return text.map_elements(lambda v: _text_of(truth_of(v)) if truth_of(v) is not None else None,
+                             return_dtype=pl.String)
+
+
+def _flags_as_boolean(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text columns of `frame` whose non-null values are all flag words, as Booleans (see `TRUTH_WORDS`)."""
+    from models.vocabulary import truth_of
+
+    changed = []
+    for name, dtype in frame.schema.items():
+        if dtype != pl.String:
+            continue
+        values = frame.get_column(name).drop_nulls().unique().to_list()
+        if values and all(str(v).strip().lower() in TRUTH_WORDS for v in values):
+            changed.append(frame.get_column(name).map_elements(truth_of, return_dtype=pl.Boolean).alias(name))
+    return frame.with_columns(changed) if changed else frame
 
 
 def _text_of(value: Any) -> str:
@@ -960,6 +1053,7 @@ class _Dim:
     size: int
     cum: np.ndarray  # cumulative probabilities at the code boundaries (size + 1)
     present: float  # share of rows with a code (nullable value dimensions)
+    paired: bool = True  # False: a null indicator, independent of every other dimension (rho 0, nothing released)
 
 
 class DPGaussianCopula:
@@ -1089,33 +1183,37 @@ class DPGaussianCopula:
         value_scale = 2.0 / (column.epsilon - column.profile_epsilon)
         if shares[0] > MOSTLY_NULL:
             return f"mostly null (noisy null share {shares[0]:.0%}, from a charged value-class histogram)"
+        if shares[4] > shares[1] + shares[2] and shares[4] >= shares[3]:
+            # yes/no, true/false, y/n: a public two-level domain, no list of categories to pay for
+            flag = DPColumnPlan(column.name, "categories", PublicDomain(categories=("false", "true")), True,
+                                column.epsilon)
+            return self._levels(flag, _truth_text(series), value_scale, kind="categories")
         if shares[1] + shares[2] >= shares[3]:  # numbers are the majority of the noisy non-null values
             integer = shares[1] >= shares[2]
             return self._grid(column, _as_number(series, None), integer, value_scale)
         return self._levels(column, _as_text(series), value_scale, kind="stability")
 
     def _grid(self, column: DPColumnPlan, values: np.ndarray, integer: bool, scale: float):
-        """An undeclared numeric column: one noisy histogram over the public magnitude grid gives bounds and marginal."""
+        """An undeclared numeric column: one noisy histogram over the public magnitude grid gives bounds and marginal.
+
+        The bounds are post-processing of that one histogram (`_grid_support`), so
+        they cost nothing beyond it; the marginal is its projected mass inside them.
+        """
         edges = magnitude_grid(integer)
         size = edges.size - 1
         null = np.isnan(values)
         inner = np.clip(np.where(null, 0.0, values), edges[0], edges[-1])
         grid_codes = np.clip(np.searchsorted(edges, inner, side="right") - 1, 0, size - 1).astype(np.int64)
+        if not integer:
+            grid_codes = np.where(inner == 0.0, size // 2, grid_codes)  # the zero-width bin [0, 0]
         codes = np.where(null, size, grid_codes)
         noisy = noisy_histogram(codes, size + 1, scale=scale, sampler=self.sampler)
         mass = project_counts(noisy)
         value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
-        # Bounds: the outermost bins whose noisy count an empty bin reaches with probability SPURIOUS_BINS / size.
-        clear = np.flatnonzero(noisy[:size] >= scale * math.log(size / SPURIOUS_BINS))
-        if clear.size:
-            lo, hi = int(clear[0]), int(clear[-1])
-        else:
-            cum = np.cumsum(value_mass) / value_mass.sum()
-            lo = int(np.searchsorted(cum, TRIM, side="right"))
-            hi = min(max(int(np.searchsorted(cum, 1.0 - TRIM, side="left")), lo), size - 1)
+        lo, hi = _grid_support(noisy[:size], scale)
         kept = value_mass[lo:hi + 1].copy()
-        kept[0] += value_mass[:lo].sum()
-        kept[-1] += value_mass[hi + 1:].sum()
+        if kept.sum() <= 0:
+            kept = np.ones_like(kept)
         value_codes = np.where(null, -1, np.clip(grid_codes, lo, hi) - lo)
         small = _GRID_SMALL_INTEGERS
         first_small = edges.size // 2 - small - 1  # index of the bin of -32 in the integer grid
@@ -1129,7 +1227,7 @@ class DPGaussianCopula:
             discrete = False
         dtype = {"name": "Int64"} if integer else {"name": "Float64"}
         return self._with_null(column, marginal, value_codes, kept.size, _cumulative(kept), null,
-                               mass[size] / mass.sum(), dtype, 1.0 if integer else 0.0, discrete)
+                               _null_share(noisy[size], mass, scale), dtype, 1.0 if integer else 0.0, discrete)
 
     def _with_null(self, column, marginal, value_codes, size, cum, null, null_share, dtype, step, discrete):
         """The value dimension plus the public null dimension every modelled numeric column has under DP."""
@@ -1138,7 +1236,8 @@ class DPGaussianCopula:
         entry = {"name": column.name, "kind": "numeric", "dtype": dtype, "step": step, "dim": 0, "null_dim": 1,
                  "null_by": None, "discrete": discrete}
         dims = [_Dim(column.name, value_codes, size, cum, present_share),
-                _Dim(f"{column.name}#null", null.astype(np.int64), 2, null_marginal.cum.copy(), 1.0)]
+                _Dim(f"{column.name}{NULL_SUFFIX}", null.astype(np.int64), 2, null_marginal.cum.copy(), 1.0,
+                     paired=False)]
         return entry, dims, [marginal, null_marginal]
 
     def _numeric(self, column: DPColumnPlan, domain: PublicDomain, values: np.ndarray, scale: float):
@@ -1168,7 +1267,7 @@ class DPGaussianCopula:
             marginal = ContinuousMarginal(_cumulative(value_mass), edges, low, high)
         dtype = {"name": "Date"} if is_date else ({"name": "Int64"} if integer else {"name": "Float64"})
         return self._with_null(column, marginal, np.where(null, -1, codes), size, _cumulative(value_mass), null,
-                               mass[size] / mass.sum(), dtype, step, domain.kind == "values")
+                               _null_share(noisy[size], mass, scale), dtype, step, domain.kind == "values")
 
     @staticmethod
     def _bounds(domain: PublicDomain) -> tuple[float, float]:
@@ -1208,7 +1307,10 @@ class DPGaussianCopula:
         if stable_mass is not None:
             mass = stable_mass
         else:
-            mass = project_counts(noisy_histogram(codes, len(levels), scale=scale, sampler=self.sampler))
+            noisy = noisy_histogram(codes, len(levels), scale=scale, sampler=self.sampler)
+            mass = project_counts(noisy)
+            if noisy[-1] < _clear_threshold(scale, len(levels)) and mass[:-1].sum() > 0:
+                mass[-1] = 0.0  # the null level (last): a count the noise alone explains is read as no nulls
         marginal = LevelMarginal(list(levels), mass / mass.sum())
         entry = {"name": column.name, "kind": "levels", "dtype": {"name": "String"}, "dim": 0, "null_dim": None,
                  "null_by": None, "step": 0.0}
@@ -1257,6 +1359,8 @@ class DPGaussianCopula:
         for i in range(d):
             for j in range(i + 1, d):
                 a, b = dims[i], dims[j]
+                if not (a.paired and b.paired):
+                    continue
                 noisy = noisy_concordance(a.codes, b.codes, a.size, b.size, scale=scale, sampler=self.sampler)
                 # Pairs of rows where both columns are present carry the signal; rescale by their expected share.
                 share = max((a.present * b.present) ** 2, 1e-3)
@@ -1272,8 +1376,12 @@ class DPGaussianCopula:
         return self.twin
 
     def sample(self, n: int, seed: int = 0, conditions: dict | None = None) -> pl.DataFrame:
-        """Sample `n` synthetic rows (post-processing: spends no privacy); see `GaussianCopulaTwin.sample`."""
-        return self._require().sample(n, seed=seed, conditions=conditions)
+        """Sample `n` synthetic rows (post-processing: spends no privacy); see `GaussianCopulaTwin.sample`.
+
+        A text column whose sampled values are all flag words (true/false, Yes/No) comes back Boolean,
+        as ingest types such a column: a rule on the synthetic values only, so it spends nothing.
+        """
+        return _flags_as_boolean(self._require().sample(n, seed=seed, conditions=conditions))
 
     @property
     def correlation(self) -> np.ndarray:

@@ -32,6 +32,20 @@ class ColumnType(str, Enum):
 _ID_NAME = re.compile(r"(^id$|_id$|^id_|_key$|uuid|guid|_number$|^account|^loan_?no)", re.IGNORECASE)
 # Row numbers that exports add: R's `rownames`, pandas' `Unnamed: 0` and `index`.
 _ROW_NUMBER_NAME = re.compile(r"^(rownames|row_?names|unnamed:?\s*\d*|index|row|rowid)$", re.IGNORECASE)
+# Names that mark a key by themselves, with no look at the values (the DP plan may only read the header).
+_KEY_NAME = re.compile(r"(^id$|[_ .]id$|^id[_ .]|uuid|guid|[a-z]I[Dd]$)")
+
+
+def identifier_by_name(name: str) -> bool:
+    """Whether a column's name alone marks it as a key or an export's row number (rownames, id, loan_id, customerID).
+
+    Public: it reads only the header, so the DP plan can regenerate such columns
+    without spending budget on them. Narrower than schema inference, which also
+    checks that the values are unique: a name like account_balance is not a key.
+    """
+    return bool(_ROW_NUMBER_NAME.search(name) or _KEY_NAME.search(name) or _KEY_NAME.search(name.lower()))
+
+
 # Written spellings ingest records per column (see `ColumnSpec`).
 SPELLING_KEYS = ("true_as", "false_as", "date_format", "decimals")
 _BOOL_STRINGS = {"true", "false", "yes", "no", "y", "n", "t", "f"}

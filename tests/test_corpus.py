@@ -6,6 +6,7 @@ file's vocabulary column by column. A tape without a default flag still gets its
 skipped with a note, not failed.
 """
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -37,3 +38,27 @@ def test_a_real_tape_reaches_a_verified_certificate_in_its_own_vocabulary(tape, 
     assert vocabulary_mismatches(original, released, generalised=generalised, identifiers=identifiers) == []
     figures = run.figures()
     assert figures["k"] >= 5 and figures["quality"] is not None
+
+
+def test_a_real_tape_with_only_epsilon_set_reaches_a_verified_dp_certificate(tmp_path):
+    # setup: ISLR's Default, all 10,000 rows, with nothing declared but privacy.epsilon: 1 (issue 14's usability
+    # proof): no domain, no unit column, Yes/No flags and two undeclared amounts
+    tape = next(t for t in CORPUS if t.tenant == "islr-default")
+    tape = dataclasses.replace(tape, sample=None, config={**tape.config, "privacy": {"epsilon": 1.0}})
+    # run
+    run = run_end_to_end(tape, tmp_path)
+    # assert: certified and verified, every column released, in the file's own words
+    assert run.materialize.returncode == 0, run.materialize.stdout[-4000:] + run.materialize.stderr[-4000:]
+    assert run.verify is not None and run.verify.returncode == 0, run.verify.stdout + run.verify.stderr
+    certificate = json.loads((run.bundle / "certificate.json").read_text())
+    assert certificate["privacy"]["dp"]["epsilon"] == pytest.approx(1.0)
+    assert "neighbouring tapes: replace-one borrower" in json.dumps(certificate)
+    original = pd.read_csv(tmp_path / "data" / "landing" / tape.tenant / "loans.csv")
+    released = pd.read_csv(run.bundle / "loans.csv")
+    generalised = set(certificate["anonymity"]["quasi_identifiers"])
+    assert vocabulary_mismatches(original, released, generalised=generalised, identifiers={"rownames"}) == []
+    assert set(released["default"].dropna()) == {"Yes", "No"}
+    # the amounts' undeclared bounds were learnt privately and land near the real ones
+    for column in ("balance", "income"):
+        assert released[column].median() == pytest.approx(original[column].median(), rel=0.2)
+    assert not (run.bundle / "validation_report.json").exists()  # internal under DP

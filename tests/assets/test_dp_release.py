@@ -1,11 +1,11 @@
 """Under DP, no exact statistic of the real loans appears in any file of `credittwin export`'s bundle (issue 14, item 3)."""
 
 import json
+import re
 
 import dagster as dg
 import numpy as np
 import polars as pl
-import pytest
 
 from pipelines.release import export_release
 from resources.settings import Settings
@@ -57,8 +57,13 @@ def _bundle_text(bundle) -> dict[str, str]:
     texts = {}
     for path in bundle.iterdir():
         if path.suffix == ".parquet":
+            # A synthetic cell can equal a real figure by chance (thousands of sampled amounts); what would carry a
+            # statistic is a column of few values (a median written into every row) or a summary of the table.
             frame = pl.read_parquet(path)
-            texts[path.name] = frame.write_csv() + json.dumps(frame.describe().to_dicts(), default=str)
+            few = {c: frame.get_column(c).unique().to_list() for c in frame.columns if frame.get_column(c).n_unique() <= 50}
+            texts[path.name] = json.dumps(few, default=str) + json.dumps(frame.describe().to_dicts(), default=str)
+        elif path.suffix == ".csv":
+            continue  # the same table as the .parquet beside it
         elif path.suffix == ".pdf":
             from models.reports import pdf_text
 
@@ -68,15 +73,14 @@ def _bundle_text(bundle) -> dict[str, str]:
     return texts
 
 
-@pytest.mark.xfail(reason="the DP twin of the demo book does not yet pass the blocking fidelity check", strict=False)
 def test_dp_bundle_carries_no_exact_real_statistic(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
     folder = tmp_path / "data" / "landing" / "dpbank"
-    # The demo book has 19 modelled columns: at 1,500 loans and epsilon 2 the noise per column swamps the marginals
-    # and the blocking fidelity check rightly stops the release, so this test gives the twin a book and a budget at
+    # The demo book has 19 modelled columns (171 concordance pairs): at a few thousand loans and a small epsilon the
+    # noise swamps the marginals and correlations and the blocking fidelity check rightly stops the release, so this test gives the twin a book and a budget at
     # which it passes, and declares the date range (an undeclared date column is left out under DP).
     domains = {**DP_DOMAINS, "origination_date": {"low": "2019-01-01", "high": "2020-12-31", "bins": 24}}
-    privacy = {"k": 5, "epsilon": 8.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 12.0, "domains": domains}
+    privacy = {"k": 5, "epsilon": 20.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 24.0, "domains": domains}
     write_dp_landing(folder, privacy, rows=3000)
     relax_audit(folder)
     run_config = {"ops": {"lstm_cascade": {"config": {"epochs": 1, "hidden_size": 8}}}}
@@ -88,14 +92,18 @@ def test_dp_bundle_carries_no_exact_real_statistic(tmp_path):
     names = {p.name for p in bundle.iterdir()}
     assert "validation_report.json" not in names  # internal under DP
     report = VersionedStore(settings.data_dir, ["validation_report"], "dpbank").read()
-    if report is not None:
-        assert report.document("validation_report")["scope"]["internal"] is True
+    assert report.document("validation_report")["scope"]["internal"] is True
     raw = VersionedStore(settings.data_dir, ["raw_loan_tape"], "dpbank").read()
     figures = _real_figures(raw)
     found = []
     for name, text in _bundle_text(bundle).items():
+        # whole numbers as written, so 0.0368 is not "found" inside 1230.03681
+        numbers = set(re.findall(r"(?<![\d.])-?\d+(?:\.\d+)?(?![\d.])", text))
         for figure, spellings in figures.items():
-            found += [f"{figure}={s} in {name}" for s in spellings if s in text]
+            found += [f"{figure}={s} in {name}" for s in spellings if s in numbers]
     assert not found, found
+    # the search can fail: the internal validation report, kept out of the bundle, does hold real figures
+    internal = re.findall(r"(?<![\d.])-?\d+(?:\.\d+)?(?![\d.])", json.dumps(report.document("validation_report")))
+    assert any(s in set(internal) for spellings in figures.values() for s in spellings)
     certificate = json.loads((bundle / "certificate.json").read_text())
     assert "not covered by epsilon" in json.dumps(certificate) or "not covered by epsilon" in _bundle_text(bundle)["certificate.pdf"]
