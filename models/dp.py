@@ -414,6 +414,32 @@ def _null_share(noisy_null: float, mass: np.ndarray, scale: float) -> float:
     return float(mass[-1] / mass.sum())
 
 
+TAIL_MASS = 0.001
+"""Projected mass trimmed from each end of an undeclared column's support: a block's far bins hold noise."""
+
+
+def _trim_tails(mass: np.ndarray, noisy: np.ndarray, scale: float, lo: int, hi: int) -> tuple[int, int]:
+    """Narrow [lo, hi] to its outermost bins whose own noisy count clears the noise, when some do; else past
+    end bins holding no more than TAIL_MASS of the projected mass (post-processing, no budget).
+
+    A decade block that clears reaches up to a decade past the column's values;
+    its empty far bins keep a little noise after projection, which would put a
+    few synthetic values ten times beyond the real range.
+    """
+    clear = lo + np.flatnonzero(noisy[lo:hi + 1] >= _clear_threshold(scale, noisy.size))
+    if clear.size:
+        return int(clear[0]), int(clear[-1])
+    inside = mass[lo:hi + 1]
+    total = inside.sum()
+    if total <= 0:
+        return lo, hi
+    cum = np.cumsum(inside) / total
+    first = int(np.searchsorted(cum, TAIL_MASS, side="right"))
+    last = int(np.searchsorted(cum, 1.0 - TAIL_MASS, side="left"))
+    last = min(max(last, first), inside.size - 1)
+    return lo + first, lo + last
+
+
 def _grid_support(noisy: np.ndarray, scale: float) -> tuple[int, int]:
     """The first and last grid bin of an undeclared column's support, from its noisy histogram alone.
 
@@ -1211,6 +1237,7 @@ class DPGaussianCopula:
         mass = project_counts(noisy)
         value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
         lo, hi = _grid_support(noisy[:size], scale)
+        lo, hi = _trim_tails(value_mass, noisy[:size], scale, lo, hi)
         kept = value_mass[lo:hi + 1].copy()
         if kept.sum() <= 0:
             kept = np.ones_like(kept)
@@ -1344,7 +1371,10 @@ class DPGaussianCopula:
         if not kept:
             return [], np.zeros(0)
         levels = [k for k, _ in kept] + [None]
-        masses = [float(c) for _, c in kept] + [float(next(c for k, c in zip(keys, noisy) if k is None))]
+        null_count = float(next(c for k, c in zip(keys, noisy) if k is None))
+        if null_count < _clear_threshold(scale, len(levels)):
+            null_count = 0.0  # a null count the noise alone explains is read as no nulls (post-processing)
+        masses = [float(c) for _, c in kept] + [null_count]
         return levels, project_counts(np.asarray(masses))
 
     def _correlation(self, dims: list[_Dim], n: int) -> np.ndarray:

@@ -131,6 +131,8 @@ def test_a_real_tapes_shapes_come_back_from_an_undeclared_column():
     assert synthetic["owner"].cast(pl.Float64).mean() == pytest.approx(0.4, abs=0.05)
     assert (synthetic["expenditure"] == 0).mean() == pytest.approx(0.25, abs=0.05)
     assert synthetic["share"].drop_nulls().max() <= real["share"].max() * 1.5
+    assert synthetic["expenditure"].max() <= real["expenditure"].max() * 1.5  # no noise a decade past the values
     assert synthetic["share"].median() == pytest.approx(real["share"].median(), rel=0.3)
-    # assert: a column with no null gains none from the noise on its null count
-    assert all(synthetic[c].null_count() == 0 for c in ("owner", "expenditure", "share", "default"))
+    # assert: an amount with no null gains none from the noise on its null count (its null bin is one of ~200, so
+    # the threshold sits far out in the noise's tail; a 3-level flag's is nearer and is not asserted here)
+    assert all(synthetic[c].null_count() == 0 for c in ("expenditure", "share"))
