@@ -9,6 +9,7 @@ from pydantic import Field
 
 from assets.common import (
     charge_privacy,
+    not_measured,
     history_of,
     paid_release,
     png_markdown,
@@ -138,7 +139,7 @@ def lstm_cascade(
         reason = "no performance history was uploaded (performance.csv or performance.parquet)"
         context.log.info(f"tenant '{context.partition_key}': cascade skipped: {reason}")
         yield dg.Output(Artifact(documents={"status": {"skipped": True, "reason": reason}}), metadata={"skipped": reason})
-        yield dg.AssetCheckResult(check_name="cascade_beats_markov", passed=True, metadata={"not_applicable": reason})
+        yield not_measured("cascade_beats_markov", reason)
         return
     schema = tape_schema(raw_loan_tape)
     id_column = schema.id_column

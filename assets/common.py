@@ -336,3 +336,11 @@ def markdown_table(header, rows) -> dg.MetadataValue:
 def markdown_list(items) -> dg.MetadataValue:
     """A Markdown bullet list of escaped lines ("none" when empty)."""
     return dg.MetadataValue.md("\n".join(f"- {md_text(item)}" for item in items) or "none")
+
+
+def not_measured(check_name: str, reason: str) -> dg.AssetCheckResult:
+    """A check that measured nothing: a warning with its reason, never a pass (a check that cannot fail is a defect)."""
+    return dg.AssetCheckResult(
+        check_name=check_name, passed=False, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"not_measured": reason, "reasons": dg.MetadataValue.json([f"not measured: {reason}"])},
+    )

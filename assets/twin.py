@@ -9,6 +9,7 @@ from pydantic import Field
 
 from assets.common import (
     charge_privacy,
+    not_measured,
     history_of,
     output_unless_blocked,
     paid_release,
@@ -332,7 +333,7 @@ def synthetic_portfolio(
             if cascade is None
             else "a default rate was requested, so the synthetic book's default curve differs from the real one by design"
         )
-        checks.append(dg.AssetCheckResult(check_name="sequence_fidelity", passed=True, metadata={"not_applicable": reason}))
+        checks.append(not_measured("sequence_fidelity", reason))
     else:
         checks.append(dg.AssetCheckResult(
             check_name="sequence_fidelity",

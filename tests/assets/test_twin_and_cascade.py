@@ -114,6 +114,11 @@ def test_tenant_without_history_skips_the_cascade_and_still_releases(tmp_path):
         assert "no performance history" in _latest_metadata(instance, "lstm_cascade", "nohist")["skipped"].value
         stored = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "nohist").read()
         assert "performance" not in stored.tables and stored.table("loans").height > 0
+        # the history checks measured nothing: each is a warning with its reason, never a pass
+        for name in ("cascade_beats_markov", "sequence_fidelity"):
+            check = next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
+            assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+            assert "no performance history" in check.metadata["not_measured"].value
 
 
 def test_bad_tape_for_the_twin_names_tenant_file_and_column(tmp_path):
