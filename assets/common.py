@@ -77,7 +77,8 @@ def _reasons(check: dg.AssetCheckResult) -> list[str]:
 
 
 def output_unless_blocked(
-    context: dg.AssetExecutionContext, output: dg.Output, checks: Sequence[dg.AssetCheckResult]
+    context: dg.AssetExecutionContext, output: dg.Output, checks: Sequence[dg.AssetCheckResult], *,
+    fix: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Yield `output` then `checks`; when a blocking check of the asset fails with ERROR, only the checks, then fail.
 
@@ -88,6 +89,8 @@ def output_unless_blocked(
     keeps the last good version current, as `raw_loan_tape` does for its
     expectations; the checks are still recorded, so the UI shows the failure
     and its reasons, and the refused output's figures travel in the failure.
+
+    `fix` replaces the generic advice when the asset knows the likelier cause.
 
     Raises:
         dagster.Failure: a blocking check failed (not retried: the same inputs fail the same way).
@@ -107,8 +110,8 @@ def output_unless_blocked(
     raise dg.Failure(
         description=f"tenant '{context.partition_key}': {asset} failed its blocking check(s) "
         f"{', '.join(check.check_name for check in failed)} ({'; '.join(reasons[:5])}). Nothing was stored: the last "
-        f"good version of {asset} stays current and what reads it keeps reading that one. Fix: address the reasons "
-        "above (the check's metadata lists them) and materialize the asset again.",
+        f"good version of {asset} stays current and what reads it keeps reading that one. Fix: "
+        + (fix or "address the reasons above (the check's metadata lists them) and materialize the asset again."),
         metadata={**output.metadata, "failed_checks": dg.MetadataValue.json(reasons)},
         allow_retries=False,
     )

@@ -295,6 +295,9 @@ def synthetic_portfolio(
         if schema.target and schema.target in synthetic.columns
         else None
     )
+    # Under DP the comparison with the real train split is an internal gate, like the validation report: its
+    # figures are functions of the real loans, not covered by epsilon, and never part of the release.
+    scope = {"scope": "internal: compared with the real train split; not covered by epsilon, not released"} if plan else {}
     output = dg.Output(
         Artifact(tables=tables, documents={"privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL}),
                                            "fidelity": fidelity.to_dict(), "sequence_fidelity": (
@@ -313,6 +316,7 @@ def synthetic_portfolio(
             "privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL})["label"],
             "mean_column_similarity": fidelity.to_dict()["mean_similarity"],
             "performance_rows": tables["performance"].height if "performance" in tables else 0,
+            **scope,
         },
     )
     checks = [dg.AssetCheckResult(
@@ -325,6 +329,7 @@ def synthetic_portfolio(
             ]),
             "failures": dg.MetadataValue.json(fidelity.failures()),
             "thresholds_applied": dg.MetadataValue.json(fidelity.thresholds),
+            **scope,
         },
     )]
     if sequence_result is None:
@@ -349,4 +354,12 @@ def synthetic_portfolio(
             },
         ))
     # a failed fidelity check stores nothing: the last good portfolio stays current for anonymized_portfolio
-    yield from output_unless_blocked(context, output, checks)
+    fix = None
+    if plan is not None:
+        released = [c for c in plan.columns if c.kind != "identifier"]
+        fix = (f"the twin is differentially private (privacy.epsilon {plan.epsilon:g}), and its budget is spread over "
+               f"{len(released)} columns and {plan.n_pairs} pairs of {plan.n_units} borrowers, so the noise can outweigh "
+               f"them. Declare public domains in tenant.yaml (`credittwin domains {context.partition_key}` prints a "
+               "block to edit; declared columns cost no budget for their structure), raise privacy.epsilon, or upload "
+               "more rows, then materialize again.")
+    yield from output_unless_blocked(context, output, checks, fix=fix)

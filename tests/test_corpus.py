@@ -62,3 +62,16 @@ def test_a_real_tape_with_only_epsilon_set_reaches_a_verified_dp_certificate(tmp
     for column in ("balance", "income"):
         assert released[column].median() == pytest.approx(original[column].median(), rel=0.2)
     assert not (run.bundle / "validation_report.json").exists()  # internal under DP
+
+
+def test_a_small_wide_tape_under_dp_is_stopped_with_the_dp_cause_and_its_fixes(tmp_path):
+    # setup: AER's CreditCard, 1,319 rows and 12 columns, at epsilon 1: too little data for the noise
+    tape = next(t for t in CORPUS if t.tenant == "aer-creditcard")
+    tape = dataclasses.replace(tape, config={**tape.config, "privacy": {"epsilon": 1.0}})
+    # run
+    run = run_end_to_end(tape, tmp_path)
+    # assert: one clear message that names the DP cause and the ways out, and no stack trace
+    output = run.materialize.stdout + run.materialize.stderr
+    assert run.materialize.returncode != 0 and "Traceback" not in output
+    assert "synthetic_fidelity" in output and "differentially private (privacy.epsilon 1)" in output
+    assert "credittwin domains aer-creditcard" in output and "raise privacy.epsilon" in output

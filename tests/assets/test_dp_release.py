@@ -87,6 +87,11 @@ def test_dp_bundle_carries_no_exact_real_statistic(tmp_path):
     with dg.instance_for_test() as instance:
         result = materialize_tenant(settings, instance, "dpbank", ASSETS, run_config=run_config)
     assert result.success, failure_text(result)
+    # the UI's comparison with the real loans is marked internal under DP, on the asset and on its check
+    portfolio = next(e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
+                     if e.asset_key.to_user_string() == "synthetic_portfolio")
+    fidelity = next(e for e in result.get_asset_check_evaluations() if e.check_name == "synthetic_fidelity")
+    assert portfolio["scope"].value.startswith("internal") and fidelity.metadata["scope"].value.startswith("internal")
     bundle = tmp_path / "bundle"
     export_release(settings, "dpbank", bundle)
     names = {p.name for p in bundle.iterdir()}
