@@ -118,7 +118,7 @@ from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.marginals import ContinuousMarginal, LevelMarginal
 from models.privacy_errors import InvalidMechanismError
 from models.schema import TableSchema
-from models.vocabulary import target_indicator
+from models.vocabulary import FALSE_WORDS, TRUE_WORDS, as_truths, target_indicator
 
 if TYPE_CHECKING:
     import torch
@@ -797,7 +797,7 @@ def domains_yaml(columns: Sequence[str], config: Any, *, tenant: str, file: str)
 
     Declared domains are repeated, canonical names get their `DEFAULT_DOMAINS`,
     identifiers and the privacy unit are noted as regenerated, and every other
-    column gets a commented placeholder. No value of the data is read, so two
+    column gets a commented entry for the lender to fill in. No value of the data is read, so two
     uploads with the same header and tenant.yaml print the same text.
     """
     declared = parse_domains(config.privacy.domains)
@@ -808,7 +808,7 @@ def domains_yaml(columns: Sequence[str], config: Any, *, tenant: str, file: str)
         f"# privacy.domains for tenant '{tenant}', from the header of {file} and tenant.yaml only (no values read).",
         "# Public domains cost no budget and give the best utility. A column left undeclared is still modelled:",
         "# its type and bounds are then learnt from charged, noised releases at fit time.",
-        "# Replace each <...> placeholder and uncomment the line; list ordered categories (grades) in order.",
+        "# Fill in each <...> with your book's public bounds and uncomment the line; list ordered categories in order.",
         "privacy:",
         "  domains:",
     ]
@@ -967,30 +967,26 @@ def value_classes(series: pl.Series) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-TRUTH_WORDS = frozenset({"true", "false", "yes", "no", "y", "n", "t", "f"})
-"""Words an undeclared column's values may be written in to be read as a flag over the public levels false/true."""
+TRUTH_WORDS = frozenset(word for word in TRUE_WORDS + FALSE_WORDS if not word.isdigit())
+"""The flag words of `models.vocabulary` (1/0 are numbers here): an undeclared column written in them is read as a
+flag over the public levels false/true."""
 
 
 def _truth_text(series: pl.Series) -> pl.Series:
     """A flag column as the public level texts "true"/"false" (other values: null, counted in the null bin)."""
-    from models.vocabulary import truth_of
-
-    text = _as_text(series)
-    return text.map_elements(lambda v: _text_of(truth_of(v)) if truth_of(v) is not None else None,
-                             return_dtype=pl.String)
+    return as_truths(_as_text(series), strict=False).replace_strict({True: "true", False: "false"},
+                                                                     return_dtype=pl.String)
 
 
 def _flags_as_boolean(frame: pl.DataFrame) -> pl.DataFrame:
     """Text columns of `frame` whose non-null values are all flag words, as Booleans (see `TRUTH_WORDS`)."""
-    from models.vocabulary import truth_of
-
     changed = []
     for name, dtype in frame.schema.items():
         if dtype != pl.String:
             continue
         values = frame.get_column(name).drop_nulls().unique().to_list()
         if values and all(str(v).strip().lower() in TRUTH_WORDS for v in values):
-            changed.append(frame.get_column(name).map_elements(truth_of, return_dtype=pl.Boolean).alias(name))
+            changed.append(as_truths(frame.get_column(name)).alias(name))
     return frame.with_columns(changed) if changed else frame
 
 
@@ -1021,20 +1017,15 @@ def _as_number(series: pl.Series, domain: PublicDomain | None) -> np.ndarray:
 
 def _target_keys(positive: Sequence[Any]) -> list[str]:
     """The target's public level texts: the first declared positive and, for a truth word (1, Yes, true), its opposite."""
-    from models.vocabulary import truth_of
+    from models.vocabulary import counterpart_spelling, truth_of
 
     if not positive:
         return []
     first = _text_of(positive[0])
     if truth_of(positive[0]) is None:
         return [first]
-    opposite = _text_of(0 if isinstance(positive[0], (int, float)) and not isinstance(positive[0], bool) else
-                        not truth_of(positive[0]))
-    if isinstance(positive[0], str):
-        from models.vocabulary import _COUNTERPART
-
-        opposite = _COUNTERPART.get(first.lower(), opposite)
-        opposite = opposite.capitalize() if first[:1].isupper() else opposite
+    opposite = counterpart_spelling(first) or _text_of(
+        0 if isinstance(positive[0], (int, float)) and not isinstance(positive[0], bool) else not truth_of(positive[0]))
     return [first, opposite]
 
 
