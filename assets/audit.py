@@ -11,8 +11,8 @@ from assets.common import (
     tenant_errors,
     train_split,
 )
-from pipelines.jobs import EXTERNAL_SERVICE_RETRY
-from pipelines.partitions import tenants
+from assets.policies import EXTERNAL_SERVICE_RETRY
+from assets.partitions import tenants
 from resources.ledger import PrivacyLedgerResource
 from resources.storage import Artifact
 
@@ -37,14 +37,14 @@ def dp_spent_of(charges: list):
     """The composed (epsilon, delta) of `charges` (dp-accounting RDP), or None when nothing was charged."""
     if not charges:
         return None
-    from models.accounting import compose
+    from models.privacy.accounting import compose
 
     return compose([charge.mechanism for charge in charges])
 
 
 def audit_policy(tenant_config):
     """The `AuditPolicy` of a tenant's `audit:` settings and its enforced k and l."""
-    from models.audit import AuditPolicy
+    from models.privacy.audit import AuditPolicy
 
     spec = tenant_config.audit
     return AuditPolicy(
@@ -109,7 +109,7 @@ def privacy_audit(
     lstm_cascade: Artifact,
 ):
     """Audit the release; a failed rule fails the blocking check and stores nothing, so the last passed audit stays."""
-    from models.audit import AuditConfig, evaluate_policy, run_audit
+    from models.privacy.audit import AuditConfig, evaluate_policy, run_audit
 
     tenant = context.partition_key
     schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)

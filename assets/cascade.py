@@ -21,8 +21,8 @@ from assets.common import (
     train_split,
     upload_file,
 )
-from pipelines.jobs import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
-from pipelines.partitions import tenants
+from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
 from resources.storage import Artifact
@@ -50,7 +50,7 @@ class LstmCascadeConfig(dg.Config):
 
 def _public_domains(tenant_config) -> dict:
     """The tenant's declared domains completed by the documented defaults (both public)."""
-    from models.dp import DEFAULT_DOMAINS
+    from models.twin.dp import DEFAULT_DOMAINS
 
     return {**DEFAULT_DOMAINS, **tenant_config.privacy.domains}
 
@@ -59,7 +59,7 @@ def _plan_dpsgd(raw_loan_tape, tenant_config, cascade_config, train_loans, train
     """The DP-SGD spend of the cascade fit, from public counts: (mechanism spec, number of borrowers)."""
     import polars as pl
 
-    from models.dp import bound_units, plan_dpsgd
+    from models.twin.dp import bound_units, plan_dpsgd
 
     id_column = tape_schema(raw_loan_tape).id_column
     with_history = train_loans.filter(
@@ -67,7 +67,7 @@ def _plan_dpsgd(raw_loan_tape, tenant_config, cascade_config, train_loans, train
     )
     n_units = bound_units(with_history, unit).height
     epsilon = tenant_config.privacy.dpsgd_epsilon or tenant_config.privacy.epsilon
-    from models.accounting import release_delta
+    from models.privacy.accounting import release_delta
 
     delta = release_delta(tenant_config.privacy.delta, n_units)
     return plan_dpsgd(n_units, cascade_config.batch_size, cascade_config.epochs, epsilon, delta), n_units
@@ -93,13 +93,13 @@ def _check_result(summary: dict) -> dg.AssetCheckResult:
 
 def load_cascade(artifact: Artifact):
     """The trained cascade of an `lstm_cascade` artifact, or None when the tenant has no history."""
-    from models.cascade import LoanCascade
+    from models.sequences.cascade import LoanCascade
 
     status = artifact.document("status", {})
     if status.get("skipped"):
         return None
     if status.get("dp"):
-        from models.dp import dp_recurrent_factory
+        from models.twin.dp import dp_recurrent_factory
 
         return LoanCascade.load(artifact.path / CASCADE_DIR, recurrent_factory=dp_recurrent_factory)
     return LoanCascade.load(artifact.path / CASCADE_DIR)
@@ -129,10 +129,10 @@ def lstm_cascade(
     raw_loan_tape: Artifact,
 ):
     """Train the cascade and the Markov baseline on the train split's histories; score both on the holdout."""
-    from models.cascade import CascadeConfig, LoanCascade
-    from models.markov import MarkovBaseline
-    from models.plots import training_curve_png
-    from models.sequences import compare_sequences
+    from models.sequences.cascade import CascadeConfig, LoanCascade
+    from models.sequences.markov import MarkovBaseline
+    from models.reports.plots import training_curve_png
+    from models.sequences.histories import compare_sequences
 
     performance = raw_loan_tape.tables.get("performance")
     if performance is None:
@@ -167,8 +167,8 @@ def lstm_cascade(
     charge, hook = None, None
     with tenant_errors(tenant, perf_file):
         if under_dp:
-            from models.accounting import replace_one_charge
-            from models.dp import OpacusDPHook
+            from models.privacy.accounting import replace_one_charge
+            from models.twin.dp import OpacusDPHook
 
             spec, n_units = _plan_dpsgd(raw_loan_tape, tenant_config, cascade_config, train_loans, train_perf, unit)
             charge = charge_privacy(
@@ -267,7 +267,7 @@ def lstm_cascade(
 
 def transition_markdown(matrices: dict[str, list[list[float]]]) -> str:
     """Real and generated transition matrices as one Markdown table ("real / generated" per cell)."""
-    from models.states import STATES
+    from models.sequences.states import STATES
 
     header = "| from \\ to | " + " | ".join(STATES) + " |\n|" + "---|" * (len(STATES) + 1) + "\n"
     rows = []

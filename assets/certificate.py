@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.common import code_version, markdown_list, tape_config, tape_schema, upstream_versions
-from pipelines.partitions import tenants
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.storage import Artifact
 
@@ -30,9 +30,9 @@ def release_files(anonymized_portfolio: Artifact, raw_loan_tape: Artifact) -> di
     """
     import io
 
-    from models.ingest import formula_safe_csv
-    from models.sequences import render_history
-    from models.vocabulary import render_release
+    from models.tape.ingest import formula_safe_csv
+    from models.sequences.histories import render_history
+    from models.tape.vocabulary import render_release
 
     history_vocabulary = raw_loan_tape.document("ingest", {}).get("performance", {}).get("vocabulary")
     files: dict[str, bytes] = {}
@@ -76,7 +76,7 @@ def privacy_certificate(
     from datetime import datetime, timezone
 
     from assets.audit import policy_document
-    from models.certificate import CertificateError, issue_certificate
+    from models.reports.certificate import CertificateError, issue_certificate
 
     tenant = context.partition_key
     config = tape_config(raw_loan_tape)

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 import dagster as dg
 
 from models.errors import CreditTwinError
-from models.schema import TableSchema
-from models.tape import SPLIT_COLUMN
-from models.tenant import TenantConfig
+from models.tape.schema import TableSchema
+from models.tape.loan_tape import SPLIT_COLUMN
+from models.tape.tenant import TenantConfig
 from resources.storage import Artifact
 
 
@@ -150,7 +150,7 @@ def _paid_folder(data_root, asset: str, tenant: str, idempotency_hash: str):
     """``<root>/privacy/paid/<tenant>/<asset>/<idempotency hash>``, the tenant validated and the path kept under the root."""
     import re
 
-    from models.tenant import validate_tenant_id
+    from models.tape.tenant import validate_tenant_id
     from resources.storage import safe_join
 
     validate_tenant_id(tenant)

@@ -5,10 +5,10 @@ import hashlib
 import dagster as dg
 
 from models.errors import CreditTwinError
-from models.tape import find_upload, landing_folder, read_tape
-from models.tenant import TENANT_FILE, validate_tenant_id
-from pipelines.jobs import EXTERNAL_SERVICE_RETRY
-from pipelines.partitions import tenants
+from models.tape.loan_tape import find_upload, landing_folder, read_tape
+from models.tape.tenant import TENANT_FILE, validate_tenant_id
+from assets.policies import EXTERNAL_SERVICE_RETRY
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
 from resources.ledger import PrivacyLedgerResource
 from resources.landing import clear_rejections, write_rejection
@@ -49,7 +49,7 @@ def column_schema(schema) -> dg.TableSchema:
 
 def _ensure_budget(privacy_ledger: PrivacyLedgerResource, tenant: str, tape):
     """Register the tenant's privacy budget (tenant.yaml's, else the platform default) if it has none."""
-    from models.accounting import resolve_budget
+    from models.privacy.accounting import resolve_budget
 
     n_records = tape.loans.height
     epsilon, delta = resolve_budget(
@@ -170,9 +170,9 @@ def raw_loan_tape(
 )
 def loan_features(context: dg.AssetExecutionContext, raw_loan_tape: Artifact) -> dg.Output:
     """Build DTI, LTV, utilisation, loan-to-income, payment-delay and stability features; record what was skipped and why."""
-    from models.features import build_features
-    from models.schema import TableSchema
-    from models.tape import SPLIT_COLUMN
+    from models.tape.features import build_features
+    from models.tape.schema import TableSchema
+    from models.tape.loan_tape import SPLIT_COLUMN
 
     schema = TableSchema.from_dict(raw_loan_tape.document("schema"))
     features, report = build_features(

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.common import history_of, tape_config, tape_schema, tenant_errors
-from pipelines.partitions import tenants
+from assets.partitions import tenants
 from resources.storage import Artifact
 
 
@@ -27,7 +27,7 @@ from resources.storage import Artifact
 )
 def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, synthetic_portfolio: Artifact):
     """Generalize the released portfolio to the tenant's k and l; never release a table that fails the re-check."""
-    from models.anonymize import AnonymizationPolicy, anonymize, verify_k_anonymity
+    from models.privacy.anonymize import AnonymizationPolicy, anonymize, verify_k_anonymity
 
     tenant = context.partition_key
     schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)

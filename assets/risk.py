@@ -13,8 +13,8 @@ from assets.common import (
     tenant_errors,
 )
 from assets.validation import released_loans
-from pipelines.jobs import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
-from pipelines.partitions import tenants
+from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from assets.partitions import tenants
 from resources.storage import Artifact
 from resources.tracking import MlflowTracking
 
@@ -36,14 +36,14 @@ def _skip(context: dg.AssetExecutionContext, asset: str, reason: str) -> dg.Asse
 
 def current_book(raw_loan_tape: Artifact):
     """The tenant's real current book: every loan of the tape, without the split column."""
-    from models.tape import SPLIT_COLUMN
+    from models.tape.loan_tape import SPLIT_COLUMN
 
     return raw_loan_tape.table("loans").drop(SPLIT_COLUMN)
 
 
 def load_model(risk_model: Artifact):
     """The PD model stored by `risk_model` (LightGBM text, JSON and arrays; nothing pickled)."""
-    from models.risk import load_pd_model
+    from models.risk.pd_models import load_pd_model
 
     return load_pd_model(risk_model.path / MODEL_DIR)
 
@@ -89,8 +89,8 @@ def risk_model(
     from pathlib import Path
 
     from assets.common import code_version, train_split
-    from models.ingest import formula_safe_csv
-    from models.risk import NoTargetError, calibration_plot_png, train_pd_models
+    from models.tape.ingest import formula_safe_csv
+    from models.risk.pd_models import NoTargetError, calibration_plot_png, train_pd_models
 
     tenant = context.partition_key
     schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
@@ -257,7 +257,7 @@ def portfolio_scores(
 )
 def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, risk_model: Artifact):
     """Run the scenarios; the numbers first, then charts and the PDF."""
-    from models.stress import render_stress_pdf, run_stress
+    from models.risk.stress import render_stress_pdf, run_stress
 
     tenant = context.partition_key
     config = tape_config(raw_loan_tape)

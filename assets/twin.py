@@ -22,10 +22,10 @@ from assets.common import (
     upload_file,
 )
 from models.errors import InvalidDataError
-from models.schema import ColumnType, TableSchema
-from models.tape import target_indicator
-from pipelines.jobs import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
-from pipelines.partitions import tenants
+from models.tape.schema import ColumnType, TableSchema
+from models.tape.loan_tape import target_indicator
+from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
 from resources.storage import Artifact
@@ -37,7 +37,7 @@ NON_DP_LABEL = "not differentially private: the non-DP twin (set privacy.epsilon
 
 def load_twin(artifact: Artifact):
     """The fitted engine stored in a `fitted_copula` artifact (whichever engine saved it)."""
-    from models.copula import load_engine
+    from models.twin.engine import load_engine
 
     return load_engine(artifact.path / MODEL_DIR)
 
@@ -46,17 +46,17 @@ def _dp_plan(train, config, tenant: str):
     """The DP copula plan under `privacy.epsilon`: from the header, tenant.yaml and the public unit count only.
 
     Never from the inferred schema (dtypes, nullability, distinct counts), which
-    one borrower can change; `models.dp.plan_for_table` is the one path the
+    one borrower can change; `models.twin.dp.plan_for_table` is the one path the
     falsification tests take too.
     """
-    from models.dp import plan_for_table
+    from models.twin.dp import plan_for_table
 
     return plan_for_table(train, config, tenant=tenant)
 
 
 def _plan_mechanism(plan):
     """The DP copula plan's composed spend as one ledger charge (its releases are all pure-epsilon)."""
-    from models.accounting import MechanismSpec, compose
+    from models.privacy.accounting import MechanismSpec, compose
 
     composition = plan.composition()
     return MechanismSpec(
@@ -91,8 +91,8 @@ def fitted_copula(
     reads the data; a re-execution of an already charged, already stored fit
     returns the stored model instead of drawing new noise for free.
     """
-    from models.copula import make_engine
-    from models.plots import correlation_heatmap_png
+    from models.twin.engine import make_engine
+    from models.reports.plots import correlation_heatmap_png
 
     tenant = context.partition_key
     schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
@@ -101,7 +101,7 @@ def fitted_copula(
     engine, charge = config.engine, None
     with tenant_errors(tenant, loans_file):
         if config.privacy.epsilon is not None:
-            from models.dp import fit_dp_twin
+            from models.twin.dp import fit_dp_twin
 
             engine = DP_ENGINE
             plan = _dp_plan(train, config, tenant)
@@ -252,8 +252,8 @@ def synthetic_portfolio(
     """Sample the loans (optionally at a requested default rate or with fixed categories), then their monthly
     histories from the cascade, and compare both with the train split."""
     from assets.cascade import load_cascade
-    from models.fidelity import compare_tables, sample_size_thresholds
-    from models.sequences import compare_sequences
+    from models.quality.metrics import compare_tables, sample_size_thresholds
+    from models.sequences.histories import compare_sequences
 
     schema, tenant_config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
     train = train_split(raw_loan_tape)

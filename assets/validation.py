@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.common import markdown_list, png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split
-from pipelines.partitions import tenants
+from assets.partitions import tenants
 from resources.storage import Artifact
 
 FIDELITY_CHECK = "fidelity_thresholds"
@@ -15,7 +15,7 @@ INTERNAL_NOTE = "computed on real data; not covered by the DP guarantee; not exp
 
 def released_loans(raw_loan_tape: Artifact, anonymized_portfolio: Artifact, seed: int = 0):
     """The released loans with their generalised quasi-identifiers drawn back into typed values."""
-    from models.release_frame import expand_release
+    from models.quality.release_frame import expand_release
 
     generalisations = anonymized_portfolio.document("anonymization", {}).get("generalisations")
     return expand_release(anonymized_portfolio.table("loans"), tape_schema(raw_loan_tape), generalisations, seed=seed)
@@ -41,7 +41,7 @@ def released_loans(raw_loan_tape: Artifact, anonymized_portfolio: Artifact, seed
 def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, anonymized_portfolio: Artifact):
     """Compare the released book with the real one and judge it against the tenant's thresholds."""
     from assets.common import history_of
-    from models.validation import build_validation_report, render_validation_pdf
+    from models.quality.validation import build_validation_report, render_validation_pdf
 
     tenant = context.partition_key
     schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)

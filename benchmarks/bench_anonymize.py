@@ -2,7 +2,7 @@
 
 Builds a synthetic portfolio with NumPy (age and annual income numeric, region
 and home ownership categorical, an 8 % default flag), anonymises it with
-`models.anonymize.anonymize` at k=5, l=2 and re-checks the release with the
+`models.privacy.anonymize.anonymize` at k=5, l=2 and re-checks the release with the
 independent `verify_k_anonymity`. Prints time (best of the repeats), peak
 traced memory, k and l achieved, suppression, information loss (NCP) and the
 ratio to the target: 100k rows x 4 quasi-identifiers in under 2 s. The 1M-row
@@ -27,8 +27,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.anonymize import AnonymizationPolicy, anonymize, verify_k_anonymity  # noqa: E402
-from models.schema import infer_schema  # noqa: E402
+from models.privacy.anonymize import AnonymizationPolicy, anonymize, verify_k_anonymity  # noqa: E402
+from models.tape.schema import infer_schema  # noqa: E402
 
 TARGET_S = 2.0
 TARGET_ROWS = 100_000

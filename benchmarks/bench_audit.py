@@ -1,8 +1,8 @@
-"""Privacy audit benchmark: speed, memory and verdicts of `models.audit`, with SDMetrics as a peer.
+"""Privacy audit benchmark: speed, memory and verdicts of `models.privacy.audit`, with SDMetrics as a peer.
 
 The book: a demo portfolio split 80/20 into train and holdout (50,000 train
 rows), a Gaussian copula twin fitted on train and sampled at 50,000 rows, then
-k-anonymized (k=5, l=2 on age, region and annual income) by `models.anonymize`:
+k-anonymized (k=5, l=2 on age, region and annual income) by `models.privacy.anonymize`:
 the 50k-row release the `privacy_audit` asset sees.
 
 Cases:
@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from models.anonymize import AnonymizationPolicy, anonymize  # noqa: E402
-from models.audit import AuditConfig, AuditPolicy, distance_to_closest_record, evaluate_policy, run_audit  # noqa: E402
-from models.copula import GaussianCopulaTwin  # noqa: E402
-from models.demo import generate_portfolio  # noqa: E402
-from models.schema import ColumnType, infer_schema  # noqa: E402
+from models.privacy.anonymize import AnonymizationPolicy, anonymize  # noqa: E402
+from models.privacy.audit import AuditConfig, AuditPolicy, distance_to_closest_record, evaluate_policy, run_audit  # noqa: E402
+from models.twin.copula import GaussianCopulaTwin  # noqa: E402
+from models.tape.demo import generate_portfolio  # noqa: E402
+from models.tape.schema import ColumnType, infer_schema  # noqa: E402
 
 TARGET_CORE_SECONDS = 5.0
 PEER_PLATFORM_SECONDS = 15.0
@@ -126,8 +126,8 @@ def main() -> None:
         f"(k={anonymized.k_achieved}, l={anonymized.l_achieved}, {len(schema.columns)} columns) "
         f"built in {time.perf_counter() - start:.1f} s"
     )
-    # the tenant default policy (models.tenant.AuditSpec): inference risks have their own limit
-    from models.tenant import AuditSpec
+    # the tenant default policy (models.tape.tenant.AuditSpec): inference risks have their own limit
+    from models.tape.tenant import AuditSpec
 
     defaults = AuditSpec()
     policy = AuditPolicy(k=5, l=2, max_anonymeter_risk=defaults.max_anonymeter_risk,

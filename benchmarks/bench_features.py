@@ -1,7 +1,7 @@
 """Speed and memory of loan features and of the GX validation of a raw tape.
 
 Builds a synthetic tape (1M loans) and its monthly history (24 months a loan,
-24M rows) with NumPy, then times `models.features.build_features` and
+24M rows) with NumPy, then times `models.tape.features.build_features` and
 `resources.expectations.validate_loan_tape` on it, with peak memory, and
 prints the figures against the targets: features on 1M x 24 in under 30 s,
 GX validation of a 1M-row tape in a few seconds (target 10 s, GX import
@@ -25,8 +25,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.features import build_features  # noqa: E402
-from models.schema import infer_schema  # noqa: E402
+from models.tape.features import build_features  # noqa: E402
+from models.tape.schema import infer_schema  # noqa: E402
 
 FEATURES_TARGET_S = 30.0
 GX_TARGET_S = 10.0

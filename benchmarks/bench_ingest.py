@@ -1,4 +1,4 @@
-"""Ingest benchmark: time and peak memory of `models.ingest.read_table`.
+"""Ingest benchmark: time and peak memory of `models.tape.ingest.read_table`.
 
 Cases (each read in a fresh subprocess, so its peak RSS is its own):
 
@@ -33,7 +33,7 @@ _CHILD = r"""
 import json, re, sys, time
 from pathlib import Path
 import polars as pl
-from models.ingest import read_table
+from models.tape.ingest import read_table
 path = Path(sys.argv[1])
 start = time.perf_counter()
 rows = 0

@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.accounting import MechanismSpec, rdp_curve  # noqa: E402
-from models.privacy_errors import BudgetExceededError  # noqa: E402
+from models.privacy.accounting import MechanismSpec, rdp_curve  # noqa: E402
+from models.privacy.errors import BudgetExceededError  # noqa: E402
 from resources.ledger import IdempotencyKey, PrivacyLedger, default_ledger_url  # noqa: E402
 
 CHARGE_TARGET_MS = 20.0

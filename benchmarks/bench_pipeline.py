@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 
 
 def ingest_and_features(n_loans: int, *, with_history: bool = True) -> dict[str, float]:
-    from models.demo import generate_portfolio, write_landing
-    from models.features import build_features
-    from models.tape import find_upload, read_tape
+    from models.tape.demo import generate_portfolio, write_landing
+    from models.tape.features import build_features
+    from models.tape.loan_tape import find_upload, read_tape
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "bench"

@@ -1,6 +1,6 @@
 """Speed of the validation report and the PD model: what `validation_report`, `risk_model` and `portfolio_scores` cost.
 
-The books come from `models.demo.generate_portfolio`: a "real" book split 80/20
+The books come from `models.tape.demo.generate_portfolio`: a "real" book split 80/20
 into train and holdout, and a "synthetic" book from another seed (an honest
 stand-in for a good twin: the same population, no shared rows).
 
@@ -33,8 +33,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.demo import generate_portfolio  # noqa: E402
-from models.schema import infer_schema  # noqa: E402
+from models.tape.demo import generate_portfolio  # noqa: E402
+from models.tape.schema import infer_schema  # noqa: E402
 
 QIS = ["age", "region", "annual_income"]
 
@@ -62,8 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k rows only")
     args = parser.parse_args()
-    from models.risk import score_book, train_pd_models
-    from models.validation import build_validation_report, render_validation_pdf
+    from models.risk.pd_models import score_book, train_pd_models
+    from models.quality.validation import build_validation_report, render_validation_pdf
 
     sizes = [10_000] if args.quick else [50_000, 200_000]
     print(f"{'case':58s} {'seconds':>8s}")

@@ -2,7 +2,7 @@
 
 Trains a small LightGBM PD model (60 trees of 15 leaves, categorical product,
 grade, region and home ownership) on a 50k-loan demo book from
-`models.demo.generate_portfolio`, then times `models.stress.run_stress` over
+`models.tape.demo.generate_portfolio`, then times `models.risk.stress.run_stress` over
 the three built-in scenarios (baseline, adverse, severely adverse): the median
 of 5 runs, training excluded, chart rendering excluded (charts are lazy:
 `StressResult.render_charts`, timed once on its own). The model's predict
@@ -34,8 +34,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.demo import generate_portfolio  # noqa: E402
-from models.stress import StressConfig, render_stress_pdf, run_stress  # noqa: E402
+from models.tape.demo import generate_portfolio  # noqa: E402
+from models.risk.stress import StressConfig, render_stress_pdf, run_stress  # noqa: E402
 
 TARGET_S = 0.5
 REFERENCE_S = 5.0  # a comparable platform, 50k loans, three scenarios, 4 vCPU

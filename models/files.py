@@ -1,6 +1,6 @@
 """File primitives without Dagster: atomic writes and streamed SHA-256.
 
-`resources.storage` (versioned asset outputs) and `models.certificate` (signing
+`resources.storage` (versioned asset outputs) and `models.reports.certificate` (signing
 keys, released-file hashes) share them; they live in `models/` because
 `models/` must not import `resources/`, which imports Dagster.
 """

@@ -47,7 +47,7 @@ asset that no tenant refreshed; a single tenant's age is what the weekly
 Concurrency pools cannot be set from here: `pool=` belongs to the asset's op
 and Dagster 1.13 has no public way to change it on a built `AssetsDefinition`,
 so `fitted_copula`, `lstm_cascade` and `risk_model` declare
-``pool=TRAINING_POOL`` themselves (`pipelines.jobs.TRAINING_POOL`).
+``pool=TRAINING_POOL`` themselves (`assets.policies.TRAINING_POOL`).
 """
 
 from __future__ import annotations

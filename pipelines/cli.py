@@ -41,11 +41,11 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
     import dagster as dg
 
-    from models.tape import find_upload, landing_folder
-    from models.tenant import validate_tenant_id
+    from models.tape.loan_tape import find_upload, landing_folder
+    from models.tape.tenant import validate_tenant_id
     from pipelines.definitions import build_definitions
     from pipelines.jobs import SCOPE_TAG, TENANT_TAG, WHOLE_GRAPH
-    from pipelines.partitions import tenants
+    from assets.partitions import tenants
     from pipelines.recovery import owner_tags
 
     tenant = validate_tenant_id(tenant)
@@ -132,8 +132,8 @@ def _root_message(error) -> str:
 
 
 def cmd_demo(args, settings) -> int:
-    from models.demo import generate_portfolio, write_landing
-    from models.tenant import validate_tenant_id
+    from models.tape.demo import generate_portfolio, write_landing
+    from models.tape.tenant import validate_tenant_id
     from resources.storage import safe_join
 
     tenant = validate_tenant_id(args.tenant)
@@ -163,7 +163,7 @@ def cmd_tenants(args, settings) -> int:
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.partitions import tenants
+    from assets.partitions import tenants
 
     instance = _instance()
     names = sorted(instance.get_dynamic_partitions(tenants.name))
@@ -191,7 +191,7 @@ def cmd_budget(args, settings) -> int:
     import getpass
     import json
 
-    from models.tenant import validate_tenant_id
+    from models.tape.tenant import validate_tenant_id
     from resources.ledger import PrivacyLedger, format_budget
 
     tenant = validate_tenant_id(args.tenant)
@@ -215,7 +215,7 @@ def cmd_budget(args, settings) -> int:
 def cmd_export(args, settings) -> int:
     """Write a tenant's certified release bundle: data, certificate, validation report and a manifest."""
     from models.errors import CreditTwinError
-    from models.tenant import validate_tenant_id
+    from models.tape.tenant import validate_tenant_id
     from pipelines.release import export_release
 
     tenant = validate_tenant_id(args.tenant)
@@ -240,7 +240,7 @@ def cmd_verify(args, settings) -> int:
     """
     import json
 
-    from models.certificate import MANIFEST_NAME, verify_certificate
+    from models.reports.certificate import MANIFEST_NAME, verify_certificate
     from pipelines.release import deployment_keys
 
     certificate = Path(args.certificate)
@@ -276,7 +276,7 @@ def cmd_keys(args, settings) -> int:
     import getpass
     import json
 
-    from models.certificate import public_key_from_pem, signer_of_certificate, trust_key
+    from models.reports.certificate import public_key_from_pem, signer_of_certificate, trust_key
     from pipelines.release import deployment_keys
     from models.errors import CertificateError
 
@@ -312,7 +312,7 @@ def cmd_keys(args, settings) -> int:
 
 def cmd_keygen(args, settings) -> int:
     """Create an Ed25519 signing key file (mode 0600) for production certificates."""
-    from models.certificate import generate_key_file
+    from models.reports.certificate import generate_key_file
 
     key = generate_key_file(Path(args.path), overwrite=args.force)
     print(f"signing key written to {Path(args.path).resolve()} (mode 0600)")
@@ -382,10 +382,10 @@ def cmd_domains(args, settings) -> int:
     """Print a ready-to-edit `privacy: domains:` block for a tenant's upload: header and tenant.yaml only."""
     import polars as pl
 
-    from models.dp import domains_yaml
-    from models.ingest import ReadOptions, _head_text, _sniff_dialect
-    from models.tape import find_upload, landing_folder
-    from models.tenant import TenantConfig, load_tenant_config
+    from models.twin.dp import domains_yaml
+    from models.tape.ingest import ReadOptions, _head_text, _sniff_dialect
+    from models.tape.loan_tape import find_upload, landing_folder
+    from models.tape.tenant import TenantConfig, load_tenant_config
 
     folder = landing_folder(settings.landing_dir, args.tenant)
     upload = find_upload(folder, args.tenant)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 from resources.lineage import ChainReport, LineageError, LineageRecord, LineageTrail, format_lineage
 from resources.lineage_recording import UPLOAD_INPUT
 

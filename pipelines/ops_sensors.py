@@ -3,7 +3,7 @@
 `drift_sensor` — for each registered tenant, compares the newest stored raw
 tape (the current ``raw_loan_tape`` output) with the raw tape its current twin
 was fitted on, and requests a run of the tenant's graph when the drift passes
-the tenant's threshold (``drift:`` in tenant.yaml, `models.drift.DriftConfig`;
+the tenant's threshold (``drift:`` in tenant.yaml, `models.risk.drift.DriftConfig`;
 defaults when absent). Why these two tapes:
 
 * the twin's input is found from the event log without reading any data: it
@@ -62,9 +62,9 @@ from typing import Any
 import dagster as dg
 
 from models.errors import CreditTwinError
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TENANT_TAG, TRIGGER_TAG, WHOLE_GRAPH, tenant_pipeline
-from pipelines.partitions import tenants
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.storage import MANIFEST, VersionedStore, atomic_write_text, dumps, safe_join
 
@@ -142,8 +142,8 @@ def _read_tape(version: Path):
     """(loans, schema, tenant config) of one stored raw-tape version."""
     import polars as pl
 
-    from models.schema import TableSchema
-    from models.tenant import TenantConfig
+    from models.tape.schema import TableSchema
+    from models.tape.tenant import TenantConfig
 
     loans = pl.read_parquet(safe_join(version, "loans.parquet"))
     schema = TableSchema.from_dict(json.loads(safe_join(version, "schema.json").read_text(encoding="utf-8")))
@@ -153,7 +153,7 @@ def _read_tape(version: Path):
 
 def drift_config_of(tenant_config):
     """The tenant's `DriftConfig` (``drift:`` in tenant.yaml), or the defaults."""
-    from models.drift import DriftConfig
+    from models.risk.drift import DriftConfig
 
     config = getattr(tenant_config, "drift", None)
     return config if isinstance(config, DriftConfig) else DriftConfig()
@@ -168,7 +168,7 @@ def _busy(instance: dg.DagsterInstance, tenant: str) -> bool:
 
 def measure_tenant_drift(tenant: str, reference: Path, current: Path):
     """The `DriftReport` between two stored raw-tape versions, with the newest upload's thresholds."""
-    from models.drift import measure_drift
+    from models.risk.drift import measure_drift
 
     ref_loans, ref_schema, _ = _read_tape(reference)
     cur_loans, _, cur_config = _read_tape(current)

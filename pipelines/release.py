@@ -13,7 +13,7 @@ A bundle is one folder:
 The data files are the exact bytes the certificate hashed (stored beside it by
 `privacy_certificate`), so `credittwin verify <dir>/certificate.json --data <dir>`
 re-hashes them against the signed document. The manifest is signed with the
-deployment's signing key (`models.certificate.sign_manifest`), so the files the
+deployment's signing key (`models.reports.certificate.sign_manifest`), so the files the
 certificate does not cover (the validation report) cannot be edited with their
 hash rewritten; verify re-hashes every file it lists and names any file it does
 not. Export refuses a tenant without a certificate, or whose stored certificate
@@ -32,9 +32,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from models.certificate import MANIFEST_NAME
+from models.reports.certificate import MANIFEST_NAME
 from models.errors import CreditTwinError
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 
 REPORT_FILES = ("validation_report.json", "validation_report.pdf")
 
@@ -49,7 +49,7 @@ def _sha256(data: bytes) -> str:
 
 def deployment_keys(settings) -> list:
     """The signing keys this deployment trusts: its own (production or development) and its trust store's."""
-    from models.certificate import deployment_trust
+    from models.reports.certificate import deployment_trust
 
     return deployment_trust(settings.trust_store, signing_key_file=settings.signing_key_file,
                             environment=settings.environment, dev_key_dir=settings.keys_dir)
@@ -63,7 +63,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
             non-empty destination without `overwrite`.
     """
     from assets.certificate import CERTIFICATE_JSON, CERTIFICATE_PDF, RELEASE_DIR
-    from models.certificate import load_signing_key, sign_manifest, verify_certificate
+    from models.reports.certificate import load_signing_key, sign_manifest, verify_certificate
     from resources.storage import read_current
 
     tenant = validate_tenant_id(tenant)

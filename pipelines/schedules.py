@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from models.errors import CreditTwinError, InvalidTenantError
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 from pipelines.jobs import SCOPE_TAG, TENANT_TAG, TRIGGER_TAG, WHOLE_GRAPH, tenant_pipeline
-from pipelines.partitions import tenants
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 
 REGENERATION_SCHEDULE = "regeneration_schedule"

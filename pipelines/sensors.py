@@ -7,10 +7,10 @@ import time
 import dagster as dg
 
 from models.errors import CreditTwinError, InvalidTenantError
-from models.tape import find_upload, fingerprint, is_tenant_folder
-from models.tenant import load_tenant_config, validate_tenant_id
+from models.tape.loan_tape import find_upload, fingerprint, is_tenant_folder
+from models.tape.tenant import load_tenant_config, validate_tenant_id
 from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TRIGGER_TAG, TENANT_TAG, UPLOAD_TAG, WHOLE_GRAPH, tenant_pipeline
-from pipelines.partitions import tenants
+from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
 from resources.landing import REJECTED_SUFFIX, write_rejection
 

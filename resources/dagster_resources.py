@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 from resources.storage import safe_join
 
 
@@ -38,8 +38,8 @@ class CreditTwinSettings(dg.ConfigurableResource):
         return self.root / "landing"
 
     def signing_key(self, tenant: str | None = None):
-        """The certificate-signing key (`models.certificate.load_signing_key`)."""
-        from models.certificate import load_signing_key
+        """The certificate-signing key (`models.reports.certificate.load_signing_key`)."""
+        from models.reports.certificate import load_signing_key
 
         return load_signing_key(
             self.signing_key_file, environment=self.environment, dev_key_dir=self.root / "keys", tenant=tenant
@@ -58,7 +58,7 @@ class ExpectationsResource(dg.ConfigurableResource):
     interest_rate_max: float = Field(default=100.0, description="Highest plausible interest rate (percent).")
 
     def validate_tape(self, tape) -> list:
-        from models.tape import SPLIT_COLUMN
+        from models.tape.loan_tape import SPLIT_COLUMN
         from resources.expectations import validate_loan_tape
 
         declared = sorted({c for names in tape.config.loan_columns().values() for c in names})

@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 
 from models.errors import TenantConfigError
-from models.features import CANONICAL_ALIASES, month_index, resolve_columns
-from models.schema import TableSchema
+from models.tape.features import CANONICAL_ALIASES, month_index, resolve_columns
+from models.tape.schema import TableSchema
 
 MAX_EXAMPLES = 10
 
@@ -47,7 +47,7 @@ WARNING_CHECKS: tuple[str, ...] = (
 )
 CHECK_NAMES: tuple[str, ...] = BLOCKING_CHECKS + WARNING_CHECKS
 
-# Canonical names (models.features.CANONICAL_ALIASES) of money columns that can never be negative.
+# Canonical names (models.tape.features.CANONICAL_ALIASES) of money columns that can never be negative.
 AMOUNT_CANONICALS: tuple[str, ...] = (
     "annual_income",
     "monthly_income",

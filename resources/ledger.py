@@ -6,7 +6,7 @@ transaction that locks the tenant's budget row (``SELECT ... FOR UPDATE`` on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite): it returns the existing charge when
 the idempotency key was charged before (a retry or a re-execution), and
 otherwise composes what was spent with the new mechanism through
-`models.accounting` and either records the charge or refuses it with
+`models.privacy.accounting` and either records the charge or refuses it with
 `BudgetExceededError`. Two runs racing for the last of a budget therefore
 serialise on the row lock and exactly one proceeds.
 
@@ -33,7 +33,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from models.accounting import (
+from models.privacy.accounting import (
     NEIGHBOURS,
     RELEASES_PER_DELTA_BUDGET,
     Composition,
@@ -44,8 +44,8 @@ from models.accounting import (
     rdp_curve,
     validate_budget,
 )
-from models.privacy_errors import BudgetExceededError, LedgerUnavailableError, PrivacyBudgetError
-from models.tenant import validate_tenant_id
+from models.privacy.errors import BudgetExceededError, LedgerUnavailableError, PrivacyBudgetError
+from models.tape.tenant import validate_tenant_id
 from resources import sqlstore
 from resources.sqlstore import SqlStore, id_column
 
@@ -71,7 +71,7 @@ privacy_budgets = sa.Table(
     sa.Column("tenant", sa.String(63), primary_key=True),
     sa.Column("epsilon_total", sa.Double(), nullable=False),
     sa.Column("delta_total", sa.Double(), nullable=False),
-    # the running composition of the tenant's charges (models.accounting.RunningComposition), kept
+    # the running composition of the tenant's charges (models.privacy.accounting.RunningComposition), kept
     # under the same row lock as the charges so a charge composes in O(1); the charges stay authoritative
     sa.Column("spent_accounting", sa.JSON(), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -570,7 +570,7 @@ class PrivacyLedger(SqlStore):
             raise PrivacyBudgetError(
                 "charge needs a MechanismSpec and an IdempotencyKey.",
                 tenant=tenant,
-                fix="build them with models.accounting.MechanismSpec and resources.ledger.IdempotencyKey.",
+                fix="build them with models.privacy.accounting.MechanismSpec and resources.ledger.IdempotencyKey.",
             )
         if (idempotency.tenant, idempotency.asset) != (tenant, asset):
             raise PrivacyBudgetError(
@@ -747,7 +747,7 @@ def format_budget(status: BudgetStatus) -> str:
         "",
     ]
     lines.insert(-1, f"  the delta budget pays for {RELEASES_PER_DELTA_BUDGET} releases at 1/{RELEASES_PER_DELTA_BUDGET} "
-                     "of it each (models.accounting.release_delta); the epsilon budget over the release epsilon "
+                     "of it each (models.privacy.accounting.release_delta); the epsilon budget over the release epsilon "
                      "bounds the rest")
     if not status.charges:
         lines.append("No charges.")

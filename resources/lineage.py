@@ -55,7 +55,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from models.errors import CreditTwinError
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 from resources.ledger import MIGRATIONS_DIR, default_ledger_url
 from resources.sqlstore import SqlStore, advisory_xact_lock, id_column, id_type
 

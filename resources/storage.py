@@ -26,7 +26,7 @@ from pydantic import Field, PrivateAttr
 
 from models.files import atomic_write_bytes, sha256_file  # noqa: F401 - re-exported for callers of storage
 from models.errors import UnsafePathError
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"

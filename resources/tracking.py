@@ -7,11 +7,11 @@ model is logged as an MLflow pyfunc model and registered as
 ``credittwin-<tenant>-pd``, with a signature and an input example, so
 ``mlflow models serve -m models:/credittwin-<tenant>-pd/<version>`` serves it.
 
-How the model is logged. The model folder written by `models.risk.save_pd_model`
+How the model is logged. The model folder written by `models.risk.pd_models.save_pd_model`
 (JSON, a LightGBM text model, an npz of calibration knots) is logged as the
-pyfunc's data with ``loader_module="models.risk"`` (MLflow's documented workflow
+pyfunc's data with ``loader_module="models.risk.pd_models"`` (MLflow's documented workflow
 for "pre-existing data as an MLflow model"): MLflow calls
-`models.risk._load_pyfunc` on the folder to serve it. Nothing is pickled, and
+`models.risk.pd_models._load_pyfunc` on the folder to serve it. Nothing is pickled, and
 the `models` package travels with the model as its code path, so a serving
 environment built from the logged requirements needs no CreditTwin install.
 
@@ -52,7 +52,7 @@ import dagster as dg
 from pydantic import Field
 
 from models.errors import CreditTwinError
-from models.tenant import validate_tenant_id
+from models.tape.tenant import validate_tenant_id
 from resources.storage import safe_join
 
 EXPERIMENT_PREFIX = "credittwin-"
@@ -285,7 +285,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
         Args:
             tenant: the tenant id (validated before it names anything).
-            model_dir: a folder written by `models.risk.save_pd_model`.
+            model_dir: a folder written by `models.risk.pd_models.save_pd_model`.
             metrics: numeric figures; None, NaN and non-numbers are left out.
             params: training parameters (values stored as text, at most 6,000 characters).
             tags: run tags: the input data versions and the Dagster run/materialization links.
@@ -347,7 +347,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
                     info = mlflow.pyfunc.log_model(
                         name=MODEL_ARTIFACT,
-                        loader_module="models.risk",
+                        loader_module="models.risk.pd_models",
                         data_path=str(model_dir),
                         code_paths=[str(Path(models_package.__file__).parent)],
                         signature=signature,
@@ -412,7 +412,7 @@ class MlflowTracking(dg.ConfigurableResource):
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
 
-        from models.risk import PyfuncPD, load_pd_model
+        from models.risk.pd_models import PyfuncPD, load_pd_model
 
         if isinstance(input_example, pl.DataFrame):
             example = input_example.to_pandas()

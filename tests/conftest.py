@@ -102,7 +102,7 @@ def write_dp_landing(folder: Path, privacy: dict, *, rows: int) -> None:
 
     The demo's constraints are dropped: the DP twin does not take them.
     """
-    from models.demo import generate_portfolio, write_landing
+    from models.tape.demo import generate_portfolio, write_landing
 
     portfolio = generate_portfolio(rows, months=6, seed=11)
     portfolio.tenant_config["privacy"] = privacy

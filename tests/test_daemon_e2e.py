@@ -26,8 +26,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from models.demo import generate_portfolio, write_landing
-from models.tape import find_upload, fingerprint
+from models.tape.demo import generate_portfolio, write_landing
+from models.tape.loan_tape import find_upload, fingerprint
 from pipelines.cli import ensure_dagster_home, main
 from pipelines.jobs import TRIGGER_TAG, UPLOAD_TAG
 from resources.lineage import LineageTrail

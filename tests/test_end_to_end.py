@@ -150,7 +150,7 @@ CERTIFIED = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfo
 @pytest.fixture(scope="module")
 def certified(tmp_path_factory):
     """A tenant materialized up to its certificate and registered PD model, every blocking check passed."""
-    from models.demo import generate_portfolio, write_landing
+    from models.tape.demo import generate_portfolio, write_landing
     from resources.settings import Settings
     from tests.conftest import relax_audit
 
@@ -239,7 +239,7 @@ def test_a_failed_registration_gate_keeps_the_last_registered_model_current(cert
     # setup: the same loans, but no holdout loan defaulted: the model cannot be evaluated on the real holdout
     import polars as pl
 
-    from models.ingest import split_by_unit
+    from models.tape.ingest import split_by_unit
 
     settings, instance, folder = certified
     before = _currents(settings, ["risk_model"])

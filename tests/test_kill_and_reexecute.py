@@ -250,7 +250,7 @@ def materialize_and_die(tenant: str, point: str) -> None:
 
         PrivacyLedger.charge = charge_then_die
     elif point == "training":
-        from models.dp import OpacusDPHook
+        from models.twin.dp import OpacusDPHook
 
         epoch_end = OpacusDPHook.on_epoch_end
 

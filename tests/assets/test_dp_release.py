@@ -65,7 +65,7 @@ def _bundle_text(bundle) -> dict[str, str]:
         elif path.suffix == ".csv":
             continue  # the same table as the .parquet beside it
         elif path.suffix == ".pdf":
-            from models.reports import pdf_text
+            from models.reports.pdf import pdf_text
 
             texts[path.name] = pdf_text(path.read_bytes())
         else:

@@ -3,7 +3,7 @@
 import dagster as dg
 import yaml
 
-from models.demo import generate_portfolio, write_landing
+from models.tape.demo import generate_portfolio, write_landing
 from resources.settings import Settings
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant, relax_audit
@@ -14,7 +14,7 @@ FAST_CASCADE = {"lstm_cascade": {"config": {"epochs": 4, "hidden_size": 16}}}
 
 def test_anonymized_portfolio_checks_l_on_every_sensitive_column(tmp_path):
     # setup: a demo book whose tenant.yaml declares the product and the grade sensitive beside the default flag
-    from models.anonymize import verify_k_anonymity
+    from models.privacy.anonymize import verify_k_anonymity
 
     data = tmp_path / "data"
     settings = Settings(data_dir=data, sensor_settle_seconds=0)

@@ -7,9 +7,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from models.certificate import verify_certificate
-from models.demo import generate_portfolio, write_landing
-from models.reports import pdf_text
+from models.reports.certificate import verify_certificate
+from models.tape.demo import generate_portfolio, write_landing
+from models.reports.pdf import pdf_text
 from pipelines.cli import main
 from resources.settings import Settings
 from resources.storage import VersionedStore
@@ -181,7 +181,7 @@ def test_production_without_a_signing_key_fails_clearly(released):
 
 
 def test_a_30_row_book_stops_with_a_clear_error_and_issues_no_certificate(tmp_path):
-    # The audit itself widens its intervals on 30 rows (tests/models/test_audit.py); through the graph the
+    # The audit itself widens its intervals on 30 rows (tests/models/privacy/test_audit.py); through the graph the
     # twin refuses such a book first, naming the tenant, the file and the fix, and nothing is certified.
     data = tmp_path / "data"
     settings = Settings(data_dir=data, sensor_settle_seconds=0)

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 import yaml
 
-from models.demo import generate_portfolio, write_landing
-from models.ingest import split_by_unit
-from models.reports import fmt, pdf_text
+from models.tape.demo import generate_portfolio, write_landing
+from models.tape.ingest import split_by_unit
+from models.reports.pdf import fmt, pdf_text
 from pipelines.definitions import build_definitions
 from resources.settings import Settings
 from resources.storage import VersionedStore

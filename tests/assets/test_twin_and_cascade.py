@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from models.demo import generate_portfolio, write_landing
+from models.tape.demo import generate_portfolio, write_landing
 from resources.settings import Settings
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant, relax_audit
@@ -149,7 +149,7 @@ def test_constant_column_is_released_and_listed_not_refused(tmp_path):
 
 
 def test_anonymized_portfolio_meets_k_and_l_by_an_independent_group_by(demo_book):
-    from models.anonymize import verify_k_anonymity
+    from models.privacy.anonymize import verify_k_anonymity
 
     settings, instance, result, _ = demo_book
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
@@ -190,7 +190,7 @@ def servicing_tenant(tmp_path_factory):
 
 def test_a_servicers_history_without_payment_reaches_a_release_in_its_own_vocabulary(servicing_tenant):
     # setup
-    from models.sequences import render_history, transition_distance
+    from models.sequences.histories import render_history, transition_distance
 
     settings, result, history = servicing_tenant
     # run: the release writes the synthetic history with the vocabulary recorded at ingest

@@ -13,7 +13,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from models.schema import TableSchema, infer_schema
+from models.tape.schema import TableSchema, infer_schema
 
 
 def make_book(n_loans: int, *, months: int = 12, seed: int = 0, interaction: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, TableSchema]:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from assets.common import code_version
-from models.demo import generate_portfolio, write_landing
+from models.tape.demo import generate_portfolio, write_landing
 from pipelines.cli import ensure_dagster_home, main
 from pipelines.definitions import build_definitions
 from resources.ledger import normalise_url

@@ -49,7 +49,7 @@ def test_materialize_a_tape_without_a_default_flag_exits_0_and_says_why_risk_is_
     # setup: a book with no target in tenant.yaml and no performance history, so no default can be defined
     import yaml
 
-    from models.demo import generate_portfolio, write_landing
+    from models.tape.demo import generate_portfolio, write_landing
     from tests.conftest import relax_audit
 
     folder = tmp_path / "data" / "landing" / "notarget"

@@ -284,7 +284,7 @@ def test_regeneration_schedule_requests_every_tenant_and_the_queue_runs_them_in_
 
 
 def test_stress_refresh_schedule_targets_tenants_with_a_risk_model(tmp_path):
-    from pipelines.partitions import tenants
+    from assets.partitions import tenants
 
     @dg.asset(partitions_def=tenants)
     def stress_test():

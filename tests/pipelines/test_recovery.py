@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from pipelines.cli import ensure_dagster_home, recover_dead_runs
-from pipelines.jobs import TRAINING_POOL
+from assets.policies import TRAINING_POOL
 from pipelines.ops_sensors import dead_run_sensor
 from pipelines.recovery import OWNER_HOST_TAG, dead_owner, fail_dead_runs, owner_tags
 from resources.settings import Settings

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from models.errors import TenantConfigError
-from models.schema import infer_schema
+from models.tape.schema import infer_schema
 from resources.expectations import (
     BLOCKING_CHECKS,
     CHECK_NAMES,

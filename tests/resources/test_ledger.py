@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from models.accounting import MechanismSpec
-from models.privacy_errors import BudgetExceededError, InvalidMechanismError, LedgerUnavailableError, PrivacyBudgetError
+from models.privacy.accounting import MechanismSpec
+from models.privacy.errors import BudgetExceededError, InvalidMechanismError, LedgerUnavailableError, PrivacyBudgetError
 from resources.ledger import (
     IdempotencyKey,
     PrivacyLedger,
@@ -345,7 +345,7 @@ def test_connection_killed_between_lock_and_commit_neither_half_writes_nor_loses
 
 _CHARGE_THEN_HANG = """
 import sys, time
-from models.accounting import MechanismSpec
+from models.privacy.accounting import MechanismSpec
 from resources.ledger import IdempotencyKey, PrivacyLedger
 ledger = PrivacyLedger(sys.argv[1])
 key = IdempotencyKey(tenant="acme", asset="fitted_copula", input_data_version="dv-1", config_hash="cfg-1", seed=99)
@@ -444,7 +444,7 @@ def test_dagster_resource_gives_a_migrated_ledger(tmp_path: Path):
 
 def test_default_delta_budget_lasts_many_weekly_regenerations(tmp_path):
     """Issue 14 defect 8: with the default budget, one release no longer spends the whole delta."""
-    from models.accounting import DEFAULT_EPSILON_BUDGET, MechanismSpec, release_delta, resolve_budget
+    from models.privacy.accounting import DEFAULT_EPSILON_BUDGET, MechanismSpec, release_delta, resolve_budget
     from resources.ledger import IdempotencyKey, PrivacyLedger, default_ledger_url
 
     # setup: a 5,000-borrower tenant with the platform default budget

@@ -10,11 +10,11 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from models.demo import generate_portfolio
+from models.tape.demo import generate_portfolio
 from models.errors import InvalidTenantError
-from models.ingest import split_train_holdout
-from models.risk import RiskConfig, calibration_plot_png, score_book, train_pd_models
-from models.schema import infer_schema
+from models.tape.ingest import split_train_holdout
+from models.risk.pd_models import RiskConfig, calibration_plot_png, score_book, train_pd_models
+from models.tape.schema import infer_schema
 from resources.settings import Settings
 from resources.tracking import MlflowTracking, TrackingStoreError, model_name, redact_uri
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from models.certificate import (
+from models.reports.certificate import (
     build_certificate,
     certificate_json_bytes,
     generate_key_file,
@@ -26,7 +26,7 @@ from models.certificate import (
 )
 from pipelines.cli import main
 from resources.storage import Artifact, VersionedStore
-from tests.models.test_certificate import certificate_args, release  # noqa: F401 - `release`: a real audited release
+from tests.models.reports.test_certificate import certificate_args, release  # noqa: F401 - `release`: a real audited release
 
 TENANT = "acme"
 

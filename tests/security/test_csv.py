@@ -15,8 +15,8 @@ import io
 import dagster as dg
 import polars as pl
 
-from models.demo import generate_portfolio, write_landing
-from models.ingest import formula_safe_csv
+from models.tape.demo import generate_portfolio, write_landing
+from models.tape.ingest import formula_safe_csv
 from pipelines.cli import main
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from models.errors import TenantConfigError
-from models.tenant import MAX_CONFIG_BYTES, load_tenant_config
+from models.tape.tenant import MAX_CONFIG_BYTES, load_tenant_config
 from pipelines.sensors import landing_sensor
 from resources.dagster_resources import CreditTwinSettings
 from tests.conftest import materialize_tenant, write_small_tape

@@ -1,0 +1,1125 @@
+"""Monthly performance histories: validation, path arrays and sequence fidelity measures.
+
+A performance table holds one row per loan and month on book with the canonical
+columns ``loan_id`` (str), ``period`` (months on book from 1, consecutive),
+``status`` (one of `models.sequences.states.STATES`), ``days_past_due``, ``balance`` and
+``payment`` (and optionally ``reporting_month``).
+
+Three groups of functions live here:
+
+- `validate_histories` checks a table before any model reads it and reports
+  every problem together, naming the tenant, the file, the column, example loan
+  ids and the fix.
+- `loan_paths`, `loan_terms` and `paths_to_frame` turn tables into loan x month
+  arrays and back; the Markov baseline and the LSTM cascade share them so both
+  models see exactly the same transitions.
+- The fidelity measures (`transition_matrix`, `transition_distance`,
+  `roll_rates`, `cumulative_default_curve`, `time_to_default`,
+  `prepayment_curve`, `compare_sequences`) compare a synthetic book with the
+  real one; the cascade asset and the validation report both use them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+
+from models.errors import CreditTwinError, InvalidDataError, ValidationErrors
+from models.sequences.states import ABSORBING, STATE_ALIASES, STATE_INDEX, STATES
+from models.tape.vocabulary import int_if_lossless
+
+N_STATES = len(STATES)
+REQUIRED_COLUMNS = ("loan_id", "period", "status")
+TERM_ALIASES = ("term_months", "term", "term_length")
+AMOUNT_COLUMNS = ("loan_amount", "funded_amount", "amount", "principal", "original_balance", "loan_amnt")
+RATE_COLUMNS = ("interest_rate", "int_rate", "rate", "apr")
+INSTALLMENT_COLUMNS = ("installment", "monthly_payment", "scheduled_payment")
+TRANSIENT = tuple(s for s in STATES if s not in ABSORBING)
+ABSORBING_CODES = np.array([STATE_INDEX[s] for s in STATES if s in ABSORBING], dtype=np.int64)
+CLOSING_CODES = np.array([STATE_INDEX["prepaid"], STATE_INDEX["matured"]], dtype=np.int64)
+# The amount columns a history may carry; a model learns and samples those its training history has.
+AMOUNTS = ("balance", "payment")
+# Representative days past due per state, used when a tape carries no days_past_due column.
+DEFAULT_DPD = (0.0, 30.0, 60.0, 90.0, 120.0, 0.0, 0.0)
+CDR_THRESHOLD = 0.10
+# Under DP the reporting offset is not learned from the tape: period 1 is taken to be reported the month after
+# origination (the common servicing convention, and the demo generator's), a public constant.
+PUBLIC_REPORTING_OFFSET = 1
+ROW_THRESHOLD = 0.02
+_EXAMPLES = 5
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class HistoryReport:
+    """What `validate_histories` found in a valid performance table.
+
+    Attributes:
+        n_loans: loans with at least one row.
+        n_rows: rows in the table.
+        n_transitions: month-to-month transitions out of a non-absorbing state,
+            the units the models are trained and scored on.
+        one_month_loans: loans with a single row (valid, but no transition).
+        max_period: the longest history, in months.
+        state_counts: rows per state.
+        loans_without_static: loans in the history but not in the loans table
+            (they are left out of training); 0 when no loans table was given.
+        term_column: the loans column read as the term, or None.
+    """
+
+    n_loans: int
+    n_rows: int
+    n_transitions: int
+    one_month_loans: int
+    max_period: int
+    state_counts: dict[str, int]
+    loans_without_static: int = 0
+    term_column: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready values."""
+        return {
+            "n_loans": self.n_loans,
+            "n_rows": self.n_rows,
+            "n_transitions": self.n_transitions,
+            "one_month_loans": self.one_month_loans,
+            "max_period": self.max_period,
+            "state_counts": dict(self.state_counts),
+            "loans_without_static": self.loans_without_static,
+            "term_column": self.term_column,
+        }
+
+
+def _examples(frame: pl.DataFrame, column: str = "loan_id") -> str:
+    values = frame.get_column(column).unique(maintain_order=True).head(_EXAMPLES).to_list()
+    return ", ".join(repr(v) for v in values)
+
+
+def resolve_term_column(loans: pl.DataFrame | None, term_column: str | None = "term_months") -> str | None:
+    """The loans column holding the term in months: `term_column`, else a known alias, else None."""
+    if loans is None:
+        return None
+    candidates = ([term_column] if term_column else []) + [c for c in TERM_ALIASES if c != term_column]
+    return next((c for c in candidates if c in loans.columns), None)
+
+
+def _term_values(series: pl.Series) -> pl.Series:
+    """Terms as Int64 months; text such as ' 36 months' (LendingClub) is read by its number."""
+    if series.dtype == pl.String or series.dtype == pl.Categorical:
+        return series.cast(pl.String).str.extract(r"(\d+)", 1).cast(pl.Int64, strict=False)
+    return series.cast(pl.Float64, strict=False).round(0).cast(pl.Int64, strict=False)
+
+
+def _canonical(performance: pl.DataFrame) -> pl.DataFrame:
+    """Loan ids and statuses as strings, periods as Int64, sorted by loan and period."""
+    casts = [
+        pl.col("loan_id").cast(pl.String),
+        pl.col("status").cast(pl.String),
+        pl.col("period").cast(pl.Int64, strict=False),
+    ]
+    return performance.with_columns(casts).sort(["loan_id", "period"])
+
+
+def validate_histories(
+    performance: pl.DataFrame,
+    loans: pl.DataFrame | None = None,
+    *,
+    tenant: str | None = None,
+    file: str | None = None,
+    term_column: str | None = "term_months",
+    id_column: str = "loan_id",
+) -> HistoryReport:
+    """Check a performance table and report every problem together.
+
+    Args:
+        performance: the monthly history (canonical columns, see the module doc).
+        loans: the loans table, used to check that no history runs past the
+            loan's term; optional.
+        tenant: the tenant the table belongs to, named in errors.
+        file: the file it came from, named in errors.
+        term_column: the loans column holding the term in months; when absent,
+            the aliases ``term``/``term_length`` are tried, and the check is
+            skipped when none exists.
+        id_column: the loan id column of `loans`.
+
+    Returns:
+        A `HistoryReport` with counts, including one-month histories (valid but
+        carrying no transition).
+
+    Raises:
+        InvalidDataError: a required column is missing, or exactly one problem
+            was found; `ValidationErrors` (a subclass) when several were. The
+            problems checked are null keys, unknown state labels, duplicate
+            months, gaps in periods, leaving an absorbing state, negative
+            balances or payments, histories longer than the term, and a table
+            in which no loan has a transition.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in performance.columns]
+    if missing:
+        raise InvalidDataError(
+            f"the performance table lacks the column(s) {missing}; it has {performance.columns[:12]}.",
+            tenant=tenant,
+            file=file,
+            column=missing[0],
+            fix="map the tape's columns to loan_id, period, status, days_past_due, balance, payment in tenant.yaml.",
+        )
+    if performance.height == 0:
+        raise InvalidDataError(
+            "the performance table has no rows.",
+            tenant=tenant,
+            file=file,
+            fix="upload a history with one row per loan and month, or leave the performance file out.",
+        )
+    perf = _canonical(performance)
+    problems: list[CreditTwinError] = []
+
+    def problem(message: str, column: str, fix: str) -> None:
+        problems.append(InvalidDataError(message, tenant=tenant, file=file, column=column, fix=fix))
+
+    for column in REQUIRED_COLUMNS:
+        nulls = perf.filter(pl.col(column).is_null())
+        if nulls.height:
+            problem(
+                f"{nulls.height} row(s) have no {column} (rows of loans {_examples(nulls)}).",
+                column,
+                f"fill in {column} on every row or drop those rows.",
+            )
+    perf = perf.drop_nulls(list(REQUIRED_COLUMNS))
+
+    unknown = perf.filter(~pl.col("status").is_in(list(STATES)))
+    if unknown.height:
+        labels = unknown.get_column("status").unique(maintain_order=True).head(_EXAMPLES).to_list()
+        hints = [f"'{lab}' -> '{STATE_ALIASES[lab.lower()]}'" for lab in labels if lab.lower() in STATE_ALIASES]
+        hint = f" Known aliases among them: {', '.join(hints)}." if hints else ""
+        problem(
+            f"{unknown.height} row(s) carry state labels the schema does not know: {labels} "
+            f"(loans {_examples(unknown)}); known states are {list(STATES)}.{hint}",
+            "status",
+            "map the tape's status labels to the canonical states in tenant.yaml (status map) and re-upload.",
+        )
+
+    duplicated = perf.filter(pl.struct(["loan_id", "period"]).is_duplicated())
+    if duplicated.height:
+        problem(
+            f"{duplicated.height} row(s) repeat a month of the same loan (loans {_examples(duplicated)}).",
+            "period",
+            "keep one row per loan and period.",
+        )
+
+    spans = perf.group_by("loan_id", maintain_order=True).agg(
+        pl.col("period").min().alias("first"),
+        pl.col("period").max().alias("last"),
+        pl.col("period").n_unique().alias("months"),
+        pl.len().alias("rows"),
+    )
+    gaps = spans.filter((pl.col("first") != 1) | (pl.col("last") - pl.col("first") + 1 != pl.col("months")))
+    if gaps.height:
+        problem(
+            f"{gaps.height} loan(s) have gaps in their periods, which must run 1, 2, 3, ... without a missing "
+            f"month (loans {_examples(gaps)}).",
+            "period",
+            "add the missing months (a month with no payment is still a row) or drop those loans.",
+        )
+
+    stepped = perf.with_columns(pl.col("status").shift(1).over("loan_id").alias("_previous"))
+    left = stepped.filter(pl.col("_previous").is_in(list(ABSORBING)) & (pl.col("status") != pl.col("_previous")))
+    if left.height:
+        moves = left.select(pl.format("{}->{}", "_previous", "status")).to_series().unique().head(3).to_list()
+        problem(
+            f"{left.get_column('loan_id').n_unique()} loan(s) leave an absorbing state ({', '.join(moves)}); "
+            f"default, prepaid and matured end a path (loans {_examples(left)}).",
+            "status",
+            "end each history at its first default, prepaid or matured month, or correct the status labels.",
+        )
+
+    for column in ("balance", "payment", "days_past_due"):
+        if column not in perf.columns:
+            continue
+        negative = perf.filter(pl.col(column).cast(pl.Float64, strict=False) < 0)
+        if negative.height:
+            problem(
+                f"{negative.height} row(s) have a negative {column} (loans {_examples(negative)}).",
+                column,
+                f"correct the sign of {column} in the tape (amounts owed and paid are never negative).",
+            )
+
+    resolved_term = resolve_term_column(loans, term_column)
+    loans_without_static = 0
+    if loans is not None and id_column in loans.columns:
+        keys = loans.select(pl.col(id_column).cast(pl.String).alias("loan_id"))
+        if resolved_term:
+            keys = keys.with_columns(_term_values(loans.get_column(resolved_term)).alias("_term"))
+        joined = spans.join(keys.unique("loan_id"), on="loan_id", how="left", coalesce=True)
+        if resolved_term:
+            too_long = joined.filter(pl.col("_term").is_not_null() & (pl.col("last") > pl.col("_term")))
+            if too_long.height:
+                problem(
+                    f"{too_long.height} loan(s) have a history longer than their term "
+                    f"(loans {_examples(too_long)}).",
+                    resolved_term,
+                    f"check the loans' {resolved_term} (months) or drop the months after the term.",
+                )
+        loans_without_static = spans.join(keys, on="loan_id", how="anti").height
+
+    transitions = stepped.filter(
+        pl.col("_previous").is_not_null() & ~pl.col("_previous").is_in(list(ABSORBING))
+    ).height
+    if transitions == 0 and not problems:
+        problem(
+            f"no loan has a transition: all {spans.height} histories are one month long.",
+            "period",
+            "upload at least two consecutive months for some loans, or leave the performance file out.",
+        )
+
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ValidationErrors(problems, tenant=tenant, file=file)
+    counts = perf.get_column("status").value_counts()
+    state_counts = {s: 0 for s in STATES}
+    state_counts.update(dict(zip(counts.get_column("status").to_list(), counts.get_column("count").to_list())))
+    return HistoryReport(
+        n_loans=spans.height,
+        n_rows=perf.height,
+        n_transitions=transitions,
+        one_month_loans=spans.filter(pl.col("rows") == 1).height,
+        max_period=int(spans.get_column("last").max()),
+        state_counts=state_counts,
+        loans_without_static=loans_without_static,
+        term_column=resolved_term,
+    )
+
+
+# --------------------------------------------------------------------------- path arrays
+
+
+@dataclass
+class LoanPaths:
+    """Histories as loan x month arrays, each cut at its first absorbing month.
+
+    Row i is ``loan_ids[i]``; column t is month on book t + 1. Months after the
+    end of a path hold state -1 and NaN amounts.
+    """
+
+    loan_ids: np.ndarray
+    states: np.ndarray  # int64 (n, months), -1 after the end
+    balance: np.ndarray  # float64 (n, months)
+    payment: np.ndarray  # float64 (n, months)
+    lengths: np.ndarray  # int64 (n,)
+
+    def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every month-to-month transition as (loan row, month index of the to-state, from, to)."""
+        valid = (self.states[:, 1:] >= 0) & (self.states[:, :-1] >= 0)
+        rows, cols = np.nonzero(valid)
+        return rows, cols + 1, self.states[rows, cols], self.states[rows, cols + 1]
+
+
+def training_paths(
+    performance: pl.DataFrame, loan_ids: np.ndarray, months: int, *, tenant: str | None, file: str | None
+) -> tuple[LoanPaths, np.ndarray]:
+    """`loan_paths` for model training, with the mask of loans that have history.
+
+    Raises `InvalidDataError` when no loan has any: there is nothing to learn.
+    """
+    paths = loan_paths(performance, loan_ids, months)
+    keep = paths.lengths > 0
+    if not keep.any():
+        raise InvalidDataError(
+            f"none of the {len(loan_ids)} loans has a history in the performance table.",
+            tenant=tenant,
+            file=file,
+            column="loan_id",
+            fix="check that the performance table's loan_id values match the loans table's ids.",
+        )
+    return paths, keep
+
+
+def loan_paths(performance: pl.DataFrame, loan_ids: np.ndarray | list[str], months: int) -> LoanPaths:
+    """Arrange `performance` as arrays in the order of `loan_ids`, at most `months` long.
+
+    Each path is cut after its first absorbing month, so both models learn and
+    are scored on the same transitions. Loans without rows get length 0; rows
+    of loans not in `loan_ids` are ignored.
+    """
+    ids = np.asarray(loan_ids, dtype=object)
+    order = pl.DataFrame({"loan_id": pl.Series(ids, dtype=pl.String), "_row": np.arange(len(ids), dtype=np.int64)})
+    perf = _canonical(performance)
+    for column in ("balance", "payment"):
+        if column not in perf.columns:
+            perf = perf.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
+    first_absorbing = (
+        pl.when(pl.col("status").is_in(list(ABSORBING))).then(pl.col("period")).otherwise(None).min().over("loan_id")
+    )
+    perf = (
+        perf.with_columns(first_absorbing.alias("_end"))
+        .filter((pl.col("_end").is_null() | (pl.col("period") <= pl.col("_end"))) & (pl.col("period") <= months))
+        .filter(pl.col("period") >= 1)
+        .join(order, on="loan_id", how="inner")
+    )
+    rows = perf.get_column("_row").to_numpy()
+    cols = perf.get_column("period").to_numpy() - 1
+    codes = perf.get_column("status").replace_strict(STATE_INDEX, default=-1, return_dtype=pl.Int64).to_numpy()
+    states = np.full((len(ids), months), -1, dtype=np.int64)
+    balance = np.full((len(ids), months), np.nan)
+    payment = np.full((len(ids), months), np.nan)
+    states[rows, cols] = codes
+    balance[rows, cols] = perf.get_column("balance").cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+    payment[rows, cols] = perf.get_column("payment").cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+    # A path ends at its first missing month; validated tables have none, synthetic ones neither.
+    alive = np.cumprod(states >= 0, axis=1).astype(bool)
+    states[~alive] = -1
+    balance[~alive] = np.nan
+    payment[~alive] = np.nan
+    return LoanPaths(ids, states, balance, payment, alive.sum(axis=1).astype(np.int64))
+
+
+@dataclass
+class LoanTerms:
+    """Per-loan contract figures the models need to turn ratios into amounts."""
+
+    term: np.ndarray  # int64 months
+    amount: np.ndarray  # float64 original amount
+    installment: np.ndarray  # float64 scheduled monthly payment
+
+
+def _first_present(loans: pl.DataFrame, names: tuple[str, ...]) -> str | None:
+    """The loans column answering to the first of `names` (compared as `normalise_column_name` does: "Amount" is amount)."""
+    from models.tape.schema import normalise_column_name
+
+    by_name: dict[str, str] = {}
+    for column in loans.columns:
+        by_name.setdefault(normalise_column_name(column), column)
+    return next((by_name[n] for n in names if n in by_name), None)
+
+
+def loan_terms(
+    loans: pl.DataFrame,
+    *,
+    term_column: str | None = "term_months",
+    fallback_term: int,
+    need_amount: bool = True,
+    tenant: str | None = None,
+    file: str | None = None,
+) -> LoanTerms:
+    """Term, original amount and scheduled installment of each loan, in table order.
+
+    The term comes from `term_column` or an alias (text like '36 months' is
+    read by its number), else `fallback_term`. The installment comes from an
+    installment column, else the annuity of amount, rate and term, else
+    amount / term. Column names match whatever their case ("Amount").
+    Without `need_amount` (a history with neither balance nor payment, where
+    amounts scale nothing) a missing amount column reads as amounts of 1.
+
+    Raises:
+        InvalidDataError: the loans table has no amount column and `need_amount`.
+    """
+    amount_column = _first_present(loans, AMOUNT_COLUMNS)
+    if amount_column is None and need_amount:
+        raise InvalidDataError(
+            f"the loans table has no original amount column (looked for {list(AMOUNT_COLUMNS)}).",
+            tenant=tenant,
+            file=file,
+            column="loan_amount",
+            fix="add the original loan amount as 'loan_amount' (or map the tape's column to it in tenant.yaml).",
+        )
+    if amount_column is None:
+        amount = np.ones(loans.height)
+    else:
+        amount = loans.get_column(amount_column).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+    positive = amount[np.isfinite(amount) & (amount > 0)]
+    amount = np.where(np.isfinite(amount) & (amount > 0), amount, np.median(positive) if positive.size else 1.0)
+
+    resolved = resolve_term_column(loans, term_column)
+    if resolved:
+        term = _term_values(loans.get_column(resolved)).fill_null(fallback_term).to_numpy().astype(np.int64)
+        term = np.where(term > 0, term, fallback_term)
+    else:
+        term = np.full(loans.height, fallback_term, dtype=np.int64)
+
+    rate_column = _first_present(loans, RATE_COLUMNS)
+    monthly = np.zeros(loans.height)
+    if rate_column:
+        rate = loans.get_column(rate_column).cast(pl.Float64, strict=False).fill_null(strategy="mean").to_numpy()
+        rate = np.nan_to_num(rate.astype(np.float64), nan=0.0)
+        # Rates arrive as 0.12 or as 12 (per cent); a median above 1 can only be per cent.
+        if rate.size and np.median(rate) > 1.0:
+            rate = rate / 100.0
+        monthly = np.clip(rate, 0.0, 1.0) / 12.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        annuity = np.where(monthly > 0, amount * monthly / (1.0 - (1.0 + monthly) ** (-term)), amount / term)
+    installment = annuity
+    installment_column = _first_present(loans, INSTALLMENT_COLUMNS)
+    if installment_column:
+        given = loans.get_column(installment_column).cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+        installment = np.where(np.isfinite(given) & (given > 0), given, annuity)
+    installment = np.where(np.isfinite(installment) & (installment > 0), installment, amount / np.maximum(term, 1))
+    return LoanTerms(term=term, amount=amount, installment=installment)
+
+
+def history_amounts(performance: pl.DataFrame) -> list[str]:
+    """The amount columns (balance, payment) `performance` carries with at least one value."""
+    return [c for c in AMOUNTS if c in performance.columns and performance.get_column(c).null_count() < performance.height]
+
+
+def observed_states(performance: pl.DataFrame) -> list[bool]:
+    """Per state of `STATES`, whether `performance` holds it at all; a model never samples a state its tape never had."""
+    present = set(performance.get_column("status").cast(pl.String).unique().to_list())
+    return [s in present for s in STATES]
+
+
+def state_days_past_due(performance: pl.DataFrame) -> list[float]:
+    """Median days past due of each state in `performance` (defaults where unobserved)."""
+    if "days_past_due" not in performance.columns:
+        return list(DEFAULT_DPD)
+    medians = (
+        performance.select(pl.col("status").cast(pl.String), pl.col("days_past_due").cast(pl.Float64, strict=False))
+        .group_by("status")
+        .agg(pl.col("days_past_due").median())
+    )
+    found = dict(zip(medians.get_column("status").to_list(), medians.get_column("days_past_due").to_list()))
+    return [float(found[s]) if found.get(s) is not None else DEFAULT_DPD[i] for i, s in enumerate(STATES)]
+
+
+def month_index(column: pl.Expr) -> pl.Expr:
+    """Months since year 0 (year * 12 + month - 1) of a Date expression: consecutive months differ by 1."""
+    return column.dt.year().cast(pl.Int64) * 12 + column.dt.month().cast(pl.Int64) - 1
+
+
+def reporting_offset(performance: pl.DataFrame, loans: pl.DataFrame, id_column: str) -> int | None:
+    """Months from the origination month to the reporting month of period 1 (the most common value).
+
+    None when the history has no ``reporting_month`` or the loans no
+    ``origination_date``, in which case synthetic histories carry no
+    reporting month either.
+    """
+    if "reporting_month" not in performance.columns or "origination_date" not in loans.columns:
+        return None
+    first = performance.select(
+        pl.col("loan_id").cast(pl.String),
+        (month_index(pl.col("reporting_month")) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
+    ).group_by("loan_id").agg(pl.col("_first").min())
+    origin = loans.select(
+        pl.col(id_column).cast(pl.String).alias("loan_id"), month_index(pl.col("origination_date")).alias("_origin")
+    )
+    offsets = first.join(origin, on="loan_id").select((pl.col("_first") - pl.col("_origin")).alias("offset"))
+    if offsets.height == 0:
+        return None
+    return int(offsets.get_column("offset").mode().sort().item(0))
+
+
+def paths_to_frame(
+    loan_ids: np.ndarray,
+    states: np.ndarray,
+    balance: np.ndarray,
+    payment: np.ndarray,
+    days_past_due: list[float],
+    *,
+    origination: pl.Series | None = None,
+    offset: int | None = None,
+    amounts: tuple[str, ...] | list[str] = AMOUNTS,
+) -> pl.DataFrame:
+    """Sampled arrays back to a canonical performance table, one row per loan and month.
+
+    `origination` (dates, aligned with `loan_ids`) and `offset` (see
+    `reporting_offset`) add a ``reporting_month`` column when both are given.
+    Of balance and payment, only the `amounts` columns are written: a model
+    fitted on a history without them has nothing to say about them.
+    """
+    rows, cols = np.nonzero(states >= 0)
+    codes = states[rows, cols]
+    frame = pl.DataFrame(
+        {
+            "loan_id": pl.Series(np.asarray(loan_ids, dtype=object)[rows], dtype=pl.String),
+            "period": pl.Series(cols + 1, dtype=pl.Int64),
+            "status": pl.Series(np.asarray(STATES, dtype=object)[codes], dtype=pl.String),
+            "days_past_due": pl.Series(np.round(np.asarray(days_past_due)[codes]).astype(np.int64), dtype=pl.Int64),
+            **{
+                name: pl.Series(np.round(values[rows, cols], 2), dtype=pl.Float64)
+                for name, values in (("balance", balance), ("payment", payment))
+                if name in amounts
+            },
+        }
+    )
+    if origination is not None and offset is not None:
+        start = pl.DataFrame({"_origin": origination}).select(month_index(pl.col("_origin").cast(pl.Date)))
+        month = start.get_column("_origin").to_numpy()[rows] + offset + cols
+        # a loan without an origination date (a synthetic null under DP) has no reporting month: null, not a crash
+        frame = frame.with_columns(
+            pl.Series("_m", month, dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
+        ).with_columns(
+            pl.date(pl.col("_m") // 12, pl.col("_m") % 12 + 1, 1).alias("reporting_month")
+        ).drop("_m")
+    return frame
+
+
+def ratio_targets(paths: LoanPaths, amount: np.ndarray, installment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Balance and payment of each month as ratios the models predict (NaN where no month).
+
+    Balance is taken against the previous month's balance (the original amount
+    in month 1); payment against the scheduled installment, or against the
+    previous balance in a prepaid or matured month, when the loan pays off.
+    Ratios are clipped to [0, 2] and [0, 4] so a tape's outliers cannot
+    dominate training.
+    """
+    previous = np.concatenate([amount[:, None], paths.balance[:, :-1]], axis=1)
+    previous = np.where(np.isfinite(previous) & (previous > 0), previous, np.nan)
+    closing = np.isin(paths.states, CLOSING_CODES)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        balance_ratio = np.clip(paths.balance / previous, 0.0, 2.0)
+        payment_ratio = np.where(closing, paths.payment / previous, paths.payment / installment[:, None])
+    payment_ratio = np.clip(payment_ratio, 0.0, 4.0)
+    balance_ratio = np.where(closing, 0.0, balance_ratio)
+    invalid = paths.states < 0
+    balance_ratio[invalid] = np.nan
+    payment_ratio[invalid] = np.nan
+    return balance_ratio, payment_ratio
+
+
+# --------------------------------------------------------------------------- the tape's vocabulary
+
+_RENDER_ORDER = ("loan_id", "period", "status", "days_past_due", "balance", "payment")
+
+
+def _integer_dtype(name: str | None) -> bool:
+    return bool(name) and name.startswith(("Int", "UInt"))
+
+
+def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) -> pl.Series:
+    """The history's periods written as the file wrote them (see `models.tape.ingest.read_performance`)."""
+    period = history.get_column("period").cast(pl.Int64)
+    if form["kind"] == "index":
+        return period + int(form["offset"]) - 1
+    if form["kind"] == "month" and "reporting_month" in history.columns:
+        month = history.select(month_index(pl.col("reporting_month").cast(pl.Date))).to_series()
+    else:
+        # Synthetic loans carry no start month of their own: each draws one from the real loans' first months.
+        starts = sorted(((int(k), int(v)) for k, v in form["starts"].items()))
+        values = np.array([k for k, _ in starts], dtype=np.int64)
+        weights = np.array([v for _, v in starts], dtype=np.float64)
+        loans = history.get_column("loan_id").cast(pl.String).unique().sort()
+        drawn = np.random.default_rng(seed).choice(values, size=loans.len(), p=weights / weights.sum())
+        first = pl.DataFrame({"loan_id": loans, "_start": pl.Series(drawn, dtype=pl.Int64)})
+        start = history.select(pl.col("loan_id").cast(pl.String)).join(first, on="loan_id", how="left", maintain_order="left")
+        month = start.get_column("_start") + period - 1
+    if form["kind"] == "calendar":
+        return month
+    dates = pl.select(pl.date(month // 12, month % 12 + 1, 1)).to_series()
+    if form.get("day") == "end":
+        dates = dates.dt.month_end()
+    elif isinstance(form.get("day"), int) and form["day"] > 1:
+        # A day the month lacks (31 in April) is its last day.
+        day = np.minimum(dates.dt.month_end().dt.day().to_numpy(), int(form["day"]))
+        dates = pl.select(pl.date(month // 12, month % 12 + 1, pl.Series(day))).to_series()
+    fmt, dtype = form.get("format"), form.get("dtype", "Date")
+    if _integer_dtype(dtype):
+        return dates.dt.year().cast(pl.Int64) * 100 + dates.dt.month().cast(pl.Int64)
+    if fmt:
+        return dates.dt.strftime(fmt)
+    return dates.cast(pl.Datetime) if dtype.startswith("Datetime") else dates
+
+
+def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed: int = 0) -> pl.DataFrame:
+    """A canonical (synthetic) history written in the vocabulary of the file the real history came from.
+
+    `vocabulary` is what `models.tape.ingest.read_performance` recorded at ingest
+    (saved in the raw tape's ``ingest`` document under
+    ``performance.vocabulary``). The result has the file's own column names
+    and only the columns the file had: statuses spelled as the file spelled
+    them most often (``dpd30`` comes back as ``30`` when the file wrote 30, as
+    an integer when the column was numeric), days past due as integers,
+    balance and payment only when the file had them, periods in the file's
+    form (a month-on-book index with its offset, a calendar index, or a month
+    in the file's format and day), and loan ids as integers when the file's
+    were and the history's ids all read as integers. A synthetic loan's first
+    month comes from its reporting month when it has one, else is drawn
+    (seeded) from the real loans' first months.
+    """
+    columns: Mapping[str, str] = vocabulary["columns"]
+    dtypes: Mapping[str, str] = vocabulary.get("dtypes", {})
+    out: dict[str, pl.Series] = {}
+    loan_id = history.get_column("loan_id")
+    if _integer_dtype(dtypes.get("loan_id")):
+        loan_id = int_if_lossless(loan_id)
+    out["loan_id"] = loan_id
+    out["period"] = _period_values(history, vocabulary["period"], seed)
+    if "status" in columns:
+        spelling = dict(vocabulary.get("status", {}))
+        # A state the file never spelled (its days past due implied it) keeps its canonical name.
+        status = history.get_column("status").replace_strict(
+            {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
+        )
+        if _integer_dtype(dtypes.get("status")) or (dtypes.get("status", "").startswith("Float")):
+            status = int_if_lossless(status)
+        out["status"] = status
+    if "days_past_due" in columns:
+        out["days_past_due"] = history.get_column("days_past_due").cast(pl.Int64)
+    for name in ("balance", "payment"):
+        if name in columns and name in history.columns:
+            out[name] = history.get_column(name).cast(pl.Float64).round(2)
+    return pl.DataFrame([out[name].alias(columns[name]) for name in _RENDER_ORDER if name in out])
+
+
+# --------------------------------------------------------------------------- fidelity measures
+
+
+def _pairs(performance: pl.DataFrame) -> pl.DataFrame:
+    """Consecutive-month transitions out of non-absorbing states, with the from-month's balance."""
+    perf = _canonical(performance)
+    has_balance = "balance" in perf.columns
+    stepped = perf.with_columns(
+        pl.col("status").shift(1).over("loan_id").alias("from"),
+        pl.col("period").shift(1).over("loan_id").alias("_from_period"),
+        (pl.col("balance").cast(pl.Float64).shift(1).over("loan_id") if has_balance else pl.lit(None, pl.Float64)).alias(
+            "from_balance"
+        ),
+    )
+    return stepped.filter(
+        pl.col("from").is_not_null()
+        & ~pl.col("from").is_in(list(ABSORBING))
+        & (pl.col("period") == pl.col("_from_period") + 1)
+        & pl.col("from").is_in(list(STATES))
+        & pl.col("status").is_in(list(STATES))
+    ).select(pl.col("from"), pl.col("status").alias("to"), "from_balance", "period", "loan_id")
+
+
+def transition_counts(performance: pl.DataFrame) -> np.ndarray:
+    """7 x 7 counts of month-to-month transitions over `STATES` (absorbing rows stay 0)."""
+    pairs = _pairs(performance)
+    counts = np.zeros((N_STATES, N_STATES), dtype=np.int64)
+    frm = pairs.get_column("from").replace_strict(STATE_INDEX, return_dtype=pl.Int64).to_numpy()
+    to = pairs.get_column("to").replace_strict(STATE_INDEX, return_dtype=pl.Int64).to_numpy()
+    np.add.at(counts, (frm, to), 1)
+    return counts
+
+
+def _normalise(counts: np.ndarray) -> np.ndarray:
+    matrix = np.eye(N_STATES)
+    totals = counts.sum(axis=1)
+    for i, s in enumerate(STATES):
+        # Absorbing rows are the identity by definition; unobserved rows too, so the matrix stays stochastic.
+        if s not in ABSORBING and totals[i] > 0:
+            matrix[i] = counts[i] / totals[i]
+    return matrix
+
+
+def transition_matrix(performance: pl.DataFrame) -> np.ndarray:
+    """Row-stochastic 7 x 7 matrix of month-to-month transitions over `STATES`.
+
+    Row i is the share of loans in state i one month that are in each state the
+    next. Absorbing rows are the identity, and so is the row of a transient
+    state the book never visits (reported as unobserved by `compare_sequences`).
+    """
+    return _normalise(transition_counts(performance))
+
+
+def transition_distance(a: np.ndarray | pl.DataFrame, b: np.ndarray | pl.DataFrame) -> dict[str, Any]:
+    """Mean absolute difference between two transition matrices, per from-state.
+
+    `a` and `b` are 7 x 7 matrices or performance tables (turned into matrices
+    with `transition_matrix`). Returns ``per_state`` (state -> mean over the 7
+    destination states of |a - b|), ``mean`` (over the transient rows) and
+    ``max`` (the worst row).
+    """
+    ma = transition_matrix(a) if isinstance(a, pl.DataFrame) else np.asarray(a, dtype=np.float64)
+    mb = transition_matrix(b) if isinstance(b, pl.DataFrame) else np.asarray(b, dtype=np.float64)
+    if ma.shape != (N_STATES, N_STATES) or mb.shape != (N_STATES, N_STATES):
+        raise InvalidDataError(
+            f"transition matrices must be {N_STATES} x {N_STATES}, got {ma.shape} and {mb.shape}.",
+            fix="build them with models.sequences.histories.transition_matrix.",
+        )
+    rows = np.abs(ma - mb).mean(axis=1)
+    per_state = {s: float(rows[i]) for i, s in enumerate(STATES)}
+    return {
+        "per_state": per_state,
+        "mean": float(np.mean([per_state[s] for s in TRANSIENT])),
+        "max": float(rows.max()),
+    }
+
+
+_ROLLS = (("current", "dpd30"), ("dpd30", "dpd60"), ("dpd60", "dpd90"), ("dpd90", "default"))
+_CURES = (("dpd30", "current"), ("dpd60", "current"), ("dpd90", "current"))
+
+
+def roll_rates(performance: pl.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Roll rates (worsening one bucket) and cure rates (back to current), month to month.
+
+    Returns ``roll`` and ``cure`` as loan-count shares, and ``roll_balance`` as
+    balance-weighted shares (the balance owed in the from-month), e.g.
+    ``roll["dpd30->dpd60"]`` is the share of loans 30 days past due one month
+    that are 60 days past due the next. None where the from-state never occurs.
+    """
+    pairs = _pairs(performance)
+    by_count = pairs.group_by(["from", "to"]).agg(pl.len().alias("n"), pl.col("from_balance").sum().alias("b"))
+    totals = by_count.group_by("from").agg(pl.col("n").sum().alias("N"), pl.col("b").sum().alias("B"))
+    table = by_count.join(totals, on="from")
+    found = {(r["from"], r["to"]): r for r in table.iter_rows(named=True)}
+    present = {r["from"]: r for r in totals.iter_rows(named=True)}
+
+    def share(frm: str, to: str, weight: str) -> float | None:
+        total = present.get(frm, {}).get("N" if weight == "n" else "B")
+        if not total:
+            return None
+        return float((found.get((frm, to), {}).get(weight) or 0.0) / total)
+
+    return {
+        "roll": {f"{f}->{t}": share(f, t, "n") for f, t in _ROLLS},
+        "cure": {f"{f}->{t}": share(f, t, "n") for f, t in _CURES},
+        "roll_balance": {f"{f}->{t}": share(f, t, "b") for f, t in _ROLLS},
+    }
+
+
+def _outcomes(performance: pl.DataFrame) -> pl.DataFrame:
+    """Per loan: last observed month, first default/prepaid month, and whether its path ended."""
+    perf = _canonical(performance)
+    return perf.group_by("loan_id").agg(
+        pl.col("period").max().alias("last"),
+        pl.col("period").filter(pl.col("status") == "default").min().alias("default_at"),
+        pl.col("period").filter(pl.col("status") == "prepaid").min().alias("prepaid_at"),
+        pl.col("status").is_in(list(ABSORBING)).any().alias("ended"),
+    )
+
+
+def _event_curve(outcomes: pl.DataFrame, event: str, months: int, name: str, rate: str) -> pl.DataFrame:
+    """Cumulative share of loans with `event` by each month on book, among loans observable that long.
+
+    A loan is observable at month m when its history reaches m or it ended in
+    an absorbing state earlier; a loan still open when its history stops
+    (a recent vintage) drops out of the denominator instead of counting as a
+    survivor.
+    """
+    # Counted with bincounts rather than a loans x months grid, so a large book stays cheap.
+    groups = (
+        outcomes.partition_by("vintage", maintain_order=True, as_dict=True)
+        if "vintage" in outcomes.columns
+        else {None: outcomes}
+    )
+    frames = []
+    for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
+        last = group.get_column("last").to_numpy().astype(np.int64)
+        ended = group.get_column("ended").to_numpy().astype(bool)
+        hits = group.get_column(event).drop_nulls().to_numpy().astype(np.int64)
+        open_by_last = np.bincount(np.clip(last[~ended], 0, months), minlength=months + 1)
+        still_open = open_by_last[::-1].cumsum()[::-1][1:]  # open loans whose history reaches month m
+        loans = still_open + int(ended.sum())
+        events = np.bincount(np.clip(hits, 0, months), minlength=months + 1).cumsum()[1:]
+        frame = pl.DataFrame(
+            {
+                "months_on_book": pl.Series(np.arange(1, months + 1), dtype=pl.Int64),
+                "loans": pl.Series(loans, dtype=pl.Int64),
+                name: pl.Series(events, dtype=pl.Int64),
+            }
+        )
+        if key is not None:
+            label = key[0] if isinstance(key, tuple) else key
+            frame = frame.select(pl.lit(label, dtype=pl.String).alias("vintage"), pl.all())
+        frames.append(frame)
+    return pl.concat(frames).with_columns(
+        pl.when(pl.col("loans") > 0).then(pl.col(name) / pl.col("loans")).otherwise(None).alias(rate)
+    )
+
+
+def _vintages(performance: pl.DataFrame, loans: pl.DataFrame | None, id_column: str) -> pl.DataFrame:
+    """Origination quarter ('2021Q3') of each loan, from loans.origination_date or the reporting months."""
+    if loans is not None and "origination_date" in loans.columns and id_column in loans.columns:
+        source = loans.select(
+            pl.col(id_column).cast(pl.String).alias("loan_id"),
+            month_index(pl.col("origination_date").cast(pl.Date)).alias("_m"),
+        )
+    elif "reporting_month" in performance.columns:
+        # Without origination dates, a loan's first reporting month less its period is its origination month.
+        source = (
+            _canonical(performance)
+            .with_columns((month_index(pl.col("reporting_month").cast(pl.Date)) - pl.col("period")).alias("_m"))
+            .group_by("loan_id")
+            .agg(pl.col("_m").min())
+        )
+    else:
+        raise InvalidDataError(
+            "vintage curves need origination dates: the loans table has no 'origination_date' and the "
+            "history no 'reporting_month'.",
+            column="origination_date",
+            fix="pass the loans table with an origination_date column, or call with by_vintage=False.",
+        )
+    return source.select(
+        "loan_id", pl.format("{}Q{}", pl.col("_m") // 12, (pl.col("_m") % 12) // 3 + 1).alias("vintage")
+    )
+
+
+def cumulative_default_curve(
+    performance: pl.DataFrame,
+    loans: pl.DataFrame | None = None,
+    by_vintage: bool = False,
+    *,
+    id_column: str = "loan_id",
+) -> pl.DataFrame:
+    """Cumulative default rate by month on book, for the whole book or per origination quarter.
+
+    Columns: [``vintage``,] ``months_on_book``, ``loans`` (observable that long,
+    see below), ``defaults`` (defaulted by then) and
+    ``cumulative_default_rate``. Loans still open when their history stops
+    leave the denominator after their last month rather than counting as
+    survivors, so young vintages do not dilute the curve.
+
+    Raises:
+        InvalidDataError: `by_vintage` without origination dates.
+    """
+    outcomes = _outcomes(performance)
+    months = int(outcomes.get_column("last").max() or 0)
+    if by_vintage:
+        outcomes = outcomes.join(_vintages(performance, loans, id_column), on="loan_id", how="left").with_columns(
+            pl.col("vintage").fill_null("unknown")
+        )
+    return _event_curve(outcomes, "default_at", months, "defaults", "cumulative_default_rate")
+
+
+def time_to_default(performance: pl.DataFrame) -> dict[str, Any]:
+    """Months on book at default: count, share of loans, mean, quantiles and a histogram by month."""
+    outcomes = _outcomes(performance)
+    months = outcomes.get_column("default_at").drop_nulls().to_numpy().astype(np.float64)
+    n_loans = outcomes.height
+    if months.size == 0:
+        return {"n_defaults": 0, "default_share": 0.0, "mean": None, "quantiles": {}, "histogram": {"months": [], "counts": []}}
+    span = np.arange(1, int(months.max()) + 1)
+    counts = np.bincount(months.astype(np.int64), minlength=int(months.max()) + 1)[1:]
+    return {
+        "n_defaults": int(months.size),
+        "default_share": float(months.size / n_loans),
+        "mean": float(months.mean()),
+        "quantiles": {f"p{int(q * 100)}": float(np.quantile(months, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+        "histogram": {"months": span.tolist(), "counts": counts.tolist()},
+    }
+
+
+def prepayment_curve(performance: pl.DataFrame) -> pl.DataFrame:
+    """Prepayment by month on book: single-month and annualised rates plus the cumulative share.
+
+    Columns: ``months_on_book``, ``active`` (loans with a row that month),
+    ``prepaid`` (loans prepaying that month), ``smm`` (prepaid / active),
+    ``cpr`` (1 - (1 - smm)^12), ``loans`` and ``prepaid_to_date`` (observable
+    loans and those prepaid by then) and ``cumulative_prepaid_rate``.
+    """
+    perf = _canonical(performance)
+    outcomes = _outcomes(perf)
+    months = int(outcomes.get_column("last").max() or 0)
+    monthly = (
+        perf.group_by("period")
+        .agg(pl.len().cast(pl.Int64).alias("active"), (pl.col("status") == "prepaid").sum().cast(pl.Int64).alias("prepaid"))
+        .rename({"period": "months_on_book"})
+    )
+    curve = _event_curve(outcomes, "prepaid_at", months, "prepaid_to_date", "cumulative_prepaid_rate")
+    return (
+        curve.join(monthly, on="months_on_book", how="left")
+        .with_columns(pl.col("active").fill_null(0), pl.col("prepaid").fill_null(0))
+        .with_columns(
+            pl.when(pl.col("active") > 0).then(pl.col("prepaid") / pl.col("active")).otherwise(0.0).alias("smm")
+        )
+        .with_columns((1.0 - (1.0 - pl.col("smm")) ** 12).alias("cpr"))
+        .select("months_on_book", "active", "prepaid", "smm", "cpr", "loans", "prepaid_to_date", "cumulative_prepaid_rate")
+        .sort("months_on_book")
+    )
+
+
+def _rate_at(curve: pl.DataFrame, month: int) -> float:
+    row = curve.filter(pl.col("months_on_book") == month)
+    value = row.get_column("cumulative_default_rate").item(0) if row.height else None
+    return float(value) if value is not None else 0.0
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, pl.DataFrame):
+        return [{k: _json(v) for k, v in row.items()} for row in value.to_dicts()]
+    if isinstance(value, np.ndarray):
+        return _json(value.tolist())
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+@dataclass
+class SequenceFidelity:
+    """How closely a synthetic book's monthly paths follow the real book's.
+
+    `passed` needs both the 12-month cumulative default rate within
+    `cdr_threshold` (relative) and every judged transition row within
+    `row_threshold` (mean absolute difference). A row is judged when the real
+    book has at least `min_row_transitions` transitions out of it: below that,
+    sampling noise alone exceeds 0.02 and the check would judge noise.
+    """
+
+    real_transition_matrix: np.ndarray
+    synthetic_transition_matrix: np.ndarray
+    transition_distance: dict[str, Any]
+    real_transition_counts: list[int]
+    judged_states: list[str]
+    real_roll_rates: dict[str, Any]
+    synthetic_roll_rates: dict[str, Any]
+    real_default_curve: pl.DataFrame
+    synthetic_default_curve: pl.DataFrame
+    real_time_to_default: dict[str, Any]
+    synthetic_time_to_default: dict[str, Any]
+    real_prepayment_curve: pl.DataFrame
+    synthetic_prepayment_curve: pl.DataFrame
+    horizon: int
+    real_cdr: float
+    synthetic_cdr: float
+    cdr12_relative_diff: float
+    passed_cdr12: bool
+    passed_transitions: bool
+    cdr_threshold: float = CDR_THRESHOLD
+    row_threshold: float = ROW_THRESHOLD
+    min_row_transitions: int = 100
+    real_vintage_curve: pl.DataFrame | None = None
+    synthetic_vintage_curve: pl.DataFrame | None = None
+    failures: list[str] = field(default_factory=list)
+    effective_thresholds: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when both the default-rate and the transition-row checks pass."""
+        return self.passed_cdr12 and self.passed_transitions
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure as JSON-ready values (tables as lists of rows, non-finite numbers as None)."""
+        data = {
+            name: getattr(self, name)
+            for name in (
+                "real_transition_matrix", "synthetic_transition_matrix", "transition_distance",
+                "real_transition_counts", "judged_states", "real_roll_rates", "synthetic_roll_rates",
+                "real_default_curve", "synthetic_default_curve", "real_time_to_default",
+                "synthetic_time_to_default", "real_prepayment_curve", "synthetic_prepayment_curve",
+                "horizon", "real_cdr", "synthetic_cdr", "cdr12_relative_diff", "passed_cdr12",
+                "passed_transitions", "cdr_threshold", "row_threshold", "min_row_transitions",
+                "real_vintage_curve", "synthetic_vintage_curve", "failures", "effective_thresholds",
+            )
+        }
+        data["passed"] = self.passed
+        data["states"] = list(STATES)
+        return _json(data)
+
+
+def compare_sequences(
+    real_perf: pl.DataFrame,
+    synth_perf: pl.DataFrame,
+    real_loans: pl.DataFrame | None = None,
+    synth_loans: pl.DataFrame | None = None,
+    *,
+    horizon: int = 12,
+    cdr_threshold: float = CDR_THRESHOLD,
+    row_threshold: float = ROW_THRESHOLD,
+    min_row_transitions: int = 100,
+    id_column: str = "loan_id",
+    noise_allowance: bool = True,
+) -> SequenceFidelity:
+    """Every sequence fidelity measure of a synthetic book against the real one, with pass/fail.
+
+    Args:
+        real_perf: the real performance table.
+        synth_perf: the synthetic performance table.
+        real_loans: the real loans (adds vintage curves when both loans tables
+            carry ``origination_date``).
+        synth_loans: the synthetic loans.
+        horizon: months on book of the default-rate check (12); shorter books
+            are judged at their longest month.
+        cdr_threshold: largest relative difference of the cumulative default
+            rate at `horizon` that passes (0.10).
+        row_threshold: largest mean absolute difference of a transition row
+            that passes (0.02).
+        min_row_transitions: real transitions a row needs to be judged.
+        id_column: the loan id column of the loans tables.
+        noise_allowance: widen each threshold to what sampling noise alone
+            produces at these book sizes (95% band), so a small book is not
+            failed for chance differences; a large book is judged by the fixed
+            thresholds. The thresholds applied are in `effective_thresholds`.
+    """
+    real_counts = transition_counts(real_perf)
+    real_matrix = _normalise(real_counts)
+    synth_counts = transition_counts(synth_perf)
+    synth_matrix = transition_matrix(synth_perf)
+    distance = transition_distance(real_matrix, synth_matrix)
+    totals = real_counts.sum(axis=1)
+    synth_totals = synth_counts.sum(axis=1)
+    judged = [s for i, s in enumerate(STATES) if s not in ABSORBING and totals[i] >= min_row_transitions]
+    row_limits: dict[str, float] = {}
+    for s in judged:
+        i = STATE_INDEX[s]
+        limit = row_threshold
+        if noise_allowance:
+            # E|p_hat_r - p_hat_s| per entry is about sqrt(2/pi) * sd of the difference; twice it bounds ~95%.
+            p = real_matrix[i]
+            inverse_n = 1.0 / totals[i] + 1.0 / max(synth_totals[i], 1)
+            limit = max(row_threshold, float(2.0 * np.mean(np.sqrt(2.0 / np.pi * p * (1.0 - p) * inverse_n))))
+        row_limits[s] = limit
+    failures = [
+        f"transition row '{s}' differs by {distance['per_state'][s]:.4f} on average (> {row_limits[s]:.4f})"
+        for s in judged
+        if distance["per_state"][s] > row_limits[s]
+    ]
+    real_curve = cumulative_default_curve(real_perf)
+    synth_curve = cumulative_default_curve(synth_perf)
+    months = int(real_curve.get_column("months_on_book").max() or 0)
+    at = min(horizon, months)
+    real_cdr, synth_cdr = _rate_at(real_curve, at), _rate_at(synth_curve, at)
+    if real_cdr > 0:
+        relative = abs(synth_cdr - real_cdr) / real_cdr
+    else:
+        relative = 0.0 if synth_cdr == 0 else math.inf
+    cdr_limit = cdr_threshold
+    if noise_allowance and real_cdr > 0:
+        n_real = max(real_perf.get_column("loan_id").n_unique(), 1)
+        n_synth = max(synth_perf.get_column("loan_id").n_unique(), 1)
+        se = math.sqrt(real_cdr * (1 - real_cdr) / n_real + synth_cdr * (1 - synth_cdr) / n_synth)
+        cdr_limit = max(cdr_threshold, 1.96 * se / real_cdr)
+    passed_cdr = relative <= cdr_limit
+    if not passed_cdr:
+        failures.append(
+            f"{at}-month cumulative default rate {synth_cdr:.4f} vs real {real_cdr:.4f} "
+            f"({relative:.1%} relative, > {cdr_limit:.1%})"
+        )
+    vintages = (
+        real_loans is not None
+        and synth_loans is not None
+        and "origination_date" in real_loans.columns
+        and "origination_date" in synth_loans.columns
+    )
+    return SequenceFidelity(
+        real_transition_matrix=real_matrix,
+        synthetic_transition_matrix=synth_matrix,
+        transition_distance=distance,
+        real_transition_counts=totals.tolist(),
+        judged_states=judged,
+        real_roll_rates=roll_rates(real_perf),
+        synthetic_roll_rates=roll_rates(synth_perf),
+        real_default_curve=real_curve,
+        synthetic_default_curve=synth_curve,
+        real_time_to_default=time_to_default(real_perf),
+        synthetic_time_to_default=time_to_default(synth_perf),
+        real_prepayment_curve=prepayment_curve(real_perf),
+        synthetic_prepayment_curve=prepayment_curve(synth_perf),
+        horizon=at,
+        real_cdr=real_cdr,
+        synthetic_cdr=synth_cdr,
+        cdr12_relative_diff=relative,
+        passed_cdr12=passed_cdr,
+        passed_transitions=not any(distance["per_state"][s] > row_limits[s] for s in judged),
+        cdr_threshold=cdr_threshold,
+        row_threshold=row_threshold,
+        min_row_transitions=min_row_transitions,
+        real_vintage_curve=cumulative_default_curve(real_perf, real_loans, True, id_column=id_column) if vintages else None,
+        synthetic_vintage_curve=(
+            cumulative_default_curve(synth_perf, synth_loans, True, id_column=id_column) if vintages else None
+        ),
+        failures=failures,
+        effective_thresholds={"cdr12_relative": cdr_limit, "transition_rows": row_limits},
+    )

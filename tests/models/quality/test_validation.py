@@ -1,0 +1,275 @@
+"""The validation report: fidelity, our SDMetrics-formula quality score, utility, sequences, charts and the PDF."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from models.tape.demo import generate_portfolio
+from models.errors import InvalidDataError
+from models.quality.metrics import sdmetrics_quality
+from models.reports.pdf import fmt, pdf_text
+from models.tape.schema import infer_schema
+from models.quality.validation import (
+    QUALITY_WEIGHT,
+    SEQUENCE_WEIGHT,
+    UTILITY_WEIGHT,
+    ValidationThresholds,
+    build_validation_report,
+    quality_score,
+    render_validation_pdf,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def book() -> SimpleNamespace:
+    """A demo book split 4000 / 2000, a good twin (the same generator, another seed) and a bad one (columns shuffled)."""
+    real = generate_portfolio(6000, seed=1)
+    good = generate_portfolio(4000, seed=3)
+    loans = real.loans
+    schema = infer_schema(loans, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
+    bad = good.loans.with_columns([pl.col(c).shuffle(seed=i) for i, c in enumerate(good.loans.columns)])
+    return SimpleNamespace(real=real, good=good, bad=bad, train=loans.head(4000), holdout=loans.tail(2000), schema=schema)
+
+
+@pytest.fixture(scope="module")
+def good_report(book):
+    return build_validation_report(
+        book.train, book.holdout, book.good.loans, book.schema, target="default_flag", positive=[1],
+        real_history=book.real.performance, synthetic_history=book.good.performance,
+        tenant="acme-bank", sdmetrics=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def bad_report(book):
+    return build_validation_report(book.train, book.holdout, book.bad, book.schema, target="default_flag",
+                                   tenant="acme-bank", sdmetrics=False)
+
+
+def test_a_twin_from_the_same_generator_passes_every_check(good_report):
+    # run
+    data = good_report.to_dict()
+    # assert
+    assert good_report.passed, good_report.failures
+    assert good_report.failures == []
+    assert all(c.passed is True for c in good_report.checks), [(c.name, c.value, c.threshold) for c in good_report.checks]
+    assert data["quality"]["score"] >= 0.85 and data["utility"]["auc_ratio"] >= 0.95
+    assert good_report.recommendations == ["every threshold is met; no change is needed."]
+    json.dumps(data, allow_nan=False)  # JSON-ready: no NaN, no numpy scalars
+
+
+def test_the_score_follows_its_stated_formula(good_report):
+    # setup
+    c = good_report.components
+    # run
+    expected = (QUALITY_WEIGHT * c["quality"] + UTILITY_WEIGHT * c["utility"] + SEQUENCE_WEIGHT * c["sequences"]) / (
+        QUALITY_WEIGHT + UTILITY_WEIGHT + SEQUENCE_WEIGHT)
+    # assert
+    assert good_report.score == pytest.approx(expected)
+    assert c["utility"] == min(1.0, good_report.utility["auc_ratio"])
+    assert "0.50 x quality + 0.30 x min(1, TSTR/TRTR AUC ratio) + 0.20 x sequence similarity" in good_report.score_formula
+
+
+def test_shuffled_columns_fail_and_the_broken_pairs_are_named(bad_report):
+    # run
+    failed = {c.name for c in bad_report.checks if c.passed is False}
+    text = "\n".join(bad_report.failures)
+    advice = "\n".join(bad_report.recommendations)
+    # assert: marginals survive a shuffle, dependence and utility do not
+    assert not bad_report.passed
+    assert {"quality", "utility_ratio", "pair_association", "correlation_diff"} <= failed
+    assert {"column_ks", "column_tv"}.isdisjoint(failed)
+    assert "loan_amount x funded_amount: correlation" in text
+    assert "product x term_months: Cramer's V" in text
+    assert "utility ratio" in text and "utility ratio" in advice
+    assert "loan_amount x funded_amount" in advice and "raise the segmentation on product" in advice
+    assert bad_report.utility["auc_ratio"] < 0.95
+    assert bad_report.quality["column_pair_trends"] < bad_report.quality["column_shapes"]
+
+
+def test_a_shifted_column_is_named_with_its_ks_and_advice(book):
+    # setup: interest rates 3 points too high
+    synthetic = book.good.loans.with_columns(pl.col("interest_rate") + 3.0)
+    # run
+    report = build_validation_report(book.train, book.holdout, synthetic, book.schema, target="default_flag",
+                                     sdmetrics=False, charts=False)
+    # assert
+    assert not report.passed
+    assert any(line.startswith("interest_rate: KS ") for line in report.failures)
+    assert any(line.startswith("interest_rate: KS ") and "centre is shifted" in line for line in report.recommendations)
+    row = next(r for r in report.fidelity["columns"] if r["column"] == "interest_rate")
+    assert row["passed"] is False and row["statistic"] > 0.1 and row["kl"] > 0.1
+
+
+@pytest.mark.parametrize("which", ["good", "bad"])
+def test_our_quality_score_equals_sdmetrics(book, which):
+    # setup
+    real = book.train.head(2500)
+    synthetic = (book.good.loans if which == "good" else book.bad).head(2500)
+    # run
+    ours = quality_score(real, synthetic, book.schema)
+    theirs = sdmetrics_quality(real, synthetic, book.schema)
+    # assert
+    assert abs(ours.score - theirs) < 0.01, (ours.score, theirs)
+    assert 0.0 < ours.column_pair_trends < 1.0
+
+
+def test_the_pdf_prints_the_json_figures(good_report):
+    # setup
+    data = good_report.to_dict()
+    annual = next(r for r in data["fidelity"]["columns"] if r["column"] == "annual_income")
+    # run
+    pdf = render_validation_pdf(good_report)
+    text = pdf_text(pdf)
+    # assert
+    figures = [
+        data["score"], data["quality"]["score"], data["quality"]["column_shapes"], data["utility"]["auc_ratio"],
+        data["utility"]["trtr"]["auc"], data["utility"]["tstr"]["auc"], data["utility"]["tstr"]["brier"],
+        data["credit"]["default_rate"]["synthetic"], data["credit"]["scorecard"]["gini_synthetic"],
+        annual["statistic"], annual["js"], data["sequences"]["real_cdr"], data["sequences"]["similarity"],
+    ]
+    for value in figures:
+        assert fmt(value) in text, (value, fmt(value))
+    for heading in ("Summary", "Recommendations", "Fidelity", "Credit metrics", "Utility", "Sequences", "Charts"):
+        assert heading in text
+    assert "PASS" in text and "Default rate by grade" in text and "Default rate by product" in text
+    from pypdf import PdfReader
+
+    images = sum(len(page.images) for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert images == len(good_report.charts) == 4
+    assert render_validation_pdf(good_report) == pdf  # reproducible bytes
+
+
+def test_the_bad_pdf_says_fail_and_carries_the_advice(bad_report):
+    # run
+    text = pdf_text(render_validation_pdf(bad_report))
+    # assert
+    assert "FAIL" in text
+    assert "Failures" in text and "loan_amount x funded_amount" in text
+    assert fmt(bad_report.utility["auc_ratio"]) in text
+
+
+def test_charts_are_png_images(good_report):
+    # assert
+    assert set(good_report.charts) == {"distributions", "correlations", "roc_curves", "vintage_curves"}
+    assert all(png.startswith(PNG) and len(png) > 5000 for png in good_report.charts.values())
+
+
+def test_histories_give_the_sequence_section(good_report):
+    # run
+    seq = good_report.to_dict()["sequences"]
+    # assert
+    assert seq["status"] == "evaluated" and seq["vintage_curves"] is True
+    assert np.asarray(seq["real_transition_matrix"]).shape == (7, 7)
+    assert {"roll", "cure"} <= set(seq["real_roll_rates"]) and seq["real_time_to_default"]["n_defaults"] > 0
+    assert {"sequence_cdr", "sequence_transitions"} <= {c.name for c in good_report.checks}
+    assert 0.5 < good_report.components["sequences"] <= 1.0
+
+
+def test_without_a_target_the_report_builds_and_says_why(book):
+    # setup: no target, and a column name that is ReportLab markup
+    hostile = "<b>x</b>&"
+    train = book.train.drop("default_flag").with_columns(pl.col("dti").alias(hostile))
+    synthetic = book.good.loans.drop("default_flag").with_columns(pl.col("dti").alias(hostile))
+    schema = infer_schema(train, id_columns=["loan_id", "borrower_id"])
+    # run
+    report = build_validation_report(train, book.holdout, synthetic, schema, target=None, sdmetrics=False, charts=False)
+    text = pdf_text(render_validation_pdf(report))
+    # assert
+    assert report.utility["status"] == "absent" and "no target declared" in report.utility["reason"]
+    assert report.credit["scorecard"]["status"] == "absent" and report.credit["default_rate"] is None
+    assert next(c for c in report.checks if c.name == "utility_ratio").passed is None
+    assert report.components["utility"] is None and "left out: min(1, TSTR/TRTR AUC ratio)" in report.score_formula
+    assert report.passed
+    assert "Absent: no target declared" in text and hostile in text
+
+
+def test_a_one_class_holdout_makes_utility_not_evaluable(book):
+    # setup
+    holdout = book.holdout.filter(pl.col("default_flag") == 0)
+    # run
+    report = build_validation_report(book.train, holdout, book.good.loans, book.schema, target="default_flag",
+                                     sdmetrics=False, charts=False)
+    text = pdf_text(render_validation_pdf(report))
+    # assert
+    assert report.utility["status"] == "not_evaluable"
+    assert f"only one class (0 of {holdout.height} loans defaulted)" in report.utility["reason"]
+    assert report.credit["scorecard"]["gini_real_holdout"] is None and report.credit["scorecard"]["gini_synthetic"] > 0.3
+    assert "Not evaluable: the real holdout holds only one class" in text
+    assert any(r.startswith("utility not evaluable") for r in report.recommendations)
+    assert report.passed  # not evaluable is reported, not failed
+
+
+def test_a_synthetic_book_without_defaults_scores_as_chance(book):
+    # setup
+    synthetic = book.good.loans.with_columns(pl.lit(0, dtype=pl.Int64).alias("default_flag"))
+    # run
+    report = build_validation_report(book.train, book.holdout, synthetic, book.schema, target="default_flag",
+                                     sdmetrics=False, charts=False)
+    # assert
+    assert report.utility["tstr"]["auc"] == 0.5 and "only one class" in report.utility["reason"]
+    assert {"utility_ratio", "default_rate"} <= {c.name for c in report.checks if c.passed is False}
+
+
+def test_thresholds_are_strict_and_applied(book):
+    # setup
+    with pytest.raises(ValidationError):
+        ValidationThresholds(min_quality=1.5)
+    with pytest.raises(ValidationError):
+        ValidationThresholds.model_validate({"min_qualty": 0.9})
+    # run: a quality bar no twin meets, and a sample cap below the book size
+    report = build_validation_report(book.train, book.holdout, book.good.loans, book.schema, target="default_flag",
+                                     thresholds={"min_quality": 0.999, "sample_rows": 1000}, sdmetrics=False, charts=False)
+    # assert
+    assert not report.passed and report.failures[0].startswith("quality score")
+    assert report.thresholds["min_quality"] == 0.999
+    assert report.sampling["pairs_rows"] == {"real": 1000, "synthetic": 1000}
+    assert report.utility["n_train_real"] == report.utility["n_holdout"] == 1000
+
+
+def test_bad_input_raises_typed_errors(book):
+    # run / assert
+    with pytest.raises(InvalidDataError, match="synthetic book is empty"):
+        build_validation_report(book.train, book.holdout, book.good.loans.head(0), book.schema, target="default_flag")
+    with pytest.raises(InvalidDataError) as caught:
+        build_validation_report(book.train, book.holdout, book.good.loans, book.schema, target="bad_flag", tenant="acme")
+    assert caught.value.column == "bad_flag" and caught.value.tenant == "acme" and caught.value.fix
+
+
+def test_a_yes_no_flag_and_a_k_anonymised_yes_no_quasi_identifier_are_measured():
+    # setup: ISLR's Default tape (Yes/No default flag, Yes/No student) as a lender uploads it
+    import tempfile
+    from pathlib import Path
+
+    from models.privacy.anonymize import AnonymizationPolicy, anonymize
+    from models.twin.engine import make_engine
+    from models.quality.release_frame import expand_release
+    from models.tape.loan_tape import find_upload, read_tape
+    from tests.corpus import CORPUS
+
+    spec = next(t for t in CORPUS if t.tenant == "islr-default")
+    with tempfile.TemporaryDirectory() as tmp:
+        tape = read_tape(find_upload(spec.write(Path(tmp) / spec.tenant), spec.tenant))
+    train, holdout, schema = tape.split("train"), tape.split("holdout"), tape.schema
+    synthetic = make_engine("credittwin", k=5).fit(train, schema).sample(train.height, seed=0)
+    released = anonymize(synthetic, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["student"]))
+    assert released.table.schema["student"] == pl.String  # the anonymizer's labels
+    # run: the released book as typed text labels drawn back, and the raw labels themselves
+    expanded = build_validation_report(train, holdout, expand_release(released.table, schema, released.generalisations),
+                                       schema, target="default", sdmetrics=False, charts=False)
+    labelled = build_validation_report(train, holdout, released.table, schema, target="default",
+                                       sdmetrics=False, charts=False)
+    # assert: both flags are measured like any column, and the twin of a real tape is judged fit
+    for report in (expanded, labelled):
+        measured = {row["column"]: row for row in report.to_dict()["fidelity"]["columns"]}
+        assert {"default", "student"} <= set(measured)
+    assert expanded.passed, expanded.failures

@@ -1,0 +1,726 @@
+"""Tests of the signed privacy certificate: canonical JSON, keys, signing, the PDF twin and verification.
+
+The certificate is built from a real audit of a real (anonymized) release, signed
+with real Ed25519 keys, written to disk, and its PDF parsed back with pypdf.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.privacy.anonymize import AnonymizationPolicy, anonymize
+from models.privacy.audit import AuditConfig, AuditPolicy, dp_auc_bound, evaluate_policy, run_audit
+from models.reports.certificate import (
+    CERTIFICATE_SCHEMA,
+    DEV_KEY_NAME,
+    DEVELOPMENT_BANNER,
+    KEY_SETTING,
+    build_certificate,
+    canonical_json,
+    certificate_json_bytes,
+    generate_key_file,
+    issue_certificate,
+    load_signing_key,
+    payload_sha256,
+    render_certificate_pdf,
+    deployment_trust,
+    public_key_from_pem,
+    read_trust_store,
+    sign_certificate,
+    sign_manifest,
+    signer_of_certificate,
+    trust_key,
+    verify_certificate,
+)
+from models.errors import CertificateError
+from models.reports.pdf import fmt, pdf_text
+from models.tape.schema import infer_schema
+
+HOSTILE = "<font color=red>x</font>"
+ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+DURING = ISSUED + timedelta(days=10)
+
+
+def book(n: int, seed: int) -> pl.DataFrame:
+    """A small loan table: an id, numbers, a category and the default flag."""
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({
+        "loan_id": [f"L{seed}_{i}" for i in range(n)],
+        "age": rng.integers(21, 70, n),
+        "annual_income": np.round(rng.lognormal(10.8, 0.45, n), 2),
+        "loan_amount": np.round(rng.uniform(1_000, 40_000, n), 2),
+        "interest_rate": np.round(rng.uniform(3, 25, n), 3),
+        "region": rng.choice(["north", "south", "east", "west", "central"], n),
+        "default_flag": (rng.random(n) < 0.2).astype(np.int64),
+    })
+
+
+def schema_of(table: pl.DataFrame, region: str = "region"):
+    return infer_schema(table, id_columns=["loan_id"], target="default_flag", target_positive=[1],
+                        quasi_identifiers=["age", region])
+
+
+def independent_marginals(train: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """An honest generator: each column resampled on its own, so no row is copied."""
+    columns = {name: train.get_column(name).sample(n, with_replacement=True, seed=seed + i).to_list()
+               for i, name in enumerate(train.columns)}
+    columns["loan_id"] = [f"S{i}" for i in range(n)]
+    return pl.DataFrame(columns, schema=train.schema)
+
+
+def squeeze(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A real anonymized release on disk, its audit, and the policy's verdicts."""
+    train, holdout = book(400, 1), book(400, 2)
+    schema = schema_of(train)
+    synthetic = independent_marginals(train, 400, seed=5)
+    anonymized = anonymize(synthetic, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["age", "region"]))
+    report = run_audit(
+        anonymized.table, train, holdout, schema,
+        config=AuditConfig(sample_size=400, n_attacks=40, n_jobs=1), generalisations=anonymized.generalisations,
+        dp_spent=(1.0, 1e-6),
+    )
+    policy = AuditPolicy(k=5, l=2, max_anonymeter_risk=0.95, require_measured=False)
+    rules = evaluate_policy(report, policy)
+    assert all(rule.passed for rule in rules), [r.message for r in rules if not r.passed]
+    folder = tmp_path_factory.mktemp("release")
+    anonymized.table.write_parquet(folder / "loans.parquet")
+    (folder / "anonymization.json").write_text(json.dumps(anonymized.to_dict(), default=str))
+    return {
+        "folder": folder,
+        "report": report,
+        "rules": rules,
+        "anonymized": anonymized,
+        "files": [
+            {"name": "loans.parquet", "rows": anonymized.table.height, "sha256": sha256(folder / "loans.parquet"),
+             "bytes": (folder / "loans.parquet").stat().st_size},
+            {"name": "anonymization.json", "rows": None, "sha256": sha256(folder / "anonymization.json"),
+             "bytes": (folder / "anonymization.json").stat().st_size},
+        ],
+    }
+
+
+def certificate_args(release, **overrides):
+    anonymized = release["anonymized"]
+    args = dict(
+        tenant="acme",
+        display_name="Acme Lending",
+        released_files=release["files"],
+        source={"input_sha256": "1" * 64, "data_versions": {"raw_loan_tape": "dv-raw-1", "fitted_copula": "dv-cop-7"},
+                "code_version": "3"},
+        generator={"engine": "credittwin", "seed": 11, "epochs": 40, "categories": {"region": ["north", "south"]}},
+        privacy={"dp": {"epsilon": 1.0, "delta": 1e-6, "accountant": "dp_accounting.rdp", "ledger_entries": [
+            {"id": 7, "asset": "fitted_copula", "run_id": "run-abc", "mechanism": {"kind": "gaussian"},
+             "epsilon": 1.0, "delta": 1e-6, "accountant": "dp_accounting.rdp", "created_at": "2025-03-01T11:00:00+00:00"},
+        ]}},
+        anonymity={"k_required": 5, "k_achieved": anonymized.k_achieved, "l_required": 2,
+                   "l_achieved": anonymized.l_achieved, "suppression": anonymized.rows_suppressed},
+        audit=release["report"].to_dict(),
+        rules=[rule.to_dict() for rule in release["rules"]],
+        issued_at=ISSUED,
+        validity_days=90,
+    )
+    args.update(overrides)
+    return args
+
+
+@pytest.fixture
+def dev_key(tmp_path):
+    return load_signing_key(None, environment="development", dev_key_dir=tmp_path / "keys")
+
+
+@pytest.fixture
+def prod_key(tmp_path):
+    key = generate_key_file(tmp_path / "secret" / "signing.pem")
+    return load_signing_key(key.source, environment="production", dev_key_dir=tmp_path / "unused")
+
+
+def write(tmp_path: Path, signed: dict) -> tuple[Path, Path]:
+    json_path, pdf_path = tmp_path / "certificate.json", tmp_path / "certificate.pdf"
+    json_path.write_bytes(certificate_json_bytes(signed))
+    pdf_path.write_bytes(render_certificate_pdf(signed))
+    return json_path, pdf_path
+
+
+# --------------------------------------------------------------------------- canonical JSON
+
+
+def test_canonical_json_follows_rfc_8785():
+    # run
+    data = canonical_json({"b": 1.0, "a": "\u00e9<", "c": [1e21, 1e-7, 0.1, -0.0, 100], "\u20ac": None, "B": True})
+    # assert: keys by UTF-16 code units, ES6 numbers, UTF-8 text, no white space
+    assert data == '{"B":true,"a":"\u00e9<","b":1,"c":[1e+21,1e-7,0.1,0,100],"\u20ac":null}'.encode("utf-8")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 2**60])
+def test_canonical_json_refuses_values_json_cannot_hold_exactly(bad):
+    # run / assert
+    with pytest.raises(CertificateError):
+        canonical_json({"figure": bad})
+
+
+# --------------------------------------------------------------------------- the document and the PDF
+
+
+def test_pdf_figures_equal_the_json_figures(release, tmp_path, prod_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), prod_key)
+    json_path, pdf_path = write(tmp_path, signed)
+    document = json.loads(json_path.read_text())
+    # run
+    text = squeeze(pdf_text(pdf_path.read_bytes()))
+    # assert: every rule row, every explanation sentence and the key figures, formatted as in the JSON
+    assert document["schema"] == CERTIFICATE_SCHEMA and document["verdict"] == "pass"
+    assert len(document["rules"]) >= 7
+    for rule in document["rules"]:
+        verdict = rule["verdict"].upper()
+        assert squeeze(f"{rule['rule']}{fmt(rule['value'])}{fmt(rule['threshold'])}{verdict}{rule['message']}") in text
+    for sentence in document["explanation"]:
+        assert squeeze(sentence) in text
+    mia, dp = document["audit"]["mia"], document["privacy"]["dp"]
+    assert f"auc{fmt(mia['auc'])}" in text
+    assert f"auc_ci[{fmt(mia['auc_ci'][0])},{fmt(mia['auc_ci'][1])}]" in text
+    assert f"share_closer_to_train{fmt(document['audit']['dcr']['share_closer_to_train'])}" in text
+    assert f"epsilonspent{fmt(dp['epsilon'])}" in text and f"deltaspent{fmt(dp['delta'])}" in text
+    assert dp["auc_bound"] == pytest.approx(dp_auc_bound(1.0, 1e-6))
+    assert squeeze(f"largest membership AUC it allows{fmt(dp['auc_bound'])}") in text
+    assert f"k_achieved{fmt(document['anonymity']['k_achieved'])}" in text
+    assert f"l_achieved{fmt(document['anonymity']['l_achieved'])}" in text
+    entry = dp["ledger_entries"][0]
+    assert squeeze(f"7 fitted_copula run-abc gaussian {fmt(entry['epsilon'])} {fmt(entry['delta'])}") in text
+    for released in document["released_files"]:
+        assert squeeze(f"{released['name']}{fmt(released['rows'])}{fmt(released['bytes'])}{released['sha256']}") in text
+    assert document["source"]["input_sha256"] in text and "dv-cop-7" in text
+    assert document["issued_at"] in text and document["valid_until"] in text
+    assert document["signature"]["payload_sha256"] in text and document["signature"]["value"] in text
+    assert document["signature"]["development_key"] is False and squeeze(DEVELOPMENT_BANNER) not in text
+
+
+def test_the_explanation_is_generated_from_the_figures(release, prod_key):
+    # run
+    document = build_certificate(**certificate_args(release))
+    sentences = " ".join(document["explanation"])
+    # assert
+    auc = document["audit"]["mia"]["auc"]
+    assert f"with an AUC of {fmt(auc)}" in sentences and "the policy allows at most 0.6" in sentences
+    assert f"cannot reach an AUC above {fmt(dp_auc_bound(1.0, 1e-6))}" not in sentences
+    assert f"can reach an AUC above {fmt(dp_auc_bound(1.0, 1e-6))}" in sentences
+    k = release["anonymized"].k_achieved
+    assert f"quasi-identifiers (age, region) is shared by at least {k} loans" in sentences
+    assert f"no fewer than {k} loans" in sentences
+    assert "does not protect against" in sentences and "aggregate statistics" in sentences
+    # without DP the explanation says the protection is empirical only
+    plain = build_certificate(**certificate_args(release, privacy={"dp": None}))
+    assert any("not differentially private" in s for s in plain["explanation"])
+
+
+def test_hostile_names_and_values_print_literally(release, tmp_path, dev_key):
+    # setup: a column named with markup and a category value closing a CDATA section, through a real audit
+    train, holdout = (
+        book(300, seed).rename({"region": HOSTILE}).with_columns(pl.col(HOSTILE).replace("north", "]]>")) for seed in (1, 2)
+    )
+    schema = schema_of(train, region=HOSTILE)
+    released = anonymize(independent_marginals(train, 300, seed=5), schema,
+                         AnonymizationPolicy(k=5, quasi_identifiers=["age", HOSTILE]))
+    report = run_audit(released.table, train, holdout, schema, config=AuditConfig(sample_size=300, run_anonymeter=False),
+                       generalisations=released.generalisations)
+    # a lenient DCR limit: 300 rows leave the share a few points of noise, and this test is about the text
+    rules = evaluate_policy(report, AuditPolicy(max_dcr_share=0.65, require_measured=False))
+    args = certificate_args(
+        release,
+        display_name=f"{HOSTILE} Bank ]]> & <b>co</b>",
+        audit=report.to_dict(),
+        rules=[rule.to_dict() for rule in rules],
+        anonymity={"k_required": None, "k_achieved": report.anonymity["k"], "suppression": 0},
+        generator={"engine": "credittwin", "categories": {HOSTILE: ["]]>", "south"]}},
+    )
+    # run
+    signed = sign_certificate(build_certificate(**args), dev_key)
+    pdf = render_certificate_pdf(signed)
+    text = pdf_text(pdf)
+    # assert
+    assert pdf.startswith(b"%PDF")
+    assert f"{HOSTILE} Bank ]]> & <b>co</b>" in text
+    assert HOSTILE in report.anonymity["quasi_identifiers"]
+    assert squeeze(f"quasi-identifiers (age, {HOSTILE}) is shared") in squeeze(text)
+    assert squeeze(f"categories.{HOSTILE}[]]>, south]") in squeeze(text)
+    assert squeeze(DEVELOPMENT_BANNER) in squeeze(text)
+    assert verify_certificate(signed, now=DURING).ok
+
+
+def test_the_certificate_signs_and_shows_the_rule_it_applied(release, tmp_path, dev_key):
+    # setup: the tenant's audit settings, as privacy_audit records them
+    policy = {"max_mia_auc": 0.6, "max_inference_risk": 0.25, "require_measured": False, "k": 5, "l": 2}
+    signed = sign_certificate(build_certificate(**certificate_args(release, policy=policy)), dev_key)
+    # run
+    text = squeeze(pdf_text(render_certificate_pdf(signed)))
+    tampered = json.loads(json.dumps(signed))
+    rule = next(r for r in tampered["rules"] if r["rule"] == "mia_auc")
+    rule["criterion"] = rule["criterion"].replace("0.6", "0.9")
+    # assert: every rule's criterion is in the signed JSON and printed; editing it breaks the signature
+    assert signed["policy"] == policy
+    for rule in signed["rules"]:
+        assert rule["criterion"] and squeeze(f"{rule['rule']}:{rule['criterion']}") in text
+    assert any("fails when the lower bound is above" in r["criterion"] for r in signed["rules"])
+    assert "max_inference_risk0.25" in text
+    assert verify_certificate(signed, now=DURING).ok
+    assert not verify_certificate(tampered, now=DURING).ok
+
+
+def test_a_release_without_a_sensitive_column_is_certified_with_l_as_a_warning(dev_key):
+    # setup: real ISLR/Credit (no default flag, no sensitive column), anonymized with k only
+    from models.privacy.anonymize import AnonymizationPolicy as Policy
+    from tests.corpus import CORPUS
+
+    tape = pl.from_pandas(next(t for t in CORPUS if t.tenant == "islr-credit").frame())
+    schema = infer_schema(tape, id_columns=["rownames", "ID"], quasi_identifiers=["Age", "Gender"])
+    train, holdout = tape.head(320), tape.tail(80)
+    synthetic = pl.DataFrame({name: train.get_column(name).sample(320, with_replacement=True, seed=i)
+                              for i, name in enumerate(train.columns)})
+    released = anonymize(synthetic, schema, Policy(k=5, l=1, quasi_identifiers=["Age", "Gender"]))
+    report = run_audit(released.table, train, holdout, schema, config=AuditConfig(run_anonymeter=False),
+                       generalisations=released.generalisations)
+    rules = evaluate_policy(report, AuditPolicy(k=5, l=2, max_dcr_share=0.6, max_mia_auc=0.7))
+    args = dict(certificate_args({"anonymized": released, "files": [], "report": report, "rules": rules}),
+                anonymity={"k_required": 5, "k_achieved": released.k_achieved, "l_required": 2, "l_achieved": None},
+                audit=report.to_dict(), rules=[r.to_dict() for r in rules], released_files=[
+                    {"name": "loans.parquet", "rows": released.table.height, "sha256": "2" * 64, "bytes": 10}])
+    # run
+    document = build_certificate(**args)
+    # assert: l is a warning saying why, never a pass; the certificate is issued and says so
+    l_rule = next(r for r in document["rules"] if r["rule"] == "l_diversity")
+    assert l_rule["verdict"] == "warn" and l_rule["passed"] and "not applicable" in l_rule["message"]
+    assert document["anonymity"]["l_status"].startswith("not applicable")
+    assert any("certified as warnings" in s and "l_diversity" in s for s in document["explanation"])
+
+
+def test_a_failed_rule_refuses_to_build_a_certificate(release):
+    # setup: the same audit under a policy it does not meet
+    strict = evaluate_policy(release["report"], AuditPolicy(max_mia_auc=0.2, max_dcr_share=0.1, require_measured=False))
+    failed = [r.rule for r in strict if not r.passed]
+    # run
+    with pytest.raises(CertificateError) as caught:
+        build_certificate(**certificate_args(release, rules=[r.to_dict() for r in strict]))
+    # assert: every failed rule is named
+    assert {"mia_auc", "dcr_share"} <= set(failed)
+    for rule in failed:
+        assert rule in str(caught.value)
+    assert "no certificate is issued" in str(caught.value)
+
+
+def test_k_below_the_requirement_refuses_to_build(release):
+    # run / assert
+    with pytest.raises(CertificateError, match="k achieved"):
+        build_certificate(**certificate_args(release, anonymity={"k_required": 50, "k_achieved": 5}))
+
+
+def test_an_unmeasured_figure_cannot_be_nan(release):
+    # setup
+    audit = release["report"].to_dict()
+    audit["mia"] = dict(audit["mia"], auc=float("nan"))
+    # run / assert
+    with pytest.raises(CertificateError, match="finite"):
+        build_certificate(**certificate_args(release, audit=audit))
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def test_an_issued_certificate_verifies_with_its_files_and_pdf(release, tmp_path, prod_key):
+    # setup
+    issued = issue_certificate(prod_key, **certificate_args(release))
+    json_path, pdf_path = tmp_path / "c.json", tmp_path / "c.pdf"
+    json_path.write_bytes(issued.json_bytes)
+    pdf_path.write_bytes(issued.pdf_bytes)
+    # run
+    result = verify_certificate(json_path, data_dir=release["folder"], pdf_path=pdf_path,
+                                trusted_keys=[prod_key.key_id], now=DURING)
+    # assert
+    assert result.ok, result.problems
+    assert [f["name"] for f in result.checked_files] == ["loans.parquet", "anonymization.json"]
+    assert all(f["ok"] for f in result.checked_files)
+    assert result.payload_sha256 == issued.payload_sha256 == payload_sha256(issued.document)
+    assert result.notes == []
+
+
+@pytest.mark.parametrize("edit", ["figure", "tenant", "threshold", "development_flag"])
+def test_editing_one_character_of_the_json_fails_verification(release, tmp_path, dev_key, edit):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    json_path, _ = write(tmp_path, signed)
+    text = json_path.read_text()
+    if edit == "figure":
+        auc = signed["audit"]["mia"]["auc"]
+        old = f'"auc": {json.dumps(auc)}'
+        # the first digit after the point: editing a 17th significant digit can
+        # parse back to the same double, which the canonical form cannot see
+        digit = old.index(".") + 1
+        new = old[:digit] + str((int(old[digit]) + 1) % 10) + old[digit + 1:]
+    elif edit == "tenant":
+        old, new = '"tenant": "acme"', '"tenant": "acmf"'
+    elif edit == "threshold":
+        old, new = '"threshold": 0.6', '"threshold": 0.7'
+    else:
+        old, new = '"development": true', '"development": false'
+    assert old in text
+    json_path.write_text(text.replace(old, new, 1))
+    # run
+    result = verify_certificate(json_path, now=DURING)
+    # assert
+    assert not result.ok
+    assert any("changed after signing" in problem for problem in result.problems)
+
+
+def test_white_space_does_not_matter_but_a_duplicate_key_does(release, tmp_path, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    compact, duplicated = tmp_path / "compact.json", tmp_path / "dup.json"
+    compact.write_text(json.dumps(signed, separators=(",", ":")))
+    duplicated.write_text('{"tenant": "evil", ' + json.dumps(signed)[1:])
+    # run / assert
+    assert verify_certificate(compact, now=DURING).ok
+    result = verify_certificate(duplicated, now=DURING)
+    assert not result.ok and "duplicate key 'tenant'" in result.problems[0]
+
+
+def test_a_replaced_released_file_fails_naming_it(release, tmp_path, dev_key):
+    # setup: a copy of the release folder with one file replaced
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for entry in release["files"]:
+        (folder / entry["name"]).write_bytes((release["folder"] / entry["name"]).read_bytes())
+    frame = pl.read_parquet(folder / "loans.parquet")
+    frame.head(frame.height - 1).write_parquet(folder / "loans.parquet")
+    actual = sha256(folder / "loans.parquet")
+    # run
+    result = verify_certificate(signed, data_dir=folder, now=DURING)
+    # assert
+    expected = release["files"][0]["sha256"]
+    assert not result.ok
+    assert result.problems == [
+        f"released file 'loans.parquet' does not match the certificate: expected sha256 {expected}, found {actual}"
+    ]
+    assert [f["ok"] for f in result.checked_files] == [False, True]
+
+
+def test_a_deleted_released_file_fails_naming_it(release, tmp_path, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / "loans.parquet").write_bytes((release["folder"] / "loans.parquet").read_bytes())
+    # run
+    result = verify_certificate(signed, data_dir=folder, now=DURING)
+    # assert
+    assert not result.ok and len(result.problems) == 1
+    assert "'anonymization.json' is missing" in result.problems[0]
+    assert release["files"][1]["sha256"] in result.problems[0]
+
+
+def test_a_released_name_leaving_the_data_folder_is_not_read(release, tmp_path, dev_key):
+    # setup: a hostile certificate, validly signed by some key, naming a file outside the folder
+    files = [dict(release["files"][0], name="sub/../../outside.parquet")]
+    (tmp_path / "outside.parquet").write_bytes(b"x")
+    doc = build_certificate(**certificate_args(release))
+    doc["released_files"] = files
+    signed = sign_certificate(doc, dev_key)
+    (tmp_path / "data").mkdir()
+    # run
+    result = verify_certificate(signed, data_dir=tmp_path / "data", now=DURING)
+    # assert
+    assert not result.ok and "is not a name inside" in result.problems[0]
+
+
+def test_an_expired_certificate_fails_verification(release, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release, validity_days=30)), dev_key)
+    # run
+    late = verify_certificate(signed, now=ISSUED + timedelta(days=31))
+    early = verify_certificate(signed, now=ISSUED - timedelta(days=1))
+    # assert
+    assert not late.ok and late.problems[0].startswith("the certificate expired on 2025-03-31T12:00:00+00:00")
+    assert not early.ok and "dated in the future" in early.problems[0]
+    assert verify_certificate(signed, now=ISSUED + timedelta(days=29)).ok
+
+
+def test_an_untrusted_key_fails_verification_even_when_the_signature_is_valid(release, dev_key, prod_key):
+    # setup: someone re-signs an edited certificate with their own key
+    signed = sign_certificate(build_certificate(**certificate_args(release)), prod_key)
+    forged = dict(signed, display_name="Someone Else")
+    forged = sign_certificate(forged, dev_key)
+    # run
+    result = verify_certificate(forged, trusted_keys=[prod_key.public_key_b64], now=DURING)
+    # assert: integrity holds, trust does not
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith(f"the certificate is signed by key {dev_key.key_id}, which is not among the "
+                                         "trusted keys: if its issuer published this key id to you, trust it with "
+                                         "`credittwin keys trust")
+    assert verify_certificate(signed, trusted_keys=[prod_key.public_key_b64], now=DURING).ok
+
+
+# --------------------------------------------------------------------------- the trust store
+
+
+def test_the_trust_store_keeps_each_key_once_with_its_reason(tmp_path, prod_key):
+    # setup
+    store = tmp_path / "keys" / "trusted.json"
+    # run
+    first, added = trust_key(store, prod_key.public_key_b64, reason="published by Acme", actor="ana", source="PEM x")
+    again, added_again = trust_key(store, prod_key.public_key_b64, reason="other", actor="bob", source="PEM y")
+    keys = read_trust_store(store)
+    # assert
+    assert added and not added_again
+    assert [(k.key_id, k.reason, k.added_by, k.origin) for k in keys] == [
+        (prod_key.key_id, "published by Acme", "ana", "trust store")]
+    assert again == keys[0] == first
+    assert read_trust_store(tmp_path / "absent.json") == []
+
+
+def test_trusting_a_key_without_a_reason_is_refused(tmp_path, prod_key):
+    # run / assert
+    with pytest.raises(CertificateError, match="needs a reason"):
+        trust_key(tmp_path / "trusted.json", prod_key.public_key_b64, reason="  ", actor="ana", source="PEM x")
+    assert not (tmp_path / "trusted.json").exists()
+
+
+def test_a_trust_entry_edited_to_pair_a_trusted_id_with_another_key_is_refused(tmp_path, prod_key, dev_key):
+    # setup: the forger keeps the trusted id but swaps in their own public key
+    store = tmp_path / "trusted.json"
+    trust_key(store, prod_key.public_key_b64, reason="published by Acme", actor="ana", source="PEM x")
+    document = json.loads(store.read_text())
+    document["keys"][0]["public_key"] = dev_key.public_key_b64
+    store.write_text(json.dumps(document))
+    # run / assert
+    with pytest.raises(CertificateError, match=f"pairs key id '{prod_key.key_id}' with a public key whose id is "
+                                               f"{dev_key.key_id}"):
+        read_trust_store(store)
+
+
+def test_a_public_key_is_read_from_a_public_or_private_pem_and_only_ed25519(tmp_path, prod_key):
+    # setup
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat, PublicFormat,
+                                                              load_pem_private_key)
+
+    private_key = load_pem_private_key(prod_key.source.read_bytes(), password=None)
+    public_pem = tmp_path / "public.pem"
+    public_pem.write_bytes(private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    other = tmp_path / "ec.pem"
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    # run / assert
+    assert public_key_from_pem(public_pem) == public_key_from_pem(prod_key.source) == prod_key.public_key_b64
+    with pytest.raises(CertificateError, match="not an Ed25519 key"):
+        public_key_from_pem(other)
+
+
+def test_the_deployment_trusts_its_own_keys_but_not_a_development_key_in_production(tmp_path, prod_key):
+    # setup: a development key generated under the data root, a production key file, an empty store
+    dev = load_signing_key(None, environment="development", dev_key_dir=tmp_path / "keys")
+    store = tmp_path / "keys" / "trusted.json"
+    # run
+    development = deployment_trust(store, signing_key_file=prod_key.source, environment="development",
+                                   dev_key_dir=tmp_path / "keys")
+    production = deployment_trust(store, signing_key_file=prod_key.source, environment="production",
+                                  dev_key_dir=tmp_path / "keys")
+    # assert
+    assert [(k.key_id, k.origin, k.development) for k in development] == [
+        (prod_key.key_id, "signing key", False), (dev.key_id, "development key", True)]
+    assert [k.key_id for k in production] == [prod_key.key_id]
+    assert not store.exists()  # nothing is written by looking
+
+
+def test_a_key_is_trusted_from_a_certificate_only_when_it_signed_it(release, tmp_path, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    json_path, _ = write(tmp_path, signed)
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json_path.read_text().replace('"tenant": "acme"', '"tenant": "acmf"'))
+    # run / assert
+    assert signer_of_certificate(json_path) == (dev_key.public_key_b64, True)
+    with pytest.raises(CertificateError, match="does not verify under its own key"):
+        signer_of_certificate(tampered)
+
+
+def test_a_development_key_is_a_problem_in_production(release, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    # run
+    development = verify_certificate(signed, trusted_keys=[dev_key.key_id], now=DURING)
+    production = verify_certificate(signed, trusted_keys=[dev_key.key_id], environment="production", now=DURING)
+    # assert
+    assert development.ok and any(DEVELOPMENT_BANNER in note for note in development.notes)
+    assert not production.ok
+    assert production.problems == [f"the certificate is signed with a development key ({dev_key.key_id}), which "
+                                   "production (CREDITTWIN_ENV=production) never accepts: have the release "
+                                   "re-certified with the deployment's production key"]
+
+
+def test_a_named_pdf_that_is_missing_fails(release, tmp_path, dev_key):
+    # setup
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    # run
+    result = verify_certificate(signed, pdf_path=tmp_path / "certificate.pdf", now=DURING)
+    # assert
+    assert not result.ok and "is missing: a certificate is issued as its JSON and its PDF together" in result.problems[0]
+
+
+def test_a_signed_manifest_covers_every_bundle_file(release, tmp_path, dev_key, prod_key):
+    # setup: a bundle of the certificate and a report, with a manifest signed by the certificate's key
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    folder = tmp_path / "bundle"  # apart from the key files under tmp_path
+    folder.mkdir()
+    json_path, pdf_path = write(folder, signed)
+    (folder / "report.json").write_text('{"score": 1}')
+    manifest = {"payload_sha256": payload_sha256(signed), "files": [
+        {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p)} for p in (json_path, pdf_path, folder / "report.json")
+    ]}
+    manifest_path = folder / "manifest.json"
+    manifest_path.write_text(json.dumps(sign_manifest(manifest, dev_key)))
+    # run
+    good = verify_certificate(json_path, manifest_path=manifest_path, now=DURING)
+    (folder / "notes.txt").write_text("added later")
+    extra = verify_certificate(json_path, manifest_path=manifest_path, now=DURING)
+    (folder / "notes.txt").unlink()
+    manifest_path.write_text(json.dumps(sign_manifest(manifest, prod_key)))
+    other_signer = verify_certificate(json_path, manifest_path=manifest_path, now=DURING)
+    # assert
+    assert good.ok, good.problems
+    assert [(f["name"], f["status"]) for f in good.bundle_files] == [
+        ("certificate.json", "ok"), ("certificate.pdf", "ok"), ("report.json", "ok")]
+    assert extra.problems == ["'notes.txt' is in the bundle but not in its manifest.json: it is not part of the "
+                              "exported release; remove it, or export the bundle again"]
+    assert other_signer.problems == [f"the bundle's manifest.json is signed by key {prod_key.key_id}, which neither "
+                                     "signed the certificate nor is trusted: export the bundle again"]
+
+
+def test_the_pdf_must_carry_the_hash_and_say_what_the_json_says(release, tmp_path, dev_key):
+    # setup: the PDF of another certificate, and a PDF of an edited document with the right hash line
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    other = sign_certificate(build_certificate(**certificate_args(release, display_name="Other")), dev_key)
+    json_path, _ = write(tmp_path, signed)
+    wrong = tmp_path / "wrong.pdf"
+    wrong.write_bytes(render_certificate_pdf(other))
+    doctored = tmp_path / "doctored.pdf"
+    edited = json.loads(json.dumps(signed))
+    edited["anonymity"]["k_achieved"] = 99
+    doctored.write_bytes(render_certificate_pdf(edited))
+    # run
+    wrong_result = verify_certificate(json_path, pdf_path=wrong, now=DURING)
+    doctored_result = verify_certificate(json_path, pdf_path=doctored, now=DURING)
+    # assert
+    assert any("does not carry the certificate's payload SHA-256" in p for p in wrong_result.problems)
+    assert len(doctored_result.problems) == 1 and "does not say what the certificate JSON says" in doctored_result.problems[0]
+
+
+def test_an_unreadable_or_unsigned_certificate_is_one_readable_problem(tmp_path):
+    # setup
+    broken, unsigned = tmp_path / "broken.json", tmp_path / "unsigned.json"
+    broken.write_text('{"tenant": "acme",')
+    unsigned.write_text(json.dumps({"tenant": "acme", "schema": CERTIFICATE_SCHEMA}))
+    # run / assert
+    assert "is not valid JSON" in verify_certificate(broken).problems[0]
+    assert "no complete signature block" in verify_certificate(unsigned).problems[0]
+    assert "cannot read the certificate" in verify_certificate(tmp_path / "absent.json").problems[0]
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_production_without_a_key_file_names_the_setting(tmp_path):
+    # run
+    with pytest.raises(CertificateError) as caught:
+        load_signing_key(None, environment="production", dev_key_dir=tmp_path, tenant="acme")
+    # assert
+    assert KEY_SETTING in str(caught.value) and "openssl genpkey -algorithm ed25519" in str(caught.value)
+    assert "credittwin keygen" in str(caught.value) and caught.value.tenant == "acme"
+    assert not (tmp_path / DEV_KEY_NAME).exists()
+
+
+def test_a_world_readable_key_is_refused_in_production(tmp_path):
+    # setup
+    key = generate_key_file(tmp_path / "signing.pem")
+    os.chmod(key.source, 0o644)
+    # run
+    with pytest.raises(CertificateError) as caught:
+        load_signing_key(key.source, environment="production", dev_key_dir=tmp_path)
+    # assert
+    assert "readable by its group or by others (mode 644)" in str(caught.value) and "chmod 600" in str(caught.value)
+    assert load_signing_key(key.source, environment="development", dev_key_dir=tmp_path).key_id == key.key_id
+    os.chmod(key.source, 0o600)
+    loaded = load_signing_key(key.source, environment="production", dev_key_dir=tmp_path)
+    assert loaded.key_id == key.key_id and loaded.development is False
+
+
+def test_a_missing_encrypted_or_non_ed25519_key_file_is_refused(tmp_path):
+    # setup
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    ec_key = tmp_path / "ec.pem"
+    ec_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    for path in (ec_key, locked, garbage):
+        os.chmod(path, 0o600)
+    # run / assert
+    for path, message in ((tmp_path / "absent.pem", "cannot be read"), (ec_key, "not an Ed25519 key"),
+                          (locked, "encrypted"), (garbage, "not a PEM private key")):
+        with pytest.raises(CertificateError, match=message):
+            load_signing_key(path, environment="production", dev_key_dir=tmp_path)
+
+
+def test_the_development_key_is_generated_once_and_reused(tmp_path):
+    # setup
+    folder = tmp_path / "keys"
+    # run: two loads in a row, then eight racing loads on a fresh folder
+    first = load_signing_key(None, environment="development", dev_key_dir=folder)
+    second = load_signing_key(None, environment="development", dev_key_dir=folder)
+    race_folder = tmp_path / "race"
+    with ThreadPoolExecutor(8) as pool:
+        raced = list(pool.map(lambda _: load_signing_key(None, environment="development", dev_key_dir=race_folder),
+                              range(8)))
+    # assert
+    assert first.development and first.key_id == second.key_id and first.source == folder / DEV_KEY_NAME
+    assert stat.S_IMODE((folder / DEV_KEY_NAME).stat().st_mode) == 0o600
+    assert len({key.key_id for key in raced}) == 1
+    assert sorted(p.name for p in race_folder.iterdir()) == [DEV_KEY_NAME]
+    assert first.key_id == hashlib.sha256(base64.b64decode(first.public_key_b64)).hexdigest()[:16]
+
+
+def test_keygen_writes_a_private_key_and_never_overwrites_one(tmp_path):
+    # setup
+    path = tmp_path / "keys" / "signing.pem"
+    # run
+    key = generate_key_file(path)
+    # assert
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and not key.development
+    with pytest.raises(CertificateError, match="already exists"):
+        generate_key_file(path)
+    replaced = generate_key_file(path, overwrite=True)
+    assert replaced.key_id != key.key_id and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -1,0 +1,390 @@
+"""The LSTM cascade: determinism, sampling rules, persistence, the DP hook and beating the Markov baseline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.sequences.cascade import CascadeConfig, DPTrainingHook, LoanCascade, StaticEncoder, static_columns
+from models.tape.demo import generate_portfolio
+from models.errors import InvalidDataError, NotFittedError, TenantConfigError
+from models.sequences.markov import MarkovBaseline
+from models.tape.schema import infer_schema
+from models.sequences.histories import compare_sequences, validate_histories
+from models.sequences.states import ABSORBING
+from tests.models.cascade_books import make_book
+
+SMALL = dict(hidden_size=16, epochs=3, batch_size=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def book():
+    return make_book(400, months=12, seed=4)
+
+
+@pytest.fixture(scope="module")
+def fitted(book):
+    loans, perf, schema = book
+    return LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema)
+
+
+def new_ids(loans: pl.DataFrame) -> pl.DataFrame:
+    return loans.with_columns(pl.format("S{}", pl.col("loan_id")).alias("loan_id"))
+
+
+def test_same_seed_gives_identical_weights(book, fitted):
+    # setup
+    loans, perf, schema = book
+    # run
+    again = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema)
+    other = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema, seed=1)
+    # assert
+    first, second, third = fitted.state_dict(), again.state_dict(), other.state_dict()
+    assert first.keys() == second.keys()
+    assert all(np.array_equal(first[k].numpy(), second[k].numpy()) for k in first)
+    assert not all(np.array_equal(first[k].numpy(), third[k].numpy()) for k in first)
+
+
+def test_history_records_each_epoch(fitted):
+    # setup
+    history = fitted.history
+    # run
+    keys = set(history[0])
+    # assert
+    assert 1 <= len(history) <= SMALL["epochs"]
+    assert {"epoch", "train_loss", "val_loss", "val_nll", "seconds"} <= keys
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_sampled_paths_stop_at_absorbing_states_and_term(book, fitted):
+    # setup
+    loans, _, _ = book
+    synthetic = new_ids(loans).with_columns(
+        pl.when(pl.col("loan_id").str.ends_with("0")).then(4).otherwise(pl.col("term_months")).alias("term_months")
+    )
+    # run
+    sample = fitted.sample(synthetic, seed=0)
+    # assert
+    validate_histories(sample, synthetic)  # consecutive months, nothing after an absorbing state, within term
+    lengths = sample.group_by("loan_id").agg(pl.len().alias("n")).join(synthetic.select("loan_id", "term_months"), on="loan_id")
+    assert (lengths.get_column("n") <= lengths.get_column("term_months")).all()
+    assert lengths.filter(pl.col("term_months") == 4).get_column("n").max() <= 4
+    assert sample.filter(pl.col("status").is_in(list(ABSORBING))).group_by("loan_id").len().get_column("len").max() == 1
+    assert sample.get_column("period").min() == 1
+    assert (sample.get_column("balance") >= 0).all() and (sample.get_column("payment") >= 0).all()
+    assert (sample.filter(pl.col("status").is_in(["prepaid", "matured"])).get_column("balance") == 0).all()
+    expected_month = pl.col("origination_date").dt.offset_by(pl.format("{}mo", pl.col("period")))
+    dated = sample.join(synthetic.select("loan_id", "origination_date"), on="loan_id")
+    assert dated.select((pl.col("reporting_month") == expected_month).all()).item()
+    assert set(sample.columns) >= {"loan_id", "period", "status", "days_past_due", "balance", "payment"}
+
+
+def test_save_load_gives_identical_samples(tmp_path, book, fitted):
+    # setup
+    loans, _, _ = book
+    folder = fitted.save(tmp_path / "cascade")
+    # run
+    loaded = LoanCascade.load(folder)
+    # assert
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "preprocessing.json", "weights.pt"]
+    assert json.loads((folder / "config.json").read_text())["hidden_size"] == SMALL["hidden_size"]
+    assert loaded.sample(loans, seed=7).equals(fitted.sample(loans, seed=7))
+    assert not fitted.sample(loans, seed=7).equals(fitted.sample(loans, seed=8))
+    assert loaded.history == fitted.history
+    assert loaded._prep["calibration"] == fitted._prep["calibration"]
+    assert np.array_equal(loaded.state_dict()["state_offset"].numpy(), fitted.state_dict()["state_offset"].numpy())
+
+
+def test_calibration_offsets_are_fitted_and_kept_in_the_state_dict(fitted):
+    # setup
+    offsets = fitted.state_dict()["state_offset"].numpy()
+    # run
+    calibration = fitted._prep["calibration"]
+    # assert: previous state incl. the start token x months on book x next state
+    assert offsets.shape == (8, 12, 7)
+    assert calibration["fitted"] is True
+    assert np.abs(offsets).max() > 0.0
+    assert calibration["nll_after"] < calibration["nll_before"]
+    assert calibration["free_running_rounds"] == 3 and calibration["free_running_paths"] >= 400
+
+
+@pytest.fixture(scope="module")
+def nonlinear_book():
+    portfolio = generate_portfolio(2000, months=12, seed=3, nonlinear=True)
+    schema = infer_schema(portfolio.loans, id_columns=["loan_id", "borrower_id"], target="default_flag")
+    return portfolio.loans, portfolio.performance, schema
+
+
+def copies_of(loans: pl.DataFrame, n: int) -> pl.DataFrame:
+    """`n` copies of each loan under new ids, so a sample's default rate is measured with little noise."""
+    return pl.concat([loans.with_columns(pl.format("C{}-{}", pl.lit(k), pl.col("loan_id")).alias("loan_id")) for k in range(n)])
+
+
+def test_calibration_brings_the_default_rate_of_a_nonlinear_book_within_ten_percent(nonlinear_book):
+    # setup: a short training run on the demo's nonlinear book under-predicts the roll path
+    loans, perf, schema = nonlinear_book
+    model = LoanCascade(CascadeConfig(hidden_size=32, epochs=8, device="cpu")).fit(loans, perf, schema)
+    synthetic = copies_of(loans, 8)
+    # run
+    calibrated = compare_sequences(perf, model.sample(synthetic, seed=0))
+    model._net.state_offset.zero_()  # the same network without its calibration
+    uncalibrated = compare_sequences(perf, model.sample(synthetic, seed=0))
+    # assert
+    assert calibrated.cdr12_relative_diff <= 0.10
+    assert uncalibrated.synthetic_cdr < calibrated.synthetic_cdr
+    assert uncalibrated.cdr12_relative_diff > 0.10
+    assert calibrated.transition_distance["mean"] < 0.5 * uncalibrated.transition_distance["mean"]
+    assert calibrated.transition_distance["per_state"]["current"] < 0.002
+
+
+def test_calibration_can_be_turned_off(book):
+    # setup
+    loans, perf, schema = book
+    # run
+    model = LoanCascade(CascadeConfig(**{**SMALL, "calibrate": False})).fit(loans, perf, schema)
+    # assert
+    assert model._prep["calibration"] == {"fitted": False, "reason": "calibrate is off in the cascade settings"}
+    # Only the states the book never holds (dpd90 here) are masked; nothing was fitted.
+    seen = model._prep["observed_states"]
+    offsets = model.state_dict()["state_offset"]
+    assert not offsets[..., seen].any() and (offsets[..., [not s for s in seen]] == -30.0).all()
+
+
+def test_a_cascade_saved_without_offsets_still_loads(tmp_path, book, fitted):
+    # setup: the files of a cascade saved before calibration existed
+    import torch
+
+    loans, _, _ = book
+    folder = fitted.save(tmp_path / "old")
+    weights = torch.load(folder / "weights.pt", weights_only=True)
+    del weights["state_offset"]
+    torch.save(weights, folder / "weights.pt")
+    prep = json.loads((folder / "preprocessing.json").read_text())
+    del prep["calibration"]
+    (folder / "preprocessing.json").write_text(json.dumps(prep))
+    # run
+    loaded = LoanCascade.load(folder)
+    # assert
+    assert not loaded.state_dict()["state_offset"].any()
+    assert loaded._prep["calibration"]["fitted"] is False
+    assert loaded.sample(loans.head(20), seed=1).height > 0
+
+
+def test_load_of_an_incomplete_folder_is_refused(tmp_path):
+    # setup
+    (tmp_path / "config.json").write_text("{}")
+    # run / assert
+    with pytest.raises(NotFittedError, match=r"missing \['weights.pt', 'preprocessing.json'\]"):
+        LoanCascade.load(tmp_path)
+
+
+def test_cascade_beats_markov_on_an_interaction_book():
+    # setup: missed payments depend on (DTI > 30) XOR (income < 50k); grade carries no signal
+    loans, perf, schema = make_book(800, months=12, seed=1, interaction=True)
+    held_loans, held_perf, _ = make_book(500, months=12, seed=2, interaction=True)
+    markov = MarkovBaseline().fit(loans, perf, schema)
+    cascade = LoanCascade(CascadeConfig(hidden_size=32, epochs=12, batch_size=64, device="cpu")).fit(loans, perf, schema)
+    # run
+    markov_ll = markov.log_likelihood(held_loans, held_perf)
+    cascade_ll = cascade.log_likelihood(held_loans, held_perf)
+    # assert
+    assert cascade_ll > markov_ll + 0.02
+
+
+def test_target_and_identifiers_are_not_inputs(fitted):
+    # setup
+    columns = fitted._prep["encoder"]
+    # run
+    names = [c["name"] for c in columns["numeric"]] + columns["boolean"] + [c["name"] for c in columns["categorical"]]
+    # assert
+    assert "default_flag" not in names and "loan_id" not in names and "borrower_id" not in names
+    assert {"grade", "dti", "annual_income", "term_months"} <= set(names)
+
+
+class RecordingHook:
+    """A DP hook that trains without noise and records what `fit` handed it."""
+
+    def __init__(self) -> None:
+        self.recurrent_factory = None
+        self.units: np.ndarray | None = None
+        self.epochs: list[int] = []
+
+    def wrap(self, model, optimizer, data_loader, *, privacy_units):
+        self.units = privacy_units
+        return model, optimizer, data_loader
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        self.epochs.append(epoch)
+        return {"epsilon": 0.5 * epoch}
+
+
+def test_dp_hook_receives_borrowers_and_reports_per_epoch(book):
+    # setup
+    loans, perf, schema = book
+    hook = RecordingHook()
+    # run
+    model = LoanCascade(CascadeConfig(**{**SMALL, "epochs": 2, "patience": 5})).fit(loans, perf, schema, dp=hook)
+    # assert
+    assert isinstance(hook, DPTrainingHook)
+    assert hook.epochs == [1, 2]
+    assert [h["epsilon"] for h in model.history] == [0.5, 1.0]
+    # two loans per borrower in the book, and the split keeps a borrower's loans together
+    assert np.bincount(hook.units)[np.unique(hook.units)].max() == 2
+    assert len(hook.units) % 2 == 0 and model._prep["train_loans"] is None
+    # calibrating on the raw histories would spend privacy the accountant never charged
+    assert model._prep["calibration"]["fitted"] is False
+    assert "DP-SGD" in model._prep["calibration"]["reason"]
+    # Only the never-seen states (public metadata, like the history report's state counts) are masked.
+    seen = model._prep["observed_states"]
+    assert not model.state_dict()["state_offset"][..., seen].any()
+
+
+def test_gru_cell_and_recurrent_factory_are_used(book):
+    # setup
+    loans, perf, schema = book
+    built = []
+
+    def factory(cell, input_size, hidden_size, num_layers):
+        import torch
+
+        built.append((cell, input_size, hidden_size, num_layers))
+        return torch.nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+
+    hook = RecordingHook()
+    hook.recurrent_factory = factory
+    # run
+    model = LoanCascade(CascadeConfig(**{**SMALL, "cell": "gru", "epochs": 1})).fit(loans, perf, schema, dp=hook)
+    # assert
+    assert built == [("gru", 13 + 16, 16, 1)]
+    assert model._prep["recurrent"] == "custom"
+
+
+def test_dp_trained_model_needs_its_factory_to_load(tmp_path, book):
+    # setup
+    loans, perf, schema = book
+    hook = RecordingHook()
+    hook.recurrent_factory = lambda cell, i, h, n: __import__("torch").nn.GRU(i, h, num_layers=n, batch_first=True)
+    LoanCascade(CascadeConfig(**{**SMALL, "cell": "gru", "epochs": 1})).fit(loans, perf, schema, dp=hook).save(tmp_path)
+    # run / assert
+    with pytest.raises(TenantConfigError, match="custom recurrent layer.*recurrent_factory"):
+        LoanCascade.load(tmp_path)
+    assert LoanCascade.load(tmp_path, recurrent_factory=hook.recurrent_factory).sample(loans.head(5)).height > 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"cell": "rnn"}, "cell must be 'lstm' or 'gru'"),
+        ({"validation_share": 1.0}, r"validation_share must be in \[0, 1\)"),
+        ({"device": "tpu"}, "device must be"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\]"),
+    ],
+)
+def test_invalid_settings_are_refused(settings, message):
+    # run / assert
+    with pytest.raises(TenantConfigError, match=message):
+        CascadeConfig(**settings)
+
+
+def test_config_round_trips_and_refuses_unknown_keys():
+    # setup
+    config = CascadeConfig(hidden_size=8, cell="gru")
+    # run
+    again = CascadeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    # assert
+    assert again == config
+    with pytest.raises(TenantConfigError, match=r"unknown cascade setting\(s\) \['hidden'\]"):
+        CascadeConfig.from_dict({"hidden": 3})
+
+
+def test_bad_history_is_refused_before_training(book):
+    # setup
+    loans, perf, schema = book
+    broken = perf.with_columns(
+        pl.when(pl.col("loan_id") == "L00003").then(pl.lit("written off")).otherwise(pl.col("status")).alias("status")
+    )
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"tenant 'acme'.*column 'status'.*'written off'"):
+        LoanCascade(CascadeConfig(**SMALL)).fit(loans, broken, schema, tenant="acme")
+
+
+def test_missing_static_column_at_sampling_is_refused(fitted, book):
+    # setup
+    loans, _, _ = book
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'dti'.*lack the static column"):
+        fitted.sample(loans.drop("dti"))
+
+
+def test_unfitted_cascade_refuses_to_sample(book):
+    # setup
+    loans, _, _ = book
+    # run / assert
+    with pytest.raises(NotFittedError, match="cascade is not fitted"):
+        LoanCascade().sample(loans)
+
+
+def test_public_domains_give_an_encoder_that_reads_no_loan_values():
+    # setup
+    loans, perf, schema = make_book(120, months=6, seed=7)
+    other = loans.with_columns((pl.col("dti") * 3.0).alias("dti"), pl.lit("Z").alias("grade"))
+    domains = {
+        "dti": {"low": 0, "high": 100, "bins": 50},
+        "annual_income": {"low": 0, "high": 1_000_000, "bins": 48, "scale": "log1p"},
+        "grade": {"categories": ["A", "B", "C", "D"]},
+    }
+    columns = static_columns(schema, loans)
+    # run
+    first, left_out = StaticEncoder.from_domains(schema, columns, domains)
+    second, _ = StaticEncoder.from_domains(schema, columns, domains)
+    model = LoanCascade(CascadeConfig(**{**SMALL, "epochs": 1})).fit(loans, perf, schema, public_domains=domains)
+    # assert
+    assert first.to_dict() == second.to_dict()
+    dti = next(c for c in first.numeric if c["name"] == "dti")
+    assert dti == {"name": "dti", "mean": 50.0, "std": 25.0, "log": False}
+    income = next(c for c in first.numeric if c["name"] == "annual_income")
+    assert income["log"] and income["mean"] == pytest.approx(np.log1p(1_000_000) / 2)
+    assert first.categorical == [{"name": "grade", "levels": ["A", "B", "C", "D"]}]
+    assert set(left_out) == set(columns) - {"dti", "annual_income", "grade"} - set(first.boolean)
+    assert first.transform(other)[:, len(first.numeric) + len(first.boolean) + 4].all()  # unseen "Z" -> other slot
+    assert model._prep["encoder_source"] == "public domains" and model._prep["encoder"] == first.to_dict()
+
+
+# --------------------------------------------------------------------------- histories of any shape
+
+
+@pytest.fixture(scope="module")
+def servicing():
+    """Real loans (modeldata credit_data) with a servicing history: ID, month "2019-03", STATUS C/30/60/90/CO/PIF, dpd, bal."""
+    from models.tape.ingest import read_performance
+    from tests.models.servicing_book import servicing_book
+
+    loans, history = servicing_book(600, seed=2, balance=True)
+    schema = infer_schema(loans, id_columns=["ID"], target="Status", target_positive=["bad"])
+    return loans, history, schema, read_performance
+
+
+@pytest.mark.parametrize("amounts", [(), ("balance",)], ids=["status-and-dpd-only", "with-balance-no-payment"])
+def test_cascade_models_a_history_without_payment(servicing, amounts):
+    # setup: the file's columns are ID, month, STATUS, dpd (and bal), none of them named as ours, no payment
+    loans, history, schema, read_performance = servicing
+    raw = history if amounts else history.drop("bal")
+    mapping = {"balance": "bal"} if amounts else {}
+    perf = read_performance(raw, loans, tenant="bank", file="performance.csv", loan_id_column="ID", mapping=mapping).frame
+    # run
+    cascade = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema, tenant="bank", file="performance.csv")
+    markov = MarkovBaseline().fit(loans, perf, schema)
+    synthetic = cascade.sample(loans, seed=1)
+    baseline = markov.sample(loans, seed=1)
+    # assert: the states are modelled, only the amounts the file had come back, no state the file never had
+    for sample in (synthetic, baseline):
+        assert [c for c in ("balance", "payment") if c in sample.columns] == list(amounts)
+        assert set(sample.get_column("status").unique()) <= set(perf.get_column("status").unique())
+        validate_histories(sample)
+    assert np.isfinite(cascade.log_likelihood(loans, perf))
+    if amounts:
+        assert synthetic.get_column("balance").drop_nulls().min() >= 0.0

@@ -1,0 +1,128 @@
+"""The Markov baseline: per-segment chains, sampling, scoring and JSON persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.errors import InvalidDataError, NotFittedError
+from models.sequences.markov import MarkovBaseline
+from models.sequences.histories import transition_distance, validate_histories
+from models.sequences.states import ABSORBING, STATE_INDEX
+from tests.models.cascade_books import make_book
+
+
+@pytest.fixture(scope="module")
+def book():
+    return make_book(600, months=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(book):
+    loans, perf, schema = book
+    return MarkovBaseline().fit(loans, perf, schema)
+
+
+def new_ids(loans: pl.DataFrame) -> pl.DataFrame:
+    return loans.with_columns(pl.format("S{}", pl.col("loan_id")).alias("loan_id"))
+
+
+def test_segments_default_to_grade_and_separate_risk(fitted):
+    # setup
+    model = fitted._fitted
+    levels = model["segment"]["levels"]
+    transition = np.asarray(model["transition"])
+    # run
+    miss = {level: transition[i, 0, 1] for i, level in enumerate(levels) if level in ("A", "C")}
+    # assert: grade C misses payments (6 %) far more often than grade A (1 %)
+    assert model["segment"]["column"] == "grade"
+    assert miss["C"] > 2 * miss["A"]
+
+
+def test_sample_paths_end_at_absorbing_states_and_term(book, fitted):
+    # setup
+    loans, perf, _ = book
+    synthetic = new_ids(loans)
+    # run
+    sample = fitted.sample(synthetic, seed=5)
+    # assert
+    validate_histories(sample, synthetic)  # no gaps, no leaving an absorbing state, within term
+    lengths = sample.group_by("loan_id").agg(pl.len().alias("n"), pl.col("status").last().alias("last"))
+    terms = lengths.join(synthetic.select("loan_id", "term_months"), on="loan_id")
+    assert (terms.get_column("n") <= terms.get_column("term_months")).all()
+    absorbed = sample.filter(pl.col("status").is_in(list(ABSORBING)))
+    assert absorbed.group_by("loan_id").len().get_column("len").max() == 1
+    assert sample.get_column("loan_id").str.starts_with("S").all()
+    assert (sample.filter(pl.col("status").is_in(["prepaid", "matured"])).get_column("balance") == 0).all()
+
+
+def test_sample_transitions_follow_the_real_book(book, fitted):
+    # setup
+    loans, perf, _ = book
+    # run
+    sample = fitted.sample(new_ids(loans), seed=1)
+    # assert
+    assert transition_distance(perf, sample)["per_state"]["current"] < 0.01
+
+
+def test_same_seed_same_sample_and_save_load(tmp_path, book, fitted):
+    # setup
+    loans, _, _ = book
+    fitted.save(tmp_path / "markov")
+    # run
+    loaded = MarkovBaseline.load(tmp_path / "markov")
+    # assert
+    assert loaded.sample(loans, seed=2).equals(fitted.sample(loans, seed=2))
+    assert not fitted.sample(loans, seed=2).equals(fitted.sample(loans, seed=3))
+
+
+def test_log_likelihood_is_mean_per_transition(book, fitted):
+    # setup
+    loans, perf, _ = book
+    # run
+    ll = fitted.log_likelihood(loans, perf)
+    # assert: about the entropy of 1-6 % misses plus 1 % prepayment, far from uniform over 7 states
+    assert -0.5 < ll < -0.05
+    assert ll > np.log(1 / 7)
+
+
+def test_numeric_segment_column_is_binned(book):
+    # setup
+    loans, perf, schema = book
+    # run
+    model = MarkovBaseline().fit(loans, perf, schema, segment_column="dti")
+    # assert
+    assert model._fitted["segment"]["kind"] == "numeric"
+    assert len(model._fitted["segment"]["levels"]) == 5
+
+
+def test_unknown_segment_column_is_refused(book):
+    # setup
+    loans, perf, schema = book
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'score'.*not in the loans table"):
+        MarkovBaseline().fit(loans, perf, schema, segment_column="score", tenant="acme")
+
+
+def test_unfitted_model_refuses_to_sample(book):
+    # setup
+    loans, _, _ = book
+    # run / assert
+    with pytest.raises(NotFittedError, match="not fitted.*call fit"):
+        MarkovBaseline().sample(loans)
+
+
+def test_a_state_the_history_never_holds_is_never_sampled():
+    # setup: a book whose loans never prepay or mature, with neither balance nor payment
+    loans, perf, schema = make_book(300, months=8, seed=5)
+    perf = perf.filter(~pl.col("status").is_in(["prepaid", "matured"])).drop("balance", "payment")
+    # run
+    model = MarkovBaseline().fit(loans, perf, schema)
+    sample = model.sample(new_ids(loans), seed=0)
+    # assert: the pooled pseudo-counts no longer give a never-seen state a chance, and no amount is made up
+    never = [STATE_INDEX["dpd90"], STATE_INDEX["prepaid"], STATE_INDEX["matured"]]
+    assert np.asarray(model._fitted["transition"])[..., never].max() == 0.0
+    assert np.asarray(model._fitted["initial"])[..., never].max() == 0.0
+    assert set(sample.get_column("status").unique()) <= {"current", "dpd30", "dpd60", "default"}
+    assert "balance" not in sample.columns and "payment" not in sample.columns

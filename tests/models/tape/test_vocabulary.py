@@ -1,0 +1,242 @@
+"""The tape's words: one rule for "is this row defaulted", and releases spelled as the lender wrote them."""
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pytest
+import yaml
+
+from models.privacy.anonymize import AnonymizationPolicy, anonymize
+from models.twin.engine import make_engine
+from models.errors import TenantConfigError
+from models.tape.ingest import ReadOptions, read_table
+from models.tape.schema import ColumnSpec, ColumnType, TableSchema, infer_schema
+from models.tape.loan_tape import find_upload, read_tape
+from models.tape.vocabulary import render_release, target_indicator
+from tests.corpus import CORPUS, vocabulary_mismatches
+
+
+def _upload(folder: Path, csv: str, target: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "loans.csv").write_text(csv)
+    (folder / "tenant.yaml").write_text(yaml.safe_dump({"target": target}))
+    return folder
+
+
+def _flag_csv(yes: str, no: str, rows: int = 60) -> str:
+    # every third loan defaulted
+    lines = ["loan_id,amount,flag"] + [f"L{i:03d},{1000 + 7 * i},{yes if i % 3 == 0 else no}" for i in range(rows)]
+    return "\n".join(lines) + "\n"
+
+
+# (spelled as in the file: defaulted, performing), the positive as an analyst writes it in tenant.yaml
+FAMILIES = [
+    ("Yes", "No", "Yes"),
+    ("yes", "no", "YES"),
+    ("Y", "N", "y"),
+    ("T", "F", "t"),
+    ("TRUE", "FALSE", True),
+    ("true", "false", "true"),
+    ("bad", "good", "bad"),
+    ("Default", "Current", "default"),
+    ("1", "0", 1),
+    ("1", "0", True),
+    ("1", "0", "1"),
+    ("3", "1", 3),  # a numeric status code
+    ("1.0", "0.0", 1),
+]
+
+
+@pytest.mark.parametrize(("yes", "no", "positive"), FAMILIES, ids=[f"{y}/{n}:{p!r}" for y, n, p in FAMILIES])
+def test_the_declared_positive_matches_the_value_as_written_whatever_the_column_type(tmp_path, yes, no, positive):
+    # setup
+    folder = _upload(tmp_path / "acme", _flag_csv(yes, no), {"column": "flag", "positive": positive})
+    # run
+    tape = read_tape(find_upload(folder, "acme"))
+    # assert: one loan in three defaulted, and the twin learns that same rate
+    assert tape.default_rate == pytest.approx(1 / 3)
+    twin = make_engine("credittwin", k=5).fit(tape.loans.drop("_split"), tape.schema)
+    sample = twin.sample(3000, seed=0)
+    assert target_indicator(sample.get_column("flag"), tape.schema.target_positive).mean() == pytest.approx(1 / 3, abs=0.04)
+
+
+@pytest.mark.parametrize(("positive", "expected"), [("no", 40), (False, 40), ("Yes", 20), (0, 40)])
+def test_a_positive_can_name_either_truth_value_of_a_yes_no_flag(tmp_path, positive, expected):
+    # setup: AER's CreditCard declares `card: no` as the adverse outcome
+    folder = _upload(tmp_path / "acme", _flag_csv("Yes", "No"), {"column": "flag", "positive": positive})
+    # run
+    tape = read_tape(find_upload(folder, "acme"))
+    # assert
+    assert tape.loans.schema["flag"] == pl.Boolean
+    assert int(target_indicator(tape.loans.get_column("flag"), tape.schema.target_positive).sum()) == expected
+
+
+def test_a_positive_that_matches_no_value_lists_the_values_as_written(tmp_path):
+    # setup
+    folder = _upload(tmp_path / "acme", _flag_csv("Yes", "No"), {"column": "flag", "positive": "Defaulted"})
+    # run / assert
+    with pytest.raises(
+        TenantConfigError,
+        match=r"tenant 'acme', file 'loans.csv', column 'flag': target.positive 'Defaulted' .* matches none .* "
+        r"the file holds 'No', 'Yes'\. Fix: set target.positive .* positive: 'No'",
+    ):
+        read_tape(find_upload(folder, "acme"))
+
+
+def test_a_row_number_column_is_an_identifier_whatever_its_name(tmp_path):
+    # setup: R's write.csv and pandas' to_csv(index=True) put row numbers in front
+    frame = pl.DataFrame({"rownames": range(1, 201), "n": range(0, 200), "amount": [float(i % 17) for i in range(200)],
+                          "loan_id": [f"L{i}" for i in range(200)], "term": [36, 60] * 100})
+    # run
+    schema = infer_schema(frame)
+    # assert: row numbers are regenerated, never modelled; the named key stays the loan id
+    assert schema["rownames"].type is ColumnType.IDENTIFIER and schema["n"].type is ColumnType.IDENTIFIER
+    assert schema["term"].type is ColumnType.INTEGER
+    assert schema.id_column == "loan_id"
+
+
+def test_ingest_records_how_each_column_was_written(tmp_path):
+    # setup
+    path = tmp_path / "loans.csv"
+    # the flag's most frequent spellings are Yes and No
+    path.write_text("flag,opened,count,stamp\nYes,Mar-2018,3,2018-03-01\nNo,Jan-2018,4,2018-01-05\nyes,Feb-2018,5,2018-02-11\n"
+                    "Yes,Feb-2018,6,2018-02-12\n")
+    # run
+    frame, report = read_table(path, tenant="acme")
+    schema = infer_schema(frame, spellings=report.spellings)
+    # assert
+    assert (schema["flag"].true_as, schema["flag"].false_as, schema["flag"].dtype) == ("Yes", "No", "Boolean")
+    assert schema["opened"].date_format == "%b-%Y" and frame.schema["opened"] == pl.Date
+    assert schema["stamp"].date_format == "%Y-%m-%d" and schema["count"].dtype == "Int64"
+    assert TableSchema.from_dict(schema.to_dict()) == schema
+    # a schema saved before these fields existed still loads
+    old = {"name": "flag", "type": "boolean", "nullable": False, "null_rate": 0.0, "n_unique": 2, "declared": False, "roles": []}
+    assert ColumnSpec.from_dict(old).true_as is None
+
+
+def test_a_parquet_uploads_booleans_and_dates_keep_their_types(tmp_path):
+    # setup: Parquet stores real types, so there is no spelling to give back
+    path = tmp_path / "loans.parquet"
+    pl.DataFrame({"flag": [True, False, True], "opened": [date(2018, 3, 1)] * 3, "text_flag": ["Y", "N", "Y"]}).write_parquet(path)
+    frame, report = read_table(path, tenant="acme")
+    schema = infer_schema(frame, spellings=report.spellings)
+    # run
+    out = render_release(frame, schema)
+    # assert: the native Boolean and Date stay typed; a text flag comes back in its own letters
+    assert out.schema["flag"] == pl.Boolean and out.schema["opened"] == pl.Date
+    assert out.get_column("text_flag").to_list() == ["Y", "N", "Y"]
+
+
+def _spec(name, ctype, **written):
+    return ColumnSpec(name=name, type=ctype, **written)
+
+
+def test_render_spells_flags_integers_and_dates_as_the_tape_wrote_them():
+    # setup
+    schema = TableSchema(columns=[
+        _spec("flag", ColumnType.BOOLEAN, dtype="Boolean", true_as="Y", false_as="N"),
+        _spec("late", ColumnType.BOOLEAN, dtype="Boolean", true_as="TRUE", false_as="FALSE"),
+        _spec("parquet_flag", ColumnType.BOOLEAN, dtype="Boolean"),
+        _spec("coded", ColumnType.BOOLEAN, dtype="Int64"),
+        _spec("count", ColumnType.INTEGER, dtype="Int64"),
+        _spec("opened", ColumnType.DATETIME, dtype="Date", date_format="%b-%Y"),
+        _spec("iso", ColumnType.DATETIME, dtype="Date", date_format="%Y-%m-%d"),
+        _spec("grade", ColumnType.CATEGORICAL, dtype="String"),
+    ])
+    typed = pl.DataFrame({
+        "flag": [True, False, None], "late": [False, True, True], "parquet_flag": [True, False, True],
+        "coded": [True, False, True], "count": [3.0, 4.0, None],
+        "opened": [date(2018, 3, 17), date(2018, 1, 2), None], "iso": [date(2018, 3, 1)] * 3, "grade": ["a", "B", "c"],
+    })
+    # run
+    out = render_release(typed, schema)
+    # assert
+    assert out.get_column("flag").to_list() == ["Y", "N", None]
+    assert out.get_column("late").to_list() == ["FALSE", "TRUE", "TRUE"]
+    assert out.schema["parquet_flag"] == pl.Boolean  # a Parquet upload's bool stays bool
+    assert out.get_column("coded").to_list() == [1, 0, 1]
+    assert out.schema["count"] == pl.Int64 and out.get_column("count").to_list() == [3, 4, None]
+    assert out.get_column("opened").to_list() == ["Mar-2018", "Jan-2018", None]
+    assert out.schema["iso"] == pl.Date and out.get_column("grade").to_list() == ["a", "B", "c"]
+
+
+def test_render_keeps_anonymity_labels_but_spells_a_boolean_group_in_the_tapes_words():
+    # setup: a k-anonymised yes/no quasi-identifier and an age range
+    schema = TableSchema(columns=[
+        _spec("student", ColumnType.BOOLEAN, dtype="Boolean", true_as="Yes", false_as="No"),
+        _spec("age", ColumnType.INTEGER, dtype="Int64"),
+    ])
+    released = pl.DataFrame({"student": ["true", "false", "*", "false|true", "(missing)"],
+                             "age": ["[30, 45)", "< 30", ">= 45", "*", "[30, 45)"]})
+    # run
+    out = render_release(released, schema)
+    # assert
+    assert out.get_column("student").to_list() == ["Yes", "No", "*", "No|Yes", "(missing)"]
+    assert out.get_column("age").equals(released.get_column("age"))
+
+
+ROUND_TRIP = ["islr-default", "aer-creditcard", "aer-hmda", "causaldata-credit-cards", "modeldata-credit-data",
+              "wooldridge-loanapp"]
+
+
+def _round_trip(tenant: str, folder: Path):
+    """A real tape as a lender exports it: ingest -> twin -> sample -> k-anonymity -> the tape's spelling -> CSV,
+    and both files read back with plain pandas."""
+    tape_spec = next(t for t in CORPUS if t.tenant == tenant)
+    upload = tape_spec.write(folder / tenant)
+    tape = read_tape(find_upload(upload, tenant))
+    config = tape.config
+    twin = make_engine(config.engine, k=config.privacy.k).fit(tape.split("train"), tape.schema)
+    synthetic = twin.sample(tape.loans.height, seed=0)
+    policy = AnonymizationPolicy(k=config.privacy.k, l=config.privacy.l, quasi_identifiers=list(config.quasi_identifiers),
+                                 max_suppression=config.privacy.max_suppression)
+    released = anonymize(synthetic, tape.schema, policy, tenant=tenant)
+    render_release(released.table, tape.schema).write_csv(folder / "release.csv")
+    return tape, released, pd.read_csv(upload / "loans.csv"), pd.read_csv(folder / "release.csv")
+
+
+def _types_kept(tape, released, original, back) -> None:
+    for spec in tape.schema.columns:
+        if spec.type is ColumnType.IDENTIFIER or spec.name in released.quasi_identifiers:
+            continue
+        if pd.api.types.is_integer_dtype(original[spec.name]):
+            assert pd.api.types.is_integer_dtype(back[spec.name]), spec.name
+        if spec.date_format is not None:
+            pd.to_datetime(back[spec.name], format=spec.date_format)  # raises when a value is not in the format
+
+
+@pytest.mark.parametrize("tenant", ROUND_TRIP)
+def test_a_corpus_tape_comes_back_in_its_own_vocabulary(tenant, tmp_path):
+    # run
+    tape, released, original, back = _round_trip(tenant, tmp_path)
+    # assert: every flag and label as the file wrote it, integers as integers
+    identifiers = set(tape.schema.of_type(ColumnType.IDENTIFIER))
+    assert vocabulary_mismatches(original, back, generalised=set(released.quasi_identifiers), identifiers=identifiers) == []
+    _types_kept(tape, released, original, back)
+
+
+def test_month_year_dates_and_integer_counts_keep_their_form(tmp_path):
+    # run: Lending Club's issue_month is written Mar-2018
+    tape, released, original, back = _round_trip("openintro-loans", tmp_path)
+    # assert
+    assert tape.schema["issue_month"].date_format == "%b-%Y"
+    assert set(back["issue_month"].dropna()) <= set(original["issue_month"].dropna())
+    _types_kept(tape, released, original, back)
+
+
+def test_numbers_are_released_with_no_more_decimals_than_the_file_wrote(tmp_path):
+    # setup: amounts in cents, rates in tenths, one column in scientific notation
+    path = tmp_path / "loans.csv"
+    path.write_text("amount,rate,tiny\n1227.95,3.5,1e-3\n80.10,12.25,2e-3\n15,7,5e-4\n")
+    frame, report = read_table(path, tenant="acme", options=ReadOptions())
+    schema = infer_schema(frame, spellings=report.spellings)
+    synthetic = pl.DataFrame({"amount": [1227.9521468146886, 3.0], "rate": [3.14159, 9.87654], "tiny": [0.00123456, 0.5]})
+    # run
+    out = render_release(synthetic, schema)
+    # assert: cents stay cents, rates get the file's two places, scientific notation is left at full precision
+    assert report.spellings["amount"] == {"decimals": 2} and report.spellings["rate"] == {"decimals": 2}
+    assert out.get_column("amount").to_list() == [1227.95, 3.0]
+    assert out.get_column("rate").to_list() == [3.14, 9.88]
+    assert out.get_column("tiny").to_list() == [0.00123456, 0.5]
