@@ -6,11 +6,11 @@ The public API below is imported from its module on first use (`models.lazy_api`
 from models import lazy_api
 
 _API = {
-    "RiskConfig": "pd_models",
-    "fit_pd_model": "pd_models",
-    "registration_gate": "pd_models",
-    "load_pd_model": "pd_models",
-    "save_pd_model": "pd_models",
+    "RiskConfig": "config",
+    "fit_pd_model": "training",
+    "registration_gate": "evaluation",
+    "load_pd_model": "model_set",
+    "save_pd_model": "model_set",
     "StressConfig": "stress",
     "run_stress": "stress",
     "DriftConfig": "drift",

@@ -1,4 +1,4 @@
-"""Tests for models.tape.ingest: reading untrusted loan tapes, the split and performance checks."""
+"""Tests for models.tape.ingest: reading untrusted loan tapes."""
 
 from __future__ import annotations
 
@@ -16,15 +16,8 @@ import pytest
 
 import models.tape.ingest as ingest
 from models.errors import InvalidDataError, TenantConfigError
-from models.tape.ingest import (
-    ReadOptions,
-    file_sha256,
-    find_duplicate_ids,
-    neutralise_formulas,
-    read_table,
-    read_performance,
-    split_train_holdout,
-)
+from models.tape.formulas import neutralise_formulas
+from models.tape.ingest import ReadOptions, file_sha256, find_duplicate_ids, read_table
 
 TENANT = "acme-bank"
 REPO = Path(__file__).resolve().parents[3]
@@ -147,18 +140,6 @@ def test_find_duplicate_ids_counts_repeated_ids_and_gives_examples() -> None:
     assert find_duplicate_ids(pl.DataFrame({"loan_id": [1, 2, 3]}), "loan_id") == (0, [])
     with pytest.raises(InvalidDataError, match=r"column 'nope': is not a column"):
         find_duplicate_ids(frame, "nope")
-
-
-def test_performance_ids_missing_from_loans_are_refused() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["L1", "L2"]})
-    perf = pl.DataFrame({"loan_id": ["L1", "L9", "L8", "L9"], "period": [1, 1, 1, 2], "status": ["current"] * 4})
-    # run / assert
-    with pytest.raises(
-        InvalidDataError,
-        match=r"tenant 'acme-bank', file 'performance.csv', column 'loan_id': 2 loan id\(s\) in the performance file are not in the loans file, e\.g\. 'L9', 'L8'\. Fix: upload the loans file",
-    ):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
 
 
 def test_file_replaced_while_being_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -446,158 +427,6 @@ def test_report_is_json_and_hash_matches_the_bytes(tmp_path: Path) -> None:
     assert data["size_bytes"] == path.stat().st_size
 
 
-# ----------------------------------------------------------------------- split
-
-
-def test_split_is_deterministic_and_near_the_requested_share() -> None:
-    # setup
-    ids = pl.DataFrame({"loan_id": [f"L{i:07d}" for i in range(10_000)]})
-    # run
-    first = split_train_holdout(ids, "loan_id")
-    again = split_train_holdout(ids.reverse(), "loan_id").reverse()
-    subset = split_train_holdout(ids.head(100), "loan_id")
-    other = split_train_holdout(ids, "loan_id", holdout_share=0.35)
-    # assert
-    assert first.name == "split" and first.dtype == pl.String
-    assert set(first.unique().to_list()) == {"train", "holdout"}
-    assert abs((first == "holdout").mean() - 0.2) < 0.01
-    assert abs((other == "holdout").mean() - 0.35) < 0.01
-    assert first.equals(again)
-    assert subset.equals(first.head(100))
-
-
-def _reference_unit_hash(text: str, salt: str = "credittwin") -> float:
-    """FNV-1a 64 then MurmurHash3's fmix64, byte by byte from the published definitions."""
-    mask = (1 << 64) - 1
-    value = 0xCBF29CE484222325
-    for byte in salt.encode("utf-8") + b"\x00" + text.encode("utf-8"):
-        value = ((value ^ byte) * 0x100000001B3) & mask
-    value ^= value >> 33
-    value = (value * 0xFF51AFD7ED558CCD) & mask
-    value ^= value >> 33
-    value = (value * 0xC4CEB9FE1A85EC53) & mask
-    value ^= value >> 33
-    return (value >> 11) / float(1 << 53)
-
-
-def test_split_matches_the_published_hash_and_ignores_id_type() -> None:
-    # setup: ids of different lengths, non-ASCII and empty
-    ids = ["L0000001", "L0000002", "L0000003", "a-much-longer-loan-identifier-0004", "é-ü", "", "7"]
-    expected = ["holdout" if _reference_unit_hash(i) < 0.5 else "train" for i in ids]
-    # run
-    split = split_train_holdout(pl.DataFrame({"loan_id": ids}), "loan_id", holdout_share=0.5).to_list()
-    as_int = split_train_holdout(pl.DataFrame({"id": list(range(200))}), "id")
-    as_text = split_train_holdout(pl.DataFrame({"id": [str(i) for i in range(200)]}), "id")
-    salted = split_train_holdout(pl.DataFrame({"id": [str(i) for i in range(200)]}), "id", salt="other")
-    # assert
-    assert split == expected
-    assert {"train", "holdout"} <= set(split)
-    assert as_int.equals(as_text)
-    assert not salted.equals(as_text)
-
-
-@pytest.mark.parametrize("share", [0.0, 1.0, -0.1, float("nan")])
-def test_split_refuses_a_bad_share(share: float) -> None:
-    # setup
-    ids = pl.DataFrame({"loan_id": ["a", "b"]})
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"holdout share must be strictly between 0 and 1.*Fix: set holdout_share"):
-        split_train_holdout(ids, "loan_id", holdout_share=share)
-
-
-def test_split_refuses_null_ids() -> None:
-    # setup
-    ids = pl.DataFrame({"loan_id": ["a", None]})
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'loan_id': 1 rows have no loan id"):
-        split_train_holdout(ids, "loan_id")
-
-
-# ----------------------------------------------------------------- performance
-
-
-def test_performance_aliases_are_mapped_to_canonical_columns() -> None:
-    # setup
-    loans = pl.DataFrame({"LoanNumber": [1, 2]})
-    perf = pl.DataFrame(
-        {
-            "LoanNumber": [2, 1, 1],
-            "Month": [1, 2, 1],
-            "Delinquency Status": ["Current", "30", "C"],
-            "DPD": [0, 35, 0],
-            "Outstanding_Balance": [100.0, 90.5, 95.0],
-            "comment": ["x", "y", "z"],
-        }
-    )
-    # run
-    out = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LoanNumber", mapping={}).frame
-    # assert
-    assert out.columns == ["loan_id", "period", "status", "days_past_due", "balance"]
-    assert out.rows() == [("1", 1, "current", 0, 95.0), ("1", 2, "dpd30", 35, 90.5), ("2", 1, "current", 0, 100.0)]
-
-
-def test_performance_mapping_dates_and_status_from_days_past_due() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["A", "B"]})
-    perf = pl.DataFrame(
-        {
-            "acct": ["A", "A", "A", "B"],
-            "as_of": [dt.date(2024, 1, 31), dt.date(2024, 2, 29), dt.date(2024, 3, 31), dt.date(2024, 3, 31)],
-            "arrears_days": [0, 65, 120, 10],
-            "paid": [10.0, 0.0, 0.0, 5.0],
-        }
-    )
-    mapping = {"loan_id": "acct", "period": "as_of", "days_past_due": "arrears_days", "payment": "paid"}
-    # run
-    out = read_performance(perf, loans, tenant=TENANT, file="performance.parquet", loan_id_column="loan_id", mapping=mapping).frame
-    # assert
-    assert out.columns == ["loan_id", "period", "reporting_month", "status", "days_past_due", "payment"]
-    assert out.get_column("period").to_list() == [1, 2, 3, 1]
-    assert out.get_column("status").to_list() == ["current", "dpd60", "dpd90", "current"]
-    assert out.get_column("reporting_month").to_list()[0] == dt.date(2024, 1, 1)
-
-
-def test_performance_without_days_past_due_gets_them_from_status() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["A"]})
-    perf = pl.DataFrame({"loan_id": ["A", "A", "A"], "mob": [1, 2, 3], "state": ["current", "60", "charged off"]})
-    # run
-    out = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={}).frame
-    # assert
-    assert out.rows() == [("A", 1, "current", 0), ("A", 2, "dpd60", 60), ("A", 3, "default", None)]
-
-
-def test_performance_unknown_status_labels_are_named() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["A"]})
-    perf = pl.DataFrame({"loan_id": ["A", "A", "A"], "period": [1, 2, 3], "status": ["current", "Frozen", "legal"]})
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'status': unknown status label\(s\): 'Frozen', 'legal'\. Fix: spell them as one of current, dpd30"):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-
-
-def test_performance_missing_required_column_and_bad_mapping() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["A"]})
-    perf = pl.DataFrame({"loan_id": ["A"], "period": [1], "balance": [1.0]})
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"file 'performance.csv', column 'status': required performance column\(s\) not found: status \(or days_past_due\)\. Fix: rename"):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-    with pytest.raises(InvalidDataError, match=r"column 'state': performance.status in tenant.yaml names this column but the file has no such column"):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={"status": "state"})
-    with pytest.raises(TenantConfigError, match=r"unknown key\(s\) arrears under performance"):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={"arrears": "x"})
-
-
-def test_performance_repeated_loan_month_is_refused() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["A"]})
-    perf = pl.DataFrame({"loan_id": ["A", "A"], "period": [1, 1], "status": ["current", "current"]})
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'period': 2 rows repeat a \(loan, period\) pair, e\.g\. A month 1\. Fix: keep one row"):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-
-
 # ---------------------------------------------------------------------- memory
 
 _MEMORY_CHILD = textwrap.dedent(
@@ -665,59 +494,3 @@ def test_decimal_comma_in_a_comma_file_suggests_the_setting(tmp_path: Path) -> N
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'amount': 20 of 21 values are numbers but 1 are not, e\.g\. '2,5' \(line 22\).*set `csv.decimal: ','`"):
         read_table(path, tenant=TENANT)
-
-
-@pytest.mark.parametrize(
-    ("months", "form"),
-    [
-        (["03/2019", "04/2019", "05/2019", "09/2020"], {"kind": "month", "format": "%m/%Y"}),
-        (["Mar-2019", "Apr-2019", "May-2019", "Sep-2020"], {"kind": "month", "format": "%b-%Y"}),
-        ([201903, 201904, 201905, 202009], {"kind": "month", "format": "%Y%m"}),
-        ([0, 1, 2, 0], {"kind": "index", "offset": 0}),
-        ([13, 14, 15, 40], {"kind": "calendar", "starts": {"13": 1, "40": 1}}),
-    ],
-    ids=["mm/yyyy", "Mon-yyyy", "yyyymm", "zero-based-index", "calendar-index"],
-)
-def test_performance_period_in_any_form_counts_months_on_book_from_one(months, form) -> None:
-    # setup: loan A has three months, loan B one, written as a lender's file writes them
-    loans = pl.DataFrame({"ID": [7, 8]})
-    perf = pl.DataFrame({"ID": [7, 7, 7, 8], "month": months, "STATUS": ["C", "30", "C", "CO"]})
-    # run
-    history = ingest.read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="ID", mapping={})
-    # assert
-    assert history.frame.get_column("period").to_list() == [1, 2, 3, 1]
-    assert {k: history.vocabulary["period"][k] for k in form} == form
-
-
-def test_performance_status_as_a_servicer_spells_it() -> None:
-    # setup: servicing codes, a "1-29 DPD" bucket, and agency months-behind codes in a second file
-    loans = pl.DataFrame({"loan_id": ["A", "B"]})
-    perf = pl.DataFrame(
-        {
-            "loan_id": ["A"] * 5 + ["B"] * 3,
-            "period": [1, 2, 3, 4, 5, 1, 2, 3],
-            "STATUS": ["Current", "1-29 DPD", "30-59 DPD", "90+ DPD", "CO", "C", "Current", "PIF"],
-        }
-    )
-    behind = pl.DataFrame({"loan_id": ["A"] * 4, "period": [1, 2, 3, 4], "status": [0, 1, 2, 3]})
-    # run
-    history = ingest.read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-    months_behind = read_performance(behind, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={}).frame
-    # assert: states read, and the most frequent spelling of each is recorded for the release
-    assert history.frame.get_column("status").to_list() == [
-        "current", "current", "dpd30", "dpd90", "default", "current", "current", "prepaid"
-    ]
-    assert history.vocabulary["status"] == {
-        "current": "Current", "dpd30": "30-59 DPD", "dpd90": "90+ DPD", "default": "CO", "prepaid": "PIF"
-    }
-    assert history.vocabulary["columns"] == {"loan_id": "loan_id", "period": "period", "status": "STATUS"}
-    assert months_behind.get_column("status").to_list() == ["current", "dpd30", "dpd60", "dpd90"]
-
-
-def test_performance_period_that_is_no_month_names_column_and_examples() -> None:
-    # setup
-    loans = pl.DataFrame({"loan_id": ["A"]})
-    perf = pl.DataFrame({"loan_id": ["A", "A"], "month": ["first", "second"], "status": ["C", "C"]})
-    # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'month': the period column must hold months on book .* such as 'first', 'second'\. Fix: write the period"):
-        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})

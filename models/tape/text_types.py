@@ -1,0 +1,452 @@
+"""Typing a table's text columns over the whole file: integers, numbers, flags, dates or text.
+
+Every column is typed by polars expressions over all of its cells, so one bad
+cell is reported instead of silently becoming null, and a CSV gets the same
+types whatever its locale. `TextTyper` does it in two sweeps over the file's
+batches, for the CSV and the Parquet readers of `models.tape.ingest` alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Callable, Generator
+
+import polars as pl
+
+from models.errors import InvalidDataError, ValidationErrors
+from models.tape.schema import ColumnType
+from models.tape.vocabulary import FALSE_TEXT, TRUE_TEXT, counterpart_spelling
+
+SAMPLE_ROWS = 10_000
+
+# Tried on every text column that may hold dates; a column may mix them (each
+# row takes the first format that parses it).
+DATE_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%d",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%Y/%m/%d",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%b %Y",
+    "%b-%Y",
+    "%d %b %Y",
+    "%Y-%m",
+)
+_DAY_FIRST, _MONTH_FIRST = "%d/%m/%Y", "%m/%d/%Y"
+# Decimal places counted per number column; a column with more is released at full precision.
+_DECIMALS = (0, 1, 2, 3, 4, 5, 6)
+
+BOOL_TRUE = ("true", "yes", "y")
+BOOL_FALSE = ("false", "no", "n")
+# Only a column declared boolean also accepts 0/1, so an integer 0/1 column
+# stays Int64 and the schema decides whether it is a flag.
+_BOOL_DECLARED_TRUE = TRUE_TEXT
+_BOOL_DECLARED_FALSE = FALSE_TEXT
+
+# A decimal-comma number, optionally with '.' thousands groups: 12,5 / 1.234,56 / 1.234
+_COMMA_NUMBER = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?$"
+# ... with a decimal part: a cell that shows the file writes decimal commas.
+COMMA_EVIDENCE = re.compile(r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+$")
+_NUMERIC_FIX = (
+    "correct those cells (write a missing value as an empty cell or NA), or declare the column as text "
+    "with `column_types: {{{column}: categorical}}` in tenant.yaml."
+)
+
+
+def _header_only_error(tenant: str, file: str) -> InvalidDataError:
+    return InvalidDataError(
+        "has a header but no rows.", tenant=tenant, file=file, fix="export the tape again including its data rows, not only the column names."
+    )
+
+
+def polars_error(exc: Exception, *, tenant: str, file: str, what: str, fix: str) -> InvalidDataError:
+    """A polars read failure as an `InvalidDataError` naming the file, with the first line of polars' message."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return InvalidDataError(f"could not be read as {what} ({first_line}).", tenant=tenant, file=file, fix=fix)
+
+
+@dataclass
+class _Plan:
+    kind: str  # string | int | int_float | float | bool | date
+    formats: tuple[str, ...] = ()
+    datetime: bool = False
+
+
+@dataclass
+class _Profile:
+    """What the first rows of a text column allow; decides which counts are worth taking."""
+
+    strip: bool = True
+    maybe_int: bool = True
+    maybe_bool: bool = True
+    maybe_big: bool = True
+    date_formats: tuple[str, ...] = DATE_FORMATS
+
+
+def _number_text(text: pl.Expr, decimal: str) -> pl.Expr:
+    """Text that polars' float/int casts accept: decimal commas and '.' thousands undone."""
+    if decimal != ",":
+        return text
+    grouped = text.str.contains(_COMMA_NUMBER)
+    return pl.when(grouped).then(text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)).otherwise(text)
+
+
+def _parse_date(text: pl.Expr, fmt: str) -> pl.Expr:
+    dtype = pl.Datetime("us") if "%H" in fmt else pl.Date
+    return text.str.strptime(dtype, fmt, strict=False, exact=True)
+
+
+def _date_expr(text: pl.Expr, formats: tuple[str, ...], as_datetime: bool) -> pl.Expr:
+    parsed = [_parse_date(text, f) for f in formats]
+    if as_datetime:
+        parsed = [p.cast(pl.Datetime("us")) for p in parsed]
+    return parsed[0] if len(parsed) == 1 else pl.coalesce(parsed)
+
+
+_BOOL_CASES = tuple(w2 for w in BOOL_TRUE + BOOL_FALSE for w2 in (w, w.upper(), w.title()))
+_BOOL_DECLARED_CASES = tuple(w2 for w in _BOOL_DECLARED_TRUE + _BOOL_DECLARED_FALSE for w2 in (w, w.upper(), w.title()))
+
+
+class TextTyper:
+    """Decide and apply each text column's type in two sweeps over the batches.
+
+    The first batch's leading rows rule out what a column cannot be (a column
+    whose early values include one that no date format parses is not a date
+    column, so its dates need no counting). Sweep one adds up per-column counts
+    (non-empty, integers, numbers, booleans, dates per format) over every
+    batch; the types follow from the counts over the whole file. Sweep two
+    casts each batch and keeps only the typed batches.
+    """
+
+    def __init__(
+        self,
+        batches: Callable[[], Generator[pl.DataFrame, None, None]],
+        *,
+        text_columns: dict[str, pl.Expr],
+        direct: dict[str, pl.Expr],
+        order: list[str],
+        decimal: str,
+        declared: dict[str, ColumnType],
+        tenant: str,
+        file: str,
+        first_line: int | None,
+        read_fix: str,
+    ) -> None:
+        self.batches = batches
+        self.text_columns = text_columns
+        self.direct = direct
+        self.order = order
+        self.decimal = decimal
+        self.declared = {k: v for k, v in declared.items() if k in text_columns}
+        self.tenant = tenant
+        self.file = file
+        self.first_line = first_line
+        self.read_fix = read_fix
+        self.profiles: dict[str, _Profile] = {}
+        self.date_columns: dict[str, list[str]] = {}
+        self.spellings: dict[str, dict[str, str]] = {}
+        self.warnings: list[str] = []
+
+    # -- helpers ---------------------------------------------------------------
+    def _text(self, name: str) -> pl.Expr:
+        profile = self.profiles.get(name)
+        column = self.text_columns[name]
+        return column.str.strip_chars() if profile is None or profile.strip else column
+
+    def _where(self, index: int) -> str:
+        return f"line {self.first_line + index}" if self.first_line is not None else f"row {index + 1}"
+
+    def _select(self, batch: pl.DataFrame, exprs: list[pl.Expr]) -> pl.DataFrame:
+        try:
+            return batch.select(exprs)
+        except pl.exceptions.PolarsError as exc:
+            raise polars_error(exc, tenant=self.tenant, file=self.file, what="a table", fix=self.read_fix) from None
+
+    # -- profiles from the first rows --------------------------------------------
+    def _profile(self, sample: pl.DataFrame) -> None:
+        exprs: list[pl.Expr] = []
+        for name in self.text_columns:
+            raw = self.text_columns[name]
+            text = raw.str.strip_chars()
+            present = text.str.len_bytes() > 0
+            number = _number_text(text, self.decimal).cast(pl.Float64, strict=False)
+            parsed = [_parse_date(text, f).is_not_null() for f in DATE_FORMATS]
+            exprs += [
+                (raw != text).any().alias(f"{name}\0strip"),
+                (present & _number_text(text, self.decimal).cast(pl.Int64, strict=False).is_null()).any().alias(f"{name}\0not_int"),
+                (present & ~text.is_in(_BOOL_CASES)).any().alias(f"{name}\0not_bool"),
+                (number.abs() >= 2.0**63).any().alias(f"{name}\0big"),
+                (present & ~pl.any_horizontal(parsed)).any().alias(f"{name}\0not_date"),
+                present.any().alias(f"{name}\0any"),
+            ]
+            exprs += [p.any().alias(f"{name}\0{f}") for p, f in zip(parsed, DATE_FORMATS)]
+        row = self._select(sample, exprs).row(0, named=True)
+        for name in self.text_columns:
+            declared = self.declared.get(name)
+            formats: tuple[str, ...] = ()
+            if declared is ColumnType.DATETIME or not row[f"{name}\0any"]:
+                formats = DATE_FORMATS
+            elif declared is None and not row[f"{name}\0not_date"]:
+                found = {f for f in DATE_FORMATS if row[f"{name}\0{f}"]}
+                if found & {_DAY_FIRST, _MONTH_FIRST}:
+                    found |= {_DAY_FIRST, _MONTH_FIRST}
+                formats = tuple(f for f in DATE_FORMATS if f in found)
+            self.profiles[name] = _Profile(
+                strip=bool(row[f"{name}\0strip"]),
+                maybe_int=not row[f"{name}\0not_int"] or declared is ColumnType.INTEGER,
+                maybe_bool=not row[f"{name}\0not_bool"] or declared is ColumnType.BOOLEAN,
+                maybe_big=bool(row[f"{name}\0big"]),
+                date_formats=formats,
+            )
+
+    # -- sweep one -----------------------------------------------------------------
+    def _count_exprs(self, name: str) -> list[pl.Expr]:
+        profile = self.profiles[name]
+        text = self._text(name)
+        number = _number_text(text, self.decimal)
+        as_float = number.cast(pl.Float64, strict=False)
+        exprs = [
+            (text.str.len_bytes() > 0).sum().alias(f"{name}\0nn"),
+            as_float.is_finite().sum().alias(f"{name}\0float"),
+        ]
+        if profile.maybe_int:
+            as_int = number.cast(pl.Int64, strict=False)
+            exprs += [
+                as_int.is_not_null().sum().alias(f"{name}\0int"),
+                (as_int.is_not_null() & text.str.starts_with("0") & (text.str.len_bytes() > 1)).sum().alias(f"{name}\0lead0"),
+            ]
+        if self.declared.get(name) is ColumnType.INTEGER:
+            exprs.append((as_float.is_finite() & (as_float.abs() < 2.0**63) & (as_float == as_float.round(0))).sum().alias(f"{name}\0intlike"))
+        if profile.maybe_big:
+            exprs.append((as_float.abs() >= 2.0**63).sum().alias(f"{name}\0big"))
+        # Cells with more than d decimals, so a release can write numbers as precisely as the file does.
+        decimals = number.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
+        exprs.append(number.str.contains("[eE]").sum().alias(f"{name}\0exp"))
+        exprs += [(decimals > d).sum().alias(f"{name}\0dec>{d}") for d in _DECIMALS]
+        if profile.maybe_bool:
+            words = _BOOL_DECLARED_CASES if self.declared.get(name) is ColumnType.BOOLEAN else _BOOL_CASES
+            exprs.append(text.is_in(words).sum().alias(f"{name}\0bool"))
+            # Each spelling's count, so a release writes the flag as the file mostly does.
+            exprs += [(text == word).sum().alias(f"{name}\0spelt\0{word}") for word in dict.fromkeys(words)]
+        if profile.date_formats:
+            exprs += self._date_count_exprs(name, profile.date_formats)
+        return exprs
+
+    def _date_count_exprs(self, name: str, formats: tuple[str, ...]) -> list[pl.Expr]:
+        text = self._text(name)
+        parsed = {f: _parse_date(text, f).is_not_null() for f in formats}
+        exprs = [p.sum().alias(f"{name}\0date\0{f}") for f, p in parsed.items()]
+        exprs.append(pl.any_horizontal(list(parsed.values())).sum().alias(f"{name}\0dates"))
+        if _DAY_FIRST in parsed and _MONTH_FIRST in parsed:
+            exprs.append((parsed[_DAY_FIRST] & ~parsed[_MONTH_FIRST]).sum().alias(f"{name}\0only\0{_DAY_FIRST}"))
+            exprs.append((parsed[_MONTH_FIRST] & ~parsed[_DAY_FIRST]).sum().alias(f"{name}\0only\0{_MONTH_FIRST}"))
+        return exprs
+
+    def _sweep_counts(self, exprs: list[pl.Expr]) -> Counter:
+        totals: Counter = Counter()
+        for batch in self.batches():
+            if batch.height:
+                totals.update({k: int(v or 0) for k, v in self._select(batch, exprs).row(0, named=True).items()})
+        return totals
+
+    # -- decisions ---------------------------------------------------------------
+    def _decide_dates(self, name: str, stats: Counter, formats: tuple[str, ...]) -> _Plan:
+        counts = {f: stats[f"{name}\0date\0{f}"] for f in formats}
+        used = [f for f in formats if counts[f] > 0]
+        if _DAY_FIRST in used and _MONTH_FIRST in used:
+            day, month = counts[_DAY_FIRST], counts[_MONTH_FIRST]
+            winner, loser = (_DAY_FIRST, _MONTH_FIRST) if day >= month else (_MONTH_FIRST, _DAY_FIRST)
+            if day == month:
+                self.warnings.append(
+                    f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); read as day first. "
+                    "Write dates as YYYY-MM-DD to remove the doubt."
+                )
+            used.remove(loser)
+            if stats[f"{name}\0only\0{loser}"] > 0:
+                self.warnings.append(f"column {name}: mixes day-first and month-first dates; ambiguous ones were read as {winner}.")
+                used.insert(used.index(winner) + 1, loser)
+        self.date_columns[name] = list(used)
+        if used:
+            self.spellings[name] = {"date_format": max(used, key=lambda f: counts[f])}
+        return _Plan("date", tuple(used), any("%H" in f for f in used))
+
+    def _bool_plan(self, name: str, stats: Counter) -> _Plan:
+        """The Boolean plan, recording the file's most frequent spelling of each truth value."""
+        spelt = {key.rsplit("\0", 1)[1]: count for key, count in stats.items() if key.startswith(f"{name}\0spelt\0") and count}
+        best: dict[bool, str] = {}
+        for truth, words in ((True, _BOOL_DECLARED_TRUE), (False, _BOOL_DECLARED_FALSE)):
+            found = [w for w in spelt if w.lower() in words]
+            if found:
+                best[truth] = max(found, key=lambda w: spelt[w])
+        if len(best) == 1:
+            # A flag that is always one value: the other in the same style ('Yes' -> 'No').
+            (truth, word), = best.items()
+            other = counterpart_spelling(word)
+            if other is not None:
+                best[not truth] = other
+        if len(best) == 2:
+            self.spellings[name] = {"true_as": best[True], "false_as": best[False]}
+        return _Plan("bool")
+
+    def _record_decimals(self, name: str, stats: Counter) -> None:
+        """Record the most decimals any cell of a number column has (none recorded past the largest counted)."""
+        if stats[f"{name}\0exp"]:
+            return
+        places = next((d for d in _DECIMALS if not stats[f"{name}\0dec>{d}"]), None)
+        if places is not None:
+            self.spellings[name] = {"decimals": places}
+
+    def _decide(self, name: str, stats: Counter, problems: list[tuple[str, str]]) -> _Plan:
+        declared = self.declared.get(name)
+        formats = self.profiles[name].date_formats
+        nn = stats[f"{name}\0nn"]
+        n_int, n_float, n_bool, n_dates = (stats[f"{name}\0{k}"] for k in ("int", "float", "bool", "dates"))
+        if declared is ColumnType.NUMERIC:
+            if n_float < nn:
+                problems.append((name, "numeric"))
+            return _Plan("float")
+        if declared is ColumnType.INTEGER:
+            if n_int == nn:
+                return _Plan("int")
+            if stats[f"{name}\0intlike"] < nn:
+                problems.append((name, "integer"))
+            return _Plan("int_float")
+        if declared is ColumnType.BOOLEAN:
+            if n_bool < nn:
+                problems.append((name, "boolean"))
+            return self._bool_plan(name, stats)
+        if declared is ColumnType.DATETIME:
+            if n_dates < nn:
+                problems.append((name, "datetime"))
+                return _Plan("string")
+            return self._decide_dates(name, stats, formats)
+        if nn == 0:
+            return _Plan("string")
+        if n_bool == nn:
+            return self._bool_plan(name, stats)
+        if n_int == nn:
+            return _Plan("string") if stats[f"{name}\0lead0"] else _Plan("int")
+        if n_float == nn:
+            if stats[f"{name}\0big"] and n_int + stats[f"{name}\0big"] == nn:
+                self.warnings.append(f"column {name}: whole numbers too large for 64-bit integers; kept as text (identifiers).")
+                return _Plan("string")
+            self._record_decimals(name, stats)
+            return _Plan("float")
+        if formats and n_dates == nn:
+            return self._decide_dates(name, stats, formats)
+        if n_float >= 0.9 * nn:
+            problems.append((name, "numeric"))
+            return _Plan("string")
+        if formats and n_dates >= 0.9 * nn:
+            self.warnings.append(f"column {name}: {nn - n_dates} of {nn} values are not dates in any known format, so the column was kept as text.")
+        return _Plan("string")
+
+    def _bad_expr(self, name: str, kind: str, formats: tuple[str, ...]) -> pl.Expr:
+        """True for a non-empty cell that does not fit `kind`."""
+        text = self._text(name)
+        number = _number_text(text, self.decimal)
+        if kind == "numeric":
+            fits = number.cast(pl.Float64, strict=False).is_finite()
+        elif kind == "integer":
+            as_float = number.cast(pl.Float64, strict=False)
+            fits = number.cast(pl.Int64, strict=False).is_not_null() | (as_float.is_finite() & (as_float == as_float.round(0)))
+        elif kind == "boolean":
+            fits = text.is_in(_BOOL_DECLARED_CASES)
+        else:
+            fits = pl.any_horizontal([_parse_date(text, f).is_not_null() for f in formats])
+        return (text.str.len_bytes() > 0) & ~fits.fill_null(False)
+
+    def _examples(self, name: str, kind: str, formats: tuple[str, ...], limit: int = 5) -> list[tuple[int, str]]:
+        found: list[tuple[int, str]] = []
+        offset = 0
+        bad = self._bad_expr(name, kind, formats)
+        with closing(self.batches()) as batches:
+            for batch in batches:
+                index = "__row"
+                while index in batch.columns:
+                    index += "_"
+                hits = self._select(batch.with_row_index(index, offset=offset), [pl.col(index), self.text_columns[name].alias("value"), bad.alias("bad")])
+                found += hits.filter(pl.col("bad")).head(limit - len(found)).select(index, "value").rows()
+                offset += batch.height
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _problem_error(self, name: str, kind: str, stats: Counter) -> InvalidDataError:
+        formats = self.profiles[name].date_formats or DATE_FORMATS
+        examples = self._examples(name, kind, formats)
+        shown = ", ".join(f"{value!r} ({self._where(index)})" for index, value in examples)
+        nn = stats[f"{name}\0nn"]
+        fits = {"numeric": "float", "integer": "intlike", "boolean": "bool", "datetime": "dates"}[kind]
+        bad = nn - stats[f"{name}\0{fits}"]
+        declared = self.declared.get(name)
+        if declared is None:
+            reason = f"{nn - bad} of {nn} values are numbers but {bad} are not, e.g. {shown}."
+            fix = _NUMERIC_FIX.format(column=name)
+            if self.decimal == "." and any(COMMA_EVIDENCE.match(str(value).strip()) for _, value in examples):
+                fix += " If the numbers use a decimal comma, set `csv.decimal: ','` in tenant.yaml."
+        else:
+            expected = {"numeric": "numbers", "integer": "whole numbers", "boolean": "true/false, yes/no or 1/0", "datetime": "dates"}[kind]
+            reason = f"is declared {declared.value} in tenant.yaml but {bad} of {nn} values are not {expected}, e.g. {shown}."
+            fix = f"correct those cells, or change `column_types: {{{name}: ...}}` in tenant.yaml to the type the column really has."
+        return InvalidDataError(reason, tenant=self.tenant, file=self.file, column=name, fix=fix)
+
+    # -- sweep two ---------------------------------------------------------------
+    def _cast(self, name: str, plan: _Plan) -> pl.Expr:
+        text = self._text(name)
+        if plan.kind == "string":
+            return self.text_columns[name].alias(name)
+        if plan.kind == "bool":
+            mapping = {w: True for w in _BOOL_DECLARED_TRUE} | {w: False for w in _BOOL_DECLARED_FALSE}
+            return text.str.to_lowercase().replace_strict(mapping, default=None, return_dtype=pl.Boolean).alias(name)
+        if plan.kind == "date":
+            return _date_expr(text, plan.formats, plan.datetime).alias(name)
+        number = _number_text(text, self.decimal)
+        if plan.kind == "int":
+            return number.cast(pl.Int64, strict=False).alias(name)
+        if plan.kind == "int_float":
+            return number.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False).alias(name)
+        return number.cast(pl.Float64, strict=False).alias(name)
+
+    def run(self) -> pl.DataFrame:
+        """Type the table; raise InvalidDataError for header-only files and bad columns."""
+        with closing(self.batches()) as batches:
+            first = next(batches, None)
+        if first is None or first.height == 0:
+            raise _header_only_error(self.tenant, self.file)
+        if self.text_columns:
+            self._profile(first.head(SAMPLE_ROWS))
+        skip = (ColumnType.CATEGORICAL, ColumnType.IDENTIFIER, ColumnType.TEXT)
+        typed = [n for n in self.text_columns if self.declared.get(n) not in skip]
+        exprs = [e for n in typed for e in self._count_exprs(n)]
+        stats = self._sweep_counts(exprs) if exprs else Counter()
+        # A column that is mostly dates in the first rows' formats may mix in
+        # others further down: count every format for those columns once more.
+        retry = [
+            n
+            for n in typed
+            if self.profiles[n].date_formats not in ((), DATE_FORMATS)
+            and 0 < stats[f"{n}\0dates"] < stats[f"{n}\0nn"]
+            and stats[f"{n}\0float"] < stats[f"{n}\0nn"]
+        ]
+        if retry:
+            for n in retry:
+                self.profiles[n].date_formats = DATE_FORMATS
+            stats.update(self._sweep_counts([e for n in retry for e in self._date_count_exprs(n, DATE_FORMATS)]))
+        problems: list[tuple[str, str]] = []
+        plans = {n: (self._decide(n, stats, problems) if n in typed else _Plan("string")) for n in self.text_columns}
+        if problems:
+            errors = [self._problem_error(name, kind, stats) for name, kind in problems]
+            if len(errors) == 1:
+                raise errors[0]
+            raise ValidationErrors(errors, tenant=self.tenant, file=self.file)
+        columns = [self._cast(n, plans[n]) if n in plans else self.direct[n].alias(n) for n in self.order]
+        parts = [self._select(batch, columns) for batch in self.batches()]
+        # No rechunk: copying the parts into one buffer would double the peak.
+        return pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
