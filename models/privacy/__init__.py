@@ -15,7 +15,7 @@ _API = {
     "run_audit": "audit",
     "AuditConfig": "audit",
     "AuditReport": "audit",
-    "evaluate_policy": "audit",
+    "evaluate_policy": "policy",
     "PrivacyBudgetError": "errors",
     "BudgetExceededError": "errors",
 }

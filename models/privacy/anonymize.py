@@ -938,7 +938,7 @@ def _meets(enc: _Encoded, rows: np.ndarray, k: int, l: int) -> bool:  # noqa: E7
 
 
 def _number(value: float, date: bool = False) -> str:
-    if date:  # a day number; ISO dates are what `models.privacy.audit.parse_generalised_label` reads back as days
+    if date:  # a day number; ISO dates are what `models.privacy.labels.parse_generalised_label` reads back as days
         from datetime import date as _date, timedelta
 
         return (_date(1970, 1, 1) + timedelta(days=math.floor(value))).isoformat()

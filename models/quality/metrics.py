@@ -1,4 +1,13 @@
-"""How close a synthetic table is to the real one it imitates.
+"""How close a synthetic table is to the real one it imitates, and the statistics that say so.
+
+This module is CreditTwin's one home for the comparison statistics: the
+two-sample Kolmogorov-Smirnov statistic (`ks_statistic`, `ks_location`),
+total variation between category frequencies (`tv_distance`) and between
+contingency tables (`contingency_tv_distance`), Pearson and rank (Spearman)
+correlation matrices over pairwise-complete rows (`pearson_matrix`,
+`rank_correlation`), and Cramér's V of a pair of coded columns (`joint_counts`,
+`cramers_v`). The validation report (`models.quality.validation`) and the
+PD models' score separation (`models.risk.evaluation`) use them from here.
 
 `compare_tables` gives, per column, the Kolmogorov-Smirnov statistic (numeric,
 integer, datetime) or the total-variation distance (categorical, boolean) of
@@ -15,6 +24,7 @@ schema.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -128,14 +138,25 @@ def _as_float(series: pl.Series) -> np.ndarray:
 
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov statistic of two 1-d samples (NaN ignored)."""
+    return ks_location(a, b)[0]
+
+
+def ks_location(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """The two-sample KS statistic and where it lies: the level of `a`'s empirical CDF at the largest gap.
+
+    NaN are ignored. With an empty sample the statistic is 0 when both are
+    empty and 1 otherwise, and the level is NaN.
+    """
     a = np.sort(a[~np.isnan(a)])
     b = np.sort(b[~np.isnan(b)])
     if a.size == 0 or b.size == 0:
-        return 0.0 if a.size == b.size else 1.0
+        return (0.0 if a.size == b.size else 1.0), float("nan")
     points = np.concatenate([a, b])
     cdf_a = np.searchsorted(a, points, side="right") / a.size
     cdf_b = np.searchsorted(b, points, side="right") / b.size
-    return float(np.max(np.abs(cdf_a - cdf_b)))
+    gaps = np.abs(cdf_a - cdf_b)
+    largest = int(np.argmax(gaps))
+    return float(gaps[largest]), float(cdf_a[largest])
 
 
 def tv_distance(a: pl.Series, b: pl.Series) -> float:
@@ -171,27 +192,103 @@ def pooled_like(real: pl.Series, synthetic: pl.Series) -> pl.Series:
     ).to_series()
 
 
-def _rank_correlation(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
-    """Spearman correlation over pairwise-complete rows."""
+def _pairwise_correlation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correlations of the columns of `values` over pairwise-complete rows (NaN = missing).
+
+    Returns the matrix (NaN or inf where undefined), each pair's row count and
+    the product of the two variances on those rows.
+    """
+    mask = ~np.isnan(values)
+    z = np.where(mask, values, 0.0)
+    m = mask.astype(np.float64)
+    count = m.T @ m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_x = (z.T @ m) / count  # [i, j]: mean of column i over rows where j is present too
+        cov = (z.T @ z) / count - mean_x * mean_x.T
+        var = (z * z).T @ m / count - mean_x**2
+        corr = cov / np.sqrt(var * var.T)
+    return corr, count, var * var.T
+
+
+def pearson_matrix(values: np.ndarray) -> np.ndarray:
+    """Pearson correlations of the columns of `values` over pairwise-complete rows (NaN = missing).
+
+    As pandas or scipy on each pair's non-missing rows; NaN where a pair has
+    fewer than 2 rows or a column is constant on them.
+    """
+    if values.shape[1] == 0:
+        return np.zeros((0, 0))
+    # Standardise first: correlations do not change and products of day counts or incomes stay well scaled.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no mean; it gets NaN correlations
+        centre = np.nanmean(values, axis=0)
+        scale = np.nanstd(values, axis=0)
+    centre = np.where(np.isfinite(centre), centre, 0.0)
+    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+    corr, count, variances = _pairwise_correlation((values - centre) / scale)
+    corr[(count < 2) | ~(variances > 1e-12)] = np.nan  # too few rows, or constant where both are present
+    return np.clip(corr, -1.0, 1.0)
+
+
+def rank_correlation(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """Spearman correlations of the columns `names` over pairwise-complete rows; 0 where undefined, 1 on the diagonal."""
+    if not names:
+        return np.zeros((0, 0))
     ranks = np.column_stack([
         frame.get_column(n).rank("average").cast(pl.Float64).fill_null(np.nan).to_numpy() for n in names
-    ]) if names else np.zeros((frame.height, 0))
-    d = len(names)
-    if d == 0:
-        return np.zeros((0, 0))
-    mask = ~np.isnan(ranks)
-    m = mask.astype(np.float64)
-    z = np.where(mask, ranks, 0.0)
-    cnt = m.T @ m
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sx = z.T @ m
-        mean_x = sx / cnt
-        cov = (z.T @ z) / cnt - mean_x * mean_x.T
-        var = (z * z).T @ m / cnt - mean_x**2
-        corr = cov / np.sqrt(var * var.T)
-    corr = np.nan_to_num(corr)
+    ])
+    corr = np.nan_to_num(_pairwise_correlation(ranks)[0])
     np.fill_diagonal(corr, 1.0)
     return corr
+
+
+def joint_counts(a: np.ndarray, b: np.ndarray, kb: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-empty cells of the contingency table of two code arrays (`b` below `kb`): (cell a * kb + b, count)."""
+    cells = a * kb + b
+    top = int(cells.max()) + 1 if cells.size else 0
+    if top <= 1_000_000:  # small tables: one pass of bincount
+        counts = np.bincount(cells, minlength=top)
+        codes = np.flatnonzero(counts)
+        return codes, counts[codes]
+    return np.unique(cells, return_counts=True)  # two high-cardinality columns: never build the dense table
+
+
+def cramers_v(cells: np.ndarray, counts: np.ndarray, kb: int, *, corrected: bool) -> float:
+    """Cramér's V from the non-empty cells of a table (`joint_counts`); bias-corrected (Bergsma 2013) when asked.
+
+    Uses chi2 = n (sum of O^2 / (row total x column total) - 1), which needs
+    only the observed cells, so the table is never built densely. NaN with
+    fewer than 2 rows, or a single category on either side.
+    """
+    n = float(counts.sum())
+    rows, row_index = np.unique(cells // kb, return_inverse=True)
+    cols, col_index = np.unique(cells % kb, return_inverse=True)
+    r, k = rows.size, cols.size
+    if n < 2 or min(r, k) < 2:
+        return float("nan")
+    row_total = np.bincount(row_index, weights=counts)
+    col_total = np.bincount(col_index, weights=counts)
+    chi2 = n * (float(np.sum(counts.astype(np.float64) ** 2 / (row_total[row_index] * col_total[col_index]))) - 1.0)
+    phi2 = max(0.0, chi2 / n)
+    if not corrected:
+        return float(math.sqrt(phi2 / (min(r, k) - 1)))
+    phi2 = max(0.0, phi2 - (k - 1) * (r - 1) / (n - 1))
+    rc, kc = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
+    denominator = min(rc - 1, kc - 1)
+    return float(math.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
+
+
+def contingency_tv_distance(cells_a: np.ndarray, counts_a: np.ndarray, cells_b: np.ndarray, counts_b: np.ndarray) -> float:
+    """Total variation between two contingency tables given by their non-empty cells (`joint_counts`).
+
+    A cell absent from one table counts 0 there.
+    """
+    union = np.union1d(cells_a, cells_b)
+    p = np.zeros(union.size)
+    q = np.zeros(union.size)
+    p[np.searchsorted(union, cells_a)] = counts_a / counts_a.sum()
+    q[np.searchsorted(union, cells_b)] = counts_b / counts_b.sum()
+    return 0.5 * float(np.abs(p - q).sum())
 
 
 def compare_tables(
@@ -248,8 +345,8 @@ def compare_tables(
             passed=bool(stat <= limit and diff <= limit),
         ))
     as_num = lambda frame: frame.select([pl.Series(n, _as_float(frame.get_column(n))) for n in corr_names])  # noqa: E731
-    real_corr = _rank_correlation(as_num(real), corr_names)
-    syn_corr = _rank_correlation(as_num(synthetic), corr_names)
+    real_corr = rank_correlation(as_num(real), corr_names)
+    syn_corr = rank_correlation(as_num(synthetic), corr_names)
     off = ~np.eye(len(corr_names), dtype=bool)
     delta = np.abs(real_corr - syn_corr)[off]
     corr_diff = float(delta.mean()) if delta.size else 0.0

@@ -55,7 +55,7 @@ def _column_type(schema: TableSchema, name: str) -> ColumnType | None:
 
 
 def _expand_numeric(labels: pl.Series, kind: ColumnType | None, rng: np.random.Generator) -> pl.Series:
-    from models.privacy.audit import NumericRange, parse_generalised_label
+    from models.privacy.labels import NumericRange, parse_generalised_label
 
     uniques = labels.unique().to_list()
     parsed: dict[str, Any] = {}
@@ -112,7 +112,7 @@ def _to_number(label: str, kind: ColumnType | None) -> float:
 
 
 def _expand_category(labels: pl.Series, spec: dict[str, Any] | None, rng: np.random.Generator) -> pl.Series:
-    from models.privacy.audit import CategoryGroup, parse_generalised_label
+    from models.privacy.labels import CategoryGroup, parse_generalised_label
 
     groups = dict((spec or {}).get("groups") or {})
     codes = labels.to_list()

@@ -39,8 +39,8 @@ train split it imitates and the real holdout it never saw, and gathers in one
   heatmaps side by side, vintage default curves, ROC curves.
 * An overall **score** with its formula, pass/fail per threshold
   (`ValidationThresholds`), the failures as readable lines and plain
-  recommendations. `render_validation_pdf` lays it all out with
-  `models.reports.pdf.PdfReport`.
+  recommendations. `models.quality.validation_pdf.render_validation_pdf`
+  lays it all out as a PDF.
 
 Absent inputs never stop the report: without a target the utility and
 scorecard parts say why they are absent; a holdout with one class makes
@@ -62,7 +62,18 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import InvalidDataError
-from models.quality.metrics import compare_tables, ks_statistic, sample_size_thresholds, sdmetrics_quality, tv_distance
+from models.quality.metrics import (
+    compare_tables,
+    contingency_tv_distance,
+    cramers_v,
+    joint_counts,
+    ks_location,
+    ks_statistic,
+    pearson_matrix,
+    sample_size_thresholds,
+    sdmetrics_quality,
+    tv_distance,
+)
 from models.tape.schema import ColumnType, TableSchema, resolve_aliases
 from models.tape.vocabulary import as_truths
 
@@ -360,76 +371,6 @@ def _fmt_num(value: float | None) -> str:
 # --------------------------------------------------------------------------- SDMetrics-style quality
 
 
-def _joint_counts(a: np.ndarray, b: np.ndarray, kb: int) -> tuple[np.ndarray, np.ndarray]:
-    """The non-empty cells of the contingency table of two code arrays: (cell code a * kb + b, count)."""
-    cells = a * kb + b
-    top = int(cells.max()) + 1 if cells.size else 0
-    if top <= 1_000_000:  # small tables: one pass of bincount
-        counts = np.bincount(cells, minlength=top)
-        codes = np.flatnonzero(counts)
-        return codes, counts[codes]
-    return np.unique(cells, return_counts=True)  # two high-cardinality columns: never build the dense table
-
-
-def _cramers_v(cells: np.ndarray, counts: np.ndarray, kb: int, *, corrected: bool) -> float:
-    """Cramér's V from the non-empty cells of a table; bias-corrected (Bergsma 2013) when asked.
-
-    Uses chi2 = n (sum of O^2 / (row total x column total) - 1), which needs
-    only the observed cells, so the table is never built densely.
-    """
-    n = float(counts.sum())
-    rows, row_index = np.unique(cells // kb, return_inverse=True)
-    cols, col_index = np.unique(cells % kb, return_inverse=True)
-    r, k = rows.size, cols.size
-    if n < 2 or min(r, k) < 2:
-        return float("nan")
-    row_total = np.bincount(row_index, weights=counts)
-    col_total = np.bincount(col_index, weights=counts)
-    chi2 = n * (float(np.sum(counts.astype(np.float64) ** 2 / (row_total[row_index] * col_total[col_index]))) - 1.0)
-    phi2 = max(0.0, chi2 / n)
-    if not corrected:
-        return float(math.sqrt(phi2 / (min(r, k) - 1)))
-    phi2 = max(0.0, phi2 - (k - 1) * (r - 1) / (n - 1))
-    rc, kc = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
-    denominator = min(rc - 1, kc - 1)
-    return float(math.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
-
-
-def _total_variation(cells_a: np.ndarray, counts_a: np.ndarray, cells_b: np.ndarray, counts_b: np.ndarray) -> float:
-    """Total variation between two tables given by their non-empty cells (cells absent from one count 0 there)."""
-    union = np.union1d(cells_a, cells_b)
-    p = np.zeros(union.size)
-    q = np.zeros(union.size)
-    p[np.searchsorted(union, cells_a)] = counts_a / counts_a.sum()
-    q[np.searchsorted(union, cells_b)] = counts_b / counts_b.sum()
-    return 0.5 * float(np.abs(p - q).sum())
-
-
-def _pearson_matrix(values: np.ndarray) -> np.ndarray:
-    """Pearson correlations over pairwise-complete rows (as pandas/scipy on each pair's non-missing rows)."""
-    if values.shape[1] == 0:
-        return np.zeros((0, 0))
-    mask = ~np.isnan(values)
-    # Standardise first: correlations do not change and products of day counts or incomes stay well scaled.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no mean; it gets NaN correlations
-        centre = np.nanmean(values, axis=0)
-        scale = np.nanstd(values, axis=0)
-    centre = np.where(np.isfinite(centre), centre, 0.0)
-    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
-    z = np.where(mask, (values - centre) / scale, 0.0)
-    m = mask.astype(np.float64)
-    count = m.T @ m
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sum_x = z.T @ m  # [i, j]: sum of column i over rows where j is present too
-        mean_x = sum_x / count
-        cov = (z.T @ z) / count - mean_x * mean_x.T
-        var = (z * z).T @ m / count - mean_x**2
-        corr = cov / np.sqrt(var * var.T)
-    corr[(count < 2) | ~(var * var.T > 1e-12)] = np.nan  # too few rows, or constant where both are present
-    return np.clip(corr, -1.0, 1.0)
-
-
 def _discrete_codes(real: pl.Series, synthetic: pl.Series) -> tuple[np.ndarray, np.ndarray, int]:
     """Integer codes over the union of both columns' values; missing is code 0, a category of its own."""
     r, s = _to_text(real), _to_text(synthetic)
@@ -518,7 +459,7 @@ def quality_score(
     continuous = [n for n in columns if kinds[n] in _CONTINUOUS]
     real_values = np.column_stack([_to_float(real_s.get_column(n)) for n in continuous]) if continuous else np.zeros((real_s.height, 0))
     syn_values = np.column_stack([_to_float(syn_s.get_column(n)) for n in continuous]) if continuous else np.zeros((syn_s.height, 0))
-    real_corr, syn_corr = _pearson_matrix(real_values), _pearson_matrix(syn_values)
+    real_corr, syn_corr = pearson_matrix(real_values), pearson_matrix(syn_values)
     position = {n: i for i, n in enumerate(continuous)}
 
     def constant(values: np.ndarray) -> bool:
@@ -552,13 +493,13 @@ def quality_score(
             else:
                 ra, sa, _ = codes[a]
                 rb, sb, kb = codes[b]
-                real_cells, real_counts = _joint_counts(ra, rb, kb)
-                syn_cells, syn_counts = _joint_counts(sa, sb, kb)
-                score = 1.0 - _total_variation(real_cells, real_counts, syn_cells, syn_counts)
-                v_real = _cramers_v(real_cells, real_counts, kb, corrected=False)
+                real_cells, real_counts = joint_counts(ra, rb, kb)
+                syn_cells, syn_counts = joint_counts(sa, sb, kb)
+                score = 1.0 - contingency_tv_distance(real_cells, real_counts, syn_cells, syn_counts)
+                v_real = cramers_v(real_cells, real_counts, kb, corrected=False)
                 counted = real_association_threshold <= 0 or (math.isfinite(v_real) and v_real > real_association_threshold)
-                va = _cramers_v(real_cells, real_counts, kb, corrected=True)
-                vb = _cramers_v(syn_cells, syn_counts, kb, corrected=True)
+                va = cramers_v(real_cells, real_counts, kb, corrected=True)
+                vb = cramers_v(syn_cells, syn_counts, kb, corrected=True)
                 va, vb = (0.0 if not math.isfinite(va) else va), (0.0 if not math.isfinite(vb) else vb)
                 row.update(metric="ContingencySimilarity", score=score, real=None, synthetic=None,
                            real_association=v_real, counted=bool(counted), association="cramers_v",
@@ -613,14 +554,10 @@ def _divergences(real: pl.Series, synthetic: pl.Series, continuous: bool) -> tup
 
 def _ks_where(real: np.ndarray, synthetic: np.ndarray) -> tuple[float, float, float]:
     """Where the KS gap is largest: (real CDF level there, real median, synthetic median)."""
-    a, b = np.sort(real[~np.isnan(real)]), np.sort(synthetic[~np.isnan(synthetic)])
-    if a.size == 0 or b.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    points = np.concatenate([a, b])
-    cdf_a = np.searchsorted(a, points, side="right") / a.size
-    cdf_b = np.searchsorted(b, points, side="right") / b.size
-    i = int(np.argmax(np.abs(cdf_a - cdf_b)))
-    return float(cdf_a[i]), float(np.median(a)), float(np.median(b))
+    level = ks_location(real, synthetic)[1]
+    if math.isnan(level):
+        return level, float("nan"), float("nan")
+    return level, float(np.nanmedian(real)), float(np.nanmedian(synthetic))
 
 
 def _category_gap(real: pl.Series, synthetic: pl.Series) -> tuple[str, float, float] | None:
@@ -679,7 +616,7 @@ def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """AUC, Gini (2 AUC - 1), KS, Brier score (the PD model's own measures) and a 101-point ROC curve."""
     from sklearn.metrics import roc_curve
 
-    from models.risk.pd_models import auc_score, ks_statistic
+    from models.risk.evaluation import auc_score, ks_statistic
 
     auc = auc_score(y, p)
     fpr, tpr, _ = roc_curve(y, p)
@@ -762,7 +699,7 @@ def _scorecard(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from models.risk.pd_models import auc_score
+    from models.risk.evaluation import auc_score
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     matrices, categorical = _design(frames, schema, features, [train])
@@ -1416,177 +1353,3 @@ def _main_columns(schema: TableSchema, target: str | None, credit: dict[str, Any
         chosen.append(row["column"])
     seen: set[str] = set()
     return [c for c in chosen if not (c in seen or seen.add(c))][:_MAX_PANELS]
-
-
-# --------------------------------------------------------------------------- PDF
-
-
-def _verdict(passed: bool | None) -> str:
-    return "PASS" if passed else ("not evaluated" if passed is None else "FAIL")
-
-
-def render_validation_pdf(report: ValidationReport) -> bytes:
-    """The report as a PDF (`models.reports.pdf.PdfReport`): summary, recommendations, fidelity, credit, utility, sequences, charts.
-
-    Every figure is printed with `models.reports.pdf.fmt`, so it reads the same as
-    in `to_dict()`; every name from the upload is escaped by the builder.
-    """
-    from models.reports.pdf import PdfReport
-
-    data = report.to_dict()
-    pdf = PdfReport(
-        "Validation report",
-        subtitle=f"tenant {report.tenant}" if report.tenant else None,
-        footer=f"CreditTwin validation - {report.tenant or 'no tenant'} - {'PASS' if report.passed else 'FAIL'}",
-    )
-    pdf.heading("Summary")
-    pdf.key_values([
-        ("overall score", data["score"]),
-        ("verdict", "PASS" if report.passed else "FAIL"),
-        ("real train rows", data["rows"]["real_train"]),
-        ("real holdout rows", data["rows"]["real_holdout"]),
-        ("synthetic rows", data["rows"]["synthetic"]),
-        ("row cap for the pairwise and model parts (seeded sample)", data["sampling"]["sample_rows"]),
-    ])
-    pdf.paragraph("Formula: " + report.score_formula, style="small")
-    pdf.table(
-        ["check", "value", "threshold", "result", "note"],
-        [[c["label"], c["value"], (c["op"] + " " + fmt_value(c["threshold"])) if c["threshold"] is not None else "-",
-          _verdict(c["passed"]), c["detail"]] for c in data["checks"]],
-        widths_cm=[5.2, 2.0, 2.4, 2.2, 5.6],
-        highlight=[c["passed"] for c in data["checks"]],
-    )
-    pdf.heading("Recommendations", level=2)
-    pdf.bullets(data["recommendations"] or ["none"])
-    if data["failures"]:
-        pdf.heading("Failures", level=2)
-        pdf.bullets(data["failures"][:60] + ([f"... {len(data['failures']) - 60} more"] if len(data["failures"]) > 60 else []))
-
-    quality = data["quality"]
-    pdf.heading("Fidelity")
-    pdf.key_values([
-        ("quality score (our implementation)", quality["score"]),
-        ("column shapes", quality["column_shapes"]),
-        ("column pair trends", quality["column_pair_trends"]),
-        ("SDMetrics QualityReport score", quality["sdmetrics_quality"] if quality["sdmetrics_quality"] is not None
-         else quality["sdmetrics_note"] or "-"),
-        ("mean rank-correlation difference", data["fidelity"]["correlation_diff"]),
-        ("largest rank-correlation difference", data["fidelity"]["correlation_max_diff"]),
-    ])
-    pdf.paragraph("KS: Kolmogorov-Smirnov statistic; TV: total variation distance; KL: Kullback-Leibler divergence "
-                  "real || synthetic in nats over 20 quantile bins (half a count added per bin); JS: Jensen-Shannon "
-                  "divergence, base 2.", style="small")
-    rows = data["fidelity"]["columns"]
-    pdf.table(
-        ["column", "metric", "statistic", "limit", "KL", "JS", "missing real", "missing synth.", "result"],
-        [[r["column"], r["metric"].upper(), r["statistic"], r["limit"], r["kl"], r["js"],
-          r["missing_real"], r["missing_synthetic"], _verdict(r["passed"])] for r in rows],
-        widths_cm=[3.3, 1.2, 1.9, 1.7, 1.9, 1.9, 1.9, 1.9, 1.6],
-        highlight=[r["passed"] for r in rows],
-    )
-    if data["fidelity"]["missing_columns"]:
-        pdf.paragraph("Missing from the synthetic book: " + ", ".join(data["fidelity"]["missing_columns"]))
-    pairs = sorted((p for p in data["pairs"] if p["association_diff"] is not None), key=lambda p: -p["association_diff"])[:15]
-    if pairs:
-        pdf.heading("Column pairs with the largest association gap", level=2)
-        pdf.table(
-            ["pair", "measure", "real", "synthetic", "gap", "similarity", "in quality", "result"],
-            [[f"{p['columns'][0]} x {p['columns'][1]}", "Pearson r" if p["association"] == "pearson" else "Cramer's V",
-              p["association_real"], p["association_synthetic"], p["association_diff"], p["score"], p["counted"],
-              _verdict(p["passed"])] for p in pairs],
-            widths_cm=[4.4, 1.9, 1.8, 1.8, 1.8, 1.8, 1.6, 1.5],
-            highlight=[p["passed"] for p in pairs],
-        )
-
-    credit = data["credit"]
-    pdf.heading("Credit metrics")
-    if credit.get("default_rate"):
-        d = credit["default_rate"]
-        pdf.key_values([("target", credit["target"]), ("default rate, real train", d["real_train"]),
-                        ("default rate, real holdout", d["real_holdout"]), ("default rate, synthetic", d["synthetic"]),
-                        ("relative gap", d["relative_diff"])])
-    elif credit.get("reason"):
-        pdf.paragraph(credit["reason"])
-    for segment in credit.get("segments", []):
-        pdf.heading(f"Default rate by {segment['column']}", level=2)
-        pdf.table(["value", "real loans", "real rate", "synthetic loans", "synthetic rate"],
-                  [[r["value"], r["real_n"], r["real_rate"], r["synthetic_n"], r["synthetic_rate"]] for r in segment["rows"]])
-    if credit.get("distributions"):
-        pdf.heading("Distributions", level=2)
-        table = []
-        for dist in credit["distributions"]:
-            for book in ("real", "synthetic"):
-                values = dist.get(book)
-                if values:
-                    table.append([dist["column"], book, values["p5"], values["p25"], values["p50"], values["p75"],
-                                  values["p95"], values["mean"], values["missing"]])
-        pdf.table(["column", "book", "p5", "p25", "median", "p75", "p95", "mean", "missing"], table,
-                  widths_cm=[3.0, 1.8, 1.7, 1.7, 1.7, 1.7, 1.7, 1.7, 1.7])
-    scorecard = credit.get("scorecard") or {}
-    pdf.heading("Fixed scorecard", level=2)
-    if scorecard.get("status") == "evaluated":
-        pdf.paragraph("A " + scorecard["model"] + " fitted once on the real train split and applied unchanged to both books.")
-        pdf.key_values([("Gini, real train", scorecard["gini_real_train"]), ("Gini, real holdout", scorecard["gini_real_holdout"]),
-                        ("Gini, synthetic book", scorecard["gini_synthetic"]), ("ratio synthetic / holdout", scorecard["gini_ratio"])])
-        if scorecard.get("reason"):
-            pdf.paragraph(scorecard["reason"], style="small")
-    else:
-        pdf.paragraph(f"Not computed: {scorecard.get('reason') or 'no target'}")
-
-    utility = data["utility"]
-    pdf.heading("Utility: train synthetic, test real")
-    if utility["status"] == "evaluated":
-        pdf.paragraph(f"The same LightGBM model ({utility['model']['rounds']} rounds, deterministic) trained on the real train "
-                      "split (TRTR) and on the synthetic book (TSTR), both tested on the real holdout.")
-        pdf.table(["metric", "TRTR", "TSTR"],
-                  [[m, utility["trtr"][key], utility["tstr"][key]]
-                   for m, key in (("AUC", "auc"), ("Gini", "gini"), ("KS", "ks"), ("Brier score", "brier"))])
-        pdf.key_values([("AUC ratio TSTR / TRTR", utility["auc_ratio"]), ("Gini ratio", utility["gini_ratio"]),
-                        ("holdout loans", utility["n_holdout"]), ("holdout default rate", utility["holdout_default_rate"]),
-                        ("top drivers (real model)", ", ".join(f["column"] for f in utility["top_features"]))])
-        if utility.get("reason"):
-            pdf.paragraph(utility["reason"], style="small")
-    else:
-        pdf.paragraph(("Absent: " if utility["status"] == "absent" else "Not evaluable: ") + str(utility["reason"]))
-
-    sequences = data["sequences"]
-    pdf.heading("Sequences")
-    if sequences["status"] == "evaluated":
-        pdf.key_values([
-            ("horizon (months)", sequences["horizon"]),
-            ("cumulative default rate, real", sequences["real_cdr"]),
-            ("cumulative default rate, synthetic", sequences["synthetic_cdr"]),
-            ("relative gap", sequences["cdr12_relative_diff"]),
-            ("mean transition-row difference", sequences["transition_distance"]["mean"]),
-            ("sequence similarity", sequences["similarity"]),
-            ("median months to default, real", sequences["real_time_to_default"]["quantiles"].get("p50")),
-            ("median months to default, synthetic", sequences["synthetic_time_to_default"]["quantiles"].get("p50")),
-        ])
-        rolls = sequences["real_roll_rates"]
-        pdf.table(["rate", "real", "synthetic"],
-                  [[f"{kind} {name}", rolls[kind][name], sequences["synthetic_roll_rates"][kind][name]]
-                   for kind in ("roll", "cure") for name in rolls[kind]])
-    else:
-        pdf.paragraph(("Absent: " if sequences["status"] == "absent" else "Not evaluable: ") + str(sequences["reason"]))
-
-    captions = {
-        "distributions": "Real (filled) vs synthetic (line) distributions of the main columns.",
-        "correlations": "Rank correlations of the real and synthetic books, and their absolute difference.",
-        "roc_curves": "ROC curves on the real holdout: model trained on real vs on synthetic loans.",
-        "vintage_curves": "Cumulative default rate by month on book: real solid, synthetic dashed.",
-    }
-    if report.charts:
-        pdf.page_break()
-        pdf.heading("Charts")
-        for name in ("distributions", "correlations", "roc_curves", "vintage_curves"):
-            if name in report.charts:
-                pdf.image(report.charts[name], width_cm=17.0 if name in ("distributions", "correlations") else 12.0,
-                          caption=captions[name])
-    return pdf.build()
-
-
-def fmt_value(value: Any) -> str:
-    """`models.reports.pdf.fmt`, for text assembled here (threshold cells)."""
-    from models.reports.pdf import fmt
-
-    return fmt(value)

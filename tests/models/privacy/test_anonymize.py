@@ -481,7 +481,8 @@ def test_a_category_fewer_than_k_rows_share_is_suppressed_not_spread(tmp_path):
 
 def test_a_date_quasi_identifier_is_generalised_into_date_ranges_and_audited(tmp_path):
     # setup: openintro's loans with their issue month (written Mar-2018) as a quasi-identifier
-    from models.privacy.audit import AuditConfig, NumericRange, parse_generalised_label, run_audit
+    from models.privacy.audit import AuditConfig, run_audit
+    from models.privacy.labels import NumericRange, parse_generalised_label
     from models.quality.release_frame import expand_release
     from models.tape.loan_tape import find_upload, read_tape
     from tests.corpus import CORPUS
@@ -546,8 +547,9 @@ def test_l_is_enforced_on_each_declared_sensitive_column():
 
 def test_the_verifier_and_the_audit_check_l_on_each_sensitive_column():
     # setup: a release whose classes are 2-diverse on the default flag but not on the grade
-    from models.privacy.audit import AuditPolicy, evaluate_policy, measure_anonymity
-    from tests.models.privacy.test_audit import _report
+    from models.privacy.audit import measure_anonymity
+    from models.privacy.policy import AuditPolicy, evaluate_policy
+    from tests.models.privacy.audit_books import audit_report
 
     table = pl.DataFrame({
         "age": ["< 40"] * 4 + [">= 40"] * 4,
@@ -559,7 +561,7 @@ def test_the_verifier_and_the_audit_check_l_on_each_sensitive_column():
     # run
     verified = verify_k_anonymity(table, ["age"], ["default_flag", "grade"], 3, 2)
     measured = measure_anonymity(table, schema)
-    rules = {r.rule: r for r in evaluate_policy(_report(anonymity=measured), AuditPolicy(k=3, l=2))}
+    rules = {r.rule: r for r in evaluate_policy(audit_report(anonymity=measured), AuditPolicy(k=3, l=2))}
 
     # assert
     assert not verified.passed and verified.l_by_column == {"default_flag": 2, "grade": 1}
@@ -581,8 +583,8 @@ def test_a_sensitive_column_also_declared_a_quasi_identifier_is_refused():
 def test_one_function_decides_whether_l_applies():
     # setup: no target and no sensitive column; a declared sensitive column the release does not carry
     from models.privacy.anonymize import L_NOT_APPLICABLE, l_diversity_scope
-    from models.privacy.audit import AuditPolicy, evaluate_policy
-    from tests.models.privacy.test_audit import _report
+    from models.privacy.policy import AuditPolicy, evaluate_policy
+    from tests.models.privacy.audit_books import audit_report
 
     table = make_table(n=200).drop("default_flag")
     schema = infer_schema(table, id_columns=["loan_id"], sensitive_columns=["loan_amount"])
@@ -591,7 +593,7 @@ def test_one_function_decides_whether_l_applies():
     # run
     scope = l_diversity_scope(schema, released.columns, 2)
     result = anonymize(released, schema, AnonymizationPolicy(k=5, l=2, quasi_identifiers=["age", "region"]))
-    no_secret = _report(anonymity={"k": 5, "l": None, "sensitive": []})
+    no_secret = audit_report(anonymity={"k": 5, "l": None, "sensitive": []})
     rule = next(r for r in evaluate_policy(no_secret, AuditPolicy(k=5, l=2)) if r.rule == "l_diversity")
 
     # assert: the anonymizer, its check and the audit give the one decision, with the same reason

@@ -5,7 +5,7 @@ from datetime import date
 import polars as pl
 
 from models.privacy.anonymize import AnonymizationPolicy, anonymize
-from models.privacy.audit import parse_generalised_label
+from models.privacy.labels import parse_generalised_label
 from models.tape.demo import generate_portfolio
 from models.quality.release_frame import expand_release, generalised_columns
 from models.tape.schema import infer_schema

@@ -23,8 +23,8 @@ from models.quality.validation import (
     ValidationThresholds,
     build_validation_report,
     quality_score,
-    render_validation_pdf,
 )
+from models.quality.validation_pdf import render_validation_pdf
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
