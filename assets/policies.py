@@ -15,30 +15,24 @@ re-executed from the failure by the instance's ``run_retries``
 
 import dagster as dg
 
+from resources.settings import Settings
+
 # Concurrency pool of the heavy training steps; its limit is `concurrency.pools.default_limit`
 # in dagster.yaml unless set explicitly (`dagster instance concurrency set training N`).
 TRAINING_POOL = "training"
 
 
-def _retry_setting(name: str, default: float) -> float:
-    import os
-
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. {default:g}.") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r} is negative; set it to 0 or more.")
-    return value
+def external_service_retry(settings: Settings) -> dg.RetryPolicy:
+    """The retry policy of steps that talk to a database or MLflow, from CREDITTWIN_STEP_RETRIES and
+    CREDITTWIN_RETRY_DELAY_SECONDS (tests shorten the delay; 0 retries turns retrying off)."""
+    return dg.RetryPolicy(
+        max_retries=settings.step_retries,
+        delay=settings.retry_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
 
 
-# Read when the code location loads (asset decorators need a policy object): CREDITTWIN_STEP_RETRIES (default 3)
-# and CREDITTWIN_RETRY_DELAY_SECONDS (default 5). Tests shorten the delay; 0 retries turns retrying off.
-EXTERNAL_SERVICE_RETRY = dg.RetryPolicy(
-    max_retries=int(_retry_setting("CREDITTWIN_STEP_RETRIES", 3)),
-    delay=_retry_setting("CREDITTWIN_RETRY_DELAY_SECONDS", 5),
-    backoff=dg.Backoff.EXPONENTIAL,
-    jitter=dg.Jitter.PLUS_MINUS,
-)
+# Built when the code location loads: asset decorators need the policy object.
+EXTERNAL_SERVICE_RETRY = external_service_retry(Settings.from_env())
 """Retry a step that failed on a database or MLflow call, 3 times: after about 5 s, 15 s and 35 s (+-5 s jitter)."""

@@ -73,6 +73,10 @@ class UnsafePathError(CreditTwinError):
     """A path that would resolve outside the data root."""
 
 
+class JsonValueError(CreditTwinError, ValueError):
+    """A value JSON cannot hold exactly (NaN, an infinity, a too large integer, a non-text key), so it cannot be hashed."""
+
+
 class NotFittedError(CreditTwinError):
     """A model used before `fit` (or `load`) was called."""
 

@@ -8,7 +8,6 @@ configuration on first use), so everything it does shows in `dagster dev` too.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -21,9 +20,8 @@ POSTGRES_INSTANCE = Path(__file__).resolve().parent / "deploy" / "dagster.postgr
 
 
 def ensure_dagster_home(settings, *, postgres: bool = False) -> Path:
-    """Point DAGSTER_HOME at an instance folder with a dagster.yaml, creating both if needed."""
+    """The instance folder `settings.dagster_home` with a dagster.yaml, creating both if needed."""
     home = settings.dagster_home
-    os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if postgres or not target.exists():
@@ -31,10 +29,11 @@ def ensure_dagster_home(settings, *, postgres: bool = False) -> Path:
     return home
 
 
-def _instance():
+def _instance(settings):
+    """The Dagster instance in `settings.dagster_home`, opened by path: the process environment is left alone."""
     import dagster as dg
 
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(settings.dagster_home))
 
 
 def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.stdout) -> bool:
@@ -51,7 +50,7 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     tenant = validate_tenant_id(tenant)
     # a clear error before any run starts; the folder is checked as the sensor checks it (a link is refused)
     find_upload(landing_folder(settings.landing_dir, tenant), tenant)
-    instance = _instance()
+    instance = _instance(settings)
     recover_dead_runs(instance, out=out)
     if not instance.has_dynamic_partition(tenants.name, tenant):
         instance.add_dynamic_partitions(tenants.name, [tenant])
@@ -148,9 +147,9 @@ def cmd_demo(args, settings) -> int:
     ok = materialize_tenant(tenant, settings, verbose=args.verbose)
     print()
     print(f"Data root:    {settings.data_dir}")
-    print(f"Dagster home: {os.environ['DAGSTER_HOME']}")
+    print(f"Dagster home: {settings.dagster_home}")
     print("Open it in the Dagster UI:")
-    print(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} CREDITTWIN_DATA_DIR={settings.data_dir} \\")
+    print(f"  DAGSTER_HOME={settings.dagster_home} CREDITTWIN_DATA_DIR={settings.data_dir} \\")
     print(f"    {Path(sys.executable).parent / 'dagster'} dev -w {REPO_ROOT / 'workspace.yaml'}")
     return 0 if ok else 1
 
@@ -165,7 +164,7 @@ def cmd_tenants(args, settings) -> int:
     from pipelines.definitions import build_definitions
     from assets.partitions import tenants
 
-    instance = _instance()
+    instance = _instance(settings)
     names = sorted(instance.get_dynamic_partitions(tenants.name))
     if not names:
         print("no tenants registered; drop a loan tape into the landing zone or run `credittwin demo`.")
@@ -335,12 +334,12 @@ def cmd_backfill(args, settings) -> int:
     defs = build_definitions(settings)
     if args.in_process:
         outcome = backfill_in_process(
-            _instance(), defs, tenant_ids, assets,
+            _instance(settings), defs, tenant_ids, assets,
             on_run=lambda t, run_id, ok: print(f"  tenant '{t}': run {run_id} {'succeeded' if ok else 'FAILED'}"),
         )
         print(f"backfill {outcome.backfill_id}: {len(outcome.runs) - len(outcome.failed)}/{len(outcome.runs)} tenant(s) succeeded")
         return 1 if outcome.failed else 0
-    backfill_id = launch_backfill(_instance(), defs, tenant_ids, assets)
+    backfill_id = launch_backfill(_instance(settings), defs, tenant_ids, assets)
     print(f"backfill {backfill_id} requested for {'every registered tenant' if args.all else ', '.join(tenant_ids)}"
           f" ({', '.join(assets) if assets else 'all assets'}).")
     print("The Dagster daemon runs it (`dagster dev` or `dagster-daemon run`); follow it in the UI under Overview -> Backfills.")
@@ -354,7 +353,7 @@ def cmd_audit(args, settings) -> int:
     from pipelines.lineage_audit import audit_tenant, format_audit
 
     try:
-        instance = _instance()
+        instance = _instance(settings)
     except Exception as error:  # noqa: BLE001 - the chain is verified without Dagster's anchors
         print(f"credittwin audit: Dagster instance unavailable ({error}); anchors not checked", file=sys.stderr)
         instance = None

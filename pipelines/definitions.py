@@ -6,8 +6,6 @@ is decided once, in `resources.settings.Settings.from_env()`.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from assets import audit, cascade, certificate, ingest, privacy, risk, twin, validation
@@ -32,8 +30,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             sensor_settle_seconds=settings.sensor_settle_seconds,
             signing_key_file=str(settings.signing_key_file) if settings.signing_key_file else None,
             # a webhook URL may carry a token: pass it as an EnvVar so the UI shows the variable, not the value
-            alert_webhook_url=dg.EnvVar("CREDITTWIN_ALERT_WEBHOOK_URL")
-            if settings.alert_webhook_url and os.environ.get("CREDITTWIN_ALERT_WEBHOOK_URL") == settings.alert_webhook_url
+            alert_webhook_url=dg.EnvVar(settings.alert_webhook_url_var)
+            if settings.alert_webhook_url_var
             else settings.alert_webhook_url,
         ),
         "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir), lineage_url=settings.lineage),

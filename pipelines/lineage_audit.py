@@ -213,7 +213,7 @@ def answer_file(trail: LineageTrail, data_dir: Path, tenant: str, path: Path) ->
         LineageError: `path` is not a file.
         LineageUnavailableError: the database failed.
     """
-    from resources.storage import sha256_file
+    from models.files import sha256_file
 
     if not path.is_file():
         raise LineageError(f"{str(path)!r} is not a file.", tenant=tenant, fix="pass the path of a released file.")

@@ -62,11 +62,12 @@ from typing import Any
 import dagster as dg
 
 from models.errors import CreditTwinError
+from models.files import atomic_write_text, dumps
 from models.tape.tenant import validate_tenant_id
 from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TENANT_TAG, TRIGGER_TAG, WHOLE_GRAPH, tenant_pipeline
 from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
-from resources.storage import MANIFEST, VersionedStore, atomic_write_text, dumps, safe_join
+from resources.storage import MANIFEST, VersionedStore, safe_join
 
 RAW_TAPE = dg.AssetKey("raw_loan_tape")
 TWIN = dg.AssetKey("fitted_copula")

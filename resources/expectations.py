@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -146,16 +145,8 @@ class _Plan:
     not_applicable: bool = False
 
 
-def _quiet_gx() -> Any:
-    """Import great_expectations with analytics off; imported here because it takes seconds."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    import great_expectations as gx
-
-    return gx
-
-
 def _ephemeral_context(gx: Any) -> Any:
-    """An in-memory GX context: no files, no analytics, no progress bars."""
+    """An in-memory GX context: no files, no progress bars, and analytics off in its own configuration."""
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -581,8 +572,9 @@ def validate_loan_tape(
     Raises:
         TenantConfigError: `null_rate_warn` or `interest_rate_range` is out of range.
     """
+    import great_expectations as gx  # here, not at the top: importing it takes seconds
+
     _check_arguments(null_rate_warn, interest_rate_range)
-    gx = _quiet_gx()
     context = _ephemeral_context(gx)
 
     plans = _loan_plans(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from resources.storage import atomic_write_text
+from models.files import atomic_write_text
 
 REJECTED_SUFFIX = ".rejected.txt"
 

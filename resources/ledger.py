@@ -10,6 +10,11 @@ otherwise composes what was spent with the new mechanism through
 `BudgetExceededError`. Two runs racing for the last of a budget therefore
 serialise on the row lock and exactly one proceeds.
 
+An idempotency key is stored as the SHA-256 of its RFC 8785 canonical JSON
+(`KEY_SCHEME`). Charges made before RFC 8785 were keyed over Python's
+``json.dumps`` (`LEGACY_KEY_SCHEME`); a charge looks its key up under both, so
+re-executing a computation charged before the upgrade does not charge it again.
+
 The schema is created by the Alembic migrations in ``resources/migrations``
 (`PrivacyLedger.migrate`). The embedded default is SQLite under the data dir
 (`default_ledger_url`); production and CI use PostgreSQL.
@@ -44,6 +49,7 @@ from models.privacy.accounting import (
     rdp_curve,
     validate_budget,
 )
+from models.files import MAX_SAFE_INTEGER, canonical_json
 from models.privacy.errors import BudgetExceededError, LedgerUnavailableError, PrivacyBudgetError
 from models.tape.tenant import validate_tenant_id
 from resources import sqlstore
@@ -60,7 +66,12 @@ stored with it and curves add, so a charge composes any history in O(charges).""
 
 # composing in floating point must not refuse the k-th of k equal charges that fit exactly
 _BUDGET_RELATIVE_SLACK = 1e-9
-_KEY_VERSION = "credittwin-ledger-key/v1"
+KEY_SCHEME = "credittwin-ledger-key/v2"
+"""How new charges' idempotency keys are hashed: RFC 8785 canonical JSON (`models.files.canonical_json`)."""
+LEGACY_KEY_SCHEME = "credittwin-ledger-key/v1"
+"""How keys were hashed before v2: Python's ``json.dumps`` with sorted keys. A charge stored so is still found by
+a retry, which looks a key up under both schemes, so it is never charged twice."""
+KEY_SCHEMES = (KEY_SCHEME, LEGACY_KEY_SCHEME)
 _TEXT_LIMIT = 255
 
 metadata = sa.MetaData()
@@ -153,11 +164,13 @@ class IdempotencyKey:
         validate_tenant_id(self.tenant)
         for name in ("asset", "input_data_version", "config_hash"):
             _text(getattr(self, name), name, self.tenant)
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or isinstance(self.seed, bool) or abs(self.seed) > MAX_SAFE_INTEGER
+        ):
             raise PrivacyBudgetError(
-                f"seed must be an integer or None, got {self.seed!r}.",
+                f"seed must be an integer of at most 2^53 - 1 in size, or None, got {self.seed!r}.",
                 tenant=self.tenant,
-                fix="pass the integer seed the private computation uses.",
+                fix="pass the integer seed the private computation uses (one a JSON number holds exactly).",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,10 +182,15 @@ class IdempotencyKey:
         """Rebuild a key from `to_dict` output."""
         return cls(**{name: data[name] for name in ("tenant", "asset", "input_data_version", "config_hash", "seed")})
 
-    def digest(self) -> str:
-        """Hex SHA-256 of the versioned, canonical JSON of the key's fields."""
-        canonical = json.dumps({"v": _KEY_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    def digest(self, scheme: str = KEY_SCHEME) -> str:
+        """Hex SHA-256 of the key's fields and `scheme` (hashed as ``"v"``) in that scheme's canonical JSON."""
+        document = {"v": scheme, **self.to_dict()}
+        if scheme == KEY_SCHEME:
+            return hashlib.sha256(canonical_json(document)).hexdigest()
+        if scheme == LEGACY_KEY_SCHEME:
+            return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        raise PrivacyBudgetError(f"unknown idempotency key scheme {scheme!r}.", tenant=self.tenant,
+                                 fix=f"use one of {list(KEY_SCHEMES)}.")
 
 
 @dataclass(frozen=True)
@@ -580,12 +598,15 @@ class PrivacyLedger(SqlStore):
                 fix="build the key from the same tenant and asset as the charge.",
             )
         key = idempotency.digest()
+        # a retry of a charge made before v2 finds it under its legacy key
+        keys = [idempotency.digest(scheme) for scheme in KEY_SCHEMES]
 
         def existing(connection: sa.Connection) -> sa.Row | None:
             return connection.execute(
-                sa.select(privacy_charges).where(
-                    privacy_charges.c.tenant == tenant, privacy_charges.c.idempotency_hash == key
-                )
+                sa.select(privacy_charges)
+                .where(privacy_charges.c.tenant == tenant, privacy_charges.c.idempotency_hash.in_(keys))
+                .order_by(privacy_charges.c.id)
+                .limit(1)
             ).one_or_none()
 
         def read_existing() -> sa.Row | None:

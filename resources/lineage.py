@@ -21,6 +21,13 @@ consistent chain, as with any unkeyed chain; `verify` therefore also accepts
 ``anchors`` (seq -> record_hash) kept outside the database, e.g. the hash the
 lead records in each Dagster materialization's metadata.
 
+The canonical JSON is RFC 8785 (`models.files.canonical_json`), named in each
+record's ``hash_scheme`` (``credittwin-lineage/v2``) and hashed into it.
+Records written before v2 were hashed over Python's ``json.dumps`` with sorted
+keys; the migration that added the column marks them ``credittwin-lineage/v1``
+and `verify` checks each record under its own scheme, so old chains keep
+verifying, and moving a record to the other scheme breaks its hash.
+
 Appends serialise per tenant (a PostgreSQL advisory transaction lock on a key
 derived from the tenant; ``BEGIN IMMEDIATE`` on SQLite), so concurrent runs of
 one tenant keep a contiguous chain, and are idempotent: the same (tenant,
@@ -55,6 +62,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from models.errors import CreditTwinError
+from models.files import canonical_json, json_default, sha256_file
 from models.tape.tenant import validate_tenant_id
 from resources.ledger import MIGRATIONS_DIR, default_ledger_url
 from resources.sqlstore import SqlStore, advisory_xact_lock, id_column, id_type
@@ -65,7 +73,12 @@ LINEAGE_MIGRATIONS_DIR = MIGRATIONS_DIR / "lineage"
 LINEAGE_VERSION_TABLE = "lineage_alembic_version"
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of a tenant's first record."""
-HASH_VERSION = "credittwin-lineage/v1"
+HASH_SCHEME = "credittwin-lineage/v2"
+"""How new records are hashed: RFC 8785 canonical JSON (`models.files.canonical_json`)."""
+LEGACY_HASH_SCHEME = "credittwin-lineage/v1"
+"""How records were hashed before v2: Python's ``json.dumps`` with sorted keys and ASCII escapes.
+Records written so keep verifying under it; their ``hash_scheme`` column says so (migration lineage_0002)."""
+HASH_SCHEMES = (HASH_SCHEME, LEGACY_HASH_SCHEME)
 
 _TEXT_LIMIT = 255
 _NAME_LIMIT = 1024
@@ -123,6 +136,8 @@ lineage_records = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("record_hash", sa.String(64), nullable=False),
     sa.Column("idempotency_key", sa.String(64), nullable=False),
+    # what a row written without it (before lineage_0002) was hashed with
+    sa.Column("hash_scheme", sa.String(40), nullable=False, server_default=LEGACY_HASH_SCHEME),
     sa.UniqueConstraint("tenant", "seq", name="uq_lineage_records_tenant_seq"),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_lineage_records_tenant_key"),
     sa.Index("ix_lineage_records_output_hash", "output_hash"),
@@ -184,10 +199,9 @@ def _text_map(value: object, name: str, tenant: str, *, key_limit: int = _TEXT_L
 
 def _json_value(value: object, name: str, tenant: str) -> Any:
     """`value` as it reads back from a JSON column (so its hash is reproducible), or a LineageError."""
-    from resources.storage import json_default
-
     try:
         text = json.dumps(value, sort_keys=True, allow_nan=False, default=json_default)
+        canonical_json(value, name)
     except (TypeError, ValueError) as error:
         raise LineageError(
             f"{name} cannot be stored as JSON ({error}).",
@@ -207,31 +221,43 @@ def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _encoded(scheme: str, value: Any) -> bytes:
+    """`value` in the canonical JSON of hash scheme `scheme`, which is hashed into it (``"v"`` or the first item)."""
+    if scheme == HASH_SCHEME:
+        return canonical_json(value)
+    if scheme == LEGACY_HASH_SCHEME:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    raise LineageError(
+        f"unknown lineage hash scheme {ascii(scheme)[:80]}.",
+        fix=f"use one of {list(HASH_SCHEMES)}; a record naming another was edited or written by a newer CreditTwin.",
+    )
+
+
 def record_digest(fields: Mapping[str, Any]) -> str:
     """The hex SHA-256 of a record: a versioned, canonical JSON of every field but ``id`` and ``record_hash``.
 
     ``id`` is the database's surrogate key; the record's place in the chain is
     its ``seq``, which is hashed, as is ``prev_hash`` (which makes it a chain).
+    The record's ``hash_scheme`` picks the encoding and is hashed as ``"v"``,
+    so a record cannot be moved to another scheme without breaking its hash.
 
     Args:
-        fields: the record's fields (at least those in ``_HASHED_FIELDS``).
+        fields: the record's fields (at least ``hash_scheme`` and those in ``_HASHED_FIELDS``).
 
     Returns:
         64 lower-case hex digits.
+
+    Raises:
+        LineageError: an unknown hash scheme.
+        JsonValueError: a field that JSON cannot hold exactly.
     """
-    canonical = json.dumps(
-        {"v": HASH_VERSION, **{name: fields[name] for name in _HASHED_FIELDS}},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        allow_nan=False,
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    scheme = fields["hash_scheme"]
+    document = {"v": scheme, **{name: fields[name] for name in _HASHED_FIELDS}}
+    return hashlib.sha256(_encoded(scheme, document)).hexdigest()
 
 
-def _idempotency_key(tenant: str, asset: str, run_id: str, output_hash: str) -> str:
-    canonical = json.dumps([HASH_VERSION, tenant, asset, run_id, output_hash], separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def _idempotency_key(scheme: str, tenant: str, asset: str, run_id: str, output_hash: str) -> str:
+    return hashlib.sha256(_encoded(scheme, [scheme, tenant, asset, run_id, output_hash])).hexdigest()
 
 
 def _tenant_lock_key(tenant: str) -> int:
@@ -299,9 +325,9 @@ class LineageEntry:
                 )
             object.__setattr__(self, "privacy_charged", charged)
 
-    def idempotency_key(self) -> str:
-        """SHA-256 of (tenant, asset, run id, output hash): what makes two appends the same record."""
-        return _idempotency_key(self.tenant, self.asset, self.run_id, self.output_hash)
+    def idempotency_key(self, scheme: str = HASH_SCHEME) -> str:
+        """SHA-256 of (tenant, asset, run id, output hash) under `scheme`: what makes two appends the same record."""
+        return _idempotency_key(scheme, self.tenant, self.asset, self.run_id, self.output_hash)
 
 
 @dataclass(frozen=True)
@@ -325,6 +351,7 @@ class LineageRecord:
     prev_hash: str
     record_hash: str
     idempotency_key: str
+    hash_scheme: str
     appended: bool = False
 
     @property
@@ -334,7 +361,7 @@ class LineageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (asset metadata, ``credittwin audit --json``)."""
-        return {name: getattr(self, name) for name in ("id", *_HASHED_FIELDS, "record_hash", "appended")}
+        return {name: getattr(self, name) for name in ("id", *_HASHED_FIELDS, "hash_scheme", "record_hash", "appended")}
 
 
 @dataclass(frozen=True)
@@ -425,6 +452,7 @@ class LineageTrail(SqlStore):
             prev_hash=row.prev_hash,
             record_hash=row.record_hash,
             idempotency_key=row.idempotency_key,
+            hash_scheme=row.hash_scheme,
             appended=appended,
         )
 
@@ -452,13 +480,16 @@ class LineageTrail(SqlStore):
             )
         tenant = entry.tenant
         key = entry.idempotency_key()
+        # a retry of an append made before v2 finds the record under its legacy key
+        keys = [entry.idempotency_key(scheme) for scheme in HASH_SCHEMES]
         doing = f"appending asset '{entry.asset}'"
 
         def existing(connection: sa.Connection) -> sa.Row | None:
             return connection.execute(
-                sa.select(lineage_records).where(
-                    lineage_records.c.tenant == tenant, lineage_records.c.idempotency_key == key
-                )
+                sa.select(lineage_records)
+                .where(lineage_records.c.tenant == tenant, lineage_records.c.idempotency_key.in_(keys))
+                .order_by(lineage_records.c.seq)
+                .limit(1)
             ).one_or_none()
 
         def read_existing() -> sa.Row | None:
@@ -512,6 +543,7 @@ class LineageTrail(SqlStore):
                     "recorded_at": _now_text(),
                     "prev_hash": prev_hash,
                     "idempotency_key": key,
+                    "hash_scheme": HASH_SCHEME,
                 }
                 fields["record_hash"] = record_digest(fields)
                 record_id = connection.execute(
@@ -654,8 +686,6 @@ class LineageTrail(SqlStore):
             LineageError: a missing `Path`, or an unusable query.
             LineageUnavailableError: the database failed.
         """
-        from resources.storage import sha256_file
-
         if tenant is not None:
             tenant = validate_tenant_id(tenant)
         digest: str | None = None
@@ -793,6 +823,13 @@ def _upstream_of(
     return found
 
 
+def _row_digest(row: sa.Row) -> str | None:
+    try:
+        return record_digest(LineageTrail._record(row).to_dict())
+    except (TypeError, ValueError, AttributeError):  # a JSON column overwritten with something else
+        return None
+
+
 def _verify_rows(
     tenant: str, rows: Sequence[sa.Row], head: sa.Row | None, anchors: Mapping[int, str]
 ) -> ChainReport:
@@ -801,11 +838,14 @@ def _verify_rows(
     broken: tuple[int | None, int | None, str] | None = None
     for row in rows:
         where = f"record seq {row.seq} (id {row.id}, asset '{row.asset}', run {row.run_id})"
-        try:
-            digest = record_digest(LineageTrail._record(row).to_dict())
-        except (TypeError, ValueError, AttributeError):  # a JSON column overwritten with something else
-            digest = None
-        if digest != row.record_hash:
+        if row.hash_scheme not in HASH_SCHEMES:
+            broken = (
+                int(row.seq),
+                int(row.id),
+                f"{where} names the unknown hash scheme {ascii(row.hash_scheme)[:60]}: it was edited, or written by "
+                "a newer CreditTwin.",
+            )
+        elif _row_digest(row) != row.record_hash:
             broken = (
                 int(row.seq),
                 int(row.id),

@@ -29,7 +29,7 @@ What a record holds (`output_entry`):
   upstream materialization whose recorded ``content_sha256`` is the one
   loaded, when the instance has it, else the content hash.
 - ``code_version``: the asset's ``code_version`` and the code's version
-  (`assets.common.code_version`, the git commit), as ``"<asset>+<code>"``.
+  (`resources.settings.code_version`, the git commit), as ``"<asset>+<code>"``.
 - ``privacy_charged``: the ledger charge named by the output's ``privacy``
   document when this asset made that charge (downstream assets copy the
   document; they charged nothing), with whether this run made it or re-used it.
@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from resources.lineage import LineageEntry, LineageRecord, LineageTrail
+from resources.settings import code_version
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ def upload_sha256(documents: Mapping[str, Any]) -> str | None:
 
 def combined_code_version(asset_code_version: str | None) -> str:
     """``"<asset code version>+<code version>"``, e.g. ``"2+git:4991f9b...-dirty"``."""
-    from assets.common import code_version
-
     return f"{asset_code_version or '-'}+{code_version()}"
 
 

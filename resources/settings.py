@@ -42,14 +42,30 @@ Variables:
                           ``$CREDITTWIN_DATA_DIR/mlartifacts``; production:
                           ``postgresql+psycopg2://...`` or an ``http(s)://``
                           MLflow server).
-    DAGSTER_HOME          Dagster's instance directory; the CLI defaults it to
-                          ``$CREDITTWIN_DATA_DIR/dagster_home``.
+    CREDITTWIN_STEP_RETRIES / CREDITTWIN_RETRY_DELAY_SECONDS
+                          retries of a step that failed on the ledger, lineage
+                          or MLflow database, and the first delay (defaults 3
+                          and 5; 0 retries turns retrying off).
+    CREDITTWIN_CODE_VERSION
+                          the code version recorded in lineage, certificates and
+                          MLflow (default: the git commit of the checkout,
+                          "-dirty" when it has uncommitted changes, else the
+                          installed package version); see `code_version`.
+    DAGSTER_HOME          Dagster's instance directory (default
+                          ``$CREDITTWIN_DATA_DIR/dagster_home``); the ``credittwin``
+                          command opens the instance there.
+
+Libraries read their own variables (MLflow ``MLFLOW_DISABLE_TELEMETRY``, Dagster's
+instance configuration); CreditTwin neither reads nor sets them, so they are
+set where the deployment's environment is: its shell, container or Helm values.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 ENVIRONMENTS = ("development", "production")
@@ -70,6 +86,12 @@ class Settings:
     stress_refresh_cron: str = "0 4 1 * *"
     freshness_days: int = 30
     mlflow_tracking_uri: str | None = None
+    step_retries: int = 3
+    retry_delay_seconds: float = 5.0
+    alert_webhook_url_var: str | None = None
+    """The environment variable `alert_webhook_url` was read from, so the resources pass it on as a `dg.EnvVar`
+    (the UI then shows the variable, not a URL that may carry a token); None when it was set in code."""
+    dagster_home_dir: Path | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -103,7 +125,8 @@ class Settings:
 
     @property
     def dagster_home(self) -> Path:
-        return Path(os.environ.get("DAGSTER_HOME") or self.data_dir / "dagster_home").resolve()
+        """Dagster's instance directory: DAGSTER_HOME, else ``dagster_home`` under the data dir."""
+        return (self.dagster_home_dir or self.data_dir / "dagster_home").resolve()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -121,6 +144,7 @@ class Settings:
             raise ValueError(
                 f"CREDITTWIN_FRESHNESS_DAYS={freshness_days!r} is not a whole number of days >= 1; set it to e.g. 30."
             )
+        webhook = env.get("CREDITTWIN_ALERT_WEBHOOK_URL", "").strip() or None
         return cls(
             data_dir=data_dir,
             environment=environment,
@@ -133,8 +157,52 @@ class Settings:
             trusted_keys_file=Path(env["CREDITTWIN_TRUSTED_KEYS_FILE"]).expanduser().resolve()
             if env.get("CREDITTWIN_TRUSTED_KEYS_FILE", "").strip()
             else None,
-            alert_webhook_url=env.get("CREDITTWIN_ALERT_WEBHOOK_URL", "").strip() or None,
+            alert_webhook_url=webhook,
+            # a dg.EnvVar resolves to the variable's raw value, so only an unpadded one can be passed on by name
+            alert_webhook_url_var="CREDITTWIN_ALERT_WEBHOOK_URL"
+            if webhook and env.get("CREDITTWIN_ALERT_WEBHOOK_URL") == webhook
+            else None,
             regeneration_cron=env.get("CREDITTWIN_REGENERATION_CRON", "").strip() or "0 3 * * 1",
             stress_refresh_cron=env.get("CREDITTWIN_STRESS_REFRESH_CRON", "").strip() or "0 4 1 * *",
             freshness_days=int(freshness_days),
+            step_retries=int(_non_negative(env, "CREDITTWIN_STEP_RETRIES", 3)),
+            retry_delay_seconds=_non_negative(env, "CREDITTWIN_RETRY_DELAY_SECONDS", 5),
+            dagster_home_dir=Path(env["DAGSTER_HOME"]) if env.get("DAGSTER_HOME") else None,
         )
+
+
+def _non_negative(env, name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else float(default)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. {default:g}.") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r} is negative; set it to 0 or more.")
+    return value
+
+
+@cache
+def code_version() -> str:
+    """The code that made an output: $CREDITTWIN_CODE_VERSION, else the git commit of the checkout, else the package version.
+
+    A checkout with uncommitted changes is marked "-dirty", so a certificate
+    never claims a commit it was not made from. Read once per process.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    configured = os.environ.get("CREDITTWIN_CODE_VERSION", "").strip()
+    if configured:
+        return configured
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return f"git:{commit}" + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"credittwin=={version('credittwin')}"
+        except PackageNotFoundError:
+            return "unknown"

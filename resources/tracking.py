@@ -7,11 +7,11 @@ model is logged as an MLflow pyfunc model and registered as
 ``credittwin-<tenant>-pd``, with a signature and an input example, so
 ``mlflow models serve -m models:/credittwin-<tenant>-pd/<version>`` serves it.
 
-How the model is logged. The model folder written by `models.risk.pd_models.save_pd_model`
+How the model is logged. The model folder written by `models.risk.model_set.save_pd_model`
 (JSON, a LightGBM text model, an npz of calibration knots) is logged as the
-pyfunc's data with ``loader_module="models.risk.pd_models"`` (MLflow's documented workflow
+pyfunc's data with ``loader_module="models.risk.serving"`` (MLflow's documented workflow
 for "pre-existing data as an MLflow model"): MLflow calls
-`models.risk.pd_models._load_pyfunc` on the folder to serve it. Nothing is pickled, and
+`models.risk.serving._load_pyfunc` on the folder to serve it. Nothing is pickled, and
 the `models` package travels with the model as its code path, so a serving
 environment built from the logged requirements needs no CreditTwin install.
 
@@ -29,16 +29,20 @@ every model version the run registered (and the registered model, when this
 call created it and it is left empty) and the logged model, then raises
 `TrackingStoreError`: nothing half-registered remains.
 
-MLflow's fluent API keeps the tracking URI in process-global state, so the calls
-that need it run under one lock with the URIs set and restored; telemetry and
-system metrics are switched off (unless the environment says otherwise).
+URIs. Everything that can goes through an `MlflowClient` built with explicit
+URIs. The fluent calls that take none (logging and registering the model,
+loading it back) read MLflow's process-global URIs, so they run under one lock
+with the URIs set through MLflow's own setters and put back afterwards (which
+mirror them into MLflow's variables for subprocesses; this module reads and
+sets none itself). System metrics are off for each run
+(``log_system_metrics=False``); MLflow's telemetry is the deployment's choice
+(``MLFLOW_DISABLE_TELEMETRY``, which MLflow reads itself).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import sys
 import tempfile
@@ -61,11 +65,6 @@ REPORTS_ARTIFACT = "reports"
 PROBE_TIMEOUT_S = 5
 _LOCK = threading.RLock()
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
-}
 _SERVING_PACKAGES = ("mlflow", "lightgbm", "numpy", "pandas", "polars", "pyarrow", "pydantic")
 
 
@@ -92,11 +91,6 @@ def redact_uri(uri: str) -> str:
     except ValueError:
         return "<unparseable URI>"
     return uri
-
-
-def _quiet_mlflow() -> None:
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -150,17 +144,15 @@ def _probe(uri: str, tenant: str) -> None:
 
 @contextlib.contextmanager
 def _global_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at these stores for the block, under the module lock."""
+    """Point MLflow's fluent API at these stores for the block, under the module lock, then put back what was set."""
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     with _LOCK:
-        # The raw globals (None when unset), so "unset" is restored as unset; MLflow mirrors them into
-        # environment variables, which are restored to what the caller had.
+        # the raw globals (None when unset), so "unset" is restored as unset
         previous_tracking = getattr(tracking_utils, "_tracking_uri", None)
         previous_registry = getattr(registry_utils, "_registry_uri", None)
-        previous_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(registry_uri)
         try:
@@ -168,11 +160,6 @@ def _global_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
         finally:
             mlflow.set_tracking_uri(previous_tracking)
             mlflow.set_registry_uri(previous_registry)
-            for key, value in previous_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 def _requirements() -> list[str]:
@@ -285,7 +272,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
         Args:
             tenant: the tenant id (validated before it names anything).
-            model_dir: a folder written by `models.risk.pd_models.save_pd_model`.
+            model_dir: a folder written by `models.risk.model_set.save_pd_model`.
             metrics: numeric figures; None, NaN and non-numbers are left out.
             params: training parameters (values stored as text, at most 6,000 characters).
             tags: run tags: the input data versions and the Dagster run/materialization links.
@@ -307,7 +294,6 @@ class MlflowTracking(dg.ConfigurableResource):
                 FAILED and no version of it stays registered.
         """
         tenant = validate_tenant_id(tenant)
-        _quiet_mlflow()
         uri, registry = self.resolved_tracking_uri(), self.resolved_registry_uri()
         _probe(uri, tenant)
         if registry != uri:
@@ -327,7 +313,8 @@ class MlflowTracking(dg.ConfigurableResource):
                 experiment_id = self._experiment_id(client, tenant)
                 signature, example = self._signature(model_dir, input_example)
                 run_tags = {"credittwin.tenant": tenant, **{str(k): str(v) for k, v in (tags or {}).items()}}
-                with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"pd-{tenant}", tags=run_tags) as run:
+                with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"pd-{tenant}", tags=run_tags,
+                                      log_system_metrics=False) as run:
                     run_id = run.info.run_id
                     now = int(time.time() * 1000)
                     client.log_batch(
@@ -347,7 +334,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
                     info = mlflow.pyfunc.log_model(
                         name=MODEL_ARTIFACT,
-                        loader_module="models.risk.pd_models",
+                        loader_module="models.risk.serving",
                         data_path=str(model_dir),
                         code_paths=[str(Path(models_package.__file__).parent)],
                         signature=signature,
@@ -412,7 +399,8 @@ class MlflowTracking(dg.ConfigurableResource):
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
 
-        from models.risk.pd_models import PyfuncPD, load_pd_model
+        from models.risk.model_set import load_pd_model
+        from models.risk.serving import PyfuncPD
 
         if isinstance(input_example, pl.DataFrame):
             example = input_example.to_pandas()
@@ -453,7 +441,6 @@ class MlflowTracking(dg.ConfigurableResource):
     def registered_versions(self, tenant: str) -> list[int]:
         """The registered version numbers of the tenant's PD model, ascending (empty when none)."""
         name = model_name(tenant)
-        _quiet_mlflow()
         uri, registry = self.resolved_tracking_uri(), self.resolved_registry_uri()
         _probe(registry, tenant)
         from mlflow import MlflowClient

@@ -13,13 +13,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from assets.common import code_version
 from models.tape.demo import generate_portfolio, write_landing
 from pipelines.cli import ensure_dagster_home, main
 from pipelines.definitions import build_definitions
 from resources.ledger import normalise_url
 from resources.lineage import LineageTrail, LineageUnavailableError, record_digest
-from resources.settings import Settings
+from resources.settings import Settings, code_version
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant, write_small_tape
 
@@ -42,8 +41,8 @@ def materialized(tmp_path_factory):
         patch.setenv("CREDITTWIN_DATA_DIR", str(data))
         patch.delenv("DAGSTER_HOME", raising=False)
         patch.delenv("CREDITTWIN_LEDGER_URL", raising=False)
-        ensure_dagster_home(settings)  # the instance `credittwin audit` opens
-        with dg.DagsterInstance.get() as instance:
+        home = ensure_dagster_home(settings)  # the instance `credittwin audit` opens
+        with dg.DagsterInstance.from_config(str(home)) as instance:
             result = materialize_tenant(settings, instance, TENANT, UPTO, run_config={"ops": RUN_CONFIG})
             assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
             yield settings, instance, result

@@ -92,3 +92,33 @@ def test_a_data_error_prints_its_clear_line_without_a_stack_trace(tmp_path):
     assert "'Yes'" in output and "'No'" in output
     assert "Stack Trace" not in output and "Traceback" not in output
     assert "Stack Trace" in verbose.stdout + verbose.stderr
+
+
+def test_the_command_opens_the_instance_in_the_settings_home_and_leaves_the_environment_alone(
+    tmp_path, monkeypatch, capsys
+):
+    # setup
+    import os
+
+    import dagster as dg
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("CREDITTWIN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    ours = ("DAGSTER", "CREDITTWIN", "MLFLOW", "GX_")
+
+    def environment():  # libraries may set their own (polars sets its allocator's); these are the ones at stake
+        return {key: value for key, value in os.environ.items() if key.startswith(ours)}
+
+    before = environment()
+    # run
+    assert main(["tenants"]) == 0
+    home = tmp_path / "data" / "dagster_home"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("tenants", ["acme"])
+    assert main(["tenants"]) == 0
+    # assert: the instance is the one under the data dir, found without DAGSTER_HOME being set
+    assert environment() == before and "DAGSTER_HOME" not in before
+    assert (home / "dagster.yaml").is_file()
+    assert any(line.startswith("acme") for line in capsys.readouterr().out.splitlines())

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.definitions import build_definitions, defs
+from pipelines.definitions import build_definitions, build_resources, defs
+from resources.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,6 +22,18 @@ def test_definitions_snapshot(settings):
     assert ("raw_loan_tape", "performance_period_gaps") in checks
     assert built.resolve_job_def("tenant_pipeline").partitions_def.name == "tenants"
     assert built.resolve_sensor_def("landing_sensor") is not None
+
+
+def test_a_webhook_url_from_the_environment_reaches_the_resource_as_its_variable(tmp_path):
+    # setup: a URL that may carry a token, from the environment, and one set in code
+    from_env = Settings.from_env({"CREDITTWIN_DATA_DIR": str(tmp_path), "CREDITTWIN_ALERT_WEBHOOK_URL": "https://h/t0k"})
+    in_code = Settings(data_dir=tmp_path, alert_webhook_url="https://h/t0k")
+    # run
+    named = build_resources(from_env)["settings"].alert_webhook_url
+    plain = build_resources(in_code)["settings"].alert_webhook_url
+    # assert: the UI shows the variable's name, never the URL
+    assert isinstance(named, dg.EnvVar) and named == "CREDITTWIN_ALERT_WEBHOOK_URL"
+    assert plain == "https://h/t0k"
 
 
 def test_every_asset_is_partitioned_by_tenant():

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from models.privacy.accounting import MechanismSpec
 from models.privacy.errors import BudgetExceededError, InvalidMechanismError, LedgerUnavailableError, PrivacyBudgetError
 from resources.ledger import (
+    KEY_SCHEME,
+    LEGACY_KEY_SCHEME,
     IdempotencyKey,
     PrivacyLedger,
     PrivacyLedgerResource,
@@ -395,24 +397,47 @@ def test_format_budget_shows_total_spent_remaining_and_charges(ledger: PrivacyLe
         assert expected in text
 
 
-def test_idempotency_key_digest_is_a_stable_sha256():
+def test_idempotency_key_digest_is_a_stable_sha256_of_rfc_8785_json():
     # setup
     key = _key(3)
-    canonical = json.dumps(
-        {"v": "credittwin-ledger-key/v1", "tenant": TENANT, "asset": ASSET, "input_data_version": "dv-1",
-         "config_hash": "cfg-1", "seed": 3},
-        sort_keys=True, separators=(",", ":"),
-    )
+    fields = {"tenant": TENANT, "asset": ASSET, "input_data_version": "dv-1", "config_hash": "cfg-1", "seed": 3}
+    canonical = '{"asset":"fitted_copula","config_hash":"cfg-1","input_data_version":"dv-1","seed":3,"tenant":"acme",' \
+        '"v":"credittwin-ledger-key/v2"}'
+    legacy = json.dumps({"v": "credittwin-ledger-key/v1", **fields}, sort_keys=True, separators=(",", ":"))
 
     # run
     digest = key.digest()
 
-    # assert
+    # assert: the scheme is hashed in, so the two schemes never give one key the same digest
     assert digest == hashlib.sha256(canonical.encode()).hexdigest()
+    assert key.digest(LEGACY_KEY_SCHEME) == hashlib.sha256(legacy.encode()).hexdigest() != digest
     assert _key(4).digest() != digest
     assert IdempotencyKey.from_dict(key.to_dict()) == key
     with pytest.raises(PrivacyBudgetError, match="seed must be an integer"):
         IdempotencyKey(TENANT, ASSET, "dv-1", "cfg-1", seed=1.5)
+    with pytest.raises(PrivacyBudgetError, match="2\\^53"):
+        IdempotencyKey(TENANT, ASSET, "dv-1", "cfg-1", seed=2**60)
+
+
+def test_a_charge_stored_under_the_legacy_key_is_not_charged_again(ledger: PrivacyLedger, monkeypatch):
+    # setup: a charge made by a version that hashed keys with json.dumps, as an existing database holds it
+    ledger.ensure_budget(TENANT, 2.0, 1e-6)
+    current_digest = IdempotencyKey.digest
+    monkeypatch.setattr(IdempotencyKey, "digest", lambda key, scheme=None: current_digest(key, LEGACY_KEY_SCHEME))
+    old = _charge(ledger, seed=1)
+    monkeypatch.undo()
+    assert old.idempotency_hash == _key(1).digest(LEGACY_KEY_SCHEME)
+
+    # run: the re-execution after the upgrade, and a new charge
+    retry = _charge(ledger, seed=1, run_id="run-2-after-upgrade")
+    new = _charge(ledger, seed=2, run_id="run-3")
+
+    # assert: the old charge is returned, not charged twice; new charges are keyed under RFC 8785
+    assert (retry.charged, retry.id, retry.idempotency_hash) == (False, old.id, old.idempotency_hash)
+    assert new.charged and new.idempotency_hash == _key(2).digest(KEY_SCHEME)
+    assert _charge(ledger, seed=2, run_id="run-4").id == new.id
+    assert ledger.status(TENANT).spent.epsilon == pytest.approx(1.0)
+    assert _charge_count(ledger.url) == 2
 
 
 def test_urls_are_normalised_and_unsupported_ones_refused(tmp_path: Path):

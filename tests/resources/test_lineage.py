@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from models.errors import InvalidTenantError
 from resources.ledger import PrivacyLedger, normalise_url
 from resources.lineage import (
     GENESIS_HASH,
+    HASH_SCHEME,
+    LEGACY_HASH_SCHEME,
+    LINEAGE_MIGRATIONS_DIR,
     LineageEntry,
     LineageError,
     LineageTrail,
@@ -134,7 +138,7 @@ def test_migrate_is_idempotent_matches_the_tables_and_lives_beside_the_ledger(tr
     finally:
         engine.dispose()
     assert [d for d in differences if "alembic_version" not in str(d)] == []
-    assert (lineage_version, ledger_version) == ("lineage_0001", "0001")
+    assert (lineage_version, ledger_version) == ("lineage_0002", "0001")
     assert trail.append(_entry("raw_loan_tape", "run-1", "upload")).seq == 1
     trail.close()
 
@@ -586,3 +590,115 @@ def test_dagster_resource_gives_a_migrated_trail(tmp_path: Path):
 
     # assert
     assert record.seq == 1 and report.ok and report.head_hash == record.record_hash
+
+
+# --------------------------------------------------------------------------- chains written before RFC 8785
+
+
+def _legacy_digest(value) -> str:
+    """How lineage_0001-era CreditTwin hashed: Python's json.dumps, sorted keys, ASCII escapes (spelled out here)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_legacy_chain(url: str, count: int) -> list[dict]:
+    """A database as the previous version left it: the schema at lineage_0001 and a chain hashed the v1 way.
+
+    The values are chosen where the two encodings differ (floats such as 1.0 and 1e-07, non-ASCII text), so a
+    record verifies only under the scheme it was written with.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(LINEAGE_MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(normalise_url(url))
+    rows, prev = [], GENESIS_HASH
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "lineage_0001")
+            for seq in range(1, count + 1):
+                asset, run_id, output = f"asset_{seq}", f"run-{seq}", _sha(f"legacy-{seq}")
+                fields = {
+                    "tenant": TENANT, "seq": seq, "asset": asset, "partition_key": TENANT, "run_id": run_id,
+                    "data_version": output, "input_versions": {}, "input_hashes": {}, "output_hash": output,
+                    "output_files": {}, "code_version": "1+git:caf\u00e9",
+                    "privacy_charged": {"epsilon": 1.0, "delta": 1e-07, "ledger_charge_id": seq},
+                    "recorded_at": f"2025-01-0{seq}T00:00:00.000000+00:00", "prev_hash": prev,
+                    "idempotency_key": _legacy_digest([LEGACY_HASH_SCHEME, TENANT, asset, run_id, output]),
+                }
+                fields["record_hash"] = _legacy_digest({"v": LEGACY_HASH_SCHEME, **fields})
+                columns = ", ".join(fields)
+                connection.execute(
+                    sa.text(f"INSERT INTO lineage_records ({columns}) VALUES ({', '.join(':' + c for c in fields)})")
+                    .bindparams(*(sa.bindparam(c, type_=sa.JSON()) for c in
+                                  ("input_versions", "input_hashes", "output_files", "privacy_charged"))),
+                    fields,
+                )
+                rows.append(fields)
+                prev = fields["record_hash"]
+            connection.execute(
+                sa.text("INSERT INTO lineage_heads (tenant, last_seq, last_hash, updated_at) VALUES (:t, :s, :h, :u)"),
+                {"t": TENANT, "s": count, "h": prev, "u": rows[-1]["recorded_at"]},
+            )
+    finally:
+        engine.dispose()
+    return rows
+
+
+def test_a_chain_written_before_rfc_8785_still_verifies_and_grows_under_it(trail_url: str):
+    # setup
+    legacy = _write_legacy_chain(trail_url, 3)
+
+    # run: the upgrade, then a retry of the last old append and a new one
+    with LineageTrail(trail_url) as trail:
+        trail.migrate()
+        before = trail.verify(TENANT)
+        old = trail.history(TENANT)
+        retry = trail.append(
+            LineageEntry(tenant=TENANT, asset="asset_3", run_id="run-3", output_hash=legacy[2]["output_hash"])
+        )
+        new = trail.append(_entry("asset_4", "run-4", "after the upgrade", privacy_charged={"epsilon": 1.0}))
+        after = trail.verify(TENANT, anchors={3: legacy[2]["record_hash"], 4: new.record_hash})
+
+    # assert: old records keep their hashes under v1 and would not verify as v2; the chain goes on under v2
+    assert before.ok and before.records == 3, before.reason
+    assert [r.record_hash for r in old] == [r["record_hash"] for r in legacy]
+    assert {r.hash_scheme for r in old} == {LEGACY_HASH_SCHEME}
+    assert all(record_digest({**r.to_dict(), "hash_scheme": HASH_SCHEME}) != r.record_hash for r in old)
+    assert (retry.appended, retry.seq) == (False, 3)
+    assert (new.seq, new.hash_scheme, new.prev_hash) == (4, HASH_SCHEME, legacy[2]["record_hash"])
+    assert after.ok and after.records == 4, after.reason
+
+
+@pytest.mark.parametrize(
+    ("seq", "statement", "reason"),
+    [
+        (2, "UPDATE lineage_records SET code_version = 'forged' WHERE seq = :seq", "edited"),
+        (4, "UPDATE lineage_records SET code_version = 'forged' WHERE seq = :seq", "edited"),
+        # a v2 record relabelled v1 (or back) no longer matches: the scheme is hashed into the record
+        (4, f"UPDATE lineage_records SET hash_scheme = '{LEGACY_HASH_SCHEME}' WHERE seq = :seq", "edited"),
+        (2, f"UPDATE lineage_records SET hash_scheme = '{HASH_SCHEME}' WHERE seq = :seq", "edited"),
+        (3, "UPDATE lineage_records SET hash_scheme = 'credittwin-lineage/v9' WHERE seq = :seq", "unknown hash scheme"),
+    ],
+)
+def test_tampering_is_detected_under_either_hash_scheme(trail_url: str, seq: int, statement: str, reason: str):
+    # setup: seq 1 to 3 hashed the v1 way, seq 4 and 5 under RFC 8785
+    _write_legacy_chain(trail_url, 3)
+    with LineageTrail(trail_url) as trail:
+        trail.migrate()
+        for i in (4, 5):
+            trail.append(_entry(f"asset_{i}", f"run-{i}", f"new-{i}"))
+        assert trail.verify(TENANT).ok
+
+        # run
+        _tamper(trail_url, (statement, {"seq": seq}))
+        report = trail.verify(TENANT)
+
+    # assert
+    assert not report.ok
+    assert report.first_broken == seq and reason in report.reason

@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from models.errors import InvalidTenantError, UnsafePathError
-from resources.storage import Artifact, VersionedStore, atomic_write_bytes, safe_join
+from models.results import Parts
+from resources.storage import VersionedStore, safe_join
 
 
 def test_safe_join_refuses_paths_outside_the_root(tmp_path):
@@ -18,21 +19,11 @@ def test_safe_join_refuses_paths_outside_the_root(tmp_path):
             safe_join(root, *parts)
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    target = tmp_path / "f.bin"
-    atomic_write_bytes(target, b"old")
-
-    with pytest.raises(TypeError):
-        atomic_write_bytes(target, object())  # type: ignore[arg-type]
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-
-
 def test_store_round_trip_and_manifest(tmp_path):
     store = VersionedStore(tmp_path, ["raw_loan_tape"], "acme")
     frame = pl.DataFrame({"a": [1, 2, 3]})
     path, manifest = store.write(
-        Artifact(tables={"loans": frame}, documents={"schema": {"x": 1}}, files={"model/m.json": b"{}"}),
+        Parts(tables={"loans": frame}, documents={"schema": {"x": 1}}, files={"model/m.json": b"{}"}),
         run_id="run12345",
         kind="artifact",
     )
@@ -48,11 +39,11 @@ def test_store_round_trip_and_manifest(tmp_path):
 def test_failed_write_keeps_the_last_good_output(tmp_path):
     # setup
     store = VersionedStore(tmp_path, ["raw_loan_tape"], "acme")
-    store.write(Artifact(tables={"loans": pl.DataFrame({"a": [1]})}), run_id="good", kind="artifact")
+    store.write(Parts(tables={"loans": pl.DataFrame({"a": [1]})}), run_id="good", kind="artifact")
     # run: a document that cannot be encoded fails half way through the write
     with pytest.raises(TypeError):
         store.write(
-            Artifact(tables={"loans": pl.DataFrame({"a": [2]})}, documents={"bad": {"x": object()}}),
+            Parts(tables={"loans": pl.DataFrame({"a": [2]})}, documents={"bad": {"x": object()}}),
             run_id="bad",
             kind="artifact",
         )
@@ -64,7 +55,7 @@ def test_failed_write_keeps_the_last_good_output(tmp_path):
 def test_store_keeps_three_versions(tmp_path):
     store = VersionedStore(tmp_path, ["a"], "acme")
     for i in range(5):
-        store.write(Artifact(tables={"t": pl.DataFrame({"i": [i]})}), run_id=f"r{i}", kind="artifact")
+        store.write(Parts(tables={"t": pl.DataFrame({"i": [i]})}), run_id=f"r{i}", kind="artifact")
     versions = [p for p in store.dir.iterdir() if p.is_dir()]
     assert len(versions) == 3
     assert store.read().table("t")["i"].to_list() == [4]

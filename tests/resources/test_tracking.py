@@ -12,8 +12,11 @@ import pytest
 
 from models.tape.demo import generate_portfolio
 from models.errors import InvalidTenantError
-from models.tape.ingest import split_train_holdout
-from models.risk.pd_models import RiskConfig, calibration_plot_png, score_book, train_pd_models
+from models.tape.split import split_train_holdout
+from models.risk.config import RiskConfig
+from models.risk.model_set import calibration_plot_png
+from models.risk.serving import score_book
+from models.risk.training import train_pd_models
 from models.tape.schema import infer_schema
 from resources.settings import Settings
 from resources.tracking import MlflowTracking, TrackingStoreError, model_name, redact_uri
