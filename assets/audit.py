@@ -2,28 +2,20 @@
 
 import dagster as dg
 
-from assets.common import (
-    markdown_table,
-    output_unless_blocked,
-    split_of,
-    tape_config,
-    tape_schema,
-    tenant_errors,
-    train_split,
-)
-from assets.policies import EXTERNAL_SERVICE_RETRY
+from assets.common import markdown_table, output_unless_blocked, tenant_errors
 from assets.partitions import tenants
+from assets.policies import EXTERNAL_SERVICE_RETRY
+from models.results import AuditResult, CascadeModel, Release, TapeSplit, TwinModel
 from resources.ledger import PrivacyLedgerResource
-from resources.storage import Artifact
 
 POLICY_CHECK = "privacy_policy"
 
 
-def release_charges(privacy_ledger: PrivacyLedgerResource, tenant: str, *artifacts: Artifact) -> list:
-    """The ledger charges that paid for a release: those named by the `privacy` documents of its sources."""
+def release_charges(privacy_ledger: PrivacyLedgerResource, tenant: str, *sources: TwinModel | CascadeModel) -> list:
+    """The ledger charges that paid for a release: those named by the privacy labels of its sources."""
     ids = {
         doc.get("ledger_charge_id")
-        for doc in (a.document("privacy", {}) or {} for a in artifacts)
+        for doc in (source.privacy or {} for source in sources)
         if doc.get("ledger_charge_id") is not None
     }
     if not ids:
@@ -31,43 +23,6 @@ def release_charges(privacy_ledger: PrivacyLedgerResource, tenant: str, *artifac
     with privacy_ledger.ledger() as ledger:
         status = ledger.status(tenant)
     return [charge for charge in status.charges if charge.id in ids]
-
-
-def dp_spent_of(charges: list):
-    """The composed (epsilon, delta) of `charges` (dp-accounting RDP), or None when nothing was charged."""
-    if not charges:
-        return None
-    from models.privacy.accounting import compose
-
-    return compose([charge.mechanism for charge in charges])
-
-
-def audit_policy(tenant_config):
-    """The `AuditPolicy` of a tenant's `audit:` settings and its enforced k and l."""
-    from models.privacy.audit import AuditPolicy
-
-    spec = tenant_config.audit
-    return AuditPolicy(
-        max_exact_match_rate=spec.max_exact_match_rate,
-        max_dcr_share=spec.max_dcr_share,
-        max_mia_auc=spec.max_mia_auc,
-        max_anonymeter_risk=spec.max_anonymeter_risk,
-        max_inference_risk=spec.max_inference_risk,
-        k=tenant_config.privacy.k,
-        l=tenant_config.privacy.l,
-        require_measured=spec.require_measured,
-    )
-
-
-def policy_document(tenant_config) -> dict:
-    """The audit policy as the stored audit records it: tenant.yaml's `audit:` settings and the enforced k and l.
-
-    `privacy_certificate` compares it with the tenant's current one: since a
-    failed audit stores nothing, the current audit may be the last one that
-    passed, under a policy the tenant has since changed.
-    """
-    policy = audit_policy(tenant_config)
-    return {**tenant_config.audit.model_dump(mode="json"), "k": policy.k, "l": policy.l}
 
 
 def _rules_table(rules: list[dict]) -> dg.MetadataValue:
@@ -103,92 +58,63 @@ def _rules_table(rules: list[dict]) -> dg.MetadataValue:
 def privacy_audit(
     context: dg.AssetExecutionContext,
     privacy_ledger: PrivacyLedgerResource,
-    raw_loan_tape: Artifact,
-    anonymized_portfolio: Artifact,
-    fitted_copula: Artifact,
-    lstm_cascade: Artifact,
+    raw_loan_tape: TapeSplit,
+    anonymized_portfolio: Release,
+    fitted_copula: TwinModel,
+    lstm_cascade: CascadeModel,
 ):
     """Audit the release; a failed rule fails the blocking check and stores nothing, so the last passed audit stays."""
-    from models.privacy.audit import AuditConfig, evaluate_policy, run_audit
+    from models.privacy.release_audit import audit_release
 
     tenant = context.partition_key
-    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
-    spec = config.audit
     charges = release_charges(privacy_ledger, tenant, fitted_copula, lstm_cascade)
-    composition = dp_spent_of(charges)
-    generalisations = anonymized_portfolio.document("anonymization", {}).get("generalisations")
     with tenant_errors(tenant):
-        report = run_audit(
-            anonymized_portfolio.table("loans"),
-            train_split(raw_loan_tape),
-            split_of(raw_loan_tape, "holdout"),
-            schema,
-            config=AuditConfig(
-                sample_size=spec.sample_size,
-                n_attacks=spec.n_attacks,
-                seed=spec.seed,
-                run_anonymeter=spec.run_anonymeter,
-                anonymeter_sample_size=spec.anonymeter_sample_size,
-            ),
-            sensitive_columns=list(config.sensitive_columns),
-            dp_spent=(composition.epsilon, composition.delta) if composition is not None else None,
-            tenant=tenant,
-            generalisations=generalisations,
-        )
-    policy = audit_policy(config)
-    rules = [rule.to_dict() for rule in evaluate_policy(report, policy)]
-    failed = [rule for rule in rules if not rule["passed"]]
-    warned = [rule for rule in rules if rule["verdict"] == "warn"]
-    document = {
-        "report": report.to_dict(),
-        "rules": rules,
-        "passed": not failed,
-        "policy": policy_document(config),
-        "dp": {
-            "spent": composition.to_dict() if composition is not None else None,
-            "charges": [charge.to_dict() for charge in charges],
-        },
-        "release": {
-            "anonymized_portfolio_sha256": anonymized_portfolio.manifest.get("content_sha256"),
-            "anonymized_portfolio_version": anonymized_portfolio.manifest.get("version"),
-        },
-    }
-    mia, dcr, anonymeter = report.mia, report.dcr, report.anonymeter
-    metadata = {
-        "passed": not failed,
-        "failed_rules": dg.MetadataValue.json([rule["message"] for rule in failed]),
-        "warned_rules": dg.MetadataValue.json([rule["message"] for rule in warned]),
-        "policy": _rules_table(rules),
-        "dcr_share_closer_to_train": dcr.get("share_closer_to_train"),
-        "exact_match_rate": dcr.get("exact_match_rate"),
-        "mia_auc": mia.get("auc"),
-        "mia_auc_ci": dg.MetadataValue.json(mia.get("auc_ci")),
-        "mia_tpr_at_0.1pct_fpr": mia.get("tpr_at_fpr"),
-        "inference": dg.MetadataValue.json(report.inference),
-        "anonymeter": dg.MetadataValue.json(
-            {k: v for k, v in anonymeter.items() if k in ("singling_out", "linkability", "inference", "skipped")}
-        ),
-        "dp_auc_bound": report.dp["auc_bound"] if report.dp else "not differentially private",
-        "k_achieved": report.anonymity.get("k"),
-        "l_achieved": report.anonymity.get("l"),
-        "l_by_column": dg.MetadataValue.json(report.anonymity.get("l_by_column") or {}),
-        "warnings": dg.MetadataValue.json(report.warnings),
-        "sizes": dg.MetadataValue.json(report.sizes),
-    }
-    output = dg.Output(Artifact(documents={"audit": document}), metadata={k: v for k, v in metadata.items() if v is not None})
+        result = audit_release(anonymized_portfolio, raw_loan_tape, charges=charges, tenant=tenant)
+    rules = result.audit["rules"]
+    failed = [rule["message"] for rule in rules if not rule["passed"]]
+    warned = [rule["message"] for rule in rules if rule["verdict"] == "warn"]
+    output = dg.Output(result, metadata=_metadata(result, failed, warned))
     check = dg.AssetCheckResult(
         check_name=POLICY_CHECK,
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
-            "failed_rules": dg.MetadataValue.json([rule["message"] for rule in failed]),
-            "warned_rules": dg.MetadataValue.json([rule["message"] for rule in warned]),
+            "failed_rules": dg.MetadataValue.json(failed),
+            "warned_rules": dg.MetadataValue.json(warned),
             "rules": _rules_table(rules),
         },
         description=(
-            (f"{len(failed)} rule(s) failed: " + "; ".join(rule["message"] for rule in failed)) if failed
-            else "no rule failed" + (f"; {len(warned)} warning(s): " + "; ".join(r["message"] for r in warned) if warned else "")
+            (f"{len(failed)} rule(s) failed: " + "; ".join(failed)) if failed
+            else "no rule failed" + (f"; {len(warned)} warning(s): " + "; ".join(warned) if warned else "")
         ),
     )
     # a failed audit stores nothing: the last passed audit stays current, and its certificate with it
     yield from output_unless_blocked(context, output, [check])
+
+
+def _metadata(result: AuditResult, failed: list[str], warned: list[str]) -> dict:
+    """The audit's figures for the UI: the verdict, each attack's headline figure, k and l, what was not measured."""
+    report = result.audit["report"]
+    mia, dcr, anonymeter, anonymity = report["mia"], report["dcr"], report["anonymeter"], report["anonymity"]
+    metadata = {
+        "passed": not failed,
+        "failed_rules": dg.MetadataValue.json(failed),
+        "warned_rules": dg.MetadataValue.json(warned),
+        "policy": _rules_table(result.audit["rules"]),
+        "dcr_share_closer_to_train": dcr.get("share_closer_to_train"),
+        "exact_match_rate": dcr.get("exact_match_rate"),
+        "mia_auc": mia.get("auc"),
+        "mia_auc_ci": dg.MetadataValue.json(mia.get("auc_ci")),
+        "mia_tpr_at_0.1pct_fpr": mia.get("tpr_at_fpr"),
+        "inference": dg.MetadataValue.json(report["inference"]),
+        "anonymeter": dg.MetadataValue.json(
+            {k: v for k, v in anonymeter.items() if k in ("singling_out", "linkability", "inference", "skipped")}
+        ),
+        "dp_auc_bound": report["dp"]["auc_bound"] if report["dp"] else "not differentially private",
+        "k_achieved": anonymity.get("k"),
+        "l_achieved": anonymity.get("l"),
+        "l_by_column": dg.MetadataValue.json(anonymity.get("l_by_column") or {}),
+        "warnings": dg.MetadataValue.json(report["warnings"]),
+        "sizes": dg.MetadataValue.json(report["sizes"]),
+    }
+    return {key: value for key, value in metadata.items() if value is not None}

@@ -1,10 +1,12 @@
 """`raw_loan_tape` and `loan_features`: the upload read, checked, typed, split and featurised."""
 
 import hashlib
+from contextlib import contextmanager
 
 import dagster as dg
 
 from models.errors import CreditTwinError
+from models.files import dumps
 from models.tape.loan_tape import find_upload, landing_folder, read_tape
 from models.tape.tenant import TENANT_FILE, validate_tenant_id
 from assets.policies import EXTERNAL_SERVICE_RETRY
@@ -12,7 +14,7 @@ from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
 from resources.ledger import PrivacyLedgerResource
 from resources.landing import clear_rejections, write_rejection
-from resources.storage import Artifact, dumps
+from models.results import LoanFeatures, TapeSplit
 
 # Fixed check names produced by resources.expectations.validate_loan_tape; blocking ones stop the graph.
 BLOCKING_CHECKS = {
@@ -75,90 +77,94 @@ def raw_loan_tape(
     privacy_ledger: PrivacyLedgerResource,
 ):
     """Read the upload, apply tenant.yaml, infer the schema, split by a hash of the borrower (privacy unit), run the
-    expectation suite."""
-    tenant = validate_tenant_id(context.partition_key)
-    folder = upload = None
-    try:
-        folder = landing_folder(settings.landing_dir, tenant)
-        upload = find_upload(folder, tenant)
-        tape = read_tape(upload)
-    except CreditTwinError as error:
-        error.with_context(tenant=tenant)
-        # Only into the tenant's own folder: a note written through a link would land in another tenant's.
-        if folder is not None:
-            write_rejection(folder, error.file or (upload.loans.name if upload else "upload"), str(error))
-        raise dg.Failure(
-            description=str(error),
-            metadata={"tenant": tenant, "file": error.file or "", "column": error.column or ""},
-            allow_retries=error.transient,
-        ) from error
+    expectation suite, register the privacy budget.
 
+    Any refusal is also written as a note into the tenant's landing folder (`resources.landing`), so a lender who
+    only sees the folder learns what to fix; a refused tape stores nothing and the last good one stays current.
+    """
+    tenant = validate_tenant_id(context.partition_key)
+    with _rejected_into(None, tenant, "upload"):  # no note: the folder itself is refused
+        folder = landing_folder(settings.landing_dir, tenant)
+    with _rejected_into(folder, tenant, "upload"):
+        upload = find_upload(folder, tenant)
+    with _rejected_into(folder, tenant, upload.loans.name):
+        tape = read_tape(upload)
     outcomes = expectations.validate_tape(tape)
-    failed_blocking = [o for o in outcomes if o.blocking and not o.passed]
-    check_results = [
+    checks = [
         dg.AssetCheckResult(
-            check_name=o.check,
-            passed=o.passed,
+            check_name=o.check, passed=o.passed, metadata=o.to_metadata(),
             severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
-            metadata=o.to_metadata(),
         )
         for o in outcomes
     ]
+    failed_blocking = [o for o in outcomes if o.blocking and not o.passed]
     if failed_blocking:
-        lines = [f"{o.check}: {o.description}" for o in failed_blocking]
-        for key, names in tape.missing_columns.items():
-            lines.append(f"tenant.yaml key '{key}' names missing column(s) {names}; correct the name or add the column")
-        message = f"tenant '{tenant}', file '{upload.loans.name}': the tape is unusable: " + "; ".join(lines)
-        write_rejection(folder, upload.loans.name, message)
-        # Record the failed checks (with their failing examples) before failing, so the UI shows them;
-        # no output is yielded, so the last good tape stays in place.
-        yield from check_results
-        raise dg.Failure(
-            description=message,
-            metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]},
-            allow_retries=False,
-        )
-
-    try:
+        # Record the failed checks (with their failing examples) before failing, so the UI shows them.
+        yield from checks
+        _refuse_unusable(folder, tenant, upload, tape, failed_blocking)
+    with _rejected_into(folder, tenant, TENANT_FILE):
         budget = _ensure_budget(privacy_ledger, tenant, tape)
-    except CreditTwinError as error:
-        error.with_context(tenant=tenant, file=TENANT_FILE)
-        write_rejection(folder, TENANT_FILE, str(error))
-        raise dg.Failure(
-            description=str(error), metadata={"tenant": tenant, "file": TENANT_FILE}, allow_retries=error.transient
-        ) from error
     clear_rejections(folder)
-    upload_sha = tape.upload_sha256
-    train_rows = tape.split("train").height
-    documents = {
-        "schema": tape.schema.to_dict(),
-        "tenant_config": tape.config.to_dict(),
-        "ingest": {**tape.reports, "upload_sha256": upload_sha, "files": [p.name for p in upload.files]},
-    }
-    tables = {"loans": tape.loans}
-    if tape.performance is not None:
-        tables["performance"] = tape.performance
-    default_rate = tape.default_rate
-    formula_cells = tape.reports["loans"].get("formula_cells", {})
-    yield dg.Output(
-        Artifact(tables=tables, documents=documents),
-        data_version=dg.DataVersion(upload_sha[:32]),
-        metadata={
-            "dagster/row_count": tape.loans.height,
-            "dagster/column_schema": column_schema(tape.schema),
-            "train_rows": train_rows,
-            "holdout_rows": tape.loans.height - train_rows,
-            "split_unit": tape.unit_column or f"each loan ({tape.schema.id_column or 'row number'})",
-            "default_rate": dg.MetadataValue.float(default_rate) if default_rate is not None else "no target declared",
-            "performance_rows": tape.performance.height if tape.performance is not None else 0,
-            "input_sha256": upload_sha,
-            "files": dg.MetadataValue.json({p.name: p.stat().st_size for p in upload.files}),
-            "formula_cells_flagged": dg.MetadataValue.json(formula_cells),
-            "schema_sha256": hashlib.sha256(dumps(tape.schema.to_dict()).encode()).hexdigest(),
-            "privacy_budget": dg.MetadataValue.json({"epsilon": budget.epsilon, "delta": budget.delta}),
-        },
+    split = TapeSplit(
+        loans=tape.loans, performance=tape.performance, schema=tape.schema, tenant_config=tape.config,
+        ingest={**tape.reports, "upload_sha256": tape.upload_sha256, "files": [p.name for p in upload.files]},
     )
-    yield from check_results
+    yield dg.Output(split, data_version=dg.DataVersion(tape.upload_sha256[:32]),
+                    metadata=_tape_metadata(split, tape, upload, budget))
+    yield from checks
+
+
+@contextmanager
+def _rejected_into(folder, tenant: str, file: str):
+    """Turn a CreditTwin error into a failure naming the tenant and file, noted in the tenant's landing folder.
+
+    Only into the tenant's own folder (`landing_folder` refuses links): a note written through a link would land
+    in another tenant's.
+    """
+    try:
+        yield
+    except CreditTwinError as error:
+        error.with_context(tenant=tenant, file=file if file != "upload" else None)
+        if folder is not None:
+            write_rejection(folder, error.file or file, str(error))
+        raise dg.Failure(
+            description=str(error),
+            metadata={"tenant": tenant, "file": error.file or file, "column": error.column or ""},
+            allow_retries=error.transient,
+        ) from error
+
+
+def _refuse_unusable(folder, tenant: str, upload, tape, failed_blocking) -> None:
+    """Fail on a tape a blocking expectation refused, with every reason, noted in the landing folder."""
+    lines = [f"{o.check}: {o.description}" for o in failed_blocking]
+    for key, names in tape.missing_columns.items():
+        lines.append(f"tenant.yaml key '{key}' names missing column(s) {names}; correct the name or add the column")
+    message = f"tenant '{tenant}', file '{upload.loans.name}': the tape is unusable: " + "; ".join(lines)
+    write_rejection(folder, upload.loans.name, message)
+    raise dg.Failure(
+        description=message,
+        metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]},
+        allow_retries=False,
+    )
+
+
+def _tape_metadata(split: TapeSplit, tape, upload, budget) -> dict:
+    train_rows, default_rate = split.train.height, tape.default_rate
+    return {
+        "dagster/row_count": tape.loans.height,
+        "dagster/column_schema": column_schema(tape.schema),
+        "train_rows": train_rows,
+        "holdout_rows": tape.loans.height - train_rows,
+        "split_unit": tape.unit_column or f"each loan ({tape.schema.id_column or 'row number'})",
+        "default_rate": dg.MetadataValue.float(default_rate) if default_rate is not None else "no target declared",
+        "performance_rows": tape.performance.height if tape.performance is not None else 0,
+        "input_sha256": tape.upload_sha256,
+        "files": dg.MetadataValue.json({p.name: p.stat().st_size for p in upload.files}),
+        "formula_cells_flagged": dg.MetadataValue.json(tape.reports["loans"].get("formula_cells", {})),
+        "schema_sha256": hashlib.sha256(dumps(tape.schema.to_dict()).encode()).hexdigest(),
+        "privacy_budget": dg.MetadataValue.json({"epsilon": budget.epsilon, "delta": budget.delta}),
+    }
+
 
 @dg.asset(
     partitions_def=tenants,
@@ -168,21 +174,20 @@ def raw_loan_tape(
     description="Credit features derived from the tape's columns (by canonical name, alias, or name and type) and its "
     "performance history: one row per loan, keyed by its id (or its row number), with what was skipped and why.",
 )
-def loan_features(context: dg.AssetExecutionContext, raw_loan_tape: Artifact) -> dg.Output:
+def loan_features(context: dg.AssetExecutionContext, raw_loan_tape: TapeSplit) -> dg.Output[LoanFeatures]:
     """Build DTI, LTV, utilisation, loan-to-income, payment-delay and stability features; record what was skipped and why."""
     from models.tape.features import build_features
-    from models.tape.schema import TableSchema
-    from models.tape.loan_tape import SPLIT_COLUMN
+    from models.tape.schema import SPLIT_COLUMN
 
-    schema = TableSchema.from_dict(raw_loan_tape.document("schema"))
+    schema = raw_loan_tape.schema
     features, report = build_features(
-        raw_loan_tape.table("loans"), raw_loan_tape.tables.get("performance"), id_column=schema.id_column,
+        raw_loan_tape.loans, raw_loan_tape.performance, id_column=schema.id_column,
         ignore=tuple(c for c in (schema.target, SPLIT_COLUMN) if c),
     )
     if not report.built:
         context.log.warning(f"tenant '{context.partition_key}': {report.note}")
     return dg.Output(
-        Artifact(tables={"features": features}, documents={"feature_report": report.to_dict()}),
+        LoanFeatures(features=features, feature_report=report.to_dict()),
         metadata={
             "dagster/row_count": features.height,
             "note": report.note,

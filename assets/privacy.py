@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from assets.common import history_of, tape_config, tape_schema, tenant_errors
+from assets.common import tenant_errors
 from assets.partitions import tenants
-from resources.storage import Artifact
+from models.results import Release, SyntheticBook, TapeSplit, history_of
 
 
 @dg.asset(
@@ -25,21 +25,22 @@ from resources.storage import Artifact
     "suppressed so every quasi-identifier combination is shared by k loans with l distinct values of the default flag "
     "and of each sensitive column.",
 )
-def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, synthetic_portfolio: Artifact):
+def anonymized_portfolio(
+    context: dg.AssetExecutionContext, raw_loan_tape: TapeSplit, synthetic_portfolio: SyntheticBook
+):
     """Generalize the released portfolio to the tenant's k and l; never release a table that fails the re-check."""
     from models.privacy.anonymize import AnonymizationPolicy, anonymize, verify_k_anonymity
 
     tenant = context.partition_key
-    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
+    schema, config = raw_loan_tape.schema, raw_loan_tape.tenant_config
     policy = AnonymizationPolicy(
         k=config.privacy.k,
         l=config.privacy.l,
         quasi_identifiers=list(config.quasi_identifiers),
         max_suppression=config.privacy.max_suppression,
     )
-    loans = synthetic_portfolio.table("loans")
     with tenant_errors(tenant):
-        result = anonymize(loans, schema, policy, tenant=tenant)
+        result = anonymize(synthetic_portfolio.loans, schema, policy, tenant=tenant)
     # l is re-checked on every sensitive column it was enforced on; without one it does not apply.
     scope = result.l_scope
     verification = verify_k_anonymity(result.table, result.quasi_identifiers, list(scope.columns), policy.k,
@@ -68,22 +69,18 @@ def anonymized_portfolio(context: dg.AssetExecutionContext, raw_loan_tape: Artif
             description=f"tenant '{tenant}': the anonymized portfolio fails the independent k/l re-check "
             f"(k_min={verification.k_min}, l_min={verification.l_min}); nothing was released.",
         )
-    tables = {"loans": result.table}
-    if "performance" in synthetic_portfolio.tables:
-        tables["performance"] = history_of(result.table, synthetic_portfolio.table("performance"), schema.id_column)
-    summary = result.to_dict()
+    performance = synthetic_portfolio.performance
+    release = Release(
+        loans=result.table,
+        # the histories of the loans released (suppressed loans take theirs with them)
+        performance=history_of(result.table, performance, schema.id_column) if performance is not None else None,
+        anonymization=result.to_dict(), verification=verification.to_dict(), privacy=synthetic_portfolio.privacy,
+    )
     yield dg.Output(
-        Artifact(
-            tables=tables,
-            documents={
-                "anonymization": summary,
-                "verification": verification.to_dict(),
-                "privacy": synthetic_portfolio.document("privacy", {}),
-            },
-        ),
+        release,
         metadata={
             "dagster/row_count": result.table.height,
-            "privacy": synthetic_portfolio.document("privacy", {}).get("label", "not differentially private"),
+            "privacy": release.privacy_label,
             "k_achieved": result.k_achieved,
             "l_achieved": result.l_achieved if result.l_achieved is not None else result.l_not_measured or "l not required",
             "l_by_column": dg.MetadataValue.json(result.l_by_column),

@@ -2,23 +2,13 @@
 
 import dagster as dg
 
-from assets.common import (
-    history_of,
-    markdown_table,
-    output_unless_blocked,
-    png_markdown,
-    split_of,
-    tape_config,
-    tape_schema,
-    tenant_errors,
-)
-from assets.validation import released_loans
+from assets.common import markdown_table, output_unless_blocked, png_markdown, tenant_errors
 from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
 from assets.partitions import tenants
-from resources.storage import Artifact
+from models.results import PdModel, PortfolioScores, Release, StressOutcome, TapeSplit
+from resources.settings import code_version
 from resources.tracking import MlflowTracking
 
-MODEL_DIR = "model"
 GATE_CHECK = "registration_gate"
 SKIPPED = "skipped"  # the metadata key of the observation that says why an asset was not materialized
 
@@ -34,23 +24,9 @@ def _skip(context: dg.AssetExecutionContext, asset: str, reason: str) -> dg.Asse
     return dg.AssetObservation(asset_key=asset, partition=context.partition_key, metadata={SKIPPED: reason})
 
 
-def current_book(raw_loan_tape: Artifact):
-    """The tenant's real current book: every loan of the tape, without the split column."""
-    from models.tape.loan_tape import SPLIT_COLUMN
-
-    return raw_loan_tape.table("loans").drop(SPLIT_COLUMN)
-
-
-def load_model(risk_model: Artifact):
-    """The PD model stored by `risk_model` (LightGBM text, JSON and arrays; nothing pickled)."""
-    from models.risk.pd_models import load_pd_model
-
-    return load_pd_model(risk_model.path / MODEL_DIR)
-
-
 def _folder_bytes(folder) -> dict[str, bytes]:
     return {
-        f"{MODEL_DIR}/{path.relative_to(folder)}": path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+        f"{PdModel.MODEL_DIR}/{path.relative_to(folder)}": path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
     }
 
 
@@ -81,26 +57,22 @@ def _folder_bytes(folder) -> dict[str, bytes]:
 def risk_model(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
-    raw_loan_tape: Artifact,
-    anonymized_portfolio: Artifact,
+    raw_loan_tape: TapeSplit,
+    anonymized_portfolio: Release,
 ):
     """Train on the release, test on the real holdout, track the run and register the chosen model when its gate passes."""
     import tempfile
     from pathlib import Path
 
-    from assets.common import code_version, train_split
-    from models.tape.ingest import formula_safe_csv
-    from models.risk.pd_models import NoTargetError, calibration_plot_png, train_pd_models
+    from models.risk.model_set import calibration_plot_png
+    from models.risk.training import NoTargetError, train_pd_models
 
     tenant = context.partition_key
-    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
-    synthetic = released_loans(raw_loan_tape, anonymized_portfolio)
-    holdout, real_train = split_of(raw_loan_tape, "holdout"), train_split(raw_loan_tape)
-    synthetic_perf = anonymized_portfolio.tables.get("performance")
-    holdout_perf = real_train_perf = None
-    if "performance" in raw_loan_tape.tables and schema.id_column:
-        holdout_perf = history_of(holdout, raw_loan_tape.table("performance"), schema.id_column)
-        real_train_perf = history_of(real_train, raw_loan_tape.table("performance"), schema.id_column)
+    schema, config = raw_loan_tape.schema, raw_loan_tape.tenant_config
+    synthetic = anonymized_portfolio.typed_loans(schema)
+    holdout, real_train = raw_loan_tape.holdout, raw_loan_tape.train
+    synthetic_perf = anonymized_portfolio.performance
+    holdout_perf, real_train_perf = raw_loan_tape.history_of(holdout), raw_loan_tape.history_of(real_train)
     try:
         with tenant_errors(tenant):
             training = train_pd_models(
@@ -119,75 +91,92 @@ def risk_model(
             metadata={"not_evaluated": reason}, description=f"not evaluated: {reason}",
         )
         return
-    model = training.primary
-    gate = model.gate()
-    raw_version = raw_loan_tape.manifest.get("content_sha256", "")
-    release_version = anonymized_portfolio.manifest.get("content_sha256", "")
+    model, gate = training.primary, training.primary.gate()
+    calibration_png = calibration_plot_png(model)
     with tempfile.TemporaryDirectory(prefix="credittwin-pd-") as tmp:
-        folder = Path(tmp) / MODEL_DIR
+        folder = Path(tmp) / PdModel.MODEL_DIR
         model.save(folder)
-        calibration_png = calibration_plot_png(model)
-        artifacts = {
-            "calibration.png": calibration_png,
-            "calibration.csv": formula_safe_csv(model.calibration_frame()),
-            "summary.json": __import__("json").dumps(training.summary(), default=str, indent=2).encode(),
-        }
         with tenant_errors(tenant):
-            logged = mlflow.log_and_register(
-                tenant,
-                folder,
-                metrics=training.metrics(),
-                params=model.params(),
-                tags={
-                    "credittwin.raw_loan_tape.content_sha256": raw_version,
-                    "credittwin.anonymized_portfolio.content_sha256": release_version,
-                    "credittwin.code_version": code_version(),
-                    "dagster.run_id": context.run.run_id,
-                    "dagster.asset_key": "risk_model",
-                    "dagster.partition": tenant,
-                    "credittwin.gate_passed": str(gate["passed"]),
-                },
-                artifacts=artifacts,
-                input_example=model.input_example(synthetic),
-                register=bool(gate["passed"]),
-            )
+            logged = _track(context, mlflow, training, folder, synthetic, gate, calibration_png,
+                            sources=(raw_loan_tape, anonymized_portfolio))
         files = _folder_bytes(folder)
     files["plots/calibration.png"] = calibration_png
-    holdout_eval = model.summary()["holdout"][model.chosen]
-    summary = {**training.summary(), "mlflow": logged, "gate": gate}
-    output = dg.Output(
-        Artifact(documents={"summary": summary}, files=files),
-        metadata={
-            "horizon": model.horizon,
-            "chosen_model": model.chosen,
-            "tstr_auc": gate["tstr_auc"] if gate["tstr_auc"] is not None else "not evaluable",
-            "gini": holdout_eval.get("gini") if holdout_eval.get("gini") is not None else "not evaluable",
-            "ks": holdout_eval.get("ks") if holdout_eval.get("ks") is not None else "not evaluable",
-            "brier": holdout_eval.get("brier") if holdout_eval.get("brier") is not None else "not evaluable",
-            "calibration_error": gate["ece"] if gate["ece"] is not None else "not evaluable",
-            "trtr_auc": gate["trtr_auc"] if gate["trtr_auc"] is not None else "not measured",
-            "gate_rules": dg.MetadataValue.json(gate["rules"]),
-            "horizons_trained": dg.MetadataValue.json(list(training.models)),
-            "horizons_skipped": dg.MetadataValue.json(training.skipped),
-            "mlflow_run_id": logged["run_id"],
-            "mlflow_experiment": logged["experiment_name"],
-            "mlflow_tracking_uri": logged["tracking_uri"],
-            "mlflow_model_uri": logged["model_uri"],
-            "registered_version": logged["registered_version"] if logged["registered_version"] is not None
-            else "not registered (gate failed)",
-            "calibration": png_markdown(calibration_png, "calibration on the real holdout"),
+    output = dg.Output(PdModel(summary={**training.summary(), "mlflow": logged, "gate": gate}, files=files),
+                       metadata=_model_metadata(training, gate, logged, calibration_png))
+    # a model that fails the gate is tracked in MLflow but not stored: the last good model stays current for scoring
+    yield from output_unless_blocked(context, output, [_gate_check(gate)])
+
+
+def _track(context, mlflow: MlflowTracking, training, folder, synthetic, gate: dict, calibration_png: bytes,
+           sources) -> dict:
+    """Log the training run to MLflow with its lineage tags and artifacts; register the model when the gate passed."""
+    import json
+
+    from models.tape.formulas import formula_safe_csv
+
+    model, tenant = training.primary, context.partition_key
+    return mlflow.log_and_register(
+        tenant,
+        folder,
+        metrics=training.metrics(),
+        params=model.params(),
+        tags={
+            **{f"credittwin.{source.ASSET}.content_sha256": source.content_sha256 or "" for source in sources},
+            "credittwin.code_version": code_version(),
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": "risk_model",
+            "dagster.partition": tenant,
+            "credittwin.gate_passed": str(gate["passed"]),
         },
+        artifacts={
+            "calibration.png": calibration_png,
+            "calibration.csv": formula_safe_csv(model.calibration_frame()),
+            "summary.json": json.dumps(training.summary(), default=str, indent=2).encode(),
+        },
+        input_example=model.input_example(synthetic),
+        register=bool(gate["passed"]),
     )
-    gate_check = dg.AssetCheckResult(
+
+
+def _or(value, missing: str):
+    return value if value is not None else missing
+
+
+def _model_metadata(training, gate: dict, logged: dict, calibration_png: bytes) -> dict:
+    model = training.primary
+    holdout_eval = model.summary()["holdout"][model.chosen]
+    return {
+        "horizon": model.horizon,
+        "chosen_model": model.chosen,
+        "tstr_auc": _or(gate["tstr_auc"], "not evaluable"),
+        "gini": _or(holdout_eval.get("gini"), "not evaluable"),
+        "ks": _or(holdout_eval.get("ks"), "not evaluable"),
+        "brier": _or(holdout_eval.get("brier"), "not evaluable"),
+        "calibration_error": _or(gate["ece"], "not evaluable"),
+        "trtr_auc": _or(gate["trtr_auc"], "not measured"),
+        "gate_rules": dg.MetadataValue.json(gate["rules"]),
+        "horizons_trained": dg.MetadataValue.json(list(training.models)),
+        "horizons_skipped": dg.MetadataValue.json(training.skipped),
+        "mlflow_run_id": logged["run_id"],
+        "mlflow_experiment": logged["experiment_name"],
+        "mlflow_tracking_uri": logged["tracking_uri"],
+        "mlflow_model_uri": logged["model_uri"],
+        "registered_version": _or(logged["registered_version"], "not registered (gate failed)"),
+        "calibration": png_markdown(calibration_png, "calibration on the real holdout"),
+    }
+
+
+def _gate_check(gate: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
         check_name=GATE_CHECK,
         passed=bool(gate["passed"]),
         metadata={
-            "tstr_auc": gate["tstr_auc"] if gate["tstr_auc"] is not None else "not evaluable",
+            "tstr_auc": _or(gate["tstr_auc"], "not evaluable"),
             "auc_floor": gate["auc_floor"],
             "auc_interval_95": dg.MetadataValue.json(gate["auc_interval"]),
-            "trtr_auc": gate["trtr_auc"] if gate["trtr_auc"] is not None else "not measured",
+            "trtr_auc": _or(gate["trtr_auc"], "not measured"),
             "effective_auc_floor": gate["effective_auc_floor"],
-            "calibration_error": gate["ece"] if gate["ece"] is not None else "not evaluable",
+            "calibration_error": _or(gate["ece"], "not evaluable"),
             "max_calibration_error": gate["max_calibration_error"],
             "calibration_error_limit": gate["ece_limit"],
             "rules": dg.MetadataValue.json(gate["rules"]),
@@ -195,8 +184,6 @@ def risk_model(
         },
         description="registered" if gate["passed"] else "not registered: " + "; ".join(gate["reasons"]),
     )
-    # a model that fails the gate is tracked in MLflow but not stored: the last good model stays current for scoring
-    yield from output_unless_blocked(context, output, [gate_check])
 
 
 @dg.asset(
@@ -210,31 +197,30 @@ def risk_model(
     "reason codes per loan.",
 )
 def portfolio_scores(
-    context: dg.AssetExecutionContext, mlflow: MlflowTracking, raw_loan_tape: Artifact, risk_model: Artifact
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, raw_loan_tape: TapeSplit, risk_model: PdModel
 ):
     """Score the real book with the model version `risk_model` registered (loaded back from the MLflow registry)."""
     import polars as pl
 
     tenant = context.partition_key
-    version = (risk_model.document("summary", {}) or {}).get("mlflow", {}).get("registered_version")
+    version = risk_model.registered_version
     if version is None:
         yield _skip(context, "portfolio_scores",
                     "the risk model's registration gate failed, so no model is registered to score with")
         return
-    book = current_book(raw_loan_tape)
+    book = raw_loan_tape.book
     with tenant_errors(tenant):
         served = mlflow.load_registered(tenant, version)
     # the registered model's signature: numbers as Float64, everything else as text
-    request = load_model(risk_model).pipeline.serving_frame(book)
+    request = risk_model.load().pipeline.serving_frame(book)
     scores = pl.from_pandas(served.predict(request.to_pandas()))
-    schema = tape_schema(raw_loan_tape)
+    schema = raw_loan_tape.schema
     if schema.id_column and schema.id_column in book.columns:
         scores = scores.insert_column(0, book.get_column(schema.id_column))
     bands = scores.group_by("band").agg(pl.len().alias("loans"), pl.col("pd").mean().alias("mean_pd")).sort("band")
     yield dg.Output(
-        Artifact(tables={"scores": scores}, documents={"bands": bands.to_dicts(), "model": {
-            "registered_model": f"credittwin-{tenant}-pd", "version": version,
-        }}),
+        PortfolioScores(scores=scores, bands=bands.to_dicts(),
+                        model={"registered_model": f"credittwin-{tenant}-pd", "version": version}),
         metadata={
             "dagster/row_count": scores.height,
             "model_version": str(version),
@@ -255,18 +241,16 @@ def portfolio_scores(
     "real book: default rate, expected loss, loss rate per scenario and segment, and migration between risk bands; "
     "count-based (each loan an exposure of 1, said in its metadata and PDF) when the book has no exposure column.",
 )
-def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, risk_model: Artifact):
+def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: TapeSplit, risk_model: PdModel):
     """Run the scenarios; the numbers first, then charts and the PDF."""
     from models.risk.stress import render_stress_pdf, run_stress
 
     tenant = context.partition_key
-    config = tape_config(raw_loan_tape)
-    model = load_model(risk_model)
-    book = current_book(raw_loan_tape)
+    config, schema = raw_loan_tape.tenant_config, raw_loan_tape.schema
+    model, book = risk_model.load(), raw_loan_tape.book
     stress_config = config.stress
     if "bands" not in stress_config.model_fields_set:
         stress_config = stress_config.model_copy(update={"bands": [(b["name"], float(b["max_pd"])) for b in model.bands]})
-    schema = tape_schema(raw_loan_tape)
     with tenant_errors(tenant):
         result = run_stress(
             book, model.predict_pd, stress_config, tenant=tenant,
@@ -275,9 +259,9 @@ def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, risk
     charts = result.render_charts()
     table = result.table()
     return dg.Output(
-        Artifact(
-            tables={"results": table},
-            documents={"stress": result.to_dict()},
+        StressOutcome(
+            results=table,
+            stress=result.to_dict(),
             files={"stress_test.pdf": render_stress_pdf(result), **{f"charts/{k}.png": v for k, v in charts.items()}},
         ),
         metadata={

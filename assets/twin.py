@@ -7,51 +7,18 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from assets.common import (
-    charge_privacy,
-    not_measured,
-    history_of,
-    output_unless_blocked,
-    paid_release,
-    png_markdown,
-    store_paid_release,
-    tape_config,
-    tape_schema,
-    tenant_errors,
-    train_split,
-    upload_file,
-)
-from models.errors import InvalidDataError
-from models.tape.schema import ColumnType, TableSchema
-from models.tape.loan_tape import target_indicator
-from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from assets.common import not_measured, output_unless_blocked, png_markdown, tenant_errors
 from assets.partitions import tenants
+from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from models.errors import InvalidDataError
+from models.results import NON_DP_LABEL, CascadeModel, SyntheticBook, TapeSplit, TwinModel
+from models.tape.schema import ColumnType, TableSchema
+from models.tape.vocabulary import target_indicator
 from resources.dagster_resources import CreditTwinSettings
 from resources.ledger import PrivacyLedgerResource
-from resources.storage import Artifact
+from resources.paid import charged_release
 
-MODEL_DIR = "model"
 DP_ENGINE = "credittwin-dp"
-NON_DP_LABEL = "not differentially private: the non-DP twin (set privacy.epsilon in tenant.yaml to opt in)"
-
-
-def load_twin(artifact: Artifact):
-    """The fitted engine stored in a `fitted_copula` artifact (whichever engine saved it)."""
-    from models.twin.engine import load_engine
-
-    return load_engine(artifact.path / MODEL_DIR)
-
-
-def _dp_plan(train, config, tenant: str):
-    """The DP copula plan under `privacy.epsilon`: from the header, tenant.yaml and the public unit count only.
-
-    Never from the inferred schema (dtypes, nullability, distinct counts), which
-    one borrower can change; `models.twin.dp.plan_for_table` is the one path the
-    falsification tests take too.
-    """
-    from models.twin.dp import plan_for_table
-
-    return plan_for_table(train, config, tenant=tenant)
 
 
 def _plan_mechanism(plan):
@@ -69,6 +36,22 @@ def _plan_mechanism(plan):
     )
 
 
+def _twin_model(twin, engine: str, tenant: str, charge=None) -> TwinModel:
+    """A fitted engine as the stored result: its saved files, a correlation heatmap, its summary and privacy label."""
+    from models.reports.plots import correlation_heatmap_png
+
+    with tempfile.TemporaryDirectory() as tmp:
+        twin.save(Path(tmp) / TwinModel.MODEL_DIR)
+        files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
+    summary = twin.summary()
+    files["plots/correlation.png"] = correlation_heatmap_png(twin.correlation, twin.latent_columns,
+                                                             f"{tenant}: latent correlation")
+    privacy = summary.get("differential_privacy") or {"label": NON_DP_LABEL}
+    if charge is not None:
+        privacy = {**privacy, "ledger_charge_id": charge.id, "idempotency_hash": charge.idempotency_hash}
+    return TwinModel(summary=summary, engine={"name": engine}, privacy=privacy, files=files)
+
+
 @dg.asset(
     partitions_def=tenants,
     group_name="twin",
@@ -83,67 +66,45 @@ def fitted_copula(
     context: dg.AssetExecutionContext,
     settings: CreditTwinSettings,
     privacy_ledger: PrivacyLedgerResource,
-    raw_loan_tape: Artifact,
-) -> dg.Output:
+    raw_loan_tape: TapeSplit,
+) -> dg.Output[TwinModel]:
     """Fit the tenant's engine on the train split and save it as JSON/NumPy with a correlation heatmap.
 
-    Under `privacy.epsilon` the spend is charged to the ledger before anything
-    reads the data; a re-execution of an already charged, already stored fit
-    returns the stored model instead of drawing new noise for free.
+    Under `privacy.epsilon` the plan comes from public inputs only (the header,
+    tenant.yaml, the public unit count: `models.twin.dp.plan_for_table`, the
+    path the falsification tests take too), its spend is charged before anything
+    reads the data, and a re-execution under the same charge re-releases the
+    stored model instead of drawing new noise for free (`resources.paid`).
     """
     from models.twin.engine import make_engine
-    from models.reports.plots import correlation_heatmap_png
 
-    tenant = context.partition_key
-    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
-    train = train_split(raw_loan_tape)
-    loans_file = upload_file(raw_loan_tape, "loans")
-    engine, charge = config.engine, None
-    with tenant_errors(tenant, loans_file):
+    tenant, config, train = context.partition_key, raw_loan_tape.tenant_config, raw_loan_tape.train
+    charge, re_released = None, False
+    with tenant_errors(tenant, raw_loan_tape.upload_file("loans")):
         if config.privacy.epsilon is not None:
-            from models.twin.dp import fit_dp_twin
+            from models.twin.dp import fit_dp_twin, plan_for_table
 
-            engine = DP_ENGINE
-            plan = _dp_plan(train, config, tenant)
-            charge = charge_privacy(
-                privacy_ledger,
-                context,
-                asset="fitted_copula",
-                mechanism=_plan_mechanism(plan),
-                input_version=raw_loan_tape.document("ingest")["upload_sha256"],
-                config=plan.to_dict(),
-                seed=None,
+            plan = plan_for_table(train, config, tenant=tenant)
+            model, charge, re_released = charged_release(
+                privacy_ledger, settings.root, tenant=tenant, run_id=context.run.run_id, result_type=TwinModel,
+                mechanism=_plan_mechanism(plan), input_version=raw_loan_tape.upload_sha256, config=plan.to_dict(),
+                seed=None, compute=lambda paid: _twin_model(fit_dp_twin(train, plan, tenant=tenant), DP_ENGINE, tenant, paid),
             )
-            stored = paid_release(settings.root, "fitted_copula", tenant, charge)
-            if stored is not None:
-                context.log.info("this DP fit was already paid for (ledger charge %s); re-releasing its model byte for "
-                                 "byte", charge.id)
-                return dg.Output(
-                    stored,
-                    metadata={"engine": DP_ENGINE, "privacy": stored.document("privacy")["label"], "re_released": True},
-                )
-            twin = fit_dp_twin(train, plan, tenant=tenant)
         else:
             twin = make_engine(
                 config.engine, k=config.privacy.k, constraints=[c.model_dump() for c in config.constraints]
-            ).fit(train, schema)
-    with tempfile.TemporaryDirectory() as tmp:
-        twin.save(Path(tmp) / MODEL_DIR)
-        files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
-    summary = twin.summary()
-    heatmap = correlation_heatmap_png(twin.correlation, twin.latent_columns, f"{tenant}: latent correlation")
-    files["plots/correlation.png"] = heatmap
-    privacy = summary.get("differential_privacy") or {"label": NON_DP_LABEL}
-    if charge is not None:
-        privacy = {**privacy, "ledger_charge_id": charge.id, "idempotency_hash": charge.idempotency_hash}
-    artifact = Artifact(documents={"summary": summary, "engine": {"name": engine}, "privacy": privacy}, files=files)
-    if charge is not None:  # the paid bytes are stored before anything leaves this step
-        artifact = store_paid_release(settings.root, "fitted_copula", tenant, charge, artifact)
+            ).fit(train, raw_loan_tape.schema)
+            model = _twin_model(twin, config.engine, tenant)
+    if re_released:
+        context.log.info("this DP fit was already paid for (ledger charge %s); re-releasing its model byte for byte",
+                         charge.id)
+    summary = model.summary
     return dg.Output(
-        artifact,
+        model,
         metadata={
-            "engine": engine,
-            "privacy": privacy["label"],
+            "engine": model.engine_name,
+            "privacy": model.privacy["label"],
+            "re_released": re_released,
             "epsilon_charged": dg.MetadataValue.float(charge.epsilon) if charge is not None else "none (non-DP twin)",
             # Under DP the exact row count is not shown (the plan's public unit count is, in its config).
             "train_rows": train.height if charge is None else "not shown (differentially private twin)",
@@ -155,7 +116,7 @@ def fitted_copula(
             "identifiers_regenerated": dg.MetadataValue.json(summary.get("identifiers_regenerated", [])),
             "category_merges": dg.MetadataValue.json(summary.get("category_merges", {})),
             "constraints": dg.MetadataValue.json(summary.get("constraints", [])),
-            "correlation_heatmap": png_markdown(heatmap, "latent correlation"),
+            "correlation_heatmap": png_markdown(model.files["plots/correlation.png"], "latent correlation"),
         },
     )
 
@@ -245,19 +206,17 @@ def comparable_reference(train, schema: TableSchema, conditions: dict):
 def synthetic_portfolio(
     context: dg.AssetExecutionContext,
     config: SyntheticPortfolioConfig,
-    raw_loan_tape: Artifact,
-    fitted_copula: Artifact,
-    lstm_cascade: Artifact,
+    raw_loan_tape: TapeSplit,
+    fitted_copula: TwinModel,
+    lstm_cascade: CascadeModel,
 ):
     """Sample the loans (optionally at a requested default rate or with fixed categories), then their monthly
     histories from the cascade, and compare both with the train split."""
-    from assets.cascade import load_cascade
     from models.quality.metrics import compare_tables, sample_size_thresholds
     from models.sequences.histories import compare_sequences
 
-    schema, tenant_config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
-    train = train_split(raw_loan_tape)
-    twin = load_twin(fitted_copula)
+    schema, tenant_config, train = raw_loan_tape.schema, raw_loan_tape.tenant_config, raw_loan_tape.train
+    twin = fitted_copula.load()
     # Under DP the default size is the plan's public unit count, never the exact number of train loans.
     plan = getattr(twin, "plan", None)
     rows = config.rows or tenant_config.synthetic_rows or (plan.n_units if plan is not None else train.height)
@@ -271,25 +230,12 @@ def synthetic_portfolio(
     # A conditioned portfolio is compared with the real loans that meet the same conditions.
     reference = comparable_reference(train, schema, conditions)
     fidelity = compare_tables(reference, synthetic, schema, **sample_size_thresholds(reference.height, synthetic.height))
-    cascade = load_cascade(lstm_cascade)
-    tables = {"loans": synthetic}
-    sequence_result = None
+    cascade = lstm_cascade.load()
+    performance = sequence_result = None
     if cascade is not None:
-        left_out = fitted_copula.document("summary", {}).get("left_out", {})
-        try:
-            tables["performance"] = cascade.sample(synthetic, seed=config.seed)
-        except InvalidDataError as error:
-            if error.column not in left_out:
-                raise
-            raise dg.Failure(
-                description=f"tenant '{context.partition_key}': the twin left out '{error.column}' "
-                f"({left_out[error.column]}), which the cascade needs to generate histories. Fix: under "
-                "privacy.epsilon, declare the column's public domain in tenant.yaml "
-                "(privacy.domains.<column>: {categories: [...]} or {low, high, bins}).",
-            ) from error
+        performance = _histories(context.partition_key, cascade, synthetic, config.seed, fitted_copula)
         if "target_rate" not in conditions:
-            train_perf = history_of(reference, raw_loan_tape.table("performance"), schema.id_column)
-            sequence_result = compare_sequences(train_perf, tables["performance"], reference, synthetic)
+            sequence_result = compare_sequences(raw_loan_tape.history_of(reference), performance, reference, synthetic)
     achieved = (
         float(target_indicator(synthetic.get_column(schema.target), schema.target_positive).mean())
         if schema.target and schema.target in synthetic.columns
@@ -298,28 +244,50 @@ def synthetic_portfolio(
     # Under DP the comparison with the real train split is an internal gate, like the validation report: its
     # figures are functions of the real loans, not covered by epsilon, and never part of the release.
     scope = {"scope": "internal: compared with the real train split; not covered by epsilon, not released"} if plan else {}
+    book = SyntheticBook(
+        loans=synthetic, performance=performance, privacy=fitted_copula.privacy, fidelity=fidelity.to_dict(),
+        sequence_fidelity=sequence_result.to_dict() if sequence_result is not None
+        else {"not_applicable": "no performance history"},
+        sampling={"rows": rows, "seed": config.seed, "conditions": conditions,
+                  "model_sha256": fitted_copula.content_sha256},
+    )
     output = dg.Output(
-        Artifact(tables=tables, documents={"privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL}),
-                                           "fidelity": fidelity.to_dict(), "sequence_fidelity": (
-            sequence_result.to_dict() if sequence_result is not None else {"not_applicable": "no performance history"}
-        ), "sampling": {
-            "rows": rows, "seed": config.seed, "conditions": conditions,
-            "model_sha256": fitted_copula.manifest.get("content_sha256"),
-        }}),
+        book,
         metadata={
             "dagster/row_count": synthetic.height,
             "seed": config.seed,
             "default_rate": dg.MetadataValue.float(achieved) if achieved is not None else "no target declared",
             "requested_default_rate": config.target_default_rate if config.target_default_rate is not None else "as in train",
             "conditions": dg.MetadataValue.json(conditions),
-            "model_sha256": fitted_copula.manifest.get("content_sha256", ""),
-            "privacy": fitted_copula.document("privacy", {"label": NON_DP_LABEL})["label"],
-            "mean_column_similarity": fidelity.to_dict()["mean_similarity"],
-            "performance_rows": tables["performance"].height if "performance" in tables else 0,
+            "model_sha256": fitted_copula.content_sha256 or "",
+            "privacy": fitted_copula.privacy["label"],
+            "mean_column_similarity": book.fidelity["mean_similarity"],
+            "performance_rows": performance.height if performance is not None else 0,
             **scope,
         },
     )
-    checks = [dg.AssetCheckResult(
+    checks = [_fidelity_check(fidelity, scope), _sequence_check(sequence_result, cascade is None)]
+    # a failed fidelity check stores nothing: the last good portfolio stays current for anonymized_portfolio
+    yield from output_unless_blocked(context, output, checks, fix=_dp_fix(plan, context.partition_key))
+
+
+def _histories(tenant: str, cascade, synthetic, seed: int, fitted_copula: TwinModel):
+    """The cascade's monthly histories of the synthetic loans; a column the DP twin left out is named with its fix."""
+    left_out = fitted_copula.summary.get("left_out", {})
+    try:
+        return cascade.sample(synthetic, seed=seed)
+    except InvalidDataError as error:
+        if error.column not in left_out:
+            raise
+        raise dg.Failure(
+            description=f"tenant '{tenant}': the twin left out '{error.column}' ({left_out[error.column]}), which the "
+            "cascade needs to generate histories. Fix: under privacy.epsilon, declare the column's public domain in "
+            "tenant.yaml (privacy.domains.<column>: {categories: [...]} or {low, high, bins}).",
+        ) from error
+
+
+def _fidelity_check(fidelity, scope: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
         check_name="synthetic_fidelity",
         passed=fidelity.passed,
         metadata={
@@ -331,35 +299,36 @@ def synthetic_portfolio(
             "thresholds_applied": dg.MetadataValue.json(fidelity.thresholds),
             **scope,
         },
-    )]
+    )
+
+
+def _sequence_check(sequence_result, no_history: bool) -> dg.AssetCheckResult:
     if sequence_result is None:
-        reason = (
-            "the tenant has no performance history"
-            if cascade is None
-            else "a default rate was requested, so the synthetic book's default curve differs from the real one by design"
-        )
-        checks.append(not_measured("sequence_fidelity", reason))
-    else:
-        checks.append(dg.AssetCheckResult(
-            check_name="sequence_fidelity",
-            passed=bool(sequence_result.passed),
-            metadata={
-                "cdr12_real": sequence_result.real_cdr,
-                "cdr12_synthetic": sequence_result.synthetic_cdr,
-                "cdr12_relative_diff": sequence_result.cdr12_relative_diff,
-                "transition_distance": dg.MetadataValue.json(sequence_result.to_dict()["transition_distance"]),
-                "failures": dg.MetadataValue.json(sequence_result.failures),
-                # 10% and 0.02, widened to the 95% sampling-noise band at these book sizes
-                "thresholds_applied": dg.MetadataValue.json(sequence_result.to_dict()["effective_thresholds"]),
-            },
-        ))
-    # a failed fidelity check stores nothing: the last good portfolio stays current for anonymized_portfolio
-    fix = None
-    if plan is not None:
-        released = [c for c in plan.columns if c.kind != "identifier"]
-        fix = (f"the twin is differentially private (privacy.epsilon {plan.epsilon:g}), and its budget is spread over "
-               f"{len(released)} columns and {plan.n_pairs} pairs of {plan.n_units} borrowers, so the noise can outweigh "
-               f"them. Declare public domains in tenant.yaml (`credittwin domains {context.partition_key}` prints a "
-               "block to edit; declared columns cost no budget for their structure), raise privacy.epsilon, or upload "
-               "more rows, then materialize again.")
-    yield from output_unless_blocked(context, output, checks, fix=fix)
+        return not_measured("sequence_fidelity", "the tenant has no performance history" if no_history else
+                            "a default rate was requested, so the synthetic book's default curve differs from the real "
+                            "one by design")
+    return dg.AssetCheckResult(
+        check_name="sequence_fidelity",
+        passed=bool(sequence_result.passed),
+        metadata={
+            "cdr12_real": sequence_result.real_cdr,
+            "cdr12_synthetic": sequence_result.synthetic_cdr,
+            "cdr12_relative_diff": sequence_result.cdr12_relative_diff,
+            "transition_distance": dg.MetadataValue.json(sequence_result.to_dict()["transition_distance"]),
+            "failures": dg.MetadataValue.json(sequence_result.failures),
+            # 10% and 0.02, widened to the 95% sampling-noise band at these book sizes
+            "thresholds_applied": dg.MetadataValue.json(sequence_result.to_dict()["effective_thresholds"]),
+        },
+    )
+
+
+def _dp_fix(plan, tenant: str) -> str | None:
+    """Under DP, the likelier cause of a failed fidelity check and what to do about it."""
+    if plan is None:
+        return None
+    released = [c for c in plan.columns if c.kind != "identifier"]
+    return (f"the twin is differentially private (privacy.epsilon {plan.epsilon:g}), and its budget is spread over "
+            f"{len(released)} columns and {plan.n_pairs} pairs of {plan.n_units} borrowers, so the noise can outweigh "
+            f"them. Declare public domains in tenant.yaml (`credittwin domains {tenant}` prints a block to edit; "
+            "declared columns cost no budget for their structure), raise privacy.epsilon, or upload more rows, then "
+            "materialize again.")

@@ -2,23 +2,13 @@
 
 import dagster as dg
 
-from assets.common import markdown_list, png_markdown, split_of, tape_config, tape_schema, tenant_errors, train_split
+from assets.common import markdown_list, png_markdown, tenant_errors
 from assets.partitions import tenants
-from resources.storage import Artifact
+from models.results import Release, TapeSplit, ValidationResult
 
 FIDELITY_CHECK = "fidelity_thresholds"
-REPORT_JSON = "validation_report"  # stored as validation_report.json (what `credittwin export` copies)
-REPORT_PDF = "validation_report.pdf"
 # Under DP the report's figures are exact statistics of real loans: it is kept as an internal artifact.
 INTERNAL_NOTE = "computed on real data; not covered by the DP guarantee; not exported"
-
-
-def released_loans(raw_loan_tape: Artifact, anonymized_portfolio: Artifact, seed: int = 0):
-    """The released loans with their generalised quasi-identifiers drawn back into typed values."""
-    from models.quality.release_frame import expand_release
-
-    generalisations = anonymized_portfolio.document("anonymization", {}).get("generalisations")
-    return expand_release(anonymized_portfolio.table("loans"), tape_schema(raw_loan_tape), generalisations, seed=seed)
 
 
 @dg.asset(
@@ -38,19 +28,20 @@ def released_loans(raw_loan_tape: Artifact, anonymized_portfolio: Artifact, seed
     "train-real-test-real on the real holdout) and sequence measures of the released book, with an overall score, "
     "recommendations and charts, as JSON and PDF.",
 )
-def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact, anonymized_portfolio: Artifact):
+def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: TapeSplit, anonymized_portfolio: Release):
     """Compare the released book with the real one and judge it against the tenant's thresholds."""
-    from assets.common import history_of
-    from models.quality.validation import build_validation_report, render_validation_pdf
+    from models.quality.validation import build_validation_report
+    from models.quality.validation_pdf import render_validation_pdf
 
     tenant = context.partition_key
-    schema, config = tape_schema(raw_loan_tape), tape_config(raw_loan_tape)
-    train, holdout = train_split(raw_loan_tape), split_of(raw_loan_tape, "holdout")
-    synthetic = released_loans(raw_loan_tape, anonymized_portfolio)
+    schema, config = raw_loan_tape.schema, raw_loan_tape.tenant_config
+    train, holdout = raw_loan_tape.train, raw_loan_tape.holdout
+    synthetic = anonymized_portfolio.typed_loans(schema)
     real_history = synthetic_history = None
-    if "performance" in raw_loan_tape.tables and "performance" in anonymized_portfolio.tables and schema.id_column:
-        real_history = history_of(train, raw_loan_tape.table("performance"), schema.id_column)
-        synthetic_history = anonymized_portfolio.table("performance")
+    if anonymized_portfolio.performance is not None:
+        real_history, synthetic_history = raw_loan_tape.history_of(train), anonymized_portfolio.performance
+        if real_history is None:
+            synthetic_history = None
     with tenant_errors(tenant):
         report = build_validation_report(
             train, holdout, synthetic, schema,
@@ -59,12 +50,12 @@ def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact
             thresholds=config.validation, seed=0, tenant=tenant,
         )
     document = report.to_dict()
-    document["release"] = {"anonymized_portfolio_sha256": anonymized_portfolio.manifest.get("content_sha256")}
+    document["release"] = {"anonymized_portfolio_sha256": anonymized_portfolio.content_sha256}
     internal = config.privacy.epsilon is not None
     if internal:  # under DP the comparison with real loans is the tenant's own review, never part of the release
         document["scope"] = {"internal": True, "note": INTERNAL_NOTE}
     pdf = render_validation_pdf(report)
-    files = {REPORT_PDF: pdf, **{f"charts/{name}.png": png for name, png in report.charts.items()}}
+    files = {ValidationResult.PDF: pdf, **{f"charts/{name}.png": png for name, png in report.charts.items()}}
     utility = document.get("utility", {})
     metadata = {
         "score": dg.MetadataValue.float(float(report.score)),
@@ -75,7 +66,7 @@ def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact
         "utility": utility.get("ratio") if utility.get("status") == "evaluated" else utility.get("reason", "absent"),
         "failures": dg.MetadataValue.json(report.failures),
         "recommendations": markdown_list(report.recommendations),
-        "report_pdf": dg.MetadataValue.path(REPORT_PDF),
+        "report_pdf": dg.MetadataValue.path(ValidationResult.PDF),
     }
     if internal:
         metadata["scope"] = f"internal: {INTERNAL_NOTE}"
@@ -83,7 +74,7 @@ def validation_report(context: dg.AssetExecutionContext, raw_loan_tape: Artifact
         if name in report.charts:
             metadata[name] = png_markdown(report.charts[name], name.replace("_", " "))
     yield dg.Output(
-        Artifact(documents={REPORT_JSON: document}, files=files),
+        ValidationResult(validation_report=document, files=files),
         metadata={key: value for key, value in metadata.items() if value is not None},
     )
     yield dg.AssetCheckResult(

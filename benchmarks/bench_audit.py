@@ -1,4 +1,4 @@
-"""Privacy audit benchmark: speed, memory and verdicts of `models.privacy.audit`, with SDMetrics as a peer.
+"""Privacy audit benchmark: speed, memory and verdicts of `models.privacy.audit.run_audit`, with SDMetrics as a peer.
 
 The book: a demo portfolio split 80/20 into train and holdout (50,000 train
 rows), a Gaussian copula twin fitted on train and sampled at 50,000 rows, then
@@ -44,7 +44,9 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from models.privacy.anonymize import AnonymizationPolicy, anonymize  # noqa: E402
-from models.privacy.audit import AuditConfig, AuditPolicy, distance_to_closest_record, evaluate_policy, run_audit  # noqa: E402
+from models.privacy.audit import AuditConfig, run_audit  # noqa: E402
+from models.privacy.distance import distance_to_closest_record  # noqa: E402
+from models.privacy.policy import AuditPolicy, evaluate_policy  # noqa: E402
 from models.twin.copula import GaussianCopulaTwin  # noqa: E402
 from models.tape.demo import generate_portfolio  # noqa: E402
 from models.tape.schema import ColumnType, infer_schema  # noqa: E402

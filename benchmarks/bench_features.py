@@ -14,7 +14,6 @@ excluded and shown apart).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -99,7 +98,6 @@ def main() -> None:
     feat_s = time.perf_counter() - t0
     rss_features = _peak_rss_mb()
 
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before GX's import, as resources.expectations does
     t0 = time.perf_counter()
     import great_expectations  # noqa: F401  # timed apart: a one-off cost per process
 

@@ -62,8 +62,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k rows only")
     args = parser.parse_args()
-    from models.risk.pd_models import score_book, train_pd_models
-    from models.quality.validation import build_validation_report, render_validation_pdf
+    from models.risk.serving import score_book
+    from models.risk.training import train_pd_models
+    from models.quality.validation import build_validation_report
+    from models.quality.validation_pdf import render_validation_pdf
 
     sizes = [10_000] if args.quick else [50_000, 200_000]
     print(f"{'case':58s} {'seconds':>8s}")

@@ -8,7 +8,7 @@
 - `models.risk`: PD models, stress testing, drift;
 - `models.reports`: the PDF builder, plots, the signed certificate.
 
-`errors` (the typed errors every domain raises) and `files` (atomic writes, hashing)
+`errors` (the typed errors every domain raises) and `files` (atomic writes, hashing, canonical JSON)
 are shared by all. Everything here can be imported, tested and benchmarked on its own.
 """
 

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from models.reports.certificate import MANIFEST_NAME
 from models.errors import CreditTwinError
+from models.files import atomic_directory, atomic_write_bytes, atomic_write_text
 from models.tape.tenant import validate_tenant_id
 
 REPORT_FILES = ("validation_report.json", "validation_report.pdf")
@@ -62,7 +60,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
         ExportError: no certificate, a certificate that does not verify, or a
             non-empty destination without `overwrite`.
     """
-    from assets.certificate import CERTIFICATE_JSON, CERTIFICATE_PDF, RELEASE_DIR
+    from models.results import Certificate
     from models.reports.certificate import load_signing_key, sign_manifest, verify_certificate
     from resources.storage import read_current
 
@@ -75,29 +73,28 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
             fix="materialize the tenant's graph (`credittwin materialize <tenant>`); a certificate is issued only "
             "when the privacy audit passes (see privacy_audit's failed rules otherwise).",
         )
-    release_dir = stored.path / RELEASE_DIR
+    release_dir = stored.folder(Certificate.RELEASE_DIR)
     # the key that signs the manifest is the deployment's own, which its trust therefore holds
     key = load_signing_key(settings.signing_key_file, environment=settings.environment, dev_key_dir=settings.keys_dir,
                            tenant=tenant)
     trusted = deployment_keys(settings)
-    result = verify_certificate(stored.path / CERTIFICATE_JSON, data_dir=release_dir, trusted_keys=trusted,
-                                pdf_path=stored.path / CERTIFICATE_PDF, environment=settings.environment)
+    result = verify_certificate(stored.path / Certificate.JSON, data_dir=release_dir, trusted_keys=trusted,
+                                pdf_path=stored.path / Certificate.PDF, environment=settings.environment)
     if not result.ok:
         raise ExportError(
             f"its current certificate {result.certificate_id} does not verify: " + "; ".join(result.problems),
             tenant=tenant,
-            file=str(stored.path / CERTIFICATE_JSON),
+            file=str(stored.path / Certificate.JSON),
             fix="re-run privacy_audit and privacy_certificate to issue a fresh certificate.",
         )
     files: dict[str, bytes] = {}
     for entry in result.checked_files:
         files[entry["name"]] = (release_dir / entry["name"]).read_bytes()
-    files[CERTIFICATE_JSON] = (stored.path / CERTIFICATE_JSON).read_bytes()
-    files[CERTIFICATE_PDF] = (stored.path / CERTIFICATE_PDF).read_bytes()
+    files[Certificate.JSON] = (stored.path / Certificate.JSON).read_bytes()
+    files[Certificate.PDF] = (stored.path / Certificate.PDF).read_bytes()
     report = read_current(settings.data_dir, "validation_report", tenant)
     # Under DP the validation report is internal (its figures are exact statistics of real loans): not exported.
-    internal = report is not None and bool(report.document("validation_report", {}).get("scope", {}).get("internal"))
-    if report is not None and report.path is not None and not internal:
+    if report is not None and report.path is not None and not report.internal:
         for name in REPORT_FILES:
             if (report.path / name).exists():
                 files[name] = (report.path / name).read_bytes()
@@ -106,7 +103,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
         if _sha256(files[entry["name"]]) != entry["expected_sha256"]:
             raise ExportError(f"released file '{entry['name']}' changed while it was being exported.", tenant=tenant,
                               fix="run the export again.")
-    document = json.loads(files[CERTIFICATE_JSON])
+    document = json.loads(files[Certificate.JSON])
     manifest = {
         "tenant": tenant,
         "certificate_id": result.certificate_id,
@@ -128,16 +125,15 @@ def _write_bundle(dest: Path, files: dict[str, bytes], manifest: dict, *, overwr
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise ExportError(f"destination {dest} is not empty.", tenant=tenant,
                           fix="name an empty or new folder, or pass --force to replace the bundle files in it.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".credittwin-export-", dir=dest.parent))
-    try:
+    manifest_text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if dest.exists() and any(dest.iterdir()):
+        # --force keeps the folder's other files, so the bundle's are replaced one by one, the manifest last: a
+        # bundle left half written has an old manifest that no longer matches, which `credittwin verify` reports
+        for name, data in files.items():
+            atomic_write_bytes(dest / name, data)
+        atomic_write_text(dest / MANIFEST_NAME, manifest_text)
+        return
+    with atomic_directory(dest) as staging:
         for name, data in files.items():
             (staging / name).write_bytes(data)
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if not dest.exists():
-            os.replace(staging, dest)
-            return
-        for item in staging.iterdir():
-            os.replace(item, dest / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (staging / MANIFEST_NAME).write_text(manifest_text, encoding="utf-8")

@@ -16,16 +16,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from models.files import atomic_write_bytes, sha256_file  # noqa: F401 - re-exported for callers of storage
+from models.files import atomic_write_text, dumps, sha256_file
 from models.errors import UnsafePathError
+from models.results import Parts, Result, as_result
 from models.tape.tenant import validate_tenant_id
 
 MANIFEST = "manifest.json"
@@ -63,56 +63,6 @@ def safe_join(root: Path, *parts: str) -> Path:
     return target
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def json_default(value: Any) -> Any:
-    """JSON encoding for the values our documents hold (NumPy scalars, dates, paths)."""
-    import numpy as np
-
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a JSON document")
-
-
-def dumps(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, default=json_default, allow_nan=False)
-
-
-@dataclass
-class Artifact:
-    """A bundle an asset returns: tables (Parquet), JSON documents, arrays and files.
-
-    `files` maps a relative path (``model/model.json``, ``plots/heatmap.png``) to
-    bytes, so models saved in safe formats (JSON, ``.npz`` without pickle, torch
-    state dicts, LightGBM text) travel as they are. After loading, `path` is the
-    stored version directory, so a model can be loaded from ``artifact.path / ...``.
-    """
-
-    tables: dict[str, Any] = field(default_factory=dict)
-    documents: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)
-    path: Path | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    def table(self, name: str):
-        return self.tables[name]
-
-    def document(self, name: str, default: Any = None) -> Any:
-        return self.documents.get(name, default)
-
-
 class VersionedStore:
     """Version directories with an atomic CURRENT pointer, for one (asset, tenant)."""
 
@@ -129,7 +79,7 @@ class VersionedStore:
         version = safe_join(self.dir, name)
         return version if (version / MANIFEST).exists() else None
 
-    def write(self, artifact: Artifact, *, run_id: str, kind: str, extra: dict | None = None) -> tuple[Path, dict]:
+    def write(self, artifact: Parts, *, run_id: str, kind: str, extra: dict | None = None) -> tuple[Path, dict]:
         """Write `artifact` into a new version and move CURRENT to it; return (path, manifest)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"v{time.time_ns()}-{(run_id or 'local')[:8]}"
@@ -179,7 +129,7 @@ class VersionedStore:
         self._prune(keep=name)
         return final, manifest
 
-    def read(self) -> Artifact:
+    def read(self) -> Parts:
         import polars as pl
 
         version = self.current()
@@ -188,7 +138,7 @@ class VersionedStore:
                 f"no stored output for tenant '{self.tenant}' under {self.dir}; materialize the upstream asset first."
             )
         manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
-        artifact = Artifact(path=version, manifest=manifest)
+        artifact = Parts(path=version, manifest=manifest)
         for name in manifest.get("tables", []):
             artifact.tables[name] = pl.read_parquet(safe_join(version, f"{name}.parquet"))
         for name in manifest.get("documents", []):
@@ -209,9 +159,10 @@ class VersionedStore:
 class TenantStorageIOManager(dg.ConfigurableIOManager):
     """Stores each tenant partition's output under the data root, atomically and versioned.
 
-    A `polars.DataFrame` output is stored as one Parquet table and loaded back as
-    a DataFrame; an `Artifact` is stored as its tables, documents and files and
-    loaded back as an `Artifact` whose `path` is the stored version.
+    An asset's typed result (`models.results`) is stored as its parts (tables,
+    documents, files) and loaded back as the same type, its `path` the stored
+    version; a `polars.DataFrame` output is stored as one Parquet table and
+    loaded back as a DataFrame.
 
     Every stored output is also appended to the tenant's lineage audit trail
     (`resources.lineage_recording`), after CURRENT moved: a failed append fails
@@ -227,11 +178,11 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
     _lineage: Any = PrivateAttr(default=None)
 
     def _recorder(self):
-        from resources.lineage import default_lineage_url
+        from resources.ledger import default_ledger_url
         from resources.lineage_recording import LineageRecorder
 
         if self._lineage is None:
-            self._lineage = LineageRecorder(self.lineage_url or default_lineage_url(self.data_dir))
+            self._lineage = LineageRecorder(self.lineage_url or default_ledger_url(self.data_dir))
         return self._lineage
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -248,11 +199,12 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         if isinstance(obj, pl.DataFrame):
-            artifact, kind = Artifact(tables={"data": obj}), "dataframe"
-        elif isinstance(obj, Artifact):
-            artifact, kind = obj, "artifact"
+            artifact, kind = Parts(tables={"data": obj}), "dataframe"
+        elif isinstance(obj, Result):
+            artifact, kind = obj.to_parts(), type(obj).__name__
         else:
-            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; expected a polars DataFrame or an Artifact.")
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; expected a polars "
+                            "DataFrame or a typed result of models.results.")
         path, manifest = self._store(context).write(artifact, run_id=context.run_id, kind=kind)
         record = self._record_lineage(context, artifact, manifest)
         context.add_output_metadata(
@@ -266,7 +218,7 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def _record_lineage(self, context: dg.OutputContext, artifact: Artifact, manifest: dict):
+    def _record_lineage(self, context: dg.OutputContext, artifact: Parts, manifest: dict):
         """Append the stored output to the lineage trail; raising fails the step (the output stays stored)."""
         from resources.lineage_recording import output_entry
 
@@ -294,7 +246,7 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
         self._note_input(context, artifact.manifest)
         if artifact.manifest.get("kind") == "dataframe":
             return artifact.tables["data"]
-        return artifact
+        return as_result(context.asset_key.to_user_string(), artifact)
 
     def _note_input(self, context: dg.InputContext, manifest: dict) -> None:
         """Remember the upstream content this step loaded, for its lineage record."""
@@ -309,8 +261,7 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
         self._recorder().note_input(step.run_id, step.step.key, context.asset_key.to_user_string(), version, content)
 
 
-def read_current(data_dir: Path, asset: str, tenant: str) -> Artifact | None:
-    """The latest stored output of `asset` for `tenant`, or None (for the CLI and sensors)."""
+def read_current(data_dir: Path, asset: str, tenant: str) -> Result | Parts | None:
+    """The latest stored output of `asset` for `tenant`, typed, or None (for the CLI and sensors)."""
     store = VersionedStore(data_dir, [asset], tenant)
-    return store.read() if store.current() is not None else None
-
+    return as_result(asset, store.read()) if store.current() is not None else None

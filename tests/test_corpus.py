@@ -33,8 +33,8 @@ def test_a_real_tape_reaches_a_verified_certificate_in_its_own_vocabulary(tape, 
     released = pd.read_csv(run.bundle / "loans.csv")
     certificate = json.loads((run.bundle / "certificate.json").read_text())
     generalised = set(certificate["anonymity"]["quasi_identifiers"])
-    schema = read_current(tmp_path / "data", "raw_loan_tape", tape.tenant).document("schema")
-    identifiers = {c["name"] for c in schema["columns"] if c["type"] == "identifier"}
+    schema = read_current(tmp_path / "data", "raw_loan_tape", tape.tenant).schema
+    identifiers = {c.name for c in schema.columns if c.type.value == "identifier"}
     assert vocabulary_mismatches(original, released, generalised=generalised, identifiers=identifiers) == []
     figures = run.figures()
     assert figures["k"] >= 5 and figures["quality"] is not None

@@ -239,7 +239,7 @@ def test_a_failed_registration_gate_keeps_the_last_registered_model_current(cert
     # setup: the same loans, but no holdout loan defaulted: the model cannot be evaluated on the real holdout
     import polars as pl
 
-    from models.tape.ingest import split_by_unit
+    from models.tape.split import split_by_unit
 
     settings, instance, folder = certified
     before = _currents(settings, ["risk_model"])

@@ -123,3 +123,16 @@ def test_models_do_not_import_dagster():
                 if module and module.split(".")[0] == "dagster":
                     offenders.append(name)
     assert offenders == []
+
+
+def test_assets_do_not_import_each_other():
+    # assets exchange typed results (models.results) through the IO manager, never each other's helpers
+    shared = {"assets", "assets.common", "assets.partitions", "assets.policies"}
+    wrong = sorted(
+        f"{module} imports {dep}"
+        for module, deps in _graph().items()
+        if module.startswith("assets.") and module not in shared
+        for dep in deps
+        if dep.startswith("assets") and dep not in shared
+    )
+    assert wrong == []

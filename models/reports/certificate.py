@@ -16,7 +16,7 @@ certificate in place).
 Signing
 -------
 The document without its ``signature`` member is canonicalised with RFC 8785
-(JSON Canonicalization Scheme, the ``rfc8785`` package: keys sorted by their
+(`models.files.canonical_json`, the ``rfc8785`` package: keys sorted by their
 UTF-16 code units, no white space, UTF-8, numbers in ECMAScript form; NaN and
 infinities are refused, and so are integers beyond 2^53 - 1) and signed with
 Ed25519. The public key, its id (the first 16 hex digits of the SHA-256 of the
@@ -60,8 +60,8 @@ Untrusted text (the display name, column names and category values, which
 come from uploads) reaches the PDF only through `models.reports.pdf.PdfReport`,
 which escapes everything it prints (ReportLab markup injection).
 
-No Dagster here; ``cryptography``, ``rfc8785`` and ReportLab are imported inside
-the functions that use them.
+No Dagster here; ``cryptography`` and ReportLab are imported inside the
+functions that use them.
 """
 
 from __future__ import annotations
@@ -70,17 +70,15 @@ import base64
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from models.privacy.accounting import NEIGHBOURS
-from models.errors import CertificateError
-from models.files import atomic_write_bytes, sha256_file
+from models.errors import CertificateError, JsonValueError
+from models.files import atomic_write_bytes, canonical_json, json_value, sha256_file
 from models.reports.pdf import PdfReport, fmt, pdf_text
 from models.tape.tenant import validate_tenant_id
 
@@ -96,64 +94,17 @@ KEYGEN_COMMAND = "openssl genpkey -algorithm ed25519 -out credittwin-signing.pem
 CLOCK_SKEW = timedelta(minutes=5)
 ENVIRONMENTS = ("development", "production")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_MAX_SAFE_INT = 2**53 - 1
 
 
 # --------------------------------------------------------------------------- canonical JSON
 
 
 def _plain(value: Any, where: str) -> Any:
-    """`value` as plain JSON types (numpy scalars unwrapped, dates as ISO text); NaN/inf refused."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        if abs(value) > _MAX_SAFE_INT:
-            raise CertificateError(
-                f"{where} is the integer {value}, beyond what JSON numbers hold exactly (2^53 - 1).",
-                fix="store it as text.",
-            )
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CertificateError(
-                f"{where} is {value!r}; a certificate holds only finite numbers.",
-                fix="report an unmeasured figure as None (null), as AuditReport.to_dict does.",
-            )
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CertificateError(f"{where} has the non-text key {key!r}.", fix="use text keys only.")
-            out[key] = _plain(item, f"{where}.{key}")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    item = getattr(value, "item", None)  # NumPy scalars
-    if callable(item) and type(value).__module__ == "numpy":
-        return _plain(item(), where)
-    raise CertificateError(f"{where} is a {type(value).__name__}, which a certificate cannot hold.", fix="pass JSON values.")
-
-
-def canonical_json(document: Mapping[str, Any]) -> bytes:
-    """The RFC 8785 canonical form of `document` (the bytes that are hashed and signed).
-
-    Raises:
-        CertificateError: the document holds NaN, an infinity, an integer beyond
-            2^53 - 1, a non-text key or a value that is not JSON.
-    """
-    import rfc8785
-
+    """`value` as plain JSON types (`models.files.json_value`); what JSON cannot hold exactly is a CertificateError."""
     try:
-        return rfc8785.dumps(_plain(document, "certificate"))
-    except rfc8785.CanonicalizationError as error:
-        raise CertificateError(f"the certificate cannot be canonicalised: {error}.", fix="pass JSON values only.") from None
+        return json_value(value, where)
+    except JsonValueError as error:
+        raise CertificateError(error.reason, fix=error.fix) from None
 
 
 def payload_of(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,7 +114,7 @@ def payload_of(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def payload_sha256(document: Mapping[str, Any]) -> str:
     """Hex SHA-256 of the canonical JSON of the signed part of `document`."""
-    return hashlib.sha256(canonical_json(payload_of(document))).hexdigest()
+    return hashlib.sha256(canonical_json(_plain(payload_of(document), "certificate"))).hexdigest()
 
 
 # --------------------------------------------------------------------------- keys
@@ -276,39 +227,6 @@ def _read_key(path: Path, *, environment: str, tenant: str | None, development: 
     return _from_private(private_key, development=development, source=path)
 
 
-def _publish_exclusively(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` (mode 0600) only if `path` does not exist; True when this call created it.
-
-    The bytes go to a private temporary file that is then hard-linked to
-    `path`: the link appears whole or not at all, and fails when another
-    process got there first. Where hard links are not supported, the file is
-    created with O_EXCL and written in place.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return True
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def load_signing_key(
     key_file: Path | str | None,
     *,
@@ -357,7 +275,7 @@ def load_signing_key(
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         # If another process published its key first, ours is dropped and theirs is read below.
-        _publish_exclusively(path, _pem(Ed25519PrivateKey.generate()))
+        atomic_write_bytes(path, _pem(Ed25519PrivateKey.generate()), replace=False)
     return _read_key(path, environment=environment, tenant=tenant, development=True)
 
 
@@ -378,9 +296,7 @@ def generate_key_file(path: Path | str, *, overwrite: bool = False) -> SigningKe
     data = _pem(private_key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            atomic_write_bytes(path, data)
-        elif not _publish_exclusively(path, data):
+        if not atomic_write_bytes(path, data, replace=overwrite):
             raise CertificateError(
                 f"{str(path)!r} already exists; a signing key is never overwritten by accident.",
                 fix="choose another path, or remove the old key first (certificates it signed stay verifiable "
@@ -820,12 +736,12 @@ def build_certificate(
             malformed (naive datetime, bad hash, NaN figure...).
         InvalidTenantError: `tenant` is not a valid tenant id.
     """
-    from models.privacy.audit import dp_auc_bound
+    from models.privacy.membership import dp_auc_bound
 
     tenant = validate_tenant_id(tenant)
     failed = [r for r in rules if not r.get("passed")]
     _require(len(rules) > 0, "no audit rule was evaluated, so nothing can be certified.", tenant,
-             "run the privacy audit and evaluate the tenant's policy (models.privacy.audit.evaluate_policy) first.")
+             "run the privacy audit and evaluate the tenant's policy (models.privacy.policy.evaluate_policy) first.")
     if failed:
         raise CertificateError(
             f"the privacy audit failed {len(failed)} rule(s), so no certificate is issued (the previous one stays "
@@ -1066,7 +982,7 @@ def render_certificate_pdf(signed: Mapping[str, Any]) -> bytes:
     only on the certificate's content, not on how its JSON was ordered: that
     lets `verify_certificate` compare a PDF with one rendered afresh.
     """
-    signed = json.loads(canonical_json(signed))
+    signed = json.loads(canonical_json(_plain(signed, "certificate")))
     signature = signed.get("signature") or {}
     development = bool(signature.get("development_key") or (signed.get("signing_key") or {}).get("development"))
     report = PdfReport(
@@ -1302,8 +1218,8 @@ def _check_signature(document: Mapping[str, Any], trusted_keys: Sequence[str | T
         problems.append(f"signature algorithm is {signature['algorithm']!r}; only {SIGNATURE_ALGORITHM} is accepted")
         return None
     try:
-        data = canonical_json(payload_of(document))
-    except CertificateError as error:
+        data = canonical_json(payload_of(document), "certificate")
+    except JsonValueError as error:
         problems.append(f"the certificate content cannot be canonicalised: {error.reason}")
         return None
     actual = hashlib.sha256(data).hexdigest()
@@ -1497,8 +1413,8 @@ def _manifest_signer(manifest: Mapping[str, Any]) -> str | None:
     try:
         public_raw = base64.b64decode(str(signature.get("public_key")), validate=True)
         value = base64.b64decode(str(signature.get("value")), validate=True)
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(value, canonical_json(payload_of(manifest)))
-    except (ValueError, TypeError, InvalidSignature, CertificateError):
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(value, canonical_json(payload_of(manifest), "manifest"))
+    except (ValueError, TypeError, InvalidSignature, JsonValueError):
         return None
     return key_id_of(public_raw)
 

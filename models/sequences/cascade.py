@@ -55,7 +55,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
-from models.sequences.markov import write_atomic
+from models.files import atomic_write_bytes, atomic_write_text
 from models.tape.schema import ColumnType, TableSchema
 from models.sequences.histories import (
     ABSORBING_CODES,
@@ -1227,9 +1227,9 @@ class LoanCascade:
         folder.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu().clone() for k, v in self._net.state_dict().items()}, buffer)
-        write_atomic(folder / WEIGHTS_FILE, buffer.getvalue())
-        write_atomic(folder / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=1))
-        write_atomic(
+        atomic_write_bytes(folder / WEIGHTS_FILE, buffer.getvalue())
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=1))
+        atomic_write_text(
             folder / PREPROCESSING_FILE,
             json.dumps({**prep, "history": self.history, "report": self.report}, indent=1),
         )

@@ -591,7 +591,7 @@ def _integer_dtype(name: str | None) -> bool:
 
 
 def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) -> pl.Series:
-    """The history's periods written as the file wrote them (see `models.tape.ingest.read_performance`)."""
+    """The history's periods written as the file wrote them (see `models.tape.performance.read_performance`)."""
     period = history.get_column("period").cast(pl.Int64)
     if form["kind"] == "index":
         return period + int(form["offset"]) - 1
@@ -627,7 +627,7 @@ def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) ->
 def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed: int = 0) -> pl.DataFrame:
     """A canonical (synthetic) history written in the vocabulary of the file the real history came from.
 
-    `vocabulary` is what `models.tape.ingest.read_performance` recorded at ingest
+    `vocabulary` is what `models.tape.performance.read_performance` recorded at ingest
     (saved in the raw tape's ``ingest`` document under
     ``performance.vocabulary``). The result has the file's own column names
     and only the columns the file had: statuses spelled as the file spelled

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import InvalidDataError, NotFittedError
+from models.files import atomic_write_text
 from models.tape.schema import TableSchema
 from models.sequences.histories import (
     ABSORBING_CODES,
@@ -46,18 +46,6 @@ SEGMENT_CANDIDATES = ("grade", "risk_grade", "sub_grade", "risk_segment", "credi
 _MAX_LEVELS = 30
 _NUMERIC_BINS = 5
 MODEL_FILE = "markov.json"
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `data` via a temporary file and a rename, so a failed save never leaves half a file."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 class MarkovBaseline:
@@ -326,7 +314,7 @@ class MarkovBaseline:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / MODEL_FILE
-        write_atomic(target, json.dumps({"smoothing": self.smoothing, **fitted}, indent=1))
+        atomic_write_text(target, json.dumps({"smoothing": self.smoothing, **fitted}, indent=1))
         return target
 
     @classmethod

@@ -7,8 +7,8 @@ from models import lazy_api
 
 _API = {
     "read_table": "ingest",
-    "read_performance": "ingest",
-    "split_by_unit": "ingest",
+    "read_performance": "performance",
+    "split_by_unit": "split",
     "IngestReport": "ingest",
     "ReadOptions": "ingest",
     "LoanTape": "loan_tape",

@@ -32,10 +32,8 @@ models fitted to a demo book.
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -45,6 +43,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import InvalidDataError
+from models.files import atomic_write_bytes
 from models.sequences.states import STATE_INDEX, STATES
 
 PRODUCTS: tuple[str, ...] = ("mortgage", "auto", "personal", "card")
@@ -831,33 +830,16 @@ def oracle_default_probabilities(
     return hazards.default_probabilities(shift, months)
 
 
-def _write_temporary(target: Path, write: Callable[[Path], object]) -> Path:
-    """Write via `write(temp_path)` to a hidden temporary file beside `target`; returns the temporary path.
-
-    The temporary file sits in the same folder so the later `os.replace` is an
-    atomic rename; a failed write removes it.
-    """
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
-
-
 def write_landing(portfolio: DemoPortfolio, tenant_dir: Path, *, fmt: str = "parquet") -> list[Path]:
     """Write loans.<fmt>, performance.<fmt> and tenant.yaml into `tenant_dir` atomically.
 
-    All three files are first written in full to hidden temporary files in the
-    same folder; only then is each renamed over its target (`os.replace`), so a
-    reader never sees half a file and a failed write leaves the previous upload
-    untouched. The renames put tenant.yaml and the performance file in place
-    before the loans file, because the landing sensor treats the loans file as
-    the upload. A loans or performance file of the other format is removed just
-    before the renames, since the landing zone refuses a folder holding both.
+    All three files are encoded in memory first, so a failure to encode them
+    leaves the previous upload untouched; each is then written atomically
+    (`models.files.atomic_write_bytes`), so a reader never sees half a file.
+    tenant.yaml and the performance file go in before the loans file, because
+    the landing sensor treats the loans file as the upload. A loans or
+    performance file of the other format is removed just before the writes,
+    since the landing zone refuses a folder holding both.
 
     Args:
         portfolio: the book from `generate_portfolio`.
@@ -882,33 +864,27 @@ def write_landing(portfolio: DemoPortfolio, tenant_dir: Path, *, fmt: str = "par
         )
     tenant_dir.mkdir(parents=True, exist_ok=True)
 
-    def frame_writer(frame: pl.DataFrame) -> Callable[[Path], object]:
+    def encoded(frame: pl.DataFrame) -> bytes:
+        buffer = io.BytesIO()
         if fmt == "parquet":
-            return lambda path: frame.write_parquet(path)
-        return lambda path: frame.write_csv(path)
+            frame.write_parquet(buffer)
+        else:
+            frame.write_csv(buffer)
+        return buffer.getvalue()
 
-    config_text = yaml.safe_dump(portfolio.tenant_config, sort_keys=False)
     config_path = tenant_dir / TENANT_FILE_NAME
     perf_path = tenant_dir / f"performance.{fmt}"
     loans_path = tenant_dir / f"loans.{fmt}"
-    jobs = (
-        (config_path, lambda path: path.write_text(config_text, encoding="utf-8")),
-        (perf_path, frame_writer(portfolio.performance)),
-        (loans_path, frame_writer(portfolio.loans)),
+    files = (
+        (config_path, yaml.safe_dump(portfolio.tenant_config, sort_keys=False).encode("utf-8")),
+        (perf_path, encoded(portfolio.performance)),
+        (loans_path, encoded(portfolio.loans)),
     )
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target, write in jobs:
-            staged.append((_write_temporary(target, write), target))
-    except BaseException:
-        for temp, _ in staged:
-            temp.unlink(missing_ok=True)
-        raise
     other = next(f for f in LANDING_FORMATS if f != fmt)
     for stem in ("performance", "loans"):
         stale = tenant_dir / f"{stem}.{other}"
         if stale.is_file() and not stale.is_symlink():
             stale.unlink()
-    for temp, target in staged:
-        os.replace(temp, target)
+    for target, data in files:
+        atomic_write_bytes(target, data)
     return [loans_path, perf_path, config_path]

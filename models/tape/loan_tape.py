@@ -197,7 +197,9 @@ def read_tape(upload: Upload) -> LoanTape:
     `missing_columns` rather than raised here, so the expectation suite can
     report them as a failed blocking check with the others.
     """
-    from models.tape.ingest import ReadOptions, read_performance, read_table, split_by_unit
+    from models.tape.ingest import ReadOptions, read_table
+    from models.tape.performance import read_performance
+    from models.tape.split import split_by_unit
 
     tenant = upload.tenant
     config = load_tenant_config(upload.config, tenant=tenant) if upload.config else TenantConfig()

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # polars is imported where used to keep imports light
 
 
 SPLIT_COLUMN = "_split"
-"""The column of a stored tape that marks each loan "train" or "holdout" (`models.tape.ingest.split_by_unit`)."""
+"""The column of a stored tape that marks each loan "train" or "holdout" (`models.tape.split.split_by_unit`)."""
 TENANT_FILE = "tenant.yaml"
 """The tenant contract's file name in a landing folder."""
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.risk.drift import DriftConfig
 from models.errors import InvalidTenantError, TenantConfigError
 from models.tape.schema import TENANT_FILE
-from models.risk.pd_models import RiskConfig
+from models.risk.config import RiskConfig
 from models.risk.stress import StressConfig
 from models.quality.validation import ValidationThresholds
 
@@ -154,14 +154,14 @@ class FixedCombinationsConstraint(_Strict):
 
 
 class AuditSpec(_Strict):
-    """The privacy audit's sampling and the release policy its figures must meet (`models.privacy.audit`).
+    """The privacy audit's sampling and the release policy its figures must meet (`models.privacy.policy`).
 
     Limits: exact matches, the share of released rows closer to train than to
     holdout, and the strongest membership-inference AUC. Margins: the attack
     rules (CreditTwin's attribute inference on every secret, anonymeter's
     inference with `max_inference_risk`, its singling out and linkability with
     `max_anonymeter_risk`) compare the attack's success on training records
-    with its success on holdout records (`models.privacy.audit.leak_test`): a rule
+    with its success on holdout records (`models.privacy.leak.leak_test`): a rule
     fails on evidence (a one-sided 95 % lower bound) that the risk exceeds its
     margin, passes when the upper bound is within it, and warns when the book
     is too small to tell. The former rule, "the upper 95 % bound is within the

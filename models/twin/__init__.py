@@ -6,8 +6,8 @@ The public API below is imported from its module on first use (`models.lazy_api`
 from models import lazy_api
 
 _API = {
-    "TwinEngine": "engine",
-    "Conditions": "engine",
+    "TwinEngine": "protocol",
+    "Conditions": "protocol",
     "make_engine": "engine",
     "load_engine": "engine",
     "GaussianCopulaTwin": "copula",

@@ -48,10 +48,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from contextlib import contextmanager
-import shutil
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -60,8 +56,10 @@ import numpy as np
 import polars as pl
 
 from models.errors import CreditTwinError, InvalidDataError, NotFittedError, ValidationErrors
+from models.files import atomic_directory
 from models.twin.marginals import ContinuousMarginal, LevelMarginal
 from models.tape.schema import ColumnType, TableSchema
+from models.twin.protocol import Conditions
 from models.tape.vocabulary import target_indicator
 
 FORMAT = "credittwin.gaussian_copula"
@@ -773,38 +771,6 @@ def _truncated_draw(mu: np.ndarray, sigma: float, spans: np.ndarray, rng: np.ran
     return out
 
 
-@contextmanager
-def atomic_directory(path: Path):
-    """Yield a sibling temporary folder; on success it replaces `path` in one rename, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    tmp = path.parent / f".{path.name}.tmp-{token}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{token}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _write_atomic_dir(path: Path, files: dict[str, bytes]) -> None:
-    """Write `files` into directory `path` atomically: a sibling temp dir, then rename over."""
-    with atomic_directory(path) as tmp:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-
 # --------------------------------------------------------------------------- the engine
 
 
@@ -1221,7 +1187,7 @@ class GaussianCopulaTwin:
         if self.correlation is None:
             raise NotFittedError("the copula twin is not fitted.", fix="call fit(table, schema) or GaussianCopulaTwin.load(path) first.")
 
-    def sample(self, n: int, seed: int = 0, conditions: dict | None = None) -> pl.DataFrame:
+    def sample(self, n: int, seed: int = 0, conditions: Conditions | None = None) -> pl.DataFrame:
         """Sample `n` synthetic rows; the same seed gives the same table.
 
         Args:
@@ -1603,7 +1569,9 @@ class GaussianCopulaTwin:
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
         text = json.dumps(model, indent=1, allow_nan=False).encode()
-        _write_atomic_dir(Path(path), {"model.json": text, "arrays.npz": buffer.getvalue()})
+        with atomic_directory(Path(path)) as folder:
+            (folder / "model.json").write_bytes(text)
+            (folder / "arrays.npz").write_bytes(buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> "GaussianCopulaTwin":
@@ -1616,6 +1584,12 @@ class GaussianCopulaTwin:
         json_file = path / "model.json"
         try:
             model = json.loads(json_file.read_text())
+            if cls is GaussianCopulaTwin and isinstance(model, dict) and model.get("format") != FORMAT:
+                # another engine's folder (make_engine("credittwin") saves a segmented twin): one loader dispatches
+                raise InvalidDataError(
+                    f"the saved engine is a {model.get('format')!r}, not a single Gaussian copula.", file=str(json_file),
+                    fix="load it with models.twin.engine.load_engine, which picks the engine that saved it.",
+                )
             with np.load(path / "arrays.npz", allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as exc:

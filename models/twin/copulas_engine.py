@@ -38,10 +38,11 @@ from models.twin.copula import (
     _positive_levels,
     _same_value,
     _validate_table,
-    _write_atomic_dir,
 )
 from models.errors import InvalidDataError, NotFittedError
+from models.files import atomic_directory
 from models.tape.schema import ColumnType, TableSchema
+from models.twin.protocol import Conditions
 
 FORMAT = "credittwin.copulas_engine"
 _MODELS = {"gaussian", "vine_center", "vine_direct", "vine_regular"}
@@ -227,7 +228,7 @@ class CopulasEngine:
 
     # ------------------------------------------------------------------ sample
 
-    def sample(self, n: int, seed: int = 0, conditions: dict | None = None) -> pl.DataFrame:
+    def sample(self, n: int, seed: int = 0, conditions: Conditions | None = None) -> pl.DataFrame:
         """Sample `n` rows; conditions as for `GaussianCopulaTwin` (gaussian model only)."""
         if self._copula is None:
             raise NotFittedError("the copulas engine is not fitted.", fix="call fit(table, schema) or load(path) first.")
@@ -365,7 +366,8 @@ class CopulasEngine:
         model = {"format": FORMAT, "version": 1, "model": self.model, "distribution": self.distribution, "k": self.k,
                  "constraints": self.constraints, "max_categories": self.max_categories, "columns": self._columns,
                  "left_out": self._left_out, "merges": self._merges, "target": self._target, "copula": params}
-        _write_atomic_dir(Path(path), {"model.json": json.dumps(model, allow_nan=False).encode()})
+        with atomic_directory(Path(path)) as folder:
+            (folder / "model.json").write_bytes(json.dumps(model, allow_nan=False).encode())
 
     @classmethod
     def load(cls, path: Path) -> "CopulasEngine":

@@ -112,12 +112,13 @@ from models.twin.copula import (
     _json_scalar,
     _numeric_view,
     _repair_correlation,
-    _write_atomic_dir,
 )
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
+from models.files import atomic_directory
 from models.twin.marginals import ContinuousMarginal, LevelMarginal
 from models.privacy.errors import InvalidMechanismError
 from models.tape.schema import TableSchema
+from models.twin.protocol import Conditions
 from models.tape.vocabulary import FALSE_WORDS, TRUE_WORDS, as_truths, target_indicator
 
 if TYPE_CHECKING:
@@ -1396,7 +1397,7 @@ class DPGaussianCopula:
             raise NotFittedError("the DP copula is not fitted.", fix="call fit(table, schema) or DPGaussianCopula.load(path).")
         return self.twin
 
-    def sample(self, n: int, seed: int = 0, conditions: dict | None = None) -> pl.DataFrame:
+    def sample(self, n: int, seed: int = 0, conditions: Conditions | None = None) -> pl.DataFrame:
         """Sample `n` synthetic rows (post-processing: spends no privacy); see `GaussianCopulaTwin.sample`.
 
         A text column whose sampled values are all flag words (true/false, Yes/No) comes back Boolean,
@@ -1439,7 +1440,9 @@ class DPGaussianCopula:
             files = {name: (inner / name).read_bytes() for name in ("model.json", "arrays.npz")}
         document = {"format": DP_FORMAT, "version": DP_FORMAT_VERSION, "plan": self.plan.to_dict()}
         files[DP_FILE] = json.dumps(document, indent=1, allow_nan=False).encode()
-        _write_atomic_dir(path, files)
+        with atomic_directory(path) as folder:
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
 
     @classmethod
     def load(cls, path: Path) -> "DPGaussianCopula":

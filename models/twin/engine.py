@@ -1,10 +1,4 @@
-"""The one interface every twin engine implements, and the registry that makes and loads engines by name.
-
-An engine is a plain class in the manner of SDV's synthesizers: `fit(table,
-schema)` learns a tenant's train split, `sample(n, seed, conditions)` draws a
-synthetic table, `save(path)` writes JSON and NumPy files (never a pickle) and
-the class method `load(path)` reads them back. `Conditions` types what `sample`
-accepts: an exact share of positive targets and/or fixed column values.
+"""The registry that makes and loads twin engines by name (the interface they share is `models.twin.protocol`).
 
 The registry lives here, apart from the engines, so that no engine module
 imports another: `copula` is the base, `segmented`, `dp` and `copulas_engine`
@@ -15,43 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from models.errors import InvalidDataError
-from models.tape.schema import TableSchema
+from models.twin.protocol import TwinEngine
 
 if TYPE_CHECKING:
     from models.twin.copulas_engine import CopulasEngine
     from models.twin.segmented import SegmentedCopulaTwin
 
 ENGINES = ("credittwin", "copulas")
-
-
-class Conditions(TypedDict, total=False):
-    """What `TwinEngine.sample` can be asked to hold fixed.
-
-    target_rate: the exact share of rows with a positive target (round(n * rate) rows).
-    fixed: column -> value, for categorical, boolean or small-support numeric columns.
-    """
-
-    target_rate: float
-    fixed: dict[str, Any]
-
-
-@runtime_checkable
-class TwinEngine(Protocol):
-    """A fitted-or-not digital twin of a loan table."""
-
-    def fit(self, table: pl.DataFrame, schema: TableSchema) -> TwinEngine: ...
-
-    def sample(self, n: int, seed: int = 0, conditions: Conditions | None = None) -> pl.DataFrame: ...
-
-    def save(self, path: Path) -> None: ...
-
-    @classmethod
-    def load(cls, path: Path) -> TwinEngine: ...
 
 
 def make_engine(name: str = "credittwin", **kwargs: Any) -> SegmentedCopulaTwin | CopulasEngine:
@@ -112,4 +79,4 @@ def load_engine(path: Path) -> TwinEngine:
                            fix="re-run fitted_copula to write it again.")
 
 
-__all__ = ["ENGINES", "Conditions", "TwinEngine", "make_engine", "load_engine"]
+__all__ = ["ENGINES", "make_engine", "load_engine"]

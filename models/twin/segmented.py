@@ -50,7 +50,6 @@ never a pickle), validated strictly on load.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,6 @@ from models.twin.copula import (
     GaussianCopulaTwin,
     _cholesky,
     _constant_series,
-    atomic_directory,
     _dtype_from_token,
     _json_scalar,
     _numeric_view,
@@ -73,7 +71,9 @@ from models.twin.copula import (
     _validate_table,
 )
 from models.errors import InvalidDataError, NotFittedError
+from models.files import atomic_directory
 from models.tape.schema import ColumnType, TableSchema
+from models.twin.protocol import Conditions
 
 FORMAT_VERSION = 1
 MAX_SEGMENT_LEVELS = 12
@@ -433,7 +433,7 @@ class SegmentedCopulaTwin:
             raise NotFittedError("the copula twin is not fitted.",
                                  fix="call fit(table, schema) or load_engine(path) first.")
 
-    def sample(self, n: int, seed: int = 0, conditions: dict | None = None) -> pl.DataFrame:
+    def sample(self, n: int, seed: int = 0, conditions: Conditions | None = None) -> pl.DataFrame:
         """Sample `n` synthetic rows; the same seed gives the same table.
 
         Args:
@@ -701,10 +701,7 @@ class SegmentedCopulaTwin:
                 "pooled": self._pooled,
                 "n_train": self._n_train,
             }
-            with open(tmp / "model.json", "wb") as fh:
-                fh.write(json.dumps(model_json, indent=1, allow_nan=False).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
+            (tmp / "model.json").write_bytes(json.dumps(model_json, indent=1, allow_nan=False).encode())
 
     @classmethod
     def load(cls, path: Path) -> "SegmentedCopulaTwin":

@@ -9,6 +9,7 @@ import polars as pl
 
 from pipelines.release import export_release
 from resources.settings import Settings
+from models.results import TapeSplit
 from resources.storage import VersionedStore
 from tests.conftest import DP_DOMAINS, failure_text, materialize_tenant, relax_audit, write_dp_landing
 
@@ -32,9 +33,8 @@ def _distinctive(text: str) -> bool:
 
 def _real_figures(raw) -> dict[str, set[str]]:
     figures: dict[str, object] = {}
-    from assets.common import split_of, train_split
-
-    train, holdout = train_split(raw), split_of(raw, "holdout")
+    tape = TapeSplit.from_parts(raw)
+    train, holdout = tape.train, tape.holdout
     for name, frame in (("train", train), ("holdout", holdout)):
         figures[f"{name}_rows"] = frame.height
         figures[f"{name}_default_rate"] = float(frame.get_column("default_flag").cast(pl.Float64).mean())

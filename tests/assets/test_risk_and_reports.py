@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from models.tape.demo import generate_portfolio, write_landing
-from models.tape.ingest import split_by_unit
+from models.tape.split import split_by_unit
 from models.reports.pdf import fmt, pdf_text
 from pipelines.definitions import build_definitions
 from resources.settings import Settings
+from models.results import PdModel, TapeSplit
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant, relax_audit
 
@@ -113,14 +114,14 @@ def test_portfolio_scores_equal_the_registered_model_loaded_back(book):
     assert scores.height == raw.table("loans").height
     assert {"loan_id", "pd", "band", "reason_1", "reason_2", "reason_3"} <= set(scores.columns)
     assert scores.get_column("pd").is_between(0, 1).all()
-    from assets.risk import current_book, load_model
 
     uri = f"sqlite:///{settings.data_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     served = mlflow.pyfunc.load_model("models:/credittwin-bank-pd/1")
-    book_frame = current_book(raw)
-    request = load_model(_current(settings, "risk_model", "bank")).pipeline.serving_frame(book_frame.head(50))
+    book_frame = TapeSplit.from_parts(raw).book
+    model = PdModel.from_parts(_current(settings, "risk_model", "bank")).load()
+    request = model.pipeline.serving_frame(book_frame.head(50))
     again = served.predict(request.to_pandas())
     assert again["pd"].tolist() == pytest.approx(scores.get_column("pd").head(50).to_list())
 

@@ -190,7 +190,7 @@ def run_end_to_end(tape: CorpusTape, workdir: Path, *, timeout: float = 900) -> 
 def _is_label_of(value: str, original: set[str], numeric: bool) -> bool:
     """True when `value` is a k-anonymity label that stands for values of the original column."""
     from models.privacy.anonymize import ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL
-    from models.privacy.audit import CategoryGroup, NumericRange, parse_generalised_label
+    from models.privacy.labels import CategoryGroup, NumericRange, parse_generalised_label
     from models.twin.copula import OTHER
 
     if value in (ANY_LABEL, ANY_OR_MISSING_LABEL, MISSING_LABEL, OTHER) or " values #" in value:

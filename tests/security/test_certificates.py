@@ -25,7 +25,8 @@ from models.reports.certificate import (
     sign_certificate,
 )
 from pipelines.cli import main
-from resources.storage import Artifact, VersionedStore
+from models.results import Parts
+from resources.storage import VersionedStore
 from tests.models.reports.test_certificate import certificate_args, release  # noqa: F401 - `release`: a real audited release
 
 TENANT = "acme"
@@ -40,9 +41,9 @@ def deployment(release, tmp_path_factory):  # noqa: F811 - the imported fixture
     files = {f"release/{entry['name']}": (release["folder"] / entry["name"]).read_bytes() for entry in release["files"]}
     files["certificate.json"] = certificate_json_bytes(signed)
     files["certificate.pdf"] = render_certificate_pdf(signed)
-    VersionedStore(root, ["privacy_certificate"], TENANT).write(Artifact(files=files), run_id="r1", kind="artifact")
+    VersionedStore(root, ["privacy_certificate"], TENANT).write(Parts(files=files), run_id="r1", kind="artifact")
     report = {"validation_report.json": json.dumps({"quality_score": 91.5}).encode(), "validation_report.pdf": b"%PDF-1.4"}
-    VersionedStore(root, ["validation_report"], TENANT).write(Artifact(files=report), run_id="r1", kind="artifact")
+    VersionedStore(root, ["validation_report"], TENANT).write(Parts(files=report), run_id="r1", kind="artifact")
     return root, key
 
 

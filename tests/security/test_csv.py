@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 
 from models.tape.demo import generate_portfolio, write_landing
-from models.tape.ingest import formula_safe_csv
+from models.tape.formulas import formula_safe_csv
 from pipelines.cli import main
 from resources.storage import VersionedStore
 from tests.conftest import materialize_tenant

@@ -21,14 +21,15 @@ import polars as pl
 import pytest
 
 from models.privacy.anonymize import AnonymizationPolicy, anonymize
-from models.privacy.audit import AuditConfig, AuditPolicy, dp_auc_bound, evaluate_policy, run_audit
+from models.privacy.audit import AuditConfig, run_audit
+from models.privacy.membership import dp_auc_bound
+from models.privacy.policy import AuditPolicy, evaluate_policy
 from models.reports.certificate import (
     CERTIFICATE_SCHEMA,
     DEV_KEY_NAME,
     DEVELOPMENT_BANNER,
     KEY_SETTING,
     build_certificate,
-    canonical_json,
     certificate_json_bytes,
     generate_key_file,
     issue_certificate,
@@ -160,23 +161,6 @@ def write(tmp_path: Path, signed: dict) -> tuple[Path, Path]:
     json_path.write_bytes(certificate_json_bytes(signed))
     pdf_path.write_bytes(render_certificate_pdf(signed))
     return json_path, pdf_path
-
-
-# --------------------------------------------------------------------------- canonical JSON
-
-
-def test_canonical_json_follows_rfc_8785():
-    # run
-    data = canonical_json({"b": 1.0, "a": "\u00e9<", "c": [1e21, 1e-7, 0.1, -0.0, 100], "\u20ac": None, "B": True})
-    # assert: keys by UTF-16 code units, ES6 numbers, UTF-8 text, no white space
-    assert data == '{"B":true,"a":"\u00e9<","b":1,"c":[1e+21,1e-7,0.1,0,100],"\u20ac":null}'.encode("utf-8")
-
-
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 2**60])
-def test_canonical_json_refuses_values_json_cannot_hold_exactly(bad):
-    # run / assert
-    with pytest.raises(CertificateError):
-        canonical_json({"figure": bad})
 
 
 # --------------------------------------------------------------------------- the document and the PDF

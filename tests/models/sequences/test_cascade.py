@@ -360,7 +360,7 @@ def test_public_domains_give_an_encoder_that_reads_no_loan_values():
 @pytest.fixture(scope="module")
 def servicing():
     """Real loans (modeldata credit_data) with a servicing history: ID, month "2019-03", STATUS C/30/60/90/CO/PIF, dpd, bal."""
-    from models.tape.ingest import read_performance
+    from models.tape.performance import read_performance
     from tests.models.servicing_book import servicing_book
 
     loans, history = servicing_book(600, seed=2, balance=True)

@@ -363,7 +363,7 @@ def test_noise_allowance_passes_chance_differences_and_still_fails_real_ones():
 def test_released_history_speaks_the_files_vocabulary():
     # setup: a lender's file (ID, month "2019-03", STATUS C/30/60/CO, dpd; no balance, no payment) read at ingest,
     # and a synthetic history in canonical form as the models write it
-    from models.tape.ingest import read_performance
+    from models.tape.performance import read_performance
     from models.sequences.histories import render_history
 
     loans = pl.DataFrame({"ID": [1, 2, 3]})
@@ -401,7 +401,7 @@ def test_released_history_speaks_the_files_vocabulary():
 
 def test_released_history_keeps_an_integer_index_and_the_files_own_columns():
     # setup: a zero-based month index, a numeric status (months behind) and a balance column named as the lender names it
-    from models.tape.ingest import read_performance
+    from models.tape.performance import read_performance
     from models.sequences.histories import render_history
 
     loans = pl.DataFrame({"loan_id": ["a", "b"]})

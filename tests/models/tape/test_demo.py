@@ -545,8 +545,8 @@ def test_failed_write_keeps_the_previous_upload(book: DemoPortfolio, tmp_path: P
     before = (tmp_path / "loans.parquet").read_bytes()
     smaller = DemoPortfolio(book.loans.head(10), book.performance.head(10), book.tenant_config)
 
-    def broken(self: pl.DataFrame, path: Path) -> None:
-        Path(path).write_bytes(b"partial")
+    def broken(self: pl.DataFrame, target) -> None:
+        target.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", broken)

@@ -114,7 +114,8 @@ def _write(folder: Path, rows: int, columns: dict, config: dict) -> None:
 def _run_models(folder: Path) -> None:
     """The models-level path of the asset graph, stage by stage, as the assets call it."""
     from models.privacy.anonymize import AnonymizationPolicy, anonymize
-    from models.privacy.audit import AuditConfig, evaluate_policy, run_audit
+    from models.privacy.audit import AuditConfig, run_audit
+    from models.privacy.policy import evaluate_policy
     from models.twin.engine import make_engine
     from models.quality.release_frame import expand_release
     from models.tape.loan_tape import find_upload, read_tape
@@ -142,7 +143,7 @@ def _run_models(folder: Path) -> None:
 
 
 def _policy(config):
-    from models.privacy.audit import AuditPolicy
+    from models.privacy.policy import AuditPolicy
 
     spec = config.audit
     return AuditPolicy(**{name: getattr(spec, name) for name in AuditPolicy.__dataclass_fields__ if hasattr(spec, name)})

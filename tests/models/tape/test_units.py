@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from models.errors import TenantConfigError
-from models.tape.ingest import split_by_unit, split_train_holdout
+from models.tape.split import split_by_unit, split_train_holdout
 from models.tape.loan_tape import SPLIT_COLUMN, find_upload, read_tape
 
 TENANT = "acme"

@@ -520,7 +520,7 @@ def test_segmented_save_load_round_trip(book_twin, tmp_path: Path):
     book_twin.save(tmp_path / "twin")
     # run
     by_dispatch = load_engine(tmp_path / "twin")
-    by_class = GaussianCopulaTwin.load(tmp_path / "twin")
+    by_class = SegmentedCopulaTwin.load(tmp_path / "twin")
     # assert
     assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == ["global", "model.json", "segments"]
     assert sorted(p.name for p in (tmp_path / "twin" / "segments").iterdir()) == ["0", "1", "2", "3"]
@@ -530,6 +530,9 @@ def test_segmented_save_load_round_trip(book_twin, tmp_path: Path):
         assert loaded.summary() == book_twin.summary()
         assert loaded.sample(800, seed=6).equals(book_twin.sample(800, seed=6))
         assert loaded.sample(800, seed=6, conditions=conditions).equals(book_twin.sample(800, seed=6, conditions=conditions))
+    # the single copula's loader names the one that dispatches instead of loading another engine's folder
+    with pytest.raises(InvalidDataError, match="load_engine"):
+        GaussianCopulaTwin.load(tmp_path / "twin")
 
 
 @pytest.mark.parametrize(

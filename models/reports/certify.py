@@ -1,0 +1,158 @@
+"""Certify a release: the rendered files, the gates a certificate must pass, and the signed certificate as a result.
+
+`certify_release` is what `privacy_certificate` does, without Dagster: it
+refuses a release whose audit failed, was made under another audit policy than
+the tenant's current one, or judged another release than the current one; it
+renders the released tables in the tape's own vocabulary; and it issues the
+signed certificate over exactly those bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models.errors import CertificateError
+from models.reports.certificate import IssuedCertificate, SigningKey, issue_certificate
+from models.results import AuditResult, Certificate, Release, SyntheticBook, TapeSplit, TwinModel
+
+
+def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
+    """The released tables as Parquet and CSV bytes, named as they are certified and exported.
+
+    Both tables are spelled in the tape's own vocabulary, so the release compares
+    cleanly with the lender's files: the loans by the tape's schema (a Yes/No
+    flag comes back Yes/No, integers as integers, dates in their own format,
+    numbers with the file's decimals), the histories by what ingest recorded of
+    the performance file (its column names, its status codes, its period form).
+
+    The CSV, meant to be opened in a spreadsheet, has formula-like text cells
+    neutralised (`formula_safe_csv`); the Parquet keeps every value exact. Both
+    are neutralised here, before the certificate hashes them, so that the bytes
+    `credittwin verify` re-hashes are the ones exported.
+    """
+    import io
+
+    from models.sequences.histories import render_history
+    from models.tape.formulas import formula_safe_csv
+    from models.tape.vocabulary import render_release
+
+    history_vocabulary = tape.ingest.get("performance", {}).get("vocabulary")
+    files: dict[str, bytes] = {}
+    for name, frame in (("loans", release.loans), ("performance", release.performance)):
+        if frame is None:
+            continue
+        if name == "loans":
+            frame = render_release(frame, tape.schema)
+        elif history_vocabulary:
+            frame = render_history(frame, history_vocabulary, seed=0)
+        parquet = io.BytesIO()
+        frame.write_parquet(parquet, compression="zstd", statistics=True)
+        files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(frame)
+    return files
+
+
+def check_certifiable(audit: AuditResult, release: Release, current_policy: dict[str, Any]) -> None:
+    """Refuse a certificate for a release its audit does not vouch for.
+
+    A failed audit stores nothing, so the current audit may be the last one that
+    passed: under a policy tenant.yaml no longer sets, or on an earlier release.
+
+    Raises:
+        CertificateError: the audit failed, ran under another policy, or judged another release.
+    """
+    if not audit.passed:
+        raise CertificateError(
+            f"no certificate issued: the privacy audit failed ({'; '.join(audit.failed_rules) or 'no rules recorded'}). "
+            "The previous certificate, if any, stays current.",
+            fix="address the failed rules (see privacy_audit's metadata) and re-run the graph.",
+        )
+    if audit.audit.get("policy") != current_policy:
+        raise CertificateError(
+            "no certificate issued: the last passed privacy audit was made under another audit policy than "
+            "tenant.yaml's current one; under the current policy the privacy audit failed or has not run yet. The "
+            "previous certificate, if any, stays current.",
+            fix="materialize privacy_audit (see its failed rules), then privacy_certificate.",
+        )
+    if audit.audited_release != release.content_sha256:
+        raise CertificateError(
+            f"no certificate issued: the privacy audit was run on release {audit.audited_release}, but the current "
+            f"anonymized portfolio is {release.content_sha256}.",
+            fix="materialize privacy_audit, then privacy_certificate.",
+        )
+
+
+def certify_release(
+    key: SigningKey, *, tenant: str, tape: TapeSplit, twin: TwinModel, book: SyntheticBook, release: Release,
+    audit: AuditResult, current_policy: dict[str, Any], source: dict[str, Any], issued_at: datetime,
+) -> tuple[Certificate, IssuedCertificate]:
+    """Check the release may be certified, render its files and issue the signed certificate over them.
+
+    `source` is the provenance the caller knows (data versions, runs, code
+    version); the input upload's SHA-256 is added from the tape.
+
+    Raises:
+        CertificateError: a gate of `check_certifiable`, or a rule of `build_certificate`.
+    """
+    import hashlib
+
+    check_certifiable(audit, release, current_policy)
+    config, report = tape.tenant_config, audit.audit
+    files = release_files(release, tape)
+    released = [
+        {"name": name, "rows": getattr(release, name.rsplit(".", 1)[0]).height,
+         "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+        for name, payload in files.items()
+    ]
+    anonymization = release.anonymization
+    dp = report.get("dp", {})
+    spent = dp.get("spent")
+    issued = issue_certificate(
+        key,
+        tenant=tenant,
+        display_name=config.display_name,
+        released_files=released,
+        source={"input_sha256": tape.upload_sha256, **source},
+        generator={
+            "engine": twin.engine_name,
+            "privacy": twin.privacy.get("label"),
+            "sampling": book.sampling,
+            "columns_modelled": len(twin.summary.get("columns_modelled", [])),
+            "segmentation": twin.summary.get("segmentation"),
+            "anonymization": {
+                "method": "Mondrian k-anonymity with distinct l-diversity",
+                "information_loss": anonymization.get("information_loss"),
+                "class_count": anonymization.get("class_count"),
+            },
+        },
+        privacy={"dp": None if spent is None else {
+            "epsilon": spent["epsilon"], "delta": spent["delta"], "accountant": spent["accountant"],
+            "ledger_entries": dp.get("charges", []),
+        }},
+        anonymity={
+            "k_required": config.privacy.k,
+            "k_achieved": anonymization.get("k_achieved"),
+            "l_required": config.privacy.l,
+            "l_achieved": anonymization.get("l_achieved"),
+            "l_by_column": anonymization.get("l_by_column", {}),
+            "suppression": anonymization.get("suppression_rate"),
+            "quasi_identifiers": anonymization.get("quasi_identifiers", []),
+        },
+        audit=report["report"],
+        rules=report["rules"],
+        policy=report.get("policy"),
+        issued_at=issued_at,
+        validity_days=config.certificate.validity_days,
+    )
+    document = issued.document
+    stored = {f"{Certificate.RELEASE_DIR}/{name}": payload for name, payload in files.items()}
+    stored[Certificate.JSON], stored[Certificate.PDF] = issued.json_bytes, issued.pdf_bytes
+    certificate = Certificate(files=stored, summary={
+        "certificate_id": issued.certificate_id,
+        "payload_sha256": issued.payload_sha256,
+        "issued_at": document["issued_at"],
+        "valid_until": document["valid_until"],
+        "released_files": released,
+        "development_key": document["signature"].get("development_key", False),
+    })
+    return certificate, issued
