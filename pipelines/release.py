@@ -8,7 +8,8 @@ A bundle is one folder:
     certificate.json, certificate.pdf       the signed privacy certificate and its PDF twin
     validation_report.json, .pdf            the validation report, when one was materialized and the tenant is
                                             not under DP (under DP it is internal: computed on real loans)
-    manifest.json                           SHA-256 and size of every file above, signed
+    manifest.json                           SHA-256 and size of every file above, and the verdicts of the
+                                            released reports, signed
 
 The data files are the exact bytes the certificate hashed (stored beside it by
 `privacy_certificate`), so `credittwin verify <dir>/certificate.json --data <dir>`
@@ -16,7 +17,11 @@ re-hashes them against the signed document. The manifest is signed with the
 deployment's signing key (`models.reports.certificate.sign_manifest`), so the files the
 certificate does not cover (the validation report) cannot be edited with their
 hash rewritten; verify re-hashes every file it lists and names any file it does
-not. Export refuses a tenant without a certificate, or whose stored certificate
+not. The manifest also records the verdict of each released report (`report_verdicts`):
+the privacy audit's (a warning rule makes it "warn", with the audit's caveats) and
+the validation report's (pass, warn or fail, with its failures and warnings);
+`credittwin export` prints every one that is not a pass, and `credittwin verify`
+repeats them. Export refuses a tenant without a certificate, or whose stored certificate
 no longer verifies or is not signed by a key this deployment trusts (tampered,
 expired, files changed), and never leaves a half-written bundle: files are
 written into a staging folder that is renamed into place.
@@ -53,6 +58,39 @@ def deployment_keys(settings) -> list:
                             environment=settings.environment, dev_key_dir=settings.keys_dir)
 
 
+def report_verdicts(certificate: dict, validation: dict | None, *, internal: bool = False) -> dict:
+    """The verdict of each released report, as the manifest records it.
+
+    Args:
+        certificate: the certificate document (its audit rules and caveats).
+        validation: the validation report document, or None when there is none.
+        internal: the validation report exists but is not exported (under DP).
+
+    Returns:
+        ``{"privacy audit": {verdict, findings, caveats}, "validation report": {verdict, findings}}``;
+        a verdict is "pass", "warn" or "fail" ("not exported" for an internal
+        report), findings one line per failed or warning rule or check.
+    """
+    from models.reports.certificate_text import verdict_of
+
+    warned = [r for r in certificate.get("rules") or [] if verdict_of(r) != "pass"]
+    verdicts = {"privacy audit": {
+        "verdict": "fail" if any(verdict_of(r) == "fail" for r in warned) else ("warn" if warned else "pass"),
+        "findings": [f"{r.get('rule')} ({verdict_of(r)}): {r.get('message')}" for r in warned],
+        "caveats": [str(w) for w in (certificate.get("audit") or {}).get("warnings") or []],
+    }}
+    if internal:
+        verdicts["validation report"] = {"verdict": "not exported", "findings": [
+            "computed on real loans under differential privacy, it is kept for the tenant and not released"]}
+    elif validation is not None:
+        # a report written before verdicts existed has only `passed`
+        verdict = validation.get("verdict") or {True: "pass", False: "fail"}.get(validation.get("passed"), "not recorded")
+        verdicts["validation report"] = {"verdict": verdict, "findings": [
+            *[str(f) for f in validation.get("failures") or []],
+            *[f"warning: {w}" for w in validation.get("warnings") or []]]}
+    return verdicts
+
+
 def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False) -> dict:
     """Write `tenant`'s certified release into `dest`; return the manifest.
 
@@ -65,7 +103,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
     from resources.storage import read_current
 
     tenant = validate_tenant_id(tenant)
-    stored = read_current(settings.data_dir, "privacy_certificate", tenant)
+    stored = read_current(settings.storage_root(), "privacy_certificate", tenant)
     if stored is None or stored.path is None:
         raise ExportError(
             "has no privacy certificate, so there is no release to export.",
@@ -92,12 +130,20 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
         files[entry["name"]] = (release_dir / entry["name"]).read_bytes()
     files[Certificate.JSON] = (stored.path / Certificate.JSON).read_bytes()
     files[Certificate.PDF] = (stored.path / Certificate.PDF).read_bytes()
-    report = read_current(settings.data_dir, "validation_report", tenant)
+    report = read_current(settings.storage_root(), "validation_report", tenant)
+    validation = None
     # Under DP the validation report is internal (its figures are exact statistics of real loans): not exported.
     if report is not None and report.path is not None and not report.internal:
         for name in REPORT_FILES:
             if (report.path / name).exists():
                 files[name] = (report.path / name).read_bytes()
+        if REPORT_FILES[0] in files:
+            try:
+                validation = json.loads(files[REPORT_FILES[0]])
+            except ValueError as error:
+                raise ExportError(f"its stored validation report is not readable JSON ({error}).", tenant=tenant,
+                                  file=str(report.path / REPORT_FILES[0]),
+                                  fix="materialize validation_report again, then export.") from None
     # The data must be re-read from disk with the same hashes the certificate signed.
     for entry in result.checked_files:
         if _sha256(files[entry["name"]]) != entry["expected_sha256"]:
@@ -111,6 +157,7 @@ def export_release(settings, tenant: str, dest: Path, *, overwrite: bool = False
         "valid_until": document.get("valid_until"),
         "exported_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "files": [{"name": name, "bytes": len(data), "sha256": _sha256(data)} for name, data in sorted(files.items())],
+        "verdicts": report_verdicts(document, validation, internal=report is not None and report.internal),
         "notes": list(result.notes),
     }
     manifest = sign_manifest(manifest, key)

@@ -31,16 +31,28 @@ train split it imitates and the real holdout it never saw, and gathers in one
   real holdout and to the synthetic book.
 * **Utility.** Train-synthetic-test-real against train-real-test-real: the
   same deterministic LightGBM model trained on each book and tested on the
-  real holdout, with AUC, Gini, KS and Brier score, and the AUC ratio.
+  real holdout, with AUC, Gini, KS and Brier score, and the AUC ratio with
+  its 95 % interval. Both models are scored on the same holdout loans, so
+  their AUCs are correlated: the interval comes from DeLong's paired
+  covariance of the two AUCs and the delta method for their ratio. It is
+  the holdout's sampling noise for the two models fitted here (this release
+  and this train split), the uncertainty a reviewer of this release faces.
 * **Sequences**, when both books carry monthly histories: transition
   matrices, roll rates, default and vintage curves and time to default from
   `models.sequences.histories.compare_sequences`.
 * **Charts** (PNG bytes): distributions of the main columns, correlation
   heatmaps side by side, vintage default curves, ROC curves.
-* An overall **score** with its formula, pass/fail per threshold
-  (`ValidationThresholds`), the failures as readable lines and plain
-  recommendations. `models.quality.validation_pdf.render_validation_pdf`
-  lays it all out as a PDF.
+* An overall **score** with its formula, a verdict per threshold
+  (`ValidationThresholds`): pass, warn or fail, the failures and warnings as
+  readable lines and recommendations that name what was found (the columns,
+  pairs and drivers, and whether a column is a generalised quasi-identifier).
+  The utility ratio is judged on its interval, like the risk model's
+  registration gate and the privacy audit's attack rules: it fails when the
+  whole interval lies below `min_utility_ratio` (the holdout shows the release
+  is less useful than required), passes when the whole interval reaches it,
+  and is a warning when the holdout is too small to tell; a warning never
+  shows as a pass, and does not fail the report.
+  `models.quality.validation_pdf.render_validation_pdf` lays it all out as a PDF.
 
 Absent inputs never stop the report: without a target the utility and
 scorecard parts say why they are absent; a holdout with one class makes
@@ -150,7 +162,12 @@ class ValidationThresholds(BaseModel):
 
 @dataclass
 class Check:
-    """One pass/fail line of the summary: `value` `op` `threshold`; `passed` None when not evaluated."""
+    """One line of the summary: `value` `op` `threshold` and its verdict.
+
+    `passed` is False only for a failed check (None when not evaluated); a
+    warning (`warning` True: the data cannot show the check met or missed) has
+    `passed` True, since it does not fail the report, but its `verdict` is "warn".
+    """
 
     name: str
     label: str
@@ -159,11 +176,19 @@ class Check:
     op: str
     passed: bool | None
     detail: str = ""
+    warning: bool = False
+
+    @property
+    def verdict(self) -> str:
+        """"pass", "warn", "fail" or "not evaluated"."""
+        if self.passed is None:
+            return "not evaluated"
+        return "fail" if not self.passed else ("warn" if self.warning else "pass")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "label": self.label, "value": self.value, "threshold": self.threshold,
-            "op": self.op, "passed": self.passed, "detail": self.detail,
+            "op": self.op, "passed": self.passed, "verdict": self.verdict, "detail": self.detail,
         }
 
 
@@ -248,19 +273,38 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        """True when every evaluated check passed."""
+        """True when no evaluated check failed (a warning does not fail the report)."""
         return all(c.passed is not False for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """"fail" when a check failed, "warn" when none failed but one is a warning, else "pass"."""
+        if not self.passed:
+            return "fail"
+        return "warn" if any(c.verdict == "warn" for c in self.checks) else "pass"
+
+    @property
+    def verdict_label(self) -> str:
+        """The verdict as the PDF and the command print it: PASS, PASS WITH WARNINGS or FAIL."""
+        return {"pass": "PASS", "warn": "PASS WITH WARNINGS", "fail": "FAIL"}[self.verdict]
 
     @property
     def failures(self) -> list[str]:
         """One readable line per failed check and per failing column or pair."""
         return list(self.failure_lines)
 
+    @property
+    def warnings(self) -> list[str]:
+        """One readable line per check that is a warning."""
+        return [f"{c.label}: {c.detail}" for c in self.checks if c.verdict == "warn"]
+
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (non-finite numbers as None; charts listed by name only)."""
         return _jsonable({
             "tenant": self.tenant,
             "passed": self.passed,
+            "verdict": self.verdict,
+            "warnings": self.warnings,
             "score": self.score,
             "score_formula": self.score_formula,
             "components": self.components,
@@ -630,6 +674,52 @@ def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     }
 
 
+def auc_ratio_interval(y: np.ndarray, p_synthetic: np.ndarray, p_real: np.ndarray,
+                       z: float = 1.959963984540054) -> dict[str, Any]:
+    """TSTR / TRTR AUC on one holdout with its two-sided interval: DeLong's paired covariance and the delta method.
+
+    Both models score the same loans, so their AUCs are correlated (DeLong et
+    al., 1988: the covariance of two AUCs is that of the loans' placement
+    values, over the class sizes). The ratio R = A_s / A_r has, to first order,
+    variance g' S g with g = (1 / A_r, -A_s / A_r^2) and S that covariance.
+
+    Returns:
+        ``{"ratio", "ratio_ci": [low, high], "auc_ci": {"tstr": [..], "trtr": [..]}, "ratio_se"}``;
+        None figures when the ratio is undefined (a real AUC of 0, one class).
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=bool)
+    m, n = int(y.sum()), int((~y).sum())
+    empty = {"ratio": None, "ratio_ci": [None, None], "ratio_se": None,
+             "auc_ci": {"tstr": [None, None], "trtr": [None, None]}}
+    if m < 2 or n < 2:
+        return empty
+    placements_pos, placements_neg, aucs = [], [], []
+    for p in (np.asarray(p_synthetic, np.float64), np.asarray(p_real, np.float64)):
+        pos, neg = p[y], p[~y]
+        ranks = rankdata(np.concatenate([pos, neg]))
+        v10 = (ranks[:m] - rankdata(pos)) / n
+        v01 = 1.0 - (ranks[m:] - rankdata(neg)) / m
+        placements_pos.append(v10)
+        placements_neg.append(v01)
+        aucs.append(float(v10.mean()))
+    covariance = np.cov(np.vstack(placements_pos)) / m + np.cov(np.vstack(placements_neg)) / n
+    a_s, a_r = aucs
+    if a_r <= 0:
+        return empty
+    gradient = np.array([1.0 / a_r, -a_s / a_r**2])
+    se = math.sqrt(max(float(gradient @ covariance @ gradient), 0.0))
+    ratio = a_s / a_r
+
+    def interval(auc: float, variance: float) -> list[float]:
+        half = z * math.sqrt(max(variance, 0.0))
+        return [max(0.0, auc - half), min(1.0, auc + half)]
+
+    return {"ratio": ratio, "ratio_ci": [ratio - z * se, ratio + z * se], "ratio_se": se,
+            "auc_ci": {"tstr": interval(a_s, covariance[0, 0]), "trtr": interval(a_r, covariance[1, 1])}}
+
+
 def _lightgbm(x: np.ndarray, y: np.ndarray, categorical: list[int], seed: int, num_threads: int):
     import lightgbm as lgb
 
@@ -659,18 +749,26 @@ def _utility(
                           "no model can be trained on it."}
     (x_train, x_hold, x_syn), categorical = _design([train, holdout, synthetic], schema, features, [train, synthetic])
     trtr_model = _lightgbm(x_train, y_train, categorical, seed, num_threads)
-    trtr = _binary_metrics(y_hold, trtr_model.predict(x_hold))
+    p_real = trtr_model.predict(x_hold)
+    trtr = _binary_metrics(y_hold, p_real)
     note = None
+    synthetic_gain = None
     if _two_classes(y_syn):
-        tstr = _binary_metrics(y_hold, _lightgbm(x_syn, y_syn, categorical, seed, num_threads).predict(x_hold))
+        tstr_model = _lightgbm(x_syn, y_syn, categorical, seed, num_threads)
+        p_synthetic = tstr_model.predict(x_hold)
+        tstr = _binary_metrics(y_hold, p_synthetic)
+        synthetic_gain = tstr_model.feature_importance(importance_type="gain")
     else:
         # A book with one class teaches a constant: its ranking of real loans is no better than chance.
-        constant = np.full(y_hold.size, float(y_syn.mean()) if y_syn.size else 0.0)
-        tstr = {**_binary_metrics(y_hold, constant), "auc": 0.5, "gini": 0.0}
+        p_synthetic = np.full(y_hold.size, float(y_syn.mean()) if y_syn.size else 0.0)
+        tstr = {**_binary_metrics(y_hold, p_synthetic), "auc": 0.5, "gini": 0.0}
         note = (f"the synthetic book holds only one class ({int(y_syn.sum())} of {y_syn.size} defaulted), "
                 "so its model predicts a constant (AUC 0.5).")
+    paired = auc_ratio_interval(y_hold, p_synthetic, p_real)
+    trtr["auc_ci"], tstr["auc_ci"] = paired["auc_ci"]["trtr"], paired["auc_ci"]["tstr"]
     gain = trtr_model.feature_importance(importance_type="gain")
     total = float(gain.sum()) or 1.0
+    synthetic_total = (float(synthetic_gain.sum()) or 1.0) if synthetic_gain is not None else 1.0
     order = np.argsort(-gain)[: min(5, len(features))]
     return {
         **base, "status": "evaluated", "reason": note,
@@ -678,8 +776,12 @@ def _utility(
                   "num_threads": num_threads, "seed": seed},
         "trtr": trtr, "tstr": tstr,
         "auc_ratio": tstr["auc"] / trtr["auc"] if trtr["auc"] > 0 else None,
+        "auc_ratio_ci": paired["ratio_ci"],
+        "holdout_defaults": int(y_hold.sum()),
         "gini_ratio": tstr["gini"] / trtr["gini"] if trtr["gini"] > 0 else None,
-        "top_features": [{"column": features[i], "gain_share": float(gain[i] / total)} for i in order],
+        "top_features": [{"column": features[i], "gain_share": float(gain[i] / total),
+                          "synthetic_gain_share": (float(synthetic_gain[i] / synthetic_total)
+                                                   if synthetic_gain is not None else None)} for i in order],
     }
 
 
@@ -1172,8 +1274,10 @@ def build_validation_report(
         + (f"; left out: {', '.join(names[k] for k in weights if k not in present)} (not available)"
            if len(present) < len(weights) else "")
     )
-    if not failures:
+    if not failures and not any(c.verdict == "warn" for c in checks):
         advice.insert(0, "every threshold is met; no change is needed.")
+    elif not failures:
+        advice.insert(0, "no threshold is missed; the warnings below could not be settled at this size.")
 
     main = _main_columns(schema, target, credit, column_rows)
     report = ValidationReport(
@@ -1211,26 +1315,32 @@ def _judge(
     failures: list[str] = []
     advice: list[str] = []
     q = quality.score
+    qis = set(schema.with_role("quasi_identifier"))
     checks.append(Check("quality", "quality score (SDMetrics formula)", q, th.min_quality, ">=", bool(q >= th.min_quality)))
     if not q >= th.min_quality:
         weaker = "column pair trends" if (quality.column_pair_trends or 1.0) < quality.column_shapes else "column shapes"
         failures.append(f"quality score {q:.3f} < {th.min_quality:.2f} (column shapes {_fmt_num(quality.column_shapes)}, "
                         f"column pair trends {_fmt_num(quality.column_pair_trends)})")
-        advice.append(f"quality {q:.3f} < {th.min_quality:.2f}: the weaker part is {weaker}; fix the columns and pairs "
-                      "named below first, then regenerate the twin.")
+        advice.append(f"quality {q:.3f} < {th.min_quality:.2f}: the weaker part is {weaker} "
+                      f"({_lowest_scores(quality, weaker)}); those columns and pairs are discussed below.")
 
     ratio = utility.get("auc_ratio") if utility.get("status") == "evaluated" else None
-    checks.append(Check("utility_ratio", "TSTR / TRTR AUC on the real holdout", ratio, th.min_utility_ratio, ">=",
-                        None if ratio is None else bool(ratio >= th.min_utility_ratio),
-                        "" if ratio is not None else str(utility.get("reason") or "")))
-    if ratio is not None and ratio < th.min_utility_ratio:
-        drivers = ", ".join(f["column"] for f in utility.get("top_features", [])[:3])
-        failures.append(f"utility ratio {ratio:.3f} < {th.min_utility_ratio:.2f} (AUC {utility['tstr']['auc']:.3f} "
-                        f"trained on synthetic vs {utility['trtr']['auc']:.3f} trained on real)")
-        advice.append(f"utility ratio {ratio:.3f} < {th.min_utility_ratio:.2f}: a model trained on the synthetic book ranks "
-                      f"real borrowers worse than one trained on real loans. The real model leans most on {drivers}; check "
-                      f"that their relation with '{target}' survives (pairs below), then try more synthetic rows or "
-                      "segmenting the synthesis by the target.")
+    checks.append(_utility_check(utility, th.min_utility_ratio))
+    verdict = checks[-1].verdict
+    if verdict in ("fail", "warn"):
+        low, high = utility["auc_ratio_ci"]
+        figures = (f"utility ratio {ratio:.3f} (95% interval {low:.3f} to {high:.3f}; AUC {utility['tstr']['auc']:.3f} "
+                   f"trained on synthetic vs {utility['trtr']['auc']:.3f} trained on real)")
+        drivers = _driver_findings(utility, column_rows, pair_rows, target, qis)
+        if verdict == "fail":
+            failures.append(f"{figures}: the whole interval is below {th.min_utility_ratio:.2f}")
+            advice.append(f"{figures}, below {th.min_utility_ratio:.2f} beyond the holdout's noise: a model trained on "
+                          f"the synthetic book ranks real borrowers worse than one trained on real loans. {drivers}")
+        else:
+            advice.append(f"{figures}: the holdout ({utility.get('holdout_defaults')} defaults in "
+                          f"{utility.get('n_holdout')} loans) cannot tell this ratio from {th.min_utility_ratio:.2f} "
+                          "(a warning, not a failure); more holdout loans (a larger holdout_share or a longer history) "
+                          f"would settle it. {drivers}")
     elif utility.get("status") == "not_evaluable":
         advice.append(f"utility not evaluable: {utility['reason']}")
 
@@ -1248,8 +1358,13 @@ def _judge(
             level, med_r, med_s = _ks_where(_to_float(real_train.get_column(name)), _to_float(synthetic.get_column(name)))
             where = ("its tails are off" if level < 0.1 or level > 0.9
                      else f"its centre is shifted (median {_fmt_num(med_r)} real vs {_fmt_num(med_s)} synthetic)")
-            advice.append(f"{name}: KS {r['statistic']:.2f} > {r['limit']:.2f} - {where}; try more synthetic rows, a finer "
-                          "marginal for this column, or raise the segmentation.")
+            if name in qis:
+                remedy = (f"{name} is a quasi-identifier, released as ranges and drawn back uniformly inside each "
+                          "range for this comparison, which flattens its distribution within the ranges; a smaller "
+                          "privacy.k or fewer quasi_identifiers in tenant.yaml keep more of its shape.")
+            else:
+                remedy = "try more synthetic rows, a finer marginal for this column, or raise the segmentation."
+            advice.append(f"{name}: KS {r['statistic']:.2f} > {r['limit']:.2f} - {where}; {remedy}")
         else:
             gap = _category_gap(real_train.get_column(name), synthetic.get_column(name))
             detail = f" - '{gap[0]}' is {gap[1]:.1%} of real rows but {gap[2]:.1%} of synthetic ones" if gap else ""
@@ -1277,8 +1392,8 @@ def _judge(
                         bool(corr_ok) if fidelity.correlation_columns else None))
     if not corr_ok:
         failures.append(f"mean correlation difference {fidelity.correlation_diff:.3f} > {corr_limit:.3f}")
-        advice.append(f"correlations: mean difference {fidelity.correlation_diff:.3f} > {corr_limit:.3f} - the dependence "
-                      "between numeric columns is weakened; see the pairs below and the heatmaps.")
+        advice.append(f"correlations: mean difference {fidelity.correlation_diff:.3f} > {corr_limit:.3f}; the largest "
+                      f"gaps are {_largest_correlation_gaps(fidelity)} (see the heatmaps).")
     judged_pairs = [p for p in pair_rows if p["passed"] is not None]
     failed_pairs = sorted((p for p in judged_pairs if not p["passed"]), key=lambda p: -p["association_diff"])
     worst_pair = max((p["association_diff"] for p in judged_pairs), default=None)
@@ -1293,16 +1408,32 @@ def _judge(
     for p in failed_pairs[:15]:
         a, b = p["columns"]
         lost = abs(p["association_synthetic"]) < abs(p["association_real"])
-        if p["association"] == "pearson":
-            advice.append(f"{a} x {b}: correlation {p['association_real']:.2f} real vs {p['association_synthetic']:.2f} "
-                          f"synthetic - their dependence is {'lost' if lost else 'overstated'}; keep both columns in the "
-                          "copula (not generated independently) and check their marginal transforms.")
+        what = (f"correlation {p['association_real']:.2f} real vs {p['association_synthetic']:.2f} synthetic"
+                if p["association"] == "pearson" else
+                f"association (Cramer's V) {p['association_real']:.2f} real vs {p['association_synthetic']:.2f} synthetic")
+        generalised = [c for c in (a, b) if c in qis]
+        if generalised and lost:
+            named = " and ".join(generalised)
+            forms = " and ".join(sorted({"ranges" if schema[c].type in _CONTINUOUS else "category groups"
+                                         for c in generalised}))
+            advice.append(f"{a} x {b}: {what} - their dependence is weakened in the release. {named} "
+                          f"{'are quasi-identifiers' if len(generalised) > 1 else 'is a quasi-identifier'}: the release "
+                          f"publishes {'them' if len(generalised) > 1 else 'it'} as {forms} for k-anonymity, and this "
+                          "comparison draws values back uniformly inside them, which by itself weakens the dependence on "
+                          "other columns. Check "
+                          "the pair in synthetic_portfolio's synthetic_fidelity (before anonymization): if it holds there, "
+                          "the loss is the price of k; a smaller privacy.k or fewer quasi_identifiers in tenant.yaml "
+                          "trade privacy for this dependence.")
+        elif p["association"] == "pearson":
+            advice.append(f"{a} x {b}: {what} - the twin {'weakens' if lost else 'overstates'} their dependence (neither "
+                          "column is generalised by the anonymizer); a heavy-tailed or zero-inflated marginal loses "
+                          "correlation in a Gaussian copula, so check both columns' marginal transforms, or raise the "
+                          "segmentation.")
         else:
             discrete = [c for c in (a, b) if schema[c].type in _DISCRETE]
-            advice.append(f"{a} x {b}: association (Cramer's V) {p['association_real']:.2f} real vs "
-                          f"{p['association_synthetic']:.2f} synthetic - their dependence is "
-                          f"{'lost' if lost else 'overstated'}; keep both columns in the copula and raise the "
-                          f"segmentation on {' and '.join(discrete)}.")
+            advice.append(f"{a} x {b}: {what} - the twin {'weakens' if lost else 'overstates'} their dependence (neither "
+                          "column is generalised by the anonymizer); raise the segmentation on "
+                          f"{' and '.join(discrete)} so the twin is fitted per category.")
     if len(failed_pairs) > 15:
         advice.append(f"... and {len(failed_pairs) - 15} more column pairs whose dependence is off (see the failures).")
 
@@ -1340,6 +1471,84 @@ def _judge(
         advice.append(f"sequences not evaluable: {sequences['reason']}")
 
     return checks, failures, advice
+
+
+def _utility_check(utility: dict[str, Any], threshold: float) -> Check:
+    """The utility ratio judged on its 95 % interval: fail below, pass above, a warning when the holdout cannot tell."""
+    label = "TSTR / TRTR AUC on the real holdout"
+    ratio = utility.get("auc_ratio") if utility.get("status") == "evaluated" else None
+    if ratio is None:
+        return Check("utility_ratio", label, None, threshold, ">=", None, str(utility.get("reason") or ""))
+    low, high = utility.get("auc_ratio_ci") or [None, None]
+    if low is None or high is None:
+        return Check("utility_ratio", label, ratio, threshold, ">=", bool(ratio >= threshold),
+                     "no interval: the holdout has fewer than 2 loans of a class")
+    interval = (f"95% interval {low:.3f} to {high:.3f} on {utility.get('holdout_defaults')} defaults in "
+                f"{utility.get('n_holdout')} holdout loans")
+    if high < threshold:
+        return Check("utility_ratio", label, ratio, threshold, ">=", False, f"{interval}: all below the threshold")
+    if low >= threshold:
+        return Check("utility_ratio", label, ratio, threshold, ">=", True, interval)
+    return Check("utility_ratio", label, ratio, threshold, ">=", True,
+                 f"{interval}: inconclusive, the holdout cannot tell the ratio from the threshold", warning=True)
+
+
+def _driver_findings(utility: dict[str, Any], column_rows: list[dict[str, Any]], pair_rows: list[dict[str, Any]],
+                     target: str | None, qis: set[str]) -> str:
+    """What the report measured of the real model's main drivers: their weight in both models, their dependence on
+    the target real vs synthetic, their marginal fit, and whether the release generalises them."""
+    rows = {r["column"]: r for r in column_rows}
+    parts: list[tuple[float, str, str]] = []
+    for feature in utility.get("top_features", [])[:3]:
+        name = feature["column"]
+        bits = [f"{feature['gain_share']:.0%} of the real model's gain"
+                + (f", {feature['synthetic_gain_share']:.0%} of the synthetic one's"
+                   if feature.get("synthetic_gain_share") is not None else "")]
+        pair = next((p for p in pair_rows
+                     if set(p["columns"]) == {name, target} and p["association_diff"] is not None), None)
+        gap = 0.0
+        if pair is not None:
+            measure = "correlation" if pair["association"] == "pearson" else "Cramer's V"
+            bits.append(f"{measure} with {target} {pair['association_real']:.2f} real vs "
+                        f"{pair['association_synthetic']:.2f} synthetic")
+            gap = abs(pair["association_real"]) - abs(pair["association_synthetic"])
+        if name in rows:
+            bits.append(f"{rows[name]['metric'].upper()} {rows[name]['statistic']:.3f}")
+        if name in qis:
+            bits.append("a quasi-identifier, released as ranges or groups")
+        parts.append((gap, name, f"{name} ({'; '.join(bits)})"))
+    if not parts:
+        return ""
+    text = "The real model's main drivers: " + ", ".join(p[2] for p in parts) + "."
+    gap, name, _ = max(parts)
+    if gap > 0.02:
+        text += (f" The dependence of {target} on {name} is the one weakened most"
+                 + (": it is a quasi-identifier, so a smaller privacy.k or dropping it from quasi_identifiers would "
+                    "keep more of it." if name in qis else "; segmenting the twin by a column that drives default, or "
+                    "more synthetic rows, would keep more of it."))
+    else:
+        text += (" None of them loses its dependence on the target by more than 0.02, so the gap is spread over many "
+                 "columns or within sampling noise.")
+    return text
+
+
+def _lowest_scores(quality: QualityScore, part: str) -> str:
+    """The three columns (column shapes) or counted pairs (column pair trends) with the lowest similarity."""
+    if part == "column shapes":
+        worst = sorted(quality.columns, key=lambda c: c["score"])[:3]
+        return ", ".join(f"{c['column']} {c['score']:.3f}" for c in worst)
+    worst = sorted((p for p in quality.pairs if p.get("counted")), key=lambda p: p["score"])[:3]
+    return ", ".join(f"{p['columns'][0]} x {p['columns'][1]} {p['score']:.3f}" for p in worst)
+
+
+def _largest_correlation_gaps(fidelity: Any, top: int = 3) -> str:
+    """The column pairs whose rank correlations differ most, real vs synthetic."""
+    names = list(fidelity.correlation_columns)
+    real, synthetic = np.asarray(fidelity.real_correlation), np.asarray(fidelity.synthetic_correlation)
+    pairs = [(abs(real[i, j] - synthetic[i, j]), i, j) for i in range(len(names)) for j in range(i + 1, len(names))
+             if np.isfinite(real[i, j]) and np.isfinite(synthetic[i, j])]
+    return ", ".join(f"{names[i]} x {names[j]} ({real[i, j]:.2f} real vs {synthetic[i, j]:.2f} synthetic)"
+                     for _, i, j in sorted(pairs, reverse=True)[:top])
 
 
 def _main_columns(schema: TableSchema, target: str | None, credit: dict[str, Any], columns: list[dict[str, Any]]) -> list[str]:

@@ -1,8 +1,10 @@
 """The validation report as a PDF: `render_validation_pdf`.
 
 The sections follow `models.quality.validation.ValidationReport`: summary and
-checks, recommendations and failures, fidelity, credit metrics, utility,
-sequences and the charts.
+checks (pass, warn, fail), recommendations, failures and warnings, fidelity,
+credit metrics, utility, sequences and the charts. Tables size their columns
+from their content (`models.reports.pdf.column_widths`), so no header or
+column name breaks inside a word.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ def _verdict(passed: bool | None) -> str:
     return "PASS" if passed else ("not evaluated" if passed is None else "FAIL")
 
 
+def _shade(verdict: str) -> bool | None:
+    """Green for a pass, red for a failure; a warning is shaded as neither."""
+    return {"pass": True, "fail": False}.get(verdict)
+
+
+def _interval(bounds: list[float | None] | None) -> str:
+    low, high = bounds or [None, None]
+    return "-" if low is None or high is None else f"{fmt(low)} to {fmt(high)}"
+
+
 def render_validation_pdf(report: ValidationReport) -> bytes:
     """The report as a PDF (`models.reports.pdf.PdfReport`): summary, recommendations, fidelity, credit, utility, sequences, charts.
 
@@ -25,12 +37,12 @@ def render_validation_pdf(report: ValidationReport) -> bytes:
     pdf = PdfReport(
         "Validation report",
         subtitle=f"tenant {report.tenant}" if report.tenant else None,
-        footer=f"CreditTwin validation - {report.tenant or 'no tenant'} - {'PASS' if report.passed else 'FAIL'}",
+        footer=f"CreditTwin validation - {report.tenant or 'no tenant'} - {report.verdict_label}",
     )
     pdf.heading("Summary")
     pdf.key_values([
         ("overall score", data["score"]),
-        ("verdict", "PASS" if report.passed else "FAIL"),
+        ("verdict", report.verdict_label),
         ("real train rows", data["rows"]["real_train"]),
         ("real holdout rows", data["rows"]["real_holdout"]),
         ("synthetic rows", data["rows"]["synthetic"]),
@@ -40,15 +52,17 @@ def render_validation_pdf(report: ValidationReport) -> bytes:
     pdf.table(
         ["check", "value", "threshold", "result", "note"],
         [[c["label"], c["value"], (c["op"] + " " + fmt(c["threshold"])) if c["threshold"] is not None else "-",
-          _verdict(c["passed"]), c["detail"]] for c in data["checks"]],
-        widths_cm=[5.2, 2.0, 2.4, 2.2, 5.6],
-        highlight=[c["passed"] for c in data["checks"]],
+          c["verdict"].upper(), c["detail"]] for c in data["checks"]],
+        highlight=[_shade(c["verdict"]) for c in data["checks"]],
     )
     pdf.heading("Recommendations", level=2)
     pdf.bullets(data["recommendations"] or ["none"])
     if data["failures"]:
         pdf.heading("Failures", level=2)
         pdf.bullets(data["failures"][:60] + ([f"... {len(data['failures']) - 60} more"] if len(data["failures"]) > 60 else []))
+    if data["warnings"]:
+        pdf.heading("Warnings", level=2)
+        pdf.bullets(data["warnings"])
 
     quality = data["quality"]
     pdf.heading("Fidelity")
@@ -69,7 +83,6 @@ def render_validation_pdf(report: ValidationReport) -> bytes:
         ["column", "metric", "statistic", "limit", "KL", "JS", "missing real", "missing synth.", "result"],
         [[r["column"], r["metric"].upper(), r["statistic"], r["limit"], r["kl"], r["js"],
           r["missing_real"], r["missing_synthetic"], _verdict(r["passed"])] for r in rows],
-        widths_cm=[3.3, 1.2, 1.9, 1.7, 1.9, 1.9, 1.9, 1.9, 1.6],
         highlight=[r["passed"] for r in rows],
     )
     if data["fidelity"]["missing_columns"]:
@@ -82,7 +95,6 @@ def render_validation_pdf(report: ValidationReport) -> bytes:
             [[f"{p['columns'][0]} x {p['columns'][1]}", "Pearson r" if p["association"] == "pearson" else "Cramer's V",
               p["association_real"], p["association_synthetic"], p["association_diff"], p["score"], p["counted"],
               _verdict(p["passed"])] for p in pairs],
-            widths_cm=[4.4, 1.9, 1.8, 1.8, 1.8, 1.8, 1.6, 1.5],
             highlight=[p["passed"] for p in pairs],
         )
 
@@ -108,8 +120,7 @@ def render_validation_pdf(report: ValidationReport) -> bytes:
                 if values:
                     table.append([dist["column"], book, values["p5"], values["p25"], values["p50"], values["p75"],
                                   values["p95"], values["mean"], values["missing"]])
-        pdf.table(["column", "book", "p5", "p25", "median", "p75", "p95", "mean", "missing"], table,
-                  widths_cm=[3.0, 1.8, 1.7, 1.7, 1.7, 1.7, 1.7, 1.7, 1.7])
+        pdf.table(["column", "book", "p5", "p25", "median", "p75", "p95", "mean", "missing"], table)
     scorecard = credit.get("scorecard") or {}
     pdf.heading("Fixed scorecard", level=2)
     if scorecard.get("status") == "evaluated":
@@ -126,12 +137,21 @@ def render_validation_pdf(report: ValidationReport) -> bytes:
     if utility["status"] == "evaluated":
         pdf.paragraph(f"The same LightGBM model ({utility['model']['rounds']} rounds, deterministic) trained on the real train "
                       "split (TRTR) and on the synthetic book (TSTR), both tested on the real holdout.")
-        pdf.table(["metric", "TRTR", "TSTR"],
+        interval = utility.get("auc_ratio_ci") or [None, None]
+        pdf.table(["measure", "TRTR", "TSTR"],
                   [[m, utility["trtr"][key], utility["tstr"][key]]
-                   for m, key in (("AUC", "auc"), ("Gini", "gini"), ("KS", "ks"), ("Brier score", "brier"))])
-        pdf.key_values([("AUC ratio TSTR / TRTR", utility["auc_ratio"]), ("Gini ratio", utility["gini_ratio"]),
-                        ("holdout loans", utility["n_holdout"]), ("holdout default rate", utility["holdout_default_rate"]),
+                   for m, key in (("AUC", "auc"), ("Gini", "gini"), ("KS", "ks"), ("Brier score", "brier"))]
+                  + [["AUC 95% interval (DeLong)", _interval(utility["trtr"].get("auc_ci")),
+                      _interval(utility["tstr"].get("auc_ci"))]])
+        pdf.key_values([("AUC ratio TSTR / TRTR", utility["auc_ratio"]),
+                        ("its 95% interval (paired DeLong, delta method)", _interval(interval)),
+                        ("Gini ratio", utility["gini_ratio"]),
+                        ("holdout loans (defaults)", f"{fmt(utility['n_holdout'])} ({fmt(utility.get('holdout_defaults'))})"),
+                        ("holdout default rate", utility["holdout_default_rate"]),
                         ("top drivers (real model)", ", ".join(f["column"] for f in utility["top_features"]))])
+        pdf.paragraph("Both models score the same holdout loans, so the ratio's interval accounts for the correlation "
+                      "of their AUCs. The check fails when the whole interval is below the threshold, passes when it "
+                      "is all above, and is a warning when the holdout is too small to tell.", style="small")
         if utility.get("reason"):
             pdf.paragraph(utility["reason"], style="small")
     else:

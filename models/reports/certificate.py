@@ -35,15 +35,24 @@ published with an atomic hard link so two processes racing to create it end up
 with the same key), and every certificate it signs says so in the JSON and,
 in large letters, in the PDF.
 
+The PDF (`models.reports.certificate_pdf`) opens with an executive summary
+(scope, verdict, the privacy guarantee in one sentence, the strongest attack),
+then the method with its references, the rules and figures, governance with a
+sign-off block, and the technical provenance in an appendix. Its sentences are
+generated from the figures (`models.reports.certificate_text`): the
+explanation and the summary are written into the document and signed.
+
 Verification (`verify_certificate`, behind ``credittwin verify``) recomputes the
 payload hash, checks the signature against the embedded public key and that
 the key is trusted, the validity dates and the audit verdict; given the data
 folder it re-hashes every released file, given the PDF it checks that the PDF
 exists, carries the payload hash and says exactly what the JSON says (its text
-equals the text of the PDF rendered afresh from the JSON), and given an
+equals the text of the PDF rendered afresh from the JSON; a certificate issued
+before the current layout is compared with the earlier one), and given an
 exported bundle's ``manifest.json`` (signed at export, `sign_manifest`) it
-re-hashes every file the manifest lists and names any file it does not. Each
-problem is one readable line.
+re-hashes every file the manifest lists, checks that it lists each certified
+file with the certified hash, names any file it does not list, and notes the
+failing or warning verdicts it records. Each problem is one readable line.
 
 Trust
 -----
@@ -76,19 +85,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from models.privacy.accounting import NEIGHBOURS
 from models.errors import CertificateError, JsonValueError
 from models.files import atomic_write_bytes, canonical_json, json_value, sha256_file
-from models.reports.pdf import PdfReport, fmt, pdf_text
+from models.reports.certificate_pdf import render_certificate_pdf, render_certificate_pdf_v1
+from models.reports.certificate_text import DEVELOPMENT_BANNER, KEY_SETTING, explain, summarize, verdict_of
+from models.reports.pdf import pdf_text
 from models.tape.tenant import validate_tenant_id
 
 CERTIFICATE_SCHEMA = "credittwin.privacy-certificate/v1"
 SIGNATURE_ALGORITHM = "Ed25519"
 CANONICALIZATION = "RFC 8785 (JCS)"
-KEY_SETTING = "CREDITTWIN_SIGNING_KEY_FILE"
 DEV_KEY_NAME = "dev-signing-key.pem"
 DEFAULT_VALIDITY_DAYS = 90
-DEVELOPMENT_BANNER = "DEVELOPMENT KEY - not valid for production use"
 KEYGEN_COMMAND = "openssl genpkey -algorithm ed25519 -out credittwin-signing.pem && chmod 600 credittwin-signing.pem"
 # A certificate dated this far in the future of the verifying clock is refused (clock skew allowance).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -544,140 +552,8 @@ def _check_released(files: Sequence[Mapping[str, Any]], tenant: str) -> list[dic
     return out
 
 
-def _rule_label(rule: Mapping[str, Any]) -> str:
+def _failed_rule(rule: Mapping[str, Any]) -> str:
     return f"{rule.get('rule')}: {rule.get('message', '')}"
-
-
-def _verdict(rule: Mapping[str, Any]) -> str:
-    """"pass", "warn" or "fail" (rules recorded before verdicts existed read from `passed`)."""
-    return str(rule.get("verdict") or ("pass" if rule.get("passed") else "fail"))
-
-
-def explain(document: Mapping[str, Any]) -> list[str]:
-    """Plain sentences on what the certificate's figures mean for this release, generated from them.
-
-    Every figure is written with `models.reports.pdf.fmt`, as in the PDF's tables.
-    """
-    audit = document.get("audit") or {}
-    rules = {r.get("rule"): r for r in document.get("rules") or []}
-    threshold = {name: rule.get("threshold") for name, rule in rules.items()}
-    anonymity = document.get("anonymity") or {}
-    dp = (document.get("privacy") or {}).get("dp")
-    out: list[str] = []
-
-    mia = audit.get("mia") or {}
-    if mia.get("auc") is not None:
-        ci = mia.get("auc_ci") or [None, None]
-        limit = threshold.get("mia_auc")
-        sentence = (
-            f"An attacker who holds a real borrower's record and this release could tell whether that borrower was in "
-            f"the training data with an AUC of {fmt(mia['auc'])} (95% interval {fmt(ci[0])} to {fmt(ci[1])}; 0.5 is "
-            f"a coin flip, 1 is certainty)"
-        )
-        out.append(sentence + (f"; the policy allows at most {fmt(limit)}." if limit is not None else "."))
-        if mia.get("tpr_at_fpr") is not None and mia.get("fpr") is not None:
-            out.append(
-                f"Accepting only {fmt(mia['fpr'] * 100)}% false accusations, the strongest attack "
-                f"({mia.get('strongest', 'membership')}) would correctly pick out {fmt(mia['tpr_at_fpr'] * 100)}% "
-                "of the training borrowers."
-            )
-    elif mia.get("skipped"):
-        out.append(f"Membership inference could not be measured on this book: {mia['skipped']}.")
-
-    dcr = audit.get("dcr") or {}
-    if dcr.get("exact_match_rate") is not None:
-        rate = dcr["exact_match_rate"]
-        if rate == 0:
-            out.append("No released row is a copy of a real training row (exact-match rate 0), so no real loan "
-                       "record is published as it is.")
-        else:
-            out.append(f"A share of {fmt(rate)} of the released rows equal a real training row; the policy allows "
-                       f"at most {fmt(threshold.get('exact_match_rate'))}.")
-    if dcr.get("share_closer_to_train") is not None:
-        out.append(
-            f"A share of {fmt(dcr['share_closer_to_train'])} of the released rows lie closer to a training record than "
-            f"to a record the generator never saw (0.5 means no memorisation); the policy allows at most "
-            f"{fmt(threshold.get('dcr_share'))}."
-        )
-
-    attacks = [r for name, r in rules.items()
-               if (str(name).startswith("inference[") or str(name).startswith("anonymeter_")) and r.get("value") is not None]
-    if attacks:
-        worst = max(attacks, key=lambda r: r["value"])
-        out.append(
-            "Inferring a borrower's sensitive values, singling a borrower out or linking two sources about a borrower "
-            "was tested by comparing each attack's success on the training borrowers with its success on borrowers the "
-            f"generator never saw. The largest upper 95% bound of the excess risk is {fmt(worst['value'])} "
-            f"({worst['rule']}); a rule fails only on evidence that the risk exceeds its margin "
-            f"({fmt(worst.get('threshold'))} there)."
-        )
-    anonymeter = audit.get("anonymeter") or {}
-    if anonymeter.get("skipped"):
-        out.append(f"The anonymeter attacks (singling out, linkage, inference) were {anonymeter['skipped']}.")
-    warned = [r for r in rules.values() if _verdict(r) == "warn"]
-    if warned:
-        out.append(
-            f"{len(warned)} rule(s) could not be shown to pass and are certified as warnings, not passes: "
-            + ", ".join(str(r.get("rule")) for r in warned) + " (each says why in the audit rules)."
-        )
-
-    if dp:
-        bound = dp.get("auc_bound")
-        sentence = (
-            f"The release is differentially private with epsilon {fmt(dp.get('epsilon'))} and delta {fmt(dp.get('delta'))} "
-            f"(accountant {dp.get('accountant', '-')}; neighbouring tapes: {NEIGHBOURS}): whatever else an attacker "
-            "knows, no membership attack, "
-            f"including ones not yet invented, can reach an AUC above {fmt(bound)}"
-        )
-        if mia.get("auc") is not None:
-            sentence += f"; the attacks measured here reached {fmt(mia['auc'])}"
-        out.append(sentence + ".")
-    else:
-        out.append(
-            "The release is not differentially private: the protection above is measured against the attacks that "
-            "were run, not proven against every possible attack."
-        )
-
-    qis = anonymity.get("quasi_identifiers") or (audit.get("anonymity") or {}).get("quasi_identifiers") or []
-    k = anonymity.get("k_achieved")
-    if k is not None:
-        named = ", ".join(str(q) for q in qis) if qis else "the quasi-identifiers"
-        out.append(
-            f"Every combination of the quasi-identifiers ({named}) is shared by at least {fmt(k)} loans, so someone "
-            f"who knows a borrower's {named} can narrow the borrower down to no fewer than {fmt(k)} loans."
-        )
-    l_value = anonymity.get("l_achieved")
-    if l_value is not None:
-        sensitive = anonymity.get("sensitive") or (audit.get("anonymity") or {}).get("sensitive") or []
-        by_column = anonymity.get("l_by_column") or {}
-        if by_column:
-            named = ", ".join(f"{c} at least {fmt(v)}" for c, v in by_column.items())
-            out.append(
-                f"Within every such group each sensitive column takes several distinct values ({named}), so "
-                "knowing a borrower's group does not reveal them outright."
-            )
-        else:
-            named = ", ".join(str(s) for s in sensitive) if sensitive else "-"
-            out.append(
-                f"Within every such group the sensitive columns ({named}) take at least {fmt(l_value)} distinct "
-                "values, so knowing a borrower's group does not reveal them outright."
-            )
-
-    out.append(
-        "What this release does not protect against: aggregate statistics (default rates, distributions, correlations "
-        "between columns) are preserved by design, so anything true of the borrowers as a group, or of a large enough "
-        "subgroup, can be learned from it; and an attacker who already knows a borrower's record learns nothing new "
-        "about that borrower from the release."
-    )
-    if not dp:
-        out.append("A stronger attack than those measured here is not bounded by any proof; re-audit when attacks improve.")
-    else:
-        out.append(
-            "The audit figures in this certificate (attack AUCs, distances to closest records, k and l) are measured on "
-            "the real data and are not covered by epsilon: only the synthetic data carries the differential privacy "
-            "guarantee."
-        )
-    return out
 
 
 def build_certificate(
@@ -693,6 +569,7 @@ def build_certificate(
     rules: Sequence[Mapping[str, Any]],
     issued_at: datetime,
     policy: Mapping[str, Any] | None = None,
+    scope: Mapping[str, Any] | None = None,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
     certificate_id: str | None = None,
 ) -> dict[str, Any]:
@@ -721,6 +598,10 @@ def build_certificate(
             so the rule applied is signed with the figure it judged.
         policy: the tenant's audit settings the rules were held to
             (tenant.yaml ``audit:`` with the enforced k and l), signed too.
+        scope: what the release was made from, for the executive summary:
+            ``{input_files: [names], train_rows, holdout_rows, period: None |
+            {column, first, last} | {column, withheld}}``
+            (`models.reports.certify.tape_scope`).
         issued_at: an aware datetime (stored in UTC).
         validity_days: how long the certificate is valid (tenant.yaml
             ``certificate.validity_days``).
@@ -728,7 +609,9 @@ def build_certificate(
 
     Returns:
         A JSON-ready dict (schema ``credittwin.privacy-certificate/v1``) with
-        an ``explanation``; sign it with `sign_certificate`.
+        an ``explanation`` and the executive ``summary``
+        (`models.reports.certificate_text`), both generated from its figures
+        and signed with them; sign it with `sign_certificate`.
 
     Raises:
         CertificateError: a rule failed (each failed rule is listed), no rule
@@ -745,7 +628,7 @@ def build_certificate(
     if failed:
         raise CertificateError(
             f"the privacy audit failed {len(failed)} rule(s), so no certificate is issued (the previous one stays "
-            "in place): " + "; ".join(_rule_label(r) for r in failed) + ".",
+            "in place): " + "; ".join(_failed_rule(r) for r in failed) + ".",
             tenant=tenant,
             fix="change the generator or privacy settings in tenant.yaml (stronger generalisation, a smaller "
             "epsilon, more suppression) and re-run; never relax the policy to get a certificate.",
@@ -796,8 +679,8 @@ def build_certificate(
             # protect, which the l_diversity rule records (`models.privacy.anonymize.LDiversityScope` decides both).
             from models.privacy.anonymize import LDiversityScope
 
-            scope = LDiversityScope(int(required), ())
-            anonymity["l_status"] = scope.not_applicable or "not required: privacy.l is 1"
+            l_scope = LDiversityScope(int(required), ())
+            anonymity["l_status"] = l_scope.not_applicable or "not required: privacy.l is 1"
             continue
         if required is not None:
             _require(achieved is not None and achieved >= required,
@@ -830,7 +713,10 @@ def build_certificate(
         "rules": [dict(r) for r in rules],
         "policy": dict(policy or {}),
     }
+    if scope is not None:
+        document["scope"] = dict(scope)
     document["explanation"] = explain(document)
+    document["summary"] = summarize(document)
     return _plain(document, "certificate")
 
 
@@ -938,175 +824,6 @@ def sign_manifest(manifest: Mapping[str, Any], key: SigningKey) -> dict[str, Any
     return signed
 
 
-# --------------------------------------------------------------------------- the PDF
-
-
-def _text(value: Any) -> str:
-    """A value as the PDF prints it: `fmt` for scalars, lists item by item."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
-    return fmt(value)
-
-
-def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted name, leaf) pairs of a nested mapping; lists of scalars stay whole."""
-    if isinstance(value, Mapping):
-        out: list[tuple[str, Any]] = []
-        for key in value:
-            out.extend(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
-        out = []
-        for i, item in enumerate(value):
-            out.extend(flatten(item, f"{prefix}[{i}]"))
-        return out
-    return [(prefix, value)]
-
-
-def _figure_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(name, _text(value)) for name, value in flatten(section) if name != "warnings"]
-
-
-def render_certificate_pdf(signed: Mapping[str, Any]) -> bytes:
-    """The certificate as a PDF (`models.reports.pdf.PdfReport`), reproducibly from the signed JSON.
-
-    Sections: the development-key banner when one signed it, the certificate
-    (tenant, id, issue time, validity), what was released, what it came from,
-    the generator, differential privacy and the ledger entries, k and l, the
-    audit rules (pass green, fail red), every audit figure, the explanation,
-    and the signature (payload SHA-256, signature value and public key in a
-    mono font). Figures are written with `models.reports.pdf.fmt`. Nested
-    members are printed in canonical (sorted) key order, so the PDF depends
-    only on the certificate's content, not on how its JSON was ordered: that
-    lets `verify_certificate` compare a PDF with one rendered afresh.
-    """
-    signed = json.loads(canonical_json(_plain(signed, "certificate")))
-    signature = signed.get("signature") or {}
-    development = bool(signature.get("development_key") or (signed.get("signing_key") or {}).get("development"))
-    report = PdfReport(
-        "Privacy certificate",
-        subtitle=f"{signed.get('display_name')} (tenant {signed.get('tenant')})",
-        footer=f"CreditTwin privacy certificate {signed.get('certificate_id')}",
-    )
-    if development:
-        report.heading(DEVELOPMENT_BANNER)
-        report.paragraph("This certificate was signed with a development key generated on first use. It shows what "
-                         "a production certificate would say, but it certifies nothing: production certificates are "
-                         f"signed with the key configured by {KEY_SETTING}.")
-
-    report.heading("Certificate")
-    report.key_values([
-        ("certificate id", signed.get("certificate_id")),
-        ("tenant", signed.get("tenant")),
-        ("display name", signed.get("display_name")),
-        ("issued at (UTC)", signed.get("issued_at")),
-        ("valid until (UTC)", signed.get("valid_until")),
-        ("validity (days)", signed.get("validity_days")),
-        ("audit verdict", signed.get("verdict")),
-        ("schema", signed.get("schema")),
-    ])
-
-    report.heading("What was released")
-    files = signed.get("released_files") or []
-    report.table(["file", "rows", "bytes", "SHA-256"],
-                 [[f.get("name"), f.get("rows"), f.get("bytes"), f.get("sha256")] for f in files],
-                 widths_cm=[3.4, 1.5, 1.7, 10.4])
-
-    source = signed.get("source") or {}
-    report.heading("What it came from")
-    report.key_values([("input tape SHA-256", source.get("input_sha256")), ("code version", source.get("code_version"))]
-                      + [(k, _text(v)) for k, v in flatten({key: value for key, value in source.items()
-                                                             if key not in ("input_sha256", "code_version", "data_versions")})])
-    versions = source.get("data_versions") or {}
-    if versions:
-        report.table(["upstream asset", "data version"], [[k, v] for k, v in versions.items()], widths_cm=[5.5, 11.5])
-
-    report.heading("Generator")
-    report.key_values([(name, _text(value)) for name, value in flatten(signed.get("generator") or {})])
-
-    privacy = signed.get("privacy") or {}
-    dp = privacy.get("dp")
-    report.heading("Differential privacy")
-    if dp:
-        report.key_values([
-            ("epsilon spent", dp.get("epsilon")),
-            ("delta spent", dp.get("delta")),
-            ("accountant", dp.get("accountant")),
-            ("neighbouring tapes", NEIGHBOURS),
-            ("largest membership AUC it allows", dp.get("auc_bound")),
-        ] + [(name, _text(value)) for name, value in flatten({k: v for k, v in dp.items()
-                                                             if k not in ("epsilon", "delta", "accountant", "auc_bound",
-                                                                          "ledger_entries")})])
-        entries = dp.get("ledger_entries") or []
-        report.heading("Privacy ledger entries", level=2)
-        if entries:
-            report.table(
-                ["id", "asset", "run", "mechanism", "epsilon", "delta", "accountant", "recorded at"],
-                [[e.get("id"), e.get("asset"), e.get("run_id"), (e.get("mechanism") or {}).get("kind"),
-                  e.get("epsilon"), e.get("delta"), e.get("accountant"), e.get("created_at")] for e in entries],
-                widths_cm=[1.0, 2.6, 2.4, 2.2, 1.6, 1.6, 2.6, 3.4],
-            )
-        else:
-            report.paragraph("No ledger entry was recorded for this release.")
-    else:
-        report.paragraph("Not differentially private: no privacy budget was spent on this release.")
-
-    anonymity = signed.get("anonymity") or {}
-    report.heading("k-anonymity and l-diversity")
-    report.key_values([(name, _text(value)) for name, value in flatten(anonymity)])
-
-    report.heading("Audit rules")
-    rules = signed.get("rules") or []
-    report.table(
-        ["rule", "value", "threshold", "result", "what it means"],
-        [[r.get("rule"), r.get("value"), r.get("threshold"), _verdict(r).upper(), r.get("message")] for r in rules],
-        widths_cm=[3.6, 1.8, 1.8, 1.3, 8.9],
-        # a warning is shaded neither as a pass nor as a failure
-        highlight=[{"pass": True, "fail": False}.get(_verdict(r)) for r in rules],
-    )
-    criteria = [r for r in rules if r.get("criterion")]
-    if criteria or signed.get("policy"):
-        report.heading("The policy applied", level=2)
-        report.bullets(f"{r.get('rule')}: {r.get('criterion')}" for r in criteria)
-        report.key_values([(name, _text(value)) for name, value in flatten(signed.get("policy") or {})])
-
-    audit = signed.get("audit") or {}
-    report.heading("Audit figures")
-    for section, title in (("dcr", "Distance to closest record"), ("mia", "Membership inference"),
-                           ("anonymeter", "Anonymeter attacks"), ("dp", "Differential-privacy bound"),
-                           ("anonymity", "Measured k and l"), ("sizes", "Sample sizes")):
-        figures = audit.get(section)
-        if not figures:
-            continue
-        report.heading(title, level=2)
-        report.table(["figure", "value"], _figure_rows(figures), widths_cm=[6.5, 10.5])
-    if audit.get("warnings"):
-        report.heading("Caveats", level=2)
-        report.bullets(str(w) for w in audit["warnings"])
-
-    report.heading("What these figures mean")
-    report.bullets(str(sentence) for sentence in signed.get("explanation") or [])
-
-    report.heading("Signature")
-    report.key_values([
-        ("algorithm", signature.get("algorithm")),
-        ("canonical form", signature.get("canonicalization")),
-        ("key id", signature.get("key_id")),
-        ("development key", signature.get("development_key")),
-    ])
-    report.paragraph("Payload SHA-256 (canonical JSON of the certificate without its signature):")
-    report.paragraph(str(signature.get("payload_sha256")), style="mono")
-    report.paragraph("Ed25519 signature (base64):")
-    report.paragraph(str(signature.get("value")), style="mono")
-    report.paragraph("Public key (base64, raw 32 bytes):")
-    report.paragraph(str(signature.get("public_key")), style="mono")
-    report.paragraph("Check it with: credittwin verify <certificate.json> --data <release folder> --pdf <this file>. "
-                     "The JSON file is the certificate; this PDF is its readable copy.", style="small")
-    return report.build()
-
-
 # --------------------------------------------------------------------------- verification
 
 
@@ -1123,6 +840,9 @@ class VerificationResult:
         bundle_files: per file of an exported bundle checked against its
             manifest: {name, status} with status "ok", "changed", "missing" or
             "not in the manifest".
+        pdf_file: the PDF checked: {name, ok, layout} (layout "current", or
+            "earlier" for a certificate issued before the current layout);
+            None when no PDF was given.
         certificate_id, tenant, payload_sha256: read from the certificate (None when unreadable).
     """
 
@@ -1134,12 +854,14 @@ class VerificationResult:
     tenant: str | None = None
     payload_sha256: str | None = None
     bundle_files: list[dict[str, Any]] = field(default_factory=list)
+    pdf_file: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "problems": list(self.problems), "checked_files": list(self.checked_files),
             "notes": list(self.notes), "certificate_id": self.certificate_id, "tenant": self.tenant,
             "payload_sha256": self.payload_sha256, "bundle_files": list(self.bundle_files),
+            "pdf_file": self.pdf_file,
         }
 
 
@@ -1364,42 +1086,60 @@ def verify_certificate(
             checked.append({"name": name, "expected_sha256": expected, "actual_sha256": actual, "ok": ok})
 
     if pdf_path is not None:
-        _check_pdf(Path(pdf_path), document, result.payload_sha256, problems)
+        result.pdf_file = _check_pdf(Path(pdf_path), document, result.payload_sha256, problems, notes)
     if manifest_path is not None:
         # files the certificate's own check just hashed (under --data) are not read twice
         hashed = {(root / e["name"]).resolve(): e["actual_sha256"] for e in checked if e.get("actual_sha256")} if data_dir else {}
         result.bundle_files = _check_manifest(Path(manifest_path), document, result.payload_sha256, trusted_keys,
-                                              problems, hashed)
+                                              problems, hashed, notes)
 
     result.ok = not problems
     return result
 
 
-def _check_pdf(path: Path, document: Mapping[str, Any], payload_hash: str | None, problems: list[str]) -> None:
+def _check_pdf(path: Path, document: Mapping[str, Any], payload_hash: str | None, problems: list[str],
+               notes: list[str]) -> dict[str, Any]:
+    """Append the PDF's problems; return its status {name, ok, layout}.
+
+    The PDF must carry the payload hash and say what the JSON says: its text
+    (white space aside) equals that of the PDF rendered afresh from the JSON,
+    in the current layout or, for a certificate issued before it, the earlier
+    one (`render_certificate_pdf_v1`).
+    """
+    status: dict[str, Any] = {"name": path.name, "ok": False, "layout": None}
+    before = len(problems)
     if not path.exists():
         problems.append(f"the certificate's PDF {str(path)!r} is missing: a certificate is issued as its JSON and its "
                         "PDF together; put certificate.pdf back beside the JSON, or name it with --pdf")
-        return
+        return {**status, "missing": True}
     try:
         text = pdf_text(path.read_bytes())
     except OSError as error:
         problems.append(f"the PDF {str(path)!r} cannot be read: {error.strerror or error}")
-        return
+        return status
     except Exception as error:  # pypdf raises many types on a damaged file
         problems.append(f"the PDF {str(path)!r} is not a readable PDF ({type(error).__name__}: {error})")
-        return
+        return status
     squeezed = _squeeze(text)
     if payload_hash is not None and payload_hash not in squeezed:
         problems.append(f"the PDF {str(path)!r} does not carry the certificate's payload SHA-256 {payload_hash}")
     try:
         expected = _squeeze(pdf_text(render_certificate_pdf(document)))
+        layout = "current" if squeezed == expected else None
+        if layout is None and "summary" not in document:
+            # issued before the current layout: its PDF is in the earlier one
+            layout = "earlier" if squeezed == _squeeze(pdf_text(render_certificate_pdf_v1(document))) else None
     except Exception as error:  # a damaged certificate may not render
         problems.append(f"the PDF cannot be compared: the certificate does not render ({type(error).__name__}: {error})")
-        return
-    if squeezed != expected:
+        return status
+    if layout is None:
         at = next((i for i, (a, b) in enumerate(zip(squeezed, expected)) if a != b), min(len(squeezed), len(expected)))
         problems.append(f"the PDF {str(path)!r} does not say what the certificate JSON says (its text differs near "
                         f"{expected[max(at - 30, 0):at + 30]!r})")
+    elif layout == "earlier":
+        notes.append(f"the PDF {path.name} is in the layout of certificates issued before the executive summary; it "
+                     "says what the JSON says (certificates issued from now on carry the new layout)")
+    return {**status, "ok": len(problems) == before, "layout": layout}
 
 
 def _manifest_signer(manifest: Mapping[str, Any]) -> str | None:
@@ -1419,13 +1159,37 @@ def _manifest_signer(manifest: Mapping[str, Any]) -> str | None:
     return key_id_of(public_raw)
 
 
+def recorded_verdicts(verdicts: Any) -> list[str]:
+    """One line per report whose verdict a bundle's manifest records as other than a pass, and per caveat.
+
+    `verdicts` is the manifest's ``verdicts`` member (`pipelines.release.report_verdicts`).
+    """
+    lines: list[str] = []
+    if not isinstance(verdicts, Mapping):
+        return lines
+    for report, entry in verdicts.items():
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("verdict") != "pass":
+            findings = [str(f) for f in entry.get("findings") or []]
+            lines.append(f"{report} verdict {str(entry.get('verdict')).upper()}"
+                         + (": " + "; ".join(findings) if findings else ""))
+        lines.extend(f"{report} caveat: {caveat}" for caveat in entry.get("caveats") or [])
+    return lines
+
+
 def _check_manifest(path: Path, document: Mapping[str, Any], payload_hash: str | None,
                     trusted_keys: Sequence[str | TrustedKey] | None, problems: list[str],
-                    hashed: Mapping[Path, str] | None = None) -> list[dict[str, Any]]:
+                    hashed: Mapping[Path, str] | None = None, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """Append the problems of an exported bundle against its signed manifest; return each file's status.
 
-    `hashed` maps resolved paths to SHA-256s already computed by this verification.
+    Every file the manifest lists is re-hashed; a file the certificate also
+    certifies must be listed with the certified hash; a file of the folder the
+    manifest does not list is a problem. The failing or warning verdicts the
+    manifest records are added to `notes`. `hashed` maps resolved paths to
+    SHA-256s already computed by this verification.
     """
+    notes = notes if notes is not None else []
     folder = path.parent
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
@@ -1451,6 +1215,7 @@ def _check_manifest(path: Path, document: Mapping[str, Any], payload_hash: str |
     if payload_hash is not None and manifest.get("payload_sha256") != payload_hash:
         problems.append(f"the bundle's {MANIFEST_NAME} was written for another certificate (payload SHA-256 "
                         f"{manifest.get('payload_sha256')}, this certificate's is {payload_hash})")
+    certified = {f.get("name"): f.get("sha256") for f in document.get("released_files") or [] if isinstance(f, Mapping)}
     statuses: list[dict[str, Any]] = []
     listed: set[str] = set()
     for entry in entries:
@@ -1465,12 +1230,18 @@ def _check_manifest(path: Path, document: Mapping[str, Any], payload_hash: str |
             statuses.append({"name": name, "status": "missing"})
             continue
         actual, size = (hashed or {}).get(target.resolve()) or sha256_file(target), target.stat().st_size
-        if actual != entry.get("sha256") or size != entry.get("bytes"):
+        if name in certified and entry.get("sha256") != certified[name]:
+            problems.append(f"the bundle's {MANIFEST_NAME} lists {name!r} with sha256 {entry.get('sha256')}, but the "
+                            f"certificate certifies sha256 {certified[name]}: export the bundle again")
+            statuses.append({"name": name, "status": "not certified"})
+        elif actual != entry.get("sha256") or size != entry.get("bytes"):
             problems.append(f"bundle file {name!r} was changed after export: {MANIFEST_NAME} says {entry.get('bytes')} "
                             f"bytes, sha256 {entry.get('sha256')}; found {size} bytes, sha256 {actual}")
             statuses.append({"name": name, "status": "changed"})
         else:
             statuses.append({"name": name, "status": "ok"})
+    for line in recorded_verdicts(manifest.get("verdicts")):
+        notes.append(f"{MANIFEST_NAME} records: {line}")
     for item in sorted(folder.resolve().rglob("*")):
         relative = str(item.relative_to(folder.resolve()))
         if item.is_file() and relative != MANIFEST_NAME and relative not in listed:

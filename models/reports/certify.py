@@ -52,6 +52,46 @@ def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
     return files
 
 
+_PERIOD_HINTS = ("orig", "issue", "open", "start", "disburs", "book")
+
+
+def tape_scope(tape: TapeSplit) -> dict[str, Any]:
+    """What the release was made from, for the certificate's executive summary.
+
+    The uploaded files (tenant.yaml aside), the loans that trained the twin
+    and those held out to audit it, and the period the loans span: the first
+    and last month of the tape's origination date (the first date column
+    named like one, else the first date column), or None without a date
+    column. Months, not days: the exact first and last dates would describe
+    single borrowers. Under differential privacy the period is withheld: the
+    data's own extremes are never published there (`models.twin.dp`), and the
+    number of loans is public by the neighbour definition.
+    """
+    import polars as pl
+
+    from models.tape.schema import TENANT_FILE, ColumnType
+
+    loans = tape.book
+    dates = [c.name for c in tape.schema.columns
+             if c.type == ColumnType.DATETIME and c.name in loans.columns and loans.schema[c.name].is_temporal()]
+    named = [name for name in dates if any(hint in name.lower() for hint in _PERIOD_HINTS)]
+    period: dict[str, Any] | None = None
+    if dates and tape.tenant_config.privacy.epsilon is not None:
+        period = {"column": (named or dates)[0], "withheld": "under differential privacy the tape's own first and "
+                  "last dates are not published"}
+    elif dates:
+        column = (named or dates)[0]
+        months = loans.select(pl.col(column).dt.strftime("%Y-%m").drop_nulls().unique().sort()).to_series()
+        if months.len():
+            period = {"column": column, "first": months[0], "last": months[-1]}
+    return {
+        "input_files": [name for name in tape.ingest.get("files", []) if name != TENANT_FILE],
+        "train_rows": tape.train.height,
+        "holdout_rows": tape.holdout.height,
+        "period": period,
+    }
+
+
 def check_certifiable(audit: AuditResult, release: Release, current_policy: dict[str, Any]) -> None:
     """Refuse a certificate for a release its audit does not vouch for.
 
@@ -89,7 +129,8 @@ def certify_release(
     """Check the release may be certified, render its files and issue the signed certificate over them.
 
     `source` is the provenance the caller knows (data versions, runs, code
-    version); the input upload's SHA-256 is added from the tape.
+    version); the input upload's SHA-256 and the scope of the executive
+    summary (`tape_scope`) are added from the tape.
 
     Raises:
         CertificateError: a gate of `check_certifiable`, or a rule of `build_certificate`.
@@ -141,6 +182,7 @@ def certify_release(
         audit=report["report"],
         rules=report["rules"],
         policy=report.get("policy"),
+        scope=tape_scope(tape),
         issued_at=issued_at,
         validity_days=config.certificate.validity_days,
     )

@@ -30,6 +30,13 @@ from resources.storage import VersionedStore
 from tests.models.reports.test_certificate import certificate_args, release  # noqa: F401 - `release`: a real audited release
 
 TENANT = "acme"
+# what build_validation_report writes when the utility ratio is inconclusive and a pair fails (its verdict lines)
+VALIDATION = {
+    "passed": False, "verdict": "fail", "score": 0.9723,
+    "failures": ["annual_income x credit_limit: correlation 0.820 real vs 0.599 synthetic (gap 0.220 > 0.200)"],
+    "warnings": ["TSTR / TRTR AUC on the real holdout: 95% interval 0.934 to 1.011 on 86 defaults in 1005 holdout "
+                 "loans: inconclusive, the holdout cannot tell the ratio from the threshold"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,7 @@ def deployment(release, tmp_path_factory):  # noqa: F811 - the imported fixture
     files["certificate.json"] = certificate_json_bytes(signed)
     files["certificate.pdf"] = render_certificate_pdf(signed)
     VersionedStore(root, ["privacy_certificate"], TENANT).write(Parts(files=files), run_id="r1", kind="artifact")
-    report = {"validation_report.json": json.dumps({"quality_score": 91.5}).encode(), "validation_report.pdf": b"%PDF-1.4"}
+    report = {"validation_report.json": json.dumps(VALIDATION).encode(), "validation_report.pdf": b"%PDF-1.4"}
     VersionedStore(root, ["validation_report"], TENANT).write(Parts(files=report), run_id="r1", kind="artifact")
     return root, key
 
@@ -215,3 +222,47 @@ def test_the_trust_store_named_by_the_setting_is_the_one_used(bundle, deployment
     assert not (tmp_path / "elsewhere" / "keys" / "trusted.json").exists()
     assert code == 0, out
     assert "note: signed with a development key" in out
+
+
+def test_export_prints_and_signs_every_verdict_that_is_not_a_pass(deployment, tmp_path, monkeypatch, capsys):
+    # setup
+    root, _ = deployment
+    _as(monkeypatch, root)
+    folder = tmp_path / "bundle"
+    # run
+    code = main(["export", TENANT, str(folder)])
+    out = capsys.readouterr().out
+    manifest = json.loads((folder / "manifest.json").read_text())
+    certificate = json.loads((folder / "certificate.json").read_text())
+    # assert: the validation report's failure and warning, and the audit's warning rules and caveats, are printed ...
+    warned = [r for r in certificate["rules"] if r["verdict"] == "warn"]
+    assert code == 0 and warned
+    assert f"validation report verdict FAIL: {VALIDATION['failures'][0]}; warning: {VALIDATION['warnings'][0]}" in out
+    assert "privacy audit verdict WARN: " in out
+    for rule in warned:
+        assert f"{rule['rule']} (warn): {rule['message']}" in out
+    for caveat in certificate["audit"]["warnings"]:
+        assert f"privacy audit caveat: {caveat}" in out
+    # ... and recorded in the signed manifest
+    assert manifest["verdicts"]["validation report"] == {
+        "verdict": "fail", "findings": [VALIDATION["failures"][0], f"warning: {VALIDATION['warnings'][0]}"]}
+    assert manifest["verdicts"]["privacy audit"]["verdict"] == "warn"
+    assert len(manifest["verdicts"]["privacy audit"]["findings"]) == len(warned)
+
+
+def test_verify_prints_one_ok_line_per_file_the_pdf_included(bundle, capsys):
+    # setup
+    names = sorted(p.name for p in bundle.iterdir() if p.name != "manifest.json")
+    # run: the bundle with its manifest, then the same files without it
+    code, out = _verify(capsys, bundle)
+    (bundle / "manifest.json").unlink()
+    bare_code, bare = _verify(capsys, bundle)
+    # assert: every file once, saying what it was checked against
+    lines = [line.split() for line in out.splitlines() if line.startswith("  ok")]
+    assert code == 0 and sorted(line[1] for line in lines) == names, out
+    assert "  ok       certificate.pdf (payload sha256 and text, manifest.json)" in out
+    assert "  ok       loans.parquet (certified sha256, manifest.json)" in out
+    assert "  ok       validation_report.json (manifest.json)" in out
+    assert "note: manifest.json records: validation report verdict FAIL" in out
+    assert bare_code == 0 and "  ok       certificate.pdf (payload sha256 and text)" in bare
+    assert "  ok       loans.parquet (certified sha256)" in bare

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -273,3 +274,113 @@ def test_a_yes_no_flag_and_a_k_anonymised_yes_no_quasi_identifier_are_measured()
         measured = {row["column"]: row for row in report.to_dict()["fidelity"]["columns"]}
         assert {"default", "student"} <= set(measured)
     assert expanded.passed, expanded.failures
+
+
+# --------------------------------------------------------------------------- the utility ratio, judged on its interval
+
+
+def test_the_ratio_interval_matches_a_paired_bootstrap():
+    # setup: two correlated scorers of the same 3,000 loans, 9 % defaulting (a demo holdout's shape)
+    from models.quality.validation import auc_ratio_interval
+    from models.risk.evaluation import auc_score
+
+    rng = np.random.default_rng(4)
+    y = rng.random(3000) < 0.09
+    signal = rng.normal(size=y.size) + 1.2 * y
+    real, synthetic = signal + rng.normal(scale=0.6, size=y.size), signal + rng.normal(scale=0.9, size=y.size)
+    # run
+    paired = auc_ratio_interval(y, synthetic, real)
+    draws = []
+    for _ in range(600):
+        i = rng.integers(0, y.size, y.size)
+        draws.append(auc_score(y[i], synthetic[i]) / auc_score(y[i], real[i]))
+    # assert: the delta-method interval has the bootstrap's width, and pairing narrows it
+    low, high = paired["ratio_ci"]
+    assert paired["ratio"] == pytest.approx(auc_score(y, synthetic) / auc_score(y, real))
+    assert paired["ratio_se"] == pytest.approx(np.std(draws, ddof=1), rel=0.15)
+    assert low < paired["ratio"] < high
+    unpaired = math.hypot((paired["auc_ci"]["tstr"][1] - paired["auc_ci"]["tstr"][0]) / auc_score(y, real),
+                          paired["ratio"] * (paired["auc_ci"]["trtr"][1] - paired["auc_ci"]["trtr"][0]) / auc_score(y, real))
+    assert high - low < unpaired
+
+
+def test_the_utility_ratio_fails_only_when_its_interval_is_below_the_threshold(book, good_report):
+    # setup: thresholds below, inside and above the good twin's interval
+    ratio = good_report.utility["auc_ratio"]
+    low, high = good_report.utility["auc_ratio_ci"]
+    assert low < ratio < high
+
+    def judged(threshold: float):
+        report = build_validation_report(book.train, book.holdout, book.good.loans, book.schema, target="default_flag",
+                                         thresholds={"min_utility_ratio": threshold}, sdmetrics=False, charts=False)
+        return report, next(c for c in report.checks if c.name == "utility_ratio")
+
+    # run
+    (inside, inside_check), (above, above_check) = judged(round((ratio + high) / 2, 4)), judged(round(high + 0.01, 4))
+    below_check = next(c for c in good_report.checks if c.name == "utility_ratio")
+    # assert: a ratio under the threshold the holdout cannot tell from it is a warning, not a failure
+    assert below_check.verdict == "pass" and low >= 0.95
+    assert inside_check.verdict == "warn" and inside_check.passed is True and inside.passed
+    assert inside.verdict == "warn" and inside.verdict_label == "PASS WITH WARNINGS"
+    assert inside.warnings == [f"TSTR / TRTR AUC on the real holdout: {inside_check.detail}"]
+    assert "cannot tell this ratio from" in inside.recommendations[1] and "a warning, not a failure" in inside.recommendations[1]
+    assert above_check.verdict == "fail" and not above.passed and above.verdict == "fail"
+    assert above.failures[0].startswith(f"utility ratio {ratio:.3f} (95% interval {low:.3f} to {high:.3f}")
+    # the recommendation names what the report found of the real model's drivers
+    driver = good_report.utility["top_features"][0]["column"]
+    advice = next(a for a in above.recommendations if a.startswith("utility ratio"))
+    assert f"The real model's main drivers: {driver} (" in advice and "with default_flag" in advice
+    data = inside.to_dict()
+    assert data["verdict"] == "warn" and data["checks"][1]["verdict"] == "warn"
+
+
+def test_a_pair_lost_to_k_anonymity_is_traced_to_the_quasi_identifier(book):
+    # setup: the good twin released as the pipeline releases it (annual_income generalised into ranges wide enough
+    # to lose its correlation with credit_limit, then drawn back uniformly inside them)
+    from models.privacy.anonymize import AnonymizationPolicy, anonymize
+    from models.quality.release_frame import expand_release
+
+    schema = infer_schema(book.train, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1],
+                          quasi_identifiers=["age", "region", "annual_income"])
+    released = anonymize(book.good.loans, schema, AnonymizationPolicy(k=250, quasi_identifiers=["age", "region",
+                                                                                                 "annual_income"]))
+    synthetic = expand_release(released.table, schema, released.generalisations)
+    # run
+    report = build_validation_report(book.train, book.holdout, synthetic, schema, target="default_flag",
+                                     sdmetrics=False, charts=False)
+    # assert: the weakened pairs and the flattened marginal of annual_income are blamed on its generalisation
+    named = [line for line in report.recommendations if "annual_income" in line.split(":")[0]]
+    pairs = [line for line in named if " x " in line.split(":")[0]]
+    assert pairs and len(named) > len(pairs), report.failures
+    for line in pairs:
+        assert "annual_income is a quasi-identifier: the release publishes it as ranges for k-anonymity" in line
+        assert "privacy.k" in line and "keep both columns in the copula" not in line
+    shape = next(line for line in named if line.startswith("annual_income: KS"))
+    assert "annual_income is a quasi-identifier, released as ranges" in shape and "more synthetic rows" not in shape
+
+
+def test_the_pdf_tables_never_break_a_word(bad_report):
+    # run
+    text = pdf_text(render_validation_pdf(bad_report))
+    words = set(text.split())
+    # assert: every header word and column name of the tables is printed whole (it once read "metri c")
+    for word in ("metric", "statistic", "missing", "synth.", "similarity", "quality", "column", "result"):
+        assert word in words, word
+    for row in bad_report.fidelity["columns"]:
+        assert row["column"] in words, row["column"]
+    for pair in bad_report.pairs:
+        assert set(pair["columns"]) <= words, pair["columns"]
+    assert "metri" not in words
+
+
+def test_the_validation_pdf_renders_with_its_verdict_on_the_first_page(bad_report):
+    # setup
+    import pypdfium2 as pdfium
+
+    # run
+    document = pdfium.PdfDocument(render_validation_pdf(bad_report))
+    first = document[0].get_textpage().get_text_range()
+    image = document[0].render(scale=1.0).to_pil()
+    # assert
+    assert "Summary" in first and "FAIL" in first and "Recommendations" in first
+    assert image.size[1] > image.size[0] and image.convert("L").getextrema()[0] < 100

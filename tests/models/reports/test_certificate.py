@@ -1,7 +1,8 @@
 """Tests of the signed privacy certificate: canonical JSON, keys, signing, the PDF twin and verification.
 
 The certificate is built from a real audit of a real (anonymized) release, signed
-with real Ed25519 keys, written to disk, and its PDF parsed back with pypdf.
+with real Ed25519 keys, written to disk, and its PDF parsed back with pypdf and
+rendered to images with pypdfium2.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from models.privacy.membership import dp_auc_bound
 from models.privacy.policy import AuditPolicy, evaluate_policy
 from models.reports.certificate import (
     CERTIFICATE_SCHEMA,
+    MANIFEST_NAME,
     DEV_KEY_NAME,
     DEVELOPMENT_BANNER,
     KEY_SETTING,
@@ -46,8 +48,12 @@ from models.reports.certificate import (
     verify_certificate,
 )
 from models.errors import CertificateError
+from models.reports.certificate_pdf import render_certificate_pdf_v1
+from models.reports.certificate_text import REFERENCES, pct, rule_label, rule_limit
 from models.reports.pdf import fmt, pdf_text
 from models.tape.schema import infer_schema
+
+DATA = Path(__file__).parent / "data"
 
 HOSTILE = "<font color=red>x</font>"
 ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -127,9 +133,17 @@ def certificate_args(release, **overrides):
         tenant="acme",
         display_name="Acme Lending",
         released_files=release["files"],
+        # the provenance privacy_certificate records (assets/certificate.py)
         source={"input_sha256": "1" * 64, "data_versions": {"raw_loan_tape": "dv-raw-1", "fitted_copula": "dv-cop-7"},
-                "code_version": "3"},
-        generator={"engine": "credittwin", "seed": 11, "epochs": 40, "categories": {"region": ["north", "south"]}},
+                "content_sha256": {"raw_loan_tape": "a" * 64, "fitted_copula": "b" * 64},
+                "materialized_by_run": {"raw_loan_tape": "run-1", "fitted_copula": "run-2"},
+                "code_version": "3", "asset_code_version": "1", "dagster_run_id": "run-2"},
+        generator={"engine": "credittwin", "seed": 11, "epochs": 40, "categories": {"region": ["north", "south"]},
+                   "segmentation": {"column": "region", "pooled_rows": 0, "segments": [
+                       {"value": "north", "rows": 150, "category_merges": {}},
+                       {"value": "south", "rows": 250, "category_merges": {}}]}},
+        scope={"input_files": ["loans.csv"], "train_rows": 400, "holdout_rows": 400,
+               "period": {"column": "origination_date", "first": "2021-01", "last": "2023-12"}},
         privacy={"dp": {"epsilon": 1.0, "delta": 1e-6, "accountant": "dp_accounting.rdp", "ledger_entries": [
             {"id": 7, "asset": "fitted_copula", "run_id": "run-abc", "mechanism": {"kind": "gaussian"},
              "epsilon": 1.0, "delta": 1e-6, "accountant": "dp_accounting.rdp", "created_at": "2025-03-01T11:00:00+00:00"},
@@ -173,31 +187,98 @@ def test_pdf_figures_equal_the_json_figures(release, tmp_path, prod_key):
     document = json.loads(json_path.read_text())
     # run
     text = squeeze(pdf_text(pdf_path.read_bytes()))
-    # assert: every rule row, every explanation sentence and the key figures, formatted as in the JSON
+    # assert: every rule row and finding, every sentence and the key figures, formatted as in the JSON
     assert document["schema"] == CERTIFICATE_SCHEMA and document["verdict"] == "pass"
     assert len(document["rules"]) >= 7
     for rule in document["rules"]:
-        verdict = rule["verdict"].upper()
-        assert squeeze(f"{rule['rule']}{fmt(rule['value'])}{fmt(rule['threshold'])}{verdict}{rule['message']}") in text
-    for sentence in document["explanation"]:
+        row = f"{rule_label(rule['rule'])}{fmt(rule['value'])}{rule_limit(rule)}{rule['verdict'].upper()}"
+        assert squeeze(row) in text, row
+        assert squeeze(f"({rule['rule']}): {rule['message']}") in text
+    for sentence in document["explanation"] + list(document["summary"].values()):
         assert squeeze(sentence) in text
     mia, dp = document["audit"]["mia"], document["privacy"]["dp"]
-    assert f"auc{fmt(mia['auc'])}" in text
-    assert f"auc_ci[{fmt(mia['auc_ci'][0])},{fmt(mia['auc_ci'][1])}]" in text
-    assert f"share_closer_to_train{fmt(document['audit']['dcr']['share_closer_to_train'])}" in text
-    assert f"epsilonspent{fmt(dp['epsilon'])}" in text and f"deltaspent{fmt(dp['delta'])}" in text
+    assert squeeze(f"AUC of the strongest attack {fmt(mia['auc'])}") in text
+    assert squeeze(f"95% interval of the AUC (DeLong) {fmt(mia['auc_ci'][0])}, {fmt(mia['auc_ci'][1])}") in text
+    share = document["audit"]["dcr"]["share_closer_to_train"]
+    assert squeeze(f"share of released rows closer to train than to holdout {fmt(share)}") in text
+    assert squeeze(f"epsilon spent {fmt(dp['epsilon'])}") in text and squeeze(f"delta spent {fmt(dp['delta'])}") in text
     assert dp["auc_bound"] == pytest.approx(dp_auc_bound(1.0, 1e-6))
     assert squeeze(f"largest membership AUC it allows{fmt(dp['auc_bound'])}") in text
-    assert f"k_achieved{fmt(document['anonymity']['k_achieved'])}" in text
-    assert f"l_achieved{fmt(document['anonymity']['l_achieved'])}" in text
+    assert squeeze(f"k achieved (smallest equivalence class) {fmt(document['anonymity']['k_achieved'])}") in text
+    assert squeeze(f"l achieved (fewest distinct sensitive values in a class) "
+                   f"{fmt(document['anonymity']['l_achieved'])}") in text
     entry = dp["ledger_entries"][0]
     assert squeeze(f"7 fitted_copula run-abc gaussian {fmt(entry['epsilon'])} {fmt(entry['delta'])}") in text
     for released in document["released_files"]:
         assert squeeze(f"{released['name']}{fmt(released['rows'])}{fmt(released['bytes'])}{released['sha256']}") in text
-    assert document["source"]["input_sha256"] in text and "dv-cop-7" in text
+    assert squeeze("fitted_copula dv-cop-7 " + "b" * 64 + " run-2") in text
+    assert document["source"]["input_sha256"] in text
     assert document["issued_at"] in text and document["valid_until"] in text
     assert document["signature"]["payload_sha256"] in text and document["signature"]["value"] in text
     assert document["signature"]["development_key"] is False and squeeze(DEVELOPMENT_BANNER) not in text
+
+
+def _pages(pdf: bytes) -> list[str]:
+    """The text of each page, by pypdfium2 (another parser than the one `verify` uses)."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(pdf)
+    return [document[i].get_textpage().get_text_range() for i in range(len(document))]
+
+
+def _dotted_paths(value, prefix: str = "") -> set[str]:
+    """Every nested member of a document as a dotted path (``source.materialized_by_run.fitted_copula``)."""
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            paths |= ({path} if prefix else set()) | _dotted_paths(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            paths |= _dotted_paths(item, f"{prefix}[{i}]")
+    return paths
+
+
+def test_the_pdf_reads_like_a_review_summary_first_and_provenance_in_an_appendix(release, tmp_path, dev_key):
+    # setup: the provenance a real run records (runs, content hashes, segments) and a tape period
+    import pypdfium2 as pdfium
+
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    pdf = render_certificate_pdf(signed)
+    # run
+    pages = _pages(pdf)
+    first = pdfium.PdfDocument(pdf)[0].render(scale=1.0).to_pil()
+    # assert: page 1 is the executive summary, with the verdict, the guarantee and the strongest attack
+    page_one = squeeze(pages[0])
+    summary = signed["summary"]
+    assert "Executivesummary" in page_one and squeeze(DEVELOPMENT_BANNER) in page_one
+    for title in ("Scope", "Period", "Verdict", "Privacy guarantee", "Strongest attack"):
+        assert squeeze(title) in page_one
+    assert squeeze(summary["guarantee"]) in page_one and squeeze(NEIGHBOURS_TEXT) in page_one
+    assert summary["guarantee"].startswith("Differentially private with epsilon 1 and delta 1e-06 (neighbouring tapes: ")
+    assert "; k-anonymous with k = 5 over age and region, and l-diverse with l = 2 on default_flag." in summary["guarantee"]
+    assert squeeze(summary["strongest_attack"]).startswith("Membershipinference(distanceattack):AUC")
+    assert squeeze("origination_date from 2021-01 to 2023-12") in page_one
+    assert squeeze("loans.csv: 800 loans, of which 400 trained the generator and 400 were held out") in page_one
+    # then the method with its references, the rules, governance with a sign-off, the appendix
+    text = squeeze("\n".join(pages))
+    for heading in ("Method and references", "References", "Rules and figures", "What these figures mean",
+                    "Governance", "Reviewer sign-off", "Appendix: technical provenance", "A.2 Sources"):
+        assert squeeze(heading) in text, heading
+    for ref in ("mondrian", "ldiversity", "dwork", "mironov", "dp_accounting", "domias", "anonymeter"):
+        assert squeeze(REFERENCES[ref]) in text, ref
+    assert text.index("Methodandreferences") < text.index("Rulesandfigures") < text.index("Governance") < text.index(
+        "Appendix:technicalprovenance")
+    assert squeeze(f"Signing key id {dev_key.key_id}") in text and "Name" in text and "Signature" in text
+    # no member of the JSON is printed as a dotted path
+    for path in _dotted_paths({k: v for k, v in signed.items() if k != "signature"}):
+        assert squeeze(path) not in text, path
+    assert "materialized_by_run." not in text and "segments[0]" not in text and "attacks.density_ratio" not in text
+    # the page is an image with ink on it
+    assert first.size[1] > first.size[0] and first.convert("L").getextrema()[0] < 100
+
+
+NEIGHBOURS_TEXT = "replace-one borrower; the number of borrowers is public"
 
 
 def test_the_explanation_is_generated_from_the_figures(release, prod_key):
@@ -211,11 +292,39 @@ def test_the_explanation_is_generated_from_the_figures(release, prod_key):
     assert f"can reach an AUC above {fmt(dp_auc_bound(1.0, 1e-6))}" in sentences
     k = release["anonymized"].k_achieved
     assert f"quasi-identifiers (age, region) is shared by at least {k} loans" in sentences
-    assert f"no fewer than {k} loans" in sentences
+    assert f"someone who knows a borrower's age and region can narrow the borrower down to no fewer than {k} loans" in sentences
     assert "does not protect against" in sentences and "aggregate statistics" in sentences
+    assert "rule(s)" not in sentences and "0.5 is a coin flip" in sentences
     # without DP the explanation says the protection is empirical only
     plain = build_certificate(**certificate_args(release, privacy={"dp": None}))
     assert any("not differentially private" in s for s in plain["explanation"])
+    assert plain["summary"]["guarantee"].startswith("Not differentially private; k-anonymous with k = ")
+
+
+def _with_mia(release, **figures):
+    audit = release["report"].to_dict()
+    audit["mia"] = dict(audit["mia"], **figures)
+    return build_certificate(**certificate_args(release, audit=audit))
+
+
+def test_a_false_positive_rate_the_sample_cannot_resolve_is_said_plainly(release):
+    # setup: the audit's own figures: 200 non-members cannot show a rate below 1 in 200
+    mia = release["report"].mia
+    assert mia["fpr_resolvable"] is False and mia["fpr"] == 1 / mia["n_non_members"]
+    # run
+    unresolved = " ".join(build_certificate(**certificate_args(release))["explanation"])
+    resolved = " ".join(_with_mia(release, fpr=0.001, fpr_resolvable=True, tpr_at_fpr=0.004, tpr_ci=[0.001, 0.009],
+                                  n_non_members=5000)["explanation"])
+    # assert: no sentence offers a rate the sample cannot show as if it were the one asked for
+    assert "Accepting only" not in unresolved and "false accusations" not in unresolved
+    assert (f"The audit's {mia['n_non_members']} non-members are too few to measure the attack at the target "
+            f"false-positive rate of 0.1% (one borrower in 1,000 wrongly accused): the lowest rate they can show is "
+            f"{pct(mia['fpr'])}.") in unresolved
+    assert f"where guessing at random would identify {pct(mia['fpr'])}" in unresolved
+    assert ("Tuned to wrongly accuse at most 0.1% of the borrowers who were not in the training data, the attack "
+            "correctly identifies 0.4% of those who were (95% interval 0.1% to 0.9%); guessing at random would "
+            "identify 0.1%.") in resolved
+    assert "too few" not in resolved
 
 
 def test_hostile_names_and_values_print_literally(release, tmp_path, dev_key):
@@ -247,7 +356,7 @@ def test_hostile_names_and_values_print_literally(release, tmp_path, dev_key):
     assert f"{HOSTILE} Bank ]]> & <b>co</b>" in text
     assert HOSTILE in report.anonymity["quasi_identifiers"]
     assert squeeze(f"quasi-identifiers (age, {HOSTILE}) is shared") in squeeze(text)
-    assert squeeze(f"categories.{HOSTILE}[]]>, south]") in squeeze(text)
+    assert squeeze(f"categories {HOSTILE}: ]]>, south") in squeeze(text)
     assert squeeze(DEVELOPMENT_BANNER) in squeeze(text)
     assert verify_certificate(signed, now=DURING).ok
 
@@ -264,9 +373,9 @@ def test_the_certificate_signs_and_shows_the_rule_it_applied(release, tmp_path, 
     # assert: every rule's criterion is in the signed JSON and printed; editing it breaks the signature
     assert signed["policy"] == policy
     for rule in signed["rules"]:
-        assert rule["criterion"] and squeeze(f"{rule['rule']}:{rule['criterion']}") in text
+        assert rule["criterion"] and squeeze(f"({rule['rule']}): {rule['message']}. Rule: {rule['criterion']}.") in text
     assert any("fails when the lower bound is above" in r["criterion"] for r in signed["rules"])
-    assert "max_inference_risk0.25" in text
+    assert squeeze("attribute-inference risk margin 0.25") in text and squeeze("k required 5") in text
     assert verify_certificate(signed, now=DURING).ok
     assert not verify_certificate(tampered, now=DURING).ok
 
@@ -295,7 +404,8 @@ def test_a_release_without_a_sensitive_column_is_certified_with_l_as_a_warning(d
     l_rule = next(r for r in document["rules"] if r["rule"] == "l_diversity")
     assert l_rule["verdict"] == "warn" and l_rule["passed"] and "not applicable" in l_rule["message"]
     assert document["anonymity"]["l_status"].startswith("not applicable")
-    assert any("certified as warnings" in s and "l_diversity" in s for s in document["explanation"])
+    assert any("could not be shown to pass and" in s and "l-diversity" in s for s in document["explanation"])
+    assert "l-diversity" in document["summary"]["verdict"] and document["summary"]["verdict"].startswith("PASS with")
 
 
 def test_a_failed_rule_refuses_to_build_a_certificate(release):
@@ -618,6 +728,59 @@ def test_the_pdf_must_carry_the_hash_and_say_what_the_json_says(release, tmp_pat
     assert len(doctored_result.problems) == 1 and "does not say what the certificate JSON says" in doctored_result.problems[0]
 
 
+def test_a_certificate_issued_in_the_earlier_layout_still_verifies(tmp_path):
+    # setup: a certificate and PDF as `credittwin demo` issued them before the executive summary existed
+    json_path, pdf_path = DATA / "certificate_layout1.json", DATA / "certificate_layout1.pdf"
+    document = json.loads(json_path.read_text())
+    during = datetime.fromisoformat(document["issued_at"]) + timedelta(days=1)
+    edited = json.loads(json.dumps(document))
+    edited["anonymity"]["k_achieved"] = 50
+    doctored = tmp_path / "doctored.pdf"
+    doctored.write_bytes(render_certificate_pdf_v1(edited))
+    # run
+    good = verify_certificate(json_path, pdf_path=pdf_path, now=during)
+    bad = verify_certificate(json_path, pdf_path=doctored, now=during)
+    # assert: the earlier layout is accepted only when it says what the JSON says, and the note says which
+    assert "summary" not in document and "materialized_by_run.raw_loan_tape" in pdf_text(pdf_path.read_bytes())
+    assert good.ok, good.problems
+    assert good.pdf_file == {"name": "certificate_layout1.pdf", "ok": True, "layout": "earlier"}
+    assert any("layout of certificates issued before the executive summary" in note for note in good.notes)
+    assert not bad.ok and "does not say what the certificate JSON says" in bad.problems[0]
+
+
+def test_a_new_certificate_is_not_accepted_with_a_pdf_in_the_earlier_layout(release, tmp_path, dev_key):
+    # setup: the right figures, but without the executive summary the certificate now carries
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    json_path, _ = write(tmp_path, signed)
+    old = tmp_path / "old.pdf"
+    old.write_bytes(render_certificate_pdf_v1(signed))
+    # run
+    result = verify_certificate(json_path, pdf_path=old, now=DURING)
+    # assert
+    assert not result.ok and result.pdf_file["ok"] is False
+    assert "does not say what the certificate JSON says" in result.problems[0]
+
+
+def test_a_manifest_must_list_each_certified_file_with_its_certified_hash(release, tmp_path, dev_key):
+    # setup: a bundle whose signed manifest lists loans.parquet with the hash of other bytes, which are in the folder
+    signed = sign_certificate(build_certificate(**certificate_args(release)), dev_key)
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    write(folder, signed)
+    (folder / "loans.parquet").write_bytes(b"other loans")
+    (folder / "anonymization.json").write_bytes((release["folder"] / "anonymization.json").read_bytes())
+    manifest = {"payload_sha256": payload_sha256(signed), "files": [
+        {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p)} for p in sorted(folder.iterdir())]}
+    (folder / MANIFEST_NAME).write_text(json.dumps(sign_manifest(manifest, dev_key)))
+    # run: without --data, the manifest is what checks the data files
+    result = verify_certificate(folder / "certificate.json", manifest_path=folder / MANIFEST_NAME, now=DURING)
+    # assert
+    assert not result.ok
+    assert result.problems == [f"the bundle's manifest.json lists 'loans.parquet' with sha256 {sha256(folder / 'loans.parquet')}, "
+                               f"but the certificate certifies sha256 {release['files'][0]['sha256']}: export the bundle again"]
+    assert ("loans.parquet", "not certified") in [(f["name"], f["status"]) for f in result.bundle_files]
+
+
 def test_an_unreadable_or_unsigned_certificate_is_one_readable_problem(tmp_path):
     # setup
     broken, unsigned = tmp_path / "broken.json", tmp_path / "unsigned.json"
@@ -708,3 +871,29 @@ def test_keygen_writes_a_private_key_and_never_overwrites_one(tmp_path):
         generate_key_file(path)
     replaced = generate_key_file(path, overwrite=True)
     assert replaced.key_id != key.key_id and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_scope_names_the_tape_and_its_period_in_months_and_withholds_it_under_dp(tmp_path):
+    # setup: a demo tape as a lender uploads it, read as raw_loan_tape reads it
+    from models.reports.certify import tape_scope
+    from models.results import TapeSplit
+    from models.tape.demo import generate_portfolio, write_landing
+    from models.tape.loan_tape import find_upload, read_tape
+
+    write_landing(generate_portfolio(400, months=12, seed=3), tmp_path / "acme", fmt="csv")
+    upload = find_upload(tmp_path / "acme", "acme")
+    tape = read_tape(upload)
+    split = TapeSplit(loans=tape.loans, performance=tape.performance, schema=tape.schema, tenant_config=tape.config,
+                      ingest={"files": [p.name for p in upload.files]})
+    private = tape.config.model_copy(update={"privacy": tape.config.privacy.model_copy(update={"epsilon": 1.0})})
+    dates = tape.loans.get_column("origination_date")
+    # run
+    scope = tape_scope(split)
+    withheld = tape_scope(TapeSplit(loans=tape.loans, performance=tape.performance, schema=tape.schema,
+                                    tenant_config=private, ingest=split.ingest))
+    # assert
+    assert scope == {"input_files": ["loans.csv", "performance.csv"], "train_rows": split.train.height,
+                     "holdout_rows": split.holdout.height,
+                     "period": {"column": "origination_date", "first": f"{dates.min():%Y-%m}", "last": f"{dates.max():%Y-%m}"}}
+    assert withheld["period"]["column"] == "origination_date" and "first" not in withheld["period"]
+    assert "under differential privacy" in withheld["period"]["withheld"]
