@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from models.tape.tenant import validate_tenant_id
-from resources.storage import safe_join
+from resources.objectstore import LocalRoot, ObjectRoot, open_root, parse_storage_options, safe_join
 
 
 class CreditTwinSettings(dg.ConfigurableResource):
@@ -28,6 +28,17 @@ class CreditTwinSettings(dg.ConfigurableResource):
         default=None,
         description="http(s) URL the run-failure sensor POSTs failures to; unset: failures are only logged.",
     )
+    data_url: str | None = Field(
+        default=None,
+        description="Shared storage for outputs and the paid-release store: an fsspec URL such as s3://bucket/prefix. "
+        "Default: data_dir.",
+    )
+    storage_options: str | None = Field(
+        default=None, description="JSON object of fsspec storage options for data_url (endpoint_url, key, secret, ...)."
+    )
+    cache_dir: str | None = Field(
+        default=None, description="Local folder for files downloaded from data_url. Default: <data_dir>/cache."
+    )
 
     @property
     def root(self) -> Path:
@@ -36,6 +47,11 @@ class CreditTwinSettings(dg.ConfigurableResource):
     @property
     def landing_dir(self) -> Path:
         return self.root / "landing"
+
+    def storage(self) -> LocalRoot | ObjectRoot:
+        """Where outputs and paid releases are kept (`resources.objectstore.open_root`): data_url, else data_dir."""
+        return open_root(self.data_url or self.data_dir, parse_storage_options(self.storage_options, "storage_options"),
+                         Path(self.cache_dir) if self.cache_dir else self.root / "cache")
 
     def signing_key(self, tenant: str | None = None):
         """The certificate-signing key (`models.reports.certificate.load_signing_key`)."""

@@ -11,6 +11,10 @@ again. `charged_release` is the one sequence every DP asset follows:
    from the paid-release store (``<root>/privacy/paid/<tenant>/<asset>/<hash>/``);
 3. otherwise compute, and store the output under the charge before it leaves
    the step.
+
+The store lives under the data root, local or on object storage
+(``CREDITTWIN_DATA_URL``), so workers on several machines share it; the first
+output stored under a charge wins, by an exclusive create (`store_paid_release`).
 """
 
 from __future__ import annotations
@@ -73,13 +77,14 @@ def charge_privacy(privacy_ledger: PrivacyLedgerResource, *, tenant: str, run_id
 
 PAID_DIR = ("privacy", "paid")
 _PAID_MANIFEST = "paid.json"
+_LEGACY_FILES_DIR = "files"
+"""Where releases stored before attempt folders keep their files (their manifest names no `files_dir`)."""
 
 
-def _paid_folder(data_root, asset: str, tenant: str, idempotency_hash: str):
-    """``<root>/privacy/paid/<tenant>/<asset>/<idempotency hash>``, the tenant validated and the path kept under the root."""
+def _paid_folder(root, asset: str, tenant: str, idempotency_hash: str) -> str:
+    """``privacy/paid/<tenant>/<asset>/<idempotency hash>`` under `root`, the tenant validated and the key kept
+    under the root."""
     import re
-
-    from resources.storage import safe_join
 
     validate_tenant_id(tenant)
     if not re.fullmatch(r"[0-9a-f]{64}", idempotency_hash or ""):
@@ -88,7 +93,7 @@ def _paid_folder(data_root, asset: str, tenant: str, idempotency_hash: str):
             tenant=tenant,
             fix="pass the idempotency_hash of the ledger charge the release was made under.",
         )
-    return safe_join(data_root, *PAID_DIR, tenant, asset, idempotency_hash)
+    return root.key(*PAID_DIR, tenant, asset, idempotency_hash)
 
 
 def paid_release(data_root, asset: str, tenant: str, charge) -> Parts | None:
@@ -104,31 +109,41 @@ def paid_release(data_root, asset: str, tenant: str, charge) -> Parts | None:
     write, before any noisy output left the process, so computing afresh
     under the same charge releases one output for one charge.
 
+    Args:
+        data_root: the data root: a local folder, or a root from `resources.objectstore.open_root` (object storage).
+
     Raises:
         CreditTwinError: a stored file no longer matches the SHA-256 recorded when it was paid for.
     """
+    import hashlib
     import json
 
-    from models.files import sha256_file
+    from resources.objectstore import open_root
 
-    folder = _paid_folder(data_root, asset, tenant, charge.idempotency_hash)
-    manifest_path = folder / _PAID_MANIFEST
-    if not manifest_path.is_file():
+    root = open_root(data_root)
+    folder = _paid_folder(root, asset, tenant, charge.idempotency_hash)
+    try:
+        manifest = json.loads(root.get(root.key(folder, _PAID_MANIFEST)))
+    except FileNotFoundError:
         return None
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    files_dir = manifest.get("files_dir", _LEGACY_FILES_DIR)
     files: dict[str, bytes] = {}
     for rel, digest in manifest["files"].items():
-        path = folder / "files" / rel
-        if not path.is_file() or sha256_file(path) != digest:
+        key = root.key(folder, files_dir, rel)
+        try:
+            data = root.get(key)
+        except OSError:
+            data = None
+        if data is None or hashlib.sha256(data).hexdigest() != digest:
             raise CreditTwinError(
                 f"the paid release of asset '{asset}' under ledger charge {manifest['charge_id']} "
-                f"has a missing or altered file '{rel}' in {folder}.",
+                f"has a missing or altered file '{rel}' in {root.uri(folder)}.",
                 tenant=tenant,
-                file=str(path),
+                file=root.uri(key),
                 fix="restore the data root from backup; do not delete the folder to force a refit, which would "
                 "release fresh noise under a charge already used (change the configuration to pay for a new fit).",
             )
-        files[rel] = path.read_bytes()
+        files[rel] = data
     return Parts(documents=manifest["documents"], files=files)
 
 
@@ -137,13 +152,20 @@ def store_paid_release(data_root, asset: str, tenant: str, charge, artifact: Par
 
     Called after the private computation and before its output is returned,
     so nothing made under a charge leaves the process before it is stored.
-    The folder is written beside its final place and renamed into it whole
-    (`models.files.atomic_directory`). When another run made an output under
-    the same charge first, that one is kept and returned, and this one is
-    discarded unreleased.
+    The same protocol runs on local disk and on object storage, where there is
+    no rename: the files go under an attempt folder of this writer's own, then
+    the manifest ``paid.json``, naming that folder, is created only if it does
+    not exist yet (a hard link on disk, a conditional PUT, ``If-None-Match: *``,
+    on S3). When another run stored an output under the same charge first, its
+    manifest wins: that output is kept and returned, and this one is deleted
+    unreleased. One charge therefore never releases two outputs, however many
+    workers on however many machines race for it.
     """
-    from models.files import atomic_directory, dumps, sha256_file
-    from resources.storage import safe_join
+    import hashlib
+    import uuid
+
+    from models.files import dumps
+    from resources.objectstore import open_root
 
     if artifact.tables:
         raise CreditTwinError(
@@ -152,16 +174,18 @@ def store_paid_release(data_root, asset: str, tenant: str, charge, artifact: Par
             tenant=tenant,
             fix="return the model as documents and files (models are saved as JSON, NumPy and torch state dicts).",
         )
-    folder = _paid_folder(data_root, asset, tenant, charge.idempotency_hash)
-    if (folder / _PAID_MANIFEST).is_file():
-        return paid_release(data_root, asset, tenant, charge)
-    with atomic_directory(folder, replace=False) as staging:
+    root = open_root(data_root)
+    folder = _paid_folder(root, asset, tenant, charge.idempotency_hash)
+    manifest_key = root.key(folder, _PAID_MANIFEST)
+    if root.exists(manifest_key):
+        return paid_release(root, asset, tenant, charge)
+    attempt = f"attempt-{uuid.uuid4().hex}"
+    attempt_key = root.key(folder, attempt)
+    try:
         digests = {}
         for rel, payload in artifact.files.items():
-            target = safe_join(staging / "files", rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(payload)
-            digests[rel] = sha256_file(target)
+            root.put(root.key(attempt_key, rel), payload)
+            digests[rel] = hashlib.sha256(payload).hexdigest()
         manifest = {
             "tenant": tenant,
             "asset": asset,
@@ -169,6 +193,12 @@ def store_paid_release(data_root, asset: str, tenant: str, charge, artifact: Par
             "idempotency": charge.idempotency.to_dict(),
             "documents": artifact.documents,
             "files": digests,
+            "files_dir": attempt,
         }
-        (staging / _PAID_MANIFEST).write_text(dumps(manifest), encoding="utf-8")
-    return paid_release(data_root, asset, tenant, charge)
+        kept = root.create(manifest_key, dumps(manifest).encode("utf-8"))
+    except BaseException:
+        root.remove(attempt_key)
+        raise
+    if not kept:
+        root.remove(attempt_key)  # another run's output was stored first under this charge; this one is never released
+    return paid_release(root, asset, tenant, charge)

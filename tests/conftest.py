@@ -206,3 +206,49 @@ def pg_database(pg_server_url: str):
             )
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+S3_CREDENTIALS = {"key": "credittwin-test", "secret": "credittwin-test"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto's S3 app) in a thread of this process, on a free port: its URL.
+
+    It serves one request at a time. moto checks a conditional PUT (If-None-Match)
+    and stores the object in two steps without a lock; served one at a time they
+    are atomic, as they are on S3, so racing writers see what they would there.
+    """
+    import threading
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class OneConnectionAtATime(MotoRequestHandler):
+        protocol_version = "HTTP/1.0"  # one request per connection, so no client holds the server
+
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=False,
+                         request_handler=OneConnectionAtATime)
+    thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3_admin(s3_endpoint: str):
+    """An s3fs client of the S3 server, for making buckets."""
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True, **S3_CREDENTIALS)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, s3_admin) -> tuple[str, dict]:
+    """A fresh bucket on the S3 server: (``s3://<bucket>/data``, the storage options that reach it)."""
+    bucket = f"credittwin-{uuid.uuid4().hex[:12]}"
+    s3_admin.mkdir(bucket)
+    return f"s3://{bucket}/data", {"endpoint_url": s3_endpoint, **S3_CREDENTIALS}
