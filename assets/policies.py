@@ -21,6 +21,13 @@ from resources.settings import Settings
 # in dagster.yaml unless set explicitly (`dagster instance concurrency set training N`).
 TRAINING_POOL = "training"
 
+# Celery queues (CREDITTWIN_EXECUTOR=celery): the training steps go to workers started with `--queues training`,
+# sized for model fitting, and every other step to `default`. dagster-celery routes a step by this op tag
+# (dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG, spelled out so loading the code location never imports Celery).
+TRAINING_QUEUE = "training"
+DEFAULT_QUEUE = "default"
+TRAINING_OP_TAGS = {"dagster-celery/queue": TRAINING_QUEUE}
+
 
 def external_service_retry(settings: Settings) -> dg.RetryPolicy:
     """The retry policy of steps that talk to a database or MLflow, from CREDITTWIN_STEP_RETRIES and

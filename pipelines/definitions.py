@@ -6,11 +6,13 @@ is decided once, in `resources.settings.Settings.from_env()`.
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 
 from assets import audit, cascade, certificate, ingest, privacy, risk, twin, validation
 from pipelines.automation import apply_automation, automation_sensor
-from pipelines.jobs import tenant_pipeline
+from pipelines.jobs import build_executor, tenant_pipeline
 from pipelines.ops_sensors import dead_run_sensor, drift_sensor, run_failure_alerts
 from pipelines.schedules import build_schedules
 from pipelines.sensors import landing_sensor
@@ -23,6 +25,14 @@ from resources.tracking import MlflowTracking
 
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resources for a deployment described by `settings`."""
+    # storage options may hold keys: pass them as an EnvVar so the UI shows the variable, not the value
+    storage = {
+        "data_url": settings.data_url,
+        "storage_options": dg.EnvVar(settings.storage_options_var)
+        if settings.storage_options_var
+        else json.dumps(settings.storage_options),
+        "cache_dir": str(settings.storage_cache),
+    }
     return {
         "settings": CreditTwinSettings(
             data_dir=str(settings.data_dir),
@@ -33,8 +43,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             alert_webhook_url=dg.EnvVar(settings.alert_webhook_url_var)
             if settings.alert_webhook_url_var
             else settings.alert_webhook_url,
+            **storage,
         ),
-        "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir), lineage_url=settings.lineage),
+        "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir), lineage_url=settings.lineage, **storage),
         "expectations": ExpectationsResource(),
         "privacy_ledger": PrivacyLedgerResource(url=settings.ledger),
         "mlflow": MlflowTracking.from_settings(settings),
@@ -54,6 +65,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=build_schedules(settings, assets),
         sensors=[landing_sensor, automation_sensor, drift_sensor, dead_run_sensor, run_failure_alerts],
         resources=build_resources(settings),
+        executor=build_executor(settings),
     )
 
 

@@ -51,6 +51,36 @@ Variables:
                           MLflow (default: the git commit of the checkout,
                           "-dirty" when it has uncommitted changes, else the
                           installed package version); see `code_version`.
+    CREDITTWIN_DATA_URL   shared storage for asset outputs and the paid-release
+                          store, so workers on several machines share them: an
+                          fsspec URL such as ``s3://bucket/prefix`` (needs the
+                          ``s3`` extra), ``gs://...``, ``file:///...`` or a
+                          path (default: ``$CREDITTWIN_DATA_DIR``); see
+                          docs/storage.md.
+    CREDITTWIN_STORAGE_OPTIONS
+                          JSON object of fsspec storage options for
+                          CREDITTWIN_DATA_URL, e.g. ``{"endpoint_url":
+                          "http://minio:9000"}`` (default: none; S3 credentials
+                          then come from the usual AWS chain).
+    CREDITTWIN_CACHE_DIR  local folder that stored model files are downloaded
+                          into from CREDITTWIN_DATA_URL (default
+                          ``$CREDITTWIN_DATA_DIR/cache``).
+    CREDITTWIN_EXECUTOR   how the steps of a run execute: ``multiprocess``
+                          (default: Dagster's own, one process per step for
+                          launched runs; the ``credittwin`` command runs in
+                          its own process), ``in_process``, or ``celery`` (on
+                          Celery workers through dagster-celery; see
+                          docs/scale-out.md).
+    CREDITTWIN_BROKER_URL the Celery broker, required with ``celery``:
+                          ``redis://host:6379/0`` or
+                          ``amqp://user:password@host:5672/vhost``.
+    CREDITTWIN_CELERY_BACKEND_URL
+                          where Celery returns step results (default
+                          ``rpc://``: back through the broker).
+    CREDITTWIN_CELERY_KEY_PREFIX
+                          a prefix for every Redis key of the Celery traffic,
+                          so deployments (or test runs) sharing one Redis never
+                          take each other's steps (Redis brokers only).
     DAGSTER_HOME          Dagster's instance directory (default
                           ``$CREDITTWIN_DATA_DIR/dagster_home``); the ``credittwin``
                           command opens the instance there.
@@ -63,12 +93,32 @@ set where the deployment's environment is: its shell, container or Helm values.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from resources.objectstore import (
+    LocalRoot,
+    ObjectRoot,
+    StorageConfigError,
+    check_data_url,
+    is_url,
+    open_root,
+    parse_storage_options,
+)
 
 ENVIRONMENTS = ("development", "production")
+EXECUTORS = ("multiprocess", "in_process", "celery")
+# kombu's transports for the two brokers the platform supports: Redis and RabbitMQ.
+REDIS_BROKER_SCHEMES = ("redis", "rediss")
+BROKER_SCHEMES = (*REDIS_BROKER_SCHEMES, "amqp", "amqps", "pyamqp")
+CELERY_BACKEND_SCHEMES = ("rpc", "redis", "rediss")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -92,6 +142,40 @@ class Settings:
     """The environment variable `alert_webhook_url` was read from, so the resources pass it on as a `dg.EnvVar`
     (the UI then shows the variable, not a URL that may carry a token); None when it was set in code."""
     dagster_home_dir: Path | None = None
+    executor: str = "multiprocess"
+    """How run steps execute (CREDITTWIN_EXECUTOR): one of `EXECUTORS`; `pipelines.jobs.build_executor` maps it."""
+    # the URLs may carry a password: kept out of the repr
+    broker_url: str | None = field(default=None, repr=False)
+    celery_backend_url: str | None = field(default=None, repr=False)
+    celery_key_prefix: str | None = None
+    process_environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The environment these settings were read from. A child process that must load the same deployment (a Celery
+    worker) is started with it, so nothing else reads the process environment; empty when built in code."""
+    data_url: str | None = None
+    """Shared storage for outputs (an fsspec URL or a path); None: `data_dir`."""
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold keys: kept out of the repr
+    storage_options_var: str | None = None
+    """The environment variable `storage_options` was read from, passed on as a `dg.EnvVar` (it may hold keys)."""
+    cache_dir: Path | None = None
+
+    @property
+    def storage_url(self) -> str:
+        """Where asset outputs and the paid-release store live: `data_url`, else the data dir."""
+        return self.data_url or str(self.data_dir)
+
+    @property
+    def storage_cache(self) -> Path:
+        """The local cache of files downloaded from object storage: configured, else ``cache`` under the data dir."""
+        return self.cache_dir or self.data_dir / "cache"
+
+    def storage_root(self) -> LocalRoot | ObjectRoot:
+        """The root outputs are read from and written to (`resources.objectstore.open_root`)."""
+        return open_root(self.storage_url, self.storage_options, self.storage_cache)
+
+    @property
+    def celery_backend(self) -> str:
+        """Where Celery returns step results: configured, else ``rpc://`` (back through the broker, nothing to run)."""
+        return self.celery_backend_url or "rpc://"
 
     @property
     def landing_dir(self) -> Path:
@@ -145,6 +229,16 @@ class Settings:
                 f"CREDITTWIN_FRESHNESS_DAYS={freshness_days!r} is not a whole number of days >= 1; set it to e.g. 30."
             )
         webhook = env.get("CREDITTWIN_ALERT_WEBHOOK_URL", "").strip() or None
+        data_url = check_data_url(env.get("CREDITTWIN_DATA_URL"))
+        options_text = env.get("CREDITTWIN_STORAGE_OPTIONS", "").strip()
+        storage_options = parse_storage_options(options_text)
+        if storage_options and not is_url(data_url or ""):
+            raise StorageConfigError(
+                "CREDITTWIN_STORAGE_OPTIONS is set but CREDITTWIN_DATA_URL is not an object-store URL, so nothing "
+                "would use them.",
+                fix="set CREDITTWIN_DATA_URL to e.g. s3://<bucket>/<prefix>, or unset CREDITTWIN_STORAGE_OPTIONS.",
+            )
+        executor, broker_url, backend_url, key_prefix = _celery_settings(env)
         return cls(
             data_dir=data_dir,
             environment=environment,
@@ -168,6 +262,17 @@ class Settings:
             step_retries=int(_non_negative(env, "CREDITTWIN_STEP_RETRIES", 3)),
             retry_delay_seconds=_non_negative(env, "CREDITTWIN_RETRY_DELAY_SECONDS", 5),
             dagster_home_dir=Path(env["DAGSTER_HOME"]) if env.get("DAGSTER_HOME") else None,
+            executor=executor,
+            broker_url=broker_url,
+            celery_backend_url=backend_url,
+            celery_key_prefix=key_prefix,
+            process_environment=dict(env),
+            data_url=data_url,
+            storage_options=storage_options,
+            storage_options_var="CREDITTWIN_STORAGE_OPTIONS" if options_text else None,
+            cache_dir=Path(env["CREDITTWIN_CACHE_DIR"]).expanduser().resolve()
+            if env.get("CREDITTWIN_CACHE_DIR", "").strip()
+            else None,
         )
 
 
@@ -180,6 +285,51 @@ def _non_negative(env, name: str, default: float) -> float:
     if value < 0:
         raise ValueError(f"{name}={raw!r} is negative; set it to 0 or more.")
     return value
+
+
+def _celery_settings(env) -> tuple[str, str | None, str | None, str | None]:
+    """CREDITTWIN_EXECUTOR, CREDITTWIN_BROKER_URL, CREDITTWIN_CELERY_BACKEND_URL and CREDITTWIN_CELERY_KEY_PREFIX,
+    validated together: a wrong broker must fail when the settings load, not as steps that never start."""
+    executor = env.get("CREDITTWIN_EXECUTOR", "").strip().lower() or "multiprocess"
+    if executor not in EXECUTORS:
+        raise ValueError(
+            f"CREDITTWIN_EXECUTOR={executor!r} is not one of {EXECUTORS}; leave it unset for the embedded default, "
+            "or set it to 'celery' (with CREDITTWIN_BROKER_URL) to run steps on Celery workers."
+        )
+    broker = env.get("CREDITTWIN_BROKER_URL", "").strip() or None
+    if executor == "celery" and broker is None:
+        raise ValueError(
+            "CREDITTWIN_EXECUTOR=celery needs CREDITTWIN_BROKER_URL; set it to the broker the workers use, e.g. "
+            "redis://127.0.0.1:6379/0 or amqp://guest:guest@127.0.0.1:5672//."
+        )
+    if broker is not None:
+        _require_scheme("CREDITTWIN_BROKER_URL", broker, BROKER_SCHEMES,
+                        "redis://127.0.0.1:6379/0 (Redis) or amqp://user:password@host:5672/vhost (RabbitMQ)")
+    backend = env.get("CREDITTWIN_CELERY_BACKEND_URL", "").strip() or None
+    if backend is not None:
+        _require_scheme("CREDITTWIN_CELERY_BACKEND_URL", backend, CELERY_BACKEND_SCHEMES,
+                        "rpc:// (results back through the broker) or redis://127.0.0.1:6379/1")
+    prefix = env.get("CREDITTWIN_CELERY_KEY_PREFIX", "").strip() or None
+    if prefix is not None:
+        if not _KEY_PREFIX.match(prefix):
+            raise ValueError(
+                f"CREDITTWIN_CELERY_KEY_PREFIX={prefix!r} is not 1-63 letters, digits, '_', '.', ':' or '-' starting "
+                "with a letter or digit; set it to e.g. credittwin-prod: or leave it unset."
+            )
+        if broker is None or urlsplit(broker).scheme.lower() not in REDIS_BROKER_SCHEMES:
+            raise ValueError(
+                "CREDITTWIN_CELERY_KEY_PREFIX applies to a Redis broker only; unset it, or set CREDITTWIN_BROKER_URL "
+                "to redis://host:6379/0 (keep RabbitMQ deployments apart by virtual host instead)."
+            )
+    return executor, broker, backend, prefix
+
+
+def _require_scheme(name: str, url: str, schemes: tuple[str, ...], example: str) -> None:
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme not in schemes:
+        # the URL may carry a password: the message names its scheme only
+        shown = f"a {scheme}:// URL" if scheme else "a URL without a scheme"
+        raise ValueError(f"{name} is {shown}, which Celery cannot use here; set it to e.g. {example}.")
 
 
 @cache
