@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import markdown_table, output_unless_blocked, tenant_errors
+from assets.common import metadata_table, output_unless_blocked, tenant_check, tenant_errors
 from assets.partitions import tenants
 from assets.policies import EXTERNAL_SERVICE_RETRY
 from models.results import AuditResult, CascadeModel, Release, TapeSplit, TwinModel
@@ -25,10 +25,11 @@ def release_charges(privacy_ledger: PrivacyLedgerResource, tenant: str, *sources
     return [charge for charge in status.charges if charge.id in ids]
 
 
-def _rules_table(rules: list[dict]) -> dg.MetadataValue:
-    return markdown_table(
-        ["rule", "value", "limit", "verdict", "criterion"],
-        [[rule["rule"], rule["value"], rule["threshold"], rule["verdict"].upper(), rule["criterion"]] for rule in rules],
+def _rules_table(rules: list[dict]) -> dg.TableMetadataValue:
+    return metadata_table(
+        [{"rule": rule["rule"], "value": rule["value"], "limit": rule["threshold"], "verdict": rule["verdict"].upper(),
+          "criterion": rule["criterion"]} for rule in rules],
+        descriptions={"value": "measured on the release", "limit": "the tenant's policy (audit: in tenant.yaml)"},
     )
 
 
@@ -39,7 +40,7 @@ def _rules_table(rules: list[dict]) -> dg.MetadataValue:
     code_version="1",
     retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
     check_specs=[
-        dg.AssetCheckSpec(
+        tenant_check(
             POLICY_CHECK,
             asset="privacy_audit",
             blocking=True,

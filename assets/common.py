@@ -1,12 +1,33 @@
-"""Small helpers the asset modules share: errors as failures, images and tables as metadata, releasing past blocking checks."""
+"""Small helpers the asset modules share: tenant checks, errors as failures, tables and images as metadata, releasing
+past blocking checks."""
 
 import base64
-from collections.abc import Iterator, Sequence
+import math
+import numbers
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 
+from assets.partitions import tenants
 from models.errors import CreditTwinError
+
+
+def tenant_check(name: str, asset: str, description: str, *, blocking: bool = False) -> dg.AssetCheckSpec:
+    """The spec of a check of `asset`, partitioned by tenant like the asset, so each result is recorded under its tenant.
+
+    Dagster 1.13 gives a check evaluation the step's partition only when the check's spec declares
+    ``partitions_def`` (``AssetCheckResult.to_asset_check_evaluation``); without it a tenant's result is stored
+    unpartitioned and the UI shows its partition as "-". Declaring it is a preview feature in 1.13 and warns on
+    every load of the code location; that one warning is silenced here, and only here, because it is deliberate.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+        )
+        return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking, partitions_def=tenants)
 
 
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
@@ -45,7 +66,10 @@ def output_unless_blocked(
     context: dg.AssetExecutionContext, output: dg.Output, checks: Sequence[dg.AssetCheckResult], *,
     fix: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Yield `output` then `checks`; when a blocking check of the asset fails with ERROR, only the checks, then fail.
+    """Yield `output`, then `checks`; when a blocking check of the asset fails with ERROR, only the checks, then fail.
+
+    The output comes first so that each check is recorded after, and judges, the materialization it was computed
+    on (its evaluation names that materialization as its target).
 
     Dagster stores an output (and records it as the latest materialization)
     as soon as it is yielded, and fails the step for a blocking check only
@@ -99,7 +123,7 @@ def upstream_versions(context, assets, tenant: str) -> dict[str, dict]:
     return out
 
 
-_MARKDOWN_SPECIAL = set("\\`*_{}[]()#!|<>~")  # ". - +" matter only at a line start, which a cell or item never is
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#!|<>~")  # ". - +" matter only at a line start, which an item never is
 
 
 def md_text(value) -> str:
@@ -117,11 +141,56 @@ def md_text(value) -> str:
                    for ch in text)
 
 
-def markdown_table(header, rows) -> dg.MetadataValue:
-    """A Markdown table whose every cell is escaped with `md_text`."""
-    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in rows]
-    return dg.MetadataValue.md("\n".join(lines))
+def _cell(value: Any) -> str | int | float | bool | None:
+    """One value as a table cell: fractions to six significant digits, amounts to the cent, non-finite ones empty."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            return None
+        return round(number, 2) if abs(number) >= 1e4 else float(f"{number:.6g}")
+    return str(value)
+
+
+def _column_type(values: list) -> str:
+    present = [value for value in values if value is not None]
+    if present and all(isinstance(value, bool) for value in present):
+        return "bool"
+    if present and all(isinstance(value, int) and not isinstance(value, bool) for value in present):
+        return "int"
+    if present and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in present):
+        return "float"
+    return "string"
+
+
+def metadata_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
+    descriptions: Mapping[str, str] | None = None,
+) -> dg.TableMetadataValue:
+    """`rows` as a Dagster table (``MetadataValue.table``), which the UI renders as a real, typed table.
+
+    Each column's type is what its values share (bool, int, float, else string; a column of mixed kinds is text).
+    The UI prints every cell as plain text, never as Markdown or HTML, so upload-derived values need no escaping.
+
+    Args:
+        rows: one mapping per row.
+        columns: the columns, in order (default: the keys of the first row).
+        descriptions: a description per column, shown in the table's schema.
+    """
+    names = list(columns) if columns is not None else list(rows[0]) if rows else []
+    cells = [{name: _cell(row.get(name)) for name in names} for row in rows]
+    types = {name: _column_type([row[name] for row in cells]) for name in names}
+    for row in cells:
+        for name in names:
+            if types[name] == "string" and row[name] is not None and not isinstance(row[name], str):
+                row[name] = f"{row[name]:.4g}" if isinstance(row[name], float) else str(row[name])
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(name=name, type=types[name], description=(descriptions or {}).get(name)) for name in names
+    ])
+    return dg.MetadataValue.table(records=[dg.TableRecord(row) for row in cells], schema=schema)
 
 
 def markdown_list(items) -> dg.MetadataValue:

@@ -9,6 +9,7 @@ from models.errors import CreditTwinError
 from models.files import dumps
 from models.tape.loan_tape import find_upload, landing_folder, read_tape
 from models.tape.tenant import TENANT_FILE, validate_tenant_id
+from assets.common import tenant_check
 from assets.policies import EXTERNAL_SERVICE_RETRY
 from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
@@ -31,8 +32,8 @@ WARNING_CHECKS = {
 }
 
 def _check_specs() -> list[dg.AssetCheckSpec]:
-    specs = [dg.AssetCheckSpec(name, asset="raw_loan_tape", description=d, blocking=True) for name, d in BLOCKING_CHECKS.items()]
-    specs += [dg.AssetCheckSpec(name, asset="raw_loan_tape", description=d) for name, d in WARNING_CHECKS.items()]
+    specs = [tenant_check(name, asset="raw_loan_tape", description=d, blocking=True) for name, d in BLOCKING_CHECKS.items()]
+    specs += [tenant_check(name, asset="raw_loan_tape", description=d) for name, d in WARNING_CHECKS.items()]
     return specs
 
 def column_schema(schema) -> dg.TableSchema:

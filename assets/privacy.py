@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import tenant_errors
+from assets.common import tenant_check, tenant_errors
 from assets.partitions import tenants
 from models.results import Release, SyntheticBook, TapeSplit, history_of
 
@@ -13,7 +13,7 @@ from models.results import Release, SyntheticBook, TapeSplit, history_of
     kinds={"polars", "parquet"},
     code_version="2",
     check_specs=[
-        dg.AssetCheckSpec(
+        tenant_check(
             "k_anonymity",
             asset="anonymized_portfolio",
             blocking=True,

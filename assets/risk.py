@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from assets.common import markdown_table, output_unless_blocked, png_markdown, tenant_errors
-from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from assets.common import metadata_table, output_unless_blocked, png_markdown, tenant_check, tenant_errors
+from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_OP_TAGS, TRAINING_POOL
 from assets.partitions import tenants
 from models.results import PdModel, PortfolioScores, Release, StressOutcome, TapeSplit
 from resources.settings import code_version
@@ -36,10 +36,11 @@ def _folder_bytes(folder) -> dict[str, bytes]:
     kinds={"lightgbm", "mlflow"},
     code_version="2",
     pool=TRAINING_POOL,
+    op_tags=TRAINING_OP_TAGS,  # the Celery queue of the training workers
     retry_policy=EXTERNAL_SERVICE_RETRY,
     output_required=False,  # a tape without a default definition has no PD model: skipped, see _skip
     check_specs=[
-        dg.AssetCheckSpec(
+        tenant_check(
             GATE_CHECK,
             asset="risk_model",
             blocking=True,
@@ -225,9 +226,7 @@ def portfolio_scores(
             "dagster/row_count": scores.height,
             "model_version": str(version),
             "mean_pd": dg.MetadataValue.float(float(scores.get_column("pd").mean())),
-            "band_distribution": markdown_table(
-                ["band", "loans", "mean PD"], [[r["band"], r["loans"], r["mean_pd"]] for r in bands.to_dicts()]
-            ),
+            "band_distribution": metadata_table(bands.to_dicts(), ["band", "loans", "mean_pd"]),
         },
     )
 
@@ -266,7 +265,7 @@ def stress_test(context: dg.AssetExecutionContext, raw_loan_tape: TapeSplit, ris
         ),
         metadata={
             "scenarios": dg.MetadataValue.json(sorted(set(table.get_column("scenario").to_list()))),
-            "results": markdown_table(table.columns, table.iter_rows()),
+            "results": metadata_table(table.to_dicts(), table.columns),
             "exposure": result.exposure_note,
             "warnings": dg.MetadataValue.json(result.warnings),
             **({"loss_rate_chart": png_markdown(charts["loss_rate"], "loss rate by scenario")} if "loss_rate" in charts else {}),

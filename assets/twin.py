@@ -7,9 +7,9 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from assets.common import not_measured, output_unless_blocked, png_markdown, tenant_errors
+from assets.common import metadata_table, not_measured, output_unless_blocked, png_markdown, tenant_check, tenant_errors
 from assets.partitions import tenants
-from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_POOL
+from assets.policies import EXTERNAL_SERVICE_RETRY, TRAINING_OP_TAGS, TRAINING_POOL
 from models.errors import InvalidDataError
 from models.results import NON_DP_LABEL, CascadeModel, SyntheticBook, TapeSplit, TwinModel
 from models.tape.schema import ColumnType, TableSchema
@@ -59,6 +59,7 @@ def _twin_model(twin, engine: str, tenant: str, charge=None) -> TwinModel:
     code_version="2",
     retry_policy=EXTERNAL_SERVICE_RETRY,  # the privacy ledger
     pool=TRAINING_POOL,
+    op_tags=TRAINING_OP_TAGS,  # the Celery queue of the training workers
     description="A Gaussian-copula digital twin of the loan table's train split (marginals, correlation, category maps); "
     "differentially private when the tenant sets privacy.epsilon.",
 )
@@ -86,7 +87,7 @@ def fitted_copula(
 
             plan = plan_for_table(train, config, tenant=tenant)
             model, charge, re_released = charged_release(
-                privacy_ledger, settings.root, tenant=tenant, run_id=context.run.run_id, result_type=TwinModel,
+                privacy_ledger, settings.storage(), tenant=tenant, run_id=context.run.run_id, result_type=TwinModel,
                 mechanism=_plan_mechanism(plan), input_version=raw_loan_tape.upload_sha256, config=plan.to_dict(),
                 seed=None, compute=lambda paid: _twin_model(fit_dp_twin(train, plan, tenant=tenant), DP_ENGINE, tenant, paid),
             )
@@ -186,7 +187,7 @@ def comparable_reference(train, schema: TableSchema, conditions: dict):
     kinds={"polars", "parquet"},
     code_version="1",
     check_specs=[
-        dg.AssetCheckSpec(
+        tenant_check(
             "synthetic_fidelity",
             asset="synthetic_portfolio",
             blocking=True,
@@ -194,7 +195,7 @@ def comparable_reference(train, schema: TableSchema, conditions: dict):
         ),
         # Not blocking: the loans table can be released and used while its histories are judged;
         # a failure is shown as an error on the asset.
-        dg.AssetCheckSpec(
+        tenant_check(
             "sequence_fidelity",
             asset="synthetic_portfolio",
             description="Synthetic histories: 12-month cumulative default within 10% (relative) of the real book's, "
@@ -292,9 +293,9 @@ def _fidelity_check(fidelity, scope: dict) -> dg.AssetCheckResult:
         passed=fidelity.passed,
         metadata={
             "correlation_diff": fidelity.correlation_diff,
-            "worst_columns": dg.MetadataValue.json([
-                {"column": c.name, "metric": c.metric, "similarity": round(c.similarity, 4)} for c in fidelity.worst(5)
-            ]),
+            "worst_columns": metadata_table(
+                [{"column": c.name, "metric": c.metric, "similarity": c.similarity} for c in fidelity.worst(5)]
+            ),
             "failures": dg.MetadataValue.json(fidelity.failures()),
             "thresholds_applied": dg.MetadataValue.json(fidelity.thresholds),
             **scope,

@@ -1,8 +1,9 @@
-"""The `credittwin` command: demo, materialize, tenants, budget, export, verify, keys, keygen, audit, backfill, init-home.
+"""The `credittwin` command: demo, materialize, tenants, budget, export, verify, keys, keygen, audit, backfill, init-home,
+worker.
 
 Runs headless against the Dagster instance in DAGSTER_HOME (default
 ``$CREDITTWIN_DATA_DIR/dagster_home``, created with the embedded SQLite
-configuration on first use), so everything it does shows in `dagster dev` too.
+configuration on first use), so everything it does shows in the UI (`dg dev`) too.
 """
 
 from __future__ import annotations
@@ -148,9 +149,10 @@ def cmd_demo(args, settings) -> int:
     print()
     print(f"Data root:    {settings.data_dir}")
     print(f"Dagster home: {settings.dagster_home}")
+    # run from the Dagster home: Dagster warns about (and ignores) a dagster.yaml in any other current folder
     print("Open it in the Dagster UI:")
-    print(f"  DAGSTER_HOME={settings.dagster_home} CREDITTWIN_DATA_DIR={settings.data_dir} \\")
-    print(f"    {Path(sys.executable).parent / 'dagster'} dev -w {REPO_ROOT / 'workspace.yaml'}")
+    print(f"  cd {settings.dagster_home} && DAGSTER_HOME={settings.dagster_home} CREDITTWIN_DATA_DIR={settings.data_dir} \\")
+    print(f"    {Path(sys.executable).parent / 'dg'} dev -w {REPO_ROOT / 'workspace.yaml'}")
     return 0 if ok else 1
 
 
@@ -214,6 +216,7 @@ def cmd_budget(args, settings) -> int:
 def cmd_export(args, settings) -> int:
     """Write a tenant's certified release bundle: data, certificate, validation report and a manifest."""
     from models.errors import CreditTwinError
+    from models.reports.certificate import recorded_verdicts
     from models.tape.tenant import validate_tenant_id
     from pipelines.release import export_release
 
@@ -227,6 +230,13 @@ def cmd_export(args, settings) -> int:
     for entry in manifest["files"]:
         print(f"  {entry['name']:<32} {entry['bytes']:>12,} bytes  sha256 {entry['sha256']}")
     print(f"certificate {manifest['certificate_id']} (valid until {manifest['valid_until']})")
+    verdicts = recorded_verdicts(manifest.get("verdicts"))
+    if verdicts:
+        print("verdicts and caveats of the released reports (recorded in manifest.json):")
+        for line in verdicts:
+            print(f"  {line}")
+    else:
+        print("every released report passed (verdicts recorded in manifest.json)")
     print(f"verify it with: credittwin verify {Path(args.dir) / 'certificate.json'} --data {args.dir}")
     return 0
 
@@ -258,16 +268,32 @@ def cmd_verify(args, settings) -> int:
     else:
         print(f"certificate {result.certificate_id or certificate} for tenant '{result.tenant or '?'}': "
               f"{'VALID' if result.ok else 'INVALID'}")
-        for entry in result.checked_files:
-            print(f"  {'ok      ' if entry['ok'] else 'MISMATCH'} {entry['name']}")
-        for entry in result.bundle_files:
-            print(f"  {'ok      ' if entry['status'] == 'ok' else entry['status'].upper()} {entry['name']} "
-                  f"({MANIFEST_NAME})")
+        for name, (status, checks) in _file_lines(result, MANIFEST_NAME).items():
+            print(f"  {'ok      ' if status == 'ok' else status.upper()} {name} ({', '.join(checks)})")
         for note in result.notes:
             print(f"  note: {note}")
         for problem in result.problems:
             print(f"  problem: {problem}")
     return 0 if result.ok else 1
+
+
+def _file_lines(result, manifest_name: str) -> dict[str, tuple[str, list[str]]]:
+    """Each file `verify` checked, once: its worst status and what it was checked against."""
+    files: dict[str, tuple[str, list[str]]] = {}
+
+    def add(name: str, status: str, check: str) -> None:
+        worst, checks = files.get(name, ("ok", []))
+        files[name] = (status if worst == "ok" else worst, [*checks, check])
+
+    for entry in result.checked_files:
+        add(entry["name"], "ok" if entry["ok"] else "mismatch", "certified sha256")
+    if result.pdf_file is not None:
+        pdf = result.pdf_file
+        add(pdf["name"], "ok" if pdf["ok"] else ("missing" if pdf.get("missing") else "mismatch"),
+            "payload sha256 and text" + (", earlier layout" if pdf.get("layout") == "earlier" else ""))
+    for entry in result.bundle_files:
+        add(entry["name"], entry["status"], manifest_name)
+    return files
 
 
 def cmd_keys(args, settings) -> int:
@@ -342,7 +368,7 @@ def cmd_backfill(args, settings) -> int:
     backfill_id = launch_backfill(_instance(settings), defs, tenant_ids, assets)
     print(f"backfill {backfill_id} requested for {'every registered tenant' if args.all else ', '.join(tenant_ids)}"
           f" ({', '.join(assets) if assets else 'all assets'}).")
-    print("The Dagster daemon runs it (`dagster dev` or `dagster-daemon run`); follow it in the UI under Overview -> Backfills.")
+    print("The Dagster daemon runs it (`dg dev` or `dagster-daemon run`); follow it in the UI under Overview -> Backfills.")
     return 0
 
 
@@ -375,6 +401,79 @@ def cmd_init_home(args, settings) -> int:
     home = ensure_dagster_home(settings, postgres=args.postgres)
     print(f"DAGSTER_HOME={home} ({'PostgreSQL' if args.postgres else 'embedded SQLite'} storage)")
     return 0
+
+
+def cmd_worker(args, settings) -> int:
+    """Serve this code location's steps as a Celery worker: ``celery -A dagster_celery.app worker`` on `args.queues`.
+
+    The broker, the result backend and the Celery options the executor uses (`pipelines.jobs.celery_config_source`)
+    come from the settings; the worker process gets this process's environment (through `Settings`) with the data
+    root and Dagster home made absolute, so the steps it runs load the same deployment. The options reach
+    dagster-celery's app through its ``dagster_celery_config`` module, written to a private temporary folder; the
+    URLs, which may hold passwords, go through the environment Celery reads them from, never into a file.
+    """
+    import importlib.util
+    import os
+    import re
+    import signal
+    import subprocess
+    import tempfile
+    import uuid
+
+    from models.errors import CreditTwinError
+    from pipelines.jobs import celery_config_source
+    from resources.tracking import redact_uri
+
+    if not settings.broker_url:
+        raise CreditTwinError("`credittwin worker` needs the Celery broker the executor submits steps to.",
+                              fix="set CREDITTWIN_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to the same value as "
+                              "wherever runs are launched, with CREDITTWIN_EXECUTOR=celery.")
+    if importlib.util.find_spec("dagster_celery") is None:
+        raise CreditTwinError("dagster-celery is not installed.", fix="pip install -e '.[scale]'.")
+    queues = list(dict.fromkeys(q.strip() for q in args.queues.split(",") if q.strip()))
+    bad = [q for q in queues if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", q)]
+    if not queues or bad:
+        raise CreditTwinError(f"--queues {args.queues!r} is not a comma-separated list of queue names.",
+                              fix="e.g. --queues training,default (the queues CreditTwin routes to).")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise CreditTwinError(f"--concurrency {args.concurrency} is not a number of processes.",
+                              fix="give 1 or more, or leave it out for one process per CPU.")
+    name = args.name or f"credittwin-{uuid.uuid4().hex[:6]}"
+    node = name if "@" in name else f"{name}@%h"  # %h: Celery puts in the host name, keeping node names unique
+    command = [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker", "--queues", ",".join(queues),
+               "--hostname", node, "--loglevel", args.loglevel,
+               # a step can run for minutes: a worker must not reserve steps that another, idle worker could start
+               "--prefetch-multiplier", "1"]
+    if args.concurrency:
+        command += ["--concurrency", str(args.concurrency)]
+    with tempfile.TemporaryDirectory(prefix="credittwin-celery-") as config_dir:
+        options = "".join(f"{key} = {value!r}\n" for key, value in celery_config_source(settings).items())
+        Path(config_dir, "dagster_celery_config.py").write_text(
+            "# Written by `credittwin worker` from CreditTwin's settings; read by dagster_celery.app.\n" + options)
+        inherited = settings.process_environment.get("PYTHONPATH")
+        env = {
+            **settings.process_environment,
+            "CREDITTWIN_DATA_DIR": str(settings.data_dir),
+            "DAGSTER_HOME": str(settings.dagster_home),
+            "CELERY_BROKER_URL": settings.broker_url,
+            "CELERY_RESULT_BACKEND": settings.celery_backend,
+            "PYTHONPATH": os.pathsep.join([config_dir, *([inherited] if inherited else [])]),
+        }
+        print(f"credittwin worker {node}: queues {', '.join(queues)}; broker {redact_uri(settings.broker_url)}"
+              f"{f' (key prefix {settings.celery_key_prefix})' if settings.celery_key_prefix else ''}; "
+              f"data {settings.data_dir}", flush=True)
+        worker = subprocess.Popen(command, env=env)
+        # `kill` reaches this process only: pass SIGTERM on (Celery's warm shutdown finishes the running steps);
+        # Ctrl-C reaches the whole foreground group, Celery included, so here it only means waiting for it
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: worker.send_signal(signum))
+        try:
+            while True:
+                try:
+                    return worker.wait()
+                except KeyboardInterrupt:
+                    continue
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_domains(args, settings) -> int:
@@ -467,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--all", action="store_true", help="show every record, not only the latest certificate's lineage")
     audit.add_argument("--json", action="store_true", help="print the verdict and the records as JSON")
     audit.set_defaults(func=cmd_audit)
+    worker = sub.add_parser("worker", help="run a Celery worker that executes steps (CREDITTWIN_EXECUTOR=celery)")
+    worker.add_argument("--queues", default="training,default",
+                        help="comma-separated queues to serve: training (fitted_copula, lstm_cascade, risk_model) "
+                        "and default (every other step); default: both")
+    worker.add_argument("--name", help="the worker's node name (default: credittwin-<random>@<host>)")
+    worker.add_argument("--concurrency", type=int, help="steps run at once, one process each (default: the CPU count)")
+    worker.add_argument("--loglevel", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="Celery's log level (default: INFO)")
+    worker.set_defaults(func=cmd_worker)
     home = sub.add_parser("init-home", help="create DAGSTER_HOME with the embedded (or PostgreSQL) instance config")
     home.add_argument("--postgres", action="store_true", help="use PostgreSQL storage from DAGSTER_PG_URL")
     home.set_defaults(func=cmd_init_home)
@@ -479,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    if args.func not in (cmd_init_home, cmd_verify, cmd_keygen, cmd_keys):
+    if args.func not in (cmd_init_home, cmd_verify, cmd_keygen, cmd_keys, cmd_worker):
         ensure_dagster_home(settings)
     try:
         return args.func(args, settings)

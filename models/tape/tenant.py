@@ -267,7 +267,7 @@ def parse_tenant_config(data: Any, *, tenant: str | None = None, file: str = TEN
             f"the document must be a mapping of keys, got {type(data).__name__}.",
             tenant=tenant,
             file=file,
-            fix="write tenant.yaml as 'key: value' lines (see the README's tenant contract).",
+            fix="write tenant.yaml as 'key: value' lines (see docs/tenant-contract.md).",
         )
     try:
         return TenantConfig.model_validate(data)
@@ -329,7 +329,7 @@ def _read_config_bytes(path: Path, *, tenant: str | None) -> bytes:
             f"is larger than {MAX_CONFIG_BYTES // 1024} KiB; a tenant contract is a few dozen lines.",
             tenant=tenant,
             file=path.name,
-            fix=f"keep only the documented keys in {TENANT_FILE} (see the README's tenant contract).",
+            fix=f"keep only the documented keys in {TENANT_FILE} (see docs/tenant-contract.md).",
         )
     return data
 

@@ -1584,10 +1584,10 @@ class GaussianCopulaTwin:
         json_file = path / "model.json"
         try:
             model = json.loads(json_file.read_text())
-            if cls is GaussianCopulaTwin and isinstance(model, dict) and model.get("format") != FORMAT:
-                # another engine's folder (make_engine("credittwin") saves a segmented twin): one loader dispatches
+            if cls is GaussianCopulaTwin and isinstance(model, dict) and model.get("format") == SEGMENTED_FORMAT:
+                # make_engine("credittwin") saves a segmented twin; one loader dispatches on the format
                 raise InvalidDataError(
-                    f"the saved engine is a {model.get('format')!r}, not a single Gaussian copula.", file=str(json_file),
+                    "the saved engine is a segmented twin, not a single Gaussian copula.", file=str(json_file),
                     fix="load it with models.twin.engine.load_engine, which picks the engine that saved it.",
                 )
             with np.load(path / "arrays.npz", allow_pickle=False) as npz:

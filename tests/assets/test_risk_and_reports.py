@@ -135,7 +135,9 @@ def test_stress_test_orders_losses_and_caps_a_pd_above_one(book):
     document = stress.document("stress")
     assert any("capped" in w for w in document.get("warnings", []))
     assert (stress.path / "stress_test.pdf").read_bytes()[:4] == b"%PDF"
-    assert "card\\_crunch" in _metadata(instance, "stress_test", "bank")["results"].value  # escaped Markdown
+    results = _metadata(instance, "stress_test", "bank")["results"]  # a table the UI renders, with typed columns
+    assert "card_crunch" in {record.data["scenario"] for record in results.records}
+    assert {column.name: column.type for column in results.schema.columns}["loss_rate"] == "float"
 
 
 def test_without_a_target_risk_assets_skip_and_the_report_renders(tmp_path):

@@ -39,6 +39,7 @@ def test_whole_graph_materializes_with_checks(demo_book):
     _, _, result, _ = demo_book
     assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    assert {e.partition for e in result.get_asset_check_evaluations()} == {"bank"}  # shown per tenant in the UI
     assert checks[("synthetic_portfolio", "synthetic_fidelity")]
     assert ("synthetic_portfolio", "sequence_fidelity") in checks
     assert ("lstm_cascade", "cascade_beats_markov") in checks
@@ -75,7 +76,9 @@ def test_synthetic_portfolio_is_new_loans_with_histories(demo_book):
     cascade = _latest_metadata(instance, "lstm_cascade", "bank")
     assert cascade["holdout_loglik_cascade"].value < 0 and cascade["holdout_loglik_markov"].value < 0
     assert "data:image/png;base64," in cascade["training_curve"].value
-    assert "real / generated" in cascade["transition_matrix_real_vs_generated"].value.lower()
+    real, generated = cascade["transition_matrix_real"], cascade["transition_matrix_generated"]
+    assert [record.data["from"] for record in real.records] == [column.name for column in real.schema.columns][1:]
+    assert sum(v for k, v in generated.records[0].data.items() if k != "from") == pytest.approx(1, abs=0.01)
 
 
 def test_requested_rate_and_fixed_category_through_run_config(demo_book):

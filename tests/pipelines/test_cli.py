@@ -8,7 +8,7 @@ def test_demo_then_tenants_end_to_end_on_the_embedded_default(tmp_path):
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "succeeded" in demo.stdout
     assert "materialized raw_loan_tape" in demo.stdout
-    assert "dagster dev -w" in demo.stdout
+    assert f"cd {tmp_path / 'data' / 'dagster_home'} && DAGSTER_HOME=" in demo.stdout and "dg dev -w" in demo.stdout
     home = tmp_path / "data" / "dagster_home"
     assert (home / "dagster.yaml").exists() and (tmp_path / "data" / "landing" / "demo-bank" / "loans.csv").exists()
     tenants = run_cli(tmp_path, "tenants")
