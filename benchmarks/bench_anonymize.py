@@ -27,6 +27,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import print_header  # noqa: E402
+
 from models.privacy.anonymize import AnonymizationPolicy, anonymize, verify_k_anonymity  # noqa: E402
 from models.tape.schema import infer_schema  # noqa: E402
 
@@ -103,13 +105,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k rows only, one repeat")
     args = parser.parse_args()
+    print_header(f"bench_anonymize: k-anonymity (Mondrian, l-diversity), 100k rows{'' if args.quick else ' and 1M'}")
     repeats = 1 if args.quick else 3
     cases = [("100k, k=5 l=2", make_portfolio(TARGET_ROWS), repeats, True),
              ("100k, 2% income nulls", make_portfolio(TARGET_ROWS, income_nulls=0.02), 1, False)]
     if not args.quick:
         cases.append(("1M, k=5 l=2 (information)", make_portfolio(1_000_000), 1, False))
 
-    print(f"\nk-anonymisation (Mondrian, distinct l-diversity), 4 quasi-identifiers: {', '.join(QIS)}")
+    print(f"k-anonymisation (Mondrian, distinct l-diversity), 4 quasi-identifiers: {', '.join(QIS)}")
     header = (f"{'case':28} {'rows':>9} {'best s':>7} {'med s':>7} {'target':>7} {'ratio':>6} {'peak MB':>8} "
               f"{'verify s':>8} {'k':>3} {'l':>3} {'supp %':>7} {'NCP':>6} {'classes':>8} {'passed':>6}")
     print(header)

@@ -1,13 +1,12 @@
 """Benchmark of the LSTM cascade against its targets, the Markov baseline and SDV's PARSynthesizer.
 
-Run: ``.venv/bin/python benchmarks/bench_cascade.py [--quick] [--loans N] [--par-loans N]``
+Run: ``.venv/bin/python benchmarks/bench_cascade.py [--quick] [--loans N] [--par-loans N] [--repeats 3]``
 
 What it measures, on demo books from `models.tape.demo.generate_portfolio`:
 
 - training time of the cascade on N loans x 24 months (target: under 60 s on a
   2-core CPU) and the process's peak memory;
-- generation time of N synthetic histories of 24 months (target: under 3 s; a
-  comparable platform reports ~30 s on 4 vCPU);
+- generation time of N synthetic histories of 24 months (target: under 3 s);
 - held-out next-state log-likelihood per transition, cascade against the
   Markov baseline, on the demo book and on a book whose hazards depend on the
   static attributes non-linearly (``nonlinear=True``); both on an independent
@@ -16,11 +15,20 @@ What it measures, on demo books from `models.tape.demo.generate_portfolio`:
   distance, 12-month cumulative default rate), on the training loans and, to
   show the state-head calibration generalises, on the independent book's
   loans against that book's real histories;
-- SDV's PARSynthesizer, the peer a user would otherwise pick, on a subset of
-  the same histories (``--par-loans``): fit + sample time and the same
-  transition-matrix distance.
+- the peer, measured: SDV's PARSynthesizer, the model a user would otherwise
+  pick, against the cascade on the same book of ``--par-loans`` loans (default
+  1,000) x 24 months, interleaved (cascade, PAR, cascade, PAR, ...) for
+  ``--repeats`` rounds: fit, generation and total time (medians; the ratio is
+  PAR's median over ours) and the transition-matrix distance of each model's
+  histories to the real ones. PAR trains ``--par-epochs`` epochs (32; SDV's
+  default is 128, which would make it about 4x slower still).
 
-Other processes share the CPU, so times are indicative.
+Quoted, not measured: "a comparable platform reports ~30 s on 4 vCPU" for
+generating 10k histories of 24 months, the figure the issue that set the 3 s
+target cites; the platform is not named and cannot be installed here, so it is
+printed as quoted and no ratio is computed from it.
+
+Other processes share the CPU, so times are indicative; the header prints the load.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import Quoted, interleave, median, print_header, spread, times, version  # noqa: E402
+
 from models.sequences.cascade import CascadeConfig, LoanCascade  # noqa: E402
 from models.tape.demo import generate_portfolio  # noqa: E402
 from models.sequences.markov import MarkovBaseline  # noqa: E402
@@ -44,7 +54,8 @@ from models.sequences.histories import compare_sequences, transition_distance  #
 
 TRAIN_TARGET_S = 60.0
 GENERATE_TARGET_S = 3.0
-PEER_GENERATE_S = 30.0
+QUOTED_PEER = Quoted("a comparable platform, generating 10k histories x 24 months on 4 vCPU", "~30 s",
+                     "the issue that set the 3 s generation target; platform not named, cannot be installed here")
 
 
 def peak_rss_mib() -> float:
@@ -95,7 +106,7 @@ def run_book(name: str, n_loans: int, months: int, config: CascadeConfig, rows: 
     rows += [
         (name, "cascade train time (s)", f"{cascade_fit:.1f}", f"target {TRAIN_TARGET_S:.0f} s: {cascade_fit / TRAIN_TARGET_S:.2f}x of budget ({len(cascade.history)} epochs, {size})"),
         (name, "markov fit time (s)", f"{markov_fit:.2f}", ""),
-        (name, "cascade generate time (s)", f"{cascade_gen:.2f}", f"target {GENERATE_TARGET_S:.0f} s: {cascade_gen / GENERATE_TARGET_S:.2f}x; peer ~{PEER_GENERATE_S:.0f} s: {PEER_GENERATE_S / cascade_gen:.0f}x faster"),
+        (name, "cascade generate time (s)", f"{cascade_gen:.2f}", f"target {GENERATE_TARGET_S:.0f} s: {cascade_gen / GENERATE_TARGET_S:.2f}x ({size}); peer: quoted only, see header"),
         (name, "markov generate time (s)", f"{markov_gen:.2f}", ""),
         (name, "held-out LL / transition: cascade", f"{cascade_ll:.4f}", f"{'beats' if cascade_ll > markov_ll else 'DOES NOT beat'} Markov by {cascade_ll - markov_ll:+.4f} nats"),
         (name, "held-out LL / transition: markov", f"{markov_ll:.4f}", f"segment: {markov._fitted['segment']['column']}"),
@@ -109,34 +120,16 @@ def run_book(name: str, n_loans: int, months: int, config: CascadeConfig, rows: 
     ]
 
 
-def run_par(n_loans: int, months: int, epochs: int, rows: list[tuple[str, str, str, str]]) -> None:
-    """SDV PARSynthesizer on `n_loans` demo histories: fit + sample time and transition distance."""
+def _par(table: pl.DataFrame, n_loans: int, epochs: int) -> dict:
+    """Fit SDV's PARSynthesizer on the performance `table` and sample `n_loans` histories; times and the sample."""
     from sdv.metadata import Metadata
     from sdv.sequential import PARSynthesizer
 
-    loans, perf, _ = book(n_loans, months, seed=11, nonlinear=False)
-    table = perf.join(loans.select("loan_id", "grade", "product"), on="loan_id").select(
-        "loan_id", "period", "grade", "product", "status", "balance", "payment"
-    )
-    metadata = Metadata.load_from_dict(
-        {
-            "tables": {
-                "performance": {
-                    "columns": {
-                        "loan_id": {"sdtype": "id"},
-                        "period": {"sdtype": "numerical"},
-                        "grade": {"sdtype": "categorical"},
-                        "product": {"sdtype": "categorical"},
-                        "status": {"sdtype": "categorical"},
-                        "balance": {"sdtype": "numerical"},
-                        "payment": {"sdtype": "numerical"},
-                    },
-                    "sequence_key": "loan_id",
-                    "sequence_index": "period",
-                }
-            }
-        }
-    )
+    columns = {"loan_id": "id", "period": "numerical", "grade": "categorical", "product": "categorical",
+               "status": "categorical", "balance": "numerical", "payment": "numerical"}
+    metadata = Metadata.load_from_dict({"tables": {"performance": {
+        "columns": {name: {"sdtype": kind} for name, kind in columns.items()},
+        "sequence_key": "loan_id", "sequence_index": "period"}}})
     synthesizer = PARSynthesizer(metadata, context_columns=["grade", "product"], epochs=epochs, cuda=False, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -152,36 +145,77 @@ def run_par(n_loans: int, months: int, epochs: int, rows: list[tuple[str, str, s
         (pl.int_range(pl.len()).over("loan_id") + 1).cast(pl.Int64).alias("period"),
         pl.col("status").cast(pl.String),
     )
-    distance = transition_distance(perf, sampled)
-    per_1k = sample_s / n_loans * 1000
+    return {"fit_s": fit_s, "sample_s": sample_s, "sample": sampled}
+
+
+def _ours(loans: pl.DataFrame, perf: pl.DataFrame, schema, config: CascadeConfig, seed: int) -> dict:
+    """Fit the cascade on the same book and generate one history per loan; times and the sample."""
+    started = time.perf_counter()
+    cascade = LoanCascade(config).fit(loans, perf, schema)
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    sampled = cascade.sample(with_new_ids(loans), seed=seed)
+    return {"fit_s": fit_s, "sample_s": time.perf_counter() - started, "sample": sampled}
+
+
+def run_peer(n_loans: int, months: int, epochs: int, config: CascadeConfig, repeats: int,
+             rows: list[tuple[str, str, str, str]]) -> None:
+    """The cascade and SDV's PARSynthesizer on the same `n_loans` histories, interleaved for `repeats` rounds."""
+    loans, perf, schema = book(n_loans, months, seed=11, nonlinear=False)
+    table = perf.join(loans.select("loan_id", "grade", "product"), on="loan_id").select(
+        "loan_id", "period", "grade", "product", "status", "balance", "payment"
+    )
+    runs = interleave({"cascade (ours)": lambda r: _ours(loans, perf, schema, config, seed=r + 1),
+                       "SDV PAR": lambda r: _par(table, n_loans, epochs)}, repeats)
+    figures = {}
+    for name, results in runs.items():
+        figures[name] = {
+            "fit": [r["fit_s"] for r in results],
+            "gen": [r["sample_s"] for r in results],
+            "total": [r["fit_s"] + r["sample_s"] for r in results],
+            "distance": [transition_distance(perf, r["sample"])["mean"] for r in results],
+        }
+    ours, par = figures["cascade (ours)"], figures["SDV PAR"]
+    label = f"peer, {n_loans} x {months}"
+    note = f"median of {len(ours['total'])} interleaved round(s)" + ("" if repeats >= 3 else ", indicative only")
+    for key, title in (("fit", "fit time (s)"), ("gen", "generate time (s)"), ("total", "fit + generate (s)")):
+        rows += [
+            (label, f"{title}: cascade", f"{median(ours[key]):.2f}", f"rounds {spread(ours[key])}; {note}"),
+            (label, f"{title}: SDV PAR", f"{median(par[key]):.2f}",
+             f"rounds {spread(par[key])}; cascade {times(median(par[key]), median(ours[key]))} faster"),
+        ]
     rows += [
-        ("sdv PAR", "PAR fit time (s)", f"{fit_s:.1f}", f"{n_loans} loans x {months}, {epochs} epochs"),
-        ("sdv PAR", "PAR generate time (s)", f"{sample_s:.2f}", f"{per_1k:.2f} s per 1k histories (x{10:d} for 10k: ~{per_1k * 10:.0f} s)"),
-        ("sdv PAR", "transition distance: PAR", f"{distance['mean']:.4f}", f"max row {distance['max']:.4f}"),
+        (label, "transition distance: cascade", f"{median(ours['distance']):.4f}", f"rounds {spread(ours['distance'], '.4f')}"),
+        (label, "transition distance: SDV PAR", f"{median(par['distance']):.4f}",
+         f"rounds {spread(par['distance'], '.4f')}; PAR {epochs} epochs (SDV's default 128)"),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small books (2,000 loans), 200-loan PAR run")
+    parser.add_argument("--quick", action="store_true", help="small books (2,000 loans), 200-loan peer comparison")
     parser.add_argument("--loans", type=int, default=10_000, help="loans per training book")
     parser.add_argument("--months", type=int, default=24, help="months of history")
-    parser.add_argument("--par-loans", type=int, default=1_000, help="loans in the SDV PAR run (0 skips it)")
+    parser.add_argument("--par-loans", type=int, default=1_000, help="loans in the cascade vs SDV PAR comparison (0 skips it)")
     parser.add_argument("--par-epochs", type=int, default=32, help="PAR training epochs (SDV's default is 128)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the cascade and PAR (median)")
     parser.add_argument("--no-calibration", action="store_true", help="train the cascade without its state-head calibration")
     args = parser.parse_args(argv)
     n_loans = 2_000 if args.quick else args.loans
     par_loans = min(args.par_loans, 200) if args.quick else args.par_loans
     config = CascadeConfig(epochs=30, device="auto", calibrate=not args.no_calibration)
+    print_header(f"bench_cascade: {n_loans} loans x {args.months} months; peer comparison at {par_loans} loans, "
+                 f"{max(1, args.repeats)} round(s)",
+                 measured=[f"{version('sdv')} (PARSynthesizer)"] if par_loans > 0 else [], quoted=[QUOTED_PEER])
 
     rows: list[tuple[str, str, str, str]] = []
     for name in ("demo", "nonlinear"):
         run_book(name, n_loans, args.months, config, rows)
     if par_loans > 0:
-        run_par(par_loans, args.months, args.par_epochs, rows)
+        run_peer(par_loans, args.months, args.par_epochs, config, max(1, args.repeats), rows)
 
-    widths = [max(len(r[i]) for r in rows + [("book", "figure", "value", "against target / peer")]) for i in range(3)]
     header = ("book", "figure", "value", "against target / peer")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(3)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[3])
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3])

@@ -1,4 +1,4 @@
-"""Copula twin benchmark: quality, speed and memory of ours against `copulas` and SDV.
+"""Copula twin benchmark: quality, speed and memory of ours against `copulas` and SDV, both measured here.
 
 Cases (each in a fresh subprocess, so its time and peak RSS are its own):
 
@@ -6,8 +6,9 @@ Cases (each in a fresh subprocess, so its time and peak RSS are its own):
   10,000 loans, 55 columns of which `emp_title` is free text, so 54 modelled):
   fit on the tape, sample 10k rows, SDMetrics QualityReport score. Ours, the
   `copulas` engine (GaussianMultivariate, beta marginals, through our
-  interface) and SDV's GaussianCopulaSynthesizer. Target: ours >= 0.90
-  (SDV's reference: 0.869).
+  interface) and SDV's GaussianCopulaSynthesizer, interleaved (ours, copulas,
+  SDV, ours, ...) for ``--repeats`` rounds (sample seed = round; SDV seeds its
+  own sampling, so its rounds agree); medians compared. Target: ours >= 0.90.
 - quality on the demo generator's tape (10k loans, with the inequality and
   fixed-combination constraints), ours only; constraint violations counted.
 - conditional fidelity on the demo book (10k loans): for each product, 5k rows
@@ -17,15 +18,21 @@ Cases (each in a fresh subprocess, so its time and peak RSS are its own):
   for the default (segmented) engine and the single Gaussian copula; and a
   requested 20% default rate at 10k rows, for the book and for mortgages only.
 - speed at 100k rows x 54 columns (the tape resampled with replacement): fit +
-  sample 100k. Ours (the default, segmented engine; the single copula it
-  builds on is shown too) against the target (< 3 s), the `copulas` library's
-  GaussianMultivariate on the 42 numeric columns (median-filled, beta
-  marginals), and SDV on all columns with ``--with-sdv-100k`` (about 2 minutes).
-- scale: 1M rows x 54 columns fit + sample, peak RSS against 4 GB.
+  sample 100k, interleaved rounds of ours (the default, segmented engine), the
+  single copula it builds on, the `copulas` library's GaussianMultivariate on
+  the numeric columns (median-filled, beta marginals) and SDV's
+  GaussianCopulaSynthesizer on all columns (about 1.5-2 minutes a round on the
+  2-core machine). Medians of ``--repeats`` rounds; the ratios are peer median
+  / our median. Target: ours < 3 s.
+- scale: 1M rows x 54 columns fit + sample, peak RSS against 4 GB (ours only).
 
-``--quick`` shrinks the scale case to 200k rows for a faster check. Times on the shared 2-core machine are indicative.
+No figure here is quoted: every peer is installed by the ``[bench]`` extra and
+measured in the same run. ``--skip-sdv`` leaves SDV out (its figures then print
+as not measured, with no ratio); ``--quick`` shrinks the scale case to 200k rows;
+``--only`` runs some groups (quality, demo, segments, speed, scale). Times on
+the shared 2-core machine are indicative; the header prints the load.
 
-Run: ``.venv/bin/python benchmarks/bench_copula.py [--quick] [--with-sdv-100k]``.
+Run: ``.venv/bin/python benchmarks/bench_copula.py [--quick] [--skip-sdv] [--repeats 3] [--only speed ...]``.
 """
 
 from __future__ import annotations
@@ -42,12 +49,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from peers import interleave, median, print_header, spread, times, version  # noqa: E402
+
 TARGET_QUALITY = 0.90
 TARGET_SECONDS_100K = 3.0
 TARGET_PEAK_BYTES_1M = 4 * 1024**3
-REF_SDV_QUALITY = 0.869
-REF_SDV_SECONDS_100K = 133.0
-REF_COPULAS_SECONDS_100K = 6.4
+GROUPS = ("quality", "demo", "segments", "speed", "scale")
 TARGET_POSITIVE = ["Charged Off", "Late (31-120 days)"]
 DEMO_CONSTRAINTS = [
     {"type": "inequality", "low": "funded_amount", "high": "loan_amount"},
@@ -97,8 +104,8 @@ def _sdv_fit_sample(tape, schema, rows: int):
     return pl.from_pandas(synthetic), t1 - t0, t2 - t1
 
 
-def run_case(case: str, rows: int) -> dict:
-    """Run one case in this process and return its figures."""
+def run_case(case: str, rows: int, seed: int = 0) -> dict:
+    """Run one case in this process and return its figures (`seed`: the sample's, where the engine takes one)."""
     warnings.simplefilter("ignore")
     from models.quality.metrics import sdmetrics_quality
 
@@ -114,7 +121,7 @@ def run_case(case: str, rows: int) -> dict:
             engine = make_engine("credittwin" if case == "quality_ours" else "copulas")
             engine.fit(tape, schema)
             t1 = time.perf_counter()
-            synthetic = engine.sample(10_000, seed=0)
+            synthetic = engine.sample(10_000, seed=seed)
             fit_s, sample_s = t1 - t0, time.perf_counter() - t1
         full, full_schema = _loans()
         result.update(fit_s=fit_s, sample_s=sample_s, quality=sdmetrics_quality(full, synthetic, full_schema))
@@ -152,7 +159,7 @@ def run_case(case: str, rows: int) -> dict:
         # "ours" is the default engine (segmented); "plain" the single global copula it builds on.
         twin = (GaussianCopulaTwin() if case == "speed_plain" else make_engine("credittwin")).fit(tape, schema)
         t1 = time.perf_counter()
-        synthetic = twin.sample(rows, seed=0)
+        synthetic = twin.sample(rows, seed=seed)
         t2 = time.perf_counter()
         segmentation = twin.summary().get("segmentation")
         result.update(fit_s=t1 - t0, sample_s=t2 - t1, columns=synthetic.width, peak_bytes=_peak_bytes(),
@@ -197,7 +204,7 @@ def run_case(case: str, rows: int) -> dict:
         frame = tape.select(numeric).to_pandas().astype(float)
         frame = frame.fillna(frame.median())
         t0 = time.perf_counter()
-        model = GaussianMultivariate(distribution=BetaUnivariate, random_state=0)
+        model = GaussianMultivariate(distribution=BetaUnivariate, random_state=seed)
         model.fit(frame)
         t1 = time.perf_counter()
         model.sample(rows)
@@ -212,64 +219,58 @@ def run_case(case: str, rows: int) -> dict:
     return result
 
 
-def _spawn(case: str, rows: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--case", case, "--rows", str(rows)], capture_output=True, text=True,
-                          cwd=ROOT)
+def _spawn(case: str, rows: int, seed: int = 0) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--case", case, "--rows", str(rows), "--seed", str(seed)],
+                          capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         return {"case": case, "rows": rows, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _fmt(value, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
+def _ok(runs: list[dict]) -> tuple[list[dict], str | None]:
+    """The rounds that ran, and the first error when none did."""
+    good = [r for r in runs if "error" not in r]
+    return good, (None if good else runs[0]["error"] if runs else "not run")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a 200k-row scale case instead of 1M")
-    parser.add_argument("--with-sdv-100k", action="store_true", help="also time SDV at 100k rows (about 2 minutes)")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.case, args.rows)))
-        return
+def _median_of(runs: list[dict], key: str) -> float:
+    return median([r[key] for r in runs])
 
-    peer_rows = 10_000  # every engine learns the whole real tape; a subsample can leave a column single-valued
-    scale_rows = 200_000 if args.quick else 1_000_000
-    plan = [("quality_ours", 10_000), ("quality_copulas", peer_rows), ("quality_sdv", peer_rows), ("demo_ours", 10_000),
-            ("segments_plain", 10_000), ("segments_ours", 10_000),
-            ("speed_ours", 100_000), ("speed_plain", 100_000), ("speed_copulas", 100_000)]
-    if args.with_sdv_100k:
-        plan.append(("speed_sdv", 100_000))
-    plan.append(("scale_ours", scale_rows))
-    results = {}
-    for case, rows in plan:
-        print(f"running {case} ({rows:,} rows) ...", file=sys.stderr, flush=True)
-        results[case] = _spawn(case, rows)
 
-    print("\nQuality: SDMetrics QualityReport on loans_full_schema (10k real rows, 54 modelled columns), 10k sampled")
-    print(f"{'engine':<34}{'train rows':>11}{'fit s':>9}{'sample s':>10}{'quality':>9}{'vs target':>11}{'vs SDV':>9}")
-    sdv_q = results["quality_sdv"].get("quality")
+def _quality(results: dict[str, list[dict]], repeats: int, skip_sdv: bool) -> None:
+    print(f"Quality: SDMetrics QualityReport on loans_full_schema (10k real rows, 54 modelled columns), 10k sampled; "
+          f"medians of {repeats} interleaved round(s)")
+    print(f"{'engine':<34}{'fit s':>8}{'sample s':>10}{'quality':>9}{'rounds':>24}{'vs target':>11}{'vs SDV':>9}")
+    sdv, _ = _ok(results.get("quality_sdv", []))
+    sdv_q = _median_of(sdv, "quality") if sdv else None
     for case, label in (("quality_ours", "credittwin (ours)"), ("quality_copulas", "copulas engine (beta marginals)"),
                         ("quality_sdv", "SDV GaussianCopulaSynthesizer")):
-        r = results[case]
-        if "error" in r:
-            print(f"{label:<34} error: {r['error']}")
+        if case == "quality_sdv" and skip_sdv:
+            print(f"{label:<34} not measured (run without --skip-sdv)")
             continue
-        vs_sdv = r["quality"] - sdv_q if sdv_q is not None else None
-        print(f"{label:<34}{r['rows']:>11,}{r['fit_s']:>9.2f}{r['sample_s']:>10.2f}{r['quality']:>9.3f}"
-              f"{r['quality'] - TARGET_QUALITY:>+11.3f}{_fmt(vs_sdv, '+.3f'):>9}")
-    print(f"(target >= {TARGET_QUALITY}; SDV reference on this machine: {REF_SDV_QUALITY})")
+        runs, error = _ok(results[case])
+        if error:
+            print(f"{label:<34} error: {error}")
+            continue
+        q = _median_of(runs, "quality")
+        vs_sdv = "-" if sdv_q is None or case == "quality_sdv" else f"{q - sdv_q:+.3f}"
+        print(f"{label:<34}{_median_of(runs, 'fit_s'):>8.2f}{_median_of(runs, 'sample_s'):>10.2f}{q:>9.3f}"
+              f"{spread([r['quality'] for r in runs], '.3f'):>24}{q - TARGET_QUALITY:>+11.3f}{vs_sdv:>9}")
+    print(f"(target >= {TARGET_QUALITY})\n")
 
-    d = results["demo_ours"]
-    if "error" not in d:
-        print(f"\nDemo tape, 10k loans with constraints: fit {d['fit_s']:.2f} s, sample {d['sample_s']:.2f} s, "
-              f"quality {d['quality']:.3f}, constraint violations {d['violations']}, "
-              f"requested 12% default rate (mortgages only) -> {d['conditioned_rate']:.4f}, "
-              f"fidelity check passed={d['fidelity_passed']} (corr diff {d['correlation_diff']:.3f}, worst {d['worst']})")
 
-    print("\nConditional fidelity on the demo book (10k loans): 5k rows sampled with product fixed (and with the"
+def _demo(d: dict) -> None:
+    if "error" in d:
+        print(f"Demo tape: error: {d['error']}\n")
+        return
+    print(f"Demo tape, 10k loans with constraints: fit {d['fit_s']:.2f} s, sample {d['sample_s']:.2f} s, "
+          f"quality {d['quality']:.3f}, constraint violations {d['violations']}, "
+          f"requested 12% default rate (mortgages only) -> {d['conditioned_rate']:.4f}, "
+          f"fidelity check passed={d['fidelity_passed']} (corr diff {d['correlation_diff']:.3f}, worst {d['worst']})\n")
+
+
+def _segments(results: dict[str, dict]) -> None:
+    print("Conditional fidelity on the demo book (10k loans): 5k rows sampled with product fixed (and with the"
           " product's real default rate) against that product's real rows; compare_tables KS/TV <= 0.1, corr <= 0.1")
     print(f"{'engine':<26}{'product':<10}{'fixed: pass':>12}{'worst column':>26}{'+ rate: pass':>14}{'worst column':>26}")
     for case, label in (("segments_plain", "single copula"), ("segments_ours", "credittwin (segmented)")):
@@ -282,37 +283,88 @@ def main() -> None:
                   f"{str(rated['passed']):>14}{rated['worst'][0] + ' ' + str(rated['worst'][1]):>26}")
         print(f"{label:<26}requested default rate 0.2 at 10k: book {r['rates']['book']:.4f}, "
               f"mortgages only {r['rates']['mortgage']:.4f} (target within 0.005)")
+    print()
 
-    print("\nSpeed: fit + sample 100k rows (loans tape resampled to 100k)")
-    print("(columns: modelled columns; ours and SDV also regenerate the id column)")
-    print(f"{'engine':<40}{'columns':>8}{'fit s':>9}{'sample s':>10}{'total s':>9}{'ours faster':>13}")
-    ours = results["speed_ours"]
-    ours_total = ours.get("fit_s", 0) + ours.get("sample_s", 0)
+
+def _speed(results: dict[str, list[dict]], repeats: int, skip_sdv: bool) -> None:
+    print(f"Speed: fit + sample 100k rows (loans tape resampled to 100k); medians of {repeats} interleaved round(s)")
+    print("(columns: modelled columns; ours and SDV also regenerate the id column; ratio: peer median / ours median)")
+    print(f"{'engine':<40}{'columns':>8}{'fit s':>9}{'sample s':>10}{'total s':>9}{'rounds (total s)':>26}"
+          f"{'ours faster':>13}")
+    ours, error = _ok(results["speed_ours"])
+    ours_total = median([r["fit_s"] + r["sample_s"] for r in ours]) if ours else None
     for case, label in (("speed_ours", "credittwin (ours, segmented)"), ("speed_plain", "credittwin single copula"),
                         ("speed_copulas", "copulas GaussianMultivariate (numeric)"),
                         ("speed_sdv", "SDV GaussianCopulaSynthesizer")):
-        r = results.get(case)
-        if r is None:
-            ref = REF_SDV_SECONDS_100K
-            print(f"{label:<40}{'54':>8}{'-':>9}{'-':>10}{'-':>9}{ref / ours_total:>12.0f}x (reference {ref:.0f} s; "
-                  "run with --with-sdv-100k)")
+        if case == "speed_sdv" and skip_sdv:
+            print(f"{label:<40} not measured (run without --skip-sdv)")
             continue
-        if "error" in r:
-            print(f"{label:<40} error: {r['error']}")
+        runs, error = _ok(results[case])
+        if error:
+            print(f"{label:<40} error: {error}")
             continue
-        total = r["fit_s"] + r["sample_s"]
-        print(f"{label:<40}{r.get('columns', 55) - (1 if case != 'speed_copulas' else 0):>8}{r['fit_s']:>9.2f}{r['sample_s']:>10.2f}{total:>9.2f}"
-              f"{total / ours_total:>12.1f}x")
-    print(f"(target: ours < {TARGET_SECONDS_100K} s -> {ours_total:.2f} s, {TARGET_SECONDS_100K / ours_total:.2f}x under; "
-          f"references: copulas {REF_COPULAS_SECONDS_100K} s on 42 numeric columns, SDV {REF_SDV_SECONDS_100K} s)")
+        totals = [r["fit_s"] + r["sample_s"] for r in runs]
+        total = median(totals)
+        columns = runs[0].get("columns", 55) - (0 if case == "speed_copulas" else 1)
+        ratio = "-" if case in ("speed_ours", "speed_plain") or ours_total is None else times(total, ours_total)
+        print(f"{label:<40}{columns:>8}{_median_of(runs, 'fit_s'):>9.2f}{_median_of(runs, 'sample_s'):>10.2f}"
+              f"{total:>9.2f}{spread(totals):>26}{ratio:>13}")
+    if ours_total is not None:
+        verdict = "met" if ours_total < TARGET_SECONDS_100K else "MISSED"
+        print(f"(target: ours < {TARGET_SECONDS_100K} s -> {ours_total:.2f} s median, {verdict}; "
+              f"ratio to target {ours_total / TARGET_SECONDS_100K:.2f})")
+    if repeats < 3:
+        print("(fewer than 3 rounds: the ratios are indicative only)")
+    print()
 
-    s = results["scale_ours"]
+
+def _scale(s: dict) -> None:
     if "error" in s:
-        print(f"\nScale: error: {s['error']}")
-    else:
-        print(f"\nScale: {s['rows']:,} rows x {s['columns']} columns: fit {s['fit_s']:.2f} s, sample {s['sample_s']:.2f} s, "
-              f"peak RSS {s['peak_bytes'] / 1024**3:.2f} GiB (after loading the tape {s['peak_after_load_bytes'] / 1024**3:.2f} GiB), "
-              f"target < 4 GiB -> {TARGET_PEAK_BYTES_1M / s['peak_bytes']:.2f}x under")
+        print(f"Scale: error: {s['error']}")
+        return
+    print(f"Scale: {s['rows']:,} rows x {s['columns']} columns: fit {s['fit_s']:.2f} s, sample {s['sample_s']:.2f} s, "
+          f"peak RSS {s['peak_bytes'] / 1024**3:.2f} GiB (after loading the tape {s['peak_after_load_bytes'] / 1024**3:.2f} GiB), "
+          f"target < 4 GiB -> {TARGET_PEAK_BYTES_1M / s['peak_bytes']:.2f}x under")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a 200k-row scale case instead of 1M")
+    parser.add_argument("--skip-sdv", action="store_true", help="leave SDV out (about 2 minutes a round at 100k)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of ours and the peers (median)")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS), help="groups of cases to run")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.rows, args.seed)))
+        return
+
+    repeats = max(1, args.repeats)
+    with_peers = {"quality", "speed"} & set(args.only)
+    measured = [f"{version('copulas')} (GaussianMultivariate; also through our `copulas` engine)"] if with_peers else []
+    if with_peers and not args.skip_sdv:
+        measured.append(f"{version('sdv')} (GaussianCopulaSynthesizer)")
+    print_header(f"bench_copula: groups {', '.join(args.only)}; {repeats} round(s)", measured=measured)
+
+    def rounds(cases: list[str], rows: int) -> dict[str, list[dict]]:
+        # every engine learns the whole real tape (a subsample can leave a column single-valued)
+        return interleave({c: (lambda seed, c=c: _spawn(c, rows, seed)) for c in cases}, repeats)
+
+    sdv = [] if args.skip_sdv else ["sdv"]
+    if "quality" in args.only:
+        _quality(rounds(["quality_ours", "quality_copulas", *[f"quality_{p}" for p in sdv]], 10_000), repeats,
+                 args.skip_sdv)
+    if "demo" in args.only:
+        _demo(_spawn("demo_ours", 10_000))
+    if "segments" in args.only:
+        _segments({case: _spawn(case, 10_000) for case in ("segments_plain", "segments_ours")})
+    if "speed" in args.only:
+        _speed(rounds(["speed_ours", "speed_plain", "speed_copulas", *[f"speed_{p}" for p in sdv]], 100_000), repeats,
+               args.skip_sdv)
+    if "scale" in args.only:
+        _scale(_spawn("scale_ours", 200_000 if args.quick else 1_000_000))
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ Run: ``.venv/bin/python benchmarks/bench_corpus.py [--only TENANT ...]``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from peers import print_header  # noqa: E402
 
 from tests.corpus import CORPUS, run_end_to_end  # noqa: E402
 
@@ -35,8 +35,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="tenants of the corpus to run (default: all)")
     args = parser.parse_args()
+    print_header("bench_corpus: the real-tape corpus end to end")
     tapes = [t for t in CORPUS if not args.only or t.tenant in args.only]
-    print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}, {date.today()}")
     header = ("tape", "rows", "cols", "seconds", "verdict", "quality", "utility", "k", "l", "exact", "dcr_share", "mia_auc")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import print_header  # noqa: E402
+
 from models.twin.copula import GaussianCopulaTwin  # noqa: E402
 from models.tape.demo import generate_portfolio  # noqa: E402
 from models.twin.dp import DPGaussianCopula, OpacusDPHook, bound_units, plan_dp_copula, plan_dpsgd  # noqa: E402
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--loans", type=int, default=None, help="loans in the curve's book (default 50,000)")
     parser.add_argument("--repeats", type=int, default=1, help="DP fits per epsilon (the noise differs each fit)")
     args = parser.parse_args()
+    print_header("bench_dp: DP copula quality against epsilon, DP-SGD on the cascade")
     # dp-accounting logs every RDP order it cannot evaluate at small sampling rates; the epsilon is still valid.
     logging.getLogger("absl").setLevel(logging.ERROR)
     n_loans = args.loans or (10_000 if args.quick else 50_000)

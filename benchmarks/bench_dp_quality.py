@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import print_header  # noqa: E402
+
 import polars as pl  # noqa: E402
 
 from models.twin.copula import GaussianCopulaTwin  # noqa: E402
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--large", type=int, default=50_000)
     args = parser.parse_args()
+    print_header("bench_dp_quality: the DP twin on ISLR Default with only privacy.epsilon set")
     loans = real_tape()
     tables = [(f"ISLR Default, {loans.height} loans", loans)]
     if args.large:

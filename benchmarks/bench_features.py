@@ -24,6 +24,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import print_header  # noqa: E402
+
 from models.tape.features import build_features  # noqa: E402
 from models.tape.schema import infer_schema  # noqa: E402
 
@@ -85,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k loans instead of 1M")
     args = parser.parse_args()
+    print_header(f"bench_features: loan features and GX validation, {'100k' if args.quick else '1M'} loans x 24 months")
     n_loans = 100_000 if args.quick else 1_000_000
 
     t0 = time.perf_counter()
@@ -124,7 +127,7 @@ def main() -> None:
         ("validate_loan_tape (+ history gaps)", f"{sum(o.passed for o in outcomes_perf)}/{len(outcomes_perf)} passed",
          gx_perf_s, None),
     ]
-    print(f"\nloans={n_loans:,} history rows={history.height:,} features shape={features.shape}")
+    print(f"loans={n_loans:,} history rows={history.height:,} features shape={features.shape}")
     print(f"{'step':38} {'what':30} {'time s':>8} {'target s':>9} {'ratio':>7}")
     for name, what, seconds, target in rows:
         ratio = f"{seconds / target:.2f}" if target else "-"

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from peers import print_header
+
 TARGET_SECONDS_1M = 10.0
 TARGET_MEMORY_RATIO = 3.0
 
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=None, help="size of the big CSV in GB")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the tape timed against the 10 s target")
     args = parser.parse_args()
+    print_header("bench_ingest: read_table time and peak memory")
     big_gb = args.gb if args.gb is not None else (0.2 if args.quick else 1.0)
     mib = 1024 * 1024
     rows_out = []

@@ -34,6 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import print_header  # noqa: E402
+
 from models.privacy.accounting import MechanismSpec, rdp_curve  # noqa: E402
 from models.privacy.errors import BudgetExceededError  # noqa: E402
 from resources.ledger import IdempotencyKey, PrivacyLedger, default_ledger_url  # noqa: E402
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("CREDITTWIN_TEST_PG_URL",
                                                            "postgresql://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args()
+    print_header("bench_ledger: privacy ledger charge latency and a concurrent race")
     charges = 50 if args.quick else 200
 
     start = time.perf_counter()

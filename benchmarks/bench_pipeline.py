@@ -22,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from peers import print_header  # noqa: E402
+
 
 def ingest_and_features(n_loans: int, *, with_history: bool = True) -> dict[str, float]:
     from models.tape.demo import generate_portfolio, write_landing
@@ -69,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k loans instead of 1M")
     args = parser.parse_args()
+    print_header(f"bench_pipeline: ingest + features ({'100k' if args.quick else '1M'} loans) and credittwin demo end to end")
     n = 100_000 if args.quick else 1_000_000
     print(f"{'case':<52} {'figure':>12} {'target':>10} {'ratio':>7}")
     for with_history in (False, True):

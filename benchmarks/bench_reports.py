@@ -33,6 +33,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import print_header  # noqa: E402
+
 from models.tape.demo import generate_portfolio  # noqa: E402
 from models.tape.schema import infer_schema  # noqa: E402
 
@@ -62,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k rows only")
     args = parser.parse_args()
+    print_header("bench_reports: validation report, PD models and scoring")
     from models.risk.serving import score_book
     from models.risk.training import train_pd_models
     from models.quality.validation import build_validation_report

@@ -42,6 +42,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from peers import print_header  # noqa: E402
+
 BIN = Path(sys.executable).parent
 MODES = ("in_process", "multiprocess", "celery-1", "celery-2")
 # Fewer attacks keep the audit quick; the policy's margins stay the production defaults.
@@ -264,10 +267,9 @@ def main() -> None:
     months = args.months or (6 if args.quick else 24)
     cascade = SMALL_CASCADE if args.quick else {}
 
-    print(f"bench_scale: {tenants} tenants x {loans:,} loans x {months} months per mode; {args.repeats} repeat(s)"
-          f"{' (one measurement per mode, no median)' if args.repeats == 1 else ', median shown'}; "
-          f"{args.parallel_runs} runs at once in the parallel modes; cascade {cascade or 'production defaults'}")
-    print(f"machine: {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; Python {sys.version.split()[0]}")
+    print_header(f"bench_scale: {tenants} tenants x {loans:,} loans x {months} months per mode; {args.repeats} repeat(s)"
+                 f"{' (one measurement per mode, no median)' if args.repeats == 1 else ', median shown'}; "
+                 f"{args.parallel_runs} runs at once in the parallel modes; cascade {cascade or 'production defaults'}")
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="credittwin-bench-scale-")))
         pg = stack.enter_context(fresh_database(args.pg_url, "dagster"))

@@ -13,9 +13,13 @@ time inside the model is printed beside the engine's own share.
 A second row per size swaps in a NumPy logistic model (four features), whose
 predict costs next to nothing, to show the engine's own cost.
 
-Target: 50k loans x 3 scenarios in under 0.5 s. Reference: a comparable
-platform reports about 5 s for the same job on 4 vCPUs; the ratio printed is
-our median / 5 s (lower is better). The 1M-loan run is for information.
+Target: 50k loans x 3 scenarios in under 0.5 s. The 1M-loan run is for
+information.
+
+Quoted, not measured: "a comparable platform reports about 5 s for the same
+job on 4 vCPUs", the figure the issue that set the 0.5 s target cites. The
+platform is not named and cannot be installed here, and no installable library
+runs these scenarios, so the figure is printed as quoted, with no ratio.
 
     .venv/bin/python benchmarks/bench_stress.py            # 50k (5 runs) and 1M (3 runs)
     .venv/bin/python benchmarks/bench_stress.py --quick    # 50k only
@@ -24,7 +28,6 @@ our median / 5 s (lower is better). The 1M-loan run is for information.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,11 +37,14 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from peers import Quoted, print_header  # noqa: E402
+
 from models.tape.demo import generate_portfolio  # noqa: E402
 from models.risk.stress import StressConfig, render_stress_pdf, run_stress  # noqa: E402
 
 TARGET_S = 0.5
-REFERENCE_S = 5.0  # a comparable platform, 50k loans, three scenarios, 4 vCPU
+QUOTED_PEER = Quoted("a comparable platform, 50k loans x 3 scenarios on 4 vCPU", "about 5 s",
+                     "the issue that set the 0.5 s target; platform not named, cannot be installed here")
 TARGET_LOANS = 50_000
 CATEGORICAL = {
     "product": ["mortgage", "auto", "personal", "card"],
@@ -140,15 +146,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50k loans only")
     parser.add_argument("--trees", type=int, default=60, help="LightGBM trees (default 60, 15 leaves each)")
     args = parser.parse_args()
+    print_header("bench_stress: " + ("50k loans" if args.quick else "50k and 1M loans"), quoted=[QUOTED_PEER])
 
     t0 = time.perf_counter()
     book = generate_portfolio(TARGET_LOANS, seed=11).loans
     t1 = time.perf_counter()
     booster, auc = train_model(book, trees=args.trees)
     t2 = time.perf_counter()
-    print(f"\ndemo book of {TARGET_LOANS:,} loans in {t1 - t0:.1f} s; LightGBM PD model: {booster.num_trees()} trees "
-          f"trained on {int(0.8 * TARGET_LOANS):,} loans in {t2 - t1:.1f} s; holdout AUC {auc:.3f}; "
-          f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"demo book of {TARGET_LOANS:,} loans in {t1 - t0:.1f} s; LightGBM PD model: {booster.num_trees()} trees "
+          f"trained on {int(0.8 * TARGET_LOANS):,} loans in {t2 - t1:.1f} s; holdout AUC {auc:.3f}")
 
     logistic = LogisticPD(book)
     cases = [("50k, 3 built-in scenarios", book, booster, 5, True),
@@ -158,7 +164,7 @@ def main() -> None:
         cases += [("1M, 3 built-in scenarios", big, booster, 3, False), ("1M, NumPy logistic model", big, logistic, 3, False)]
 
     header = (f"{'case':28} {'loans':>9} {'median s':>9} {'best s':>7} {'model s':>8} {'engine s':>9} {'calls':>5} "
-              f"{'target':>7} {'ratio':>6} {'vs 5 s':>7} {'charts s':>9} {'pdf s':>6}")
+              f"{'target':>7} {'ratio':>6} {'charts s':>9} {'pdf s':>6}")
     print(header)
     print("-" * len(header))
     results = []
@@ -167,18 +173,16 @@ def main() -> None:
         results.append((name, f))
         target = f"{TARGET_S:.1f}" if has_target else "-"
         ratio = f"{f['median_s'] / TARGET_S:.2f}" if has_target else "-"
-        versus = f"{f['median_s'] / REFERENCE_S:.3f}" if has_target else "-"
         print(f"{name:28} {f['loans']:>9,} {f['median_s']:9.3f} {f['best_s']:7.3f} {f['model_s']:8.3f} "
-              f"{f['median_s'] - f['model_s']:9.3f} {f['calls']:5.0f} {target:>7} {ratio:>6} {versus:>7} "
+              f"{f['median_s'] - f['model_s']:9.3f} {f['calls']:5.0f} {target:>7} {ratio:>6} "
               f"{f['charts_s']:9.2f} {f['pdf_s']:6.2f}")
     print("\nloss rate (EL / exposure, all loans) and capped loans in severely adverse:")
     for name, f in results:
         print(f"  {name:28} baseline {100 * f['loss_baseline']:.2f} %  adverse {100 * f['loss_adverse']:.2f} %  "
               f"severely adverse {100 * f['loss_severely_adverse']:.2f} %  capped {f['capped']:,}")
     f = results[0][1]
-    print(f"\n50k: {f['median_s']:.3f} s median against the {TARGET_S} s target (ratio {f['median_s'] / TARGET_S:.2f}) "
-          f"and {REFERENCE_S:.0f} s reported by a comparable platform on 4 vCPU "
-          f"({REFERENCE_S / f['median_s']:.1f}x faster); model predict {100 * f['model_s'] / f['median_s']:.0f} % of it.")
+    print(f"\n50k: {f['median_s']:.3f} s median against the {TARGET_S} s target (ratio {f['median_s'] / TARGET_S:.2f}); "
+          f"model predict {100 * f['model_s'] / f['median_s']:.0f} % of it. Peer: {QUOTED_PEER.figure}, quoted only.")
     print("loans per second at 50k:", f"{TARGET_LOANS * 3 / f['median_s']:,.0f} loan-scenarios")
 
 
