@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from peers import print_header  # noqa: E402
+from resources.sqlstore import scratch_database  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MODES = ("in_process", "multiprocess", "celery-1", "celery-2")
@@ -60,26 +61,6 @@ QUICK_POLICY = {
 SMALL_CASCADE = {"epochs": 4, "hidden_size": 16}
 READY_S = 180
 RUN_CAP_S = 4 * 3600
-
-
-@contextmanager
-def fresh_database(server_url: str, label: str):
-    """A new PostgreSQL database on `server_url` (psycopg2 URL), dropped on exit."""
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    name = f"credittwin_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 @contextmanager
@@ -272,8 +253,8 @@ def main() -> None:
                  f"{args.parallel_runs} runs at once in the parallel modes; cascade {cascade or 'production defaults'}")
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="credittwin-bench-scale-")))
-        pg = stack.enter_context(fresh_database(args.pg_url, "dagster"))
-        mlflow = stack.enter_context(fresh_database(args.pg_url, "mlflow"))
+        pg = stack.enter_context(scratch_database(args.pg_url, "credittwin_bench_dagster"))
+        mlflow = stack.enter_context(scratch_database(args.pg_url, "credittwin_bench_mlflow"))
         prefix = stack.enter_context(redis_prefix(args.broker_url))
         uploads = write_uploads(root / "uploads", tenants, loans, months, QUICK_POLICY if args.quick else {"audit": AUDIT})
         run_config = root / "run_config.yaml"

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -307,3 +308,34 @@ class SqlStore:
                 command.upgrade(config, "head")
 
         self._run(None, "migrating its tables", upgrade)
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str = "credittwin_scratch") -> Iterator[str]:
+    """A new, empty PostgreSQL database on `server_url`, dropped (its sessions ended) on exit; yields its URL.
+
+    For the tests and benchmarks that need an isolated Dagster instance, ledger or
+    MLflow store. The URL names the psycopg2 driver explicitly: SQLAlchemy 2.1
+    defaults to psycopg 3, whose server-side parameters dagster-postgres' SQL does
+    not accept.
+    """
+    import uuid
+
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()

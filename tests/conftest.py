@@ -183,29 +183,11 @@ def pg_server_url() -> str:
 
 @pytest.fixture
 def pg_database(pg_server_url: str):
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards (`resources.sqlstore.scratch_database`)."""
+    from resources.sqlstore import scratch_database
 
-    The URL names the psycopg2 driver explicitly: SQLAlchemy 2.1 defaults to
-    psycopg 3, whose server-side parameters dagster-postgres' SQL does not accept.
-    """
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    name = f"credittwin_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(pg_server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+    with scratch_database(pg_server_url, "credittwin_test") as url:
+        yield url
 
 
 S3_CREDENTIALS = {"key": "credittwin-test", "secret": "credittwin-test"}

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -40,6 +39,7 @@ import yaml
 from assets.policies import DEFAULT_QUEUE, TRAINING_QUEUE
 from models.results import Certificate
 from models.tape.demo import generate_portfolio, write_landing
+from resources.sqlstore import scratch_database
 from resources.storage import read_current
 from tests.conftest import CLI, REPO, relax_audit
 
@@ -96,26 +96,6 @@ def redis_prefix():
         if keys:
             client.delete(*keys)
         client.close()
-
-
-@contextmanager
-def _database(server_url: str):
-    """A second fresh database (MLflow keeps its Alembic version table under the name Dagster uses), dropped after."""
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    name = f"credittwin_mlflow_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 def _dagster_home(home: Path, instance_file: Path, pg_url: str | None = None) -> Path:
@@ -249,7 +229,8 @@ def test_two_tenants_run_on_two_celery_workers_and_match_an_in_process_run(
                  "DAGSTER_HOME": str(reference_home)}
     suffix = uuid.uuid4().hex[:6]
     names = {TRAINING_QUEUE: f"trainer-{suffix}", DEFAULT_QUEUE: f"general-{suffix}"}
-    with _database(pg_server_url) as mlflow_url:
+    # a second database: MLflow keeps its Alembic version table under the name Dagster uses
+    with scratch_database(pg_server_url, "credittwin_mlflow") as mlflow_url:
         deployment = {
             **common,
             "CREDITTWIN_DATA_DIR": str(celery_root / "data"),

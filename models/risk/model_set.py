@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import NotFittedError
+from models.files import dumps
 from models.risk.calibration import Calibrator
 from models.risk.evaluation import Evaluation, registration_gate
 from models.risk.features import FeaturePipeline
@@ -174,22 +175,6 @@ class PDModelSet:
         return save_pd_model(self, folder)
 
 
-def _json(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in a JSON document")
-
-
 def _clean(value: Any) -> Any:
     """NaN and infinities become None so documents stay strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -234,11 +219,11 @@ def save_pd_model(model: PDModelSet, folder: Path) -> Path:
         "settings": model.settings,
         "reference": model.reference,
     }
-    (folder / MODEL_FILE).write_text(_json(_clean(document)), encoding="utf-8")
+    (folder / MODEL_FILE).write_text(dumps(_clean(document)), encoding="utf-8")
     (folder / LIGHTGBM_FILE).write_text(model.lightgbm.booster.model_to_string(), encoding="utf-8")
     with open(folder / CALIBRATION_FILE, "wb") as handle:
         np.savez(handle, **arrays)
-    (folder / POINTS_FILE).write_text(_json(_clean(model.scorecard.points_table())), encoding="utf-8")
+    (folder / POINTS_FILE).write_text(dumps(_clean(model.scorecard.points_table())), encoding="utf-8")
     return folder
 
 
