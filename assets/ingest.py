@@ -7,14 +7,13 @@ import dagster as dg
 
 from models.errors import CreditTwinError
 from models.files import dumps
-from models.tape.loan_tape import find_upload, landing_folder, read_tape
+from models.tape.loan_tape import read_tape
 from models.tape.tenant import TENANT_FILE, validate_tenant_id
 from assets.common import tenant_check
 from assets.policies import EXTERNAL_SERVICE_RETRY
 from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings, ExpectationsResource
 from resources.ledger import PrivacyLedgerResource
-from resources.landing import clear_rejections, write_rejection
 from models.results import LoanFeatures, TapeSplit
 
 # Fixed check names produced by resources.expectations.validate_loan_tape; blocking ones stop the graph.
@@ -84,11 +83,12 @@ def raw_loan_tape(
     only sees the folder learns what to fix; a refused tape stores nothing and the last good one stays current.
     """
     tenant = validate_tenant_id(context.partition_key)
-    with _rejected_into(None, tenant, "upload"):  # no note: the folder itself is refused
-        folder = landing_folder(settings.landing_dir, tenant)
-    with _rejected_into(folder, tenant, "upload"):
-        upload = find_upload(folder, tenant)
-    with _rejected_into(folder, tenant, upload.loans.name):
+    zone = settings.landing()
+    with _rejected_into(None, tenant, "upload"):  # no note: the folder itself is refused (missing, or a link)
+        zone.require_folder(tenant)
+    with _rejected_into(zone, tenant, "upload"):
+        upload = zone.upload(tenant)
+    with _rejected_into(zone, tenant, upload.loans.name):
         tape = read_tape(upload)
     outcomes = expectations.validate_tape(tape)
     checks = [
@@ -102,10 +102,10 @@ def raw_loan_tape(
     if failed_blocking:
         # Record the failed checks (with their failing examples) before failing, so the UI shows them.
         yield from checks
-        _refuse_unusable(folder, tenant, upload, tape, failed_blocking)
-    with _rejected_into(folder, tenant, TENANT_FILE):
+        _refuse_unusable(zone, tenant, upload, tape, failed_blocking)
+    with _rejected_into(zone, tenant, TENANT_FILE):
         budget = _ensure_budget(privacy_ledger, tenant, tape)
-    clear_rejections(folder)
+    zone.clear_rejections(tenant)
     split = TapeSplit(
         loans=tape.loans, performance=tape.performance, schema=tape.schema, tenant_config=tape.config,
         ingest={**tape.reports, "upload_sha256": tape.upload_sha256, "files": [p.name for p in upload.files]},
@@ -116,18 +116,18 @@ def raw_loan_tape(
 
 
 @contextmanager
-def _rejected_into(folder, tenant: str, file: str):
+def _rejected_into(zone, tenant: str, file: str):
     """Turn a CreditTwin error into a failure naming the tenant and file, noted in the tenant's landing folder.
 
-    Only into the tenant's own folder (`landing_folder` refuses links): a note written through a link would land
-    in another tenant's.
+    Only into the tenant's own folder (`LandingZone` refuses links): a note written through a link would land
+    in another tenant's. `zone` None: no note.
     """
     try:
         yield
     except CreditTwinError as error:
         error.with_context(tenant=tenant, file=file if file != "upload" else None)
-        if folder is not None:
-            write_rejection(folder, error.file or file, str(error))
+        if zone is not None:
+            zone.write_rejection(tenant, error.file or file, str(error))
         raise dg.Failure(
             description=str(error),
             metadata={"tenant": tenant, "file": error.file or file, "column": error.column or ""},
@@ -135,13 +135,13 @@ def _rejected_into(folder, tenant: str, file: str):
         ) from error
 
 
-def _refuse_unusable(folder, tenant: str, upload, tape, failed_blocking) -> None:
+def _refuse_unusable(zone, tenant: str, upload, tape, failed_blocking) -> None:
     """Fail on a tape a blocking expectation refused, with every reason, noted in the landing folder."""
     lines = [f"{o.check}: {o.description}" for o in failed_blocking]
     for key, names in tape.missing_columns.items():
         lines.append(f"tenant.yaml key '{key}' names missing column(s) {names}; correct the name or add the column")
     message = f"tenant '{tenant}', file '{upload.loans.name}': the tape is unusable: " + "; ".join(lines)
-    write_rejection(folder, upload.loans.name, message)
+    zone.write_rejection(tenant, upload.loans.name, message)
     raise dg.Failure(
         description=message,
         metadata={"tenant": tenant, "failed_checks": [o.check for o in failed_blocking]},

@@ -41,7 +41,6 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
     import dagster as dg
 
-    from models.tape.loan_tape import find_upload, landing_folder
     from models.tape.tenant import validate_tenant_id
     from pipelines.definitions import build_definitions
     from pipelines.jobs import SCOPE_TAG, TENANT_TAG, WHOLE_GRAPH
@@ -50,7 +49,7 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
 
     tenant = validate_tenant_id(tenant)
     # a clear error before any run starts; the folder is checked as the sensor checks it (a link is refused)
-    find_upload(landing_folder(settings.landing_dir, tenant), tenant)
+    settings.landing_zone().stamp(tenant)
     instance = _instance(settings)
     recover_dead_runs(instance, out=out)
     if not instance.has_dynamic_partition(tenants.name, tenant):
@@ -132,6 +131,8 @@ def _root_message(error) -> str:
 
 
 def cmd_demo(args, settings) -> int:
+    import tempfile
+
     from models.tape.demo import generate_portfolio, write_landing
     from models.tape.tenant import validate_tenant_id
     from resources.storage import safe_join
@@ -139,8 +140,14 @@ def cmd_demo(args, settings) -> int:
     tenant = validate_tenant_id(args.tenant)
     started = time.perf_counter()
     portfolio = generate_portfolio(args.loans, months=args.months, seed=args.seed, target_default_rate=args.default_rate)
-    folder = safe_join(settings.landing_dir, tenant)
-    written = write_landing(portfolio, folder, fmt=args.format)
+    zone = settings.landing_zone()
+    if zone.local:
+        folder = safe_join(zone.root.base, tenant)
+        written = write_landing(portfolio, folder, fmt=args.format)
+    else:  # written locally, then put into the tenant's prefix, the loans file last
+        with tempfile.TemporaryDirectory() as scratch:
+            written = write_landing(portfolio, Path(scratch), fmt=args.format)
+            folder = zone.publish(tenant, written)
     print(
         f"demo tenant '{tenant}': {portfolio.loans.height} loans, {portfolio.performance.height} monthly rows "
         f"written to {folder} in {time.perf_counter() - started:.1f}s ({', '.join(p.name for p in written)})"
@@ -482,11 +489,9 @@ def cmd_domains(args, settings) -> int:
 
     from models.twin.dp import domains_yaml
     from models.tape.ingest import ReadOptions, _head_text, _sniff_dialect
-    from models.tape.loan_tape import find_upload, landing_folder
     from models.tape.tenant import TenantConfig, load_tenant_config
 
-    folder = landing_folder(settings.landing_dir, args.tenant)
-    upload = find_upload(folder, args.tenant)
+    upload = settings.landing_zone().upload(args.tenant)
     config = load_tenant_config(upload.config, tenant=args.tenant) if upload.config else TenantConfig()
     if upload.loans.suffix == ".parquet":
         columns = list(pl.read_parquet_schema(upload.loans))

@@ -43,6 +43,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             alert_webhook_url=dg.EnvVar(settings.alert_webhook_url_var)
             if settings.alert_webhook_url_var
             else settings.alert_webhook_url,
+            landing_url=settings.landing_url,
             **storage,
         ),
         "io_manager": TenantStorageIOManager(data_dir=str(settings.data_dir), lineage_url=settings.lineage, **storage),

@@ -109,7 +109,7 @@ def build_regeneration_schedule(cron: str) -> dg.ScheduleDefinition:
 
         def has_upload(tenant: str) -> bool:
             try:
-                present = settings.tenant_landing(tenant).is_dir()
+                present = settings.landing().has_folder(tenant)
             except CreditTwinError:
                 present = False
             if not present:

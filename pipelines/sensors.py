@@ -2,29 +2,19 @@
 
 
 import json
-import time
 
 import dagster as dg
 
 from models.errors import CreditTwinError, InvalidTenantError
-from models.tape.loan_tape import find_upload, fingerprint, is_tenant_folder
+from models.tape.loan_tape import fingerprint
 from models.tape.tenant import load_tenant_config, validate_tenant_id
 from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TRIGGER_TAG, TENANT_TAG, UPLOAD_TAG, WHOLE_GRAPH, tenant_pipeline
 from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
-from resources.landing import REJECTED_SUFFIX, write_rejection
 
 INVALID_FOLDER_NOTE = "tenant-id"
 RAW_TAPE = dg.AssetKey("raw_loan_tape")
 IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-def _stat_key(paths) -> str:
-    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
-
-
-def _youngest_age(paths) -> float:
-    return min(time.time() - p.stat().st_mtime for p in paths)
 
 
 def ingested_upload(instance: dg.DagsterInstance, tenant: str) -> str | None:
@@ -43,42 +33,49 @@ def _run_in_progress(instance: dg.DagsterInstance, tenant: str) -> bool:
 
 
 def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettings) -> dg.SensorResult | dg.SkipReason:
-    """One pass over the landing zone; every tenant is handled on its own so one bad upload blocks nobody."""
-    landing = settings.landing_dir
+    """One pass over the landing zone (local or object storage); every tenant is handled on its own so one bad
+    upload blocks nobody. A listing decides whether an upload changed; only a changed, settled one is read."""
+    zone = settings.landing()
     settle_seconds = settings.sensor_settle_seconds
-    if not landing.is_dir():
-        return dg.SkipReason(f"landing zone {landing} does not exist yet")
+    try:
+        if not zone.exists():
+            return dg.SkipReason(f"landing zone {zone.url} does not exist yet")
+        entries = zone.entries()
+    except Exception as error:  # noqa: BLE001 - storage unreachable (botocore's errors are no OSError): a sensor
+        # never crashes on it, the next tick retries
+        context.log.warning(f"landing zone {zone.url} could not be listed ({type(error).__name__}: {error}); retrying next tick")
+        return dg.SkipReason(f"landing zone {zone.url} could not be listed: {type(error).__name__}")
     cursor: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(tenants.name))
     run_requests: list[dg.RunRequest] = []
     new_tenants: list[str] = []
-    for entry in sorted(landing.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or entry.name.endswith(REJECTED_SUFFIX):
-            continue
-        if not is_tenant_folder(entry):
+    for entry in entries:
+        if not entry.is_folder:
             # No rejection note: inside a link it would land in the folder the link points to.
             context.log.warning(f"landing zone: ignoring {entry.name!r}: only tenant folders (not links) belong here")
             continue
         try:
             tenant = validate_tenant_id(entry.name)
         except InvalidTenantError as error:
-            note = entry / (INVALID_FOLDER_NOTE + REJECTED_SUFFIX)
-            if not note.exists():
-                context.log.warning(f"landing zone: {error}")
-                write_rejection(entry, INVALID_FOLDER_NOTE, str(error))
+            try:
+                if not zone.has_rejection(entry.name, INVALID_FOLDER_NOTE):
+                    context.log.warning(f"landing zone: {error}")
+                    zone.write_rejection(entry.name, INVALID_FOLDER_NOTE, str(error))
+            except (CreditTwinError, OSError) as note_error:
+                context.log.warning(f"landing zone: {error} (no rejection note written: {note_error})")
             continue
         try:
-            upload = find_upload(entry, tenant)
-            stat_key = _stat_key(upload.files)
+            stamp = zone.stamp(tenant)
             previous = cursor.get(tenant, {})
-            if previous.get("stat") == stat_key:
+            if previous.get("stat") == stamp.key:
                 continue
-            if _youngest_age(upload.files) < settle_seconds:
+            if stamp.youngest_age_s < settle_seconds:
                 context.log.info(f"tenant '{tenant}': upload still changing; waiting {settle_seconds:.0f}s for it to settle")
                 continue
+            upload = zone.upload(tenant)
             upload_sha = fingerprint(upload)
             if previous.get("sha") == upload_sha:
-                cursor[tenant] = {"stat": stat_key, "sha": upload_sha}
+                cursor[tenant] = {"stat": stamp.key, "sha": upload_sha}
                 continue
             if tenant in known:
                 # `credittwin materialize`, the UI or a backfill may have processed the upload already
@@ -87,7 +84,7 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
                     continue
                 if ingested_upload(context.instance, tenant) == upload_sha:
                     context.log.info(f"tenant '{tenant}': upload {upload_sha[:12]} is already materialized; no run")
-                    cursor[tenant] = {"stat": stat_key, "sha": upload_sha}
+                    cursor[tenant] = {"stat": stamp.key, "sha": upload_sha}
                     continue
             if upload.config is not None:
                 load_tenant_config(upload.config, tenant=tenant)
@@ -96,15 +93,15 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
         except CreditTwinError as error:
             error.with_context(tenant=tenant)
             context.log.warning(f"landing zone: rejected upload: {error}")
-            write_rejection(entry, error.file or "upload", str(error))
             try:
-                cursor[tenant] = {"stat": _stat_key(find_upload(entry, tenant).files), "sha": ""}
-            except (CreditTwinError, OSError):
+                zone.write_rejection(tenant, error.file or "upload", str(error))
+                cursor[tenant] = {"stat": zone.stamp(tenant).key, "sha": ""}
+            except Exception:  # noqa: BLE001 - no note written (store failing): the next tick tries again
                 cursor.pop(tenant, None)
             continue
-        except OSError as error:
-            # A file vanished or was replaced between listing and reading: try again next tick.
-            context.log.info(f"tenant '{tenant}': upload changed while scanning ({error.__class__.__name__}); retrying next tick")
+        except Exception as error:  # noqa: BLE001 - one tenant's storage failure never stops the others
+            # A file vanished or was replaced between listing and reading, or the store failed: try again next tick.
+            context.log.info(f"tenant '{tenant}': upload changed or unreadable while scanning ({error.__class__.__name__}); retrying next tick")
             continue
         if tenant not in known:
             new_tenants.append(tenant)
@@ -115,7 +112,7 @@ def scan_landing(context: dg.SensorEvaluationContext, settings: CreditTwinSettin
                 tags={TENANT_TAG: tenant, UPLOAD_TAG: upload_sha, TRIGGER_TAG: "landing", SCOPE_TAG: WHOLE_GRAPH},
             )
         )
-        cursor[tenant] = {"stat": stat_key, "sha": upload_sha}
+        cursor[tenant] = {"stat": stamp.key, "sha": upload_sha}
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[tenants.build_add_request(new_tenants)] if new_tenants else [],

@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from models.tape.tenant import validate_tenant_id
-from resources.objectstore import LocalRoot, ObjectRoot, open_root, parse_storage_options, safe_join
+from resources.landing import LandingZone
+from resources.objectstore import LocalRoot, ObjectRoot, open_root, parse_storage_options
 
 
 class CreditTwinSettings(dg.ConfigurableResource):
@@ -39,19 +39,34 @@ class CreditTwinSettings(dg.ConfigurableResource):
     cache_dir: str | None = Field(
         default=None, description="Local folder for files downloaded from data_url. Default: <data_dir>/cache."
     )
+    landing_url: str | None = Field(
+        default=None,
+        description="The landing zone: a path or an fsspec URL. Default: landing under data_url when that is object "
+        "storage, else <data_dir>/landing.",
+    )
 
     @property
     def root(self) -> Path:
         return Path(self.data_dir).resolve()
 
+    def landing(self) -> LandingZone:
+        """The landing zone (`resources.landing.LandingZone`): local folder or object-store prefix."""
+        from resources.settings import landing_location
+
+        return LandingZone.at(
+            landing_location(self.landing_url, self.data_url, self.root),
+            storage_options=parse_storage_options(self.storage_options, "storage_options"),
+            stage_dir=self._cache / "landing",
+        )
+
     @property
-    def landing_dir(self) -> Path:
-        return self.root / "landing"
+    def _cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else self.root / "cache"
 
     def storage(self) -> LocalRoot | ObjectRoot:
         """Where outputs and paid releases are kept (`resources.objectstore.open_root`): data_url, else data_dir."""
         return open_root(self.data_url or self.data_dir, parse_storage_options(self.storage_options, "storage_options"),
-                         Path(self.cache_dir) if self.cache_dir else self.root / "cache")
+                         self._cache)
 
     def signing_key(self, tenant: str | None = None):
         """The certificate-signing key (`models.reports.certificate.load_signing_key`)."""
@@ -60,10 +75,6 @@ class CreditTwinSettings(dg.ConfigurableResource):
         return load_signing_key(
             self.signing_key_file, environment=self.environment, dev_key_dir=self.root / "keys", tenant=tenant
         )
-
-    def tenant_landing(self, tenant: str) -> Path:
-        """The landing folder of a validated tenant id."""
-        return safe_join(self.landing_dir, validate_tenant_id(tenant))
 
 
 class ExpectationsResource(dg.ConfigurableResource):

@@ -267,6 +267,29 @@ class ObjectRoot:
         full = self._full(rel).rstrip("/")
         return sorted(PurePosixPath(p).name for p in listed if p.rstrip("/") != full)
 
+    def listing(self, rel: str) -> dict[str, dict]:
+        """name -> fsspec listing entry (``type``, ``size``, ``ETag``, ``LastModified``, ...) of what lies directly
+        under `rel`; empty when there is nothing. Listings are never cached: other machines write too."""
+        full = self._full(rel).rstrip("/")
+        try:
+            listed = self.fs.ls(full, detail=True)
+        except FileNotFoundError:
+            return {}
+        out: dict[str, dict] = {}
+        for info in listed:
+            name = str(info.get("name", "")).rstrip("/")
+            if name and name != full:
+                out[PurePosixPath(name).name] = info
+        return out
+
+    def download(self, rel: str, target: Path) -> None:
+        """Stream object `rel` into the local file `target` (not read into memory whole)."""
+        self.fs.get_file(self._full(rel), str(target))
+
+    def upload(self, source: Path, rel: str) -> None:
+        """Stream the local file `source` into object `rel` (S3 shows it only once whole)."""
+        self.fs.put_file(str(source), self._full(rel))
+
     def remove(self, rel: str) -> None:
         """Delete `rel` and everything under it; nothing there is not an error."""
         try:

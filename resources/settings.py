@@ -57,6 +57,12 @@ Variables:
                           ``s3`` extra), ``gs://...``, ``file:///...`` or a
                           path (default: ``$CREDITTWIN_DATA_DIR``); see
                           docs/storage.md.
+    CREDITTWIN_LANDING_URL
+                          the landing zone, where lenders upload: a path or an
+                          fsspec URL (default: ``landing`` under
+                          ``$CREDITTWIN_DATA_URL`` when that is object storage,
+                          else ``$CREDITTWIN_DATA_DIR/landing``); see
+                          docs/storage.md.
     CREDITTWIN_STORAGE_OPTIONS
                           JSON object of fsspec storage options for
                           CREDITTWIN_DATA_URL, e.g. ``{"endpoint_url":
@@ -108,6 +114,7 @@ from resources.objectstore import (
     StorageConfigError,
     check_data_url,
     is_url,
+    local_path,
     open_root,
     parse_storage_options,
 )
@@ -119,6 +126,16 @@ REDIS_BROKER_SCHEMES = ("redis", "rediss")
 BROKER_SCHEMES = (*REDIS_BROKER_SCHEMES, "amqp", "amqps", "pyamqp")
 CELERY_BACKEND_SCHEMES = ("rpc", "redis", "rediss")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+
+
+def landing_location(landing_url: str | None, data_url: str | None, data_dir: Path) -> str:
+    """Where lenders upload: `landing_url`; else ``landing`` under `data_url` when that is object storage (workers
+    on other machines must read the uploads too); else ``landing`` under the local `data_dir`."""
+    if landing_url:
+        return landing_url
+    if data_url and is_url(data_url) and local_path(data_url) is None:
+        return f"{data_url.rstrip('/')}/landing"
+    return str(Path(data_dir) / "landing")
 
 
 @dataclass(frozen=True)
@@ -157,6 +174,8 @@ class Settings:
     storage_options_var: str | None = None
     """The environment variable `storage_options` was read from, passed on as a `dg.EnvVar` (it may hold keys)."""
     cache_dir: Path | None = None
+    landing_url: str | None = None
+    """The landing zone (an fsspec URL or a path); None: see `landing_location`."""
 
     @property
     def storage_url(self) -> str:
@@ -179,7 +198,20 @@ class Settings:
 
     @property
     def landing_dir(self) -> Path:
+        """The local landing folder (``landing`` under the data dir); see `landing_location` for where it is."""
         return self.data_dir / "landing"
+
+    @property
+    def landing_location(self) -> str:
+        """Where lenders upload: `landing_url`, else ``landing`` under an object-store `data_url`, else `landing_dir`."""
+        return landing_location(self.landing_url, self.data_url, self.data_dir)
+
+    def landing_zone(self):
+        """The landing zone (`resources.landing.LandingZone`), local or on object storage."""
+        from resources.landing import LandingZone
+
+        return LandingZone.at(self.landing_location, storage_options=self.storage_options,
+                              stage_dir=self.storage_cache / "landing")
 
     @property
     def assets_dir(self) -> Path:
@@ -231,11 +263,12 @@ class Settings:
         webhook = env.get("CREDITTWIN_ALERT_WEBHOOK_URL", "").strip() or None
         data_url = check_data_url(env.get("CREDITTWIN_DATA_URL"))
         options_text = env.get("CREDITTWIN_STORAGE_OPTIONS", "").strip()
+        landing_url = check_data_url(env.get("CREDITTWIN_LANDING_URL"), "CREDITTWIN_LANDING_URL")
         storage_options = parse_storage_options(options_text)
-        if storage_options and not is_url(data_url or ""):
+        if storage_options and not is_url(data_url or "") and not is_url(landing_url or ""):
             raise StorageConfigError(
-                "CREDITTWIN_STORAGE_OPTIONS is set but CREDITTWIN_DATA_URL is not an object-store URL, so nothing "
-                "would use them.",
+                "CREDITTWIN_STORAGE_OPTIONS is set but neither CREDITTWIN_DATA_URL nor CREDITTWIN_LANDING_URL is an "
+                "object-store URL, so nothing would use them.",
                 fix="set CREDITTWIN_DATA_URL to e.g. s3://<bucket>/<prefix>, or unset CREDITTWIN_STORAGE_OPTIONS.",
             )
         executor, broker_url, backend_url, key_prefix = _celery_settings(env)
@@ -268,6 +301,7 @@ class Settings:
             celery_key_prefix=key_prefix,
             process_environment=dict(env),
             data_url=data_url,
+            landing_url=landing_url,
             storage_options=storage_options,
             storage_options_var="CREDITTWIN_STORAGE_OPTIONS" if options_text else None,
             cache_dir=Path(env["CREDITTWIN_CACHE_DIR"]).expanduser().resolve()
