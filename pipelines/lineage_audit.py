@@ -22,7 +22,6 @@ a tenant with no trail at all is a `LineageError` (exit 2, like other bad input)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,27 +168,27 @@ def dagster_anchors(instance: Any, tenant: str, assets: Iterable[str]) -> dict[i
     return anchors
 
 
-def certificate_id_of(data_dir: Path, tenant: str, record: LineageRecord) -> str | None:
-    """The certificate id of a ``privacy_certificate`` record, read from its stored version while it is kept."""
-    from resources.storage import MANIFEST, safe_join
+def certificate_id_of(storage, tenant: str, record: LineageRecord) -> str | None:
+    """The certificate id of a ``privacy_certificate`` record, read from its stored version while it is kept.
+
+    `storage` is the data root outputs are stored under (`resources.objectstore.open_root`: a local folder or
+    object storage); the version is the one whose manifest's content hash is the record's output hash.
+    """
+    from resources.storage import open_store
 
     try:
-        folder = safe_join(Path(data_dir), "assets", CERTIFICATE_ASSET, tenant)
-    except Exception:  # noqa: BLE001 - an unusable path means nothing is stored there
+        store = open_store(storage, [CERTIFICATE_ASSET], tenant)
+        versions = store.versions()
+    except Exception:  # noqa: BLE001 - an unusable path or unreachable store means nothing can be read there
         return None
-    if not folder.is_dir():
-        return None
-    for version in sorted(folder.iterdir(), reverse=True):
-        if not version.is_dir() or not version.name.startswith("v") or not (version / MANIFEST).is_file():
-            continue
+    for version in reversed(versions):
         try:
-            manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
-            if manifest.get("content_sha256") != record.output_hash:
-                continue
-            summary = json.loads((version / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            stored = store.read(version)
+        except (OSError, ValueError, KeyError):
             continue
-        value = summary.get("certificate_id")
+        if stored.manifest.get("content_sha256") != record.output_hash:
+            continue
+        value = stored.documents.get("summary", {}).get("certificate_id")
         return str(value) if value else None
     return None
 
@@ -206,7 +205,7 @@ def _merge(*groups: Iterable[LineageRecord]) -> list[LineageRecord]:
     return [merged[seq] for seq in sorted(merged)]
 
 
-def answer_file(trail: LineageTrail, data_dir: Path, tenant: str, path: Path) -> FileAnswer:
+def answer_file(trail: LineageTrail, storage: Any, tenant: str, path: Path) -> FileAnswer:
     """Which upload, runs, models and certificate produced the file at `path` (see `FileAnswer`).
 
     Raises:
@@ -235,7 +234,7 @@ def answer_file(trail: LineageTrail, data_dir: Path, tenant: str, path: Path) ->
         uploads=_uploads(lineage),
         runs=sorted({r.run_id for r in lineage}),
         models=[r for r in lineage if r.asset in MODEL_ASSETS],
-        certificates=[(r, certificate_id_of(data_dir, tenant, r)) for r in certificates],
+        certificates=[(r, certificate_id_of(storage, tenant, r)) for r in certificates],
     )
 
 
@@ -287,7 +286,7 @@ def audit_tenant(
                     note = "Dagster's event log holds no lineage anchors for this tenant"
         report = trail.verify(tenant, anchors=anchors)
         certificate = trail.latest(tenant, CERTIFICATE_ASSET)
-        answer = answer_file(trail, Path(settings.data_dir), tenant, Path(file)) if file is not None else None
+        answer = answer_file(trail, settings.storage_root(), tenant, Path(file)) if file is not None else None
         if show_all or certificate is None:
             records = history
         else:
@@ -297,7 +296,7 @@ def audit_tenant(
         report=report,
         records=records,
         certificate=certificate,
-        certificate_id=certificate_id_of(Path(settings.data_dir), tenant, certificate) if certificate else None,
+        certificate_id=certificate_id_of(settings.storage_root(), tenant, certificate) if certificate else None,
         uploads=_uploads(records),
         anchors=len(anchors),
         anchor_note=note,

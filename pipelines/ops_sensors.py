@@ -67,7 +67,7 @@ from models.tape.tenant import validate_tenant_id
 from pipelines.jobs import PARTITION_TAG, SCOPE_TAG, TENANT_TAG, TRIGGER_TAG, WHOLE_GRAPH, tenant_pipeline
 from assets.partitions import tenants
 from resources.dagster_resources import CreditTwinSettings
-from resources.storage import MANIFEST, VersionedStore, safe_join
+from resources.storage import open_store, safe_join
 
 RAW_TAPE = dg.AssetKey("raw_loan_tape")
 TWIN = dg.AssetKey("fitted_copula")
@@ -91,29 +91,27 @@ _BUSY = [
 
 @dataclass(frozen=True)
 class TapeVersion:
-    """One materialization of a tenant's raw tape: its data version and stored folder (None once pruned)."""
+    """One materialization of a tenant's raw tape: its data version and stored version name (None once pruned)."""
 
     data_version: str
-    folder: Path | None
+    version: str | None
     storage_id: int
 
 
-def _tape_version(record, store_dir: Path) -> TapeVersion:
+def _tape_version(record, stored: set[str]) -> TapeVersion:
+    """`record` as a `TapeVersion`; its stored version is the last segment of its ``path`` metadata, used only when
+    it names a complete version of this tenant's raw-tape store (`stored`), whatever else the metadata says."""
     materialization = record.asset_materialization
     data_version = (materialization.tags or {}).get(DATA_VERSION_TAG) or f"event-{record.storage_id}"
     path = materialization.metadata.get("path")
-    folder = None
-    if path is not None:
-        candidate = Path(str(path.value)).resolve()
-        # only a folder of this tenant's raw-tape store is ever read, whatever the metadata says
-        if candidate.is_relative_to(store_dir) and (candidate / MANIFEST).is_file():
-            folder = candidate
-    return TapeVersion(data_version=data_version, folder=folder, storage_id=record.storage_id)
+    name = str(path.value).rstrip("/").rsplit("/", 1)[-1] if path is not None else None
+    return TapeVersion(data_version=data_version, version=name if name in stored else None, storage_id=record.storage_id)
 
 
-def twin_tapes(instance: dg.DagsterInstance, data_dir: Path, tenant: str) -> tuple[TapeVersion, TapeVersion] | None:
+def twin_tapes(instance: dg.DagsterInstance, store, tenant: str) -> tuple[TapeVersion, TapeVersion] | None:
     """(the raw tape the tenant's current twin was fitted on, the newest raw tape), or None without both.
 
+    `store` is the tenant's raw-tape store (`resources.storage.open_store`), on local disk or object storage.
     The twin's tape is the tenant's last ``raw_loan_tape`` materialization before
     its latest ``fitted_copula`` one: the IO manager hands a step the CURRENT
     stored version, which is the last materialized one, and a tenant runs one
@@ -126,7 +124,6 @@ def twin_tapes(instance: dg.DagsterInstance, data_dir: Path, tenant: str) -> tup
     ).records
     if not twin:
         return None
-    store_dir = VersionedStore(data_dir, [RAW_TAPE.to_user_string()], tenant).dir.resolve()
     newest = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=RAW_TAPE, asset_partitions=[tenant]), limit=1
     ).records
@@ -136,20 +133,16 @@ def twin_tapes(instance: dg.DagsterInstance, data_dir: Path, tenant: str) -> tup
     ).records
     if not newest or not fitted:
         return None
-    return _tape_version(fitted[0], store_dir), _tape_version(newest[0], store_dir)
+    stored = set(store.versions())
+    return _tape_version(fitted[0], stored), _tape_version(newest[0], stored)
 
 
-def _read_tape(version: Path):
+def _read_tape(store, version: str):
     """(loans, schema, tenant config) of one stored raw-tape version."""
-    import polars as pl
+    from models.results import TapeSplit, as_result
 
-    from models.tape.schema import TableSchema
-    from models.tape.tenant import TenantConfig
-
-    loans = pl.read_parquet(safe_join(version, "loans.parquet"))
-    schema = TableSchema.from_dict(json.loads(safe_join(version, "schema.json").read_text(encoding="utf-8")))
-    config = TenantConfig.model_validate(json.loads(safe_join(version, "tenant_config.json").read_text(encoding="utf-8")))
-    return loans, schema, config
+    tape: TapeSplit = as_result(RAW_TAPE.to_user_string(), store.read(version))
+    return tape.loans, tape.schema, tape.tenant_config
 
 
 def drift_config_of(tenant_config):
@@ -167,12 +160,12 @@ def _busy(instance: dg.DagsterInstance, tenant: str) -> bool:
     return bool(records)
 
 
-def measure_tenant_drift(tenant: str, reference: Path, current: Path):
-    """The `DriftReport` between two stored raw-tape versions, with the newest upload's thresholds."""
+def measure_tenant_drift(tenant: str, store, reference: str, current: str):
+    """The `DriftReport` between two stored raw-tape versions of `store`, with the newest upload's thresholds."""
     from models.risk.drift import measure_drift
 
-    ref_loans, ref_schema, _ = _read_tape(reference)
-    cur_loans, _, cur_config = _read_tape(current)
+    ref_loans, ref_schema, _ = _read_tape(store, reference)
+    cur_loans, _, cur_config = _read_tape(store, current)
     return measure_drift(
         ref_loans,
         cur_loans,
@@ -192,7 +185,8 @@ def scan_drift(context: dg.SensorEvaluationContext, settings: CreditTwinSettings
     for tenant in sorted(context.instance.get_dynamic_partitions(tenants.name)):
         try:
             tenant = validate_tenant_id(tenant)
-            tapes = twin_tapes(context.instance, data_dir, tenant)
+            store = open_store(settings.storage(), [RAW_TAPE.to_user_string()], tenant)
+            tapes = twin_tapes(context.instance, store, tenant)
             if tapes is None:
                 continue  # no twin yet: the first fit is the landing sensor's business
             fitted, newest = tapes
@@ -204,15 +198,15 @@ def scan_drift(context: dg.SensorEvaluationContext, settings: CreditTwinSettings
             if _busy(context.instance, tenant):
                 context.log.info(f"tenant '{tenant}': a run is queued or in progress; drift is measured after it")
                 continue
-            if fitted.folder is None or newest.folder is None:
+            if fitted.version is None or newest.version is None:
                 context.log.warning(
                     f"tenant '{tenant}': the stored tape the twin was fitted on ({fitted.data_version}) or the newest "
-                    "one is no longer on disk; drift cannot be measured (the automation condition or the weekly "
+                    "one is no longer in storage; drift cannot be measured (the automation condition or the weekly "
                     "schedule refits the twin)"
                 )
                 cursor[tenant] = {"pair": pair, "decision": "tape-not-stored"}
                 continue
-            report = measure_tenant_drift(tenant, fitted.folder, newest.folder)
+            report = measure_tenant_drift(tenant, store, fitted.version, newest.version)
         except Exception as error:  # one tenant's broken files or config never stop the others
             context.log.warning(f"drift: tenant '{tenant}' skipped: {type(error).__name__}: {error}")
             continue

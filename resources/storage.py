@@ -47,6 +47,8 @@ from resources.objectstore import LocalRoot, ObjectRoot, StorageError, open_root
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
 KEEP_VERSIONS = 3
+_VERSION_NAME = re.compile(r"^v[0-9]+-[A-Za-z0-9-]+$")
+"""A version's name: ``v<nanoseconds>-<run>[-<random>]``; anything else under a store is not a version."""
 STALE_WRITE_NS = 86_400 * 10**9
 """A version still without a manifest this long after it was started is a dead write, safe to delete."""
 
@@ -126,10 +128,25 @@ class VersionedStore:
         self._prune(keep=name)
         return final, manifest
 
-    def read(self) -> Parts:
+    def versions(self) -> list[str]:
+        """The names of the complete versions (those with a manifest), oldest first."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.dir.iterdir()
+            if _VERSION_NAME.match(p.name) and p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()
+        )
+
+    def read(self, version: str | None = None) -> Parts:
+        """The current version, or the complete version named `version` (`KeyError` when there is no such one)."""
         import polars as pl
 
-        version = self.current()
+        if version is not None:
+            if version not in self.versions():
+                raise KeyError(f"no complete version {version!r} of tenant '{self.tenant}' under {self.dir}")
+            version = self.dir / version
+        else:
+            version = self.current()
         if version is None:
             raise FileNotFoundError(
                 f"no stored output for tenant '{self.tenant}' under {self.dir}; materialize the upstream asset first."
@@ -212,12 +229,21 @@ class ObjectVersionedStore:
         self.root.put(self.root.key(version, rel), data)
         return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
-    def read(self) -> Parts:
-        """The current version: tables and documents read and checked against the manifest; its other files in a
-        local cached copy, which is the returned `path` (models load from it)."""
+    def versions(self) -> list[str]:
+        """The names of the complete versions (those with a manifest), oldest first."""
+        names = [n for n in self.root.names(self.dir) if _VERSION_NAME.match(n)]
+        return [n for n in names if self.root.exists(self.root.key(self.dir, n, MANIFEST))]
+
+    def read(self, version: str | None = None) -> Parts:
+        """The current version, or the complete version named `version` (`KeyError` when there is no such one):
+        tables and documents read and checked against the manifest; its other files in a local cached copy, which
+        is the returned `path` (models load from it)."""
         import polars as pl
 
-        name = self.current_version()
+        if version is not None and not (_VERSION_NAME.match(version)
+                                        and self.root.exists(self.root.key(self.dir, version, MANIFEST))):
+            raise KeyError(f"no complete version {version!r} of tenant '{self.tenant}' under {self.root.uri(self.dir)}")
+        name = version or self.current_version()
         if name is None:
             raise FileNotFoundError(
                 f"no stored output for tenant '{self.tenant}' under {self.root.uri(self.dir)}; "
@@ -253,7 +279,7 @@ class ObjectVersionedStore:
         # CURRENT is read again: a writer on another machine may have moved it since this one wrote it
         spare = {keep, self.current_version()}
         names = [n for n in self.root.names(self.dir) if n.startswith("v")]
-        complete = [n for n in names if self.root.exists(self.root.key(self.dir, n, MANIFEST))]
+        complete = self.versions()
         for stale in complete[:-KEEP_VERSIONS]:
             if stale not in spare:
                 self.root.remove(self.root.key(self.dir, stale))

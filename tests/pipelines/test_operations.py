@@ -331,11 +331,11 @@ def test_drift_sensor_requests_regeneration_only_for_a_shifted_population(settin
         # 'aaa-broken' (evaluated first) has a twin and two stored tapes on record whose files are garbage:
         # it is logged and skipped, acme is still measured
         store = settings.data_dir / "assets" / "raw_loan_tape" / "aaa-broken"
-        for version in ("v1", "v2"):
+        for version in ("v1-0", "v2-0"):
             (store / version).mkdir(parents=True)
             (store / version / "manifest.json").write_text("{}")
             (store / version / "loans.parquet").write_bytes(b"not parquet")
-        for asset, version in (("raw_loan_tape", "v1"), ("fitted_copula", None), ("raw_loan_tape", "v2")):
+        for asset, version in (("raw_loan_tape", "v1-0"), ("fitted_copula", None), ("raw_loan_tape", "v2-0")):
             metadata = {"path": dg.MetadataValue.path(str(store / version))} if version else {}
             instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="aaa-broken", metadata=metadata))
         fresh = _drift_tick(settings, instance)

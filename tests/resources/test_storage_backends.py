@@ -334,10 +334,18 @@ def test_storage_settings_are_read_and_checked(tmp_path):
     assert isinstance(settings.storage_root(), ObjectRoot) and settings.storage_cache == (tmp_path / "cache").resolve()
     assert isinstance(local.storage_root(), LocalRoot) and local.storage_url == str(tmp_path.resolve())
     assert check_data_url(f"file://{tmp_path}") == str(tmp_path.resolve())
+    # the landing zone follows an object-store data root (workers elsewhere read uploads), unless set on its own
+    assert settings.landing_location == "s3://bucket/prefix/landing" and not settings.landing_zone().local
+    assert local.landing_location == str(tmp_path.resolve() / "landing") and local.landing_zone().local
+    apart = Settings.from_env({"CREDITTWIN_DATA_DIR": str(tmp_path), "CREDITTWIN_DATA_URL": "s3://bucket/prefix",
+                               "CREDITTWIN_LANDING_URL": "s3://inbound/lenders"})
+    assert apart.landing_location == "s3://inbound/lenders"
+    with pytest.raises(StorageConfigError, match="CREDITTWIN_LANDING_URL"):
+        Settings.from_env({"CREDITTWIN_LANDING_URL": "s3://inbound/../x"})
     for options, message in (("[1, 2]", "not a JSON object"), ("{oops", "not valid JSON")):
         with pytest.raises(StorageConfigError, match=message):
             Settings.from_env({"CREDITTWIN_DATA_URL": "s3://b", "CREDITTWIN_STORAGE_OPTIONS": options})
-    with pytest.raises(StorageConfigError, match="CREDITTWIN_DATA_URL is not an object-store URL"):
+    with pytest.raises(StorageConfigError, match="nor CREDITTWIN_LANDING_URL is an object-store URL"):
         Settings.from_env({"CREDITTWIN_DATA_DIR": str(tmp_path), "CREDITTWIN_STORAGE_OPTIONS": "{\"anon\": true}"})
 
 
@@ -387,7 +395,8 @@ def test_the_io_manager_materializes_assets_on_s3(tmp_path, s3_bucket):
 def test_a_dp_tenant_runs_on_s3_paid_once_and_re_released_from_there(tmp_path, s3_bucket):
     # setup: the real ingest and DP twin, the data root on S3, the landing zone and the ledger local
     url, options = s3_bucket
-    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0, data_url=url, storage_options=options)
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0, data_url=url, storage_options=options,
+                        landing_url=str(tmp_path / "data" / "landing"))
     privacy = {"k": 5, "epsilon": 1.0, "epsilon_budget": 1.5, "delta": 1e-6, "domains": DP_DOMAINS}
     write_dp_landing(tmp_path / "data" / "landing" / "dpbank", privacy, rows=600)
     # run: fit, then fit again on the same upload (a re-execution on any machine)
@@ -415,15 +424,17 @@ def test_a_tenant_certified_on_s3_exports_a_bundle_that_verifies(tmp_path, s3_bu
     # setup: the graph up to the certificate, every output on S3 (small and fast: few epochs, few attacks)
     from models.reports.certificate import verify_certificate
     from models.tape.demo import generate_portfolio, write_landing
+    from pipelines.lineage_audit import audit_tenant
     from pipelines.release import deployment_keys, export_release
 
     url, options = s3_bucket
     settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0, data_url=url, storage_options=options)
-    folder = tmp_path / "data" / "landing" / "bank"
+    folder = tmp_path / "upload"  # the lender's machine: the tape goes up to the landing zone on S3
     write_landing(generate_portfolio(700, months=6, seed=5), folder, fmt="parquet")
     config = yaml.safe_load((folder / "tenant.yaml").read_text())
     config["audit"] = {"n_attacks": 200, "anonymeter_sample_size": 400}
     (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    settings.landing_zone().publish("bank", sorted(folder.iterdir()))
     upto = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio", "anonymized_portfolio",
             "privacy_audit", "privacy_certificate"]
     with dg.instance_for_test() as instance:
@@ -440,4 +451,8 @@ def test_a_tenant_certified_on_s3_exports_a_bundle_that_verifies(tmp_path, s3_bu
     checked = verify_certificate(tmp_path / "bundle" / "certificate.json", data_dir=tmp_path / "bundle",
                                  trusted_keys=deployment_keys(fresh), environment=fresh.environment)
     assert checked.ok, checked.problems
-    assert not (settings.data_dir / "assets").exists()
+    assert not (settings.data_dir / "assets").exists() and not (settings.data_dir / "landing").exists()
+    # the lineage audit finds the certificate's id in its version on S3
+    audit = audit_tenant(fresh, "bank")
+    assert audit.report.ok and audit.certificate_id and audit.certificate_id.startswith("bank-")
+    assert f'"{audit.certificate_id}"' in (tmp_path / "bundle" / "certificate.json").read_text()
