@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, help="tenants per mode (default 12; --quick 4)")
     parser.add_argument("--loans", type=int, help="loans per tenant (default 5,000; --quick 1,000)")
     parser.add_argument("--months", type=int, help="months of history (default 24; --quick 6)")
-    parser.add_argument("--repeats", type=int, default=1, help="repeats of every mode, interleaved; the median is shown")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of every mode, interleaved; the median is shown (default 3)")
     parser.add_argument("--parallel-runs", type=int, default=2, help="runs at once in the parallel modes (default 2)")
     parser.add_argument("--pg-url", default=os.environ.get("CREDITTWIN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--broker-url", default=os.environ.get("CREDITTWIN_TEST_BROKER_URL", "redis://127.0.0.1:6379/0"))

@@ -119,6 +119,33 @@ def _seeded_global_numpy(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+def seeded_linkability(evaluator_class: Any, seed: int) -> Any:
+    """anonymeter's `LinkabilityEvaluator` with its random-guess baseline drawn from a generator seeded by `seed`.
+
+    anonymeter 1.1.0 draws the baseline's random links from ``np.random.default_rng()``, fresh OS entropy, which
+    no global seed reaches: the same audit of the same release gave a different baseline rate (and so a different
+    risk and signed certificate) on every run and on every worker. The baseline is the same random guess (for each
+    attack, `n_neighbors` synthetic rows without replacement, twice), only reproducible. It sets the evaluator's
+    ``_baseline_links`` after the library's `evaluate`, so it relies on that private attribute of the pinned version.
+    """
+    from anonymeter.evaluators.linkability_evaluator import LinkabilityIndexes
+
+    class SeededLinkabilityEvaluator(evaluator_class):
+        def evaluate(self, n_jobs: int = -2):
+            super().evaluate(n_jobs=n_jobs)
+            rng = np.random.default_rng(seed + 3)
+            n_synthetic = self._syn.shape[0]
+
+            def links() -> np.ndarray:
+                return np.array([rng.choice(n_synthetic, size=self._n_neighbors, replace=False)
+                                 for _ in range(self._n_attacks)])
+
+            self._baseline_links = LinkabilityIndexes(idx_0=links(), idx_1=links())
+            return self
+
+    return SeededLinkabilityEvaluator
+
+
 def _risk(evaluator: Any, n_attacks: int) -> dict[str, Any]:
     results = evaluator.results(confidence_level=CONFIDENCE)
     risk = results.risk()
@@ -181,7 +208,9 @@ def anonymeter_from_samples(
             # The attacker holds two tables that share no column: the compared
             # columns, alternately dealt, keep both halves similar in content.
             aux = (columns[0::2], columns[1::2])
-            linkability = LinkabilityEvaluator(ori=ori, syn=syn, control=control, aux_cols=aux, n_attacks=attacks, n_neighbors=1)
+            linkability = seeded_linkability(LinkabilityEvaluator, seed)(
+                ori=ori, syn=syn, control=control, aux_cols=aux, n_attacks=attacks, n_neighbors=1
+            )
             out["linkability"] = _risk(linkability.evaluate(n_jobs=n_jobs), attacks)
             out["linkability"]["aux_cols"] = [list(aux[0]), list(aux[1])]
         else:
