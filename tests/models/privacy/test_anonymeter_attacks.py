@@ -39,6 +39,35 @@ def test_the_same_audit_gives_the_same_anonymeter_figures_every_time():
     assert runs[0] == runs[1] == runs[2]
 
 
+def test_anonymeter_keeps_its_compiled_neighbour_search_on_disk(tmp_path):
+    # setup: a fresh process, as each step of each run is, with numba's cache in a folder of its own
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import anonymeter.evaluators  # noqa: F401 - anonymeter's modules import each other in this order
+        from anonymeter.neighbors.mixed_types_kneighbors import _nearest_neighbors
+        from models.privacy.anonymeter_attacks import anonymeter_risks
+        from tests.models.privacy.audit_books import book, schema_of
+        train, holdout, released = book(120, 1), book(120, 2), book(120, 3)
+        anonymeter_risks(released, train, holdout, schema_of(train), n_attacks=20, n_jobs=1)
+        print(sum(_nearest_neighbors.stats.cache_hits.values()), sum(_nearest_neighbors.stats.cache_misses.values()))
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    # run: twice, each in a new process
+    first, second = (subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                    check=True, cwd=os.getcwd()) for _ in range(2))
+    # assert: the first process compiled and left the compiled code in the cache; the second loaded it, compiling nothing
+    cached = sorted(p.name for p in (tmp_path / "numba").rglob("*.nbi"))
+    assert any("_nearest_neighbors" in name for name in cached) and any("gower_distance" in name for name in cached)
+    first_hits, first_misses = map(int, first.stdout.split())
+    second_hits, second_misses = map(int, second.stdout.split())
+    assert first_hits == 0 and first_misses >= 1
+    assert second_hits >= 1 and second_misses == 0
+
+
 def test_anonymeter_refuses_a_sensitive_column_the_release_lacks():
     # setup
     train, holdout, released = book(30, 1), book(30, 2), book(30, 3)
