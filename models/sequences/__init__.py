@@ -1,4 +1,4 @@
-"""Monthly performance: states, histories and their fidelity, the LSTM cascade and the Markov baseline.
+"""Monthly performance: states, histories and their fidelity (book and per segment), the LSTM cascade and the Markov baseline.
 
 The public API below is imported from its module on first use (`models.lazy_api`).
 """
@@ -14,6 +14,7 @@ _API = {
     "LoanCascade": "cascade",
     "CascadeConfig": "cascade",
     "MarkovBaseline": "markov",
+    "conditional_fidelity": "conditional",
 }
 __all__ = sorted(_API)
 __getattr__ = lazy_api(__name__, _API)

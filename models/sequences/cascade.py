@@ -77,7 +77,6 @@ from models.sequences.histories import (
     training_paths,
     validate_histories,
 )
-from models.sequences.states import STATE_INDEX
 
 if TYPE_CHECKING:
     import torch
@@ -93,14 +92,17 @@ _SCORE_CHUNK = 8192
 _OFFSET_RIDGE = 0.5
 _OFFSET_SMOOTHING = 8.0
 _OFFSET_ITERATIONS = 25
-# Free-running correction: paths simulated per round (copies of a small book's loans, up to 8 each),
-# rounds, the pseudo-count per cell and the least transitions a row needs in both books to be corrected.
-_CORRECTION_PATHS = 20_000
-_CORRECTION_MAX_COPIES = 8
+# Free-running correction: paths simulated per round (copies of a small book's loans, up to 4 each),
+# most rounds, the pseudo-count per cell and the least transitions a row needs in both books to be corrected.
+# The rounds stop once a correction no longer helps: when the judged cells' mean squared z-score of the
+# gap is not below _CORRECTION_PROGRESS times the previous round's, what is left is the book's own noise.
+_CORRECTION_PATHS = 10_000
+_CORRECTION_MAX_COPIES = 4
 _CORRECTION_ROUNDS = 3
 _CORRECTION_PRIOR = 0.5
 _CORRECTION_MIN_ROW = 50
 _CORRECTION_MIN_CELL = 10
+_CORRECTION_PROGRESS = 0.8
 _CORRECTION_HALF_WIDTH = 2
 # Logit offset of a state the training history never holds: as unlikely as the Markov baseline's floor (1e-12).
 _UNSEEN_LOGIT = -30.0
@@ -620,15 +622,21 @@ def _simulate(
     seed: int,
     chunk_size: int = 65536,
     amounts: tuple[str, ...] | list[str] = AMOUNTS,
+    expected: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Free-running paths of every loan: (states, balance, payment), each loans x `months` (-1 / NaN past a path's end).
 
     All loans advance together month by month: the state is drawn from the
     calibrated state head (multinomial), then balance and payment given that
     state; a path stops at an absorbing state, at the loan's term or at
-    `months`. An amount the training history lacked (not in `amounts`) is fed
-    back as the constant the training saw, not as the untrained head's guess.
-    The caller seeds and pins torch (`_torch_session`).
+    `months`. Each month runs the network on the paths still open only. An
+    amount the training history lacked (not in `amounts`) is fed back as the
+    constant the training saw, not as the untrained head's guess. When
+    `expected` ((START_TOKEN + 1) x months x N_STATES) is given, the state
+    head's probabilities of every simulated month are added to it, by
+    previous state and month on book: the transition counts the paths are
+    expected to make, without the noise of the draws. The caller seeds and
+    pins torch (`_torch_session`).
     """
     torch = _torch()
     from models.sequences.network import START_TOKEN
@@ -638,10 +646,20 @@ def _simulate(
     states = np.full((n, months), -1, dtype=np.int64)
     balance = np.full((n, months), np.nan)
     payment = np.full((n, months), np.nan)
-    closing = torch.tensor(CLOSING_CODES, device=device)
-    absorbing = torch.tensor([STATE_INDEX[s] for s in ("default", "prepaid", "matured")], device=device)
+    closing = torch.zeros(N_STATES + 1, dtype=torch.bool, device=device)
+    closing[torch.from_numpy(CLOSING_CODES)] = True
+    absorbing = torch.zeros(N_STATES + 1, dtype=torch.bool, device=device)
+    absorbing[torch.from_numpy(ABSORBING_CODES)] = True
+    totals = torch.zeros(((START_TOKEN + 1) * months, N_STATES), dtype=torch.float64, device=device)
+    scale = float(max(months, 12))
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    with torch.no_grad():
+
+    def keep_rows(hidden: Any, keep: "torch.Tensor") -> Any:
+        if isinstance(hidden, tuple):
+            return tuple(h[:, keep] for h in hidden)
+        return hidden[:, keep]
+
+    with torch.inference_mode():
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
             rows = stop - start
@@ -655,35 +673,47 @@ def _simulate(
             prev_balance = torch.ones((rows, 1), device=device)
             prev_payment = torch.zeros((rows, 1), device=device)
             owed = amount.clone()
-            alive = horizon > 0
             out_state = torch.full((rows, months), -1, dtype=torch.long, device=device)
             out_balance = torch.full((rows, months), float("nan"), dtype=torch.float64, device=device)
             out_payment = torch.full((rows, months), float("nan"), dtype=torch.float64, device=device)
+            # The open paths' rows in the chunk; every per-path tensor below holds those rows only.
+            index = torch.arange(rows, device=device)
+            keep = horizon > 0
             for t in range(months):
-                if not bool(alive.any()):
+                if not bool(keep.all()):
+                    index, embedding, hidden, term, horizon = (
+                        index[keep], embedding[keep], keep_rows(hidden, keep), term[keep], horizon[keep]
+                    )
+                    prev_state, prev_balance, prev_payment = prev_state[keep], prev_balance[keep], prev_payment[keep]
+                    amount, installment, owed = amount[keep], installment[keep], owed[keep]
+                if index.numel() == 0:
                     break
                 period = torch.full((1, 1), t + 1, device=device)
-                steps = _step_features(prev_state, prev_balance, prev_payment, period, term, float(max(months, 12)))
+                steps = _step_features(prev_state, prev_balance, prev_payment, period, term, scale)
                 outputs, hidden = net.run(embedding, steps, hidden)
                 probs = torch.softmax(net.state_logits(outputs, embedding, steps, first_period=t + 1)[:, 0], dim=1)
+                if expected is not None:
+                    totals.index_add_(0, prev_state[:, 0] * months + t, probs.double())
                 state = torch.multinomial(probs, 1, generator=generator)
                 balance_ratio, payment_ratio = net.amounts(outputs, state)
-                pays_off = torch.isin(state[:, 0], closing)
+                pays_off = closing[state[:, 0]]
                 new_balance = torch.where(pays_off, torch.zeros_like(owed), owed * balance_ratio[:, 0].double())
                 new_payment = torch.where(pays_off, owed, installment) * payment_ratio[:, 0].double()
-                out_state[alive, t] = state[alive, 0]
-                out_balance[alive, t] = new_balance[alive]
-                out_payment[alive, t] = new_payment[alive]
+                out_state[index, t] = state[:, 0]
+                out_balance[index, t] = new_balance
+                out_payment[index, t] = new_payment
                 prev_state = state
                 if "balance" in amounts:
                     prev_balance = (new_balance / amount).clamp(0.0, 2.0).float().unsqueeze(1)
                 if "payment" in amounts:
                     prev_payment = (new_payment / installment).clamp(0.0, 4.0).float().unsqueeze(1)
                 owed = new_balance
-                alive = alive & ~torch.isin(state[:, 0], absorbing) & ((t + 1) < horizon)
+                keep = ~absorbing[state[:, 0]] & ((t + 1) < horizon)
             states[start:stop] = out_state.cpu().numpy()
             balance[start:stop] = out_balance.cpu().numpy()
             payment[start:stop] = out_payment.cpu().numpy()
+    if expected is not None:
+        expected += totals.view(START_TOKEN + 1, months, N_STATES).cpu().numpy()
     return states, balance, payment
 
 
@@ -808,11 +838,16 @@ def _free_running_correction(
     reach dpd30, dpd60 or dpd90 are the model's own picks, a little less
     risky than the real ones wherever the network ranks risk less sharply
     than the truth, so they cure too often and the shortfall compounds down
-    the roll path. A few rounds simulate the training loans (several copies
-    of each in a small book, a seeded subset of a large one), compare each
-    transient row's transition shares with the book's month by month
-    (pooled over a few neighbouring months), and add the log ratio to the
-    offsets of every cell both books visit often enough to judge.
+    the roll path. Each round simulates the training loans (a few copies of
+    each in a small book, a seeded subset of a large one), takes the
+    transitions the simulated paths are expected to make (the state head's
+    probabilities summed, free of the draws' noise), compares each transient
+    row's shares with the book's month by month (pooled over a few
+    neighbouring months), and adds the log ratio to the offsets of every cell
+    both books visit often enough to judge. A round whose gap (the judged
+    cells' mean squared z-score) is not clearly below the previous round's
+    ends the correction without adding to it: the last correction no longer
+    helped, and what is left is the book's own sampling noise.
     """
     from models.sequences.network import START_TOKEN
 
@@ -828,10 +863,13 @@ def _free_running_correction(
     subset = LoanTerms(term=terms.term[rows], amount=terms.amount[rows], installment=terms.installment[rows])
     # The start row has no history to bias it; only transient rows are corrected.
     transient = np.arange(START_TOKEN + 1) < n_transient
-    gaps = []
+    gaps: list[float] = []
+    noise: list[float] = []
+    corrections = 0
     for round_ in range(_CORRECTION_ROUNDS):
-        simulated, _, _ = _simulate(net, static, subset, months, seed + 7919 * (round_ + 1), amounts=amounts)
-        sim = _smooth_months(_month_counts(simulated, months), _CORRECTION_HALF_WIDTH)
+        expected = np.zeros((START_TOKEN + 1, months, N_STATES))
+        _simulate(net, static, subset, months, seed + 7919 * (round_ + 1), amounts=amounts, expected=expected)
+        sim = _smooth_months(expected, _CORRECTION_HALF_WIDTH)
         real_rows, sim_rows = real.sum(axis=2, keepdims=True), sim.sum(axis=2, keepdims=True)
         real_share = (real + _CORRECTION_PRIOR) / (real_rows + N_STATES * _CORRECTION_PRIOR)
         sim_share = (sim + _CORRECTION_PRIOR) / (sim_rows + N_STATES * _CORRECTION_PRIOR)
@@ -845,10 +883,24 @@ def _free_running_correction(
         )
         if not judged.any():
             break
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance = real_share * (1.0 - real_share) * (1.0 / real_rows + 1.0 / sim_rows)
+        z2 = float(np.mean(((real_share - sim_share) ** 2 / variance)[judged]))
+        settled = bool(noise) and z2 >= _CORRECTION_PROGRESS * noise[-1]
         gaps.append(float(np.abs(real_share - sim_share)[judged].max()))
+        noise.append(z2)
+        if settled:
+            break
         delta = np.where(judged, np.log(real_share) - np.log(sim_share), 0.0)
         net.state_offset.add_(_torch().from_numpy(delta).to(net.state_offset.device, net.state_offset.dtype))
-    return {"free_running_paths": int(len(rows)), "free_running_rounds": len(gaps), "free_running_max_gap": gaps}
+        corrections += 1
+    return {
+        "free_running_paths": int(len(rows)),
+        "free_running_rounds": len(gaps),
+        "free_running_corrections": corrections,
+        "free_running_max_gap": gaps,
+        "free_running_mean_z2": noise,
+    }
 
 
 def _mask_unseen(net: Any, seen: list[bool]) -> None:
@@ -928,8 +980,9 @@ class LoanCascade:
         state head is calibrated on all the training loans (train and
         validation split): first logit offsets per previous state and month
         on book by L-BFGS on the teacher-forced next-state likelihood, then
-        three rounds of simulating the loans and adding each transient row's
-        log ratio of real to simulated transition shares.
+        up to three rounds of simulating the loans and adding each transient
+        row's log ratio of real to expected simulated transition shares,
+        stopping once a round no longer narrows the gap.
         ``_prep["calibration"]`` records what was done.
 
         Balance and payment are modelled when the history has them (either,
@@ -1053,7 +1106,10 @@ class LoanCascade:
                 net.load_state_dict(best_state)
             net.eval()
             _mask_unseen(net, seen)
+            started = time.perf_counter()
             calibration = self._calibrate(net, encoded, terms, months, seed, device, dp, amounts, seen)
+            if calibration.get("fitted"):
+                calibration["seconds"] = time.perf_counter() - started
         net.eval()
         self._net = net
         self.history = history

@@ -1,7 +1,7 @@
 """The statistical baseline for monthly loan performance: a Markov chain per risk segment.
 
 `MarkovBaseline` estimates, for each risk segment (a grade, or quantile bins of
-a score), the distribution of the first month's state and the month-to-month
+a score; or one pooled segment, the plain chain, with ``segmented=False``), the distribution of the first month's state and the month-to-month
 transition matrix, shrunk towards the pooled book so thin segments borrow
 strength. Transitions landing on a loan's last contractual month get their own
 pooled matrix, because that is where loans mature. Balances and payments follow
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.errors import InvalidDataError, NotFittedError
+from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.files import atomic_write_text
 from models.tape.schema import TableSchema
 from models.sequences.histories import (
@@ -55,10 +55,14 @@ class MarkovBaseline:
         smoothing: pseudo-transitions drawn from the pooled matrix that are
             added to each segment's row, so thin segments stay close to the
             book and no held-out transition gets probability zero.
+        segmented: False fits the plain chain, one pooled segment for the
+            whole book, whatever segment columns the loans carry; the
+            yardstick that shows what conditioning on a segment adds.
     """
 
-    def __init__(self, *, smoothing: float = 20.0) -> None:
+    def __init__(self, *, smoothing: float = 20.0, segmented: bool = True) -> None:
         self.smoothing = float(smoothing)
+        self.segmented = bool(segmented)
         self._fitted: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ fit
@@ -83,6 +87,7 @@ class MarkovBaseline:
             segment_column: the risk segment; default the first of grade,
                 risk_grade, sub_grade, risk_segment, credit_score, fico present
                 (numeric columns are cut into quintiles), else one segment.
+                A plain chain (``segmented=False``) takes none.
             seed: accepted so both models share `fit`'s signature; estimating
                 the chain involves no randomness.
             tenant: named in errors.
@@ -92,6 +97,7 @@ class MarkovBaseline:
             InvalidDataError: the histories fail `validate_histories`, the
                 segment column does not exist, or no loan has both a history
                 and static attributes.
+            TenantConfigError: a segment column is named for a plain chain.
         """
         id_column = schema.id_column or "loan_id"
         report = validate_histories(performance, loans, tenant=tenant, file=file, id_column=id_column)
@@ -165,6 +171,15 @@ class MarkovBaseline:
     def _segment_column(
         self, loans: pl.DataFrame, schema: TableSchema, column: str | None, tenant: str | None, file: str | None
     ) -> str | None:
+        if not self.segmented:
+            if column is not None:
+                raise TenantConfigError(
+                    f"a plain Markov chain (segmented=False) has no segment, but segment_column '{column}' was given.",
+                    tenant=tenant,
+                    column=column,
+                    fix="leave segment_column out, or build MarkovBaseline(segmented=True).",
+                )
+            return None
         if column is not None:
             if column not in loans.columns:
                 raise InvalidDataError(
@@ -314,7 +329,9 @@ class MarkovBaseline:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / MODEL_FILE
-        atomic_write_text(target, json.dumps({"smoothing": self.smoothing, **fitted}, indent=1))
+        atomic_write_text(
+            target, json.dumps({"smoothing": self.smoothing, "segmented": self.segmented, **fitted}, indent=1)
+        )
         return target
 
     @classmethod
@@ -326,6 +343,7 @@ class MarkovBaseline:
                 f"no saved Markov baseline at '{target}'.", file=str(target), fix="save one with MarkovBaseline.save(path)."
             )
         data = json.loads(target.read_text(encoding="utf-8"))
-        model = cls(smoothing=data.pop("smoothing"))
+        # Saved before plain chains existed: a segmented chain.
+        model = cls(smoothing=data.pop("smoothing"), segmented=data.pop("segmented", True))
         model._fitted = data
         return model

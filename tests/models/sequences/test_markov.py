@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.errors import InvalidDataError, NotFittedError
+from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.sequences.markov import MarkovBaseline
 from models.sequences.histories import transition_distance, validate_histories
 from models.sequences.states import ABSORBING, STATE_INDEX
@@ -38,6 +38,26 @@ def test_segments_default_to_grade_and_separate_risk(fitted):
     # assert: grade C misses payments (6 %) far more often than grade A (1 %)
     assert model["segment"]["column"] == "grade"
     assert miss["C"] > 2 * miss["A"]
+
+
+def test_a_plain_chain_pools_the_book_and_cannot_separate_grades(tmp_path, book, fitted):
+    # setup
+    loans, perf, schema = book
+    # run
+    plain = MarkovBaseline(segmented=False).fit(loans, perf, schema)
+    loaded = MarkovBaseline.load(plain.save(tmp_path).parent)
+    sample = plain.sample(new_ids(loans), seed=2).join(
+        new_ids(loans).select("loan_id", "grade"), on="loan_id"
+    )
+    # assert: one segment, so grade A and grade C miss payments alike in its sample (the book's mix, about 3 %)
+    assert plain._fitted["segment"] == {"column": None, "kind": "none", "levels": ["all"], "edges": []}
+    assert loaded.segmented is False and loaded._fitted["segment"]["levels"] == ["all"]
+    miss = {g: sample.filter((pl.col("grade") == g) & (pl.col("status") == "dpd30")).height
+            / sample.filter(pl.col("grade") == g).height for g in ("A", "C")}
+    assert miss["C"] < 1.6 * miss["A"]
+    assert plain.log_likelihood(loans, perf) < fitted.log_likelihood(loans, perf)
+    with pytest.raises(TenantConfigError, match="plain Markov chain"):
+        MarkovBaseline(segmented=False).fit(loans, perf, schema, segment_column="grade")
 
 
 def test_sample_paths_end_at_absorbing_states_and_term(book, fitted):
