@@ -52,6 +52,7 @@ def _plan_dpsgd(raw_loan_tape: TapeSplit, cascade_config, train_loans, train_per
 # Under DP, figures measured on real loans (the holdout's likelihoods, transition matrix and default rate, the
 # training counts) are kept in the stored summary for the tenant's own review, marked so, and never shown as metadata.
 INTERNAL_NOTE = "computed on real data; not covered by the DP guarantee; not exported"
+SEGMENT_CHECK = "segment_fidelity"
 
 
 def _check_result(summary: dict) -> dg.AssetCheckResult:
@@ -80,7 +81,14 @@ def _check_result(summary: dict) -> dg.AssetCheckResult:
             "cascade_beats_markov",
             asset="lstm_cascade",
             description="Held-out next-state log-likelihood of the cascade is above the Markov baseline's.",
-        )
+        ),
+        tenant_check(
+            SEGMENT_CHECK,
+            asset="lstm_cascade",
+            description="Per grade, DTI band and product, the cascade's histories of the holdout loans keep their "
+            "12-month default rate within 10% relative and each transition row within 0.02, where the holdout is "
+            "large enough to judge.",
+        ),
     ],
     description="An LSTM cascade of each loan's monthly path (state, balance, payment) conditioned on its static attributes.",
 )
@@ -104,6 +112,7 @@ def lstm_cascade(
         context.log.info(f"tenant '{context.partition_key}': cascade skipped: {reason}")
         yield dg.Output(CascadeModel(status={"skipped": True, "reason": reason}), metadata={"skipped": reason})
         yield not_measured("cascade_beats_markov", reason)
+        yield not_measured(SEGMENT_CHECK, reason)
         return
     tenant, tenant_config = context.partition_key, raw_loan_tape.tenant_config
     train_loans = raw_loan_tape.train
@@ -140,6 +149,7 @@ def lstm_cascade(
                          "for byte", charge.id)
     yield dg.Output(model, metadata=_metadata(model, re_released))
     yield _check_result(model.summary)
+    yield segment_check(model.summary)
 
 
 class _Fit:
@@ -173,7 +183,9 @@ class _Fit:
         holdout_perf = self.tape.history_of(holdout)
         ll_cascade = cascade.log_likelihood(holdout, holdout_perf)
         ll_markov = markov.log_likelihood(holdout, holdout_perf)
-        fidelity = compare_sequences(holdout_perf, cascade.sample(holdout, seed=self.config.seed), holdout, holdout)
+        generated = cascade.sample(holdout, seed=self.config.seed)
+        fidelity = compare_sequences(holdout_perf, generated, holdout, holdout)
+        segments = _segment_fidelity(holdout, holdout_perf, generated, schema)
         with tempfile.TemporaryDirectory() as tmp:
             cascade.save(Path(tmp) / CascadeModel.CASCADE_DIR)
             if not under_dp:  # the baseline is not private: under DP it is scored, never stored
@@ -190,6 +202,7 @@ class _Fit:
         summary = {
             "holdout_log_likelihood": {"cascade": ll_cascade, "markov": ll_markov},
             "holdout_fidelity": fidelity.to_dict(),
+            "holdout_segment_fidelity": segments,
             "history": cascade.history,
             "train_loans": self.train_loans.height,
             "train_months": self.train_perf.height,
@@ -205,6 +218,59 @@ class _Fit:
             matrices = {"note": f"under DP the holdout matrices are in the summary ({INTERNAL_NOTE})"}
         return CascadeModel(status={"skipped": False, "dp": under_dp}, privacy=privacy, summary=summary,
                             transition_matrices=matrices, files=files)
+
+
+def _segment_fidelity(holdout, holdout_perf, generated, schema) -> dict:
+    """Per-segment fidelity of the cascade's histories of the holdout loans against their real ones
+    (`models.sequences.conditional`): the 12-month default rate and transition rows per grade, DTI band and
+    product, each judged only where the holdout is large enough; ``{"not_measured": reason}`` when it cannot run."""
+    from models.errors import CreditTwinError
+    from models.sequences.conditional import conditional_fidelity
+
+    if holdout_perf.height == 0:
+        return {"not_measured": "no holdout loan has a history"}
+    try:
+        result = conditional_fidelity(holdout, holdout_perf, generated, schema=schema,
+                                      id_column=schema.id_column or "loan_id")
+    except CreditTwinError as error:
+        return {"not_measured": f"per-segment fidelity could not be computed: {error}"}
+    if not result.dimensions:
+        return {"not_measured": "the tape has no grade, DTI or product column to segment by", **result.to_dict()}
+    return result.to_dict()
+
+
+def segment_check(summary: dict) -> dg.AssetCheckResult:
+    """`segment_fidelity`: no segment's default rate or transition row fails, and at least one was judged."""
+    segments = summary.get("holdout_segment_fidelity")
+    if segments is None:
+        return not_measured(SEGMENT_CHECK, "the cascade was trained before per-segment fidelity was measured")
+    if "not_measured" in segments:
+        return not_measured(SEGMENT_CHECK, segments["not_measured"])
+    verdicts = segments["verdicts"]
+    judged = verdicts["default_rate"]["pass"] + verdicts["default_rate"]["fail"]
+    judged += verdicts["transition_rows"]["pass"] + verdicts["transition_rows"]["fail"]
+    if judged == 0:
+        return not_measured(SEGMENT_CHECK, "every segment of the holdout is too thin to judge against the targets "
+                                           f"(default rate within {segments['cdr_threshold']:.0%} relative, rows "
+                                           f"within {segments['row_threshold']}); see the verdict counts")
+    failures = segments["failures"]
+    metadata: dict = {
+        "default_rate_verdicts": dg.MetadataValue.json(verdicts["default_rate"]),
+        "transition_row_verdicts": dg.MetadataValue.json(verdicts["transition_rows"]),
+        "failures": dg.MetadataValue.json(failures[:20]),
+    }
+    if summary.get("scope") == "internal":  # a DP cascade: segment default rates are exact real statistics
+        metadata = {"scope": f"internal ({INTERNAL_NOTE}): the figures and verdicts are in the stored summary"}
+    else:
+        metadata["segments"] = metadata_table(
+            [{"dimension": r["dimension"], "segment": r["segment"], "real_cdr": r["real_cdr"],
+              "generated_cdr": r["synthetic_cdr"], "verdict": r["verdict"]} for r in segments["segments"]],
+            ["dimension", "segment", "real_cdr", "generated_cdr", "verdict"],
+            descriptions={"real_cdr": f"{segments['horizon']}-month default rate of the holdout loans",
+                          "generated_cdr": "the same loans' cascade histories"},
+        )
+    return dg.AssetCheckResult(check_name=SEGMENT_CHECK, passed=not failures, severity=dg.AssetCheckSeverity.WARN,
+                               metadata=metadata)
 
 
 def _default_domains() -> dict:
