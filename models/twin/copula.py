@@ -78,7 +78,15 @@ SAMPLE_CHUNK = 65_536
 GIBBS_SWEEPS = 8
 # Rows used to choose the interval order of categories (enough for stable means).
 ORDERING_ROWS = 20_000
+# Rows per block of the correlation's matrix products (a float64 block of 64k rows x 100 dims is 50 MB).
+CORRELATION_ROWS = 65_536
+# Rows a column is first checked on: a category mixing nulls there rules out a structural null, and two values
+# there rule out a constant column, without a pass over the whole table.
+NULL_PROBE_ROWS = 20_000
+CONSTANT_PROBE_ROWS = 1_000
 MIN_PAIR_ROWS = 10
+# A variance below this share of the mean square is rounding error: the column is constant there.
+CONSTANT_VARIANCE = 1e-12
 MIN_EIGENVALUE = 1e-6
 # Correlations within this many standard errors (1/sqrt(rows)) of zero are treated as zero.
 NOISE_FLOOR = 3.0
@@ -162,12 +170,16 @@ def _dtype_from_token(token: dict[str, Any]) -> pl.DataType:
 
 
 def _numeric_view(series: pl.Series) -> np.ndarray:
-    """A numeric or temporal column as float64, NaN for null (dates in days, datetimes in their unit)."""
+    """A numeric or temporal column as float64, NaN for null (dates in days, datetimes in their unit).
+
+    Read-only: a float64 column without nulls is polars' own buffer, not a copy.
+    """
     if series.dtype == pl.Date:
         series = series.cast(pl.Int32)
     elif isinstance(series.dtype, pl.Datetime):
         series = series.dt.epoch(series.dtype.time_unit)
-    return series.cast(pl.Float64).fill_nan(None).to_numpy(allow_copy=True).astype(np.float64, copy=False)
+    # Polars hands a float column's nulls over as NaN, so NaN and null need no separate pass.
+    return series.cast(pl.Float64).to_numpy()
 
 
 def _fill_nan(series: pl.Series) -> pl.Series:
@@ -399,7 +411,8 @@ def _constant_plan(series: pl.Series) -> dict[str, Any] | None:
     """
     values = _fill_nan(series)
     nulls = values.null_count()
-    if nulls == 0 and values.n_unique() == 1:
+    # Two values among the first rows settle most columns without hashing them all.
+    if nulls == 0 and values[:CONSTANT_PROBE_ROWS].n_unique() == 1 and values.n_unique() == 1:
         first = values[:1]
         if first.dtype == pl.Date or isinstance(first.dtype, pl.Datetime):
             value: Any = int(_numeric_view(first)[0])
@@ -462,7 +475,10 @@ def _without_constants(constraints: list[dict], constants: dict[str, Any]) -> li
 
 def _dense_codes(series: pl.Series) -> tuple[np.ndarray, int]:
     """Codes 0..m-1 of a column's values, null its own value."""
-    codes = _fill_nan(series).cast(pl.String).rank("dense").fill_null(0).to_numpy().astype(np.int64)
+    values = _fill_nan(series)
+    if values.dtype.is_float():
+        values = values + 0.0  # -0.0 becomes 0.0: one value, as it is for the other steps of the fit
+    codes = values.to_physical().rank("dense").fill_null(0).to_numpy().astype(np.int64)
     _, codes = np.unique(codes, return_inverse=True)
     return codes, int(codes.max()) + 1 if codes.size else 0
 
@@ -549,7 +565,10 @@ def _same_value(level: Any, value: Any) -> bool:
 
 def _structural_null(null: np.ndarray, pending: list[tuple[int, np.ndarray]]) -> int | None:
     """The categorical dimension whose levels decide exactly when `null` holds, if one does."""
+    probe = slice(0, NULL_PROBE_ROWS)
     for dim, codes in pending:
+        if _mixes_nulls(null[probe], codes[probe]):
+            continue
         ok = codes >= 0
         totals = np.bincount(codes[ok])
         nulls = np.bincount(codes[ok], weights=null[ok], minlength=totals.size)
@@ -558,6 +577,14 @@ def _structural_null(null: np.ndarray, pending: list[tuple[int, np.ndarray]]) ->
         if np.all((share == 0) | (share == 1)) and share.min() == 0 and share.max() == 1 and not null[~ok].any():
             return dim
     return None
+
+
+def _mixes_nulls(null: np.ndarray, codes: np.ndarray) -> bool:
+    """Whether some level holds both null and present rows, or a row without a level is null (no rule then)."""
+    ok = codes >= 0
+    totals = np.bincount(codes[ok])
+    nulls = np.bincount(codes[ok], weights=null[ok], minlength=totals.size)
+    return bool(np.any((nulls > 0) & (nulls < totals)) or null[~ok].any())
 
 
 def _json_scalar(value: Any) -> Any:
@@ -574,30 +601,53 @@ def _json_scalar(value: Any) -> Any:
 def _normal_scores(u: np.ndarray) -> np.ndarray:
     from scipy.special import ndtri
 
-    return ndtri(u).astype(np.float32)
+    return ndtri(u, out=np.empty(u.shape, dtype=np.float32))
 
 
-def _pairwise_correlation(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson correlation over pairwise-complete rows of `z` (NaN = missing), and those row counts."""
-    n, d = z.shape
+def _pairwise_correlation(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation of `columns` (1-d, equal length, NaN = missing) over each pair's complete rows, and those counts.
+
+    Per block of rows, one symmetric matrix product gives every pair's cross
+    products. The sums, sums of squares and row counts a pair needs depend on
+    both columns only where the partner has missing values, so only the columns
+    with holes enter masked products (`d` x holes, not `d` x `d`); every other
+    pair takes the column's own totals. Accumulated in float64.
+    """
+    d = len(columns)
+    n = columns[0].size if d else 0
+    missing = np.array([np.count_nonzero(np.isnan(c)) for c in columns], dtype=np.float64)
+    holes = np.flatnonzero(missing)
     sxy = np.zeros((d, d))
-    sx = np.zeros((d, d))
-    sxx = np.zeros((d, d))
-    cnt = np.zeros((d, d))
-    for start in range(0, n, SAMPLE_CHUNK * 2):
-        block = z[start:start + SAMPLE_CHUNK * 2].astype(np.float64)
-        mask = ~np.isnan(block)
-        m = mask.astype(np.float64)
-        block = np.where(mask, block, 0.0)
+    sums, squares = np.zeros(d), np.zeros(d)
+    hole_sums, hole_squares, hole_rows = (np.zeros((d, holes.size)) for _ in range(3))
+    for start in range(0, n, CORRELATION_ROWS):
+        stop = min(start + CORRELATION_ROWS, n)
+        # Column-major, so filling a column and the product's transposed read are both contiguous.
+        block = np.empty((stop - start, d), order="F")
+        for j, c in enumerate(columns):
+            block[:, j] = c[start:stop]
+        m = ~np.isnan(block[:, holes])
+        block[:, holes] = np.where(m, block[:, holes], 0.0)
+        m = m.astype(np.float64)
         sxy += block.T @ block
-        sx += block.T @ m
-        sxx += (block * block).T @ m
-        cnt += m.T @ m
+        square = block * block
+        sums += block.sum(0)
+        squares += square.sum(0)
+        hole_sums += block.T @ m
+        hole_squares += square.T @ m
+        rows = np.repeat(m.sum(0)[None, :], d, axis=0)
+        rows[holes] = m.T @ m
+        hole_rows += rows
+    # Entry [i, j] is over the rows where column j is present: all of them unless j has holes.
+    sx, sxx, cnt = (np.repeat(v[:, None], d, axis=1) for v in (sums, squares, n - missing))
+    sx[:, holes], sxx[:, holes], cnt[:, holes] = hole_sums, hole_squares, hole_rows
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_x = sx / cnt
         mean_y = mean_x.T
         cov = sxy / cnt - mean_x * mean_y
         var_x = sxx / cnt - mean_x**2
+        # A column constant over a pair's rows leaves only rounding in its variance (and so in the correlation).
+        var_x[var_x <= CONSTANT_VARIANCE * sxx / cnt] = 0.0
         var_y = var_x.T
         corr = cov / np.sqrt(var_x * var_y)
     corr[(cnt < MIN_PAIR_ROWS) | ~np.isfinite(corr)] = 0.0
@@ -876,7 +926,8 @@ class GaussianCopulaTwin:
             constrained = set(low_of) | set(low_of.values()) | {x for cols in combos for x in cols} | set(ranges)
             combos += _dependent_groups(table, schema, exclude=constrained | set(plans), k=self.k)
         combo_of = {col: gi for gi, cols in enumerate(combos) for col in cols}
-        scores: list[tuple[int, np.ndarray]] = []
+        # Each latent dimension's normal scores (float32, NaN where missing), one array per dimension.
+        scores: dict[int, np.ndarray] = {}
         pending_levels: list[tuple[int, np.ndarray]] = []
         null_rules: list[tuple[dict[str, Any], int, np.ndarray]] = []
         partitions: dict[int, np.ndarray] = {}
@@ -922,18 +973,18 @@ class GaussianCopulaTwin:
                 plan["kind"] = "numeric"
                 bounds = ranges.get(name, (None, None))
             null = np.isnan(values)
-            present = values[~null]
-            distinct = np.unique(present)
+            present = values[~null] if null.any() else values
+            ordered = np.sort(present)
+            distinct = ordered[np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])] if ordered.size else ordered
             dim = self._add_dim(name if plan["kind"] == "numeric" else f"{name}#gap")
-            discrete = self._discrete_levels(present, distinct, name) if distinct.size <= DISCRETE_MAX_LEVELS else None
-            u = np.full(n, np.nan)
+            discrete = self._discrete_levels(ordered, present, distinct, name) if distinct.size <= DISCRETE_MAX_LEVELS else None
             if discrete is not None:
                 levels, counts, codes = discrete
                 self._set_marginal(dim, LevelMarginal.from_counts(
                     [float(v) for v in levels], counts, counts_hook=self._hook(name), name=name))
-                u[~null] = self._marginals[dim].to_uniform(codes, rng)
+                u = self._marginals[dim].to_uniform(codes, rng)
             else:
-                marginal, u[~null], partition = ContinuousMarginal.fit_transform(
+                marginal, u, partition = ContinuousMarginal.fit_transform(
                     present, rng, n_knots=N_KNOTS, tail_smoothing=self.tail_smoothing,
                     low=bounds[0], high=bounds[1], counts_hook=self._hook(name), name=name, pile_up=self.k,
                 )
@@ -941,7 +992,11 @@ class GaussianCopulaTwin:
                 if partition.size < present.size + 1:
                     partitions[dim] = partition
             plan["discrete"] = discrete is not None
-            scores.append((dim, _normal_scores(u)))
+            if null.any():
+                scores[dim] = np.full(n, np.nan, dtype=np.float32)
+                scores[dim][~null] = _normal_scores(u)
+            else:
+                scores[dim] = _normal_scores(u)
             plan["dim"] = dim
             plan["null_dim"] = None
             rule = _structural_null(null, pending_levels) if null.any() else None
@@ -953,17 +1008,12 @@ class GaussianCopulaTwin:
                 self._set_marginal(ndim, LevelMarginal.from_counts(
                     [False, True], np.array([(~null).sum(), null.sum()]), counts_hook=self._hook(f"{name}#null"),
                     name=f"{name}#null"))
-                scores.append((ndim, _normal_scores(self._marginals[ndim].to_uniform(null.astype(np.int64), rng))))
+                scores[ndim] = _normal_scores(self._marginals[ndim].to_uniform(null.astype(np.int64), rng))
                 plan["null_dim"] = ndim
             plans[name] = plan
         self._columns = [plans[c.name] for c in schema.columns if c.name in plans]
 
-        d = len(self._dims)
-        z = np.full((n, d), np.nan, dtype=np.float32)
-        for dim, col in scores:
-            z[:, dim] = col
-        del scores
-        self._order_levels(z, pending_levels, rng)
+        self._order_levels(scores, pending_levels, rng)
         final_codes = dict(pending_levels)
         for plan, dim, null in null_rules:
             codes = final_codes[dim]
@@ -972,9 +1022,9 @@ class GaussianCopulaTwin:
             share = np.bincount(codes[ok], weights=null[ok], minlength=k) / np.maximum(np.bincount(codes[ok], minlength=k), 1)
             plan["null_by"] = {"dim": dim, "levels": [bool(x > 0.5) for x in share]}
         for dim, codes in pending_levels:
-            z[:, dim] = _normal_scores(self._marginals[dim].to_uniform(codes, rng))
-        corr, rows = _pairwise_correlation(z)
-        del z
+            scores[dim] = _normal_scores(self._marginals[dim].to_uniform(codes, rng))
+        corr, rows = _pairwise_correlation([scores[dim] for dim in range(len(self._dims))])
+        del scores
         for dim, marginal in enumerate(self._marginals):
             if isinstance(marginal, LevelMarginal):
                 partitions[dim] = marginal.cum
@@ -1089,7 +1139,9 @@ class GaussianCopulaTwin:
         for c in cols:
             if frame.get_column(c).dtype.is_float():
                 frame = frame.with_columns(pl.col(c).fill_nan(None))
-        grouped = frame.group_by(cols).len().sort("len", descending=True, maintain_order=True)
+        # Ties in count are broken by value: group_by's order varies from run to run, and the level order
+        # decides the latent layout (and so the samples of a seed).
+        grouped = frame.group_by(cols).len().sort(["len", *cols], descending=[True] + [False] * len(cols), nulls_last=True)
         keep = grouped.filter(pl.col("len") >= self.k)
         dropped = grouped.height - keep.height
         name = "(" + ",".join(cols) + ")"
@@ -1101,9 +1153,8 @@ class GaussianCopulaTwin:
                 column=cols[0], fix="remove the fixed_combinations constraint or lower privacy.k.",
             )
         levels = [[_json_scalar(v) for v in row] for row in keep.select(cols).iter_rows()]
-        coded = frame.with_row_index("_row").join(
-            keep.select(cols).with_row_index("_code"), on=cols, how="left", nulls_equal=True
-        ).sort("_row")
+        coded = frame.join(keep.select(cols).with_row_index("_code"), on=cols, how="left", nulls_equal=True,
+                           maintain_order="left")
         codes = coded.get_column("_code").fill_null(-1).cast(pl.Int64).to_numpy()
         dim = self._add_dim("combo" + name)
         self._set_marginal(dim, LevelMarginal.from_counts(
@@ -1111,12 +1162,11 @@ class GaussianCopulaTwin:
         self._combo_dims[group] = dim
         return dim, codes
 
-    def _discrete_levels(self, present: np.ndarray, distinct: np.ndarray, name: str):
+    def _discrete_levels(self, ordered: np.ndarray, present: np.ndarray, distinct: np.ndarray, name: str):
         """Exact values of a small-support numeric column; rare values join their nearest common value.
 
-        Returns None when no value is common (the column is then modelled as continuous).
+        `ordered` is `present` sorted. Returns None when no value is common (the column is then modelled as continuous).
         """
-        ordered = np.sort(present)
         counts = np.searchsorted(ordered, distinct, side="right") - np.searchsorted(ordered, distinct, side="left")
         common = distinct[counts >= self.k]
         if common.size == 0:
@@ -1130,7 +1180,8 @@ class GaussianCopulaTwin:
         merged_counts = np.bincount(nearest, minlength=common.size)
         return common, merged_counts, nearest.astype(np.int64)
 
-    def _order_levels(self, z: np.ndarray, pending: list[tuple[int, np.ndarray]], rng: np.random.Generator) -> None:
+    def _order_levels(self, scores: dict[int, np.ndarray], pending: list[tuple[int, np.ndarray]],
+                      rng: np.random.Generator) -> None:
         """Lay each categorical's levels out in the order of its best numeric anchor (updates `pending` codes).
 
         Frequency order is kept unless a numeric column explains a visible share
@@ -1141,9 +1192,9 @@ class GaussianCopulaTwin:
         numeric_dims = [c["dim"] for c in self._columns if c["kind"] in ("numeric", "gap")]
         if not numeric_dims:
             return
-        n = z.shape[0]
+        n = scores[numeric_dims[0]].size
         rows = rng.choice(n, size=ORDERING_ROWS, replace=False) if n > ORDERING_ROWS else np.arange(n)
-        zs = z[np.ix_(rows, numeric_dims)]
+        zs = np.stack([scores[dim][rows] for dim in numeric_dims], axis=1)
         present = ~np.isnan(zs)
         zs = np.where(present, zs, 0.0)
         for position, (dim, codes) in enumerate(pending):
@@ -1238,7 +1289,7 @@ class GaussianCopulaTwin:
             else:
                 chunk_labels = None if labels is None else labels[start:start + size]
                 z = np.ascontiguousarray(self._draw_conditional(size, plan, fixed_spans, target_spec, chunk_labels, rng).T)
-            u = ndtr(z)
+            u = ndtr(z, out=z)
             for dim, marginal in enumerate(self._marginals):
                 out[dim][start:start + size] = marginal.from_uniform(u[dim])
         self._snap_constrained(out, fixed_spans, target_spec, labels)

@@ -100,18 +100,18 @@ class ContinuousMarginal:
         `tail_smoothing` times the width of the outermost percentile.
         """
         n = values.size
-        order = np.argsort(values, kind="stable")
-        ordered = values[order]
-        new_run = np.empty(n, dtype=bool)
-        new_run[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=new_run[1:])
+        order, ordered, new_run, run = _stable_argsort(values)
         starts = np.flatnonzero(new_run)
-        run = np.cumsum(new_run) - 1
         ends = np.append(starts[1:], n)
         left, right = starts[run], ends[run]
-        u_sorted = (left + rng.random(n) * (right - left)) / n
+        # (left + r * (right - left)) / n in place, bit for bit: table-sized temporaries cost more than the arithmetic.
+        u_sorted = rng.random(n)
+        u_sorted *= right - left
+        u_sorted += left
+        u_sorted /= n
+        np.clip(u_sorted, 0.5 / n, 1.0 - 0.5 / n, out=u_sorted)
         u = np.empty(n)
-        u[order] = np.clip(u_sorted, 0.5 / n, 1.0 - 0.5 / n)
+        u[order] = u_sorted
 
         m = int(min(n_knots, max(n, 2)))
         probs = np.linspace(0.0, 1.0, m + 1)
@@ -200,15 +200,21 @@ class LevelMarginal:
     def to_uniform(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A uniform point inside each row's level interval; NaN where code < 0."""
         valid = codes >= 0
-        safe = np.where(valid, codes, 0)
-        u = self.cum[safe] + rng.random(codes.size) * self.probs[safe]
-        u = np.clip(u, _U_EPS, 1.0 - _U_EPS)
-        return np.where(valid, u, np.nan)
+        complete = bool(valid.all())
+        safe = codes if complete else np.where(valid, codes, 0)
+        # In place (cum + r * p, bit for bit): the table-sized temporaries cost more than the arithmetic.
+        u = rng.random(codes.size)
+        u *= self.probs[safe]
+        u += self.cum[safe]
+        np.clip(u, _U_EPS, 1.0 - _U_EPS, out=u)
+        if not complete:
+            u[~valid] = np.nan
+        return u
 
     def from_uniform(self, u: np.ndarray) -> np.ndarray:
         """The level index whose interval holds each uniform."""
         idx = np.searchsorted(self.cum[1:-1], u, side="right")
-        return idx.astype(np.int64)
+        return idx.astype(np.int64, copy=False)
 
     def intervals(self, allowed: np.ndarray) -> np.ndarray:
         """Merged (k, 2) u-intervals covering the levels where `allowed` is True."""
@@ -238,6 +244,30 @@ class LevelMarginal:
         if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(float(probs.sum()) - 1.0) > 1e-6:
             raise ValueError("level probabilities must be non-negative and sum to 1")
         return cls(levels, probs)
+
+
+def _stable_argsort(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`np.argsort(values, kind="stable")`, the sorted values, where each run of equal values starts, and its run.
+
+    Numpy's stable sort of floats is a merge sort; its default sort is a
+    vectorised quicksort several times faster. Runs of equal values then get
+    their rows back in table order by sorting one integer key, run * n + row
+    (all keys differ, so that sort needs no stability either).
+    """
+    n = values.size
+    order = np.argsort(values)
+    ordered = values[order]
+    new_run = np.empty(n, dtype=bool)
+    new_run[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_run[1:])
+    run = np.cumsum(new_run) - 1
+    if run[-1] + 1 < n:
+        base = run * n
+        order = base + order
+        order.sort()
+        order -= base
+        ordered = values[order]  # equal values may still differ in sign (0.0, -0.0): as the stable sort has them
+    return order, ordered, new_run, run
 
 
 def _sorted_quantile(ordered: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -291,7 +291,9 @@ class SegmentedCopulaTwin:
         workers = 1 if self.noise is not None else FIT_WORKERS
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
             glob_job = pool.submit(GaussianCopulaTwin(**self._params, noise=self.noise)._fit, table, schema)
-            jobs = [pool.submit(self._fit_segment, table.filter(pl.Series(mask)), schema, column) for _, _, mask in chosen]
+            # Each segment's rows are copied out when its fit starts, not all up front: at most two copies at once.
+            jobs = [pool.submit(lambda m: self._fit_segment(table.filter(pl.Series(m)), schema, column), mask)
+                    for _, _, mask in chosen]
             glob = glob_job.result()
             fitted = [job.result() for job in jobs]
         self._global = glob
@@ -488,7 +490,16 @@ class SegmentedCopulaTwin:
                 frame = self._models[unit]._sample(int(size), int(seeds[j]), cond or None)
                 frames.append(self._complete(unit, frame, rng))
         out = pl.concat(frames, how="vertical") if frames else self._global._sample(0, seed, None).drop(self._id_names())
-        out = out[rng.permutation(out.height)] if out.height else out
+        frames.clear()
+        if out.height:
+            # Shuffled column by column out of one chunk (gathering from the parts' chunks takes four times as
+            # long); each column is dropped once copied, so the table is not held twice over.
+            shuffle = pl.Series(rng.permutation(out.height))
+            shuffled = []
+            for name in out.columns:
+                shuffled.append(out.get_column(name).rechunk().gather(shuffle))
+                out = out.drop(name)
+            out = pl.DataFrame(shuffled)
         ids = [GaussianCopulaTwin._identifiers(p, n) for p in self._global._columns if p["kind"] == "identifier"]
         return out.with_columns(ids).select([p["name"] for p in self._global._columns]) if ids else out
 

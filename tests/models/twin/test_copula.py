@@ -232,6 +232,49 @@ def test_structural_nulls_follow_their_category(demo, demo_twin):
     assert by_product["mortgage"] == 0.0 and by_product["auto"] == 0.0
 
 
+def _reference_correlation(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation pair by pair over the rows both columns hold (0 for fewer than 10 rows or a constant)."""
+    d = z.shape[1]
+    corr, rows = np.eye(d), np.zeros((d, d))
+    for i in range(d):
+        for j in range(d):
+            both = ~np.isnan(z[:, i]) & ~np.isnan(z[:, j])
+            x, y = z[both, i].astype(np.float64), z[both, j].astype(np.float64)
+            rows[i, j] = both.sum()
+            if i != j and both.sum() >= 10 and np.ptp(x) > 0 and np.ptp(y) > 0:
+                corr[i, j] = np.corrcoef(x, y)[0, 1]
+    return corr, rows
+
+
+@pytest.mark.parametrize("block_rows", [64, 65_536])
+def test_pairwise_correlation_matches_a_pair_by_pair_reference(monkeypatch, block_rows: int):
+    # setup: float32 scores as the fit holds them: complete columns, random and block-wise holes, constant
+    # columns (one with holes), a column with 6 rows (too few to pair) and one with none, over several blocks
+    from models.twin import copula
+
+    monkeypatch.setattr(copula, "CORRELATION_ROWS", block_rows)
+    rng = np.random.default_rng(21)
+    n = 700
+    a = rng.normal(size=n)
+    b = 0.6 * a + 0.8 * rng.normal(size=n)
+    holes = np.where(rng.random(n) < 0.2, np.nan, -0.4 * b + rng.normal(size=n))
+    late = np.where(np.arange(n) < 450, np.nan, 0.5 * a + rng.normal(size=n))
+    steps = np.round(a + rng.normal(size=n))  # ties, as a level dimension's intervals give
+    constant = np.full(n, 0.7)
+    constant_holes = np.where(rng.random(n) < 0.3, np.nan, -1.3)
+    rare = np.full(n, np.nan)
+    rare[rng.choice(n, 6, replace=False)] = rng.normal(size=6)
+    empty = np.full(n, np.nan)
+    z = np.stack([a, b, holes, late, steps, constant, constant_holes, rare, empty], axis=1).astype(np.float32)
+    # run
+    corr, rows = copula._pairwise_correlation(list(z.T))
+    # assert
+    expected, expected_rows = _reference_correlation(z)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_allclose(corr, expected, rtol=0, atol=1e-9)
+    assert abs(corr[0, 1] - 0.6) < 0.1 and corr[5, 0] == 0.0 and corr[7, 0] == 0.0
+
+
 # ----------------------------------------------------------------------------- conditional sampling
 
 
@@ -296,6 +339,20 @@ def test_same_seed_same_table_other_seed_other_table(demo_twin):
     # assert
     assert a.equals(b)
     assert not a.equals(c)
+
+
+def test_combinations_tied_in_count_are_laid_out_by_value():
+    # setup: three combinations seen equally often; group_by returns them in an order that varies between runs
+    # (no numeric column, so no anchor reorders the levels after)
+    rows = [("c", "x")] * 40 + [("b", "y")] * 20 + [("a", "y")] * 20 + [("a", "x")] * 20
+    table = pl.DataFrame({"product": [r[0] for r in rows], "channel": [r[1] for r in rows]})
+    constraints = [{"type": "fixed_combinations", "columns": ["product", "channel"]}]
+    # run
+    fits = [GaussianCopulaTwin(constraints=constraints).fit(table, schema_of(table)) for _ in range(3)]
+    # assert
+    for twin in fits:
+        assert twin._marginals[0].levels == [["c", "x"], ["a", "x"], ["a", "y"], ["b", "y"]]
+    assert fits[0].sample(200, seed=1).equals(fits[2].sample(200, seed=1))
 
 
 def test_save_load_round_trip_gives_identical_samples(demo_twin, tmp_path: Path):
