@@ -204,7 +204,10 @@ class LandingZone:
                 key=";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats),
                 youngest_age_s=min(now - st.st_mtime for _, st in stats),
             )
-        files = self._object_files(tenant)
+        return self._object_stamp(self._object_files(tenant), now)
+
+    @staticmethod
+    def _object_stamp(files: dict[str, dict], now: float) -> UploadStamp:
         parts, ages = [], []
         for name in sorted(files):
             info = files[name]
@@ -227,8 +230,8 @@ class LandingZone:
         tenant = validate_tenant_id(tenant)
         if isinstance(self.root, LocalRoot):
             return find_upload(landing_folder(self.root.base, tenant), tenant)
-        stamp = self.stamp(tenant)
-        files = self._object_files(tenant)
+        files = self._object_files(tenant)  # one listing names the staged copy and chooses its files
+        stamp = self._object_stamp(files, time.time())
         tenant_stage = self.stage_dir / tenant
         target = tenant_stage / hashlib.sha256(stamp.key.encode()).hexdigest()[:24]
         if not target.is_dir():
