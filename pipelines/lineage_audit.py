@@ -183,7 +183,7 @@ def certificate_id_of(storage, tenant: str, record: LineageRecord) -> str | None
         return None
     for version in reversed(versions):
         try:
-            stored = store.read(version)
+            stored = store.read(version, parts=("summary",))  # the manifest and one small document, not the PDF
         except (OSError, ValueError, KeyError):
             continue
         if stored.manifest.get("content_sha256") != record.output_hash:

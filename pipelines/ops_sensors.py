@@ -141,7 +141,8 @@ def _read_tape(store, version: str):
     """(loans, schema, tenant config) of one stored raw-tape version."""
     from models.results import TapeSplit, as_result
 
-    tape: TapeSplit = as_result(RAW_TAPE.to_user_string(), store.read(version))
+    # the loans and the two documents only: the history, often the largest table, is not read
+    tape: TapeSplit = as_result(RAW_TAPE.to_user_string(), store.read(version, parts=("loans", "schema", "tenant_config")))
     return tape.loans, tape.schema, tape.tenant_config
 
 

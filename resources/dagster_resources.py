@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from resources.landing import LandingZone
-from resources.objectstore import LocalRoot, ObjectRoot, open_root, parse_storage_options
+from resources.objectstore import LocalRoot, ObjectRoot, cache_folder, configured_root, parse_storage_options
 
 
 class CreditTwinSettings(dg.ConfigurableResource):
@@ -56,17 +56,12 @@ class CreditTwinSettings(dg.ConfigurableResource):
         return LandingZone.at(
             landing_location(self.landing_url, self.data_url, self.root),
             storage_options=parse_storage_options(self.storage_options, "storage_options"),
-            stage_dir=self._cache / "landing",
+            stage_dir=cache_folder(self.data_dir, self.cache_dir) / "landing",
         )
 
-    @property
-    def _cache(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else self.root / "cache"
-
     def storage(self) -> LocalRoot | ObjectRoot:
-        """Where outputs and paid releases are kept (`resources.objectstore.open_root`): data_url, else data_dir."""
-        return open_root(self.data_url or self.data_dir, parse_storage_options(self.storage_options, "storage_options"),
-                         self._cache)
+        """Where outputs and paid releases are kept (`resources.objectstore.configured_root`): data_url, else data_dir."""
+        return configured_root(self.data_dir, self.data_url, self.storage_options, self.cache_dir)
 
     def signing_key(self, tenant: str | None = None):
         """The certificate-signing key (`models.reports.certificate.load_signing_key`)."""

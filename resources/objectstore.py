@@ -399,3 +399,18 @@ def open_root(location: str | Path | LocalRoot | ObjectRoot, storage_options: di
         return location
     local = local_path(location)
     return LocalRoot(local) if local is not None else ObjectRoot(str(location), storage_options, cache_dir)
+
+
+def cache_folder(data_dir: str | Path, cache_dir: str | Path | None) -> Path:
+    """The local folder files from object storage are downloaded into: `cache_dir`, else ``cache`` under `data_dir`."""
+    return Path(cache_dir) if cache_dir else Path(data_dir).resolve() / "cache"
+
+
+def configured_root(data_dir: str | Path, data_url: str | None, storage_options: str | Mapping[str, Any] | None,
+                    cache_dir: str | Path | None) -> LocalRoot | ObjectRoot:
+    """The data root a deployment configures: `data_url` when set, else `data_dir`, with its storage options (JSON
+    text or a mapping) and download cache (`cache_folder`); what the settings resource, the IO manager and the
+    settings object all open."""
+    return open_root(data_url or str(data_dir), parse_storage_options(storage_options, "storage_options"),
+                     cache_folder(data_dir, cache_dir))
+

@@ -112,10 +112,11 @@ from resources.objectstore import (
     LocalRoot,
     ObjectRoot,
     StorageConfigError,
+    cache_folder,
     check_data_url,
+    configured_root,
     is_url,
     local_path,
-    open_root,
     parse_storage_options,
 )
 
@@ -185,11 +186,11 @@ class Settings:
     @property
     def storage_cache(self) -> Path:
         """The local cache of files downloaded from object storage: configured, else ``cache`` under the data dir."""
-        return self.cache_dir or self.data_dir / "cache"
+        return cache_folder(self.data_dir, self.cache_dir)
 
     def storage_root(self) -> LocalRoot | ObjectRoot:
-        """The root outputs are read from and written to (`resources.objectstore.open_root`)."""
-        return open_root(self.storage_url, self.storage_options, self.storage_cache)
+        """The root outputs are read from and written to (`resources.objectstore.configured_root`)."""
+        return configured_root(self.data_dir, self.data_url, self.storage_options, self.cache_dir)
 
     @property
     def celery_backend(self) -> str:

@@ -32,6 +32,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from pydantic import Field, PrivateAttr
 from models.files import atomic_write_text, dumps, sha256_file
 from models.results import Parts, Result, as_result
 from models.tape.tenant import validate_tenant_id
-from resources.objectstore import LocalRoot, ObjectRoot, StorageError, open_root, parse_storage_options, safe_join
+from resources.objectstore import LocalRoot, ObjectRoot, StorageError, configured_root, open_root, safe_join
 
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
@@ -51,6 +52,11 @@ _VERSION_NAME = re.compile(r"^v[0-9]+-[A-Za-z0-9-]+$")
 """A version's name: ``v<nanoseconds>-<run>[-<random>]``; anything else under a store is not a version."""
 STALE_WRITE_NS = 86_400 * 10**9
 """A version still without a manifest this long after it was started is a dead write, safe to delete."""
+
+
+def _wanted(names: list[str], parts: Collection[str] | None) -> list[str]:
+    """The stored `names` a read asked for: all of them, or those in `parts`."""
+    return list(names) if parts is None else [name for name in names if name in parts]
 
 
 def _manifest(artifact: Parts, files: dict[str, dict[str, Any]], *, kind: str, tenant: str, name: str, run_id: str,
@@ -137,8 +143,12 @@ class VersionedStore:
             if _VERSION_NAME.match(p.name) and p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()
         )
 
-    def read(self, version: str | None = None) -> Parts:
-        """The current version, or the complete version named `version` (`KeyError` when there is no such one)."""
+    def read(self, version: str | None = None, *, parts: Collection[str] | None = None) -> Parts:
+        """The current version, or the complete version named `version` (`KeyError` when there is no such one).
+
+        `parts` names the tables and documents to read (None: all of them), so a caller that needs one document
+        does not read a version's tables.
+        """
         import polars as pl
 
         if version is not None:
@@ -153,9 +163,9 @@ class VersionedStore:
             )
         manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
         artifact = Parts(path=version, manifest=manifest)
-        for name in manifest.get("tables", []):
+        for name in _wanted(manifest.get("tables", []), parts):
             artifact.tables[name] = pl.read_parquet(safe_join(version, f"{name}.parquet"))
-        for name in manifest.get("documents", []):
+        for name in _wanted(manifest.get("documents", []), parts):
             artifact.documents[name] = json.loads(safe_join(version, f"{name}.json").read_text(encoding="utf-8"))
         return artifact
 
@@ -234,15 +244,15 @@ class ObjectVersionedStore:
         names = [n for n in self.root.names(self.dir) if _VERSION_NAME.match(n)]
         return [n for n in names if self.root.exists(self.root.key(self.dir, n, MANIFEST))]
 
-    def read(self, version: str | None = None) -> Parts:
+    def read(self, version: str | None = None, *, parts: Collection[str] | None = None) -> Parts:
         """The current version, or the complete version named `version` (`KeyError` when there is no such one):
         tables and documents read and checked against the manifest; its other files in a local cached copy, which
-        is the returned `path` (models load from it)."""
+        is the returned `path` (models load from it). `parts` names the tables and documents to read (None: all);
+        with `parts` the other files are not downloaded and `path` is None."""
         import polars as pl
 
-        if version is not None and not (_VERSION_NAME.match(version)
-                                        and self.root.exists(self.root.key(self.dir, version, MANIFEST))):
-            raise KeyError(f"no complete version {version!r} of tenant '{self.tenant}' under {self.root.uri(self.dir)}")
+        if version is not None and not _VERSION_NAME.match(version):
+            raise KeyError(f"{version!r} is not a version name")
         name = version or self.current_version()
         if name is None:
             raise FileNotFoundError(
@@ -250,17 +260,23 @@ class ObjectVersionedStore:
                 "materialize the upstream asset first."
             )
         version = self.root.key(self.dir, name)
-        manifest = json.loads(self.root.get(self.root.key(version, MANIFEST)))
+        try:
+            manifest = json.loads(self.root.get(self.root.key(version, MANIFEST)))
+        except FileNotFoundError:  # no manifest: no such version, or one not complete
+            raise KeyError(f"no complete version {name!r} of tenant '{self.tenant}' under {self.root.uri(self.dir)}") from None
         stored = manifest["files"]
         tables, documents = manifest.get("tables", []), manifest.get("documents", [])
-        read_whole = {f"{t}.parquet" for t in tables} | {f"{d}.json" for d in documents}
-        on_disk = {rel: info["sha256"] for rel, info in stored.items() if rel not in read_whole}
-        artifact = Parts(path=self.root.local_copy(version, on_disk), manifest=manifest)
-        for table in tables:
+        local = None
+        if parts is None:
+            read_whole = {f"{t}.parquet" for t in tables} | {f"{d}.json" for d in documents}
+            local = self.root.local_copy(version, {rel: info["sha256"] for rel, info in stored.items() if rel not in read_whole})
+        artifact = Parts(path=local, manifest=manifest)
+        for table in _wanted(tables, parts):
             artifact.tables[table] = pl.read_parquet(io.BytesIO(self._get(version, f"{table}.parquet", stored)))
-        for document in documents:
+        for document in _wanted(documents, parts):
             artifact.documents[document] = json.loads(self._get(version, f"{document}.json", stored))
-        self.root.trim_cache(self.dir, keep=name, count=KEEP_VERSIONS)
+        if parts is None:
+            self.root.trim_cache(self.dir, keep=name, count=KEEP_VERSIONS)
         return artifact
 
     def _get(self, version: str, rel: str, stored: dict) -> bytes:
@@ -353,11 +369,7 @@ class TenantStorageIOManager(dg.ConfigurableIOManager):
     def storage_root(self) -> LocalRoot | ObjectRoot:
         """Where outputs go: `data_url` when set, else `data_dir`."""
         if self._storage_root is None:
-            self._storage_root = open_root(
-                self.data_url or self.data_dir,
-                parse_storage_options(self.storage_options, "storage_options"),
-                Path(self.cache_dir) if self.cache_dir else Path(self.data_dir) / "cache",
-            )
+            self._storage_root = configured_root(self.data_dir, self.data_url, self.storage_options, self.cache_dir)
         return self._storage_root
 
     def _store(self, context: dg.OutputContext | dg.InputContext) -> VersionedStore | ObjectVersionedStore:
