@@ -184,8 +184,8 @@ class _Fit:
         ll_cascade = cascade.log_likelihood(holdout, holdout_perf)
         ll_markov = markov.log_likelihood(holdout, holdout_perf)
         generated = cascade.sample(holdout, seed=self.config.seed)
-        fidelity = compare_sequences(holdout_perf, generated, holdout, holdout)
-        segments = _segment_fidelity(holdout, holdout_perf, generated, schema)
+        fidelity = compare_sequences(holdout_perf, generated, holdout, holdout, id_column=schema.id_column or "loan_id")
+        segments = _segment_fidelity(holdout, holdout_perf, generated, schema, fidelity)
         with tempfile.TemporaryDirectory() as tmp:
             cascade.save(Path(tmp) / CascadeModel.CASCADE_DIR)
             if not under_dp:  # the baseline is not private: under DP it is scored, never stored
@@ -220,9 +220,9 @@ class _Fit:
                             transition_matrices=matrices, files=files)
 
 
-def _segment_fidelity(holdout, holdout_perf, generated, schema) -> dict:
+def _segment_fidelity(holdout, holdout_perf, generated, schema, book) -> dict:
     """Per-segment fidelity of the cascade's histories of the holdout loans against their real ones
-    (`models.sequences.conditional`): the 12-month default rate and transition rows per grade, DTI band and
+    (`models.sequences.conditional`, with the whole-book comparison `book` already made): the 12-month default rate and transition rows per grade, DTI band and
     product, each judged only where the holdout is large enough; ``{"not_measured": reason}`` when it cannot run."""
     from models.errors import CreditTwinError
     from models.sequences.conditional import conditional_fidelity
@@ -231,7 +231,7 @@ def _segment_fidelity(holdout, holdout_perf, generated, schema) -> dict:
         return {"not_measured": "no holdout loan has a history"}
     try:
         result = conditional_fidelity(holdout, holdout_perf, generated, schema=schema,
-                                      id_column=schema.id_column or "loan_id")
+                                      id_column=schema.id_column or "loan_id", book=book)
     except CreditTwinError as error:
         return {"not_measured": f"per-segment fidelity could not be computed: {error}"}
     if not result.dimensions:

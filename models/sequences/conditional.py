@@ -390,6 +390,7 @@ def conditional_fidelity(
     cdr_threshold: float = CDR_THRESHOLD,
     row_threshold: float = ROW_THRESHOLD,
     min_row_transitions: int = 30,
+    book: SequenceFidelity | None = None,
 ) -> ConditionalFidelity:
     """Compare synthetic histories of the real loans with their real histories, segment by segment.
 
@@ -412,6 +413,8 @@ def conditional_fidelity(
         row_threshold: the largest absolute difference within a transition
             row that passes (0.02).
         min_row_transitions: real transitions a row needs to be measured.
+        book: `compare_sequences` of the same two books at the same horizon, when the caller has it already;
+            None computes it.
 
     Raises:
         InvalidDataError: a loans table lacks `id_column`, or no synthetic
@@ -435,7 +438,8 @@ def conditional_fidelity(
             column="loan_id",
             fix="sample the synthetic histories on the real loans (same ids), or pass synth_loans.",
         )
-    book = compare_sequences(real_perf, synth_perf, real_loans, synth_loans, horizon=horizon, id_column=id_column)
+    if book is None:
+        book = compare_sequences(real_perf, synth_perf, real_loans, synth_loans, horizon=horizon, id_column=id_column)
     at = book.horizon
 
     def keyed(frame: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:

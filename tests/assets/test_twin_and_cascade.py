@@ -220,3 +220,6 @@ def test_a_servicers_history_without_payment_reaches_a_release_in_its_own_vocabu
     real = tape.table("performance")
     distance = transition_distance(real, portfolio.table("performance"))
     assert distance["mean"] < 0.03, distance
+    # this tape has no grade, DTI or product column: per-segment fidelity says so, a warning, never a pass
+    segment = next(e for e in result.get_asset_check_evaluations() if e.check_name == "segment_fidelity")
+    assert not segment.passed and "no grade, DTI or product column" in segment.metadata["not_measured"].value
