@@ -59,16 +59,8 @@ def _note_text(message: str) -> str:
     )
 
 
-def write_rejection(folder: Path, file_name: str, message: str) -> Path:
-    """Write `<folder>/<file_name>.rejected.txt` explaining the rejection; returns its path."""
-    # file_name is one of our fixed upload names or a listed directory entry; never a caller's path
-    note = folder / (Path(file_name).name + REJECTED_SUFFIX)
-    atomic_write_text(note, _note_text(message))
-    return note
-
-
-def clear_rejections(folder: Path) -> None:
-    """Remove stale rejection notes after an upload was accepted."""
+def _clear_local_notes(folder: Path) -> None:
+    """Remove stale rejection notes from a local tenant folder (files only, never through a link)."""
     for note in folder.glob("*" + REJECTED_SUFFIX):
         if note.is_file() and not note.is_symlink():
             note.unlink(missing_ok=True)
@@ -287,7 +279,7 @@ class LandingZone:
         """Remove the tenant's stale rejection notes after an upload was accepted."""
         tenant = validate_tenant_id(tenant)
         if isinstance(self.root, LocalRoot):
-            clear_rejections(landing_folder(self.root.base, tenant))
+            _clear_local_notes(landing_folder(self.root.base, tenant))
             return
         for name in list(self.root.listing(self.root.key(tenant))):
             if name.endswith(REJECTED_SUFFIX):
