@@ -28,8 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +39,7 @@ from peers import print_header  # noqa: E402
 from models.privacy.accounting import MechanismSpec, rdp_curve  # noqa: E402
 from models.privacy.errors import BudgetExceededError  # noqa: E402
 from resources.ledger import IdempotencyKey, PrivacyLedger, default_ledger_url  # noqa: E402
+from resources.sqlstore import scratch_database  # noqa: E402
 
 CHARGE_TARGET_MS = 20.0
 TENANT = "bench"
@@ -140,33 +141,6 @@ def race(url: str) -> tuple[int, float, float, float]:
     return charged, status.spent.epsilon, budget, wall
 
 
-def _scratch_pg(server: str) -> tuple[str, str]:
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    name = f"credittwin_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server, connect_timeout=5)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return name, make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg(server: str, name: str) -> None:
-    import psycopg2
-
-    admin = psycopg2.connect(server, connect_timeout=5)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50 charges per mechanism instead of 200")
@@ -192,19 +166,15 @@ def main() -> None:
     races: dict[str, tuple] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in ("postgresql", "sqlite"):
-            if backend == "postgresql":
-                name, url = _scratch_pg(args.pg_url)
-                race_name, race_url = _scratch_pg(args.pg_url)
-            else:
-                url = default_ledger_url(Path(tmp) / "latency")
-                race_url = default_ledger_url(Path(tmp) / "race")
-            try:
+            with ExitStack() as stack:
+                if backend == "postgresql":
+                    url = stack.enter_context(scratch_database(args.pg_url, "credittwin_bench", driver="postgresql"))
+                    race_url = stack.enter_context(scratch_database(args.pg_url, "credittwin_bench", driver="postgresql"))
+                else:
+                    url = default_ledger_url(Path(tmp) / "latency")
+                    race_url = default_ledger_url(Path(tmp) / "race")
                 results[backend] = latency(url, charges)
                 races[backend] = race(race_url)
-            finally:
-                if backend == "postgresql":
-                    _drop_pg(args.pg_url, name)
-                    _drop_pg(args.pg_url, race_name)
 
     print(f"\nCharge latency, {charges} charges per mechanism on one tenant (target {CHARGE_TARGET_MS:.0f} ms)")
     print(f"{'backend':<11} {'mechanism':<16} {'median ms':>10} {'p95 ms':>9} {'target/median':>14} {'history':>8}")

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from peers import print_header  # noqa: E402
 from resources.sqlstore import scratch_database  # noqa: E402
+from resources.workers import scratch_key_prefix, stop_worker  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MODES = ("in_process", "multiprocess", "celery-1", "celery-2")
@@ -61,23 +62,6 @@ QUICK_POLICY = {
 SMALL_CASCADE = {"epochs": 4, "hidden_size": 16}
 READY_S = 180
 RUN_CAP_S = 4 * 3600
-
-
-@contextmanager
-def redis_prefix(broker_url: str):
-    """A unique key prefix on the Redis broker for this benchmark's Celery traffic; its keys are deleted on exit."""
-    import redis
-
-    client = redis.Redis.from_url(broker_url, socket_connect_timeout=5)
-    client.ping()
-    prefix = f"credittwin-bench-{uuid.uuid4().hex[:8]}:"
-    try:
-        yield prefix
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def write_uploads(folder: Path, tenants: int, loans: int, months: int, policy: dict) -> list[Path]:
@@ -102,21 +86,6 @@ def spawn(command: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Pop
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM (a worker's warm shutdown), then SIGKILL what is left of its session after a minute."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
 def start_workers(count: int, env: dict, cwd: Path) -> list[subprocess.Popen]:
     """`count` workers serving both queues, one step at a time each; returns once Celery says each is ready."""
     workers, logs = [], []
@@ -129,7 +98,7 @@ def start_workers(count: int, env: dict, cwd: Path) -> list[subprocess.Popen]:
         while f"{name}@" not in (text := log.read_text(errors="replace")) or " ready." not in text:
             if worker.poll() is not None or time.monotonic() > deadline:
                 for other in workers:
-                    stop(other)
+                    stop_worker(other)
                 raise RuntimeError(f"worker {name} did not become ready:\n{text[-3000:]}")
             time.sleep(0.5)
     return workers
@@ -178,7 +147,7 @@ def run_mode(mode: str, repeat: int, uploads: list[Path], root: Path, base_env: 
         elapsed = time.monotonic() - started
     finally:
         for process in [*running.values(), *workers]:
-            stop(process)
+            stop_worker(process)
     return {"mode": mode, "repeat": repeat, "seconds": elapsed, "failed": failed, "logs": str(work)}
 
 
@@ -255,7 +224,7 @@ def main() -> None:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="credittwin-bench-scale-")))
         pg = stack.enter_context(scratch_database(args.pg_url, "credittwin_bench_dagster"))
         mlflow = stack.enter_context(scratch_database(args.pg_url, "credittwin_bench_mlflow"))
-        prefix = stack.enter_context(redis_prefix(args.broker_url))
+        prefix = stack.enter_context(scratch_key_prefix(args.broker_url, "credittwin-bench"))
         uploads = write_uploads(root / "uploads", tenants, loans, months, QUICK_POLICY if args.quick else {"audit": AUDIT})
         run_config = root / "run_config.yaml"
         run_config.write_text(json.dumps({"ops": {"lstm_cascade": {"config": cascade}}} if cascade else {}))

@@ -311,13 +311,14 @@ class SqlStore:
 
 
 @contextmanager
-def scratch_database(server_url: str, prefix: str = "credittwin_scratch") -> Iterator[str]:
+def scratch_database(server_url: str, prefix: str = "credittwin_scratch",
+                     driver: str = "postgresql+psycopg2") -> Iterator[str]:
     """A new, empty PostgreSQL database on `server_url`, dropped (its sessions ended) on exit; yields its URL.
 
     For the tests and benchmarks that need an isolated Dagster instance, ledger or
-    MLflow store. The URL names the psycopg2 driver explicitly: SQLAlchemy 2.1
+    MLflow store. The URL names the psycopg2 driver by default: SQLAlchemy 2.1
     defaults to psycopg 3, whose server-side parameters dagster-postgres' SQL does
-    not accept.
+    not accept. `driver` ``"postgresql"`` leaves SQLAlchemy's default.
     """
     import uuid
 
@@ -325,17 +326,22 @@ def scratch_database(server_url: str, prefix: str = "credittwin_scratch") -> Ite
     from sqlalchemy.engine import make_url
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+
+    def admin(statement: str, *args: str) -> None:
+        # a connection only for the statement: none is held while the database is in use (a test or benchmark
+        # that opens the server's last connections must find them free)
+        connection = psycopg2.connect(server_url, connect_timeout=10)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, args or None)
+        finally:
+            connection.close()
+
+    admin(f'CREATE DATABASE "{name}"')
     try:
-        yield make_url(server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
+        yield make_url(server_url).set(drivername=driver, database=name).render_as_string(hide_password=False)
     finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+        admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+              name)
+        admin(f'DROP DATABASE IF EXISTS "{name}"')

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from models.results import Certificate
 from models.tape.demo import generate_portfolio, write_landing
 from resources.sqlstore import scratch_database
 from resources.storage import read_current
+from resources.workers import scratch_key_prefix, stop_worker
 from tests.conftest import CLI, REPO, relax_audit
 
 BROKER_URL = os.environ.get("CREDITTWIN_TEST_BROKER_URL", "redis://127.0.0.1:6379/0")
@@ -85,18 +85,8 @@ COMPARED = {  # asset -> the stored document compared
 def redis_prefix():
     """A key prefix for this test's Celery traffic on the Redis broker, its keys deleted afterwards; a Redis that
     cannot be reached fails the test (it is never skipped)."""
-    import redis
-
-    client = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=5)
-    client.ping()
-    prefix = f"credittwin-test-{uuid.uuid4().hex[:12]}:"
-    try:
+    with scratch_key_prefix(BROKER_URL, "credittwin-test") as prefix:
         yield prefix
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def _dagster_home(home: Path, instance_file: Path, pg_url: str | None = None) -> Path:
@@ -125,21 +115,6 @@ def _run(tenant: str, environment: dict, cwd: Path) -> subprocess.Popen:
     command = [str(BIN / "dagster"), "job", "execute", "-m", "pipelines.definitions", "-a", "defs", "-j",
                "tenant_pipeline", "-d", str(REPO), "-c", str(config), "--tags", json.dumps({"dagster/partition": tenant})]
     return _spawn(command, environment, cwd, cwd / f"run-{tenant}.log")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM (a worker's warm shutdown), then SIGKILL its whole session if it is still there after a minute."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # a worker's pool processes, should any be left
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def _descendants(pid: int) -> set[int]:
@@ -257,7 +232,7 @@ def test_two_tenants_run_on_two_celery_workers_and_match_an_in_process_run(
             pools = {queue: _descendants(worker.pid) for queue, worker in workers.items()}
         finally:
             for process in [*runs.values(), *workers.values()]:
-                _stop(process)
+                stop_worker(process)
 
     # assert: every run succeeded; on Celery each step ran in a process of the worker serving its queue, never in
     # the process that orchestrated the run, and in process every step ran in the run's own process
