@@ -260,12 +260,22 @@ def _appendix(report: PdfReport, signed: Mapping[str, Any], signature: Mapping[s
         report.paragraph("No tenant audit settings were recorded; the platform defaults applied.")
 
     report.heading("A.8 Signature", level=2)
-    _labelled(report, [
+    _labelled(report, _signature_rows(signature))
+    _signature_values(report, signature)
+
+
+def _signature_rows(signature: dict) -> list[tuple[str, Any]]:
+    """The signature's scheme and key, as labelled rows (both layouts print them)."""
+    return [
         ("algorithm", signature.get("algorithm")),
         ("canonical form", signature.get("canonicalization")),
         ("key id", signature.get("key_id")),
         ("development key", signature.get("development_key")),
-    ])
+    ]
+
+
+def _signature_values(report: PdfReport, signature: dict) -> None:
+    """The payload hash, the signature and the public key in full, one captioned line each (both layouts)."""
     report.paragraph("Payload SHA-256 (canonical JSON of the certificate without its signature):")
     report.paragraph(str(signature.get("payload_sha256")), style="mono")
     report.paragraph("Ed25519 signature (base64):")
@@ -473,18 +483,8 @@ def render_certificate_pdf_v1(signed: Mapping[str, Any]) -> bytes:
     report.bullets(str(sentence) for sentence in signed.get("explanation") or [])
 
     report.heading("Signature")
-    report.key_values([
-        ("algorithm", signature.get("algorithm")),
-        ("canonical form", signature.get("canonicalization")),
-        ("key id", signature.get("key_id")),
-        ("development key", signature.get("development_key")),
-    ])
-    report.paragraph("Payload SHA-256 (canonical JSON of the certificate without its signature):")
-    report.paragraph(str(signature.get("payload_sha256")), style="mono")
-    report.paragraph("Ed25519 signature (base64):")
-    report.paragraph(str(signature.get("value")), style="mono")
-    report.paragraph("Public key (base64, raw 32 bytes):")
-    report.paragraph(str(signature.get("public_key")), style="mono")
+    report.key_values(_signature_rows(signature))
+    _signature_values(report, signature)
     report.paragraph("Check it with: credittwin verify <certificate.json> --data <release folder> --pdf <this file>. "
                      "The JSON file is the certificate; this PDF is its readable copy.", style="small")
     return report.build()
