@@ -108,6 +108,25 @@ def test_a_typed_result_round_trips(root):
     assert str(location).startswith("s3://" if isinstance(root, ObjectRoot) else str(root.base))
 
 
+def test_an_older_version_is_read_by_name_and_only_the_parts_asked_for(root):
+    # setup: two versions
+    store = open_store(root, ["stress_test"], TENANT)
+    store.write(_parts(1), run_id="run00001", kind="Parts")
+    store.write(_parts(2), run_id="run00002", kind="Parts")
+    first, second = store.versions()
+    # run
+    old = store.read(first)
+    one_document = store.read(second, parts=("doc",))
+    # assert: the named version, whole; or its manifest and the one document, no table, nothing downloaded
+    assert old.documents == {"doc": {"value": 1}} and old.tables["t"]["i"].to_list() == [1]
+    assert one_document.documents == {"doc": {"value": 2}} and one_document.tables == {}
+    assert one_document.manifest["version"] == second
+    if isinstance(root, ObjectRoot):
+        assert one_document.path is None
+    with pytest.raises(KeyError):
+        store.read("v1-not-a-version")
+
+
 def test_current_moves_only_after_the_manifest(root, monkeypatch):
     # setup
     store = open_store(root, ["a"], TENANT)
