@@ -150,3 +150,32 @@ def test_the_drift_sensor_reads_stored_tapes_from_s3(s3_settings, tmp_path):
     assert [r.partition_key for r in result.run_requests] == ["acme"]
     assert result.run_requests[0].tags["credittwin/drift_max_psi_column"] == "annual_income"
     assert not (s3_settings.data_dir / "assets").exists()
+
+
+def test_a_real_tape_uploaded_to_s3_is_certified_in_its_own_vocabulary(s3_settings, tmp_path):
+    # setup: a public credit tape (AER CreditCard: yes/no flags, small counts) put into the S3 landing zone by the
+    # lender's client; every output goes to S3 too
+    import pandas as pd
+
+    from pipelines.release import export_release
+    from resources.storage import read_current
+    from tests.corpus import CORPUS, vocabulary_mismatches
+
+    tape = next(t for t in CORPUS if t.tenant == "aer-creditcard")
+    folder = tape.write(tmp_path / "lender" / tape.tenant)
+    _upload(s3_settings, tape.tenant, folder)
+    with dg.instance_for_test() as instance:
+        # run: the whole graph, then the export a recipient gets
+        result = materialize_tenant(s3_settings, instance, tape.tenant)
+        assert result.success, failure_text(result)
+    manifest = export_release(s3_settings, tape.tenant, tmp_path / "bundle")
+    # assert: certified, nothing kept on local disk but caches and stores, and the release in the file's spelling
+    assert {"loans.csv", "certificate.json"} <= {entry["name"] for entry in manifest["files"]}
+    assert not (s3_settings.data_dir / "landing").exists() and not (s3_settings.data_dir / "assets").exists()
+    certificate = json.loads((tmp_path / "bundle" / "certificate.json").read_text())
+    original = pd.read_csv(folder / "loans.csv")
+    released = pd.read_csv(tmp_path / "bundle" / "loans.csv")
+    generalised = set(certificate["anonymity"]["quasi_identifiers"])
+    schema = read_current(s3_settings.storage_root(), "raw_loan_tape", tape.tenant).schema
+    identifiers = {c.name for c in schema.columns if c.type.value == "identifier"}
+    assert vocabulary_mismatches(original, released, generalised=generalised, identifiers=identifiers) == []
