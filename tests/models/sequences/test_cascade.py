@@ -149,10 +149,14 @@ def test_calibration_can_be_turned_off(book):
     model = LoanCascade(CascadeConfig(**{**SMALL, "calibrate": False})).fit(loans, perf, schema)
     # assert
     assert model._prep["calibration"] == {"fitted": False, "reason": "calibrate is off in the cascade settings"}
-    # Only the states the book never holds (dpd90 here) are masked; nothing was fitted.
+    # Only the states the book never holds (dpd90 here) and the moves it never makes are masked; nothing was fitted.
     seen = model._prep["observed_states"]
-    offsets = model.state_dict()["state_offset"]
-    assert not offsets[..., seen].any() and (offsets[..., [not s for s in seen]] == -30.0).all()
+    moves = np.asarray(model._prep["observed_transitions"])
+    offsets = model.state_dict()["state_offset"].numpy()
+    masked = ~moves[:, None, :] | ~np.asarray(seen)[None, None, :]
+    assert (offsets[np.broadcast_to(masked, offsets.shape)] == -30.0).all()
+    assert not offsets[np.broadcast_to(~masked, offsets.shape)].any()
+    assert (~moves).any()  # the book has moves it never makes (current -> dpd60 at least)
 
 
 def test_a_cascade_saved_without_offsets_still_loads(tmp_path, book, fitted):
@@ -390,3 +394,32 @@ def test_cascade_models_a_history_without_payment(servicing, amounts):
     assert np.isfinite(cascade.log_likelihood(loans, perf))
     if amounts:
         assert synthetic.get_column("balance").drop_nulls().min() >= 0.0
+
+
+def moves_of(history: pl.DataFrame) -> set[tuple[str, str]]:
+    """The (previous status, status) moves of a canonical history, "start" for a path's first month."""
+    id_column = "loan_id"
+    ordered = history.sort(id_column, "period").with_columns(
+        pl.col("status").cast(pl.String).shift(1).over(id_column).fill_null("start").alias("previous")
+    )
+    return set(ordered.select("previous", pl.col("status").cast(pl.String)).unique().iter_rows())
+
+
+def test_cascade_never_samples_a_move_the_servicer_never_makes(servicing):
+    # setup: real loans whose servicer moves C -> 30 -> 60 -> 90 -> CO one bucket a month: 60 never goes back to 30,
+    # C never jumps to 60. A small, briefly trained network spreads a little probability over every move.
+    from models.tape.performance import read_performance
+
+    loans, history, schema, _ = servicing
+    perf = read_performance(history, loans, tenant="bank", file="performance.csv", loan_id_column="ID",
+                            mapping={"balance": "bal"}).frame
+    real = moves_of(perf)
+    cascade = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema, tenant="bank", file="performance.csv")
+    many = pl.concat([loans.with_columns(pl.format("C{}-{}", pl.lit(k), pl.col("ID")).alias("ID")) for k in range(10)])
+    # run
+    synthetic = moves_of(cascade.sample(many, seed=3))
+    # assert: every synthetic move is one the servicer makes, and the common ones all appear
+    assert synthetic <= real, sorted(synthetic - real)
+    assert {("start", "current"), ("current", "current"), ("current", "dpd30"), ("dpd30", "current")} <= synthetic
+    # under DP which moves occur is an uncharged statistic: nothing is masked there (see test_dp_cascade)
+    assert cascade._prep["observed_transitions"] is not None
