@@ -45,6 +45,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -449,6 +450,21 @@ def _device(setting: str) -> "torch.device":
     return torch.device("cuda")
 
 
+def _set_deterministic(torch: Any, mode: bool) -> None:
+    """Switch torch's deterministic kernels on or off.
+
+    `torch.use_deterministic_algorithms` also sets the flag of torch's compiler (inductor), and importing the
+    compiler to do so costs about 0.9 s in a process that only samples (the synthetic-portfolio step under
+    the multiprocess and Celery executors; a fit imports it anyway, through the optimizer). Nothing here
+    compiles, so unless the compiler is already loaded only the kernels' switch, the one the public function
+    sets, is set.
+    """
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode)
+    else:
+        torch._C._set_deterministic_algorithms(mode)
+
+
 @contextmanager
 def _torch_session(threads: int | None, seed: int, device: "torch.device", deterministic: bool) -> Iterator[None]:
     """Seed torch and pin its threads for one fit or sample, restoring the caller's settings afterwards."""
@@ -462,11 +478,12 @@ def _torch_session(threads: int | None, seed: int, device: "torch.device", deter
                 torch.set_num_threads(threads)
             # Deterministic kernels are cheap on CPU; on CUDA they need a cuBLAS workspace setting, so only CPU.
             if deterministic and device.type == "cpu":
-                torch.use_deterministic_algorithms(True)
+                _set_deterministic(torch, True)
             yield
         finally:
             torch.set_num_threads(previous_threads)
-            torch.use_deterministic_algorithms(previous_deterministic)
+            if torch.are_deterministic_algorithms_enabled() != previous_deterministic:
+                _set_deterministic(torch, previous_deterministic)
 
 
 def _step_features(
@@ -1069,15 +1086,21 @@ class LoanCascade:
                     net.state_head[-1].bias.zero_()
             optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
             train_set = torch.utils.data.TensorDataset(*(t[train_rows] for t in encoded.tensors()))
-            loader = torch.utils.data.DataLoader(
-                train_set,
-                batch_size=config.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(seed),
-            )
             model = net
             if dp is not None:
+                loader = torch.utils.data.DataLoader(
+                    train_set, batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+                )
                 model, optimizer, loader = dp.wrap(net, optimizer, loader, privacy_units=units[train_rows])
+            else:
+                # The same seeded shuffle and batches as DataLoader(shuffle=True), each batch indexed from the tensors
+                # at once instead of collated from `batch_size` single rows (a tenth of the epoch on the demo book).
+                # The loader draws each epoch's worker seed from the generator before the shuffle, as it does there.
+                shuffle = torch.Generator().manual_seed(seed)
+                sampler = torch.utils.data.BatchSampler(
+                    torch.utils.data.RandomSampler(train_set, generator=shuffle), batch_size=config.batch_size, drop_last=False
+                )
+                loader = torch.utils.data.DataLoader(train_set, sampler=sampler, batch_size=None, generator=shuffle)
             val_tensors = tuple(t[val_rows] for t in encoded.tensors())
             best_loss, best_state, stale = math.inf, None, 0
             schedule = _cosine_schedule(config.lr, config.lr_decay, config.epochs * max(len(loader), 1))

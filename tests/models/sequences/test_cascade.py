@@ -423,3 +423,57 @@ def test_cascade_never_samples_a_move_the_servicer_never_makes(servicing):
     assert {("start", "current"), ("current", "current"), ("current", "dpd30"), ("dpd30", "current")} <= synthetic
     # under DP which moves occur is an uncharged statistic: nothing is masked there (see test_dp_cascade)
     assert cascade._prep["observed_transitions"] is not None
+
+
+def test_sampling_a_saved_cascade_does_not_load_torchs_compiler(tmp_path, book, fitted):
+    # setup: the step that samples a stored cascade runs in its own process under the multiprocess and Celery
+    # executors; torch.use_deterministic_algorithms imports torch's compiler (about 0.9 s) only to set its flag,
+    # and nothing here compiles
+    import subprocess
+    import sys
+    import textwrap
+
+    loans, _, _ = book
+    folder = fitted.save(tmp_path / "cascade")
+    loans.head(50).write_parquet(tmp_path / "loans.parquet")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import polars as pl
+        import torch
+        from models.sequences.cascade import LoanCascade
+
+        model = LoanCascade.load({str(folder)!r})
+        model.sample(pl.read_parquet({str(tmp_path / "loans.parquet")!r}), seed=0)
+        print("compiler loaded" if "torch._inductor.config" in sys.modules else "compiler not loaded")
+        """
+    )
+    # run
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    # assert
+    assert "compiler not loaded" in out.stdout, out.stdout + out.stderr
+
+
+def test_deterministic_kernels_are_on_while_fitting_and_the_callers_setting_comes_back(book):
+    # setup: a caller that had switched deterministic kernels on keeps them on; one that had not, not
+    import torch
+
+    from models.sequences import cascade as module
+
+    loans, perf, schema = book
+    seen = []
+    original = module._losses
+
+    def spy(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return original(*args, **kwargs)
+
+    # run
+    try:
+        module._losses = spy
+        LoanCascade(CascadeConfig(**{**SMALL, "epochs": 1})).fit(loans, perf, schema)
+    finally:
+        module._losses = original
+    # assert
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()
