@@ -233,8 +233,10 @@ def synthetic_portfolio(
     fidelity = compare_tables(reference, synthetic, schema, **sample_size_thresholds(reference.height, synthetic.height))
     cascade = lstm_cascade.load()
     performance = sequence_result = None
+    given_flag: dict[str, object] = {"applied": False, "reason": "no cascade: the tenant has no history"}
     if cascade is not None:
-        performance = _histories(context.partition_key, cascade, synthetic, config.seed, fitted_copula)
+        flags, given_flag = _flags_to_follow(raw_loan_tape, train, synthetic, plan)
+        performance = _histories(context.partition_key, cascade, synthetic, config.seed, fitted_copula, flags, given_flag)
         if "target_rate" not in conditions:
             sequence_result = compare_sequences(raw_loan_tape.history_of(reference), performance, reference, synthetic)
     achieved = (
@@ -264,6 +266,7 @@ def synthetic_portfolio(
             "privacy": fitted_copula.privacy["label"],
             "mean_column_similarity": book.fidelity["mean_similarity"],
             "performance_rows": performance.height if performance is not None else 0,
+            "histories_given_default_flag": dg.MetadataValue.json(given_flag),
             **scope,
         },
     )
@@ -272,11 +275,42 @@ def synthetic_portfolio(
     yield from output_unless_blocked(context, output, checks, fix=_dp_fix(plan, context.partition_key))
 
 
-def _histories(tenant: str, cascade, synthetic, seed: int, fitted_copula: TwinModel):
-    """The cascade's monthly histories of the synthetic loans; a column the DP twin left out is named with its fix."""
+def _flags_to_follow(raw_loan_tape: TapeSplit, train, synthetic, plan) -> tuple[object, dict[str, object]]:
+    """The synthetic loans' default flags for their histories to agree with, when the tenant's flag is the event
+    "the history reaches default" (`default_flag_follows_history` on the train split), with the reason either way.
+
+    Under DP nothing is decided from the real loans outside the accounting: the histories are drawn without the flag.
+    """
+    from models.sequences.histories import default_flag_follows_history
+
+    schema = raw_loan_tape.schema
+    if plan is not None:
+        return None, {"applied": False, "reason": "under DP: whether the flag follows the history is a statistic of "
+                                                  "the real loans, not charged; the histories are drawn without it"}
+    if not schema.target or schema.target not in train.columns or schema.target not in synthetic.columns:
+        return None, {"applied": False, "reason": "no default flag declared (target) in the loans"}
+    measured = default_flag_follows_history(
+        train, raw_loan_tape.history_of(train), target_indicator(train.get_column(schema.target), schema.target_positive),
+        schema.id_column or "loan_id",
+    )
+    if not measured["follows"]:
+        return None, {"applied": False, **measured}
+    flags = target_indicator(synthetic.get_column(schema.target), schema.target_positive).to_numpy()
+    return flags, {"applied": True, **measured}
+
+
+def _histories(tenant: str, cascade, synthetic, seed: int, fitted_copula: TwinModel, flags=None, given_flag=None):
+    """The cascade's monthly histories of the synthetic loans (each drawn given its default flag when `flags` is
+    given; what that took goes into `given_flag`); a column the DP twin left out is named with its fix."""
     left_out = fitted_copula.summary.get("left_out", {})
     try:
-        return cascade.sample(synthetic, seed=seed)
+        if flags is None:
+            return cascade.sample(synthetic, seed=seed)
+        drawn: dict[str, object] = {}
+        performance = cascade.sample(synthetic, seed=seed, defaults=flags, report=drawn)
+        if given_flag is not None:
+            given_flag["draws"] = drawn
+        return performance
     except InvalidDataError as error:
         if error.column not in left_out:
             raise

@@ -58,6 +58,7 @@ import polars as pl
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.files import atomic_write_bytes, atomic_write_text
 from models.tape.schema import ColumnType, TableSchema
+from models.sequences.states import STATE_INDEX
 from models.sequences.histories import (
     ABSORBING_CODES,
     CLOSING_CODES,
@@ -734,6 +735,64 @@ def _simulate(
     return states, balance, payment
 
 
+_MATCH_ROUNDS = 16
+_MATCH_PATHS = 8192
+_MATCH_MAX_COPIES = 64
+
+
+def _simulate_given_defaults(
+    net: Any,
+    static: np.ndarray,
+    terms: LoanTerms,
+    months: int,
+    seed: int,
+    chunk_size: int,
+    amounts: tuple[str, ...] | list[str],
+    wanted: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """`_simulate`, each loan's path drawn given whether it reaches default (`wanted`), by rejection.
+
+    The first round draws one path per loan; each later round draws copies of
+    the loans whose paths disagree with `wanted` (more copies as fewer loans
+    are left, up to `_MATCH_MAX_COPIES`, about `_MATCH_PATHS` paths a round)
+    and keeps each loan's first agreeing copy. Accepting the first draw that
+    agrees is an exact draw from the model's paths given the outcome. A loan
+    the model gives almost no chance of its outcome (a default flag on a loan
+    it rates near-riskless) can be left after `_MATCH_ROUNDS` rounds: it keeps
+    its last path, and is counted in the returned summary as unmatched.
+    """
+    default_code = STATE_INDEX["default"]
+    states, balance, payment = _simulate(net, static, terms, months, seed, chunk_size, amounts)
+    pending = np.flatnonzero((states == default_code).any(axis=1) != wanted)
+    draws = static.shape[0]
+    rounds = 0
+    for round_ in range(1, _MATCH_ROUNDS + 1):
+        if pending.size == 0:
+            break
+        rounds = round_
+        copies = int(np.clip(_MATCH_PATHS // pending.size, 1, _MATCH_MAX_COPIES))
+        rows = np.repeat(pending, copies)
+        subset = LoanTerms(term=terms.term[rows], amount=terms.amount[rows], installment=terms.installment[rows])
+        s, b, p = _simulate(net, static[rows], subset, months, seed + 104_729 * round_, chunk_size, amounts)
+        draws += rows.size
+        agree = ((s == default_code).any(axis=1) == wanted[rows]).reshape(pending.size, copies)
+        found = agree.any(axis=1)
+        pick = np.arange(pending.size) * copies + agree.argmax(axis=1)
+        take, source = pending[found], pick[found]
+        states[take], balance[take], payment[take] = s[source], b[source], p[source]
+        pending = pending[~found]
+    summary = {
+        "loans": int(wanted.size),
+        "defaults_asked": int(wanted.sum()),
+        "matched": int(wanted.size - pending.size),
+        "unmatched": int(pending.size),
+        "unmatched_defaults": int(wanted[pending].sum()),
+        "rounds": rounds,
+        "paths_drawn": int(draws),
+    }
+    return states, balance, payment, summary
+
+
 def _cosine_schedule(lr: float, decay: float, total_steps: int) -> Callable[[int], float]:
     """Learning rate at each optimiser step: a cosine from `lr` down to ``lr * decay`` over `total_steps`."""
     floor = lr * decay
@@ -1291,7 +1350,15 @@ class LoanCascade:
         _, nll = self._evaluate(self._net, encoded.tensors(), next(self._net.parameters()).device)
         return -nll
 
-    def sample(self, loans: pl.DataFrame, seed: int = 0, *, chunk_size: int = 65536) -> pl.DataFrame:
+    def sample(
+        self,
+        loans: pl.DataFrame,
+        seed: int = 0,
+        *,
+        chunk_size: int = 65536,
+        defaults: np.ndarray | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> pl.DataFrame:
         """Sample monthly histories for `loans` (e.g. synthetic loans with new ids).
 
         All loans advance together month by month: the state is drawn from the
@@ -1300,6 +1367,13 @@ class LoanCascade:
         longest modelled month. Returns the canonical performance columns, plus
         ``reporting_month`` when the training history had one and `loans` carry
         ``origination_date``. The same seed gives the same histories.
+
+        With `defaults` (one bool per loan) each history is drawn given whether
+        it reaches default: paths are drawn again for the loans whose path
+        disagrees (`_simulate_given_defaults`), so a loan table whose default
+        flag a lender derives from the history gets histories that agree with
+        it. `report`, when given, receives what that took (loans asked for,
+        matched, draws).
         """
         prep = self._require()
         months = int(prep["months"])
@@ -1308,7 +1382,17 @@ class LoanCascade:
         terms = self._terms(loans)
         device = next(self._net.parameters()).device
         with _torch_session(self.config.threads, int(seed), device, deterministic=False):
-            states, balance, payment = _simulate(self._net, static, terms, months, int(seed), chunk_size, prep["amounts"])
+            if defaults is None:
+                states, balance, payment = _simulate(self._net, static, terms, months, int(seed), chunk_size, prep["amounts"])
+            else:
+                wanted = np.asarray(defaults, dtype=bool)
+                if wanted.shape != (loans.height,):
+                    raise ValueError(f"defaults has {wanted.shape} values for {loans.height} loans")
+                states, balance, payment, matched = _simulate_given_defaults(
+                    self._net, static, terms, months, int(seed), chunk_size, prep["amounts"], wanted
+                )
+                if report is not None:
+                    report.update(matched)
         return paths_to_frame(
             ids,
             states,

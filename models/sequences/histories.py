@@ -1123,3 +1123,45 @@ def compare_sequences(
         failures=failures,
         effective_thresholds={"cdr12_relative": cdr_limit, "transition_rows": row_limits},
     )
+
+
+# The least agreement between a tape's default flag and "the history reaches default" for the flag to be read as
+# that event, and the least flagged loans for the agreement to mean anything.
+FLAG_AGREEMENT = 0.99
+FLAG_MIN_DEFAULTS = 10
+
+
+def default_flag_follows_history(
+    loans: pl.DataFrame, performance: pl.DataFrame | None, flags: pl.Series, id_column: str
+) -> dict[str, Any]:
+    """Whether a tape's default flag is the event "the loan's history reaches default", measured on the loans.
+
+    Many lenders derive the flag from the servicing history; a release whose
+    flag and histories disagree (a loan flagged defaulted whose history never
+    misses a payment) contradicts itself. `flags` is one bool per loan of
+    `loans` (`target_indicator` of the target). Loans without a history are
+    left out of the comparison. Returns ``{"follows": bool, "agreement": share
+    or None, "loans": compared, "flagged": flagged and compared, "reason": text}``:
+    the flag follows the history when at least `FLAG_AGREEMENT` of the
+    compared loans agree and at least `FLAG_MIN_DEFAULTS` of them are flagged.
+    """
+    if performance is None or performance.height == 0:
+        return {"follows": False, "agreement": None, "loans": 0, "flagged": 0, "reason": "the tape has no history"}
+    reached = performance.group_by("loan_id").agg((pl.col("status").cast(pl.String) == "default").any().alias("_reached"))
+    joined = (
+        pl.DataFrame({"loan_id": loans.get_column(id_column).cast(pl.String), "_flag": flags.cast(pl.Boolean).fill_null(False)})
+        .join(reached, on="loan_id", how="inner")
+    )
+    compared, flagged = joined.height, int(joined.get_column("_flag").sum())
+    if compared == 0:
+        return {"follows": False, "agreement": None, "loans": 0, "flagged": 0, "reason": "no loan has a history"}
+    agreement = float((joined.get_column("_flag") == joined.get_column("_reached")).mean())
+    follows = agreement >= FLAG_AGREEMENT and flagged >= FLAG_MIN_DEFAULTS
+    if follows:
+        reason = f"{agreement:.1%} of {compared} loans: the flag is set exactly when the history reaches default"
+    elif flagged < FLAG_MIN_DEFAULTS:
+        reason = f"only {flagged} flagged loans with a history (fewer than {FLAG_MIN_DEFAULTS}): nothing to go by"
+    else:
+        reason = (f"the flag and the history's default agree on {agreement:.1%} of {compared} loans (below "
+                  f"{FLAG_AGREEMENT:.0%}): the flag means something else, and the histories are drawn without it")
+    return {"follows": follows, "agreement": agreement, "loans": compared, "flagged": flagged, "reason": reason}

@@ -82,6 +82,14 @@ def test_synthetic_portfolio_is_new_loans_with_histories(demo_book):
     metadata = _latest_metadata(instance, "synthetic_portfolio", "bank")
     assert metadata["model_sha256"].value == model_sha
     assert metadata["seed"].value == 0
+    # the demo's flag is set exactly when the history reaches default: each released history agrees with its flag
+    given = metadata["histories_given_default_flag"].value
+    assert given["applied"] and given["agreement"] == 1.0, given
+    reached = performance.group_by("loan_id").agg((pl.col("status") == "default").any().alias("reached"))
+    joined = loans.select("loan_id", pl.col("default_flag").cast(pl.Boolean)).join(reached, on="loan_id")
+    assert joined.height == loans.height
+    agreement = (joined.get_column("default_flag") == joined.get_column("reached")).mean()
+    assert agreement >= 0.99 and agreement >= 1 - given["draws"]["unmatched"] / loans.height, given
     cascade = _latest_metadata(instance, "lstm_cascade", "bank")
     assert cascade["holdout_loglik_cascade"].value < 0 and cascade["holdout_loglik_markov"].value < 0
     assert "data:image/png;base64," in cascade["training_curve"].value
@@ -220,6 +228,13 @@ def test_a_servicers_history_without_payment_reaches_a_release_in_its_own_vocabu
     real = tape.table("performance")
     distance = transition_distance(real, portfolio.table("performance"))
     assert distance["mean"] < 0.03, distance
+    # the servicer's "bad" is its own label, not the charge-off in the history: the histories are drawn without it
+    metadata = next(
+        e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key == dg.AssetKey("synthetic_portfolio")
+    )
+    given = metadata["histories_given_default_flag"].value
+    assert not given["applied"] and given["agreement"] < 0.99 and "means something else" in given["reason"], given
     # this tape has no grade, DTI or product column: per-segment fidelity says so, a warning, never a pass
     segment = next(e for e in result.get_asset_check_evaluations() if e.check_name == "segment_fidelity")
     assert not segment.passed and "no grade, DTI or product column" in segment.metadata["not_measured"].value
