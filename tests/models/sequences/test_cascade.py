@@ -477,3 +477,26 @@ def test_deterministic_kernels_are_on_while_fitting_and_the_callers_setting_come
     # assert
     assert seen and all(seen)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_histories_drawn_given_each_loans_default_agree_with_it(book, fitted):
+    # setup: the book's own flags, and the same number of flags shuffled onto other loans (outcomes the model
+    # finds less likely), each asked of the cascade
+    loans, _, _ = book
+    flags = loans.get_column("default_flag").cast(pl.Boolean).to_numpy()
+    shuffled = np.random.default_rng(0).permutation(flags)
+    for wanted in (flags, shuffled):
+        report: dict = {}
+        # run
+        history = fitted.sample(loans, seed=2, defaults=wanted, report=report)
+        # assert: every loan's history reaches default exactly when asked, but the few the summary counts
+        reached = history.group_by("loan_id").agg((pl.col("status") == "default").any().alias("reached"))
+        got = loans.select("loan_id").join(reached, on="loan_id", how="left").get_column("reached").fill_null(False)
+        disagree = int((got.to_numpy() != wanted).sum())
+        assert disagree == report["unmatched"] <= 0.02 * loans.height, report
+        assert report["matched"] + report["unmatched"] == loans.height and report["defaults_asked"] == int(wanted.sum())
+    # the same seed gives the same histories
+    again = fitted.sample(loans, seed=2, defaults=shuffled)
+    assert again.equals(history)
+    with pytest.raises(ValueError, match="defaults has"):
+        fitted.sample(loans, seed=2, defaults=flags[:-1])
