@@ -735,8 +735,8 @@ def _simulate(
     return states, balance, payment
 
 
-_MATCH_ROUNDS = 16
-_MATCH_PATHS = 8192
+_MATCH_ROUNDS = 10
+_MATCH_PATHS = 4096
 _MATCH_MAX_COPIES = 64
 
 
