@@ -277,18 +277,28 @@ def synthetic_portfolio(
 
 def _flags_to_follow(raw_loan_tape: TapeSplit, train, synthetic, plan) -> tuple[object, dict[str, object]]:
     """The synthetic loans' default flags for their histories to agree with, when the tenant's flag is the event
-    "the history reaches default" (`default_flag_follows_history` on the train split), with the reason either way.
+    "the history reaches default", with the reason either way: as tenant.yaml's ``target.from_history`` declares,
+    else as measured on the train split (`default_flag_follows_history`).
 
-    Under DP nothing is decided from the real loans outside the accounting: the histories are drawn without the flag.
+    Under DP nothing is decided from the real loans outside the accounting: without the declaration the histories
+    are drawn without the flag.
     """
     from models.sequences.histories import default_flag_follows_history
 
     schema = raw_loan_tape.schema
-    if plan is not None:
-        return None, {"applied": False, "reason": "under DP: whether the flag follows the history is a statistic of "
-                                                  "the real loans, not charged; the histories are drawn without it"}
+    target = raw_loan_tape.tenant_config.target
+    declared = target.from_history if target is not None else None
     if not schema.target or schema.target not in train.columns or schema.target not in synthetic.columns:
         return None, {"applied": False, "reason": "no default flag declared (target) in the loans"}
+    if declared is False:
+        return None, {"applied": False, "reason": "tenant.yaml declares target.from_history: false"}
+    if declared:
+        flags = target_indicator(synthetic.get_column(schema.target), schema.target_positive).to_numpy()
+        return flags, {"applied": True, "reason": "tenant.yaml declares target.from_history: true"}
+    if plan is not None:
+        return None, {"applied": False, "reason": "under DP: whether the flag follows the history is a statistic of "
+                                                  "the real loans, not charged; the histories are drawn without it "
+                                                  "(declare target.from_history: true in tenant.yaml if it does)"}
     measured = default_flag_follows_history(
         train, raw_loan_tape.history_of(train), target_indicator(train.get_column(schema.target), schema.target_positive),
         schema.id_column or "loan_id",

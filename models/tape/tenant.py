@@ -86,6 +86,10 @@ class TargetSpec(_Strict):
 
     column: str = Field(min_length=1)
     positive: _Scalar | list[_Scalar] = 1
+    # Whether the flag is the event "the loan's history reaches default": true draws every synthetic history given
+    # its loan's flag (under DP too: a declaration, not a statistic), false never does, null (the default) measures
+    # it on the train split (`models.sequences.histories.default_flag_follows_history`; not under DP).
+    from_history: bool | None = None
 
     @property
     def positive_values(self) -> list[Any]:

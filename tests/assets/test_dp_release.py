@@ -92,6 +92,9 @@ def test_dp_bundle_carries_no_exact_real_statistic(tmp_path):
                      if e.asset_key.to_user_string() == "synthetic_portfolio")
     fidelity = next(e for e in result.get_asset_check_evaluations() if e.check_name == "synthetic_fidelity")
     assert portfolio["scope"].value.startswith("internal") and fidelity.metadata["scope"].value.startswith("internal")
+    # whether the flag follows the history is not measured on the real loans under DP, and nothing declares it here
+    given = portfolio["histories_given_default_flag"].value
+    assert not given["applied"] and "under DP" in given["reason"] and "agreement" not in given, given
     bundle = tmp_path / "bundle"
     export_release(settings, "dpbank", bundle)
     names = {p.name for p in bundle.iterdir()}
@@ -112,3 +115,37 @@ def test_dp_bundle_carries_no_exact_real_statistic(tmp_path):
     assert any(s in set(internal) for spellings in figures.values() for s in spellings)
     certificate = json.loads((bundle / "certificate.json").read_text())
     assert "not covered by epsilon" in json.dumps(certificate) or "not covered by epsilon" in _bundle_text(bundle)["certificate.pdf"]
+
+
+def test_under_dp_a_declared_flag_is_followed_by_the_histories(tmp_path):
+    # setup: a DP tenant whose tenant.yaml declares that its flag is the history's default event
+    import yaml
+
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "dpflag"
+    domains = {**DP_DOMAINS, "origination_date": {"low": "2019-01-01", "high": "2020-12-31", "bins": 24}}
+    # a generous epsilon: what is tested is the histories, not the twin's fidelity at a tight budget
+    write_dp_landing(folder, {"k": 5, "epsilon": 80.0, "dpsgd_epsilon": 2.0, "epsilon_budget": 90.0, "domains": domains},
+                     rows=3000)
+    config = yaml.safe_load((folder / "tenant.yaml").read_text())
+    config["target"]["from_history"] = True
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    run_config = {"ops": {"lstm_cascade": {"config": {"epochs": 1, "hidden_size": 8}}}}
+    # run
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(settings, instance, "dpflag", ASSETS[:4], run_config=run_config)
+    # assert: the declaration is followed without measuring anything on the real loans, and the histories agree
+    assert result.success, failure_text(result)
+    portfolio = next(e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
+                     if e.asset_key.to_user_string() == "synthetic_portfolio")
+    given = portfolio["histories_given_default_flag"].value
+    assert given["applied"] and "declares" in given["reason"] and "agreement" not in given, given
+    stored = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "dpflag").read()
+    loans, performance = stored.table("loans"), stored.table("performance")
+    from models.tape.vocabulary import target_indicator
+
+    flagged = loans.select("loan_id", target_indicator(loans.get_column("default_flag"), [1]).alias("flag"))
+    reached = performance.group_by("loan_id").agg((pl.col("status") == "default").any().alias("reached"))
+    joined = flagged.join(reached, on="loan_id", how="left")
+    disagree = int((joined.get_column("flag") != joined.get_column("reached").fill_null(False)).sum())
+    assert disagree == given["draws"]["unmatched"] <= 0.02 * loans.height, given
