@@ -41,8 +41,9 @@ charged, then `fit_dp_twin`: the one path of the asset and of the tests):
    or left out (mostly null). A numeric one spends the rest on one histogram over
    a fixed public signed log-magnitude grid (`magnitude_grid`): its bounds are
    the outermost bins whose noisy count clears the noise, at thresholds set from
-   the noise scale so that a bin holding no value passes with probability 1e-9
-   (`grid_bounds`; private bounds, part of the plan's charge), its marginal the
+   the noise scale so that a bin holding no value passes with probability 1e-9,
+   then grown a step at a time into next bins that show values (`grid_bounds`;
+   private bounds, part of the plan's charge), its marginal the
    same noisy counts inside them; integer columns with a small noisy range are
    released as those integers. A categorical
    one spends the rest on a stability histogram (below). Integer counts receive integer noise from OpenDP's
@@ -393,7 +394,8 @@ SPURIOUS_BINS = 0.05
 best-effort failure probability of an undeclared column's bounds when nothing clears at BOUNDS_FAILURE."""
 BOUNDS_FAILURE = 1e-9
 """Probability, per undeclared numeric column, that noise alone lifts a grid bin, a run of adjacent bins or a decade
-block holding none of its values over the thresholds that set its private bounds (`grid_bounds`)."""
+block holding none of its values over the thresholds that set its private bounds (`grid_bounds`): 3/4 of it for the
+whole grid's bins, runs and blocks, 1/8 for each end's steps."""
 MAX_INTEGER_LEVELS = 40
 """An integer column whose noisy range spans at most this many integers is released as those integers."""
 NULL_SUFFIX = "#null"
@@ -411,23 +413,16 @@ def _clear_threshold(scale: float, size: int) -> float:
     return scale * math.log(max(size, 1) / SPURIOUS_BINS)
 
 
-@functools.lru_cache(maxsize=1024)
-def _empty_threshold(scale: float, width: int, events: int, failure: float) -> float:
-    """A noisy sum of `width` bins holding no value that any of `events` such sums reaches with probability at most
-    `failure` / 3, the noise being independent discrete Laplace of `scale`.
+@functools.lru_cache(maxsize=4096)
+def _sum_threshold(scale: float, width: int, share: float) -> float:
+    """The least integer a with P(S >= a) <= `share`, S the sum of `width` independent discrete Laplace draws of
+    `scale` (the noisy sum of `width` bins holding no value), computed exactly.
 
-    Each of the `events` sums gets failure / (3 events) (the union bound). One
-    bin (`width` 1) has noisy count Z with P(Z >= T) = alpha^T / (1 + alpha),
-    alpha = exp(-1 / scale), exactly: the smallest such integer T, about
-    scale * ln(3 events / failure), i.e. 26.5 scales over a ~200-bin grid at
-    BOUNDS_FAILURE. A sum S of `width` > 1 bins: Chernoff,
-    P(S >= a) <= exp(width log M(t) - t a) for every 0 < t < 1 / scale, with
-    M(t) = E[exp(t Z)] = (1 - alpha)^2 / ((1 - alpha e^t)(1 - alpha e^-t)); the least
-    a over a grid of t (any t gives a valid bound, unlike a normal approximation,
-    which understates the tails of a sum of a few Laplace draws).
+    One draw Z = G1 - G2 with G1, G2 independent geometric (P(G = k) = (1 - alpha) alpha^k, alpha = exp(-1 / scale)),
+    so S = N1 - N2 with N1, N2 independent negative binomial (`width`, 1 - alpha) and
+    P(S >= a) = sum over m of P(N2 = m) P(N1 >= a + m). For one bin that is alpha^a / (1 + alpha).
     """
     alpha = math.exp(-1.0 / scale)
-    share = failure / 3.0 / max(events, 1)
     if width == 1:
         k = max(math.ceil(math.log(share * (1.0 + alpha)) / math.log(alpha)), 1)
         while discrete_laplace_tail(scale, k) > share:
@@ -435,9 +430,53 @@ def _empty_threshold(scale: float, width: int, events: int, failure: float) -> f
         while k > 1 and discrete_laplace_tail(scale, k - 1) <= share:
             k -= 1
         return float(k)
+    # Chernoff, P(S >= a) <= exp(width log M(t) - t a) for 0 < t < 1 / scale, M(t) = E[exp(t Z)]: an upper end
     t = np.linspace(1e-3, 0.999, 999) / scale
     log_m = 2.0 * math.log1p(-alpha) - np.log1p(-alpha * np.exp(t)) - np.log1p(-alpha * np.exp(-t))
-    return float(np.min((width * log_m - math.log(share)) / t))
+    high = max(math.ceil(float(np.min((width * log_m - math.log(share)) / t))), 1)
+    # sf[k] = P(N >= k) for k up to past high + the terms of pmf (a length rounded up to a power of two: few tables)
+    pmf, sf = _negative_binomial(scale, width, 1 << max(high - 1, 1).bit_length())
+    terms = pmf.size
+    low = 1
+    while low < high:  # the tail falls with a: bisect
+        mid = (low + high) // 2
+        if float(pmf @ sf[mid:mid + terms]) <= share:
+            high = mid
+        else:
+            low = mid + 1
+    return float(low)
+
+
+@functools.lru_cache(maxsize=64)
+def _negative_binomial(scale: float, width: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """P(N = m) for m below a point past which N's mass is under 1e-20, and P(N >= k) up to that point plus a
+    length of at least `high`: N negative binomial (`width`, 1 - exp(-1 / scale)), the positive part of a sum
+    of `width` discrete Laplace draws (the sums, small to large, keep the far tail exact)."""
+    from scipy.special import gammaln
+
+    terms = int(math.ceil(scale * (2 * width + 60)))
+    length = terms + int(math.ceil(scale * 60))
+    while length < terms + high:
+        length *= 2
+    m = np.arange(length, dtype=np.float64)
+    log_pmf = (gammaln(m + width) - gammaln(width) - gammaln(m + 1.0) + width * math.log1p(-math.exp(-1.0 / scale))
+               - m / scale)
+    pmf = np.exp(log_pmf)
+    return pmf[:terms], np.cumsum(pmf[::-1])[::-1]
+
+
+def _empty_threshold(scale: float, width: int, events: int, failure: float) -> float:
+    """A noisy sum of `width` bins holding no value that any of `events` such sums reaches with probability at most
+    `failure` / 4, the noise being independent discrete Laplace of `scale`.
+
+    Each of the `events` sums gets failure / (4 events) (the union bound), at
+    its exact tail (`_sum_threshold`): for one bin about
+    scale * ln(4 events / failure), i.e. 26.7 scales over a ~200-bin grid at
+    BOUNDS_FAILURE; 31.5 scales for a run of two bins over all runs, 37.6 for
+    a decade block over all blocks. (Bins, runs and blocks take 3/4 of
+    `failure`; `_grow` the rest.)
+    """
+    return _sum_threshold(scale, width, failure / 4.0 / max(events, 1))
 
 
 def _null_share(noisy_null: float, mass: np.ndarray, scale: float) -> float:
@@ -458,7 +497,7 @@ give no end: the block that cleared holds values, but a few of its bins hold onl
 
 def _clear_blocks(noisy: np.ndarray, scale: float, failure: float) -> list[tuple[int, int]]:
     """The first and last bin of each decade block of the grid whose noisy sum clears what an empty block reaches
-    (`_empty_threshold`, one `failure` / 3 over all blocks).
+    (`_empty_threshold`, one `failure` / 4 over all blocks).
 
     Bins are summed in blocks of one decade: a block holds the column's values
     eight bins' worth at a time while its noise grows only as the square root,
@@ -478,8 +517,8 @@ def _grid_support(noisy: np.ndarray, scale: float, failure: float) -> tuple[int,
 
     The support runs from the first to the last block that clears
     (`_clear_blocks`), widened to any single bin that clears what an empty bin
-    reaches (`_empty_threshold`, one `failure` / 3 over all bins), so a block or
-    bin holding no value clears with probability at most 2 `failure` / 3.
+    reaches (`_empty_threshold`, one `failure` / 4 over all bins), so a block or
+    bin holding no value clears with probability at most `failure` / 2.
     """
     blocks = _clear_blocks(noisy, scale, failure)
     bins = np.flatnonzero(noisy >= _empty_threshold(scale, 1, noisy.size, failure))
@@ -503,11 +542,11 @@ def _trim_tails(mass: np.ndarray, noisy: np.ndarray, scale: float, lo: int, hi: 
     few synthetic values ten times beyond the real range. Evidence of values:
     a bin that clears (`_grid_support`'s threshold), a run of 2..8 adjacent
     bins whose noisy sum clears what as many empty bins reach
-    (`_empty_threshold`, one `failure` / 3 over every such run of the grid), or
+    (`_empty_threshold`, one `failure` / 4 over every such run of the grid), or
     a block that cleared. Values reach at least the start of the highest such
     run and the end of the lowest, so those are the bounds: one past the
     values needs an empty bin, run or block to clear, probability at most
-    `failure` with the support's events, while a real tail spread thinly over
+    3 `failure` / 4 with the support's events, while a real tail spread thinly over
     a few bins keeps all but its outermost ones. Only where there is no such
     evidence, or the lowest run ends above the start of the highest (a block
     clears, nothing shorter does), is that stretch narrowed the same way at
@@ -551,41 +590,136 @@ def _trim_mass(mass: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     return lo + low, lo + high
 
 
-def grid_bounds(noisy: np.ndarray, scale: float) -> tuple[int, int]:
+_STEP = 10.0 ** (1.0 / _GRID_STEPS_PER_DECADE) - 1.0
+"""How far one step of `_grow` may move an end of the bounds, relative to its magnitude or the range: one log bin."""
+GROW_EVENTS = _GRID_STEPS_PER_DECADE + 1
+"""Tests at one end of the bounds, per step (`_grow`): runs of 1..8 bins, and the bin of 0."""
+
+
+def _step_allowed(edges: np.ndarray, lo: int, hi: int, k: int, side: int) -> bool:
+    """Whether taking grid bin k past one end of the bounds [lo, hi] (`side` +1: above hi, -1: below lo) moves that
+    end by at most one step: by no more than _STEP times the larger of the end's magnitude and the range, and not
+    into a sign that no bin of [lo, hi] has.
+
+    That is one log bin outward (a factor 10^(1/8)), the integers 4, 5.. past
+    a count that reaches 3.., or any way toward zero while it widens the range
+    by at most a third (down to the point mass at 0 under amounts from 1 up);
+    never a 2 in a 0/1 flag (the range would grow by half), a 1 in a constant
+    0, a -1 in a count or a 0 under a term of 36 to 60 months.
+    """
+    if not 0 <= k < edges.size - 1:
+        return False
+    low, high = float(edges[lo]), float(edges[hi + 1])
+    center = (float(edges[k]) + float(edges[k + 1])) / 2.0
+    if side > 0:
+        moved, end, other_sign = float(edges[k + 1]) - high, high, center > 0 >= (edges[hi] + edges[hi + 1]) / 2.0
+    else:
+        moved, end, other_sign = low - float(edges[k]), low, center < 0 <= (edges[lo] + edges[lo + 1]) / 2.0
+    return not other_sign and moved <= _STEP * max(abs(end), high - low) * (1.0 + 1e-9)
+
+
+def _zero_bin(edges: np.ndarray) -> int:
+    """The grid bin of 0: the zero-width bin of the decimal grid, the bin of the integer 0."""
+    k = int(np.searchsorted(edges, 0.0, side="left"))
+    return k if edges[k] == 0.0 and edges[k + 1] == 0.0 else k - 1
+
+
+def _grow(values: np.ndarray, scale: float, edges: np.ndarray, lo: int, hi: int, failure: float) -> tuple[int, int]:
+    """Move each end of the bounds [lo, hi] out one bin at a time while the noisy counts just past it show values,
+    where that bin is one step out (`_step_allowed`); noise alone moves an end past the values with probability at
+    most `failure` (post-processing, no budget).
+
+    The tests at an end: the runs of 1..8 bins that start at the next bin and
+    reach at most one bin past the bins a step allows (a gap of one empty bin
+    is crossed, no more), and the bin of 0 where a step allows it (the point
+    mass of zero amounts, past a gap of small magnitudes). Each is one of
+    GROW_EVENTS sums holding no value when the end already is the values' end,
+    so each gets failure / GROW_EVENTS at its exact tail (`_sum_threshold`):
+    the end then moves with probability at most `failure`, and by one step
+    (plus a bin), never a decade or across zero; a further step needs noise in
+    further bins. A run that clears shows values at or past its first bin, so
+    the end moves there (to 0 for the bin of 0), and the next bin is tested.
+    """
+    values = values.astype(np.float64)
+    zero = _zero_bin(edges)
+    share = failure / GROW_EVENTS
+    moved = True
+    while moved:
+        moved = False
+        for side in (1, -1):
+            end = hi if side > 0 else lo
+            steps = 0  # bins past the end that one step allows, up to a run's length
+            while steps < _GRID_STEPS_PER_DECADE and _step_allowed(edges, lo, hi, end + side * (steps + 1), side):
+                steps += 1
+            if steps == 0:
+                continue
+            to = None
+            if zero != end + side and (zero - end) * side > 0 and _step_allowed(edges, lo, hi, zero, side) \
+                    and values[zero] >= _sum_threshold(scale, 1, share):
+                to = zero
+            for width in range(1, min(_GRID_STEPS_PER_DECADE, steps + 1) + 1):
+                first, last = sorted((end + side, end + side * width))
+                if to is None and 0 <= last < values.size and first >= 0 \
+                        and values[first:last + 1].sum() >= _sum_threshold(scale, width, share):
+                    to = end + side
+            if to is not None:
+                lo, hi = (lo, to) if side > 0 else (to, hi)
+                moved = True
+    return lo, hi
+
+
+def grid_bounds(noisy: np.ndarray, scale: float, integer: bool | None = None) -> tuple[int, int]:
     """The private bounds of an undeclared numeric column: its first and last grid bin, from its noisy histogram.
 
     `noisy` is the charged release of `DPGaussianCopula._grid`: the noisy counts of
-    the `magnitude_grid` bins, then the null bin, with discrete Laplace noise of
-    `scale`. The bounds are the support (`_grid_support`) narrowed to the
-    outermost bins shown to hold values (`_trim_tails`), at thresholds set from
-    `scale` by the union bound so that any bin, run of bins or block holding
-    no value clears with probability at most BOUNDS_FAILURE (1e-9) per column:
-    the bounds reach past the real values with at most that probability. A bin
-    holding ~26.5 noise scales of rows, or a block ~41.5, always clears: 3.5%
-    (5.5%) of the 20,000 rows of a 5-column tape at epsilon 1 (scale 27). (The
-    old rule, 8.3 scales a bin and a normal approximation for blocks, let an
-    empty bin through for ~2.4% of 0/1 columns: a 30 in a flag.) Only when
-    nothing clears at BOUNDS_FAILURE (a column with fewer rows a block than
-    that) are the same rules applied at SPURIOUS_BINS (best effort, bounds that
-    may overreach, as before; likewise within the one stretch `_trim_tails`
-    cannot narrow), and when nothing clears at all the bounds are the block of
-    largest noisy sum, trimmed.
+    the `magnitude_grid(integer)` bins (`integer` None: the grid of that many
+    bins), then the null bin, with discrete Laplace noise of `scale`.
+
+    The core is the support (`_grid_support`) narrowed to the outermost bins
+    shown to hold values (`_trim_tails`), at thresholds set from `scale` so
+    that any bin, run of bins or block holding no value, anywhere on the grid,
+    clears with probability at most 3 BOUNDS_FAILURE / 4: a bin ~26.7 noise
+    scales of rows, a run of two ~31.5, a decade block ~37.6. (The old rule,
+    8.3 scales a bin, let an empty bin through for ~2.4% of 0/1 columns: a 30
+    in a flag.) Where the core cannot narrow a stretch at that level, it is
+    narrowed at SPURIOUS_BINS (best effort, as before). Its ends then grow one
+    bin at a time (`_grow`) where the bin is one step out (a log bin outward, a
+    new integer past 3.., or toward zero by at most a third of the range) and
+    the few bins there show values, each end past the values with probability
+    at most BOUNDS_FAILURE / 8: with so few tests a bin there clears at ~24.3
+    scales (a run of two ~27), so a real tail a little too thin for the whole
+    grid's level is kept. In all, the bounds reach past the values with
+    probability at most BOUNDS_FAILURE per column, and a step past them never
+    reaches a decade further or across zero.
+
+    When nothing clears at BOUNDS_FAILURE (a column with fewer rows a block
+    than that) the core is the decade block of largest noisy sum, narrowed at
+    SPURIOUS_BINS and past end bins holding TAIL_MASS of its projected mass
+    (`_trim_tails`, `_trim_mass`), grown the same way at SPURIOUS_BINS an end:
+    best effort, bounds that may be one step too wide or miss a thin tail, but
+    that reach a far bin only where noise outweighs the whole column. (The
+    whole grid was searched at SPURIOUS_BINS there before, which took a far
+    empty bin for a few percent of such columns.)
 
     Post-processing of the charged histogram: the thresholds change no noise
     and cost no budget, so the privacy accounting is unchanged.
     """
     noisy = np.asarray(noisy)
     size = noisy.size - 1
+    if integer is None:
+        integer = size == magnitude_grid(True).size - 1
+    edges = magnitude_grid(integer)
     mass = project_counts(noisy)
     value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
     values = noisy[:size]
-    for failure in (BOUNDS_FAILURE, SPURIOUS_BINS):
-        support = _grid_support(values, scale, failure)
-        if support is not None:
-            return _trim_tails(value_mass, values, scale, *support, failure)
+    support = _grid_support(values, scale, BOUNDS_FAILURE)
+    if support is not None:
+        core = _trim_tails(value_mass, values, scale, *support, BOUNDS_FAILURE)
+        return _grow(values, scale, edges, *core, BOUNDS_FAILURE / 8.0)
     starts = np.arange(0, size, _GRID_STEPS_PER_DECADE)
     best = int(starts[np.argmax(np.add.reduceat(values.astype(np.float64), starts))])
-    return _trim_tails(value_mass, values, scale, best, min(best + _GRID_STEPS_PER_DECADE, size) - 1, SPURIOUS_BINS)
+    core = _trim_tails(value_mass, values, scale, best, min(best + _GRID_STEPS_PER_DECADE, size) - 1, SPURIOUS_BINS)
+    return _grow(values, scale, edges, *core, SPURIOUS_BINS)
 
 
 def magnitude_grid(integer: bool) -> np.ndarray:
@@ -1328,7 +1462,7 @@ class DPGaussianCopula:
     def _grid(self, column: DPColumnPlan, values: np.ndarray, integer: bool, scale: float):
         """An undeclared numeric column: one noisy histogram over the public magnitude grid gives bounds and marginal.
 
-        The bounds are post-processing of that one histogram (`_grid_support`), so
+        The bounds are post-processing of that one histogram (`grid_bounds`), so
         they cost nothing beyond it; the marginal is its projected mass inside them.
         """
         edges = magnitude_grid(integer)
@@ -1342,7 +1476,7 @@ class DPGaussianCopula:
         noisy = noisy_histogram(codes, size + 1, scale=scale, sampler=self.sampler)
         mass = project_counts(noisy)
         value_mass = mass[:size] if mass[:size].sum() > 0 else np.ones(size)
-        lo, hi = grid_bounds(noisy, scale)
+        lo, hi = grid_bounds(noisy, scale, integer)
         kept = value_mass[lo:hi + 1].copy()
         if kept.sum() <= 0:
             kept = np.ones_like(kept)

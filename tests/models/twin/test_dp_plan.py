@@ -109,6 +109,52 @@ def test_private_bounds_still_cover_a_real_spread_of_values():
         assert low >= 100.0 * (1 - 1e-9) and high <= 1e6 * (1 + 1e-9)
 
 
+def noisy_counts(integer: bool, scale: float, counts: dict[float, float]) -> np.ndarray:
+    """A noisy grid histogram set by hand: `counts` noise scales of rows in the bin of each value, 0 elsewhere."""
+    edges = magnitude_grid(integer)
+    noisy = np.zeros(edges.size)  # the grid's bins, then the null bin
+    for value, scales in counts.items():
+        noisy[np.searchsorted(edges, value, side="right") - 1] = round(scales * scale)
+    return noisy
+
+
+def edges_of(bounds: tuple[int, int], integer: bool) -> tuple[float, float]:
+    edges = magnitude_grid(integer)
+    return float(edges[bounds[0]]), float(edges[bounds[1] + 1])
+
+
+def test_private_bounds_take_a_thin_tail_next_to_the_values_but_not_the_same_count_far_off_or_in_a_flag():
+    # setup: 25 noise scales of rows is below the whole grid's level (26.7 scales a bin) but above the level of the
+    # few bins one step past an end (24.3): a thin tail just past a count's 0..12 or an amount's 10^2..10^3
+    # clears; the same count a decade past the amount, or a 2 in a 0/1 flag (a step that grows its range by
+    # half), does not
+    scale = 27.0
+    core = {float(v): 100.0 for v in range(13)}
+    amounts = {115.0 * 10 ** (k / 8): 100.0 for k in range(8)}  # one bin each, 10^2 .. 10^3
+    # run
+    count = grid_bounds(noisy_counts(True, scale, {**core, 13.0: 25.0}), scale)
+    tail = grid_bounds(noisy_counts(False, scale, {**amounts, 1100.0: 25.0}), scale)
+    far = grid_bounds(noisy_counts(False, scale, {**amounts, 11_000.0: 25.0}), scale)
+    flag = grid_bounds(noisy_counts(True, scale, {0.0: 400.0, 1.0: 300.0, 2.0: 25.0}), scale)
+    # assert
+    assert edges_of(count, True) == (-0.5, 13.5)
+    assert edges_of(tail, False) == pytest.approx((100.0, 1000.0 * 10 ** (1 / 8)))
+    assert edges_of(far, False) == pytest.approx((100.0, 1000.0))
+    assert edges_of(flag, True) == (-0.5, 1.5)
+
+
+def test_a_column_too_small_for_any_bin_to_clear_never_takes_a_far_bin():
+    # setup: a column spread 3 noise scales a bin over 10^2..10^3 (24 a block: nothing clears at 1e-9) and a bin
+    # of 12 noise scales six decades out; the old best effort searched the whole grid at a level (9.7 scales) that
+    # took such a bin in a few percent of small columns
+    scale = 27.0
+    spread = {115.0 * 10 ** (k / 8): 3.0 for k in range(8)}
+    # run
+    low, high = edges_of(grid_bounds(noisy_counts(False, scale, {**spread, 1.5e9: 12.0}), scale), False)
+    # assert: the bounds stay with the values
+    assert 100.0 * (1 - 1e-9) <= low and high <= 1000.0 * 10 ** (1 / 8) * (1 + 1e-9)
+
+
 def test_text_in_a_numeric_column_neither_crashes_nor_changes_the_release_type():
     # setup: one borrower writes "abc" in the income column, so the column is read as text
     real = tape(3000, seed=3).with_columns(pl.col("income").cast(pl.String))
