@@ -754,7 +754,8 @@ def _simulate_given_defaults(
 
     The first round draws one path per loan; each later round draws copies of
     the loans whose paths disagree with `wanted` (more copies as fewer loans
-    are left, up to `_MATCH_MAX_COPIES`, about `_MATCH_PATHS` paths a round)
+    are left, up to `_MATCH_MAX_COPIES`; about a quarter of the book's loans
+    in paths a round, at least `_MATCH_PATHS`)
     and keeps each loan's first agreeing copy. Accepting the first draw that
     agrees is an exact draw from the model's paths given the outcome. A loan
     the model gives almost no chance of its outcome (a default flag on a loan
@@ -765,12 +766,14 @@ def _simulate_given_defaults(
     states, balance, payment = _simulate(net, static, terms, months, seed, chunk_size, amounts)
     pending = np.flatnonzero((states == default_code).any(axis=1) != wanted)
     draws = static.shape[0]
+    # Paths a round: a quarter of the book at least, so a large book's many disagreeing loans get copies too.
+    budget = max(_MATCH_PATHS, static.shape[0] // 4)
     rounds = 0
     for round_ in range(1, _MATCH_ROUNDS + 1):
         if pending.size == 0:
             break
         rounds = round_
-        copies = int(np.clip(_MATCH_PATHS // pending.size, 1, _MATCH_MAX_COPIES))
+        copies = int(np.clip(budget // pending.size, 1, _MATCH_MAX_COPIES))
         rows = np.repeat(pending, copies)
         subset = LoanTerms(term=terms.term[rows], amount=terms.amount[rows], installment=terms.installment[rows])
         s, b, p = _simulate(net, static[rows], subset, months, seed + 104_729 * round_, chunk_size, amounts)
