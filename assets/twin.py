@@ -290,23 +290,21 @@ def _flags_to_follow(raw_loan_tape: TapeSplit, train, synthetic, plan) -> tuple[
     declared = target.from_history if target is not None else None
     if not schema.target or schema.target not in train.columns or schema.target not in synthetic.columns:
         return None, {"applied": False, "reason": "no default flag declared (target) in the loans"}
-    if declared is False:
-        return None, {"applied": False, "reason": "tenant.yaml declares target.from_history: false"}
-    if declared:
-        flags = target_indicator(synthetic.get_column(schema.target), schema.target_positive).to_numpy()
-        return flags, {"applied": True, "reason": "tenant.yaml declares target.from_history: true"}
-    if plan is not None:
-        return None, {"applied": False, "reason": "under DP: whether the flag follows the history is a statistic of "
-                                                  "the real loans, not charged; the histories are drawn without it "
-                                                  "(declare target.from_history: true in tenant.yaml if it does)"}
-    measured = default_flag_follows_history(
-        train, raw_loan_tape.history_of(train), target_indicator(train.get_column(schema.target), schema.target_positive),
-        schema.id_column or "loan_id",
-    )
-    if not measured["follows"]:
-        return None, {"applied": False, **measured}
-    flags = target_indicator(synthetic.get_column(schema.target), schema.target_positive).to_numpy()
-    return flags, {"applied": True, **measured}
+    if declared is not None:
+        decision = {"applied": declared, "reason": f"tenant.yaml declares target.from_history: {str(declared).lower()}"}
+    elif plan is not None:
+        decision = {"applied": False, "reason": "under DP: whether the flag follows the history is a statistic of "
+                                                "the real loans, not charged; the histories are drawn without it "
+                                                "(declare target.from_history: true in tenant.yaml if it does)"}
+    else:
+        measured = default_flag_follows_history(
+            train, raw_loan_tape.history_of(train),
+            target_indicator(train.get_column(schema.target), schema.target_positive), schema.id_column or "loan_id",
+        )
+        decision = {"applied": measured["follows"], **measured}
+    if not decision["applied"]:
+        return None, decision
+    return target_indicator(synthetic.get_column(schema.target), schema.target_positive).to_numpy(), decision
 
 
 def _histories(tenant: str, cascade, synthetic, seed: int, fitted_copula: TwinModel, flags=None, given_flag=None):
