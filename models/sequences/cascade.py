@@ -1000,14 +1000,12 @@ def _mask_unseen(net: Any, seen: list[bool], pairs: np.ndarray | None = None) ->
     the mask it leaks a little probability into such moves (0.5-2% of dpd60's exits on the demo book), paths a
     lender's own validation would reject. The Markov baseline has the same zeros by construction.
     """
-    unseen = [i for i, present in enumerate(seen) if not present]
-    with _torch().no_grad():
-        if unseen:
-            net.state_offset[..., unseen] = _UNSEEN_LOGIT
-        if pairs is not None:
-            previous, following = np.nonzero(~np.asarray(pairs, dtype=bool))
-            for row, column in zip(previous.tolist(), following.tolist()):
-                net.state_offset[row, :, column] = _UNSEEN_LOGIT
+    torch = _torch()
+    # (previous state, next state) pairs to mask, broadcast over the months on book
+    masked = ~np.asarray(seen, dtype=bool)[None, :] | (np.zeros((1, N_STATES), dtype=bool) if pairs is None else
+                                                      ~np.asarray(pairs, dtype=bool))
+    with torch.no_grad():
+        net.state_offset.masked_fill_(torch.from_numpy(masked)[:, None, :].to(net.state_offset.device), _UNSEEN_LOGIT)
 
 
 # --------------------------------------------------------------------------- the model
