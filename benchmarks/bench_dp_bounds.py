@@ -57,8 +57,8 @@ import polars as pl  # noqa: E402
 
 from models.tape.ingest import read_table  # noqa: E402
 from models.tape.tenant import TenantConfig  # noqa: E402
-from models.twin.dp import (BOUNDS_FAILURE, DiscreteLaplace, DPGaussianCopula, _grid_support, grid_bounds,  # noqa: E402
-                            plan_for_table)
+from models.twin.dp import (BOUNDS_FAILURE, DiscreteLaplace, DPGaussianCopula, grid_bounds,  # noqa: E402
+                            plan_for_table, strict_bounds)
 from tests.corpus import CORPUS  # noqa: E402
 
 # (tenant, epsilon, rows: None = the whole dataset, "corpus" = the corpus tape's own sample)
@@ -116,8 +116,7 @@ def release_bounds(counts: np.ndarray, scale: float, integer: bool, releases: in
     """`releases` private bounds of one column, each from a fresh noisy histogram: first and last grid bin, and
     whether the core cleared at BOUNDS_FAILURE (False: `grid_bounds`' best-effort branch ran)."""
     noisy = sampler(np.tile(counts, (releases, 1)), scale)
-    return [(*grid_bounds(row, scale, integer), _grid_support(row[:-1], scale, BOUNDS_FAILURE) is not None)
-            for row in noisy]
+    return [(*grid_bounds(row, scale, integer), strict_bounds(row, scale)) for row in noisy]
 
 
 @dataclasses.dataclass

@@ -668,6 +668,12 @@ def _grow(values: np.ndarray, scale: float, edges: np.ndarray, lo: int, hi: int,
     return lo, hi
 
 
+def strict_bounds(noisy: np.ndarray, scale: float) -> bool:
+    """Whether `grid_bounds` finds this noisy histogram's core at BOUNDS_FAILURE; False: its bounds are best effort
+    (the column has too few rows a block for the noise, and a far bin is possible)."""
+    return _grid_support(np.asarray(noisy)[:-1], scale, BOUNDS_FAILURE) is not None
+
+
 def grid_bounds(noisy: np.ndarray, scale: float, integer: bool | None = None) -> tuple[int, int]:
     """The private bounds of an undeclared numeric column: its first and last grid bin, from its noisy histogram.
 

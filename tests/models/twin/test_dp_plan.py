@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.twin.dp import DiscreteLaplace, fit_dp_twin, grid_bounds, magnitude_grid, plan_for_table
+from models.twin.dp import DiscreteLaplace, fit_dp_twin, grid_bounds, magnitude_grid, plan_for_table, strict_bounds
 from models.tape.tenant import TenantConfig
 from tests.conftest import run_cli
 
@@ -227,3 +227,13 @@ def test_a_real_tapes_shapes_come_back_from_an_undeclared_column():
     # assert: an amount with no null gains none from the noise on its null count (its null bin is one of ~200, so
     # the threshold sits far out in the noise's tail; a 3-level flag's is nearer and is not asserted here)
     assert all(synthetic[c].null_count() == 0 for c in ("expenditure", "share"))
+
+
+def test_strict_bounds_says_whether_the_core_cleared_or_the_bounds_are_best_effort():
+    # setup: the same hand-built histograms as above: 100 noise scales a bin clears; 3 a bin (24 a block) does not
+    scale = 27.0
+    cleared = noisy_counts(False, scale, {115.0 * 10 ** (k / 8): 100.0 for k in range(8)})
+    thin = noisy_counts(False, scale, {115.0 * 10 ** (k / 8): 3.0 for k in range(8)})
+    # run / assert
+    assert strict_bounds(cleared, scale)
+    assert not strict_bounds(thin, scale)
