@@ -235,10 +235,12 @@ def synthetic_portfolio(
     performance = sequence_result = None
     given_flag: dict[str, object] = {"applied": False, "reason": "no cascade: the tenant has no history"}
     if cascade is not None:
-        flags, given_flag = _flags_to_follow(raw_loan_tape, train, synthetic, plan)
+        train_history = raw_loan_tape.history_of(train)
+        flags, given_flag = _flags_to_follow(raw_loan_tape, train, train_history, synthetic, plan)
         performance = _histories(context.partition_key, cascade, synthetic, config.seed, fitted_copula, flags, given_flag)
         if "target_rate" not in conditions:
-            sequence_result = compare_sequences(raw_loan_tape.history_of(reference), performance, reference, synthetic)
+            reference_history = train_history if reference is train else raw_loan_tape.history_of(reference)
+            sequence_result = compare_sequences(reference_history, performance, reference, synthetic)
     achieved = (
         float(target_indicator(synthetic.get_column(schema.target), schema.target_positive).mean())
         if schema.target and schema.target in synthetic.columns
@@ -275,7 +277,7 @@ def synthetic_portfolio(
     yield from output_unless_blocked(context, output, checks, fix=_dp_fix(plan, context.partition_key))
 
 
-def _flags_to_follow(raw_loan_tape: TapeSplit, train, synthetic, plan) -> tuple[object, dict[str, object]]:
+def _flags_to_follow(raw_loan_tape: TapeSplit, train, train_history, synthetic, plan) -> tuple[object, dict[str, object]]:
     """The synthetic loans' default flags for their histories to agree with, when the tenant's flag is the event
     "the history reaches default", with the reason either way: as tenant.yaml's ``target.from_history`` declares,
     else as measured on the train split (`default_flag_follows_history`).
@@ -298,7 +300,7 @@ def _flags_to_follow(raw_loan_tape: TapeSplit, train, synthetic, plan) -> tuple[
                                                 "(declare target.from_history: true in tenant.yaml if it does)"}
     else:
         measured = default_flag_follows_history(
-            train, raw_loan_tape.history_of(train),
+            train, train_history,
             target_indicator(train.get_column(schema.target), schema.target_positive), schema.id_column or "loan_id",
         )
         decision = {"applied": measured["follows"], **measured}
