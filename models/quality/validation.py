@@ -1327,8 +1327,12 @@ def _judge(
     ratio = utility.get("auc_ratio") if utility.get("status") == "evaluated" else None
     checks.append(_utility_check(utility, th.min_utility_ratio))
     verdict = checks[-1].verdict
-    if verdict in ("fail", "warn"):
-        low, high = utility["auc_ratio_ci"]
+    low, high = utility.get("auc_ratio_ci") or [None, None]
+    if verdict == "warn" and (low is None or high is None):
+        advice.append(f"utility ratio {ratio:.3f} not judged: the real holdout holds {utility.get('holdout_defaults')} "
+                      f"defaults in {utility.get('n_holdout')} loans, too few to rank (at least 2 of each class); a "
+                      "larger holdout_share, or a default flag that counts more outcomes as positive, would let it judge.")
+    elif verdict in ("fail", "warn"):
         figures = (f"utility ratio {ratio:.3f} (95% interval {low:.3f} to {high:.3f}; AUC {utility['tstr']['auc']:.3f} "
                    f"trained on synthetic vs {utility['trtr']['auc']:.3f} trained on real)")
         drivers = _driver_findings(utility, column_rows, pair_rows, target, qis)
@@ -1481,8 +1485,10 @@ def _utility_check(utility: dict[str, Any], threshold: float) -> Check:
         return Check("utility_ratio", label, None, threshold, ">=", None, str(utility.get("reason") or ""))
     low, high = utility.get("auc_ratio_ci") or [None, None]
     if low is None or high is None:
-        return Check("utility_ratio", label, ratio, threshold, ">=", bool(ratio >= threshold),
-                     "no interval: the holdout has fewer than 2 loans of a class")
+        # One defaulted holdout loan (or one performing) ranks a single loan: the ratio is chance, neither met nor missed.
+        return Check("utility_ratio", label, ratio, threshold, ">=", True,
+                     f"not judged: {utility.get('holdout_defaults')} defaults in {utility.get('n_holdout')} holdout "
+                     "loans give no interval (at least 2 loans of each class are needed)", warning=True)
     interval = (f"95% interval {low:.3f} to {high:.3f} on {utility.get('holdout_defaults')} defaults in "
                 f"{utility.get('n_holdout')} holdout loans")
     if high < threshold:

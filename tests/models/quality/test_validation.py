@@ -210,6 +210,27 @@ def test_a_one_class_holdout_makes_utility_not_evaluable(book):
     assert report.passed  # not evaluable is reported, not failed
 
 
+def test_a_holdout_with_one_default_warns_that_utility_is_not_judged(book):
+    # setup: one defaulted loan in the holdout (a rare flag: 7 charged-off loans in a real 10,000-row tape put one
+    # there), so the paired interval of the AUC ratio cannot be computed; the report used to crash formatting it
+    defaulted = book.holdout.filter(pl.col("default_flag") == 1).head(1)
+    holdout = pl.concat([book.holdout.filter(pl.col("default_flag") == 0), defaulted])
+    # run
+    report = build_validation_report(book.train, holdout, book.good.loans, book.schema, target="default_flag",
+                                     sdmetrics=False, charts=False)
+    strict = build_validation_report(book.train, holdout, book.good.loans, book.schema, target="default_flag",
+                                     thresholds={"min_utility_ratio": 1.5}, sdmetrics=False, charts=False)
+    text = pdf_text(render_validation_pdf(report))
+    # assert: a warning that says why, never a pass or a failure judged on one loan, whatever the threshold
+    assert next(c for c in strict.checks if c.name == "utility_ratio").verdict == "warn" and strict.passed
+    check = next(c for c in report.checks if c.name == "utility_ratio")
+    assert report.utility["status"] == "evaluated" and report.utility["auc_ratio_ci"] == [None, None]
+    assert check.verdict == "warn" and check.detail.startswith(f"not judged: 1 defaults in {holdout.height} holdout loans")
+    assert report.passed and report.verdict == "warn"
+    assert any("not judged" in r and "holdout_share" in r for r in report.recommendations)
+    assert "AUC ratio TSTR / TRTR" in text
+
+
 def test_a_synthetic_book_without_defaults_scores_as_chance(book):
     # setup
     synthetic = book.good.loans.with_columns(pl.lit(0, dtype=pl.Int64).alias("default_flag"))
