@@ -66,7 +66,7 @@ def risk_model(
     from pathlib import Path
 
     from models.risk.model_set import calibration_plot_png
-    from models.risk.training import NoTargetError, train_pd_models
+    from models.risk.training import NoTargetError, RareTargetError, train_pd_models
 
     tenant = context.partition_key
     schema, config = raw_loan_tape.schema, raw_loan_tape.tenant_config
@@ -82,7 +82,7 @@ def risk_model(
                 real_train=real_train, real_train_performance=real_train_perf, tenant=tenant,
             )
     except dg.Failure as failure:
-        if not isinstance(failure.__cause__, NoTargetError):
+        if not isinstance(failure.__cause__, (NoTargetError, RareTargetError)):
             raise
         reason = str(failure.__cause__)
         yield _skip(context, "risk_model", reason)

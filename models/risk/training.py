@@ -61,6 +61,14 @@ class NoTargetError(TenantConfigError):
     """No default definition: no target declared in tenant.yaml and no performance histories."""
 
 
+class RareTargetError(TenantConfigError):
+    """The lender's own train split holds too few loans of a class for any horizon: there is nothing to learn.
+
+    Not a fault of the twin (the synthetic book only mirrors the tape), so the asset skips the PD model with this
+    reason, as it does without a target, instead of failing the tenant's run.
+    """
+
+
 def _slices(y: np.ndarray, seed: int) -> np.ndarray:
     """0 = fit (60 %), 1 = calibration (20 %), 2 = validation (20 %), stratified by class and seeded."""
     rng = np.random.default_rng(seed)
@@ -245,6 +253,43 @@ def _trtr_reference(
             "auc_interval": [ev.auc_low, ev.auc_high]}
 
 
+def _rare_in_real_train(
+    real_train: pl.DataFrame | None, real_performance: pl.DataFrame | None, schema: TableSchema, config: RiskConfig
+) -> str | None:
+    """Why the real train split itself cannot teach a PD model (too few loans of a class in every horizon), or None.
+
+    None when any horizon of the real split has enough of both classes (then a synthetic book short of them is the
+    twin's fault and stays an error) or when the real split is not given.
+    """
+    if real_train is None:
+        return None
+    reasons: list[str] = []
+    for horizon in config.horizons:
+        labelled = label_rows(real_train, schema, horizon, real_performance, what="real train split",
+                              default_states=config.default_states)
+        if isinstance(labelled, str):
+            continue
+        n, d = int(labelled.y.size), int(labelled.y.sum())
+        if d >= MIN_CLASS_ROWS and n - d >= MIN_CLASS_ROWS:
+            return None
+        subject = f"the default flag '{schema.target}'" if horizon == "tape" else f"default within {horizon}"
+        reasons.append(f"{subject} marks {d} of the {n} loans of the real train split")
+    return "; ".join(reasons) or None
+
+
+def _rare_fix(real_train: pl.DataFrame | None, schema: TableSchema) -> str:
+    """The fix for a flag too rare to learn, naming the target column's other values when it has few."""
+    fix = "if more outcomes count as default, list them under target.positive in tenant.yaml"
+    target = schema.target
+    if real_train is not None and target in real_train.columns and real_train.get_column(target).dtype == pl.String:
+        counts = real_train.get_column(target).drop_nulls().value_counts(sort=True)
+        positive = {str(v) for v in (schema.target_positive or [])}
+        others = [str(v) for v in counts.get_column(target).to_list() if str(v) not in positive]
+        if 0 < len(others) <= 12:
+            fix += f" ({target} also holds {', '.join(repr(v) for v in others[:6])}{', ...' if len(others) > 6 else ''})"
+    return fix + "; or upload a tape with more defaulted loans."
+
+
 def train_pd_models(
     synthetic: pl.DataFrame,
     holdout: pl.DataFrame,
@@ -312,6 +357,14 @@ def train_pd_models(
         )
     if models:
         return RiskTraining(models=models, skipped=skipped)
+    rare = _rare_in_real_train(real_train, real_train_performance, schema, config)
+    if errors and rare is not None:
+        raise RareTargetError(
+            f"{rare}: a PD model needs at least {MIN_CLASS_ROWS} of each class, so none is trained (the release and "
+            "its certificate do not depend on it).",
+            tenant=tenant, file="tenant.yaml", column=schema.target if rare.startswith("the default flag") else None,
+            fix=_rare_fix(real_train, schema),
+        )
     if errors:
         raise errors[0]
     if schema.target is None:

@@ -196,6 +196,36 @@ def test_one_class_holdout_is_not_evaluable_and_nothing_is_registered(tmp_path):
     assert mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'credittwin-oneclass-pd'") == []
 
 
+def test_a_flag_too_rare_to_learn_skips_the_pd_model_and_keeps_the_release(tmp_path):
+    # setup: the lender's flag marks 6 loans of 900 (a real tape read with only 'Charged Off' as positive has 7 in
+    # 10,000): no PD model can learn it from the real data, so the synthetic book cannot be blamed for it
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    portfolio = generate_portfolio(900, months=12, seed=11)
+    rare = portfolio.loans.get_column("loan_id").is_in(
+        portfolio.loans.filter(pl.col("default_flag") == 1).get_column("loan_id").head(6).to_list())
+    portfolio.loans = portfolio.loans.with_columns(pl.when(rare).then(1).otherwise(0).alias("default_flag"))
+    folder = data / "landing" / "rareflag"
+    write_landing(portfolio, folder, fmt="parquet")
+    relax_audit(folder, risk={**SMALL_BOOK_RISK, "horizons": ["tape"]})
+    # run
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, instance, "rareflag")
+        observation = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("risk_model"), asset_partitions=["rareflag"]), limit=1
+        ).records[0].asset_observation
+    # assert: the run succeeds, the PD model is skipped with the count and the fix, the gate is a warning
+    assert result.success, _failures(result)
+    reason = observation.metadata["skipped"].value
+    assert "tenant 'rareflag'" in reason and "default_flag" in reason and "of the real train split" in reason
+    assert "target.positive" in reason
+    gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "registration_gate")
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert {e.step_key for e in result.get_step_skipped_events()} == {"portfolio_scores", "stress_test"}
+    assert _current(settings, "risk_model", "rareflag") is None
+    assert _current(settings, "validation_report", "rareflag") is not None
+
+
 @pytest.mark.parametrize(
     "scenario, expected",
     [

@@ -9,7 +9,7 @@ import pytest
 from models.errors import InvalidDataError, TenantConfigError
 from models.risk.config import RiskConfig
 from models.risk.serving import score_book
-from models.risk.training import NoTargetError, train_pd_models
+from models.risk.training import NoTargetError, RareTargetError, train_pd_models
 from tests.models.risk.conftest import TENANT, schema_of
 
 
@@ -94,6 +94,22 @@ def test_one_class_in_training_data_is_refused(book):
         train_pd_models(train, book["holdout"], book["schema"], RiskConfig(horizons=["tape"]), tenant=TENANT)
 
     assert TENANT in str(info.value)
+
+
+def test_a_flag_too_rare_in_the_real_train_split_raises_rare_target_error_with_the_fix(book):
+    # setup: six defaulted loans in the real train split (and so in the synthetic book that mirrors it)
+    ids = book["train"].filter(pl.col("default_flag") == 1).get_column("loan_id").head(6).to_list()
+    rare = book["train"].with_columns(pl.col("loan_id").is_in(ids).cast(pl.Int64).alias("default_flag"))
+    config = RiskConfig(horizons=["tape"])
+    # run
+    with pytest.raises(RareTargetError) as info:
+        train_pd_models(rare, book["holdout"], book["schema"], config, real_train=rare, tenant=TENANT)
+    # assert: the count, the column and the fix; a synthetic book short of defaults the real split has stays an error
+    assert f"marks 6 of the {rare.height} loans of the real train split" in str(info.value)
+    assert info.value.column == "default_flag" and "target.positive" in info.value.fix
+    with pytest.raises(InvalidDataError) as twin_fault:
+        train_pd_models(rare, book["holdout"], book["schema"], config, real_train=book["train"], tenant=TENANT)
+    assert not isinstance(twin_fault.value, RareTargetError)
 
 
 def test_one_class_in_the_holdout_keeps_training_results_and_fails_the_gate(book):
