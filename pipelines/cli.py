@@ -82,7 +82,10 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         print(f"  check {event.asset_key.to_user_string()}.{event.check_name:<26} {status}", file=out)
         keys = ("failed_rules", "failures", "reasons")  # what each check records its reasons under
         reasons = None if event.passed else next((event.metadata[k] for k in keys if k in event.metadata), None)
-        for reason in (reasons.value if reasons is not None else [])[:5]:
+        lines = list(reasons.value if reasons is not None else [])[:5]
+        if not event.passed and not lines and event.description:
+            lines = [event.description[:400]]  # a check that keeps its reason in its description alone
+        for reason in lines:
             print(f"      {reason}", file=out)
     for line in skipped_notes(result):
         print(f"  {line}", file=out)

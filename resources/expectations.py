@@ -75,6 +75,9 @@ class ExpectationOutcome:
         blocking: True when a failure makes the tape unusable.
         passed: True when every expectation of the check held (or it does not apply).
         description: the rule in words, with the columns it covered or why it does not apply.
+        not_applicable: the tape has nothing this check could look at (no loan id, no history, no rate column,
+            no target declared); `passed` is True so it never refuses a tape, and the asset reports it as a
+            warning with the reason, never as a pass.
         details: one JSON-safe dict per failed expectation: `expectation`,
             `column`, `observed_value`, `unexpected_count`,
             `unexpected_percent`, `examples` (up to 10 failing values) and,
@@ -86,10 +89,11 @@ class ExpectationOutcome:
     passed: bool
     description: str
     details: list[dict[str, Any]] = field(default_factory=list)
+    not_applicable: bool = False
 
     def to_metadata(self) -> dict[str, Any]:
         """A JSON-safe dict for Dagster metadata (`AssetCheckResult(metadata=...)`)."""
-        return {
+        metadata = {
             "check": self.check,
             "blocking": self.blocking,
             "passed": self.passed,
@@ -97,6 +101,9 @@ class ExpectationOutcome:
             "failed_expectations": len(self.details),
             "details": _json_safe(self.details),
         }
+        if self.not_applicable:
+            metadata["not_evaluated"] = self.description
+        return metadata
 
 
 def _json_safe(value: Any) -> Any:
@@ -512,7 +519,7 @@ def _run_suite(gx: Any, context: Any, name: str, frame: pl.DataFrame, expectatio
 def _outcome(plan: _Plan, results: list[Any], frame: pl.DataFrame | None, id_col: str | None) -> ExpectationOutcome:
     """Fold one check's GX results into its outcome, failed expectations in the plan's order."""
     if plan.not_applicable:
-        return ExpectationOutcome(plan.check, plan.blocking, True, plan.description)
+        return ExpectationOutcome(plan.check, plan.blocking, True, plan.description, not_applicable=True)
     if not plan.expectations:
         # The check applies but could not run (e.g. unreadable periods): it fails, saying why.
         unreadable = {

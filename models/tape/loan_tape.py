@@ -259,6 +259,15 @@ def read_tape(upload: Upload) -> LoanTape:
         performance = history.frame
         # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.
         reports["performance"]["vocabulary"] = history.vocabulary
+        left_out = history.vocabulary["left_out"]
+        if left_out:
+            unmapped = [k for k in ("days_past_due", "balance", "payment") if k not in history.vocabulary["columns"]]
+            reports["performance"]["warnings"].append(
+                f"{upload.performance.name}: column(s) {', '.join(map(repr, left_out[:10]))} match no history field, so "
+                "they are neither modelled nor released"
+                + (f"; if one is the {' or '.join(unmapped)}, name it under performance: in tenant.yaml "
+                   f"(e.g. performance: {{{unmapped[0]}: {left_out[0]}}})" if unmapped else "")
+            )
     read_hashes = {reports[key]["file"]: reports[key]["sha256"] for key in ("loans", "performance") if key in reports}
     return LoanTape(
         tenant=tenant,

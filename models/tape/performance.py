@@ -31,9 +31,14 @@ PERFORMANCE_ALIASES: dict[str, tuple[str, ...]] = {
     "days_past_due": ("days_past_due", "dpd", "days_delinquent", "delinquency_days", "days_in_arrears", "days_overdue"),
     "balance": (
         "balance", "outstanding_balance", "current_balance", "principal_balance", "outstanding_principal",
-        "upb", "unpaid_principal_balance", "ending_balance",
+        "upb", "unpaid_principal_balance", "ending_balance", "outstanding", "outstanding_amount", "balance_outstanding",
+        "principal_outstanding", "remaining_balance", "remaining_principal", "loan_balance", "current_upb",
+        "closing_balance", "end_balance",
     ),
-    "payment": ("payment", "payment_amount", "amount_paid", "paid_amount", "total_payment", "installment_paid", "actual_payment"),
+    "payment": (
+        "payment", "payment_amount", "amount_paid", "paid_amount", "total_payment", "installment_paid", "actual_payment",
+        "payment_received", "amount_received", "repayment", "repayment_amount", "total_paid", "paid",
+    ),
 }
 _REPORTING_MONTH_ALIASES = ("reporting_month", "report_month", "reporting_date", "report_date", "as_of_date", "asof_date", "snapshot_date", "date")
 
@@ -332,11 +337,12 @@ def read_performance(
         work, source=cols["period"], date_format=(spellings or {}).get(cols["period"], {}).get("date_format"),
         tenant=tenant, file=file
     )
+    used = set(cols.values())
     if month is None:
-        used = set(cols.values())
         extra = next((c for c in perf.columns if c not in used and normalise_column_name(c) in _REPORTING_MONTH_ALIASES and perf.schema[c] == pl.Date), None)
         if extra is not None:
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
+            used.add(extra)
     status, spelling = _status_expr(work, cols, tenant=tenant, file=file)
     out = work.select(
         pl.col("loan_id"),
@@ -376,5 +382,8 @@ def read_performance(
             column=cols["period"],
             fix="keep one row per loan and month.",
         )
-    vocabulary = {"file": file, "columns": dict(cols), "dtypes": dtypes, "status": spelling, "period": period_form}
+    # Columns no canonical name matched are not modelled and not released: said, so a renamed balance is not lost unseen.
+    left_out = [c for c in perf.columns if c not in used]
+    vocabulary = {"file": file, "columns": dict(cols), "dtypes": dtypes, "status": spelling, "period": period_form,
+                  "left_out": left_out}
     return PerformanceHistory(frame=out, vocabulary=vocabulary)

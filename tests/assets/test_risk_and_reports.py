@@ -168,6 +168,14 @@ def test_without_a_target_risk_assets_skip_and_the_report_renders(tmp_path):
         gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "registration_gate")
         assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
         assert "no target" in gate.metadata["not_evaluated"].value.lower()
+        # the tape checks with nothing to look at are warnings that say so, not passes, and refuse nothing
+        tape_checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+                       if e.asset_key == dg.AssetKey("raw_loan_tape")}
+        for name in ("target_column_present", "performance_period_gaps"):
+            check = tape_checks[name]
+            assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN, name
+            assert check.description.startswith("not applicable") and "not_evaluated" in check.metadata, name
+        assert tape_checks["tape_not_empty"].passed
     assert _current(settings, "risk_model", "notarget") is None
     report = _current(settings, "validation_report", "notarget")
     assert report.document("validation_report")["utility"]["status"] == "absent"

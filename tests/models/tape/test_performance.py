@@ -161,3 +161,18 @@ def test_performance_period_that_is_no_month_names_column_and_examples() -> None
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'month': the period column must hold months on book .* such as 'first', 'second'\. Fix: write the period"):
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+
+
+def test_performance_servicer_amount_names_are_read_and_unknown_columns_are_listed() -> None:
+    # setup: a servicer's export, balance as 'Outstanding' and payment as 'Amount Received'
+    loans = pl.DataFrame({"loan_id": ["L1", "L2"]})
+    perf = pl.DataFrame({
+        "loan_id": ["L1", "L1", "L2"], "period": [1, 2, 1], "status": ["Current", "30 DPD", "Current"],
+        "Outstanding": [100.0, 98.0, 50.0], "Amount Received": [2.0, 0.0, 1.0], "Branch": ["N", "N", "S"],
+    })
+    # run
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    # assert
+    assert history.frame.get_column("balance").to_list() == [100.0, 98.0, 50.0]
+    assert history.frame.get_column("payment").to_list() == [2.0, 0.0, 1.0]
+    assert history.vocabulary["columns"]["balance"] == "Outstanding" and history.vocabulary["left_out"] == ["Branch"]

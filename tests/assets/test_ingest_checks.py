@@ -1,0 +1,52 @@
+"""raw_loan_tape's own checks through Dagster: what the reader decided on its own is a warning with its reasons."""
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from models.tape.demo import generate_portfolio, write_landing
+from resources.settings import Settings
+from tests.conftest import materialize_tenant
+
+
+def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_history_column_that_matches_no_field_is_a_warning_naming_it_and_the_fix(tmp_path):
+    # setup: a servicer's history with its balance under a name no alias knew ('Outstanding' is now one) and a
+    # column that is no history field at all
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    portfolio = generate_portfolio(300, months=6, seed=3)
+    portfolio.performance = portfolio.performance.drop("payment").rename({"balance": "Outstanding"}).with_columns(
+        pl.lit("North").alias("servicing_branch"))
+    folder = data / "landing" / "servicer"
+    write_landing(portfolio, folder, fmt="csv")
+    config = yaml.safe_load((folder / "tenant.yaml").read_text())
+    config.pop("performance", None)  # nothing declared: the lender's own column names only
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    # run
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(settings, instance, "servicer", ["raw_loan_tape"])
+    # assert: the balance is read; the unknown column is named with the key that would map it
+    assert result.success
+    tape = result.output_for_node("raw_loan_tape")
+    assert "balance" in tape.performance.columns
+    check = _checks(result)["reading_notes"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    reasons = check.metadata["reasons"].value
+    assert len(reasons) == 1 and "'servicing_branch'" in reasons[0] and "neither modelled nor released" in reasons[0]
+    assert "performance: {payment: servicing_branch}" in reasons[0]
+
+
+def test_a_tape_read_without_a_choice_passes_the_reading_check(tmp_path):
+    # setup
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    write_landing(generate_portfolio(300, months=6, seed=3), data / "landing" / "clean", fmt="parquet")
+    # run
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(settings, instance, "clean", ["raw_loan_tape"])
+    # assert
+    assert result.success and _checks(result)["reading_notes"].passed
