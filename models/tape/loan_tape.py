@@ -251,10 +251,10 @@ def read_tape(upload: Upload) -> LoanTape:
             )
         raw_perf, perf_report = read_table(upload.performance, tenant=tenant, options=options)
         reports["performance"] = perf_report.to_dict()
-        mapping = {k: v for k, v in config.performance.model_dump().items() if v}
         history = read_performance(
-            raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column, mapping=mapping,
-            spellings=perf_report.spellings,
+            raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column,
+            mapping=config.performance.columns(), spellings=perf_report.spellings,
+            status_labels=config.performance.status_labels,
         )
         performance = history.frame
         # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.

@@ -184,11 +184,15 @@ def _months_on_book(
     )
 
 
-def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None, file: str | None) -> tuple[pl.Expr, dict[str, str]]:
+def _status_expr(
+    work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None, file: str | None,
+    status_labels: dict[str, str] | None = None,
+) -> tuple[pl.Expr, dict[str, str]]:
     """(the canonical status, the file's most frequent spelling of each canonical state it names).
 
-    Labels are read by `models.sequences.states.canonical_states`; rows without a label
-    (or a file without a status column) take the bucket of their days past due.
+    Labels are read by `models.sequences.states.canonical_states`, after the tenant's own `status_labels`
+    (label -> state, matched as written, else ignoring case and spacing); rows without a label (or a file
+    without a status column) take the bucket of their days past due.
     """
     derived = None
     if "days_past_due" in cols:
@@ -206,16 +210,20 @@ def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None
     # Read the few distinct labels, not every row (tens of millions on a large book).
     counts = raw.drop_nulls().value_counts(sort=True)
     labels = counts.get_column(raw.name).to_list()
-    canonical = canonical_states(labels)
+    declared = {_label_key(k): v for k, v in (status_labels or {}).items()}
+    canonical = canonical_states([label for label in labels if _label_key(label) not in declared])
+    canonical.update({label: declared[_label_key(label)] for label in labels if _label_key(label) in declared})
     unknown = [label for label in labels if canonical[label] is None]
     if unknown:
+        example = unknown[0].replace("'", "")
         raise InvalidDataError(
             f"unknown status label(s): {', '.join(map(repr, unknown[:10]))}.",
             tenant=tenant,
             file=file,
             column=cols["status"],
-            fix=f"spell them as one of {', '.join(STATES)}, as days past due (30, 30-59, 90+ DPD), months behind "
-            "(0, 1, 2, 3) or a common name (Current, Charged Off, Paid in Full), or correct them before upload.",
+            fix=f"say what each means under performance.status_labels in tenant.yaml (e.g. status_labels: "
+            f"{{'{example}': current}}; states: {', '.join(STATES)}), or spell them as days past due (30, 30-59, "
+            "90+ DPD), months behind (0, 1, 2, 3) or a common name (Current, Charged Off, Paid in Full).",
         )
     spelling: dict[str, str] = {}
     for label in labels:  # most frequent first
@@ -225,6 +233,11 @@ def _status_expr(work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None
         # Days past due only stand in for missing labels: skip building them for 20M rows when none is missing.
         return pl.lit(mapped), spelling
     return pl.coalesce(pl.lit(mapped), derived), spelling
+
+
+def _label_key(label: str) -> str:
+    """A status label as `status_labels` matches it: case and runs of spaces ignored."""
+    return " ".join(str(label).split()).lower()
 
 
 @dataclass
@@ -256,6 +269,7 @@ def read_performance(
     loan_id_column: str,
     mapping: dict,
     spellings: dict[str, dict[str, Any]] | None = None,
+    status_labels: dict[str, str] | None = None,
 ) -> PerformanceHistory:
     """The performance history in canonical form, checked against the loans table, and the file's vocabulary.
 
@@ -269,7 +283,9 @@ def read_performance(
     (dates, "2019-03", 201903) or a calendar index; the month itself is kept as
     `reporting_month`. Balance and payment are optional. `spellings` is how
     the reader found each column written (`IngestReport.spellings`): a text
-    date period keeps its most frequent format.
+    date period keeps its most frequent format. `status_labels` (tenant.yaml's
+    ``performance.status_labels``) says what the file's own status words mean,
+    before the built-in reading.
 
     Returns:
         `PerformanceHistory`: the frame holds loan_id (String), period (Int64
@@ -343,7 +359,7 @@ def read_performance(
         if extra is not None:
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
             used.add(extra)
-    status, spelling = _status_expr(work, cols, tenant=tenant, file=file)
+    status, spelling = _status_expr(work, cols, tenant=tenant, file=file, status_labels=status_labels)
     out = work.select(
         pl.col("loan_id"),
         period.alias("period"),

@@ -136,7 +136,9 @@ class CsvSpec(_Strict):
 
 
 class PerformanceSpec(_Strict):
-    """Column names of the performance history, when they differ from the canonical ones."""
+    """Column names of the performance history, when they differ from the canonical ones, and the file's own
+    status words (`status_labels`: label -> one of `models.sequences.states.STATES`), for words no built-in
+    reading knows ('Forbearance', 'Deferred') or reads otherwise; they are applied first."""
 
     loan_id: str | None = None
     period: str | None = None
@@ -144,6 +146,24 @@ class PerformanceSpec(_Strict):
     days_past_due: str | None = None
     balance: str | None = None
     payment: str | None = None
+    status_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("status_labels")
+    @classmethod
+    def _canonical_states(cls, value: dict[str, str]) -> dict[str, str]:
+        from models.sequences.states import STATES
+
+        bad = {label: state for label, state in value.items() if state not in STATES}
+        if bad:
+            raise ValueError(f"status_labels maps {', '.join(f'{k!r} to {v!r}' for k, v in bad.items())}: each "
+                             f"label must map to one of {', '.join(STATES)}")
+        if any(not str(label).strip() for label in value):
+            raise ValueError("status_labels has an empty label")
+        return value
+
+    def columns(self) -> dict[str, str]:
+        """Canonical name -> the file's column, for the columns declared (status_labels left out)."""
+        return {key: name for key, name in self.model_dump(exclude={"status_labels"}).items() if name}
 
 
 class InequalityConstraint(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import polars as pl
 import pytest
@@ -81,7 +82,7 @@ def test_performance_unknown_status_labels_are_named() -> None:
     loans = pl.DataFrame({"loan_id": ["A"]})
     perf = pl.DataFrame({"loan_id": ["A", "A", "A"], "period": [1, 2, 3], "status": ["current", "Frozen", "legal"]})
     # run / assert
-    with pytest.raises(InvalidDataError, match=r"column 'status': unknown status label\(s\): 'Frozen', 'legal'\. Fix: spell them as one of current, dpd30"):
+    with pytest.raises(InvalidDataError, match=r"column 'status': unknown status label\(s\): 'Frozen', 'legal'\. Fix: say what each means under performance\.status_labels"):
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
 
 
@@ -176,3 +177,31 @@ def test_performance_servicer_amount_names_are_read_and_unknown_columns_are_list
     assert history.frame.get_column("balance").to_list() == [100.0, 98.0, 50.0]
     assert history.frame.get_column("payment").to_list() == [2.0, 0.0, 1.0]
     assert history.vocabulary["columns"]["balance"] == "Outstanding" and history.vocabulary["left_out"] == ["Branch"]
+
+
+def test_performance_status_words_the_tenant_declares_are_read_first() -> None:
+    # setup: servicer words no built-in reading knows, and one ('C') the tenant reads otherwise
+    loans = pl.DataFrame({"loan_id": ["L1", "L2"]})
+    perf = pl.DataFrame({
+        "loan_id": ["L1", "L1", "L1", "L2", "L2"], "period": [1, 2, 3, 1, 2],
+        "status": ["Current", "Forbearance", "REO", "current", "forbearance "],
+    })
+    unknown = "unknown status label(s): 'Forbearance', 'REO', 'forbearance '"
+    # run / assert: without the declaration the error names the words and the key that reads them
+    with pytest.raises(InvalidDataError, match=re.escape(unknown)) as info:
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    assert "performance.status_labels" in info.value.fix and "{'Forbearance': current}" in info.value.fix
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={},
+                               status_labels={"Forbearance": "current", "REO": "default"})
+    assert history.frame.get_column("status").to_list() == ["current", "current", "default", "current", "current"]
+    assert history.vocabulary["status"] == {"current": "Current", "default": "REO"}
+
+
+def test_status_labels_must_name_a_state() -> None:
+    from pydantic import ValidationError
+
+    from models.tape.tenant import PerformanceSpec
+
+    with pytest.raises(ValidationError, match="'Forbearance' to 'paused'"):
+        PerformanceSpec(status_labels={"Forbearance": "paused"})
+    assert PerformanceSpec(balance="Outstanding", status_labels={"REO": "default"}).columns() == {"balance": "Outstanding"}
