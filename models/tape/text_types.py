@@ -221,8 +221,8 @@ class TextTyper:
                 as_int.is_not_null().sum().alias(f"{name}\0int"),
                 (as_int.is_not_null() & text.str.starts_with("0") & (text.str.len_bytes() > 1)).sum().alias(f"{name}\0lead0"),
             ]
-        if self.declared.get(name) is ColumnType.INTEGER:
-            exprs.append((as_float.is_finite() & (as_float.abs() < 2.0**63) & (as_float == as_float.round(0))).sum().alias(f"{name}\0intlike"))
+        # Whole numbers in any spelling (116.0, 1e+05): pandas writes an integer column with missing values as floats.
+        exprs.append((as_float.is_finite() & (as_float.abs() < 2.0**63) & (as_float == as_float.round(0))).sum().alias(f"{name}\0intlike"))
         if profile.maybe_big:
             exprs.append((as_float.abs() >= 2.0**63).sum().alias(f"{name}\0big"))
         # Cells with more than d decimals, so a release can write numbers as precisely as the file does.
@@ -295,7 +295,11 @@ class TextTyper:
         return _Plan("bool")
 
     def _record_decimals(self, name: str, stats: Counter) -> None:
-        """Record the most decimals any cell of a number column has (none recorded past the largest counted)."""
+        """Record the most decimals any cell of a number column has (none recorded past the largest counted).
+
+        A whole-number column read as integers records them too (1 when the file writes 116.0), so a release
+        spells its whole numbers back with the same zero fraction.
+        """
         if stats[f"{name}\0exp"]:
             return
         places = next((d for d in _DECIMALS if not stats[f"{name}\0dec>{d}"]), None)
@@ -316,6 +320,8 @@ class TextTyper:
                 return _Plan("int")
             if stats[f"{name}\0intlike"] < nn:
                 problems.append((name, "integer"))
+            else:
+                self._record_decimals(name, stats)
             return _Plan("int_float")
         if declared is ColumnType.BOOLEAN:
             if n_bool < nn:
@@ -337,7 +343,9 @@ class TextTyper:
                 self.warnings.append(f"column {name}: whole numbers too large for 64-bit integers; kept as text (identifiers).")
                 return _Plan("string")
             self._record_decimals(name, stats)
-            return _Plan("float")
+            # Every cell whole (116.0, 3, 1e+05): counts with missing values as pandas and R write them, released as
+            # whole numbers; the recorded decimals spell them back as the file did (116.0).
+            return _Plan("int_float") if stats[f"{name}\0intlike"] == nn else _Plan("float")
         if formats and n_dates == nn:
             return self._decide_dates(name, stats, formats)
         if n_float >= 0.9 * nn:

