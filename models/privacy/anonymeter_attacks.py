@@ -110,6 +110,29 @@ def _anonymeter_frame(frame: pl.DataFrame, plans: list[ColumnPlan], schema: Tabl
 
 
 @contextmanager
+def _anonymeter_log(notes: list[str]) -> Iterator[None]:
+    """Keep what anonymeter logs (a singling-out attack that found fewer queries than asked: the risk may be
+    underestimated) as the audit's notes, instead of lines on the user's terminal."""
+    import logging
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = f"anonymeter: {record.getMessage()}"
+            if text not in notes:
+                notes.append(text)
+
+    logger = logging.getLogger("anonymeter")
+    handler, propagate = _Keep(level=logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+@contextmanager
 def _seeded_global_numpy(seed: int) -> Iterator[None]:
     """Seed NumPy's global generator for anonymeter (which samples through it), then restore it."""
     state = np.random.get_state()
@@ -215,7 +238,7 @@ def anonymeter_from_samples(
     control = _anonymeter_frame(holdout_frame, samples.plans, schema, rel_frame, released=False)
     columns = list(syn.columns)
     out: dict[str, Any] = {"n_attacks": attacks, "n_requested": n_attacks}
-    with py_warnings.catch_warnings(record=True) as caught, _seeded_global_numpy(seed):
+    with py_warnings.catch_warnings(record=True) as caught, _seeded_global_numpy(seed), _anonymeter_log(notes):
         py_warnings.simplefilter("always")
         singling = SinglingOutEvaluator(
             ori=ori, syn=syn, control=control, n_attacks=attacks, n_cols=min(3, len(columns)),
