@@ -717,6 +717,7 @@ def _read_parquet(path: Path, *, tenant: str, declared: dict[str, ColumnType], s
         read_fix=fix,
     )
     frame = typer.run()
+    frame = _whole_floats_as_integers(frame, [n for n, t in schema.items() if declared.get(n) is None and t.is_float()])
     report = IngestReport(
         file=file,
         sha256=sha256,
@@ -732,6 +733,20 @@ def _read_parquet(path: Path, *, tenant: str, declared: dict[str, ColumnType], s
         warnings=typer.warnings,
     )
     return frame, report
+
+
+def _whole_floats_as_integers(frame: pl.DataFrame, floats: list[str]) -> pl.DataFrame:
+    """`frame` with each of the undeclared float columns `floats` whose every value is whole read as integers.
+
+    pandas stores an integer column with missing values as floats (3.0, null), in Parquet as in CSV; the CSV reader
+    types such a column as integers with nulls (`TextTyper`), and so does this, so a count is released whole.
+    """
+    whole = []
+    for name in floats:
+        values = frame.get_column(name).drop_nulls()
+        if values.len() and bool((values.is_finite() & (values.abs() < 2.0**63) & (values == values.round(0))).all()):
+            whole.append(name)
+    return frame.with_columns(pl.col(whole).cast(pl.Int64)) if whole else frame
 
 
 def _normalised_parquet(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:

@@ -343,6 +343,19 @@ def test_whole_numbers_written_as_floats_are_read_as_integers(tmp_path: Path) ->
     assert report.spellings["income"] == {"decimals": 1} and "amount" not in report.spellings
 
 
+def test_whole_numbers_stored_as_parquet_floats_are_read_as_integers(tmp_path: Path) -> None:
+    # setup: pandas stores an integer column with missing values as float64 in Parquet too
+    import pandas as pd
+
+    path = tmp_path / "loans.parquet"
+    pd.DataFrame({"children": [3.0, None, 0.0], "rate": [5.25, 4.0, None], "tenure": [1.0, 2.0, 3.0]}).to_parquet(path)
+    # run
+    frame, _ = read_table(path, tenant=TENANT, column_types={"tenure": "numeric"})
+    # assert: whole floats become integers with their nulls; fractions and a declared numeric column stay floats
+    assert frame.schema["children"] == pl.Int64 and frame.get_column("children").to_list() == [3, None, 0]
+    assert frame.schema["rate"] == pl.Float64 and frame.schema["tenure"] == pl.Float64
+
+
 def test_a_column_declared_numeric_stays_continuous_though_its_values_are_whole(tmp_path: Path) -> None:
     # setup
     path = write(tmp_path, "loans.csv", "income,term\n116.0,36.0\n,60.0\n68.0,\n")
