@@ -175,10 +175,11 @@ class _Fit:
         cascade = LoanCascade(self.config).fit(
             self.train_loans, self.train_perf, schema, dp=hook, privacy_unit_column=self.unit,
             public_domains={**_default_domains(), **tenant_config.privacy.domains} if under_dp else None,
-            tenant=self.tenant, file=self.perf_file,
+            as_of=tenant_config.performance.as_of, tenant=self.tenant, file=self.perf_file,
         )
+        # the baseline's histories stop at the same cut-off, so the two models sample like with like
         markov = MarkovBaseline().fit(self.train_loans, self.train_perf, schema, seed=self.config.seed,
-                                      tenant=self.tenant, file=self.perf_file)
+                                      as_of=tenant_config.performance.as_of, tenant=self.tenant, file=self.perf_file)
         holdout = self.tape.holdout
         holdout_perf = self.tape.history_of(holdout)
         ll_cascade = cascade.log_likelihood(holdout, holdout_perf)

@@ -234,7 +234,9 @@ def synthetic_portfolio(
     cascade = lstm_cascade.load()
     performance = sequence_result = None
     given_flag: dict[str, object] = {"applied": False, "reason": "no cascade: the tenant has no history"}
+    cutoff: dict[str, object] = {"capped": False, "reason": "no cascade: the tenant has no history"}
     if cascade is not None:
+        cutoff = cascade.observation_window.describe()
         train_history = raw_loan_tape.history_of(train)
         flags, given_flag = _flags_to_follow(raw_loan_tape, train, train_history, synthetic, plan)
         performance = _histories(context.partition_key, cascade, synthetic, config.seed, fitted_copula, flags, given_flag)
@@ -269,6 +271,8 @@ def synthetic_portfolio(
             "mean_column_similarity": book.fidelity["mean_similarity"],
             "performance_rows": performance.height if performance is not None else 0,
             "histories_given_default_flag": dg.MetadataValue.json(given_flag),
+            # whether the histories stop at the tape's cut-off (as the real extract stopped the real ones), and which
+            "history_cutoff": dg.MetadataValue.json(cutoff),
             **scope,
         },
     )

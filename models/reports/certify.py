@@ -45,7 +45,9 @@ def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
         if name == "loans":
             frame = render_release(frame, tape.schema)
         elif history_vocabulary:
-            frame = render_history(frame, history_vocabulary, seed=0)
+            config = tape.tenant_config
+            frame = render_history(frame, history_vocabulary, seed=0, private=config.privacy.epsilon is not None,
+                                   as_of=config.performance.as_of)
         parquet = io.BytesIO()
         frame.write_parquet(parquet, compression="zstd", statistics=True)
         files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(frame)

@@ -68,9 +68,12 @@ from models.sequences.histories import (
     AMOUNTS,
     LoanPaths,
     LoanTerms,
+    ObservationWindow,
+    first_reporting_months,
     history_amounts,
     loan_paths,
     loan_terms,
+    observation_window,
     observed_states,
     paths_to_frame,
     ratio_targets,
@@ -641,16 +644,18 @@ def _simulate(
     chunk_size: int = 65536,
     amounts: tuple[str, ...] | list[str] = AMOUNTS,
     expected: np.ndarray | None = None,
+    limits: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Free-running paths of every loan: (states, balance, payment), each loans x `months` (-1 / NaN past a path's end).
 
     All loans advance together month by month: the state is drawn from the
     calibrated state head (multinomial), then balance and payment given that
-    state; a path stops at an absorbing state, at the loan's term or at
-    `months`. Each month runs the network on the paths still open only. An
-    amount the training history lacked (not in `amounts`) is fed back as the
-    constant the training saw, not as the untrained head's guess. When
-    `expected` ((START_TOKEN + 1) x months x N_STATES) is given, the state
+    state; a path stops at an absorbing state, at the loan's term, at
+    `months` or, with `limits` (one per loan, see `ObservationWindow.limits`),
+    after the months its loan is observable (none at 0). Each month runs the
+    network on the paths still open only. An amount the training history
+    lacked (not in `amounts`) is fed back as the constant the training saw,
+    not as the untrained head's guess. When `expected` ((START_TOKEN + 1) x months x N_STATES) is given, the state
     head's probabilities of every simulated month are added to it, by
     previous state and month on book: the transition counts the paths are
     expected to make, without the noise of the draws. The caller seeds and
@@ -687,6 +692,9 @@ def _simulate(
             installment = torch.from_numpy(terms.installment[start:stop]).to(device)
             term = torch.from_numpy(terms.term[start:stop]).to(device).unsqueeze(1)
             horizon = term.squeeze(1).clamp(max=months)
+            if limits is not None:
+                limit = torch.from_numpy(np.clip(limits[start:stop], 0, months).astype(np.int64)).to(device)
+                horizon = torch.minimum(horizon, limit)
             prev_state = torch.full((rows, 1), START_TOKEN, dtype=torch.long, device=device)
             prev_balance = torch.ones((rows, 1), device=device)
             prev_payment = torch.zeros((rows, 1), device=device)
@@ -749,7 +757,9 @@ def _simulate_given_defaults(
     chunk_size: int,
     amounts: tuple[str, ...] | list[str],
     wanted: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    window: ObservationWindow | None = None,
+    first: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """`_simulate`, each loan's path drawn given whether it reaches default (`wanted`), by rejection.
 
     The first round draws one path per loan; each later round draws copies of
@@ -761,10 +771,19 @@ def _simulate_given_defaults(
     the model gives almost no chance of its outcome (a default flag on a loan
     it rates near-riskless) can be left after `_MATCH_ROUNDS` rounds: it keeps
     its last path, and is counted in the returned summary as unmatched.
+
+    With `window` and `first` (each loan's first reporting month), every path
+    stops at the cut-off. When the window draws first months (loans without an
+    origination date), each copy draws its own, so a loan's place in time and
+    its path are drawn together given its outcome (a default needs the months
+    to reach it); the kept copies' first months are returned (else `first`).
     """
     default_code = STATE_INDEX["default"]
-    states, balance, payment = _simulate(net, static, terms, months, seed, chunk_size, amounts)
+    limits = window.limits(first) if window is not None else None
+    states, balance, payment = _simulate(net, static, terms, months, seed, chunk_size, amounts, limits=limits)
     pending = np.flatnonzero((states == default_code).any(axis=1) != wanted)
+    redraw = window is not None and window.drawn and first is not None
+    first = None if first is None else first.copy()
     draws = static.shape[0]
     # Paths a round: a quarter of the book at least, so a large book's many disagreeing loans get copies too.
     budget = max(_MATCH_PATHS, static.shape[0] // 4)
@@ -776,13 +795,19 @@ def _simulate_given_defaults(
         copies = int(np.clip(budget // pending.size, 1, _MATCH_MAX_COPIES))
         rows = np.repeat(pending, copies)
         subset = LoanTerms(term=terms.term[rows], amount=terms.amount[rows], installment=terms.installment[rows])
-        s, b, p = _simulate(net, static[rows], subset, months, seed + 104_729 * round_, chunk_size, amounts)
+        copy_first = window.draw(rows.size, np.random.default_rng([seed, 2, round_])) if redraw else None
+        copy_limits = window.limits(copy_first) if redraw else (None if limits is None else limits[rows])
+        s, b, p = _simulate(
+            net, static[rows], subset, months, seed + 104_729 * round_, chunk_size, amounts, limits=copy_limits
+        )
         draws += rows.size
         agree = ((s == default_code).any(axis=1) == wanted[rows]).reshape(pending.size, copies)
         found = agree.any(axis=1)
         pick = np.arange(pending.size) * copies + agree.argmax(axis=1)
         take, source = pending[found], pick[found]
         states[take], balance[take], payment[take] = s[source], b[source], p[source]
+        if redraw:
+            first[take] = copy_first[source]
         pending = pending[~found]
     summary = {
         "loans": int(wanted.size),
@@ -793,7 +818,7 @@ def _simulate_given_defaults(
         "rounds": rounds,
         "paths_drawn": int(draws),
     }
-    return states, balance, payment, summary
+    return states, balance, payment, first, summary
 
 
 def _cosine_schedule(lr: float, decay: float, total_steps: int) -> Callable[[int], float]:
@@ -908,7 +933,8 @@ def _smooth_months(counts: np.ndarray, half_width: int) -> np.ndarray:
 
 
 def _free_running_correction(
-    net: Any, encoded: _Encoded, terms: LoanTerms, months: int, seed: int, amounts: tuple[str, ...] | list[str]
+    net: Any, encoded: _Encoded, terms: LoanTerms, months: int, seed: int, amounts: tuple[str, ...] | list[str],
+    limits: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Shift the transient rows' offsets until free-running paths move like the book; returns a summary.
 
@@ -927,6 +953,12 @@ def _free_running_correction(
     cells' mean squared z-score) is not clearly below the previous round's
     ends the correction without adding to it: the last correction no longer
     helped, and what is left is the book's own sampling noise.
+
+    With `limits` (the months each training loan is observable, from its own
+    first reporting month to the cut-off) each simulated path stops where its
+    loan's real history was censored, so both books hold the same loans at
+    every month on book: in a book observed to a cut-off, month 20's rows are
+    the old vintages' alone, in both.
     """
     from models.sequences.network import START_TOKEN
 
@@ -940,6 +972,7 @@ def _free_running_correction(
         rows = np.tile(np.arange(n), min(-(-_CORRECTION_PATHS // n), _CORRECTION_MAX_COPIES))
     static = encoded.static.numpy()[rows]
     subset = LoanTerms(term=terms.term[rows], amount=terms.amount[rows], installment=terms.installment[rows])
+    subset_limits = None if limits is None else limits[rows]
     # The start row has no history to bias it; only transient rows are corrected.
     transient = np.arange(START_TOKEN + 1) < n_transient
     gaps: list[float] = []
@@ -947,7 +980,8 @@ def _free_running_correction(
     corrections = 0
     for round_ in range(_CORRECTION_ROUNDS):
         expected = np.zeros((START_TOKEN + 1, months, N_STATES))
-        _simulate(net, static, subset, months, seed + 7919 * (round_ + 1), amounts=amounts, expected=expected)
+        _simulate(net, static, subset, months, seed + 7919 * (round_ + 1), amounts=amounts, expected=expected,
+                  limits=subset_limits)
         sim = _smooth_months(expected, _CORRECTION_HALF_WIDTH)
         real_rows, sim_rows = real.sum(axis=2, keepdims=True), sim.sum(axis=2, keepdims=True)
         real_share = (real + _CORRECTION_PRIOR) / (real_rows + N_STATES * _CORRECTION_PRIOR)
@@ -1044,6 +1078,7 @@ class LoanCascade:
         dp: DPTrainingHook | None = None,
         privacy_unit_column: str | None = "borrower_id",
         public_domains: Mapping[str, Mapping[str, Any]] | None = None,
+        as_of: str | None = None,
         tenant: str | None = None,
         file: str | None = None,
     ) -> "LoanCascade":
@@ -1066,6 +1101,10 @@ class LoanCascade:
                 the loans' values, and columns without one are left out
                 (``_prep["encoder_left_out"]``). None fits the encoder on the
                 loans (means, spreads, most frequent levels).
+            as_of: the history's cut-off ('YYYY-MM', tenant.yaml's
+                ``performance.as_of``); None takes the history's last
+                reporting month, except under DP, where only a declared
+                cut-off caps the sampled histories (see `observation_window`).
             tenant: named in errors.
             file: named in errors.
 
@@ -1082,6 +1121,12 @@ class LoanCascade:
         stopping once a round no longer narrows the gap.
         ``_prep["calibration"]`` records what was done.
 
+        Sampled histories stop at the tape's cut-off (`ObservationWindow`,
+        kept in ``_prep["observation_window"]``): a real history that stops
+        there is censored, its months past the end masked out of every loss,
+        and the free-running calibration stops each simulated training path
+        where its loan's real history was censored.
+
         Balance and payment are modelled when the history has them (either,
         both or neither: the states are modelled from status or days past
         due alone); a state the history never holds is never sampled, and
@@ -1092,6 +1137,7 @@ class LoanCascade:
         Raises:
             InvalidDataError: the histories fail `validate_histories` or match
                 no loan, or they carry amounts and the loans no original amount.
+            TenantConfigError: the history reports months after `as_of`.
         """
         torch = _torch()
         from models.sequences.network import CascadeNet
@@ -1110,6 +1156,9 @@ class LoanCascade:
         paths, keep = training_paths(performance, ids, months, tenant=tenant, file=file)
         loans = loans.filter(pl.Series(keep))
         paths = LoanPaths(paths.loan_ids[keep], paths.states[keep], paths.balance[keep], paths.payment[keep], paths.lengths[keep])
+        private = dp is not None
+        offset = _public_offset(performance, loans) if private else reporting_offset(performance, loans, id_column)
+        window = observation_window(performance, loans, offset, as_of=as_of, private=private, tenant=tenant)
         inputs = static_columns(schema, loans, exclude)
         if public_domains is not None:
             encoder, left_out = StaticEncoder.from_domains(schema, inputs, public_domains)
@@ -1121,7 +1170,6 @@ class LoanCascade:
         )
         encoded = _encode(encoder.transform(loans), paths, terms, months, amounts)
         units = self._privacy_units(loans, privacy_unit_column, id_column)
-        private = dp is not None
         # Under DP-SGD every borrower trains and every epoch runs: choosing when to stop from held-out (or
         # training) losses of real borrowers would be a data-dependent release outside the accounting.
         train_rows, val_rows = self._split(units, seed, 0.0 if private else config.validation_share)
@@ -1214,7 +1262,9 @@ class LoanCascade:
             moves = None if private else observed_transitions(encoded.next_state.numpy(), months)
             _mask_unseen(net, seen, moves)
             started = time.perf_counter()
-            calibration = self._calibrate(net, encoded, terms, months, seed, device, dp, amounts, seen, moves)
+            # each training loan observable from its own first reporting month to the cut-off (not read under DP)
+            limits = None if private else window.limits(first_reporting_months(performance, paths.loan_ids))
+            calibration = self._calibrate(net, encoded, terms, months, seed, device, dp, amounts, seen, moves, limits)
             if calibration.get("fitted"):
                 calibration["seconds"] = time.perf_counter() - started
         net.eval()
@@ -1231,7 +1281,8 @@ class LoanCascade:
             "observed_states": seen,
             # (previous state incl. the start token) x next state: the moves the training paths make; None under DP
             "observed_transitions": None if moves is None else moves.tolist(),
-            "reporting_offset": _public_offset(performance, loans) if private else reporting_offset(performance, loans, id_column),
+            "reporting_offset": offset,
+            "observation_window": window.to_dict(),
             "recurrent": "torch" if dp is None or dp.recurrent_factory is None else "custom",
             # under DP the number of training loans is an exact count of the borrowers: not kept
             "train_loans": None if private else int(len(train_rows)),
@@ -1254,6 +1305,7 @@ class LoanCascade:
         amounts: list[str],
         seen: list[bool],
         moves: np.ndarray | None = None,
+        limits: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Fit the state head's logit offsets on the training book; returns what was done, for `_prep`.
 
@@ -1272,7 +1324,7 @@ class LoanCascade:
         offsets, summary = _fit_state_offsets(net, encoded.tensors(), device)
         net.state_offset.copy_(offsets.to(net.state_offset.device, net.state_offset.dtype))
         _mask_unseen(net, seen, moves)
-        correction = _free_running_correction(net, encoded, terms, months, seed, amounts)
+        correction = _free_running_correction(net, encoded, terms, months, seed, amounts, limits)
         return {"fitted": True, **summary, **correction}
 
     @staticmethod
@@ -1364,10 +1416,15 @@ class LoanCascade:
 
         All loans advance together month by month: the state is drawn from the
         state head (multinomial), then balance and payment given that state.
-        A path stops at an absorbing state, at the loan's term, or at the
-        longest modelled month. Returns the canonical performance columns, plus
-        ``reporting_month`` when the training history had one and `loans` carry
-        ``origination_date``. The same seed gives the same histories.
+        A path stops at an absorbing state, at the loan's term, at the longest
+        modelled month, or at the tape's cut-off (`observation_window`): a
+        loan is followed from the reporting month of its period 1 (its
+        origination month plus the reporting offset, or drawn from the real
+        loans' first months when the loans carry no origination date) to the
+        cut-off, as the real extract followed it. Returns the canonical
+        performance columns, plus ``reporting_month`` when the training
+        history had one and a loan can be placed in time. The same seed gives
+        the same histories.
 
         With `defaults` (one bool per loan) each history is drawn given whether
         it reaches default: paths are drawn again for the loans whose path
@@ -1381,29 +1438,32 @@ class LoanCascade:
         ids = self._ids(loans)
         static = StaticEncoder.from_dict(prep["encoder"]).transform(loans)
         terms = self._terms(loans)
+        window = self.observation_window
+        # the first months have their own stream, so drawing them leaves the paths' draws as they were
+        first = window.first_months(loans, np.random.default_rng([int(seed), 1]))
         device = next(self._net.parameters()).device
         with _torch_session(self.config.threads, int(seed), device, deterministic=False):
             if defaults is None:
-                states, balance, payment = _simulate(self._net, static, terms, months, int(seed), chunk_size, prep["amounts"])
+                states, balance, payment = _simulate(
+                    self._net, static, terms, months, int(seed), chunk_size, prep["amounts"],
+                    limits=window.limits(first),
+                )
             else:
                 wanted = np.asarray(defaults, dtype=bool)
                 if wanted.shape != (loans.height,):
                     raise ValueError(f"defaults has {wanted.shape} values for {loans.height} loans")
-                states, balance, payment, matched = _simulate_given_defaults(
-                    self._net, static, terms, months, int(seed), chunk_size, prep["amounts"], wanted
+                states, balance, payment, first, matched = _simulate_given_defaults(
+                    self._net, static, terms, months, int(seed), chunk_size, prep["amounts"], wanted, window, first
                 )
                 if report is not None:
                     report.update(matched)
-        return paths_to_frame(
-            ids,
-            states,
-            balance,
-            payment,
-            prep["days_past_due"],
-            origination=loans.get_column("origination_date") if "origination_date" in loans.columns else None,
-            offset=prep["reporting_offset"],
-            amounts=prep["amounts"],
-        )
+        return paths_to_frame(ids, states, balance, payment, prep["days_past_due"], amounts=prep["amounts"],
+                              first_month=first)
+
+    @property
+    def observation_window(self) -> ObservationWindow:
+        """Where sampled histories stop: the tape's cut-off and how a loan is placed before it (see `fit`)."""
+        return ObservationWindow.from_dict(self._require()["observation_window"])
 
     # ------------------------------------------------------------------ persistence
 
@@ -1481,6 +1541,10 @@ class LoanCascade:
         prep.setdefault("calibration", {"fitted": False, "reason": "saved before calibration existed"})
         # Saved before histories without amounts were accepted: it was trained on both.
         prep.setdefault("amounts", list(AMOUNTS))
+        # Saved before histories stopped at the cut-off: it sampled them uncapped.
+        prep.setdefault("observation_window", ObservationWindow(
+            None, "saved before sampled histories stopped at the tape's cut-off", prep["reporting_offset"]
+        ).to_dict())
         net.load_state_dict(state)
         net.to(_device(config.device)).eval()
         model._net = net

@@ -513,6 +513,179 @@ def reporting_offset(performance: pl.DataFrame, loans: pl.DataFrame, id_column: 
     return int(offsets.get_column("offset").mode().sort().item(0))
 
 
+# --------------------------------------------------------------------------- the observation window
+
+AS_OF_KEY = "performance.as_of"
+# A loan whose months are not capped: longer than any modelled history.
+_UNCAPPED = np.iinfo(np.int32).max
+
+
+def month_label(index: int) -> str:
+    """A month index (`month_index`) as 'YYYY-MM'."""
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def parse_month(text: str) -> int:
+    """'YYYY-MM' (as `models.tape.tenant` validates `performance.as_of`) as a month index."""
+    year, month = str(text)[:7].split("-")
+    return int(year) * 12 + int(month) - 1
+
+
+def first_reporting_months(performance: pl.DataFrame, loan_ids: np.ndarray | list[str]) -> np.ndarray | None:
+    """Each loan's reporting month of period 1 as a month index (float, NaN without a history), in `loan_ids`' order;
+    None when the history has no ``reporting_month``."""
+    if "reporting_month" not in performance.columns:
+        return None
+    first = performance.select(
+        pl.col("loan_id").cast(pl.String),
+        (month_index(pl.col("reporting_month").cast(pl.Date)) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
+    ).group_by("loan_id").agg(pl.col("_first").min())
+    order = pl.DataFrame({"loan_id": pl.Series(np.asarray(loan_ids, dtype=object), dtype=pl.String)})
+    joined = order.join(first, on="loan_id", how="left", maintain_order="left")
+    return joined.get_column("_first").cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+@dataclass
+class ObservationWindow:
+    """Where the tape's observation stops each loan's history, so a synthetic history stops there too.
+
+    A servicing extract reports every open loan up to its as-of month (the
+    cut-off): a loan originated a year before it has a year of history, open
+    or not, and that history is censored there, not ended. A synthetic loan's
+    history holds at most ``as_of - first + 1`` months, where ``first`` is the
+    reporting month of its period 1: its origination month plus `offset` when
+    the loans carry ``origination_date``, else drawn from the real loans' own
+    first reporting months (`starts`, the tape's mix of vintages), since a
+    synthetic loan without a date has no place in time of its own. A loan
+    whose first month is unknown (a null origination date) is not capped.
+
+    Attributes:
+        as_of: the cut-off as a month index (`month_index`); None leaves every
+            path to its term and the longest history.
+        source: where `as_of` came from, or why there is none.
+        offset: months from origination to period 1 (`reporting_offset`).
+        starts: {first reporting month (month index): loans}, drawn from when
+            the loans carry no origination date; None under DP.
+    """
+
+    as_of: int | None
+    source: str
+    offset: int | None = None
+    starts: dict[int, int] | None = None
+
+    @property
+    def drawn(self) -> bool:
+        """Whether first months are drawn from `starts` (the loans carry no origination date)."""
+        return self.offset is None and bool(self.starts)
+
+    def first_months(self, loans: pl.DataFrame, rng: np.random.Generator) -> np.ndarray | None:
+        """The reporting month (month index) of each loan's period 1, NaN where unknown; None when there is no way
+        to place the loans in time (no reporting months in the tape)."""
+        if self.offset is not None and "origination_date" in loans.columns:
+            origin = loans.select(month_index(pl.col("origination_date").cast(pl.Date))).to_series()
+            return origin.cast(pl.Float64).fill_null(np.nan).to_numpy() + self.offset
+        if self.drawn:
+            return self.draw(loans.height, rng)
+        return None
+
+    def draw(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """`size` first months drawn from `starts`, in proportion to the real loans starting in each."""
+        months = np.array(sorted(self.starts), dtype=np.float64)
+        weights = np.array([self.starts[int(m)] for m in months], dtype=np.float64)
+        return rng.choice(months, size=size, p=weights / weights.sum())
+
+    def limits(self, first: np.ndarray | None) -> np.ndarray | None:
+        """Months each loan is observable (0 or less: none), from its first month; None when nothing is capped."""
+        if self.as_of is None or first is None:
+            return None
+        observable = np.where(np.isfinite(first), self.as_of - np.nan_to_num(first) + 1, _UNCAPPED)
+        return np.clip(observable, -1, _UNCAPPED).astype(np.int64)
+
+    def describe(self) -> dict[str, Any]:
+        """What a reviewer reads in the metadata: whether histories stop at a cut-off, which, and why."""
+        if self.as_of is None:
+            return {"capped": False, "reason": self.source}
+        first = (f"its origination month + {self.offset}" if self.offset is not None
+                 else "drawn from the real loans' first reporting months (the loans carry no origination date)")
+        return {"capped": True, "as_of": month_label(self.as_of), "source": self.source, "first_month": first}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (`starts` keyed by text)."""
+        starts = None if self.starts is None else {str(k): int(v) for k, v in self.starts.items()}
+        return {"as_of": self.as_of, "source": self.source, "offset": self.offset, "starts": starts}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ObservationWindow":
+        """A window from `to_dict`'s output."""
+        starts = data.get("starts")
+        return cls(as_of=data.get("as_of"), source=data["source"], offset=data.get("offset"),
+                   starts=None if starts is None else {int(k): int(v) for k, v in starts.items()})
+
+
+def observation_window(
+    performance: pl.DataFrame,
+    loans: pl.DataFrame,
+    offset: int | None,
+    *,
+    as_of: str | None = None,
+    private: bool = False,
+    tenant: str | None = None,
+) -> ObservationWindow:
+    """The window of the training histories: the cut-off a synthetic history stops at, and how to place a loan in it.
+
+    The cut-off is `as_of` ('YYYY-MM', tenant.yaml's ``performance.as_of``)
+    when declared, else the history's last reporting month. Under DP
+    (`private`) the data's last month is a statistic of the borrowers the
+    accountant never charged: only a declared `as_of` caps histories, and
+    only with the loans' origination dates and the public `offset` (the real
+    loans' first months are not drawn from either).
+
+    Raises:
+        TenantConfigError: the history reports months after the declared `as_of`.
+    """
+    from models.errors import TenantConfigError
+    from models.tape.schema import TENANT_FILE
+
+    has_months = "reporting_month" in performance.columns
+    declared = parse_month(as_of) if as_of is not None else None
+    if declared is not None and has_months:
+        last = performance.select(month_index(pl.col("reporting_month").cast(pl.Date)).max()).item()
+        if last is not None and last > declared:
+            # under DP the data's own last month is not named: the refusal says only that it is later
+            shown = "" if private else f" (the last is {month_label(int(last))})"
+            raise TenantConfigError(
+                f"key '{AS_OF_KEY}' declares the history's cut-off {month_label(declared)}, but the history reports "
+                f"later months{shown}.",
+                tenant=tenant,
+                file=TENANT_FILE,
+                fix=f"set {AS_OF_KEY} to the extract's as-of month (its last reporting month, YYYY-MM), or remove it.",
+            )
+    if not has_months:
+        return ObservationWindow(None, "the history has no reporting months, so no loan can be placed before a "
+                                       "cut-off: histories run to their term or the longest history", offset)
+    if private:
+        if declared is None:
+            return ObservationWindow(None, f"under DP the history's last reporting month is an uncharged statistic of "
+                                           f"the borrowers and is not read: histories are not capped (declare "
+                                           f"{AS_OF_KEY} in tenant.yaml to cap them)", offset)
+        if offset is None:
+            return ObservationWindow(None, f"under DP a loan is placed in time only by its origination_date, which "
+                                           f"the loans lack: the declared {AS_OF_KEY} cannot cap histories", None)
+        return ObservationWindow(declared, f"declared in tenant.yaml ({AS_OF_KEY})", offset)
+    if declared is not None:
+        source = f"declared in tenant.yaml ({AS_OF_KEY})"
+    else:
+        declared = int(performance.select(month_index(pl.col("reporting_month").cast(pl.Date)).max()).item())
+        source = "the history's last reporting month"
+    if offset is not None:
+        return ObservationWindow(declared, source, offset)
+    first = first_reporting_months(performance, performance.get_column("loan_id").cast(pl.String).unique().sort())
+    values, counts = np.unique(first[np.isfinite(first)].astype(np.int64), return_counts=True)
+    if values.size == 0:
+        return ObservationWindow(None, "no loan's first reporting month is known: histories are not capped", None)
+    return ObservationWindow(declared, source, None, {int(v): int(c) for v, c in zip(values, counts)})
+
+
 def paths_to_frame(
     loan_ids: np.ndarray,
     states: np.ndarray,
@@ -523,11 +696,14 @@ def paths_to_frame(
     origination: pl.Series | None = None,
     offset: int | None = None,
     amounts: tuple[str, ...] | list[str] = AMOUNTS,
+    first_month: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Sampled arrays back to a canonical performance table, one row per loan and month.
 
     `origination` (dates, aligned with `loan_ids`) and `offset` (see
-    `reporting_offset`) add a ``reporting_month`` column when both are given.
+    `reporting_offset`) add a ``reporting_month`` column when both are given;
+    so does `first_month`, each loan's reporting month of period 1 as a month
+    index (NaN: none; see `ObservationWindow.first_months`).
     Of balance and payment, only the `amounts` columns are written: a model
     fitted on a history without them has nothing to say about them.
     """
@@ -546,9 +722,11 @@ def paths_to_frame(
             },
         }
     )
-    if origination is not None and offset is not None:
+    if first_month is None and origination is not None and offset is not None:
         start = pl.DataFrame({"_origin": origination}).select(month_index(pl.col("_origin").cast(pl.Date)))
-        month = start.get_column("_origin").to_numpy()[rows] + offset + cols
+        first_month = start.get_column("_origin").cast(pl.Float64).fill_null(np.nan).to_numpy() + offset
+    if first_month is not None:
+        month = np.asarray(first_month, dtype=np.float64)[rows] + cols
         # a loan without an origination date (a synthetic null under DP) has no reporting month: null, not a crash
         frame = frame.with_columns(
             pl.Series("_m", month, dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
@@ -590,21 +768,36 @@ def _integer_dtype(name: str | None) -> bool:
     return bool(name) and name.startswith(("Int", "UInt"))
 
 
-def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) -> pl.Series:
+def _period_values(
+    history: pl.DataFrame, form: Mapping[str, Any], seed: int, private: bool = False, as_of: str | None = None
+) -> pl.Series:
     """The history's periods written as the file wrote them (see `models.tape.performance.read_performance`)."""
     period = history.get_column("period").cast(pl.Int64)
     if form["kind"] == "index":
         return period + int(form["offset"]) - 1
     if form["kind"] == "month" and "reporting_month" in history.columns:
         month = history.select(month_index(pl.col("reporting_month").cast(pl.Date))).to_series()
+    elif private and as_of is None:
+        # Under DP the real loans' first months are an uncharged statistic and there is no public month to
+        # place a loan at: the period is written as the month on book.
+        return period
     else:
-        # Synthetic loans carry no start month of their own: each draws one from the real loans' first months.
-        starts = sorted(((int(k), int(v)) for k, v in form["starts"].items()))
-        values = np.array([k for k, _ in starts], dtype=np.int64)
-        weights = np.array([v for _, v in starts], dtype=np.float64)
-        loans = history.get_column("loan_id").cast(pl.String).unique().sort()
-        drawn = np.random.default_rng(seed).choice(values, size=loans.len(), p=weights / weights.sum())
-        first = pl.DataFrame({"loan_id": loans, "_start": pl.Series(drawn, dtype=pl.Int64)})
+        loans = history.group_by(pl.col("loan_id").cast(pl.String)).agg(pl.col("period").max().alias("_n")).sort("loan_id")
+        rng = np.random.default_rng(seed)
+        if private:
+            # Under DP: each loan's last month falls uniformly in the window before the declared cut-off that the
+            # longest synthetic history spans; the real loans' first months are never read.
+            last = parse_month(as_of)
+            span = int(loans.get_column("_n").max())
+            lengths = loans.get_column("_n").to_numpy()
+            drawn = last - lengths + 1 - rng.integers(0, np.maximum(span - lengths, 0) + 1)
+        else:
+            # Synthetic loans carry no start month of their own: each draws one from the real loans' first months.
+            starts = sorted(((int(k), int(v)) for k, v in form["starts"].items()))
+            values = np.array([k for k, _ in starts], dtype=np.int64)
+            weights = np.array([v for _, v in starts], dtype=np.float64)
+            drawn = rng.choice(values, size=loans.height, p=weights / weights.sum())
+        first = pl.DataFrame({"loan_id": loans.get_column("loan_id"), "_start": pl.Series(drawn, dtype=pl.Int64)})
         start = history.select(pl.col("loan_id").cast(pl.String)).join(first, on="loan_id", how="left", maintain_order="left")
         month = start.get_column("_start") + period - 1
     if form["kind"] == "calendar":
@@ -624,7 +817,10 @@ def _period_values(history: pl.DataFrame, form: Mapping[str, Any], seed: int) ->
     return dates.cast(pl.Datetime) if dtype.startswith("Datetime") else dates
 
 
-def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed: int = 0) -> pl.DataFrame:
+def render_history(
+    history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed: int = 0, private: bool = False,
+    as_of: str | None = None,
+) -> pl.DataFrame:
     """A canonical (synthetic) history written in the vocabulary of the file the real history came from.
 
     `vocabulary` is what `models.tape.performance.read_performance` recorded at ingest
@@ -638,7 +834,11 @@ def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed
     in the file's format and day), and loan ids as integers when the file's
     were and the history's ids all read as integers. A synthetic loan's first
     month comes from its reporting month when it has one, else is drawn
-    (seeded) from the real loans' first months.
+    (seeded) from the real loans' first months. Under DP (`private`) those are
+    an uncharged statistic and are never read: a loan's last month is drawn
+    uniformly from the window before the declared cut-off `as_of` ('YYYY-MM',
+    ``performance.as_of``) that the longest synthetic history spans, and
+    without one the period is written as the month on book.
     """
     columns: Mapping[str, str] = vocabulary["columns"]
     dtypes: Mapping[str, str] = vocabulary.get("dtypes", {})
@@ -647,7 +847,7 @@ def render_history(history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed
     if _integer_dtype(dtypes.get("loan_id")):
         loan_id = int_if_lossless(loan_id)
     out["loan_id"] = loan_id
-    out["period"] = _period_values(history, vocabulary["period"], seed)
+    out["period"] = _period_values(history, vocabulary["period"], seed, private, as_of)
     if "status" in columns:
         spelling = dict(vocabulary.get("status", {}))
         # A state the file never spelled (its days past due implied it) keeps its canonical name.

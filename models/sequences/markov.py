@@ -30,9 +30,11 @@ from models.sequences.histories import (
     AMOUNTS,
     CLOSING_CODES,
     N_STATES,
+    ObservationWindow,
     history_amounts,
     loan_paths,
     loan_terms,
+    observation_window,
     observed_states,
     paths_to_frame,
     ratio_targets,
@@ -75,6 +77,7 @@ class MarkovBaseline:
         *,
         segment_column: str | None = None,
         seed: int = 0,
+        as_of: str | None = None,
         tenant: str | None = None,
         file: str | None = None,
     ) -> "MarkovBaseline":
@@ -90,6 +93,9 @@ class MarkovBaseline:
                 A plain chain (``segmented=False``) takes none.
             seed: accepted so both models share `fit`'s signature; estimating
                 the chain involves no randomness.
+            as_of: the history's cut-off ('YYYY-MM'); None takes its last
+                reporting month. Sampled histories stop there, as the
+                cascade's do (`models.sequences.histories.ObservationWindow`).
             tenant: named in errors.
             file: named in errors.
 
@@ -97,10 +103,13 @@ class MarkovBaseline:
             InvalidDataError: the histories fail `validate_histories`, the
                 segment column does not exist, or no loan has both a history
                 and static attributes.
-            TenantConfigError: a segment column is named for a plain chain.
+            TenantConfigError: a segment column is named for a plain chain, or
+                the history reports months after `as_of`.
         """
         id_column = schema.id_column or "loan_id"
         report = validate_histories(performance, loans, tenant=tenant, file=file, id_column=id_column)
+        offset = reporting_offset(performance, loans, id_column)
+        window = observation_window(performance, loans, offset, as_of=as_of, tenant=tenant)
         segment_column = self._segment_column(loans, schema, segment_column, tenant, file)
         ids = loans.get_column(id_column).cast(pl.String).to_numpy()
         months = report.max_period
@@ -162,7 +171,8 @@ class MarkovBaseline:
             "payment_ratio": [0.0 if not np.isfinite(v) else v for v in payment_by_state],
             "days_past_due": state_days_past_due(performance),
             "amounts": amounts,
-            "reporting_offset": reporting_offset(performance, loans, id_column),
+            "reporting_offset": offset,
+            "observation_window": window.to_dict(),
             "seed": int(seed),
             "history": report.to_dict(),
         }
@@ -235,10 +245,11 @@ class MarkovBaseline:
     def sample(self, loans: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
         """Monthly histories for `loans` (e.g. synthetic loans with new ids), vectorised over loans.
 
-        Each path stops at an absorbing state, at the loan's term, or at the
-        longest training history. Returns the canonical performance columns,
-        plus ``reporting_month`` when the training history had one and `loans`
-        carry ``origination_date``.
+        Each path stops at an absorbing state, at the loan's term, at the
+        longest training history, or at the tape's cut-off, exactly as
+        `LoanCascade.sample` stops them (`ObservationWindow`). Returns the
+        canonical performance columns, plus ``reporting_month`` when the
+        training history had one and a loan can be placed in time.
         """
         fitted = self._require()
         rng = np.random.default_rng(seed)
@@ -254,7 +265,15 @@ class MarkovBaseline:
         balance_ratio = np.asarray(fitted["balance_ratio"])
         payment_ratio = np.asarray(fitted["payment_ratio"])
         n = loans.height
+        # Saved before histories stopped at the cut-off: uncapped.
+        window = ObservationWindow.from_dict(fitted.get("observation_window") or {
+            "as_of": None, "source": "saved before sampled histories stopped at the cut-off",
+            "offset": fitted["reporting_offset"]})
+        first = window.first_months(loans, np.random.default_rng([int(seed), 1]))
+        limits = window.limits(first)
         horizon = np.minimum(terms.term, months)
+        if limits is not None:
+            horizon = np.minimum(horizon, limits)
         states = np.full((n, months), -1, dtype=np.int64)
         balance = np.full((n, months), np.nan)
         payment = np.full((n, months), np.nan)
@@ -282,14 +301,8 @@ class MarkovBaseline:
             alive = alive & ~np.isin(state, ABSORBING_CODES) & ((t + 1) < horizon)
         ids = loans.get_column(fitted["id_column"] if fitted["id_column"] in loans.columns else "loan_id")
         return paths_to_frame(
-            ids.cast(pl.String).to_numpy(),
-            states,
-            balance,
-            payment,
-            fitted["days_past_due"],
-            origination=loans.get_column("origination_date") if "origination_date" in loans.columns else None,
-            offset=fitted["reporting_offset"],
-            amounts=amounts,
+            ids.cast(pl.String).to_numpy(), states, balance, payment, fitted["days_past_due"], amounts=amounts,
+            first_month=first,
         )
 
     def log_likelihood(self, loans: pl.DataFrame, performance: pl.DataFrame) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ from models.quality.validation import ValidationThresholds
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# A month 'YYYY-MM' (a day may follow: '2023-12-31'), years 1900-2199.
+_MONTH = re.compile(r"(19|20|21)\d\d-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?")
 # Bounds on a tenant.yaml, checked before its content is used: the documented contract is a few dozen
 # lines, so these only stop files that could exhaust memory (a huge file, a "billion laughs" of aliases).
 MAX_CONFIG_BYTES = 64 * 1024
@@ -138,7 +141,10 @@ class CsvSpec(_Strict):
 class PerformanceSpec(_Strict):
     """Column names of the performance history, when they differ from the canonical ones, and the file's own
     status words (`status_labels`: label -> one of `models.sequences.states.STATES`), for words no built-in
-    reading knows ('Forbearance', 'Deferred') or reads otherwise; they are applied first."""
+    reading knows ('Forbearance', 'Deferred') or reads otherwise; they are applied first. `as_of` is the
+    extract's as-of month (its last reporting month, 'YYYY-MM'), where synthetic histories stop
+    (`models.sequences.histories.observation_window`): without it the history's own last month is used, except
+    under DP, where that month is an uncharged statistic and histories are left uncapped."""
 
     loan_id: str | None = None
     period: str | None = None
@@ -147,6 +153,7 @@ class PerformanceSpec(_Strict):
     balance: str | None = None
     payment: str | None = None
     status_labels: dict[str, str] = Field(default_factory=dict)
+    as_of: str | None = None
 
     @field_validator("status_labels")
     @classmethod
@@ -161,9 +168,21 @@ class PerformanceSpec(_Strict):
             raise ValueError("status_labels has an empty label")
         return value
 
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _a_month(cls, value: Any) -> Any:
+        # YAML reads 2023-12-31 as a date and 2023-12 as text; both name the month 2023-12.
+        if value is None:
+            return None
+        if isinstance(value, (date, datetime)):
+            return f"{value.year:04d}-{value.month:02d}"
+        if isinstance(value, str) and _MONTH.fullmatch(value.strip()):
+            return value.strip()[:7]
+        raise ValueError("must be a month written YYYY-MM (the extract's as-of month), e.g. as_of: 2023-12")
+
     def columns(self) -> dict[str, str]:
-        """Canonical name -> the file's column, for the columns declared (status_labels left out)."""
-        return {key: name for key, name in self.model_dump(exclude={"status_labels"}).items() if name}
+        """Canonical name -> the file's column, for the columns declared (status_labels and as_of left out)."""
+        return {key: name for key, name in self.model_dump(exclude={"status_labels", "as_of"}).items() if name}
 
 
 class InequalityConstraint(_Strict):

@@ -238,3 +238,48 @@ def test_a_servicers_history_without_payment_reaches_a_release_in_its_own_vocabu
     # this tape has no grade, DTI or product column: per-segment fidelity says so, a warning, never a pass
     segment = next(e for e in result.get_asset_check_evaluations() if e.check_name == "segment_fidelity")
     assert not segment.passed and "no grade, DTI or product column" in segment.metadata["not_measured"].value
+
+
+def test_released_histories_stop_at_the_tapes_cut_off(tmp_path):
+    # setup: a servicer's extract as of 2022-12: loans originated over 2021, no origination date in the loans file,
+    # each history written by month up to the cut-off, so young vintages have short histories
+    import yaml
+
+    from models.sequences.histories import render_history
+    from tests.models.sequences.cutoff_books import CUTOFF, cutoff_book, history_ends
+
+    loans, perf, _ = cutoff_book(300, seed=3, origination=False)
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "extract"
+    folder.mkdir(parents=True)
+    loans.write_csv(folder / "loans.csv")
+    perf.select("loan_id", pl.col("reporting_month").dt.strftime("%Y-%m").alias("month"), "status",
+                "days_past_due", "balance", "payment").write_csv(folder / "performance.csv")
+    config = {"target": {"column": "default_flag", "positive": 1}, "id_columns": ["loan_id", "borrower_id"],
+              "quasi_identifiers": ["grade"]}
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    relax_audit(folder)
+    history_assets = ["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"]
+    quick = {"lstm_cascade": {"config": {"epochs": 3}}}
+    with dg.instance_for_test() as instance:
+        # run
+        result = _materialize(settings, instance, "extract", run_config=quick, only=history_assets)
+        # assert: no released month passes the cut-off, and every open history runs up to it
+        assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
+        tape = VersionedStore(settings.data_dir, ["raw_loan_tape"], "extract").read()
+        performance = VersionedStore(settings.data_dir, ["synthetic_portfolio"], "extract").read().table("performance")
+        released = render_history(performance, tape.document("ingest")["performance"]["vocabulary"])
+        assert released.get_column("month").max() == "2022-12"
+        ends = history_ends(performance)
+        assert ends.get_column("last").max() == CUTOFF
+        assert ends.filter(pl.col("open")).get_column("last").unique().to_list() == [CUTOFF]
+        cutoff = _latest_metadata(instance, "synthetic_portfolio", "extract")["history_cutoff"].value
+        assert cutoff["capped"] and cutoff["as_of"] == "2022-12", cutoff
+        assert cutoff["source"] == "the history's last reporting month"
+        assert "drawn from the real loans' first reporting months" in cutoff["first_month"]
+        # a declared as-of month the history contradicts stops the cascade, naming the tenant, file and key
+        relax_audit(folder, performance={"as_of": "2022-06"})
+        refused = _materialize(settings, instance, "extract", run_config=quick, only=["raw_loan_tape", "lstm_cascade"])
+        message = " ".join(e.event_specific_data.error.message for e in refused.get_step_failure_events())
+        assert "tenant 'extract'" in message and "'tenant.yaml'" in message
+        assert "key 'performance.as_of' declares the history's cut-off 2022-06" in message

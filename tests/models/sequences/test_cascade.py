@@ -500,3 +500,71 @@ def test_histories_drawn_given_each_loans_default_agree_with_it(book, fitted):
     assert again.equals(history)
     with pytest.raises(ValueError, match="defaults has"):
         fitted.sample(loans, seed=2, defaults=flags[:-1])
+
+
+# --------------------------------------------------------------------------- the tape's cut-off
+
+
+@pytest.mark.parametrize("origination", [True, False], ids=["origination-dates", "no-origination-dates"])
+def test_sampled_histories_stop_at_the_tapes_cut_off(origination):
+    # setup: loans originated over 2021, all observed to the extract's as-of month 2022-12, so a real history runs
+    # 12 to 23 months and an open one ends at the cut-off (censored there, not ended)
+    from tests.models.sequences.cutoff_books import CUTOFF, cutoff_book, history_ends
+
+    loans, perf, schema = cutoff_book(300, seed=1, origination=origination)
+    real = history_ends(perf)
+    cascade = LoanCascade(CascadeConfig(**SMALL)).fit(loans, perf, schema)
+    synthetic = new_ids(loans)
+    flags = loans.get_column("default_flag").cast(pl.Boolean).to_numpy()
+    report: dict = {}
+    # run
+    free = cascade.sample(synthetic, seed=0)
+    given = cascade.sample(synthetic, seed=0, defaults=flags, report=report)
+    # assert: no synthetic month passes the cut-off, and every open path runs up to it (the term and the longest
+    # history allow more), starting where a real loan would
+    real_first = set(real.get_column("first").to_list())
+    for sample in (free, given):
+        validate_histories(sample, synthetic)
+        ends = history_ends(sample)
+        assert sample.get_column("reporting_month").max() <= CUTOFF
+        assert ends.filter(pl.col("open")).get_column("last").unique().to_list() == [CUTOFF]
+        assert set(ends.get_column("first").to_list()) <= real_first
+        assert ends.get_column("months").max() <= real.get_column("months").max()
+        if origination:  # each loan is observed from the month after its origination
+            dated = ends.join(synthetic.select("loan_id", "origination_date"), on="loan_id")
+            assert dated.select((pl.col("first") == pl.col("origination_date").dt.offset_by("1mo")).all()).item()
+    # drawn given each loan's flag, a defaulted loan's history reaches default before the cut-off
+    assert report["unmatched"] <= 0.02 * loans.height, report
+    window = cascade.observation_window.describe()
+    assert window["capped"] and window["as_of"] == "2022-12", window
+    # without origination dates a loan's first month is drawn from the real loans' first months
+    assert (cascade._prep["observation_window"]["starts"] is None) == origination
+
+
+def test_a_declared_cut_off_is_checked_and_under_dp_is_the_only_one(tmp_path):
+    # setup
+    from tests.models.sequences.cutoff_books import CUTOFF, cutoff_book, history_ends
+
+    loans, perf, schema = cutoff_book(200, seed=2)
+    quick = CascadeConfig(**{**SMALL, "epochs": 1})
+    # run / assert: a declaration the history contradicts is refused, naming the key and the file
+    with pytest.raises(TenantConfigError, match=r"tenant 'bank', file 'tenant.yaml'.*performance\.as_of.*2022-06"):
+        LoanCascade(quick).fit(loans, perf, schema, as_of="2022-06", tenant="bank")
+    # a declared cut-off later than the history's last month is taken as declared
+    later = LoanCascade(quick).fit(loans, perf, schema, as_of="2023-03")
+    assert later.observation_window.describe()["as_of"] == "2023-03"
+    assert later.sample(new_ids(loans), seed=0).get_column("reporting_month").max() > CUTOFF
+    # under DP the history's own last month is an uncharged statistic: never read, so without a declaration the
+    # histories are not capped, and with one they stop there, each loan placed by its origination date and the
+    # public offset (the real loans' first months are not read either)
+    undeclared = LoanCascade(quick).fit(loans, perf, schema, dp=RecordingHook())
+    declared = LoanCascade(quick).fit(loans, perf, schema, dp=RecordingHook(), as_of="2022-12")
+    window = undeclared.observation_window.describe()
+    assert not window["capped"] and "under DP" in window["reason"] and "performance.as_of" in window["reason"]
+    assert undeclared.observation_window.limits(np.zeros(3)) is None
+    assert declared.observation_window.describe()["source"] == "declared in tenant.yaml (performance.as_of)"
+    assert declared._prep["observation_window"] == {"as_of": 2022 * 12 + 11, "source": declared.observation_window.source,
+                                                    "offset": 1, "starts": None}
+    assert history_ends(declared.sample(new_ids(loans), seed=0)).get_column("last").max() <= CUTOFF
+    # a saved cascade keeps its window
+    assert LoanCascade.load(declared.save(tmp_path / "dp")).observation_window == declared.observation_window

@@ -146,3 +146,25 @@ def test_a_state_the_history_never_holds_is_never_sampled():
     assert np.asarray(model._fitted["initial"])[..., never].max() == 0.0
     assert set(sample.get_column("status").unique()) <= {"current", "dpd30", "dpd60", "default"}
     assert "balance" not in sample.columns and "payment" not in sample.columns
+
+
+@pytest.mark.parametrize("origination", [True, False], ids=["origination-dates", "no-origination-dates"])
+def test_sampled_histories_stop_at_the_tapes_cut_off_as_the_cascades_do(tmp_path, origination):
+    # setup: loans originated over 2021, all observed to the extract's as-of month 2022-12 (12 to 23 months each)
+    from tests.models.sequences.cutoff_books import CUTOFF, cutoff_book, history_ends
+
+    loans, perf, schema = cutoff_book(400, seed=5, origination=origination)
+    real = history_ends(perf)
+    synthetic = new_ids(loans)
+    # run
+    model = MarkovBaseline().fit(loans, perf, schema)
+    ends = history_ends(model.sample(synthetic, seed=1))
+    # assert: nothing past the cut-off; an open path runs to it, from a first month a real loan has
+    assert ends.get_column("last").max() == CUTOFF
+    assert ends.filter(pl.col("open")).get_column("last").unique().to_list() == [CUTOFF]
+    assert set(ends.get_column("first").to_list()) <= set(real.get_column("first").to_list())
+    opened = ends.filter(pl.col("open")).get_column("months")
+    assert (opened.min(), opened.max()) == (12, 23)  # the 2021-12 vintage to the 2021-01 one
+    # the window is saved with the chain
+    loaded = MarkovBaseline.load(model.save(tmp_path).parent)
+    assert loaded.sample(synthetic, seed=1).equals(model.sample(synthetic, seed=1))

@@ -399,6 +399,28 @@ def test_released_history_speaks_the_files_vocabulary():
     assert again.frame.select("loan_id", "period", "status").equals(synthetic.select("loan_id", "period", "status"))
 
 
+def test_under_dp_a_released_history_never_reads_the_real_loans_first_months():
+    # setup: a file that writes months ("2019-03") and synthetic loans without a reporting month (no origination
+    # date): outside DP each draws a first month from the real loans' own; under DP those are an uncharged statistic
+    from models.tape.performance import read_performance
+    from models.sequences.histories import render_history
+
+    raw = pl.DataFrame({"ID": [1, 1, 2, 3], "month": ["2019-03", "2019-04", "2019-08", "2020-01"], "STATUS": ["C"] * 4})
+    real = read_performance(raw, pl.DataFrame({"ID": [1, 2, 3]}), tenant="bank", file="performance.csv",
+                            loan_id_column="ID", mapping={})
+    other = {**real.vocabulary, "period": {**real.vocabulary["period"], "starts": {"24000": 5}}}  # another real book
+    synthetic = paths_to_frame(np.array(["10", "11", "12"], dtype=object), np.array([[0, 0, 0], [0, 0, -1], [0, -1, -1]]),
+                               np.full((3, 3), np.nan), np.full((3, 3), np.nan), [0.0] * 7, amounts=())
+    # run
+    capped = [render_history(synthetic, vocabulary, seed=3, private=True, as_of="2021-06") for vocabulary in (real.vocabulary, other)]
+    undeclared = render_history(synthetic, real.vocabulary, seed=3, private=True)
+    # assert: the real first months change nothing; every history ends by the declared cut-off, the longest at it
+    assert capped[0].equals(capped[1])
+    months = capped[0].get_column("month").to_list()
+    assert max(months) == "2021-06" and min(months) >= "2021-04"
+    assert undeclared.get_column("month").to_list() == [1, 2, 3, 1, 2, 1]  # no public month: the month on book
+
+
 def test_released_history_keeps_an_integer_index_and_the_files_own_columns():
     # setup: a zero-based month index, a numeric status (months behind) and a balance column named as the lender names it
     from models.tape.performance import read_performance
