@@ -223,4 +223,6 @@ def registration_gate(
         "ece_limit": ece_limit,
         "horizon": horizon,
         "model": model,
+        "holdout_rows": ev.n,
+        "holdout_defaults": ev.defaults if ev.evaluable else None,
     }

@@ -277,3 +277,15 @@ def test_unreachable_mlflow_store_fails_clearly_and_registers_nothing(book, tmp_
     uri = f"sqlite:///{settings.data_dir / 'mlflow.db'}"
     assert len(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(
         "name = 'credittwin-bank-pd'")) == 1
+
+
+def test_a_gate_failed_on_a_holdout_too_small_to_judge_says_so_in_its_fix():
+    # setup: Stat2Data CreditRisk's run: TSTR AUC 0.445, interval 0.245 to 0.646 on 11 defaults in 89 holdout loans
+    from assets.risk import _gate_fix
+
+    wide = {"passed": False, "auc_interval": [0.245, 0.646], "holdout_defaults": 11, "holdout_rows": 89}
+    narrow = {**wide, "auc_interval": [0.40, 0.48]}
+    # run / assert: a wide interval points at the holdout's size; a narrow one keeps the generic advice
+    fix = _gate_fix(wide, 0.2)
+    assert "11 defaults in 89 loans" in fix and "0.40 wide" in fix and "holdout_share in tenant.yaml (now 0.2)" in fix
+    assert _gate_fix(narrow, 0.2) is None and _gate_fix({**wide, "passed": True}, 0.2) is None
