@@ -51,7 +51,13 @@ class Calibrator:
 
         lr = LogisticRegression(C=1e6, max_iter=1000)
         lr.fit(raw.reshape(-1, 1), y)
-        return cls(method="platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if not a > 0:
+            # A slope at or below zero is a small slice's noise (it shows no positive relation), and it would turn
+            # the model's ranking upside down: keep the model's own log-odds (slope 1) and fit the intercept alone,
+            # so the PDs average to the slice's default rate (calibration in the large).
+            a, b = 1.0, _intercept(raw, y)
+        return cls(method="platt", a=a, b=b)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         if self.method == "isotonic":
@@ -62,6 +68,14 @@ class Calibrator:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "a": self.a, "b": self.b, "knots": int(self.x.size)}
+
+
+def _intercept(raw: np.ndarray, y: np.ndarray) -> float:
+    """The shift `b` with mean(sigmoid(raw + b)) equal to mean(y), clipped away from 0 and 1."""
+    from scipy.optimize import brentq
+
+    rate = float(np.clip(y.mean(), PD_CLIP, 1.0 - PD_CLIP))
+    return float(brentq(lambda b: float(_sigmoid(raw + b).mean()) - rate, -60.0, 60.0))
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.risk.calibration import calibration_critical_ece, expected_calibration_error
+from models.risk.calibration import Calibrator, calibration_critical_ece, expected_calibration_error
 from models.risk.config import RiskConfig
 from models.risk.model_set import CALIBRATION_FILE, load_pd_model
 from models.risk.training import train_pd_models
@@ -51,3 +51,21 @@ def test_the_ece_limit_is_never_below_the_tolerance_when_low_pds_clip_the_offset
     critical = calibration_critical_ece(y, p, 0.05)
     # assert: an ECE within the tolerance itself never fails the gate
     assert critical >= 0.05
+
+
+def test_platt_never_turns_the_models_ranking_upside_down():
+    # setup: a small calibration slice whose noise runs against the model (Stat2Data CreditRisk's 72 rows, 11
+    # defaults, gave slopes of -0.07 and -0.09: both PD models then ranked the real holdout at AUC 0.33 and 0.37)
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    raw = rng.normal(-1.8, 1.0, 72)
+    y = (rng.random(72) < 0.15).astype(np.int64)
+    y[np.argsort(raw)[:6]] = 1  # the slice's defaults sit among the lowest scores
+    # run
+    calibrator = Calibrator.fit(raw, y, "platt")
+    pd_ = calibrator.apply(raw)
+    # assert: the model's own order is kept, and the PDs average to the slice's default rate
+    assert calibrator.a == 1.0
+    assert roc_auc_score(y, pd_) == pytest.approx(roc_auc_score(y, raw))
+    assert pd_.mean() == pytest.approx(y.mean(), abs=1e-6)
