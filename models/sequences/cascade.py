@@ -783,6 +783,9 @@ def _simulate_given_defaults(
     states, balance, payment = _simulate(net, static, terms, months, seed, chunk_size, amounts, limits=limits)
     pending = np.flatnonzero((states == default_code).any(axis=1) != wanted)
     redraw = window is not None and window.drawn and first is not None
+    # A loan placed at or after the cut-off has no month to observe: no draw can give it an outcome.
+    unobservable = np.zeros(wanted.size, dtype=bool) if limits is None or redraw else limits <= 0
+    pending = pending[~unobservable[pending]]
     first = None if first is None else first.copy()
     draws = static.shape[0]
     # Paths a round: a quarter of the book at least, so a large book's many disagreeing loans get copies too.
@@ -809,14 +812,17 @@ def _simulate_given_defaults(
         if redraw:
             first[take] = copy_first[source]
         pending = pending[~found]
+    # a defaulted loan placed past the cut-off keeps its empty history: unmatched, and counted apart
+    stuck = int((unobservable & wanted).sum())
     summary = {
         "loans": int(wanted.size),
         "defaults_asked": int(wanted.sum()),
-        "matched": int(wanted.size - pending.size),
-        "unmatched": int(pending.size),
-        "unmatched_defaults": int(wanted[pending].sum()),
+        "matched": int(wanted.size - pending.size - stuck),
+        "unmatched": int(pending.size + stuck),
+        "unmatched_defaults": int(wanted[pending].sum()) + stuck,
         "rounds": rounds,
         "paths_drawn": int(draws),
+        "not_observable": int(unobservable.sum()),
     }
     return states, balance, payment, first, summary
 

@@ -622,6 +622,33 @@ class ObservationWindow:
                    starts=None if starts is None else {int(k): int(v) for k, v in starts.items()})
 
 
+def check_as_of(performance: pl.DataFrame, as_of: str | None, *, private: bool = False, tenant: str | None = None) -> None:
+    """Refuse a declared cut-off `as_of` ('YYYY-MM') that the canonical history contradicts (it reports later months).
+
+    Ingest calls it when the tape is read, before any privacy budget is charged. Under DP (`private`) the refusal
+    does not name the data's own last month.
+
+    Raises:
+        TenantConfigError: the history reports months after `as_of`.
+    """
+    from models.errors import TenantConfigError
+    from models.tape.schema import TENANT_FILE
+
+    if as_of is None or "reporting_month" not in performance.columns:
+        return
+    declared = parse_month(as_of)
+    last = performance.select(month_index(pl.col("reporting_month").cast(pl.Date)).max()).item()
+    if last is not None and last > declared:
+        shown = "" if private else f" (the last is {month_label(int(last))})"
+        raise TenantConfigError(
+            f"key '{AS_OF_KEY}' declares the history's cut-off {month_label(declared)}, but the history reports "
+            f"later months{shown}.",
+            tenant=tenant,
+            file=TENANT_FILE,
+            fix=f"set {AS_OF_KEY} to the extract's as-of month (its last reporting month, YYYY-MM), or remove it.",
+        )
+
+
 def observation_window(
     performance: pl.DataFrame,
     loans: pl.DataFrame,
@@ -643,23 +670,9 @@ def observation_window(
     Raises:
         TenantConfigError: the history reports months after the declared `as_of`.
     """
-    from models.errors import TenantConfigError
-    from models.tape.schema import TENANT_FILE
-
     has_months = "reporting_month" in performance.columns
+    check_as_of(performance, as_of, private=private, tenant=tenant)
     declared = parse_month(as_of) if as_of is not None else None
-    if declared is not None and has_months:
-        last = performance.select(month_index(pl.col("reporting_month").cast(pl.Date)).max()).item()
-        if last is not None and last > declared:
-            # under DP the data's own last month is not named: the refusal says only that it is later
-            shown = "" if private else f" (the last is {month_label(int(last))})"
-            raise TenantConfigError(
-                f"key '{AS_OF_KEY}' declares the history's cut-off {month_label(declared)}, but the history reports "
-                f"later months{shown}.",
-                tenant=tenant,
-                file=TENANT_FILE,
-                fix=f"set {AS_OF_KEY} to the extract's as-of month (its last reporting month, YYYY-MM), or remove it.",
-            )
     if not has_months:
         return ObservationWindow(None, "the history has no reporting months, so no loan can be placed before a "
                                        "cut-off: histories run to their term or the longest history", offset)
@@ -675,7 +688,10 @@ def observation_window(
     if declared is not None:
         source = f"declared in tenant.yaml ({AS_OF_KEY})"
     else:
-        declared = int(performance.select(month_index(pl.col("reporting_month").cast(pl.Date)).max()).item())
+        last = performance.select(month_index(pl.col("reporting_month").cast(pl.Date)).max()).item()
+        if last is None:
+            return ObservationWindow(None, "no reporting month of the history is known: histories are not capped", offset)
+        declared = int(last)
         source = "the history's last reporting month"
     if offset is not None:
         return ObservationWindow(declared, source, offset)
@@ -777,9 +793,9 @@ def _period_values(
         return period + int(form["offset"]) - 1
     if form["kind"] == "month" and "reporting_month" in history.columns:
         month = history.select(month_index(pl.col("reporting_month").cast(pl.Date))).to_series()
-    elif private and as_of is None:
+    elif private and (as_of is None or form["kind"] == "calendar" or history.height == 0):
         # Under DP the real loans' first months are an uncharged statistic and there is no public month to
-        # place a loan at: the period is written as the month on book.
+        # place a loan at (nor a public link from a month to the file's calendar index): the month on book.
         return period
     else:
         loans = history.group_by(pl.col("loan_id").cast(pl.String)).agg(pl.col("period").max().alias("_n")).sort("loan_id")

@@ -198,6 +198,7 @@ def read_tape(upload: Upload) -> LoanTape:
     report them as a failed blocking check with the others.
     """
     from models.tape.ingest import ReadOptions, read_table
+    from models.sequences.histories import check_as_of
     from models.tape.performance import read_performance
     from models.tape.split import split_by_unit
 
@@ -257,6 +258,8 @@ def read_tape(upload: Upload) -> LoanTape:
             status_labels=config.performance.status_labels,
         )
         performance = history.frame
+        # A declared cut-off the history contradicts is refused here, before any privacy budget is charged.
+        check_as_of(performance, config.performance.as_of, private=config.privacy.epsilon is not None, tenant=tenant)
         # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.
         reports["performance"]["vocabulary"] = history.vocabulary
         left_out = history.vocabulary["left_out"]

@@ -277,9 +277,11 @@ def test_released_histories_stop_at_the_tapes_cut_off(tmp_path):
         assert cutoff["capped"] and cutoff["as_of"] == "2022-12", cutoff
         assert cutoff["source"] == "the history's last reporting month"
         assert "drawn from the real loans' first reporting months" in cutoff["first_month"]
-        # a declared as-of month the history contradicts stops the cascade, naming the tenant, file and key
+        # a declared as-of month the history contradicts is refused when the tape is read (before any privacy
+        # budget could be charged), naming the tenant, file and key
         relax_audit(folder, performance={"as_of": "2022-06"})
         refused = _materialize(settings, instance, "extract", run_config=quick, only=["raw_loan_tape", "lstm_cascade"])
         message = " ".join(e.event_specific_data.error.message for e in refused.get_step_failure_events())
+        assert {e.step_key for e in refused.get_step_failure_events()} == {"raw_loan_tape"}
         assert "tenant 'extract'" in message and "'tenant.yaml'" in message
         assert "key 'performance.as_of' declares the history's cut-off 2022-06" in message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from datetime import date
+
 import numpy as np
 import polars as pl
 import pytest
@@ -539,6 +541,27 @@ def test_sampled_histories_stop_at_the_tapes_cut_off(origination):
     assert window["capped"] and window["as_of"] == "2022-12", window
     # without origination dates a loan's first month is drawn from the real loans' first months
     assert (cascade._prep["observation_window"]["starts"] is None) == origination
+
+
+def test_a_defaulted_loan_placed_past_the_cut_off_is_counted_not_redrawn():
+    # setup: synthetic loans whose origination falls after the extract's as-of month have no month to observe;
+    # asked to default, no draw can give them a default (the review found them kept pending through every round)
+    from tests.models.sequences.cutoff_books import CUTOFF, cutoff_book
+
+    loans, perf, schema = cutoff_book(200, seed=3)
+    cascade = LoanCascade(CascadeConfig(**{**SMALL, "epochs": 1})).fit(loans, perf, schema)
+    synthetic = new_ids(loans).with_columns(
+        pl.when(pl.int_range(pl.len()) < 5).then(pl.lit(date(2023, 6, 1))).otherwise(pl.col("origination_date"))
+        .alias("origination_date"))
+    wanted = np.zeros(synthetic.height, dtype=bool)
+    wanted[:5] = True
+    report: dict = {}
+    # run
+    history = cascade.sample(synthetic, seed=0, defaults=wanted, report=report)
+    # assert: no history for them, each counted as not observable and unmatched; the rest is drawn as usual
+    assert history.filter(pl.col("loan_id").is_in(synthetic.get_column("loan_id").head(5).implode())).height == 0
+    assert report["not_observable"] == 5 and report["unmatched_defaults"] >= 5
+    assert history.get_column("reporting_month").max() <= CUTOFF
 
 
 def test_a_declared_cut_off_is_checked_and_under_dp_is_the_only_one(tmp_path):
