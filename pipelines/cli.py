@@ -37,6 +37,18 @@ def _instance(settings):
     return dg.DagsterInstance.from_config(str(settings.dagster_home))
 
 
+def _expectation_lines(metadata) -> list[str]:
+    """A failed tape rule's columns, one line each (up to 5), and the rule: 'ltv: 62.0% of rows (3,100) ...'."""
+    rule = metadata["description"].value if "description" in metadata else ""
+    lines = []
+    for detail in (metadata["details"].value or [])[:5]:
+        share, count = detail.get("unexpected_percent"), detail.get("unexpected_count")
+        found = f"{share:.1f}% of rows ({count:,})" if isinstance(share, (int, float)) and count is not None else "fails"
+        lines.append(f"{detail.get('column') or 'the table'}: {found} break '{detail.get('expectation')}'"
+                     + (f" (rule: {rule})" if rule else ""))
+    return lines
+
+
 def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.stdout) -> bool:
     """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
     import dagster as dg
@@ -83,6 +95,8 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         keys = ("failed_rules", "failures", "reasons")  # what each check records its reasons under
         reasons = None if event.passed else next((event.metadata[k] for k in keys if k in event.metadata), None)
         lines = list(reasons.value if reasons is not None else [])[:5]
+        if not event.passed and not lines and "details" in event.metadata:
+            lines = _expectation_lines(event.metadata)  # a Great Expectations rule: the columns that broke it
         if not event.passed and not lines and event.description:
             lines = [event.description[:400]]  # a check that keeps its reason in its description alone
         for reason in lines:

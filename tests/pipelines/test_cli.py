@@ -8,6 +8,11 @@ def test_demo_then_tenants_end_to_end_on_the_embedded_default(tmp_path):
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "succeeded" in demo.stdout
     assert "materialized raw_loan_tape" in demo.stdout
+    # a warning prints its reason: the demo's ltv is empty for unsecured loans, by design
+    lines = demo.stdout.splitlines()
+    warning = next(i for i, line in enumerate(lines) if "raw_loan_tape.null_rates" in line)
+    assert "warning" in lines[warning] and lines[warning + 1].strip().startswith("ltv: ")
+    assert "expect_column_values_to_not_be_null" in lines[warning + 1] and "at most 20% null" in lines[warning + 1]
     assert f"cd {tmp_path / 'data' / 'dagster_home'} && DAGSTER_HOME=" in demo.stdout and "dg dev -w" in demo.stdout
     home = tmp_path / "data" / "dagster_home"
     assert (home / "dagster.yaml").exists() and (tmp_path / "data" / "landing" / "demo-bank" / "loans.csv").exists()
@@ -73,6 +78,9 @@ def test_materialize_a_tape_without_a_default_flag_exits_0_and_says_why_risk_is_
     assert any(line.strip().startswith("skipped portfolio_scores") for line in lines)
     assert any(line.strip().startswith("skipped stress_test") for line in lines)
     assert "materialized privacy_certificate" in result.stdout
+    # a tape rule with nothing to look at is a warning that says so, not a pass
+    gaps = next(i for i, line in enumerate(lines) if "raw_loan_tape.performance_period_gaps" in line)
+    assert "warning" in lines[gaps] and lines[gaps + 1].strip() == "not applicable: no performance history supplied"
 
 
 def test_a_data_error_prints_its_clear_line_without_a_stack_trace(tmp_path):
