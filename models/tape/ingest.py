@@ -188,6 +188,7 @@ def read_table(
     tenant: str,
     options: ReadOptions | None = None,
     column_types: dict[str, str] | None = None,
+    mixed_as_text: bool = False,
 ) -> tuple[pl.DataFrame, IngestReport]:
     """Read an uploaded CSV or Parquet file into a typed polars frame.
 
@@ -198,6 +199,9 @@ def read_table(
         column_types: tenant.yaml's `column_types` (column -> ColumnType value);
             declared types override inference; columns absent from the file are
             ignored here (the caller reports them).
+        mixed_as_text: read a column of mostly numbers with some words as text
+            instead of refusing it (a performance history's status column
+            holds months-behind codes 0, 1, 2 beside CO and PIF).
 
     Returns:
         The frame (Int64, Float64, Boolean, Date, Datetime or String columns, in
@@ -224,7 +228,8 @@ def read_table(
     if suffix in PARQUET_SUFFIXES:
         frame, report = _read_parquet(path, tenant=tenant, declared=declared, size=before[0])
     else:
-        frame, report = _read_csv(path, tenant=tenant, options=options, declared=declared, size=before[0])
+        frame, report = _read_csv(path, tenant=tenant, options=options, declared=declared, size=before[0],
+                                  mixed_as_text=mixed_as_text)
     _check_unchanged(path, before, report.sha256, tenant=tenant)
     return frame, report
 
@@ -484,7 +489,10 @@ def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -
     return _Dialect(delimiter=delimiter, decimal=decimal, skip_rows=skip_rows, names=names)
 
 
-def _read_csv(path: Path, *, tenant: str, options: ReadOptions, declared: dict[str, ColumnType], size: int) -> tuple[pl.DataFrame, IngestReport]:
+def _read_csv(
+    path: Path, *, tenant: str, options: ReadOptions, declared: dict[str, ColumnType], size: int,
+    mixed_as_text: bool = False,
+) -> tuple[pl.DataFrame, IngestReport]:
     """Sniff, transcode when needed, and type a CSV upload."""
     file = path.name
     if size == 0:
@@ -512,6 +520,7 @@ def _read_csv(path: Path, *, tenant: str, options: ReadOptions, declared: dict[s
             file=file,
             first_line=chunks.first_data_line,
             read_fix=_CSV_FIX,
+            mixed_as_text=mixed_as_text,
         )
         frame = typer.run()
     report = IngestReport(

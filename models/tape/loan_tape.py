@@ -250,7 +250,8 @@ def read_tape(upload: Upload) -> LoanTape:
                 file=upload.loans.name,
                 fix="declare the loan id under 'id_columns' in tenant.yaml (first entry is the loan id).",
             )
-        raw_perf, perf_report = read_table(upload.performance, tenant=tenant, options=options)
+        # a status column of months-behind codes beside words (0, 1, 2, CO, PIF) is labels, read as text
+        raw_perf, perf_report = read_table(upload.performance, tenant=tenant, options=options, mixed_as_text=True)
         reports["performance"] = perf_report.to_dict()
         history = read_performance(
             raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column,

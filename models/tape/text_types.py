@@ -137,8 +137,11 @@ class TextTyper:
         file: str,
         first_line: int | None,
         read_fix: str,
+        mixed_as_text: bool = False,
     ) -> None:
         self.batches = batches
+        # A column of mostly numbers with some words is text, not an error (a history's status: 0, 1, 2, CO, PIF).
+        self.mixed_as_text = mixed_as_text
         self.text_columns = text_columns
         self.direct = direct
         self.order = order
@@ -349,7 +352,8 @@ class TextTyper:
         if formats and n_dates == nn:
             return self._decide_dates(name, stats, formats)
         if n_float >= 0.9 * nn:
-            problems.append((name, "numeric"))
+            if not self.mixed_as_text:
+                problems.append((name, "numeric"))
             return _Plan("string")
         if formats and n_dates >= 0.9 * nn:
             self.warnings.append(f"column {name}: {nn - n_dates} of {nn} values are not dates in any known format, so the column was kept as text.")

@@ -205,3 +205,27 @@ def test_status_labels_must_name_a_state() -> None:
     with pytest.raises(ValidationError, match="'Forbearance' to 'paused'"):
         PerformanceSpec(status_labels={"Forbearance": "paused"})
     assert PerformanceSpec(balance="Outstanding", status_labels={"REO": "default"}).columns() == {"balance": "Outstanding"}
+
+
+def test_a_status_column_of_months_behind_codes_and_words_is_read_from_the_upload(tmp_path) -> None:
+    # setup: an agency-style history as a servicer exports it: months behind 0-6 beside CO and PIF in one column, and
+    # account numbers with leading zeros; the reader used to refuse the column ("values are numbers but ... are not")
+    from models.tape.loan_tape import find_upload, read_tape
+
+    folder = tmp_path / "agency"
+    folder.mkdir()
+    (folder / "loans.csv").write_text("acct_no,amount,bad\n000123,1000,1\n000124,2000,0\n000125,1500,0\n" + "".join(
+        f"{i:06d},{1000 + i},0\n" for i in range(200, 260)))
+    rows = ["000123,2023-01,0", "000123,2023-02,1", "000123,2023-03,2", "000123,2023-04,6", "000123,2023-05,CO",
+            "000124,2023-01,0", "000124,2023-02,PIF", "000125,2023-01,0", "000125,2023-02,0"]
+    rows += [f"{i:06d},2023-01,0" for i in range(200, 260)]
+    (folder / "performance.csv").write_text("acct_no,month,mb_status\n" + "\n".join(rows) + "\n")
+    (folder / "tenant.yaml").write_text(
+        "target: {column: bad, positive: 1}\nid_columns: [acct_no]\n"
+        "performance: {loan_id: acct_no, period: month, status: mb_status}\n")
+    # run
+    tape = read_tape(find_upload(folder, "agency"))
+    # assert: codes and words read as one status column, ids keep their zeros
+    first = tape.performance.filter(pl.col("loan_id") == "000123")
+    assert first.get_column("status").to_list() == ["current", "dpd30", "dpd60", "dpd90", "default"]
+    assert tape.performance.filter(pl.col("loan_id") == "000124").get_column("status").to_list() == ["current", "prepaid"]
