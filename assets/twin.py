@@ -361,10 +361,20 @@ def _sequence_check(sequence_result, no_history: bool) -> dg.AssetCheckResult:
         return not_measured("sequence_fidelity", "the tenant has no performance history" if no_history else
                             "a default rate was requested, so the synthetic book's default curve differs from the real "
                             "one by design")
+    unjudged = None
+    if sequence_result.real_cdr == 0 and sequence_result.synthetic_cdr == 0 and sequence_result.passed:
+        # 0 against 0 cannot fail: with no real default, the default rate was not measured, only the transitions
+        unjudged = (f"the real histories reach no default within {sequence_result.horizon} months, so the default "
+                    "rate cannot be compared (a history with days past due only has no default state: give it a "
+                    "status column, or set risk.default_states in tenant.yaml to what counts as default); the "
+                    "transition rows were compared and pass")
     return dg.AssetCheckResult(
         check_name="sequence_fidelity",
-        passed=bool(sequence_result.passed),
+        passed=bool(sequence_result.passed) and unjudged is None,
+        severity=dg.AssetCheckSeverity.WARN if unjudged else dg.AssetCheckSeverity.ERROR,
+        description=unjudged,
         metadata={
+            **({"not_evaluated": unjudged} if unjudged else {}),
             "cdr12_real": sequence_result.real_cdr,
             "cdr12_synthetic": sequence_result.synthetic_cdr,
             "cdr12_relative_diff": sequence_result.cdr12_relative_diff,

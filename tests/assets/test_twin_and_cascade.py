@@ -285,3 +285,28 @@ def test_released_histories_stop_at_the_tapes_cut_off(tmp_path):
         assert {e.step_key for e in refused.get_step_failure_events()} == {"raw_loan_tape"}
         assert "tenant 'extract'" in message and "'tenant.yaml'" in message
         assert "key 'performance.as_of' declares the history's cut-off 2022-06" in message
+
+
+def test_a_history_with_days_past_due_only_warns_that_its_default_rate_was_not_measured(tmp_path):
+    # setup: a servicer's history with days past due and no status column: its buckets never reach default, so the
+    # 12-month default rate compares 0 with 0, a comparison that cannot fail
+    import yaml
+
+    portfolio = generate_portfolio(600, months=12, seed=4)
+    portfolio.performance = portfolio.performance.drop("status")
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "dpd"
+    write_landing(portfolio, folder, fmt="parquet")
+    config = yaml.safe_load((folder / "tenant.yaml").read_text())
+    config.pop("performance", None)
+    (folder / "tenant.yaml").write_text(yaml.safe_dump(config))
+    relax_audit(folder)
+    with dg.instance_for_test() as instance:
+        # run
+        result = _materialize(settings, instance, "dpd", run_config={"lstm_cascade": {"config": {"epochs": 2}}},
+                              only=["raw_loan_tape", "fitted_copula", "lstm_cascade", "synthetic_portfolio"])
+    # assert: a warning with its reason, not a pass
+    assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "sequence_fidelity")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "reach no default within 12 months" in check.metadata["not_evaluated"].value
