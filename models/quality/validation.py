@@ -107,6 +107,9 @@ QUALITY_WEIGHT, UTILITY_WEIGHT, SEQUENCE_WEIGHT = 0.5, 0.3, 0.2
 SDMETRICS_CORRELATION_THRESHOLD = 0.5
 SDMETRICS_ASSOCIATION_THRESHOLD = 0.3
 _SDMETRICS_BINS = 10
+# A pair is judged only when each column holds values other than its most common one in at least this many real
+# rows: below it the association rests on a handful of loans, which the twin pools for privacy anyway.
+MIN_PAIR_MINORITY_ROWS = 10
 _DIVERGENCE_BINS = 20
 _MAX_SEGMENT_LEVELS = 12
 _MAX_PANELS = 9
@@ -519,10 +522,20 @@ def quality_score(
         else:
             codes[name] = _discrete_codes(real_s.get_column(name), syn_s.get_column(name))
 
+    def minority(name: str) -> int:
+        """Real rows holding a value other than the column's most common one (missing counts as a value)."""
+        if kinds[name] in _CONTINUOUS:
+            values = real_values[:, position[name]]
+            _, counts = np.unique(np.where(np.isnan(values), np.inf, values), return_counts=True)
+            return int(values.size - counts.max()) if counts.size else 0
+        real_codes = codes[name][0]
+        return int(real_codes.size - np.bincount(real_codes).max()) if real_codes.size else 0
+
+    minorities = {name: minority(name) for name in columns}
     pairs = []
     for a_index, a in enumerate(columns):
         for b in columns[a_index + 1:]:
-            row: dict[str, Any] = {"columns": [a, b]}
+            row: dict[str, Any] = {"columns": [a, b], "real_minority_rows": min(minorities[a], minorities[b])}
             if kinds[a] in _CONTINUOUS and kinds[b] in _CONTINUOUS:
                 r_real = float(real_corr[position[a], position[b]])
                 r_syn = float(syn_corr[position[a], position[b]])
@@ -1204,6 +1217,12 @@ def build_validation_report(
         diff = row.get("association_diff")
         row["limit"] = pair_limit
         row["passed"] = None if diff is None else bool(diff <= pair_limit)
+        support = row.get("real_minority_rows")
+        if row["passed"] is not None and support is not None and support < MIN_PAIR_MINORITY_ROWS:
+            # two 0/1 columns of 10,000 loans that agree on their one 1 have a Cramer's V of 1: one loan, not a trend
+            row["passed"] = None
+            row["not_judged"] = (f"a column of the pair holds a value other than its most common one in {support} real "
+                                 f"rows (fewer than {MIN_PAIR_MINORITY_ROWS}): its association rests on them")
     timings["quality"] = time.perf_counter() - t0
 
     # ---- target, credit metrics, utility

@@ -405,3 +405,22 @@ def test_the_validation_pdf_renders_with_its_verdict_on_the_first_page(bad_repor
     # assert
     assert "Summary" in first and "FAIL" in first and "Recommendations" in first
     assert image.size[1] > image.size[0] and image.convert("L").getextrema()[0] < 100
+
+
+def test_a_pair_resting_on_one_loan_is_not_judged(book):
+    # setup: two 0/1 columns that are 0 for every loan but one, where both are 1 (Lending Club's
+    # current_accounts_delinq and num_accounts_30d_past_due: Cramer's V 1.0 real against 0.0 synthetic)
+    def flags(frame: pl.DataFrame, first: int, second: int) -> pl.DataFrame:
+        row = pl.int_range(pl.len())
+        return frame.with_columns((row == first).cast(pl.Int64).alias("delinq_now"),
+                                  (row == second).cast(pl.Int64).alias("past_due_30d"))
+
+    train, synthetic = flags(book.train, 0, 0), flags(book.good.loans, 0, 1)
+    schema = infer_schema(train, id_columns=["loan_id", "borrower_id"], target="default_flag", target_positive=[1])
+    # run
+    report = build_validation_report(train, book.holdout.pipe(flags, 0, 0), synthetic, schema, target="default_flag",
+                                     sdmetrics=False, charts=False)
+    # assert: the pair is shown, not judged, and says why; nothing fails on it
+    pair = next(p for p in report.to_dict()["pairs"] if set(p["columns"]) == {"delinq_now", "past_due_30d"})
+    assert pair["passed"] is None and "in 1 real rows" in pair["not_judged"]
+    assert not any("delinq_now x past_due_30d" in f for f in report.failures)
