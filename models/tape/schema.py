@@ -53,7 +53,7 @@ def identifier_by_name(name: str) -> bool:
 
 
 # Written spellings ingest records per column (see `ColumnSpec`).
-SPELLING_KEYS = ("true_as", "false_as", "date_format", "decimals")
+SPELLING_KEYS = ("true_as", "false_as", "date_format", "decimals", "prefix", "suffix", "grouping")
 _BOOL_STRINGS = {"true", "false", "yes", "no", "y", "n", "t", "f"}
 _TEXT_SAMPLE = 50_000
 
@@ -75,6 +75,9 @@ class ColumnSpec:
     false_as: str | None = None  # ... and of false
     date_format: str | None = None  # a date column's most frequent strptime format ("%b-%Y")
     decimals: int | None = None  # the most decimal places a number of the column has in the file
+    prefix: str | None = None  # a number's currency sign as the file writes it ("$1,200.50": "$")
+    suffix: str | None = None  # ... its percent sign ("12.5%": "%")
+    grouping: bool | None = None  # ... whether it writes thousands commas
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

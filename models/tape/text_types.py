@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Callable, Generator
+from typing import Any, Callable, Generator
 
 import polars as pl
 
@@ -53,6 +53,11 @@ _BOOL_DECLARED_FALSE = FALSE_TEXT
 _COMMA_NUMBER = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?$"
 # ... with a decimal part: a cell that shows the file writes decimal commas.
 COMMA_EVIDENCE = re.compile(r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+$")
+# A spreadsheet's decorated number: a currency sign, thousands commas, a percent sign ("$1,200.50", "12.5%",
+# "-$40.00"); read as the number it shows (12.5 for "12.5%") when every cell of a column is one (decimal point only).
+_CURRENCY = "$€£"
+_DECORATED = rf"^[+-]?[{_CURRENCY}]?\s?[+-]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?\s?%?$"
+_DECORATION = rf"[{_CURRENCY}%,\s]"
 _NUMERIC_FIX = (
     "correct those cells (write a missing value as an empty cell or NA), or declare the column as text "
     "with `column_types: {{{column}: categorical}}` in tenant.yaml."
@@ -73,7 +78,7 @@ def polars_error(exc: Exception, *, tenant: str, file: str, what: str, fix: str)
 
 @dataclass
 class _Plan:
-    kind: str  # string | int | int_float | float | bool | date
+    kind: str  # string | int | int_float | float | bool | date | decorated
     formats: tuple[str, ...] = ()
     datetime: bool = False
 
@@ -232,6 +237,18 @@ class TextTyper:
         decimals = number.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
         exprs.append(number.str.contains("[eE]").sum().alias(f"{name}\0exp"))
         exprs += [(decimals > d).sum().alias(f"{name}\0dec>{d}") for d in _DECIMALS]
+        if self.decimal == "." and self.declared.get(name) in (None, ColumnType.NUMERIC):
+            decorated = text.str.contains(_DECORATED)
+            plain = text.str.replace_all(_DECORATION, "")
+            exprs += [
+                decorated.sum().alias(f"{name}\0decorated"),
+                (decorated & text.str.contains("%", literal=True)).sum().alias(f"{name}\0pct"),
+                (decorated & text.str.contains(r"\d,\d")).sum().alias(f"{name}\0grouped"),
+            ]
+            exprs += [(decorated & text.str.contains(sign, literal=True)).sum().alias(f"{name}\0cur{sign}")
+                      for sign in _CURRENCY]
+            places = plain.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
+            exprs += [(decorated & (places > d)).sum().alias(f"{name}\0ddec>{d}") for d in _DECIMALS]
         if profile.maybe_bool:
             words = _BOOL_DECLARED_CASES if self.declared.get(name) is ColumnType.BOOLEAN else _BOOL_CASES
             exprs.append(text.is_in(words).sum().alias(f"{name}\0bool"))
@@ -309,6 +326,30 @@ class TextTyper:
         if places is not None:
             self.spellings[name] = {"decimals": places}
 
+    def _decoration(self, name: str, stats: Counter) -> _Plan | None:
+        """The plan of a column whose every cell is a decorated number ("$1,200.50", "12.5%"), recording how the file
+        decorates it so a release writes it back so; None when the column is not one.
+
+        A decoration counts only when the file uses it throughout: a percent sign or a currency sign on every cell,
+        thousands commas wherever a number reaches them.
+        """
+        nn = stats[f"{name}\0nn"]
+        if not nn or stats[f"{name}\0decorated"] < nn:
+            return None
+        pct, grouped = stats[f"{name}\0pct"], stats[f"{name}\0grouped"]
+        signs = [sign for sign in _CURRENCY if stats[f"{name}\0cur{sign}"]]
+        if len(signs) > 1 or pct not in (0, nn) or (signs and stats[f"{name}\0cur{signs[0]}"] < nn):
+            return None
+        if not (pct or grouped or signs):
+            return None
+        spelling: dict[str, Any] = {"prefix": signs[0] if signs else None, "suffix": "%" if pct else None,
+                                    "grouping": bool(grouped)}
+        places = next((d for d in _DECIMALS if not stats[f"{name}\0ddec>{d}"]), None)
+        if places is not None:
+            spelling["decimals"] = places
+        self.spellings[name] = {k: v for k, v in spelling.items() if v is not None and v is not False}
+        return _Plan("decorated")
+
     def _decide(self, name: str, stats: Counter, problems: list[tuple[str, str]]) -> _Plan:
         declared = self.declared.get(name)
         formats = self.profiles[name].date_formats
@@ -351,6 +392,9 @@ class TextTyper:
             return _Plan("int_float") if stats[f"{name}\0intlike"] == nn else _Plan("float")
         if formats and n_dates == nn:
             return self._decide_dates(name, stats, formats)
+        decorated = self._decoration(name, stats)
+        if decorated is not None:
+            return decorated
         if n_float >= 0.9 * nn:
             if not self.mixed_as_text:
                 problems.append((name, "numeric"))
@@ -419,6 +463,8 @@ class TextTyper:
             return text.str.to_lowercase().replace_strict(mapping, default=None, return_dtype=pl.Boolean).alias(name)
         if plan.kind == "date":
             return _date_expr(text, plan.formats, plan.datetime).alias(name)
+        if plan.kind == "decorated":
+            return text.str.replace_all(_DECORATION, "").cast(pl.Float64, strict=False).alias(name)
         number = _number_text(text, self.decimal)
         if plan.kind == "int":
             return number.cast(pl.Int64, strict=False).alias(name)

