@@ -236,12 +236,7 @@ def synthetic_portfolio(
     given_flag: dict[str, object] = {"applied": False, "reason": "no cascade: the tenant has no history"}
     cutoff: dict[str, object] = {"capped": False, "reason": "no cascade: the tenant has no history"}
     if cascade is not None:
-        window = cascade.observation_window
-        cutoff = window.describe()
-        if cutoff["capped"] and not window.drawn and "origination_date" not in synthetic.columns:
-            # placed by origination month, but the released loans carry none (a DP twin without its public range)
-            cutoff = {"capped": False, "reason": "the synthetic loans carry no origination_date, so none can be placed "
-                                                 f"before the cut-off {cutoff['as_of']}"}
+        cutoff = cascade.observation_window.describe(synthetic)
         train_history = raw_loan_tape.history_of(train)
         flags, given_flag = _flags_to_follow(raw_loan_tape, train, train_history, synthetic, plan)
         performance = _histories(context.partition_key, cascade, synthetic, config.seed, fitted_copula, flags, given_flag)

@@ -491,6 +491,22 @@ def month_index(column: pl.Expr) -> pl.Expr:
     return column.dt.year().cast(pl.Int64) * 12 + column.dt.month().cast(pl.Int64) - 1
 
 
+def _first_months(performance: pl.DataFrame) -> pl.DataFrame:
+    """Per loan (``loan_id`` as text), ``_first``: the month index (`month_index`) its period 1 was reported in."""
+    return performance.select(
+        pl.col("loan_id").cast(pl.String),
+        (month_index(pl.col("reporting_month").cast(pl.Date)) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
+    ).group_by("loan_id").agg(pl.col("_first").min())
+
+
+def draw_from_counts(counts: Mapping[Any, int], size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` values (int64) drawn from {value: count} in proportion to the counts (values in ascending order)."""
+    ordered = sorted((int(k), int(v)) for k, v in counts.items())
+    values = np.array([k for k, _ in ordered], dtype=np.int64)
+    weights = np.array([v for _, v in ordered], dtype=np.float64)
+    return rng.choice(values, size=size, p=weights / weights.sum())
+
+
 def reporting_offset(performance: pl.DataFrame, loans: pl.DataFrame, id_column: str) -> int | None:
     """Months from the origination month to the reporting month of period 1 (the most common value).
 
@@ -500,10 +516,7 @@ def reporting_offset(performance: pl.DataFrame, loans: pl.DataFrame, id_column: 
     """
     if "reporting_month" not in performance.columns or "origination_date" not in loans.columns:
         return None
-    first = performance.select(
-        pl.col("loan_id").cast(pl.String),
-        (month_index(pl.col("reporting_month")) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
-    ).group_by("loan_id").agg(pl.col("_first").min())
+    first = _first_months(performance)
     origin = loans.select(
         pl.col(id_column).cast(pl.String).alias("loan_id"), month_index(pl.col("origination_date")).alias("_origin")
     )
@@ -536,10 +549,7 @@ def first_reporting_months(performance: pl.DataFrame, loan_ids: np.ndarray | lis
     None when the history has no ``reporting_month``."""
     if "reporting_month" not in performance.columns:
         return None
-    first = performance.select(
-        pl.col("loan_id").cast(pl.String),
-        (month_index(pl.col("reporting_month").cast(pl.Date)) - pl.col("period").cast(pl.Int64) + 1).alias("_first"),
-    ).group_by("loan_id").agg(pl.col("_first").min())
+    first = _first_months(performance)
     order = pl.DataFrame({"loan_id": pl.Series(np.asarray(loan_ids, dtype=object), dtype=pl.String)})
     joined = order.join(first, on="loan_id", how="left", maintain_order="left")
     return joined.get_column("_first").cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -578,9 +588,13 @@ class ObservationWindow:
         """Whether first months are drawn from `starts` (the loans carry no origination date)."""
         return self.offset is None and bool(self.starts)
 
+    def placeable(self, loans: pl.DataFrame) -> bool:
+        """Whether `loans` can be placed in time: by their origination dates, or by drawing their first months."""
+        return (self.offset is not None and "origination_date" in loans.columns) or self.drawn
+
     def first_months(self, loans: pl.DataFrame, rng: np.random.Generator) -> np.ndarray | None:
         """The reporting month (month index) of each loan's period 1, NaN where unknown; None when there is no way
-        to place the loans in time (no reporting months in the tape)."""
+        to place the loans in time (no reporting months in the tape, or loans without the dates they need)."""
         if self.offset is not None and "origination_date" in loans.columns:
             origin = loans.select(month_index(pl.col("origination_date").cast(pl.Date))).to_series()
             return origin.cast(pl.Float64).fill_null(np.nan).to_numpy() + self.offset
@@ -590,9 +604,7 @@ class ObservationWindow:
 
     def draw(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """`size` first months drawn from `starts`, in proportion to the real loans starting in each."""
-        months = np.array(sorted(self.starts), dtype=np.float64)
-        weights = np.array([self.starts[int(m)] for m in months], dtype=np.float64)
-        return rng.choice(months, size=size, p=weights / weights.sum())
+        return draw_from_counts(self.starts, size, rng).astype(np.float64)
 
     def limits(self, first: np.ndarray | None) -> np.ndarray | None:
         """Months each loan is observable (0 or less: none), from its first month; None when nothing is capped."""
@@ -601,10 +613,15 @@ class ObservationWindow:
         observable = np.where(np.isfinite(first), self.as_of - np.nan_to_num(first) + 1, _UNCAPPED)
         return np.clip(observable, -1, _UNCAPPED).astype(np.int64)
 
-    def describe(self) -> dict[str, Any]:
-        """What a reviewer reads in the metadata: whether histories stop at a cut-off, which, and why."""
+    def describe(self, loans: pl.DataFrame | None = None) -> dict[str, Any]:
+        """What a reviewer reads in the metadata: whether histories (of `loans`, when given) stop at a cut-off,
+        which, and why."""
         if self.as_of is None:
             return {"capped": False, "reason": self.source}
+        if loans is not None and not self.placeable(loans):
+            # placed by origination month, but these loans carry none (a DP twin without its public range)
+            return {"capped": False, "reason": "the synthetic loans carry no origination_date, so none can be placed "
+                                               f"before the cut-off {month_label(self.as_of)}"}
         first = (f"its origination month + {self.offset}" if self.offset is not None
                  else "drawn from the real loans' first reporting months (the loans carry no origination date)")
         return {"capped": True, "as_of": month_label(self.as_of), "source": self.source, "first_month": first}
@@ -695,11 +712,11 @@ def observation_window(
         source = "the history's last reporting month"
     if offset is not None:
         return ObservationWindow(declared, source, offset)
-    first = first_reporting_months(performance, performance.get_column("loan_id").cast(pl.String).unique().sort())
-    values, counts = np.unique(first[np.isfinite(first)].astype(np.int64), return_counts=True)
-    if values.size == 0:
+    counts = _first_months(performance).get_column("_first").drop_nulls().value_counts()
+    if counts.height == 0:
         return ObservationWindow(None, "no loan's first reporting month is known: histories are not capped", None)
-    return ObservationWindow(declared, source, None, {int(v): int(c) for v, c in zip(values, counts)})
+    return ObservationWindow(declared, source, None, dict(zip(counts.get_column("_first").to_list(),
+                                                              counts.get_column("count").to_list())))
 
 
 def paths_to_frame(
@@ -809,10 +826,7 @@ def _period_values(
             drawn = last - lengths + 1 - rng.integers(0, np.maximum(span - lengths, 0) + 1)
         else:
             # Synthetic loans carry no start month of their own: each draws one from the real loans' first months.
-            starts = sorted(((int(k), int(v)) for k, v in form["starts"].items()))
-            values = np.array([k for k, _ in starts], dtype=np.int64)
-            weights = np.array([v for _, v in starts], dtype=np.float64)
-            drawn = rng.choice(values, size=loans.height, p=weights / weights.sum())
+            drawn = draw_from_counts(form["starts"], loans.height, rng)
         first = pl.DataFrame({"loan_id": loans.get_column("loan_id"), "_start": pl.Series(drawn, dtype=pl.Int64)})
         start = history.select(pl.col("loan_id").cast(pl.String)).join(first, on="loan_id", how="left", maintain_order="left")
         month = start.get_column("_start") + period - 1
