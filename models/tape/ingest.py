@@ -39,7 +39,7 @@ import polars as pl
 from models.errors import InvalidDataError, TenantConfigError
 from models.tape.formulas import formula_counts
 from models.tape.schema import ColumnType
-from models.tape.text_types import COMMA_EVIDENCE, TextTyper, polars_error
+from models.tape.text_types import COMMA_EVIDENCE, TextTyper, polars_error, whole_numbers
 
 SNIFF_BYTES = 64 * 1024
 HASH_CHUNK = 1 << 20
@@ -750,11 +750,11 @@ def _whole_floats_as_integers(frame: pl.DataFrame, floats: list[str]) -> pl.Data
     pandas stores an integer column with missing values as floats (3.0, null), in Parquet as in CSV; the CSV reader
     types such a column as integers with nulls (`TextTyper`), and so does this, so a count is released whole.
     """
-    whole = []
-    for name in floats:
-        values = frame.get_column(name).drop_nulls()
-        if values.len() and bool((values.is_finite() & (values.abs() < 2.0**63) & (values == values.round(0))).all()):
-            whole.append(name)
+    if not floats:
+        return frame
+    present = [pl.col(name).drop_nulls() for name in floats]
+    verdict = frame.select([(whole_numbers(col).all() & (col.len() > 0)).alias(name) for col, name in zip(present, floats)])
+    whole = [name for name in floats if verdict.get_column(name).item()]
     return frame.with_columns(pl.col(whole).cast(pl.Int64)) if whole else frame
 
 

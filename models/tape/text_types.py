@@ -94,6 +94,11 @@ class _Profile:
     date_formats: tuple[str, ...] = DATE_FORMATS
 
 
+def whole_numbers(values: pl.Expr) -> pl.Expr:
+    """True for a finite whole number that fits an Int64 (116.0, 3, 1e+05): what may be read as an integer."""
+    return values.is_finite() & (values.abs() < 2.0**63) & (values == values.round(0))
+
+
 def _number_text(text: pl.Expr, decimal: str) -> pl.Expr:
     """Text that polars' float/int casts accept: decimal commas and '.' thousands undone."""
     if decimal != ",":
@@ -230,7 +235,7 @@ class TextTyper:
                 (as_int.is_not_null() & text.str.starts_with("0") & (text.str.len_bytes() > 1)).sum().alias(f"{name}\0lead0"),
             ]
         # Whole numbers in any spelling (116.0, 1e+05): pandas writes an integer column with missing values as floats.
-        exprs.append((as_float.is_finite() & (as_float.abs() < 2.0**63) & (as_float == as_float.round(0))).sum().alias(f"{name}\0intlike"))
+        exprs.append(whole_numbers(as_float).sum().alias(f"{name}\0intlike"))
         if profile.maybe_big:
             exprs.append((as_float.abs() >= 2.0**63).sum().alias(f"{name}\0big"))
         # Cells with more than d decimals, so a release can write numbers as precisely as the file does.
