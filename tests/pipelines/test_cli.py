@@ -130,3 +130,28 @@ def test_the_command_opens_the_instance_in_the_settings_home_and_leaves_the_envi
     assert environment() == before and "DAGSTER_HOME" not in before
     assert (home / "dagster.yaml").is_file()
     assert any(line.startswith("acme") for line in capsys.readouterr().out.splitlines())
+
+
+def test_the_console_script_tunes_the_collector_for_one_command_and_freezes_its_heap_at_the_end(tmp_path):
+    """The installed `credittwin` runs `pipelines.cli:run`: young collections every 20,000 allocations, and every
+    object frozen before the exit, whose full collection would otherwise walk the whole heap again (about 4 s of the
+    demo). The exit code is main's."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "credittwin"]
+    assert script.value == "pipelines.cli:run"
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('collector', gc.get_threshold()[0], gc.get_freeze_count() > 0))\n"
+        f"sys.argv = ['credittwin', 'verify', {str(tmp_path / 'missing.pdf')!r}]\n"
+        "from importlib.metadata import entry_points\n"
+        "[ep] = [e for e in entry_points(group='console_scripts') if e.name == 'credittwin']\n"
+        "ep.load()()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CREDITTWIN_DATA_DIR": str(tmp_path / "d")})
+    assert done.returncode == 1, done.stderr  # an invalid certificate, as `main` returns it
+    assert "INVALID" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "collector 20000 True"
