@@ -13,6 +13,7 @@ audit; the unit column is recorded in the tape's ingest document.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,54 @@ def _refuse_link(path: Path, *, tenant: str) -> None:
         )
 
 
+# A file name is shown back only when it is plain: an upload's names are untrusted.
+_SHOWABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()-]{0,79}$")
+_CONVERT = {  # extension -> (what the file is, what to do, the name to give)
+    **dict.fromkeys((".xlsx", ".xls", ".xlsm", ".ods"), ("a spreadsheet", "save it as CSV named", ".csv")),
+    **dict.fromkeys((".gz", ".zip", ".bz2", ".xz", ".zst", ".7z"), ("compressed", "unpack it to", None)),
+    **dict.fromkeys((".txt", ".tsv", ".dat", ".psv", ".tab"),
+                    ("a text table", "rename it to", ".csv")),
+    **dict.fromkeys((".pq", ".parq"), ("a Parquet file", "rename it to", ".parquet")),
+    ".json": ("a JSON file", "save it as CSV named", ".csv"),
+    ".feather": ("an Arrow file", "save it as Parquet named", ".parquet"),
+    ".sas7bdat": ("a SAS table", "save it as CSV named", ".csv"),
+    ".dta": ("a Stata table", "save it as CSV named", ".csv"),
+}
+
+
+def near_misses(names, stem: str) -> list[str]:
+    """What to do with each of `names` (a folder's files) that was probably meant as `stem`.csv/.parquet.
+
+    A name that is `stem` in another case (LOANS.CSV), with a second extension
+    (loans.csv.gz) or in another format (loans.xlsx, loans.txt) gets a line; a
+    name that is not plain text is never shown back (upload names are untrusted).
+    """
+    hints = []
+    for name in sorted(names):
+        if not _SHOWABLE_NAME.match(name) or "." not in name:
+            continue
+        base, *exts = name.split(".")
+        suffixes = ["." + e.lower() for e in exts]
+        if base.lower() != stem or not suffixes:
+            continue
+        if len(suffixes) == 1 and suffixes[0] in EXTENSIONS:
+            if name != f"{stem}{suffixes[0]}":
+                hints.append(f"rename '{name}' to '{stem}{suffixes[0]}' (the names are lower case)")
+        elif suffixes[-1] in _CONVERT:
+            kind, action, target = _CONVERT[suffixes[-1]]
+            if target is None:  # compressed: the inner extension says what it unpacks to
+                target = suffixes[-2] if len(suffixes) > 1 and suffixes[-2] in EXTENSIONS else ".csv"
+            hints.append(f"'{name}' is {kind}: {action} '{stem}{target}'"
+                         + (" (the delimiter, , ; tab or |, is detected)" if kind == "a text table" else ""))
+    return hints
+
+
+def missing_file_fix(names, stem: str) -> str:
+    """The fix for a folder without a `stem` file: the near misses found (`near_misses`), else what to upload."""
+    hints = near_misses(names, stem)
+    return f"{'; '.join(hints)}." if hints else f"upload the file as {stem}.csv or {stem}.parquet."
+
+
 def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | None:
     found = [folder / f"{stem}{ext}" for ext in EXTENSIONS if _present(folder / f"{stem}{ext}")]
     if len(found) > 1:
@@ -74,11 +123,20 @@ def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | N
         raise InvalidDataError(
             f"no {stem}.csv or {stem}.parquet in the landing folder {folder}.",
             tenant=tenant,
-            fix=f"upload the loan tape as {stem}.csv or {stem}.parquet.",
+            fix=missing_file_fix((p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink()), stem),
         )
-    if found:
-        _refuse_link(found[0], tenant=tenant)
-    return found[0] if found else None
+    if not found:
+        # a history sent as Performance.csv or performance.csv.gz would otherwise be skipped without a word
+        names = [p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
+        if near_misses(names, stem):
+            raise InvalidDataError(
+                f"no {stem}.csv or {stem}.parquet in the landing folder {folder}, but a file that looks meant as one.",
+                tenant=tenant,
+                fix=missing_file_fix(names, stem),
+            )
+        return None
+    _refuse_link(found[0], tenant=tenant)
+    return found[0]
 
 
 def is_tenant_folder(path: Path) -> bool:

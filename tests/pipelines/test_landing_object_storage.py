@@ -179,3 +179,23 @@ def test_a_real_tape_uploaded_to_s3_is_certified_in_its_own_vocabulary(s3_settin
     schema = read_current(s3_settings.storage_root(), "raw_loan_tape", tape.tenant).schema
     identifiers = {c.name for c in schema.columns if c.type.value == "identifier"}
     assert vocabulary_mismatches(original, released, generalised=generalised, identifiers=identifiers) == []
+
+
+def test_files_on_s3_under_another_spelling_get_a_note_with_the_rename(s3_settings, tmp_path):
+    # setup: one lender's client upper-cases the loans file, another's sends the history as Performance.csv
+    zone = s3_settings.landing_zone()
+    upper = write_small_tape(tmp_path / "lender" / "upper")
+    (upper / "loans.csv").rename(upper / "LOANS.CSV")
+    _upload(s3_settings, "upper", upper)
+    history = write_small_tape(tmp_path / "lender" / "history")
+    (history / "performance.csv").rename(history / "Performance.csv")
+    _upload(s3_settings, "history", history)
+    with dg.instance_for_test() as instance:
+        # run
+        result = _tick(s3_settings, instance)
+    # assert: neither runs (the history is not skipped without a word); each note names the file and the rename
+    assert result.run_requests == []
+    notes = {t: " ".join(zone.root.get(zone.root.key(t, n)).decode() for n in zone.root.names(zone.root.key(t))
+                         if n.endswith(".rejected.txt")) for t in ("upper", "history")}
+    assert "rename 'LOANS.CSV' to 'loans.csv'" in notes["upper"]
+    assert "rename 'Performance.csv' to 'performance.csv'" in notes["history"]
