@@ -143,6 +143,36 @@ def _probe(uri: str, tenant: str) -> None:
 
 
 @contextlib.contextmanager
+def _mlflow_notes_to_debug() -> Iterator[None]:
+    """MLflow's progress notes go to this module's debug log, not to the terminal of the person running the graph.
+
+    MLflow logs INFO lines to stderr ("Creating initial MLflow database tables...", "Validating input example
+    against model signature") and prints others with its `eprint` ("Registered model ... already exists. Creating a
+    new version of this model...", said of the registered model CreditTwin itself creates just before). Within
+    this block the `mlflow` logger passes only warnings and errors, and what MLflow prints to stderr is re-logged
+    at debug level under `credittwin.tracking` (Dagster's event log keeps it with `--verbose`). The level is set
+    back afterwards; no environment variable is touched.
+    """
+    import io
+    import logging
+
+    import mlflow  # noqa: F401 - its import configures the `mlflow` logger, which would undo the level set here
+
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    mlflow_logger.setLevel(max(level, logging.WARNING))
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    finally:
+        mlflow_logger.setLevel(level)
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logging.getLogger("credittwin.tracking").debug("mlflow: %s", line)
+
+
+@contextlib.contextmanager
 def _global_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at these stores for the block, under the module lock, then put back what was set."""
     import mlflow
@@ -295,10 +325,15 @@ class MlflowTracking(dg.ConfigurableResource):
         """
         tenant = validate_tenant_id(tenant)
         uri, registry = self.resolved_tracking_uri(), self.resolved_registry_uri()
+        with _mlflow_notes_to_debug():
+            return self._log_and_register(tenant, uri, registry, Path(model_dir), metrics, params, tags, artifacts,
+                                          input_example, register, run_name)
+
+    def _log_and_register(self, tenant, uri, registry, model_dir: Path, metrics, params, tags, artifacts, input_example,
+                          register, run_name) -> dict[str, Any]:
         _probe(uri, tenant)
         if registry != uri:
             _probe(registry, tenant)
-        model_dir = Path(model_dir)
         import mlflow
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param

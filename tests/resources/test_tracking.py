@@ -209,3 +209,22 @@ def test_settings_and_defaults(tmp_path):
     embedded = MlflowTracking.from_settings(Settings.from_env({"CREDITTWIN_DATA_DIR": str(tmp_path)}))
     assert embedded.resolved_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert redact_uri("https://user:pw@host/x") == "https://user:***@host/x"
+
+
+def test_logging_a_model_in_a_fresh_store_prints_nothing_on_the_terminal(tmp_path, pd_model, capfd, caplog):
+    # setup: a fresh embedded store, as `credittwin demo` meets it on a new machine
+    import logging
+
+    tracking = MlflowTracking(data_dir=str(tmp_path / "data"))
+    mlflow_level = logging.getLogger("mlflow").level
+    # run
+    with caplog.at_level(logging.DEBUG, logger="credittwin.tracking"):
+        logged = _log(tracking, "quiet", pd_model)
+    # assert: MLflow's table creation, signature validation and "Registered model ... already exists" notes stay off
+    # the user's stderr, kept in the debug log; the model is registered and the logger's own level is restored
+    assert logged["registered_version"] == 1
+    err = capfd.readouterr().err
+    assert "Creating initial MLflow database tables" not in err and "already exists" not in err, err
+    assert "Validating input example" not in err, err
+    assert any("Created version '1'" in r.getMessage() for r in caplog.records if r.name == "credittwin.tracking")
+    assert logging.getLogger("mlflow").level == mlflow_level
