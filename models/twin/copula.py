@@ -1194,6 +1194,24 @@ class GaussianCopulaTwin:
         of that column, which makes the dependence monotone and so visible to a
         Gaussian copula (sub-grades line up with interest rates, for example).
         """
+        # A combination with a number among its columns (an interest rate decided by the sub-grade) is laid out by
+        # that number: the combination's latent is then monotone in it, so its dependence on the other columns
+        # (the rate on the term, on the interest paid) survives; laid out by another column's means it was lost.
+        by_member: dict[int, int] = {}
+        for c in self._columns:
+            if c["kind"] == "combo" and c["dtype"]["name"].startswith(("Float", "Int", "UInt")):
+                by_member.setdefault(c["dim"], c["member"])
+        for position, (dim, codes) in enumerate(pending):
+            if dim not in by_member:
+                continue
+            marginal = self._marginals[dim]
+            member = by_member[dim]
+            key = np.array([np.inf if lvl[member] is None else float(lvl[member]) for lvl in marginal.levels])
+            order = np.argsort(key, kind="stable")
+            old_to_new = np.empty(len(order), dtype=np.int64)
+            old_to_new[order] = np.arange(len(order))
+            self._marginals[dim] = marginal.reordered(order)
+            pending[position] = (dim, np.where(codes >= 0, old_to_new[np.clip(codes, 0, None)], -1))
         numeric_dims = [c["dim"] for c in self._columns if c["kind"] in ("numeric", "gap")]
         if not numeric_dims:
             return
@@ -1205,7 +1223,7 @@ class GaussianCopulaTwin:
         for position, (dim, codes) in enumerate(pending):
             marginal = self._marginals[dim]
             k = len(marginal.levels)
-            if k < 3:
+            if k < 3 or dim in by_member:
                 continue
             c = codes[rows]
             ok = np.flatnonzero(c >= 0)
