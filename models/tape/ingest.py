@@ -411,6 +411,14 @@ def _sniff_delimiter(text: str) -> str:
         score = (counts[0] == mode, sum(c == mode for c in counts) / len(counts), mode)
         if best is None or score > best[0]:
             best = (score, delimiter)
+    if best is None:
+        # A space-separated table (statlog's german.data layout): only when no usual delimiter splits the lines
+        # and single spaces split nearly every line into the same number of fields.
+        counts = [len(row) for row in csv.reader(io.StringIO(text), delimiter=" ", quotechar='"') if row]
+        if counts:
+            mode, seen = Counter(counts).most_common(1)[0]
+            if mode >= 2 and seen >= 0.95 * len(counts):
+                return " "
     return best[1] if best else ","
 
 
@@ -426,12 +434,18 @@ def _sniff_decimal(rows: list[list[str]]) -> str:
     return "," if comma > dot else "."
 
 
+# The name a column with an empty header field carries while it is read (it is dropped or refused afterwards).
+EMPTY_HEADER_PREFIX = "(empty header field) "
+
+
 @dataclass
 class _Dialect:
     delimiter: str
     decimal: str
     skip_rows: int
     names: list[str]
+    unnamed: list[str] = field(default_factory=list)  # columns whose header field is empty
+    notes: list[str] = field(default_factory=list)  # what the reader decided on its own, for reading_notes
 
 
 def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -> _Dialect:
@@ -460,15 +474,28 @@ def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -
         ) from None
     if not rows:
         raise _empty_error(tenant, file)
+    notes: list[str] = []
+    titles = _title_lines(rows)
+    if titles:
+        # a report title above the header (a raw Lending Club download's "Notes offered by Prospectus ...")
+        skip_rows += titles
+        rows = rows[titles:]
+        notes.append(f"line{'s' if titles > 1 else ''} 1{f'-{titles}' if titles > 1 else ''} above the header "
+                     f"{'hold' if titles > 1 else 'holds'} a single field ({'titles' if titles > 1 else 'a title'}, "
+                     f"not a header of {len(rows[0])} columns) and {'were' if titles > 1 else 'was'} skipped")
     names = [name.strip() for name in rows[0]]
+    empty: list[str] = []
     for position, name in enumerate(names, start=1):
-        if not name:
-            raise InvalidDataError(
-                f"header field {position} is empty.",
-                tenant=tenant,
-                file=file,
-                fix="give every column a name in the header row (delete an unnamed index column).",
-            )
+        if name:
+            continue
+        if position == 1:
+            # pandas' to_csv writes its row index under an empty name; pandas reads it back as 'Unnamed: 0',
+            # which the schema knows as an export's row number
+            names[0] = "Unnamed: 0"
+            notes.append("header field 1 is empty: read as the export's row index 'Unnamed: 0'")
+        else:
+            names[position - 1] = f"{EMPTY_HEADER_PREFIX}{position}"
+            empty.append(names[position - 1])
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise InvalidDataError(
@@ -486,7 +513,43 @@ def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -
         decimal = "."
     else:
         decimal = _sniff_decimal(rows)
-    return _Dialect(delimiter=delimiter, decimal=decimal, skip_rows=skip_rows, names=names)
+    return _Dialect(delimiter=delimiter, decimal=decimal, skip_rows=skip_rows, names=names, unnamed=empty, notes=notes)
+
+
+def _title_lines(rows: list[list[str]]) -> int:
+    """How many leading single-field lines stand above a header of several fields (at most 3).
+
+    Such a line is a report's title, not a header: the lines after it agree on
+    one field count of 2 or more, which the title line does not have.
+    """
+    counts = [len(row) for row in rows[:50]]
+    titles = 0
+    while titles < min(3, len(counts) - 1) and counts[titles] == 1:
+        titles += 1
+    if not titles:
+        return 0
+    rest = counts[titles:]
+    mode, seen = Counter(rest).most_common(1)[0]
+    return titles if mode >= 2 and rest[0] == mode and seen >= 0.9 * len(rest) else 0
+
+
+def _drop_unnamed(frame: pl.DataFrame, dialect: _Dialect, *, tenant: str, file: str) -> pl.DataFrame:
+    """Drop the columns with an empty header field that hold no value (Excel's trailing ',,,'); refuse the others."""
+    if not dialect.unnamed:
+        return frame
+    holding = [name for name in dialect.unnamed if frame.get_column(name).null_count() < frame.height]
+    if holding:
+        position = int(holding[0][len(EMPTY_HEADER_PREFIX):])
+        raise InvalidDataError(
+            f"header field {position} is empty, but the column under it holds values.",
+            tenant=tenant,
+            file=file,
+            fix=f"give column {position} a name in the header row.",
+        )
+    dialect.notes.append(f"{len(dialect.unnamed)} column{'s' if len(dialect.unnamed) > 1 else ''} with an empty "
+                         "header field and no value (a spreadsheet's trailing separators) "
+                         f"{'were' if len(dialect.unnamed) > 1 else 'was'} dropped")
+    return frame.drop(dialect.unnamed)
 
 
 def _read_csv(
@@ -522,7 +585,7 @@ def _read_csv(
             read_fix=_CSV_FIX,
             mixed_as_text=mixed_as_text,
         )
-        frame = typer.run()
+        frame = _drop_unnamed(typer.run(), dialect, tenant=tenant, file=file)
     report = IngestReport(
         file=file,
         sha256=scan.sha256,
@@ -535,11 +598,12 @@ def _read_csv(
         date_columns=typer.date_columns,
         formula_cells=formula_counts(frame),
         spellings=typer.spellings,
-        warnings=warnings + typer.warnings,
+        warnings=warnings + dialect.notes + chunks.notes + typer.warnings,
     )
     return frame, report
 
 
+_SUMMARY_WORD = re.compile(r"^\s*(grand\s+)?(sub)?(totals?|sum|count|average|mean)\b", re.IGNORECASE)
 _CSV_FIX = "check that every row has as many fields as the header and that quotes are balanced, or set csv.delimiter in tenant.yaml."
 
 
@@ -563,6 +627,7 @@ class _CsvChunks:
         self.file = file
         self.data_offset, header_lines = self._locate_data()
         self.first_data_line = 1 + header_lines
+        self.notes: list[str] = []  # summary lines dropped from the end of the file
         self.chunk_bytes = min(CSV_CHUNK_MAX, max(CSV_CHUNK_MIN, path.stat().st_size // 16))
 
     def _error(self, reason: str) -> InvalidDataError:
@@ -583,7 +648,60 @@ class _CsvChunks:
         return end, head.count(b"\n", 0, end)
 
     def batches(self) -> Generator[pl.DataFrame, None, None]:
-        """Text-only frames of consecutive rows, in file order."""
+        """Text-only frames of consecutive rows, in file order, without the file's closing summary lines."""
+        last: pl.DataFrame | None = None
+        for frame in self._frames():
+            if last is not None:
+                yield last
+            last = frame
+        if last is not None:
+            yield self._without_summary_lines(last)
+
+    def _without_summary_lines(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` (the file's last rows) less the summary lines a report or spreadsheet closes with.
+
+        A closing line is a summary, not a loan, when it holds one value in a
+        table of three or more columns (Lending Club's "Total amount funded in
+        policy code 1: ...") or starts with a word such as Total, Sum or Count
+        and fills at most half of the columns (a spreadsheet's totals row). At most
+        five such lines, each named in the reading notes with its line number.
+        """
+        width = frame.width
+        if frame.height == 0 or width < 3:
+            return frame
+        tail = frame.tail(6)
+        filled = tail.select(pl.sum_horizontal(pl.all().str.strip_chars().str.len_chars().fill_null(0) > 0)).to_series()
+        first = tail.select(pl.coalesce(pl.all().str.strip_chars().replace("", None))).to_series()
+        drop = 0
+        for count, value in zip(reversed(filled.to_list()), reversed(first.to_list())):
+            if drop >= 5 or frame.height - drop <= 1:
+                break
+            summary = count == 1 or (count <= width // 2 and value is not None and _SUMMARY_WORD.match(value))
+            if not summary:
+                break
+            drop += 1
+        if drop:
+            lines = self._last_line_numbers(drop)
+            note = (f"the last {'line' if drop == 1 else f'{drop} lines'} ({', '.join(str(n) for n in lines)}) "
+                    f"{'were' if drop > 1 else 'was'} read as a summary of the table (a single value, or a row of "
+                    f"totals), not as {'loans' if drop > 1 else 'a loan'}, and left out")
+            if note not in self.notes:  # the typer reads the batches twice
+                self.notes.append(note)
+        return frame.head(frame.height - drop)
+
+    def _last_line_numbers(self, count: int) -> list[int]:
+        """The numbers of the file's last `count` non-blank lines (read only when summary lines were found)."""
+        from collections import deque
+
+        numbers: deque[int] = deque(maxlen=count)
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    numbers.append(number)
+        return list(numbers)
+
+    def _frames(self) -> Generator[pl.DataFrame, None, None]:
+        """Each chunk of the file as a text-only frame."""
         with open(self.path, "rb") as handle:
             handle.seek(self.data_offset)
             pending = b""

