@@ -278,12 +278,24 @@ def cmd_verify(args, settings) -> int:
 
     certificate = Path(args.certificate)
     pdf = Path(args.pdf) if args.pdf else certificate.parent / "certificate.pdf"
+    named_pdf = None
+    if _is_pdf(certificate) and not args.pdf:
+        # the person named the PDF they were given: the signed statement is the JSON issued beside it
+        named_pdf, pdf, certificate = certificate, certificate, certificate.with_suffix(".json")
+        if not certificate.is_file():
+            print(f"credittwin: {named_pdf} is the certificate's PDF, and no {certificate.name} lies beside it. "
+                  "Fix: verify the certificate JSON issued with it: credittwin verify <folder>/certificate.json "
+                  "(the PDF beside it is checked too, or name it with --pdf).", file=sys.stderr)
+            return 2
     manifest = certificate.parent / MANIFEST_NAME
     trusted = deployment_keys(settings)
     result = verify_certificate(certificate, data_dir=Path(args.data) if args.data else None,
                                 trusted_keys=[*trusted, *(args.trust or [])], pdf_path=pdf,
                                 manifest_path=manifest if manifest.exists() else None,
                                 environment=settings.environment)
+    if named_pdf is not None:
+        result.notes.append(f"{named_pdf.name} is the certificate's PDF: verified {certificate.name} beside it, "
+                            "which signs the PDF's hash")
     if not manifest.exists():
         result.notes.append(f"no {MANIFEST_NAME} beside the certificate: only the released files it certifies and its "
                             "PDF were checked, not the other files of the folder (an exported bundle has one)")
@@ -299,6 +311,15 @@ def cmd_verify(args, settings) -> int:
         for problem in result.problems:
             print(f"  problem: {problem}")
     return 0 if result.ok else 1
+
+
+def _is_pdf(path: Path) -> bool:
+    """Whether `path` is a readable file that starts as a PDF does."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(5) == b"%PDF-"
+    except OSError:
+        return False
 
 
 def _file_lines(result, manifest_name: str) -> dict[str, tuple[str, list[str]]]:

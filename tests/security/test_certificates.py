@@ -266,3 +266,23 @@ def test_verify_prints_one_ok_line_per_file_the_pdf_included(bundle, capsys):
     assert "note: manifest.json records: validation report verdict FAIL" in out
     assert bare_code == 0 and "  ok       certificate.pdf (payload sha256 and text)" in bare
     assert "  ok       loans.parquet (certified sha256)" in bare
+
+
+def test_naming_the_pdf_verifies_the_signed_json_beside_it_and_a_lone_pdf_gets_the_fix(bundle, tmp_path, capsys):
+    # run: the person passes the PDF they were sent, as most would (before: a raw 'utf-8 codec can't decode')
+    code = main(["verify", str(bundle / "certificate.pdf"), "--data", str(bundle)])
+    out = capsys.readouterr().out
+    # assert: the JSON beside it verified, and said so
+    assert code == 0, out
+    assert "VALID" in out and "certificate.pdf is the certificate's PDF: verified certificate.json beside it" in out
+    # a tampered PDF named this way is still caught
+    (bundle / "certificate.pdf").write_bytes((bundle / "certificate.pdf").read_bytes() + b"%%tampered")
+    assert main(["verify", str(bundle / "certificate.pdf"), "--data", str(bundle)]) == 1
+    capsys.readouterr()
+    # a PDF alone: the fix, no decoding error
+    lone = tmp_path / "alone"
+    lone.mkdir()
+    (lone / "certificate.pdf").write_bytes((bundle / "certificate.pdf").read_bytes())
+    assert main(["verify", str(lone / "certificate.pdf")]) == 2
+    err = capsys.readouterr().err
+    assert "is the certificate's PDF" in err and "Fix: verify the certificate JSON" in err and "codec" not in err
