@@ -38,6 +38,33 @@ class ColumnType(str, Enum):
 _ID_NAME = re.compile(r"(^id$|_id$|^id_|_key$|uuid|guid|_number$|^account|^loan_?no)", re.IGNORECASE)
 # Row numbers that exports add: R's `rownames`, pandas' `Unnamed: 0` and `index`.
 _ROW_NUMBER_NAME = re.compile(r"^(rownames|row_?names|unnamed:?\s*\d*|index|row|rowid)$", re.IGNORECASE)
+# Direct identifiers of a person, by name: names, contact details, national numbers. Such a text column is a key
+# (regenerated, never released) even where some values repeat: a name shared by five borrowers is still a name.
+_PERSON_NAME = re.compile(
+    r"^((first|last|full|given|family|middle|maiden|customer|borrower|client|applicant|debtor|member|owner|"
+    r"co_?borrower|guarantor|cardholder|account_?holder|contact|person)_?)?names?$"
+    r"|^(sur_?name|forename|e_?mail(_?address)?|phone(_?number)?|telephone|mobile(_?number)?|cell_?phone|fax|"
+    r"ssn|social_?security(_?number)?|national_?id(_?number)?|passport(_?number)?|tax_?id|nin|iban|"
+    r"street(_?address)?|address(_?line_?\d)?|home_?address|postal_?address|date_?of_?birth|dob|birth_?date)$"
+)
+
+
+def _word_key(name: str) -> str:
+    """`name` in lower case with CamelCase, spaces, dots and dashes as single underscores (CustomerName -> customer_name)."""
+    split = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
+    return re.sub(r"[^a-z0-9]+", "_", split.lower()).strip("_")
+
+
+def _named_like_a_key(name: str) -> bool:
+    """loan_id, but also 'Customer ID', 'LoanID' and 'Account Number' as spreadsheets and core systems write them."""
+    return bool(_ID_NAME.search(name) or _ID_NAME.search(_word_key(name)))
+
+
+def names_a_person(name: str) -> bool:
+    """Whether a column's name marks it as a direct identifier of a person (a name, an e-mail, a phone number)."""
+    return bool(_PERSON_NAME.match(_word_key(name)))
+
+
 # Names that mark a key by themselves, with no look at the values (the DP plan may only read the header).
 _KEY_NAME = re.compile(r"(^id$|[_ .]id$|^id[_ .]|uuid|guid|[a-z]I[Dd]$)")
 
@@ -153,7 +180,7 @@ def _infer_one(series: "pl.Series", n_rows: int) -> ColumnType:
     dtype = series.dtype
     non_null = series.drop_nulls()
     n_unique = non_null.n_unique() if len(non_null) else 0
-    looks_like_id = bool(_ID_NAME.search(series.name))
+    looks_like_id = _named_like_a_key(series.name)
     if dtype == pl.Boolean:
         return ColumnType.BOOLEAN
     if dtype.is_temporal():
@@ -175,6 +202,8 @@ def _infer_one(series: "pl.Series", n_rows: int) -> ColumnType:
         if n_unique and n_unique <= 2 and {v.lower() for v in values.unique().to_list()} <= _BOOL_STRINGS:
             return ColumnType.BOOLEAN
         if looks_like_id and n_unique == len(values) and n_unique > 1:
+            return ColumnType.IDENTIFIER
+        if names_a_person(series.name) and (n_unique >= 20 or n_unique > len(values) / 2):
             return ColumnType.IDENTIFIER
         if len(values):
             # Word counts and lengths are averages: a seeded sample decides as well as a million rows.
@@ -261,7 +290,8 @@ def infer_schema(
         )
     inferred = [s.name for s in specs if s.type is ColumnType.IDENTIFIER]
     # A key named like one (loan_id) is the loan id before a row number an export added in front of it.
-    inferred.sort(key=lambda n: not _ID_NAME.search(n) or bool(_ROW_NUMBER_NAME.search(n)))
+    # A person's name or contact detail is a key to regenerate, never the loan id while another key exists.
+    inferred.sort(key=lambda n: (names_a_person(n), not _named_like_a_key(n) or bool(_ROW_NUMBER_NAME.search(n))))
     ids = [n for n in id_columns if n in table.columns] or inferred
     return TableSchema(
         columns=specs,

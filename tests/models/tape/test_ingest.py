@@ -646,3 +646,27 @@ def test_a_last_loan_with_many_values_is_never_taken_for_a_summary_line(tmp_path
     path = write(tmp_path, "loans.csv", frame.to_csv(index=False, lineterminator="\n"))
     table, report = read_table(path, tenant=TENANT)
     assert table.height == 50 and not any("summary" in w for w in report.warnings)
+
+
+def test_a_column_of_borrower_names_is_a_key_that_is_regenerated_even_where_names_repeat(tmp_path: Path) -> None:
+    # setup: real ISLR Default rows exported with the customer's name beside the id, as a core-banking extract
+    # writes it; common names repeat (each of 40 names on 50 rows), so as a category each name passed k=5 and was
+    # released verbatim
+    from models.tape.schema import ColumnType, infer_schema
+    from models.twin.engine import make_engine
+
+    frame = _real_default(2000)
+    first = ["Maria", "John", "Wei", "Fatima", "Olga", "Juan", "Aisha", "Peter", "Mei", "Ahmed"]
+    last = ["Garcia", "Smith", "Chen", "Khan"]
+    names = [f"{first[i % 10]} {last[(i // 10) % 4]}" for i in range(len(frame))]
+    frame.insert(0, "Customer Name", names)
+    frame.insert(0, "Customer ID", [f"C{i:06d}" for i in range(len(frame))])
+    frame.to_csv(tmp_path / "loans.csv", index=False)
+    table, report = read_table(tmp_path / "loans.csv", tenant=TENANT)
+    # run
+    schema = infer_schema(table, spellings=report.spellings, target="default", target_positive=["Yes"])
+    synthetic = make_engine("credittwin", k=5).fit(table, schema).sample(1000, seed=0)
+    # assert: a key (regenerated), not the loan id, and no real name comes back
+    assert schema["Customer Name"].type is ColumnType.IDENTIFIER
+    assert schema.id_column == "Customer ID"
+    assert not set(synthetic["Customer Name"].to_list()) & set(names)
