@@ -43,8 +43,13 @@ STATE_ALIASES.update({
 _DAY_WORDS = frozenset({"dpd", "day", "days", "d", "past", "due", "late", "delinquent", "delinquency", "overdue",
                         "arrears", "in", "plus", "to", "and", "over", "more", "than", "or", "bucket"})
 _SEPARATORS = re.compile(r"[\s_\-./]+")
-# Numeric statuses at or below this (0, 1, 2, 3, ...) count months (payments) behind, as agencies report them.
-_MAX_MONTHS_BEHIND = 12
+# Bare-number statuses up to this many may count months (payments) behind, as agencies report them: Freddie Mac's
+# CURRENT_LOAN_DELINQUENCY_STATUS runs 0, 1, 2, ... past 12 on books with forbearance or long foreclosures.
+_MAX_MONTHS_BEHIND = 120
+# ... and always do up to this many (0/1/2/3 tapes, the reading before agency codes past a year were seen).
+_SURELY_MONTHS_BEHIND = 12
+# Day buckets step in these (0/30/60/90, 0/15/30/45): bare numbers all on such steps are days, never months.
+_DAY_STEP = 15
 
 
 def state_from_days_past_due(days: int) -> str:
@@ -71,27 +76,64 @@ def _days_of(label: str) -> int | None:
     return numbers[0]
 
 
+def _bare_number(label: str) -> int | None:
+    """The whole number a label is when it is nothing else ("3", " 21", "00"), else None."""
+    text = label.strip()
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
+
+
+def _counts_months_behind(numbers: set[int]) -> bool:
+    """Whether a column's bare numbers count months behind rather than days past due (see `canonical_states`)."""
+    if not numbers or max(numbers) == 0:
+        return False
+    top = max(numbers)
+    if top <= _SURELY_MONTHS_BEHIND:
+        return True
+    if top > _MAX_MONTHS_BEHIND or all(n % _DAY_STEP == 0 for n in numbers):
+        return False
+    # Months behind are reached one month at a time, so a book's codes fill most of 0..max; days are sparse.
+    return 2 * len(numbers) >= top + 1
+
+
 def canonical_states(labels: Iterable[str]) -> dict[str, str | None]:
     """The canonical state of each distinct status label of one column (None where it is not recognised).
 
     Worded labels go through `STATE_ALIASES`; labels naming days past due
     ("30", "30-59", "90+ DPD", "Late (16-30 days)") fall into the bucket of
-    their lower bound, so "1-29 DPD" is current. A column whose bare numbers
-    are all small (0 to 12: 0, 1, 2, 3, ...) counts months behind, as agency
-    tapes do: 0 current, 1 dpd30, 2 dpd60, 3 and more dpd90. The decision is
-    made on the column's labels together, never label by label.
+    their lower bound, so "1-29 DPD" is current.
+
+    A column's bare numbers count months behind, as agency tapes write them
+    (0 current, 1 dpd30, 2 dpd60, 3 and more dpd90), when they look like
+    agency codes: all 0 to 12, or up to 120 and filling at least half of
+    0..max (Freddie Mac's 0, 1, ..., 21 on a book with loans in forbearance
+    or long foreclosure: a loan reaches 21 months behind through every month
+    before it, and the book's other loans fill in the run). Numbers all on
+    15-day steps (0/30/60/90/120, 0/15/30/45) are days past due whatever
+    their spread, and so are sparse or larger ones (0, 3, 17, 45, 88). The
+    decision is made on the column's labels together, never label by label:
+    one loan 13 months behind must not turn every other code into days.
+    Read as months, the numbers are months even where they spell a day
+    bucket, so "30" is 30 months behind, not dpd30.
+
+    The labels alone cannot tell a dense run of small days from months: a
+    very young book's days column holding every figure 0, 1, ..., 29 (nobody
+    yet 30 days late) reads as months behind, 1 as dpd30. Such a column is a
+    days-past-due figure and belongs under `performance.days_past_due`,
+    which is always read as days; numbers the tenant declares under
+    `performance.status_labels` are read as declared and take no part in
+    this decision.
     """
     labels = list(dict.fromkeys(labels))
-    bare = [int(label.strip()) for label in labels if label.strip().isdigit()]
-    months_behind = bool(bare) and max(bare) <= _MAX_MONTHS_BEHIND and max(bare) > 0
+    numbers = {label: _bare_number(label) for label in labels}
+    months_behind = _counts_months_behind({n for n in numbers.values() if n is not None})
     out: dict[str, str | None] = {}
     for label in labels:
+        if months_behind and numbers[label] is not None:
+            out[label] = state_from_days_past_due(30 * numbers[label])
+            continue
         word = STATE_ALIASES.get(_normalise(label))
         if word is not None:
             out[label] = word
-            continue
-        if months_behind and label.strip().isdigit():
-            out[label] = state_from_days_past_due(30 * int(label.strip()))
             continue
         days = _days_of(label)
         out[label] = None if days is None else state_from_days_past_due(days)

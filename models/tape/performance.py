@@ -87,7 +87,11 @@ def _resolve_performance_columns(
 
 
 # Month spellings of a text period column, tried in order; each must read every value with a plausible year.
-_MONTH_TEXT_FORMATS = ("%Y-%m", "%Y/%m", "%m/%Y", "%m-%Y", "%m.%Y", "%Y.%m", "%b-%Y", "%b %Y", "%B %Y", "%b-%y", "%b %y", "%Y%m")
+# Six digits are YYYYMM (201902) or Fannie Mae's MMYYYY ACT_PERIOD (022019): with years 1900-2100 the two
+# cannot both read a value (YYYYMM starts 19-21, MMYYYY 01-12), so the one that reads the whole column is it.
+_MONTH_TEXT_FORMATS = (
+    "%Y-%m", "%Y/%m", "%m/%Y", "%m-%Y", "%m.%Y", "%Y.%m", "%b-%Y", "%b %Y", "%B %Y", "%b-%y", "%b %y", "%Y%m", "%m%Y",
+)
 # Whole-date spellings: the reader's numeric day formats, plus the compact 20190331 of servicing extracts.
 _DATE_TEXT_FORMATS = tuple(f for f in DATE_FORMATS if "%d" in f and "%H" not in f and "%b" not in f) + ("%Y%m%d",)
 
@@ -95,8 +99,11 @@ _DATE_TEXT_FORMATS = tuple(f for f in DATE_FORMATS if "%d" in f and "%H" not in 
 def _text_months(values: pl.Series) -> tuple[pl.Series, str] | None:
     """Text periods ("03/2019", "Mar-2019", "201903", "31/03/2019") as Dates, with the one format that reads them all."""
     text = values.cast(pl.String).str.strip_chars()
+    six_digits = bool(text.drop_nulls().str.contains(r"^[0-9]{6}$").all())
     for formats, prefix in ((_MONTH_TEXT_FORMATS, "01 "), (_DATE_TEXT_FORMATS, "")):
         for fmt in formats:
+            if fmt == "%m%Y" and not six_digits:
+                continue  # MMYYYY is read only as Fannie Mae writes it, two digits of month and four of year
             parsed = (prefix + text).str.to_date(("%d " if prefix else "") + fmt, strict=False)
             years = parsed.dt.year().drop_nulls()
             if parsed.null_count() == text.null_count() and years.len() and years.min() >= 1900 and years.max() <= 2100:
@@ -110,6 +117,20 @@ def _yyyymm(values: pl.Series) -> pl.Series | None:
     if not v.len() or v.min() < 190001 or v.max() > 210012 or not bool(((v % 100 >= 1) & (v % 100 <= 12)).all()):
         return None
     return pl.select(pl.date(values // 100, values % 100, 1)).to_series()
+
+
+def _mmyyyy(values: pl.Series) -> pl.Series | None:
+    """Whole-number periods written as month and year (Fannie Mae's ACT_PERIOD 102019, or 22019 for 022019 read as a
+    number) as Dates, or None when they are not.
+
+    Every value must read as a month 1-12 and a year 1900-2100; such numbers lie between 11900 and 122100, below
+    any YYYYMM (190001 and up), so a column is never both.
+    """
+    v = values.drop_nulls()
+    month, year = v // 10000, v % 10000
+    if not v.len() or not bool(((month >= 1) & (month <= 12) & (year >= 1900) & (year <= 2100)).all()):
+        return None
+    return pl.select(pl.date(values % 10000, values // 10000, 1)).to_series()
 
 
 def _day_rule(dates: pl.Series) -> str | int:
@@ -134,7 +155,7 @@ def _months_on_book(
     `work` holds the canonical `loan_id` and `period` columns; `source` is the
     file's name for the period column, used in errors; `date_format` is the
     reader's most frequent format in it (a CSV's text dates). A period written as a
-    month (a date, "2019-03", "Mar-2019", 201903) counts months on book from
+    month (a date, "2019-03", "Mar-2019", 201903, Fannie Mae's 032019) counts months on book from
     each loan's first month. Whole numbers are months on book when every loan
     starts at the same number (1, or 0 on a zero-based index); otherwise they
     index calendar months and each loan counts from its own first.
@@ -156,9 +177,11 @@ def _months_on_book(
         values = values.cast(pl.Int64)
         dtype = pl.Int64
     if dates is None and dtype.is_integer():
-        dates = _yyyymm(values.cast(pl.Int64))
-        if dates is not None:
-            described["format"] = "%Y%m"
+        for read, fmt in ((_yyyymm, "%Y%m"), (_mmyyyy, "%m%Y")):
+            dates = read(values.cast(pl.Int64))
+            if dates is not None:
+                described["format"] = fmt
+                break
     if dates is not None:
         index = work.select(month_index(pl.lit(dates)).alias("_i"), "loan_id")
         described.update(kind="month", day=_day_rule(dates), starts=_starts(index))
@@ -175,11 +198,12 @@ def _months_on_book(
     examples = ", ".join(map(repr, values.drop_nulls().unique(maintain_order=True).head(3).cast(pl.String).to_list()))
     raise InvalidDataError(
         f"the period column must hold months on book (1, 2, ...) or months (2019-03, 03/2019, Mar-2019, 201903, "
-        f"a date), but it holds {dtype} values such as {examples}.",
+        f"032019, a date), but it holds {dtype} values such as {examples}.",
         tenant=tenant,
         file=file,
         column=source,
-        fix="write the period as a whole month on book (1, 2, ...) or as a month such as 2019-03, or map "
+        fix="write the period as a whole month on book (1, 2, ...) or as a month such as 2019-03 (one spelling for "
+        "the whole column: 201903 and 032019 are not mixed), or map "
         "performance.period in tenant.yaml to the column that holds it.",
     )
 

@@ -271,6 +271,15 @@ class TextTyper:
         if _DAY_FIRST in parsed and _MONTH_FIRST in parsed:
             exprs.append((parsed[_DAY_FIRST] & ~parsed[_MONTH_FIRST]).sum().alias(f"{name}\0only\0{_DAY_FIRST}"))
             exprs.append((parsed[_MONTH_FIRST] & ~parsed[_DAY_FIRST]).sum().alias(f"{name}\0only\0{_MONTH_FIRST}"))
+            # Sums and sums of squares of each field of the ambiguous dates add up over batches and tell
+            # whether a field never changes (n * sum of squares == sum squared): that field is the day.
+            both = parsed[_DAY_FIRST] & parsed[_MONTH_FIRST]
+            exprs.append(both.sum().alias(f"{name}\0both"))
+            for field in (1, 2):
+                value = text.str.extract(r"^(\d{1,2})/(\d{1,2})/", field).cast(pl.Int64, strict=False)
+                value = pl.when(both).then(value).otherwise(0)
+                exprs.append(value.sum().alias(f"{name}\0field{field}"))
+                exprs.append((value * value).sum().alias(f"{name}\0field{field}^2"))
         return exprs
 
     def _sweep_counts(self, exprs: list[pl.Expr]) -> Counter:
@@ -288,10 +297,21 @@ class TextTyper:
             day, month = counts[_DAY_FIRST], counts[_MONTH_FIRST]
             winner, loser = (_DAY_FIRST, _MONTH_FIRST) if day >= month else (_MONTH_FIRST, _DAY_FIRST)
             if day == month:
-                self.warnings.append(
-                    f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); read as day first. "
-                    "Write dates as YYYY-MM-DD to remove the doubt."
-                )
+                constant = self._constant_field(name, stats)
+                if constant == 2:
+                    winner, loser = _MONTH_FIRST, _DAY_FIRST
+                if constant:
+                    self.warnings.append(
+                        f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); the "
+                        f"{'first' if constant == 1 else 'second'} field never changes while the other does, so it "
+                        f"is the day: read as {'day' if constant == 1 else 'month'} first. "
+                        "Write dates as YYYY-MM-DD to remove the doubt."
+                    )
+                else:
+                    self.warnings.append(
+                        f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); read as day first. "
+                        "Write dates as YYYY-MM-DD to remove the doubt."
+                    )
             used.remove(loser)
             if stats[f"{name}\0only\0{loser}"] > 0:
                 self.warnings.append(f"column {name}: mixes day-first and month-first dates; ambiguous ones were read as {winner}.")
@@ -300,6 +320,22 @@ class TextTyper:
         if used:
             self.spellings[name] = {"date_format": max(used, key=lambda f: counts[f])}
         return _Plan("date", tuple(used), any("%H" in f for f in used))
+
+    @staticmethod
+    def _constant_field(name: str, stats: Counter) -> int | None:
+        """Which field (1 or 2) of a column's ambiguous d/m/Y dates never changes while the other does, or None.
+
+        A monthly column names each month by one fixed day: Fannie Mae's reporting period 02/01/2019 (MM/01/YYYY)
+        keeps the second field at 01, the same first of the month written day first (01/02/2019) the first. The
+        field that stays put is the day; when both stay put (one date) or both move, nothing is settled.
+        """
+        n = stats[f"{name}\0both"]
+        if n < 2:
+            return None
+        fixed = [n * stats[f"{name}\0field{f}^2"] == stats[f"{name}\0field{f}"] ** 2 for f in (1, 2)]
+        if fixed[0] == fixed[1]:
+            return None
+        return 1 if fixed[0] else 2
 
     def _bool_plan(self, name: str, stats: Counter) -> _Plan:
         """The Boolean plan, recording the file's most frequent spelling of each truth value."""

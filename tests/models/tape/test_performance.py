@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from models.errors import InvalidDataError, TenantConfigError
+from models.tape.loan_tape import LoanTape, find_upload, read_tape
 from models.tape.performance import read_performance
 
 TENANT = "acme-bank"
@@ -229,3 +230,122 @@ def test_a_status_column_of_months_behind_codes_and_words_is_read_from_the_uploa
     first = tape.performance.filter(pl.col("loan_id") == "000123")
     assert first.get_column("status").to_list() == ["current", "dpd30", "dpd60", "dpd90", "default"]
     assert tape.performance.filter(pl.col("loan_id") == "000124").get_column("status").to_list() == ["current", "prepaid"]
+
+
+def _agency_upload(folder, *, ids: list[str], header: str, rows: list[str], performance: str) -> LoanTape:
+    """An agency-shaped upload (loans.csv, performance.csv, tenant.yaml) read through the real reader."""
+
+    folder.mkdir()
+    (folder / "loans.csv").write_text("LOAN_ID,CREDIT_SCORE,ORIG_UPB,ORIG_RATE,bad\n" + "".join(
+        f"{loan},{700 + i % 90},{200000 + 1000 * i},{3.25 + (i % 8) / 8:.3f},{int(i < 3)}\n" for i, loan in enumerate(ids)))
+    (folder / "performance.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    (folder / "tenant.yaml").write_text(
+        "target: {column: bad, positive: 1}\nid_columns: [LOAN_ID]\n" + f"performance: {performance}\n")
+    return read_tape(find_upload(folder, folder.name))
+
+
+def test_freddie_delinquency_status_of_a_forbearance_era_book_keeps_its_delinquencies(tmp_path) -> None:
+    # setup: Freddie Mac's monthly performance layout (LOAN_SEQUENCE_NUMBER, MONTHLY_REPORTING_PERIOD YYYYMM,
+    # CURRENT_ACTUAL_UPB, CURRENT_LOAN_DELINQUENCY_STATUS in months behind, RA for REO acquired): one loan in 2020
+    # forbearance runs 0, 1, 2, ... 21 payments behind then goes to REO, one cures from 30 and 60 days, the rest pay.
+    # Code 13 and beyond used to make every code days past due, so 1 and 2 read as current
+    ids = [f"F20Q1{n:07d}" for n in range(1, 61)]
+    months = [f"{2020 + (m - 1) // 12}{(m - 1) % 12 + 1:02d}" for m in range(1, 25)]
+    codes = [str(c) for c in range(22)] + ["RA"]
+    rows = [f"{ids[0]},{months[m]},{250000 - 100 * m:.2f},{code},{m + 1}" for m, code in enumerate(codes)]
+    rows += [f"{ids[1]},{months[m]},{300000 - 500 * m:.2f},{code},{m + 1}" for m, code in enumerate(["0", "1", "2", "0", "0"])]
+    rows += [f"{loan},{months[m]},{180000 - 400 * m:.2f},0,{m + 1}" for loan in ids[2:] for m in range(3)]
+    header = "LOAN_SEQUENCE_NUMBER,MONTHLY_REPORTING_PERIOD,CURRENT_ACTUAL_UPB,CURRENT_LOAN_DELINQUENCY_STATUS,LOAN_AGE"
+    performance = ("{loan_id: LOAN_SEQUENCE_NUMBER, period: MONTHLY_REPORTING_PERIOD, status: CURRENT_LOAN_DELINQUENCY_STATUS, "
+                   "balance: CURRENT_ACTUAL_UPB, status_labels: {RA: default}}")
+    # run
+    tape = _agency_upload(tmp_path / "freddie", ids=ids, header=header, rows=rows, performance=performance)
+    # assert: months behind read as such, so the history holds the delinquency the cascade learns from
+    status = {loan: group.get_column("status").to_list() for (loan,), group in tape.performance.group_by("loan_id", maintain_order=True)}
+    assert status[ids[0]] == ["current", "dpd30", "dpd60"] + ["dpd90"] * 19 + ["default"]
+    assert status[ids[1]] == ["current", "dpd30", "dpd60", "current", "current"]
+    assert tape.reports["performance"]["vocabulary"]["status"]["dpd30"] == "1"
+
+
+def test_fannie_legacy_reporting_period_mm_01_yyyy_is_month_first(tmp_path) -> None:
+    # setup: Fannie Mae's legacy single-family performance layout writes the Monthly Reporting Period as MM/01/YYYY;
+    # every value is ambiguous (both fields <= 12), so a tie read it day first (02/01/2019 as 2 January) and the
+    # history was refused with "rows repeat a (loan, period) pair"
+    ids = [f"{100000000000 + n}" for n in range(60)]
+    rows = [f"{ids[0]},{(m - 1) % 12 + 1:02d}/01/{2019 + (m - 1) // 12},{4.125:.3f},{240000 - 700 * m:.2f},{m},0"
+            for m in range(1, 25)]
+    rows += [f"{loan},{m:02d}/01/2019,{3.875:.3f},{150000 - 300 * m:.2f},{m},0" for loan in ids[1:] for m in (1, 2)]
+    header = "LOAN_ID,MONTHLY_RPT_PRD,LAST_RT,LAST_UPB,LOAN_AGE,DELQ_STATUS"
+    performance = "{loan_id: LOAN_ID, period: MONTHLY_RPT_PRD, status: DELQ_STATUS, balance: LAST_UPB}"
+    # run
+    tape = _agency_upload(tmp_path / "fannie", ids=ids, header=header, rows=rows, performance=performance)
+    # assert: the 24 first-of-month dates, in order, as months on book 1..24
+    first = tape.performance.filter(pl.col("loan_id") == ids[0])
+    assert first.get_column("reporting_month").to_list() == [dt.date(2019 + m // 12, m % 12 + 1, 1) for m in range(24)]
+    assert first.get_column("period").to_list() == list(range(1, 25))
+    assert tape.reports["performance"]["date_columns"]["MONTHLY_RPT_PRD"] == ["%m/%d/%Y"]
+    assert any("the second field never changes" in note and "read as month first" in note
+               for note in tape.reports["performance"]["warnings"])
+
+
+def test_first_of_month_written_day_first_stays_day_first(tmp_path) -> None:
+    # setup: the mirror case, 01/MM/YYYY (the first of each month, written day first): the constant first field is the day
+    ids = [f"L{n:05d}" for n in range(60)]
+    rows = [f"{ids[0]},01/{(m - 1) % 12 + 1:02d}/{2019 + (m - 1) // 12},0" for m in range(1, 25)]
+    rows += [f"{loan},01/{m:02d}/2019,0" for loan in ids[1:] for m in (1, 2)]
+    # run
+    tape = _agency_upload(tmp_path / "dayfirst", ids=ids, header="LOAN_ID,report_date,status", rows=rows,
+                          performance="{loan_id: LOAN_ID}")
+    # assert
+    first = tape.performance.filter(pl.col("loan_id") == ids[0])
+    assert first.get_column("reporting_month").to_list() == [dt.date(2019 + m // 12, m % 12 + 1, 1) for m in range(24)]
+    assert tape.reports["performance"]["date_columns"]["report_date"] == ["%d/%m/%Y"]
+
+
+def test_fannie_act_period_mmyyyy_is_read_as_month_and_year(tmp_path) -> None:
+    # setup: Fannie Mae's current single-family layout writes ACT_PERIOD as MMYYYY (022019) and DLQ_STATUS as two
+    # digits (00, 01, 02); the six digits were refused as no known period
+    ids = [f"{100000000000 + n}" for n in range(60)]
+    rows = [f"{ids[0]},{(m - 1) % 12 + 1:02d}{2019 + (m - 1) // 12},{230000 - 650 * m:.2f},{code}"
+            for m, code in enumerate(["00"] * 10 + ["01", "02", "03", "00"] + ["00"] * 10, start=1)]
+    rows += [f"{loan},{m:02d}2020,{150000 - 300 * m:.2f},00" for loan in ids[1:] for m in (11, 12)]
+    header = "LOAN_ID,ACT_PERIOD,CURRENT_UPB,DLQ_STATUS"
+    # run
+    tape = _agency_upload(tmp_path / "fanniecas", ids=ids, header=header, rows=rows,
+                          performance="{loan_id: LOAN_ID, period: ACT_PERIOD, status: DLQ_STATUS, balance: CURRENT_UPB}")
+    # assert
+    first = tape.performance.filter(pl.col("loan_id") == ids[0])
+    assert first.get_column("reporting_month").to_list() == [dt.date(2019 + m // 12, m % 12 + 1, 1) for m in range(24)]
+    assert first.get_column("status").to_list()[9:14] == ["current", "dpd30", "dpd60", "dpd90", "current"]
+    assert tape.reports["performance"]["vocabulary"]["period"]["format"] == "%m%Y"
+
+
+@pytest.mark.parametrize(
+    ("months", "form"),
+    [
+        (["102019", "112019", "122019", "102020"], {"kind": "month", "format": "%m%Y"}),
+        ([102019, 112019, 122019, 102020], {"kind": "month", "format": "%m%Y"}),
+        ([22019, 32019, 42019, 102020], {"kind": "month", "format": "%m%Y"}),
+    ],
+    ids=["mmyyyy-text", "mmyyyy-int", "mmyyyy-int-lost-zero"],
+)
+def test_mmyyyy_periods_are_months_whatever_their_dtype(months, form) -> None:
+    # setup: ACT_PERIOD as text, as whole numbers (a book seen only in October-December is typed as integers), and
+    # as a pandas-read integer that lost its leading zero (22019 for 02/2019)
+    loans = pl.DataFrame({"LOAN_ID": [7, 8]})
+    perf = pl.DataFrame({"LOAN_ID": [7, 7, 7, 8], "ACT_PERIOD": months, "DLQ_STATUS": ["00", "01", "00", "00"]})
+    # run
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LOAN_ID",
+                               mapping={"period": "ACT_PERIOD", "status": "DLQ_STATUS"})
+    # assert
+    assert history.frame.get_column("period").to_list() == [1, 2, 3, 1]
+    assert {k: history.vocabulary["period"][k] for k in form} == form
+
+
+def test_a_period_column_mixing_yyyymm_and_mmyyyy_is_refused() -> None:
+    # setup: neither reading reads every value, so neither is guessed value by value
+    loans = pl.DataFrame({"LOAN_ID": [7]})
+    perf = pl.DataFrame({"LOAN_ID": [7, 7], "ACT_PERIOD": ["201902", "032019"], "DLQ_STATUS": ["00", "00"]})
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'ACT_PERIOD': the period column must hold months on book .* such as '201902', '032019'"):
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LOAN_ID", mapping={"period": "ACT_PERIOD", "status": "DLQ_STATUS"})
