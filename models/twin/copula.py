@@ -95,6 +95,9 @@ MIN_EIGENVALUE = 1e-6
 NOISE_FLOOR = 3.0
 # ... but only for pairs the inversion magnifies more than this (rare levels); elsewhere noise stays noise-sized.
 MAX_MAGNIFICATION = 12.0
+# A combination is laid out by a numeric member holding at least this many values (`_order_levels`): a rate,
+# not a term of 12 to 360 months beside the product.
+COMBO_MEMBER_LEVELS = 10
 NEAREST_ITERATIONS = 100
 NEAREST_TOLERANCE = 1e-7
 HERMITE_TERMS = 12
@@ -1194,13 +1197,17 @@ class GaussianCopulaTwin:
         of that column, which makes the dependence monotone and so visible to a
         Gaussian copula (sub-grades line up with interest rates, for example).
         """
-        # A combination with a number among its columns (an interest rate decided by the sub-grade) is laid out by
-        # that number: the combination's latent is then monotone in it, so its dependence on the other columns
-        # (the rate on the term, on the interest paid) survives; laid out by another column's means it was lost.
+        # A combination with a rich number among its columns (an interest rate decided by the sub-grade) is laid
+        # out by that number: the combination's latent is then monotone in it, so its dependence on the other
+        # columns (the rate on the term, on the interest paid) survives; laid out by another column's means it was
+        # lost. A number of a few values (a term of 36 or 60 months beside the product) carries little of the
+        # combination's order, which the best numeric anchor below lays out better.
         by_member: dict[int, int] = {}
         for c in self._columns:
             if c["kind"] == "combo" and c["dtype"]["name"].startswith(("Float", "Int", "UInt")):
-                by_member.setdefault(c["dim"], c["member"])
+                values = {lvl[c["member"]] for lvl in self._marginals[c["dim"]].levels}
+                if len(values - {None}) >= COMBO_MEMBER_LEVELS:
+                    by_member.setdefault(c["dim"], c["member"])
         for position, (dim, codes) in enumerate(pending):
             if dim not in by_member:
                 continue
