@@ -36,6 +36,9 @@ def _plan_mechanism(plan):
     )
 
 
+COLUMNS_CHECK = "columns_released"
+
+
 def _twin_model(twin, engine: str, tenant: str, charge=None) -> TwinModel:
     """A fitted engine as the stored result: its saved files, a correlation heatmap, its summary and privacy label."""
     from models.reports.plots import correlation_heatmap_png
@@ -196,6 +199,12 @@ def comparable_reference(train, schema: TableSchema, conditions: dict):
         # Not blocking: the loans table can be released and used while its histories are judged;
         # a failure is shown as an error on the asset.
         tenant_check(
+            COLUMNS_CHECK,
+            asset="synthetic_portfolio",
+            description="Every column of the tape is in the synthetic portfolio, or is named here with the reason "
+            "it is not (free text is never modelled).",
+        ),
+        tenant_check(
             "sequence_fidelity",
             asset="synthetic_portfolio",
             description="Synthetic histories: 12-month cumulative default within 10% (relative) of the real book's, "
@@ -276,7 +285,8 @@ def synthetic_portfolio(
             **scope,
         },
     )
-    checks = [_fidelity_check(fidelity, scope), _sequence_check(sequence_result, cascade is None)]
+    checks = [_fidelity_check(fidelity, scope), _columns_check(train, synthetic, fitted_copula.summary),
+              _sequence_check(sequence_result, cascade is None)]
     # a failed fidelity check stores nothing: the last good portfolio stays current for anonymized_portfolio
     yield from output_unless_blocked(context, output, checks, fix=_dp_fix(plan, context.partition_key))
 
@@ -333,6 +343,23 @@ def _histories(tenant: str, cascade, synthetic, seed: int, fitted_copula: TwinMo
             "cascade needs to generate histories. Fix: under privacy.epsilon, declare the column's public domain in "
             "tenant.yaml (privacy.domains.<column>: {categories: [...]} or {low, high, bins}).",
         ) from error
+
+
+def _columns_check(train, synthetic, summary: dict) -> dg.AssetCheckResult:
+    """A warning naming each of the tape's columns missing from the synthetic book, with the twin's reason.
+
+    A column the twin leaves out (free text such as comments, a column DP could
+    not release) is otherwise missing from the release without a word.
+    """
+    reasons = summary.get("left_out") or {}
+    missing = [name for name in train.columns if not name.startswith("_") and name not in synthetic.columns]
+    lines = [f"{name}: {reasons.get(name, 'not modelled by the twin')}" for name in missing]
+    return dg.AssetCheckResult(
+        check_name=COLUMNS_CHECK, passed=not missing, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reasons": lines} if lines else {},
+        description=(f"{len(missing)} of the tape's columns are not in the release: " + "; ".join(lines))[:2000]
+        if lines else None,
+    )
 
 
 def _fidelity_check(fidelity, scope: dict) -> dg.AssetCheckResult:

