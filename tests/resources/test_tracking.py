@@ -215,6 +215,8 @@ def test_logging_a_model_in_a_fresh_store_prints_nothing_on_the_terminal(tmp_pat
     # setup: a fresh embedded store, as `credittwin demo` meets it on a new machine
     import logging
 
+    import mlflow  # noqa: F401 - its import sets the mlflow logger's level, which the block must give back
+
     tracking = MlflowTracking(data_dir=str(tmp_path / "data"))
     mlflow_level = logging.getLogger("mlflow").level
     # run
