@@ -6,7 +6,8 @@ total variation between category frequencies (`tv_distance`) and between
 contingency tables (`contingency_tv_distance`), Pearson and rank (Spearman)
 correlation matrices over pairwise-complete rows (`pearson_matrix`,
 `rank_correlation`), and Cramér's V of a pair of coded columns (`joint_counts`,
-`cramers_v`). The validation report (`models.quality.validation`) and the
+`cramers_v`, with `contingency_shape` to tell whether the table is dense
+enough for it). The validation report (`models.quality.validation`) and the
 PD models' score separation (`models.risk.evaluation`) use them from here.
 
 `compare_tables` gives, per column, the Kolmogorov-Smirnov statistic (numeric,
@@ -276,6 +277,18 @@ def cramers_v(cells: np.ndarray, counts: np.ndarray, kb: int, *, corrected: bool
     rc, kc = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
     denominator = min(rc - 1, kc - 1)
     return float(math.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
+
+
+def contingency_shape(cells: np.ndarray, counts: np.ndarray, kb: int) -> tuple[int, int, int]:
+    """Rows and the levels present on each side of a table given by its non-empty cells (`joint_counts`).
+
+    rows / (levels_a x levels_b) is the mean expected count of a cell under
+    independence: the usual condition of a chi-square (hence Cramér's V) is at
+    least 5, below which the statistic measures the table's sparseness rather
+    than an association.
+    """
+    n = int(counts.sum())
+    return n, int(np.unique(cells // kb).size), int(np.unique(cells % kb).size)
 
 
 def contingency_tv_distance(cells_a: np.ndarray, counts_a: np.ndarray, cells_b: np.ndarray, counts_b: np.ndarray) -> float:

