@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import TenantConfigError
+from models.risk.stress import is_amount_name, is_interest_rate_name
 from models.tape.features import CANONICAL_ALIASES, month_index, resolve_columns
 from models.tape.schema import TableSchema
 
@@ -46,7 +48,8 @@ WARNING_CHECKS: tuple[str, ...] = (
 )
 CHECK_NAMES: tuple[str, ...] = BLOCKING_CHECKS + WARNING_CHECKS
 
-# Canonical names (models.tape.features.CANONICAL_ALIASES) of money columns that can never be negative.
+# Canonical names (models.tape.features.CANONICAL_ALIASES) of money columns that can never be negative; a column
+# whose words name an amount (`models.risk.stress.is_amount_name`: credit_amount, LIMIT_BAL) is checked too.
 AMOUNT_CANONICALS: tuple[str, ...] = (
     "annual_income",
     "monthly_income",
@@ -173,10 +176,16 @@ def _tagged(expectation_cls: Any, check: str, **kwargs: Any) -> Any:
     return expectation_cls(meta={_CHECK_KEY: check}, **kwargs)
 
 
-def _matching_columns(columns: list[str], canonicals: tuple[str, ...]) -> list[str]:
-    """Every column whose normalised name is an alias of one of `canonicals`."""
+def _matching_columns(columns: list[str], canonicals: tuple[str, ...], words: Callable[[str], bool]) -> list[str]:
+    """Every column whose normalised name is an alias of one of `canonicals`, or whose words `words` accepts.
+
+    The aliases alone miss most public layouts (credit_amount, MonthlyIncome,
+    LIMIT_BAL, ORIGINAL_UPB, loan_int_rate), so names are also read by their
+    words with the matchers the stress test's column search shares
+    (`models.risk.stress.is_amount_name`, `is_interest_rate_name`).
+    """
     aliases = {alias for name in canonicals for alias in CANONICAL_ALIASES[name]}
-    return [c for c in columns if c.strip().lower().replace(" ", "_").replace("-", "_") in aliases]
+    return [c for c in columns if c.strip().lower().replace(" ", "_").replace("-", "_") in aliases or words(c)]
 
 
 def _check_arguments(null_rate_warn: float, interest_rate_range: tuple[float, float]) -> None:
@@ -293,8 +302,8 @@ def _loan_plans(
     )
 
     numeric = [c for c in columns if loans.schema[c].is_numeric()]
-    amounts = _matching_columns(numeric, AMOUNT_CANONICALS)
-    skipped_amounts = [c for c in _matching_columns(columns, AMOUNT_CANONICALS) if c not in amounts]
+    amounts = _matching_columns(numeric, AMOUNT_CANONICALS, is_amount_name)
+    skipped_amounts = [c for c in _matching_columns(columns, AMOUNT_CANONICALS, is_amount_name) if c not in amounts]
     if amounts:
         text = f"income, amount and balance columns are never negative (checked: {amounts})"
         if skipped_amounts:
@@ -321,7 +330,7 @@ def _loan_plans(
             )
         )
 
-    rates = _matching_columns(numeric, ("interest_rate",))
+    rates = _matching_columns(numeric, ("interest_rate",), is_interest_rate_name)
     low, high = interest_rate_range
     rate_expectations = []
     ranges = []
@@ -357,7 +366,8 @@ def _loan_plans(
                 "interest_rate_in_range",
                 False,
                 "not applicable: no numeric interest rate column found "
-                f"(names: {', '.join(CANONICAL_ALIASES['interest_rate'])})",
+                f"(names: {', '.join(CANONICAL_ALIASES['interest_rate'])}, or a rate qualified only as interest, "
+                "note, original or loan, such as loan_int_rate or ORIGINAL_INTEREST_RATE)",
                 not_applicable=True,
             )
         )

@@ -34,10 +34,26 @@ from models.tape.vocabulary import int_if_lossless
 
 N_STATES = len(STATES)
 REQUIRED_COLUMNS = ("loan_id", "period", "status")
-TERM_ALIASES = ("term_months", "term", "term_length")
-AMOUNT_COLUMNS = ("loan_amount", "funded_amount", "amount", "principal", "original_balance", "loan_amnt")
-RATE_COLUMNS = ("interest_rate", "int_rate", "rate", "apr")
+# Loans-table names of the term, original amount and rate, matched as `normalise_column_name` reads them
+# (case ignored, spaces and dashes read as underscores). The agency loan-level layouts spell them their own
+# way: Freddie Mac ORIGINAL_LOAN_TERM, ORIGINAL_UPB, ORIGINAL_INTEREST_RATE; Fannie Mae ORIG_TRM (or ORIG_TERM),
+# ORIG_UPB, ORIG_RATE. "upb" alone is left out: in a history it is the current, not the original, balance.
+TERM_ALIASES = (
+    "term_months", "term", "term_length", "original_loan_term", "orig_loan_term", "original_term", "orig_term",
+    "orig_trm", "loan_term",
+)
+AMOUNT_COLUMNS = (
+    "loan_amount", "funded_amount", "amount", "principal", "original_balance", "loan_amnt", "original_upb",
+    "orig_upb", "original_loan_amount", "orig_loan_amount", "original_amount", "orig_amt", "loan_amt",
+    "original_principal_balance",
+)
+RATE_COLUMNS = (
+    "interest_rate", "int_rate", "rate", "apr", "original_interest_rate", "orig_interest_rate", "orig_rate",
+    "orig_int_rt", "int_rt", "note_rate",
+)
 INSTALLMENT_COLUMNS = ("installment", "monthly_payment", "scheduled_payment")
+# The upload the loans table comes from (either spelling), named in errors about its columns.
+LOANS_FILE = "loans.csv or loans.parquet"
 TRANSIENT = tuple(s for s in STATES if s not in ABSORBING)
 ABSORBING_CODES = np.array([STATE_INDEX[s] for s in STATES if s in ABSORBING], dtype=np.int64)
 CLOSING_CODES = np.array([STATE_INDEX["prepaid"], STATE_INDEX["matured"]], dtype=np.int64)
@@ -102,11 +118,18 @@ def _examples(frame: pl.DataFrame, column: str = "loan_id") -> str:
 
 
 def resolve_term_column(loans: pl.DataFrame | None, term_column: str | None = "term_months") -> str | None:
-    """The loans column holding the term in months: `term_column`, else a known alias, else None."""
+    """The loans column holding the term in months: `term_column`, else a known alias, else None.
+
+    `term_column` is taken as spelled first; the aliases match whatever their
+    case and separators (Freddie Mac's ORIGINAL_LOAN_TERM, Fannie Mae's
+    ORIG_TRM), as the amount and rate columns do.
+    """
     if loans is None:
         return None
-    candidates = ([term_column] if term_column else []) + [c for c in TERM_ALIASES if c != term_column]
-    return next((c for c in candidates if c in loans.columns), None)
+    if term_column and term_column in loans.columns:
+        return term_column
+    candidates = ((term_column,) if term_column else ()) + tuple(c for c in TERM_ALIASES if c != term_column)
+    return _first_present(loans, candidates)
 
 
 def _term_values(series: pl.Series) -> pl.Series:
@@ -416,17 +439,30 @@ def loan_terms(
     Without `need_amount` (a history with neither balance nor payment, where
     amounts scale nothing) a missing amount column reads as amounts of 1.
 
+    `file` is the performance history's name, which callers pass for their
+    own errors; a missing amount is a fault of the loans upload, so that
+    error names the loans file (`LOANS_FILE`) and mentions the history only
+    as the reason the amount is needed.
+
     Raises:
         InvalidDataError: the loans table has no amount column and `need_amount`.
     """
     amount_column = _first_present(loans, AMOUNT_COLUMNS)
     if amount_column is None and need_amount:
+        history = f"the performance history ({file})" if file else "the performance history"
+        # The file is set to the loans upload here, so a caller's context (which fills an unset file with the
+        # history's name) cannot point the lender at the wrong file. tenant.yaml maps history columns only
+        # (performance:), so renaming the column in the loans file is the one fix there is.
         raise InvalidDataError(
-            f"the loans table has no original amount column (looked for {list(AMOUNT_COLUMNS)}).",
+            f"the loan tape (loans file) has no original loan amount column, which {history} needs to scale "
+            f"balances and payments; none of its columns is named {', '.join(AMOUNT_COLUMNS)} "
+            "(case, spaces and dashes ignored).",
             tenant=tenant,
-            file=file,
+            file=LOANS_FILE,
             column="loan_amount",
-            fix="add the original loan amount as 'loan_amount' (or map the tape's column to it in tenant.yaml).",
+            fix="rename the original loan amount column of the loans file to 'loan_amount' (or to one of the "
+            "names above, e.g. Freddie Mac's ORIGINAL_UPB or Fannie Mae's ORIG_UPB) and upload it again; "
+            "tenant.yaml cannot map loans columns.",
         )
     if amount_column is None:
         amount = np.ones(loans.height)
