@@ -877,6 +877,8 @@ def _period_values(
         dates = pl.select(pl.date(month // 12, month % 12 + 1, pl.Series(day))).to_series()
     fmt, dtype = form.get("format"), form.get("dtype", "Date")
     if _integer_dtype(dtype):
+        if fmt == "%m%Y":  # Fannie Mae's ACT_PERIOD read as an integer (022019 -> 22019): month, then year
+            return dates.dt.month().cast(pl.Int64) * 10000 + dates.dt.year().cast(pl.Int64)
         return dates.dt.year().cast(pl.Int64) * 100 + dates.dt.month().cast(pl.Int64)
     if fmt:
         return dates.dt.strftime(fmt)

@@ -349,3 +349,18 @@ def test_a_period_column_mixing_yyyymm_and_mmyyyy_is_refused() -> None:
     # run / assert
     with pytest.raises(InvalidDataError, match=r"column 'ACT_PERIOD': the period column must hold months on book .* such as '201902', '032019'"):
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LOAN_ID", mapping={"period": "ACT_PERIOD", "status": "DLQ_STATUS"})
+
+
+def test_an_integer_mmyyyy_period_is_written_back_as_the_file_wrote_it() -> None:
+    # setup: Fannie Mae's ACT_PERIOD read by pandas as integers (022019 -> 22019), a book of two loans
+    from models.sequences.histories import render_history
+
+    loans = pl.DataFrame({"LOAN_ID": [7, 8]})
+    periods = [112019, 122019, 12020, 112019]
+    perf = pl.DataFrame({"LOAN_ID": [7, 7, 7, 8], "ACT_PERIOD": periods, "DLQ_STATUS": ["00", "01", "00", "00"]})
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LOAN_ID",
+                               mapping={"period": "ACT_PERIOD", "status": "DLQ_STATUS"})
+    # run: the history written back in the file's vocabulary, as the release writes it
+    released = render_history(history.frame, history.vocabulary)
+    # assert: month then year, as the file wrote it (before: 201911, 201912, 202001)
+    assert released.get_column("ACT_PERIOD").to_list() == periods
