@@ -122,6 +122,12 @@ def raw_loan_tape(
         yield from checks
         _refuse_unusable(zone, tenant, upload, tape, failed_blocking)
     with _rejected_into(zone, tenant, TENANT_FILE):
+        if tape.config.privacy.epsilon is not None:
+            # The DP copula's plan reads the header, tenant.yaml and the public unit count only, so it costs no
+            # budget; a setting it refuses is refused here, before lstm_cascade charges its DP-SGD training.
+            from models.twin.dp import plan_for_table
+
+            plan_for_table(tape.split("train"), tape.config, tenant=tenant)
         budget = _ensure_budget(privacy_ledger, tenant, tape)
     zone.clear_rejections(tenant)
     split = TapeSplit(

@@ -106,3 +106,24 @@ def test_dp_cascade_is_charged_before_training_and_releases_a_dp_model(tmp_path)
     )
     with PrivacyLedger(settings.ledger) as ledger:
         assert len(ledger.status("dpbank").charges) == 2
+
+
+def test_a_dp_setting_the_twin_would_refuse_is_refused_at_ingest_before_the_cascade_charges(tmp_path):
+    # setup: the target's domain declared as numbers, which the DP copula refuses; the cascade trains under DP-SGD
+    # too. Before, the whole graph ran: lstm_cascade charged its epsilon, then fitted_copula failed, and fixing
+    # the line charged the cascade a second time.
+    settings = Settings(data_dir=tmp_path / "data", sensor_settle_seconds=0)
+    folder = tmp_path / "data" / "landing" / "dpbank"
+    privacy = {"k": 5, "epsilon": 1.0, "epsilon_budget": 5.0, "delta": 1e-6,
+               "domains": {**DP_DOMAINS, "default_flag": {"low": 0, "high": 1}}}
+    _write(folder, privacy)
+    with dg.instance_for_test() as instance:
+        # run: the whole graph, as the landing sensor starts it
+        result = _run(settings, instance, None)
+    # assert: refused at raw_loan_tape naming the column and the key; nothing charged
+    assert not result.success
+    failed = {e.step_key for e in result.get_step_failure_events()}
+    assert failed == {"raw_loan_tape"}, failure_text(result)
+    assert "column 'default_flag'" in failure_text(result) and "tenant 'dpbank'" in failure_text(result)
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert started == {"raw_loan_tape"}  # neither charging step (fitted_copula, lstm_cascade) ran
