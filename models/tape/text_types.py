@@ -486,7 +486,13 @@ class TextTyper:
         if declared is None:
             reason = f"{nn - bad} of {nn} values are numbers but {bad} are not, e.g. {shown}."
             fix = _NUMERIC_FIX.format(column=name)
-            if self.decimal == "." and any(COMMA_EVIDENCE.match(str(value).strip()) for _, value in examples):
+            if 0 < bad <= 3 and examples and all(len(str(value).split()) >= 3 for _, value in examples):
+                # a sentence among numbers is a note inside the table (Lending Club's "Loans that do not meet the
+                # credit policy" between two sections), not a value to keep by re-typing the column
+                where = ", ".join(self._where(index) for index, _ in examples)
+                fix = (f"delete {where}: {'it holds' if bad == 1 else 'they hold'} a sentence, a note or section "
+                       "title inside the table, not a loan.")
+            elif self.decimal == "." and any(COMMA_EVIDENCE.match(str(value).strip()) for _, value in examples):
                 fix += " If the numbers use a decimal comma, set `csv.decimal: ','` in tenant.yaml."
         else:
             expected = {"numeric": "numbers", "integer": "whole numbers", "boolean": "true/false, yes/no or 1/0", "datetime": "dates"}[kind]

