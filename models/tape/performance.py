@@ -20,7 +20,15 @@ from models.sequences.states import STATES, canonical_states
 from models.tape.schema import normalise_column_name, resolve_aliases
 from models.tape.text_types import DATE_FORMATS
 
-PERFORMANCE_COLUMNS: tuple[str, ...] = ("loan_id", "period", "status", "days_past_due", "balance", "payment")
+PERFORMANCE_COLUMNS: tuple[str, ...] = (
+    "loan_id", "period", "status", "days_past_due", "balance", "payment", "zero_balance_code",
+)
+# Agency zero-balance codes (Freddie Mac and Fannie Mae loan-level files) on the month a loan leaves the file:
+# 01 prepaid or matured; 02 third-party sale, 03 short sale or charge-off, 09 REO disposition or deed in lieu,
+# 15 note sale: credit events, so default. Others (06 repurchase, 16 reperforming sale, 96 removal) end the
+# history without an outcome, as a loan that leaves an extract does.
+PREPAID_ZERO_BALANCE_CODES = ("01",)
+DEFAULT_ZERO_BALANCE_CODES = ("02", "03", "09", "15")
 PERFORMANCE_ALIASES: dict[str, tuple[str, ...]] = {
     "loan_id": ("loan_id", "loanid", "loan_number", "loan_no", "account_id", "account_number", "acct_id", "id"),
     "period": (
@@ -39,6 +47,7 @@ PERFORMANCE_ALIASES: dict[str, tuple[str, ...]] = {
         "payment", "payment_amount", "amount_paid", "paid_amount", "total_payment", "installment_paid", "actual_payment",
         "payment_received", "amount_received", "repayment", "repayment_amount", "total_paid", "paid",
     ),
+    "zero_balance_code": ("zero_balance_code", "zero_bal_code", "zero_balance_cd", "zb_code", "zba_code", "zbc"),
 }
 _REPORTING_MONTH_ALIASES = ("reporting_month", "report_month", "reporting_date", "report_date", "as_of_date", "asof_date", "snapshot_date", "date")
 
@@ -384,6 +393,13 @@ def read_performance(
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
             used.add(extra)
     status, spelling = _status_expr(work, cols, tenant=tenant, file=file, status_labels=status_labels)
+    if "zero_balance_code" in cols:
+        # the month a loan leaves an agency file says how: paid off, or a credit event (see the code lists)
+        code = pl.col("zero_balance_code").cast(pl.String).str.strip_chars()
+        code = pl.when(code.str.contains(r"^\d$")).then(pl.lit("0") + code).otherwise(code)
+        status = (pl.when(code.is_in(PREPAID_ZERO_BALANCE_CODES)).then(pl.lit("prepaid"))
+                  .when(code.is_in(DEFAULT_ZERO_BALANCE_CODES)).then(pl.lit("default"))
+                  .otherwise(status))
     out = work.select(
         pl.col("loan_id"),
         period.alias("period"),

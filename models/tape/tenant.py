@@ -152,6 +152,8 @@ class PerformanceSpec(_Strict):
     days_past_due: str | None = None
     balance: str | None = None
     payment: str | None = None
+    # An agency file's zero-balance code (01 prepaid; 02, 03, 09, 15 default), read on the month a loan leaves.
+    zero_balance_code: str | None = None
     status_labels: dict[str, str] = Field(default_factory=dict)
     as_of: str | None = None
 

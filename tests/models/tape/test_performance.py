@@ -364,3 +364,30 @@ def test_an_integer_mmyyyy_period_is_written_back_as_the_file_wrote_it() -> None
     released = render_history(history.frame, history.vocabulary)
     # assert: month then year, as the file wrote it (before: 201911, 201912, 202001)
     assert released.get_column("ACT_PERIOD").to_list() == periods
+
+
+def test_agency_zero_balance_codes_say_how_a_loan_left_the_file(tmp_path) -> None:
+    # setup: Freddie Mac's layout with its ZERO_BALANCE_CODE, found by its name (no mapping): loans paid off carry
+    # 01 on their last month (status still 0), a short sale 03, an REO 09 after RA, a repurchase 06. Before, the
+    # column was ignored: a prepaid loan's history just stopped, read as censored, and the book had no prepayment
+    ids = [f"F19Q1{n:07d}" for n in range(1, 41)]
+    months = [f"2019{m:02d}" for m in range(1, 13)]
+    header = ("LOAN_SEQUENCE_NUMBER,MONTHLY_REPORTING_PERIOD,CURRENT_ACTUAL_UPB,CURRENT_LOAN_DELINQUENCY_STATUS,"
+              "ZERO_BALANCE_CODE")
+    rows = [f"{ids[0]},{months[m]},{200000 - 1000 * m},0,{'01' if m == 5 else ''}" for m in range(6)]
+    rows += [f"{ids[1]},{months[m]},{150000},{code},{'03' if m == 4 else ''}"
+             for m, code in enumerate(["0", "1", "2", "3", "3"])]
+    rows += [f"{ids[2]},{months[m]},{90000},{code},{'09' if m == 4 else ''}"
+             for m, code in enumerate(["0", "1", "2", "RA", "RA"])]
+    rows += [f"{ids[3]},{months[m]},{120000},0,{'06' if m == 2 else ''}" for m in range(3)]
+    rows += [f"{loan},{months[m]},{180000 - 400 * m},0," for loan in ids[4:] for m in range(12)]
+    performance = ("{loan_id: LOAN_SEQUENCE_NUMBER, period: MONTHLY_REPORTING_PERIOD, "
+                   "status: CURRENT_LOAN_DELINQUENCY_STATUS, balance: CURRENT_ACTUAL_UPB, status_labels: {RA: dpd90}}")
+    # run
+    tape = _agency_upload(tmp_path / "zbc", ids=ids, header=header, rows=rows, performance=performance)
+    # assert: 01 prepaid, 03 and 09 default, 06 an end without an outcome; the column is read, not left out
+    last = {loan: group.get_column("status").to_list()[-1]
+            for (loan,), group in tape.performance.group_by("loan_id", maintain_order=True)}
+    assert (last[ids[0]], last[ids[1]], last[ids[2]], last[ids[3]]) == ("prepaid", "default", "default", "current")
+    notes = " ".join(str(w) for w in tape.reports["performance"].get("warnings") or [])
+    assert "ZERO_BALANCE_CODE" not in notes
