@@ -1406,7 +1406,7 @@ class DPGaussianCopula:
             elif column.name == plan.target:
                 built = self._levels(column, _target_text(series, plan.target_positive), 2.0 / column.epsilon)
             else:
-                built = self._levels(column, _as_text(series), 2.0 / column.epsilon)
+                built = self._levels(column, _as_text(series), 2.0 / column.epsilon, boolean=series.dtype == pl.Boolean)
             if isinstance(built, str):
                 left_out[column.name] = built
                 continue
@@ -1562,7 +1562,8 @@ class DPGaussianCopula:
             edges[-1] += step / 2
         return edges
 
-    def _levels(self, column: DPColumnPlan, series: pl.Series, scale: float, kind: str | None = None):
+    def _levels(self, column: DPColumnPlan, series: pl.Series, scale: float, kind: str | None = None, *,
+                boolean: bool = False):
         """A categorical column read as text: one level dimension over public (or paid-for) categories plus null."""
         kind = kind or column.kind
         stable_mass = None
@@ -1574,7 +1575,17 @@ class DPGaussianCopula:
         else:
             levels = [_text_of(v) for v in column.domain.categories] + [None]
         present = [v for v in levels if v is not None]
-        codes = series.replace_strict(present, list(range(len(present))), default=-1, return_dtype=pl.Int64)
+        keys = present
+        if kind != "stability" and boolean:
+            # A Yes/No flag is read as a Boolean, so its text is 'true'/'false': the declared (public) categories,
+            # spelled as the file spells them ('No', 'Yes'), are matched by their truth value, or no row would
+            # match and the level counts would be pure noise.
+            from models.tape.vocabulary import truth_of
+
+            truths = [truth_of(v) for v in present]
+            if None not in truths and len(set(truths)) == len(truths):
+                keys = ["true" if t else "false" for t in truths]
+        codes = series.replace_strict(keys, list(range(len(present))), default=-1, return_dtype=pl.Int64)
         codes = codes.fill_null(levels.index(None)).to_numpy().astype(np.int64)
         if stable_mass is not None:
             mass = stable_mass
