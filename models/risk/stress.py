@@ -556,6 +556,18 @@ def _configured_column(book: pl.DataFrame, key: str, value: str | None, candidat
     return next((c for c in candidates if c in book.columns), None)
 
 
+def _named_column(book: pl.DataFrame, matcher: Callable[[str], bool]) -> str | None:
+    """The first numeric column whose name `matcher` accepts (loan_int_rate, MonthlyIncome), when no usual name is
+    present; the scenarios' shocks would otherwise skip such a tape's rate or income without a word in the CLI."""
+    return next((c for c in book.columns if book.schema[c].is_numeric() and matcher(c)), None)
+
+
+def is_income_name(column: str) -> bool:
+    """Whether a column's name says it holds the borrower's income: MonthlyIncome, person_income, appinc."""
+    words = name_words(column)
+    return is_amount_name(column) and any(w in ("income", "salary") or w.endswith("inc") for w in words)
+
+
 def _is_numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric()
 
@@ -1029,8 +1041,10 @@ def run_stress(
     else:
         segment_by = _configured_column(book, "segment_by", config.segment_by, (), tenant)
     columns = {
-        "rate": _configured_column(book, "rate_column", config.rate_column, RATE_CANDIDATES, tenant),
-        "income": _configured_column(book, "income_column", config.income_column, INCOME_CANDIDATES, tenant),
+        "rate": _configured_column(book, "rate_column", config.rate_column, RATE_CANDIDATES, tenant)
+        or _named_column(book, is_interest_rate_name),
+        "income": _configured_column(book, "income_column", config.income_column, INCOME_CANDIDATES, tenant)
+        or _named_column(book, is_income_name),
         "dti": _configured_column(book, "dti_column", config.dti_column, DTI_CANDIDATES, tenant),
         "ltv": _configured_column(book, "ltv_column", config.ltv_column, LTV_CANDIDATES, tenant),
     }

