@@ -168,6 +168,26 @@ def landing_folder(landing: Path, tenant: str) -> Path:
     return folder
 
 
+# Words too common in history column names to say which field a column is (LOAN_AGE is no loan balance).
+_GENERIC_WORDS = frozenset({"loan", "current", "actual", "amount", "total", "month", "monthly", "remaining", "the", "of"})
+
+
+def _likely_mapping(unmapped: list[str], left_out: list[str]) -> str:
+    """An example `key: column` for the reading note: a left-out column whose name shares a word with the key's
+    usual names (CURRENT_ACTUAL_UPB for balance), else the key with a placeholder, never an unrelated pairing."""
+    from models.tape.performance import PERFORMANCE_ALIASES
+
+    def words(name: str) -> set[str]:
+        return {w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in _GENERIC_WORDS}
+
+    for key in unmapped:
+        known = {w for alias in PERFORMANCE_ALIASES.get(key, ()) for w in words(alias)}
+        match = next((column for column in left_out if words(column) & known), None)
+        if match is not None:
+            return f"{key}: {match}"
+    return f"{unmapped[0]}: <column>"
+
+
 def find_upload(folder: Path, tenant: str) -> Upload:
     """The files of `tenant`'s upload in `folder`, or `InvalidDataError` naming what is missing or linked."""
     validate_tenant_id(tenant)
@@ -328,7 +348,7 @@ def read_tape(upload: Upload) -> LoanTape:
                 f"{upload.performance.name}: column(s) {', '.join(map(repr, left_out[:10]))} match no history field, so "
                 "they are neither modelled nor released"
                 + (f"; if one is the {' or '.join(unmapped)}, name it under performance: in tenant.yaml "
-                   f"(e.g. performance: {{{unmapped[0]}: {left_out[0]}}})" if unmapped else "")
+                   f"(e.g. performance: {{{_likely_mapping(unmapped, left_out)}}})" if unmapped else "")
             )
     read_hashes = {reports[key]["file"]: reports[key]["sha256"] for key in ("loans", "performance") if key in reports}
     return LoanTape(

@@ -391,3 +391,19 @@ def test_agency_zero_balance_codes_say_how_a_loan_left_the_file(tmp_path) -> Non
     assert (last[ids[0]], last[ids[1]], last[ids[2]], last[ids[3]]) == ("prepaid", "default", "default", "current")
     notes = " ".join(str(w) for w in tape.reports["performance"].get("warnings") or [])
     assert "ZERO_BALANCE_CODE" not in notes
+
+
+def test_the_reading_note_pairs_a_left_out_column_only_with_a_field_its_name_speaks_of(tmp_path) -> None:
+    # setup: Freddie Mac's history with the balance left unmapped; the note used to suggest
+    # 'performance: {days_past_due: LOAN_AGE}', the first unmapped field beside the first left-out column
+    ids = [f"F19Q1{n:07d}" for n in range(1, 31)]
+    header = "LOAN_SEQUENCE_NUMBER,MONTHLY_REPORTING_PERIOD,LOAN_AGE,CURRENT_ACTUAL_UPB,CURRENT_LOAN_DELINQUENCY_STATUS"
+    rows = [f"{loan},2019{m:02d},{m},{150000 - 500 * m},0" for loan in ids for m in range(1, 7)]
+    performance = ("{loan_id: LOAN_SEQUENCE_NUMBER, period: MONTHLY_REPORTING_PERIOD, "
+                   "status: CURRENT_LOAN_DELINQUENCY_STATUS}")
+    # run
+    tape = _agency_upload(tmp_path / "note", ids=ids, header=header, rows=rows, performance=performance)
+    # assert
+    notes = " ".join(str(w) for w in tape.reports["performance"]["warnings"])
+    assert "performance: {balance: CURRENT_ACTUAL_UPB}" in notes, notes
+    assert "days_past_due: LOAN_AGE" not in notes
