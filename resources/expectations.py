@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import TenantConfigError
-from models.risk.stress import is_amount_name, is_interest_rate_name
+from models.tape.names import is_amount_name, is_interest_rate_name
 from models.tape.features import CANONICAL_ALIASES, month_index, resolve_columns
 from models.tape.schema import TableSchema
 
@@ -49,7 +49,7 @@ WARNING_CHECKS: tuple[str, ...] = (
 CHECK_NAMES: tuple[str, ...] = BLOCKING_CHECKS + WARNING_CHECKS
 
 # Canonical names (models.tape.features.CANONICAL_ALIASES) of money columns that can never be negative; a column
-# whose words name an amount (`models.risk.stress.is_amount_name`: credit_amount, LIMIT_BAL) is checked too.
+# whose words name an amount (`models.tape.names.is_amount_name`: credit_amount, LIMIT_BAL) is checked too.
 AMOUNT_CANONICALS: tuple[str, ...] = (
     "annual_income",
     "monthly_income",
@@ -182,7 +182,7 @@ def _matching_columns(columns: list[str], canonicals: tuple[str, ...], words: Ca
     The aliases alone miss most public layouts (credit_amount, MonthlyIncome,
     LIMIT_BAL, ORIGINAL_UPB, loan_int_rate), so names are also read by their
     words with the matchers the stress test's column search shares
-    (`models.risk.stress.is_amount_name`, `is_interest_rate_name`).
+    (`models.tape.names.is_amount_name`, `is_interest_rate_name`).
     """
     aliases = {alias for name in canonicals for alias in CANONICAL_ALIASES[name]}
     return [c for c in columns if c.strip().lower().replace(" ", "_").replace("-", "_") in aliases or words(c)]

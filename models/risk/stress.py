@@ -61,6 +61,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.errors import InvalidDataError
+from models.tape.names import is_income_name, is_interest_rate_name, name_words
 from models.tape.schema import TENANT_FILE
 
 if TYPE_CHECKING:  # reports imports nothing heavy, but keep the dependency explicit
@@ -77,33 +78,6 @@ EXPOSURE_CANDIDATES: tuple[str, ...] = ("loan_amount", "funded_amount", "balance
 # whole word only, since it sits inside ordinary words (lead, head).
 EXPOSURE_HINTS: tuple[str, ...] = ("exposure", "ead", "upb", "balance", "principal", "amount", "amnt", "amt", "limit")
 COUNT_BASED = "count-based: each loan an exposure of 1"
-# Word parts of a money column's name (see `name_words`): public layouts spell the same amounts many ways
-# (credit_amount, MonthlyIncome, LIMIT_BAL, PAY_AMT1, ORIGINAL_UPB, annual_inc, loanamt), so a name is read by
-# its words, not compared with a fixed list. "bal" and "lim" count only as whole words (global, prelim).
-AMOUNT_WORDS: tuple[str, ...] = (
-    "amount", "amnt", "amt", "upb", "balance", "bal", "principal", "income", "inc", "salary", "limit", "lim",
-)
-_WHOLE_WORD_ONLY = frozenset({"bal", "lim"})
-# Words that make an amount a signed quantity: a bill or statement balance goes below zero when the customer
-# has overpaid (Taiwan's BILL_AMT1..6, causaldata's BillApril), and a net, change or gain figure can fall.
-SIGNED_WORDS = frozenset({
-    "bill", "statement", "net", "change", "chg", "diff", "delta", "gain", "loss", "adjustment", "adj",
-})
-# Words that make a name a ratio of amounts (loan_percent_income, debt_to_income), not an amount.
-RATIO_WORDS = frozenset({"ratio", "percent", "pct", "to", "per", "share", "util", "utilization"})
-# Words that make a name a count or a label about an amount (num_cc_carrying_balance, verified_income,
-# ZERO_BALANCE_CODE), not the amount itself.
-LABEL_WORDS = frozenset({
-    "num", "number", "count", "cnt", "nbr", "verified", "verification", "source", "type", "status", "flag", "code",
-    "indicator", "date",
-})
-# A rate word names the loan's interest rate only when every other word qualifies it as such (loan_int_rate,
-# ORIGINAL_INTEREST_RATE, ORIG_RATE, NoteRate); default_rate, unemployment_rate or exchange_rate do not.
-RATE_WORDS = frozenset({"rate", "rt"})
-RATE_QUALIFIERS = frozenset({
-    "interest", "int", "note", "coupon", "orig", "original", "loan", "contract", "mortgage", "nominal", "current",
-    "curr", "initial",
-})
 RATE_CANDIDATES: tuple[str, ...] = ("interest_rate", "int_rate", "rate")
 INCOME_CANDIDATES: tuple[str, ...] = ("annual_income", "income", "monthly_income")
 DTI_CANDIDATES: tuple[str, ...] = ("dti",)
@@ -562,61 +536,8 @@ def _named_column(book: pl.DataFrame, matcher: Callable[[str], bool]) -> str | N
     return next((c for c in book.columns if book.schema[c].is_numeric() and matcher(c)), None)
 
 
-def is_income_name(column: str) -> bool:
-    """Whether a column's name says it holds the borrower's income: MonthlyIncome, person_income, appinc."""
-    words = name_words(column)
-    return is_amount_name(column) and any(w in ("income", "salary") or w.endswith("inc") for w in words)
-
-
 def _is_numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric()
-
-
-def name_words(column: str) -> list[str]:
-    """The lower-case words of a column name: separators, CamelCase and digits split it.
-
-    ``MonthlyIncome`` is monthly, income; ``LIMIT_BAL`` limit, bal; ``PAY_AMT1``
-    pay, amt, 1; ``UPBAmount`` upb, amount. Names are matched by these words so a
-    hint inside an unrelated word (the "rate" of "separate") never counts.
-    """
-    import re
-
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", column.strip())
-    spaced = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", spaced)
-    spaced = re.sub(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])", " ", spaced)
-    return [word for word in re.split(r"[^a-z0-9]+", spaced.lower()) if word]
-
-
-def is_amount_name(column: str) -> bool:
-    """Whether a column's name says it holds a money amount that is never negative.
-
-    A word of the name is one of `AMOUNT_WORDS`, or ends with one (loanamt,
-    appinc, atotinc: tapes that run words together), and no word makes it a
-    signed figure (`SIGNED_WORDS`: BILL_AMT1 is negative on a credit balance),
-    a ratio (`RATIO_WORDS`: loan_percent_income) or a count or label
-    (`LABEL_WORDS`: num_cc_carrying_balance, verified_income).
-    """
-    words = name_words(column)
-    if any(w in SIGNED_WORDS or w in RATIO_WORDS or w in LABEL_WORDS for w in words):
-        return False
-    return any(
-        word == hint or (hint not in _WHOLE_WORD_ONLY and word.endswith(hint))
-        for word in words
-        for hint in AMOUNT_WORDS
-    )
-
-
-def is_interest_rate_name(column: str) -> bool:
-    """Whether a column's name says it holds the loan's interest rate.
-
-    A rate word (`RATE_WORDS`) whose other words all qualify it as the loan's
-    rate (`RATE_QUALIFIERS`, digits aside): loan_int_rate, ORIGINAL_INTEREST_RATE,
-    ORIG_RATE, InterestRate, intrate. Other rates (default_rate,
-    unemployment_rate) hold no interest rate and are left out.
-    """
-    words = [w for w in name_words(column) if not w.isdigit()]
-    rates = [w for w in words if w in RATE_WORDS or any(w == q + "rate" for q in RATE_QUALIFIERS)]
-    return bool(rates) and all(w in rates or w in RATE_QUALIFIERS for w in words)
 
 
 def _hint_of(column: str) -> int | None:

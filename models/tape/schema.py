@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from models.tape.names import names_a_person, word_key
+
 if TYPE_CHECKING:  # polars is imported where used to keep imports light
     import polars as pl
 
@@ -38,31 +40,9 @@ class ColumnType(str, Enum):
 _ID_NAME = re.compile(r"(^id$|_id$|^id_|_key$|uuid|guid|_number$|^account|^loan_?no)", re.IGNORECASE)
 # Row numbers that exports add: R's `rownames`, pandas' `Unnamed: 0` and `index`.
 _ROW_NUMBER_NAME = re.compile(r"^(rownames|row_?names|unnamed:?\s*\d*|index|row|rowid)$", re.IGNORECASE)
-# Direct identifiers of a person, by name: names, contact details, national numbers. Such a text column is a key
-# (regenerated, never released) even where some values repeat: a name shared by five borrowers is still a name.
-_PERSON_NAME = re.compile(
-    r"^((first|last|full|given|family|middle|maiden|customer|borrower|client|applicant|debtor|member|owner|"
-    r"co_?borrower|guarantor|cardholder|account_?holder|contact|person)_?)?names?$"
-    r"|^(sur_?name|forename|e_?mail(_?address)?|phone(_?number)?|telephone|mobile(_?number)?|cell_?phone|fax|"
-    r"ssn|social_?security(_?number)?|national_?id(_?number)?|passport(_?number)?|tax_?id|nin|iban|"
-    r"street(_?address)?|address(_?line_?\d)?|home_?address|postal_?address|date_?of_?birth|dob|birth_?date)$"
-)
-
-
-def _word_key(name: str) -> str:
-    """`name` in lower case with CamelCase, spaces, dots and dashes as single underscores (CustomerName -> customer_name)."""
-    split = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
-    return re.sub(r"[^a-z0-9]+", "_", split.lower()).strip("_")
-
-
 def _named_like_a_key(name: str) -> bool:
     """loan_id, but also 'Customer ID', 'LoanID' and 'Account Number' as spreadsheets and core systems write them."""
-    return bool(_ID_NAME.search(name) or _ID_NAME.search(_word_key(name)))
-
-
-def names_a_person(name: str) -> bool:
-    """Whether a column's name marks it as a direct identifier of a person (a name, an e-mail, a phone number)."""
-    return bool(_PERSON_NAME.match(_word_key(name)))
+    return bool(_ID_NAME.search(name) or _ID_NAME.search(word_key(name)))
 
 
 # Names that mark a key by themselves, with no look at the values (the DP plan may only read the header).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from models.risk.stress import find_exposure, is_amount_name, is_interest_rate_name, name_words
+from models.risk.stress import find_exposure
+from models.tape.names import is_amount_name, is_interest_rate_name, name_words
 
 
 @pytest.mark.parametrize(
