@@ -38,8 +38,7 @@ from pathlib import Path
 from models.errors import CreditTwinError, InvalidDataError, UnsafePathError
 from models.files import atomic_directory, atomic_write_text
 from models.tape.loan_tape import (
-    EXTENSIONS, LOAN_STEMS, PERFORMANCE_STEMS, Upload, find_upload, landing_folder, missing_file_fix,
-    near_misses,
+    EXTENSIONS, LOAN_STEMS, PERFORMANCE_STEMS, Upload, check_upload_names, find_upload, landing_folder,
 )
 from models.tape.schema import TENANT_FILE
 from models.tape.tenant import validate_tenant_id
@@ -176,22 +175,8 @@ class LandingZone:
         """The upload files of `tenant`'s prefix (name -> listing entry); `InvalidDataError` when there is no loans file."""
         everything = {name: info for name, info in self.root.listing(self.root.key(tenant)).items()
                       if info.get("type", "file") == "file"}
-        listing = {name: info for name, info in everything.items() if name in UPLOAD_FILES}
-        if not any(f"{stem}{ext}" in listing for stem in LOAN_STEMS for ext in EXTENSIONS):
-            raise InvalidDataError(
-                f"no loans.csv or loans.parquet in the landing folder {self.root.uri(self.root.key(tenant))}.",
-                tenant=tenant,
-                fix=missing_file_fix(everything, LOAN_STEMS[0]),
-            )
-        for stem in PERFORMANCE_STEMS:  # a history sent as Performance.csv would otherwise be staged without it
-            if not any(f"{stem}{ext}" in listing for ext in EXTENSIONS) and near_misses(everything, stem):
-                raise InvalidDataError(
-                    f"no {stem}.csv or {stem}.parquet in the landing folder {self.root.uri(self.root.key(tenant))}, "
-                    "but a file that looks meant as one.",
-                    tenant=tenant,
-                    fix=missing_file_fix(everything, stem),
-                )
-        return listing
+        check_upload_names(everything, self.root.uri(self.root.key(tenant)), tenant=tenant)
+        return {name: info for name, info in everything.items() if name in UPLOAD_FILES}
 
     def stamp(self, tenant: str) -> UploadStamp:
         """The tenant's upload as its listing shows it (names, sizes, times; nothing is read).

@@ -77,7 +77,7 @@ _CONVERT = {  # extension -> (what the file is, what to do, the name to give)
 }
 
 
-def near_misses(names, stem: str) -> list[str]:
+def _near_misses(names, stem: str) -> list[str]:
     """What to do with each of `names` (a folder's files) that was probably meant as `stem`.csv/.parquet.
 
     A name that is `stem` in another case (LOANS.CSV), with a second extension
@@ -104,13 +104,24 @@ def near_misses(names, stem: str) -> list[str]:
     return hints
 
 
-def missing_file_fix(names, stem: str) -> str:
-    """The fix for a folder without a `stem` file: the near misses found (`near_misses`), else what to upload."""
-    hints = near_misses(names, stem)
-    return f"{'; '.join(hints)}." if hints else f"upload the file as {stem}.csv or {stem}.parquet."
+def check_upload_names(names, where: str, *, tenant: str) -> None:
+    """`InvalidDataError` when the folder `where` (listing `names`) lacks the loans file, or holds a history under
+    another spelling (Performance.csv, which would otherwise be skipped without a word); each near miss is named
+    with what to do (`_near_misses`). The one test of a listing, on local disk and object storage alike."""
+    for stem, required in ((LOAN_STEMS[0], True), (PERFORMANCE_STEMS[0], False)):
+        if any(f"{stem}{ext}" in names for ext in EXTENSIONS):
+            continue
+        hints = _near_misses(names, stem)
+        if required or hints:
+            raise InvalidDataError(
+                f"no {stem}.csv or {stem}.parquet in the landing folder {where}"
+                + (", but a file that looks meant as one." if hints else "."),
+                tenant=tenant,
+                fix=f"{'; '.join(hints)}." if hints else f"upload the file as {stem}.csv or {stem}.parquet.",
+            )
 
 
-def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | None:
+def _one_of(folder: Path, stem: str, *, tenant: str) -> Path | None:
     found = [folder / f"{stem}{ext}" for ext in EXTENSIONS if _present(folder / f"{stem}{ext}")]
     if len(found) > 1:
         raise InvalidDataError(
@@ -119,24 +130,9 @@ def _one_of(folder: Path, stem: str, *, tenant: str, required: bool) -> Path | N
             file=found[0].name,
             fix=f"keep only one {stem} file (CSV or Parquet) in the tenant's landing folder.",
         )
-    if not found and required:
-        raise InvalidDataError(
-            f"no {stem}.csv or {stem}.parquet in the landing folder {folder}.",
-            tenant=tenant,
-            fix=missing_file_fix((p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink()), stem),
-        )
-    if not found:
-        # a history sent as Performance.csv or performance.csv.gz would otherwise be skipped without a word
-        names = [p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
-        if near_misses(names, stem):
-            raise InvalidDataError(
-                f"no {stem}.csv or {stem}.parquet in the landing folder {folder}, but a file that looks meant as one.",
-                tenant=tenant,
-                fix=missing_file_fix(names, stem),
-            )
-        return None
-    _refuse_link(found[0], tenant=tenant)
-    return found[0]
+    if found:
+        _refuse_link(found[0], tenant=tenant)
+    return found[0] if found else None
 
 
 def is_tenant_folder(path: Path) -> bool:
@@ -169,23 +165,24 @@ def landing_folder(landing: Path, tenant: str) -> Path:
 
 
 # Words too common in history column names to say which field a column is (LOAN_AGE is no loan balance).
-_GENERIC_WORDS = frozenset({"loan", "current", "actual", "amount", "total", "month", "monthly", "remaining", "the", "of"})
+_GENERIC_WORDS = frozenset({"loan", "current", "actual", "amount", "total", "month", "monthly", "remaining"})
 
 
-def _likely_mapping(unmapped: list[str], left_out: list[str]) -> str:
-    """An example `key: column` for the reading note: a left-out column whose name shares a word with the key's
-    usual names (CURRENT_ACTUAL_UPB for balance), else the key with a placeholder, never an unrelated pairing."""
+def _likely_mapping(unmapped: list[str], left_out: list[str]) -> str | None:
+    """`key: column` for the reading note's example: a left-out column whose name shares a word with one of the
+    key's usual names (CURRENT_ACTUAL_UPB for balance); None when no column fits, so no unrelated pair is shown."""
+    from models.tape.names import name_words
     from models.tape.performance import PERFORMANCE_ALIASES
 
     def words(name: str) -> set[str]:
-        return {w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in _GENERIC_WORDS}
+        return set(name_words(name)) - _GENERIC_WORDS
 
     for key in unmapped:
         known = {w for alias in PERFORMANCE_ALIASES.get(key, ()) for w in words(alias)}
         match = next((column for column in left_out if words(column) & known), None)
         if match is not None:
             return f"{key}: {match}"
-    return f"{unmapped[0]}: <column>"
+    return None
 
 
 def find_upload(folder: Path, tenant: str) -> Upload:
@@ -193,8 +190,9 @@ def find_upload(folder: Path, tenant: str) -> Upload:
     validate_tenant_id(tenant)
     if not is_tenant_folder(folder):
         raise InvalidDataError(f"landing folder {folder} is missing or is a link.", tenant=tenant, fix="create the folder and upload loans.csv into it.")
-    loans = _one_of(folder, "loans", tenant=tenant, required=True)
-    performance = _one_of(folder, "performance", tenant=tenant, required=False)
+    check_upload_names({p.name for p in folder.iterdir() if p.is_file() or p.is_symlink()}, str(folder), tenant=tenant)
+    loans = _one_of(folder, "loans", tenant=tenant)
+    performance = _one_of(folder, "performance", tenant=tenant)
     config = folder / TENANT_FILE
     # Refused like a linked loans file: a linked contract would be read from outside the landing zone.
     _refuse_link(config, tenant=tenant)
@@ -347,8 +345,9 @@ def read_tape(upload: Upload) -> LoanTape:
             reports["performance"]["warnings"].append(
                 f"{upload.performance.name}: column(s) {', '.join(map(repr, left_out[:10]))} match no history field, so "
                 "they are neither modelled nor released"
-                + (f"; if one is the {' or '.join(unmapped)}, name it under performance: in tenant.yaml "
-                   f"(e.g. performance: {{{_likely_mapping(unmapped, left_out)}}})" if unmapped else "")
+                + (f"; if one is the {' or '.join(unmapped)}, name it under performance: in tenant.yaml"
+                   + (f" (e.g. performance: {{{example}}})" if (example := _likely_mapping(unmapped, left_out)) else "")
+                   if unmapped else "")
             )
     read_hashes = {reports[key]["file"]: reports[key]["sha256"] for key in ("loans", "performance") if key in reports}
     return LoanTape(
