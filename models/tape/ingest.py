@@ -628,6 +628,7 @@ class _CsvChunks:
         self.data_offset, header_lines = self._locate_data()
         self.first_data_line = 1 + header_lines
         self.notes: list[str] = []  # summary lines dropped from the end of the file
+        self._summary_rows: int | None = None  # how many, decided on the first pass over the batches
         self.chunk_bytes = min(CSV_CHUNK_MAX, max(CSV_CHUNK_MIN, path.stat().st_size // 16))
 
     def _error(self, reason: str) -> InvalidDataError:
@@ -666,9 +667,15 @@ class _CsvChunks:
         and fills at most half of the columns (a spreadsheet's totals row). At most
         five such lines, each named in the reading notes with its line number.
         """
+        if self._summary_rows is None:  # the typer reads the batches twice: the tail is judged once
+            self._summary_rows = self._count_summary_rows(frame)
+        return frame.head(frame.height - self._summary_rows)
+
+    def _count_summary_rows(self, frame: pl.DataFrame) -> int:
+        """How many of `frame`'s last rows are summary lines (noted), refusing a cut-off last line when none is."""
         width = frame.width
         if frame.height == 0 or width < 3:
-            return frame
+            return 0
         tail = frame.tail(6)
         filled = tail.select(pl.sum_horizontal(pl.all().str.strip_chars().str.len_chars().fill_null(0) > 0)).to_series()
         first = tail.select(pl.coalesce(pl.all().str.strip_chars().replace("", None))).to_series()
@@ -682,14 +689,13 @@ class _CsvChunks:
             drop += 1
         if drop:
             lines = self._last_line_numbers(drop)
-            note = (f"the last {'line' if drop == 1 else f'{drop} lines'} ({', '.join(str(n) for n in lines)}) "
-                    f"{'were' if drop > 1 else 'was'} read as a summary of the table (a single value, or a row of "
-                    f"totals), not as {'loans' if drop > 1 else 'a loan'}, and left out")
-            if note not in self.notes:  # the typer reads the batches twice
-                self.notes.append(note)
+            self.notes.append(f"the last {'line' if drop == 1 else f'{drop} lines'} "
+                              f"({', '.join(str(n) for n in lines)}) {'were' if drop > 1 else 'was'} read as a "
+                              "summary of the table (a single value, or a row of totals), not as "
+                              f"{'loans' if drop > 1 else 'a loan'}, and left out")
         else:
             self._refuse_a_cut_off_last_line()
-        return frame.head(frame.height - drop)
+        return drop
 
     def _refuse_a_cut_off_last_line(self) -> None:
         """`InvalidDataError` when the file's last line has fewer fields than the header: an upload cut off.

@@ -395,8 +395,7 @@ def read_performance(
     status, spelling = _status_expr(work, cols, tenant=tenant, file=file, status_labels=status_labels)
     if "zero_balance_code" in cols:
         # the month a loan leaves an agency file says how: paid off, or a credit event (see the code lists)
-        code = pl.col("zero_balance_code").cast(pl.String).str.strip_chars()
-        code = pl.when(code.str.contains(r"^\d$")).then(pl.lit("0") + code).otherwise(code)
+        code = pl.col("zero_balance_code").cast(pl.String).str.strip_chars().str.zfill(2)  # 1 read as a number: 01
         status = (pl.when(code.is_in(PREPAID_ZERO_BALANCE_CODES)).then(pl.lit("prepaid"))
                   .when(code.is_in(DEFAULT_ZERO_BALANCE_CODES)).then(pl.lit("default"))
                   .otherwise(status))

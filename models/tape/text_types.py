@@ -300,18 +300,11 @@ class TextTyper:
                 constant = self._constant_field(name, stats)
                 if constant == 2:
                     winner, loser = _MONTH_FIRST, _DAY_FIRST
-                if constant:
-                    self.warnings.append(
-                        f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); the "
-                        f"{'first' if constant == 1 else 'second'} field never changes while the other does, so it "
-                        f"is the day: read as {'day' if constant == 1 else 'month'} first. "
-                        "Write dates as YYYY-MM-DD to remove the doubt."
-                    )
-                else:
-                    self.warnings.append(
-                        f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); read as day first. "
-                        "Write dates as YYYY-MM-DD to remove the doubt."
-                    )
+                reading = (f"the {'first' if constant == 1 else 'second'} field never changes while the other "
+                           f"does, so it is the day: read as {'day' if constant == 1 else 'month'} first"
+                           if constant else "read as day first")
+                self.warnings.append(f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); "
+                                     f"{reading}. Write dates as YYYY-MM-DD to remove the doubt.")
             used.remove(loser)
             if stats[f"{name}\0only\0{loser}"] > 0:
                 self.warnings.append(f"column {name}: mixes day-first and month-first dates; ambiguous ones were read as {winner}.")

@@ -1188,6 +1188,13 @@ class GaussianCopulaTwin:
         merged_counts = np.bincount(nearest, minlength=common.size)
         return common, merged_counts, nearest.astype(np.int64)
 
+    def _lay_out(self, dim: int, codes: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Lay dimension `dim`'s level intervals out in `order`; `codes` renumbered to match (-1 stays missing)."""
+        old_to_new = np.empty(len(order), dtype=np.int64)
+        old_to_new[order] = np.arange(len(order))
+        self._marginals[dim] = self._marginals[dim].reordered(order)
+        return np.where(codes >= 0, old_to_new[np.clip(codes, 0, None)], -1)
+
     def _order_levels(self, scores: dict[int, np.ndarray], pending: list[tuple[int, np.ndarray]],
                       rng: np.random.Generator) -> None:
         """Lay each categorical's levels out in the order of its best numeric anchor (updates `pending` codes).
@@ -1215,10 +1222,7 @@ class GaussianCopulaTwin:
             member = by_member[dim]
             key = np.array([np.inf if lvl[member] is None else float(lvl[member]) for lvl in marginal.levels])
             order = np.argsort(key, kind="stable")
-            old_to_new = np.empty(len(order), dtype=np.int64)
-            old_to_new[order] = np.arange(len(order))
-            self._marginals[dim] = marginal.reordered(order)
-            pending[position] = (dim, np.where(codes >= 0, old_to_new[np.clip(codes, 0, None)], -1))
+            pending[position] = (dim, self._lay_out(dim, codes, order))
         numeric_dims = [c["dim"] for c in self._columns if c["kind"] in ("numeric", "gap")]
         if not numeric_dims:
             return
@@ -1257,10 +1261,7 @@ class GaussianCopulaTwin:
                 continue
             key = np.nan_to_num(means[:, best], nan=float(grand[best]))
             order = np.argsort(key, kind="stable")
-            old_to_new = np.empty(k, dtype=np.int64)
-            old_to_new[order] = np.arange(k)
-            self._marginals[dim] = marginal.reordered(order)
-            pending[position] = (dim, np.where(codes >= 0, old_to_new[np.clip(codes, 0, None)], -1))
+            pending[position] = (dim, self._lay_out(dim, codes, order))
 
     # ------------------------------------------------------------------ sample
 
