@@ -153,10 +153,11 @@ def _mlflow_notes_to_debug() -> Iterator[None]:
     at debug level under `credittwin.tracking` (Dagster's event log keeps it with `--verbose`). The level is set
     back afterwards; no environment variable is touched.
     """
+    import importlib
     import io
     import logging
 
-    import mlflow  # noqa: F401 - its import configures the `mlflow` logger, which would undo the level set here
+    importlib.import_module("mlflow")  # its first import configures the `mlflow` logger: done before the level is set
 
     mlflow_logger = logging.getLogger("mlflow")
     level = mlflow_logger.level
