@@ -19,7 +19,10 @@ class LstmCascadeConfig(dg.Config):
     """Training settings of the cascade."""
 
     epochs: int = Field(default=30, description="Most passes over the training loans (early stopping usually ends sooner).")
-    hidden_size: int = Field(default=64, description="Width of the recurrent layer.")
+    hidden_size: int = Field(
+        default=32, description="Width of the recurrent layer and the static embedding (32 matched 64's held-out fit "
+        "on 5k-20k-loan books in half the time)."
+    )
     cell: str = Field(default="lstm", description="'lstm' or 'gru'.")
     seed: int = Field(default=0, description="Seeds initialisation, shuffling and the validation split.")
     device: str = Field(default="auto", description="'auto' (a GPU when torch finds one), 'cpu' or 'cuda'.")

@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.sequences.cascade import CascadeConfig, DPTrainingHook, LoanCascade, StaticEncoder, static_columns
+from models.sequences.cascade import (
+    CascadeConfig, DPTrainingHook, LoanCascade, StaticEncoder, planned_epochs, static_columns,
+)
 from models.tape.demo import generate_portfolio
 from models.errors import InvalidDataError, NotFittedError, TenantConfigError
 from models.sequences.markov import MarkovBaseline
@@ -290,12 +292,40 @@ def test_dp_trained_model_needs_its_factory_to_load(tmp_path, book):
         ({"device": "tpu"}, "device must be"),
         ({"epochs": 0}, "epochs must be at least 1"),
         ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\]"),
+        ({"schedule_steps": 0}, "schedule_steps must be at least 1 or None"),
+        ({"min_epochs": 0}, "min_epochs must be at least 1"),
     ],
 )
 def test_invalid_settings_are_refused(settings, message):
     # run / assert
     with pytest.raises(TenantConfigError, match=message):
         CascadeConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "batches", "expected"),
+    [
+        ({}, 27, 12),  # the 5k demo book: 300 steps is 12 epochs
+        ({}, 7, 30),  # a 1k book: 43 epochs wanted, capped at `epochs`
+        ({}, 125, 12),  # a 20k book: never fewer than min_epochs
+        ({}, 20, 15),
+        ({"epochs": 4}, 27, 4),  # a short run asked for stays short
+        ({"schedule_steps": None}, 27, 30),
+    ],
+)
+def test_planned_epochs_follow_the_step_budget(settings, batches, expected):
+    # run / assert
+    assert planned_epochs(CascadeConfig(**settings), batches) == expected
+
+
+def test_the_learning_rate_anneals_over_the_planned_epochs_not_the_cap(book):
+    # setup: 400 loans, 85% train at 64 a batch: 6 batches an epoch, so 12 steps plan 2 epochs of the 9 allowed
+    loans, perf, schema = book
+    config = CascadeConfig(**{**SMALL, "epochs": 9, "schedule_steps": 12, "min_epochs": 2, "patience": 9})
+    # run
+    cascade = LoanCascade(config).fit(loans, perf, schema)
+    # assert: training ran the planned epochs, not the cap
+    assert len(cascade.history) == 2
 
 
 def test_config_round_trips_and_refuses_unknown_keys():
