@@ -526,7 +526,7 @@ def cmd_domains(args, settings) -> int:
     import polars as pl
 
     from models.twin.dp import domains_yaml
-    from models.tape.ingest import ReadOptions, _head_text, _sniff_dialect
+    from models.tape.ingest import _head_text, _sniff_dialect
     from models.tape.tenant import TenantConfig, load_tenant_config
 
     upload = settings.landing_zone().upload(args.tenant)
@@ -534,8 +534,8 @@ def cmd_domains(args, settings) -> int:
     if upload.loans.suffix == ".parquet":
         columns = list(pl.read_parquet_schema(upload.loans))
     else:
-        options = ReadOptions(encoding=config.csv.encoding, delimiter=config.csv.delimiter, decimal=config.csv.decimal)
-        columns = _sniff_dialect(_head_text(upload.loans), options, tenant=args.tenant, file=upload.loans.name).names
+        columns = _sniff_dialect(_head_text(upload.loans), config.csv.read_options(), tenant=args.tenant,
+                                 file=upload.loans.name).names
     print(domains_yaml(columns, config, tenant=args.tenant, file=upload.loans.name), end="")
     return 0
 

@@ -80,12 +80,21 @@ class ReadOptions:
         decimal: "." or ","; None sniffs it (a comma only when the delimiter is
             not a comma and the numbers look like 1.234,56 or 12,5).
         null_values: cells read as missing, compared exactly.
+        header: whether line 1 (after any title lines) names the columns;
+            None sniffs it: a first line holding a number with a fraction or
+            a sign (30.83, -1), or repeating a value beside a number, is data
+            (UCI's german.data, an agency's pipe-delimited file).
+        columns: the loans file's column names, in file order: they name a
+            file without a header (else column_1, column_2, ...) and replace
+            the names of one with a header.
     """
 
     encoding: str | None = None
     delimiter: str | None = None
     decimal: str | None = None
     null_values: tuple[str, ...] = ("", "NA", "N/A", "n/a", "null", "NULL", "None", "-", "?", "NaN")
+    header: bool | None = None
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -446,6 +455,7 @@ class _Dialect:
     names: list[str]
     unnamed: list[str] = field(default_factory=list)  # columns whose header field is empty
     notes: list[str] = field(default_factory=list)  # what the reader decided on its own, for reading_notes
+    header: bool = True  # False: the first line (after skip_rows) is already data
 
 
 def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -> _Dialect:
@@ -483,6 +493,12 @@ def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -
         notes.append(f"line{'s' if titles > 1 else ''} 1{f'-{titles}' if titles > 1 else ''} above the header "
                      f"{'hold' if titles > 1 else 'holds'} a single field ({'titles' if titles > 1 else 'a title'}, "
                      f"not a header of {len(rows[0])} columns) and {'were' if titles > 1 else 'was'} skipped")
+    header = options.header if options.header is not None else not _data_line(rows[0])
+    if not header or options.columns is not None:
+        names = _given_names(rows[0], options, header=header, sniffed=options.header is None, notes=notes,
+                             tenant=tenant, file=file)
+        decimal = _decimal_mark(options, delimiter, rows, tenant=tenant, file=file)
+        return _Dialect(delimiter=delimiter, decimal=decimal, skip_rows=skip_rows, names=names, notes=notes, header=header)
     names = [name.strip() for name in rows[0]]
     empty: list[str] = []
     for position, name in enumerate(names, start=1):
@@ -505,15 +521,75 @@ def _sniff_dialect(text: str, options: ReadOptions, *, tenant: str, file: str) -
             column=duplicated[0],
             fix=f"give each column a unique name (repeated: {', '.join(duplicated)}).",
         )
+    decimal = _decimal_mark(options, delimiter, rows, tenant=tenant, file=file)
+    return _Dialect(delimiter=delimiter, decimal=decimal, skip_rows=skip_rows, names=names, unnamed=empty, notes=notes)
+
+
+def _decimal_mark(options: ReadOptions, delimiter: str, rows: list[list[str]], *, tenant: str, file: str) -> str:
     if options.decimal is not None:
         if options.decimal not in (".", ","):
             raise TenantConfigError(f"csv.decimal must be '.' or ',', got {options.decimal!r}.", tenant=tenant, file=file, fix="set csv.decimal to '.' or ','.")
-        decimal = options.decimal
-    elif delimiter == ",":
-        decimal = "."
-    else:
-        decimal = _sniff_decimal(rows)
-    return _Dialect(delimiter=delimiter, decimal=decimal, skip_rows=skip_rows, names=names, unnamed=empty, notes=notes)
+        return options.decimal
+    if delimiter == ",":
+        return "."
+    return _sniff_decimal(rows)
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
+
+
+def _data_line(row: list[str]) -> bool:
+    """Whether a file's first line reads as data rather than as column names.
+
+    Column names are words, sometimes whole numbers (a wide history's months
+    1, 2, ..., 24, a year), and never repeat. A first line holding a number
+    with a fraction, a sign or an exponent (30.83, -1, 1e5), or repeating a
+    value beside a number (german.data's "A11 6 A34 ... 4 ... 4"), is a loan.
+    """
+    fields = [value.strip() for value in row]
+    numbers = [value for value in fields if _NUMBER.match(value)]
+    if not numbers:
+        return False
+    if any(not value.isdigit() for value in numbers):
+        return True
+    filled = [value for value in fields if value]
+    return len(set(filled)) < len(filled)
+
+
+def _given_names(
+    first: list[str], options: ReadOptions, *, header: bool, sniffed: bool, notes: list[str], tenant: str, file: str
+) -> list[str]:
+    """The column names of a file read without its own header, or renamed by ``csv.columns``; notes what was done."""
+    width = len(first)
+    if options.columns is not None:
+        names = [str(name).strip() for name in options.columns]
+        if len(names) != width:
+            raise TenantConfigError(
+                f"csv.columns in tenant.yaml lists {len(names)} name{'s' if len(names) != 1 else ''}, but the file's "
+                f"lines have {width} field{'s' if width != 1 else ''}.",
+                tenant=tenant, file=file,
+                fix=f"list exactly {width} column names under csv.columns, in the order of the file's fields.",
+            )
+        blank = [str(i) for i, name in enumerate(names, start=1) if not name]
+        repeated = sorted({name for name in names if name and names.count(name) > 1})
+        if blank or repeated:
+            raise TenantConfigError(
+                "csv.columns in tenant.yaml " + (f"leaves name {', '.join(blank)} empty" if blank else
+                                                 f"repeats {', '.join(repeated)}") + ".",
+                tenant=tenant, file=file, fix="give every field of the file its own non-empty name under csv.columns.",
+            )
+        if header:
+            notes.append(f"the header's {width} names were replaced by csv.columns from tenant.yaml")
+        else:
+            notes.append(f"the file has no header line; its {width} columns are named by csv.columns in tenant.yaml")
+        return names
+    names = [f"column_{i}" for i in range(1, width + 1)]
+    example = next((value.strip() for value in first if _NUMBER.match(value.strip()) and not value.strip().isdigit()), None)
+    why = (f"line 1 holds data, not column names ({'it holds the number ' + repr(example) if example else 'a value repeats beside a number'}), "
+           if sniffed else "csv.header is false in tenant.yaml, ")
+    notes.append(why + f"so the file was read without a header and its {width} columns named column_1 to column_{width}; "
+                 "to use the lender's own names, list them under csv.columns in tenant.yaml, in file order")
+    return names
 
 
 def _title_lines(rows: list[list[str]]) -> int:
@@ -641,6 +717,8 @@ class _CsvChunks:
         start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
         for _ in range(self.dialect.skip_rows):
             start = head.index(b"\n", start) + 1
+        if not self.dialect.header:
+            return start, head.count(b"\n", 0, start)
         end = _record_end(head, start)
         if end is None:
             if len(head) < SNIFF_BYTES * 4:

@@ -273,15 +273,16 @@ def read_tape(upload: Upload) -> LoanTape:
     `missing_columns` rather than raised here, so the expectation suite can
     report them as a failed blocking check with the others.
     """
-    from models.tape.ingest import ReadOptions, read_table
+    from models.tape.ingest import read_table
     from models.sequences.histories import check_as_of
     from models.tape.performance import read_performance
     from models.tape.split import split_by_unit
 
     tenant = upload.tenant
     config = load_tenant_config(upload.config, tenant=tenant) if upload.config else TenantConfig()
-    options = ReadOptions(encoding=config.csv.encoding, delimiter=config.csv.delimiter, decimal=config.csv.decimal)
-    loans, loans_report = read_table(upload.loans, tenant=tenant, options=options, column_types=dict(config.column_types))
+    options = config.csv.read_options(loans=False)
+    loans, loans_report = read_table(upload.loans, tenant=tenant, options=config.csv.read_options(),
+                                     column_types=dict(config.column_types))
     columns = loans.columns
     missing = {key: [c for c in names if c not in columns] for key, names in config.loan_columns().items()}
     missing = {key: names for key, names in missing.items() if names}

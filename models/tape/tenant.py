@@ -15,7 +15,7 @@ import re
 import unicodedata
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -131,11 +131,27 @@ class PrivacySpec(_Strict):
 
 
 class CsvSpec(_Strict):
-    """How to read a CSV upload when sniffing is not enough."""
+    """How to read a CSV upload when sniffing is not enough.
+
+    `header` says whether line 1 names the columns (unset: sniffed, see
+    `models.tape.ingest.ReadOptions`); `columns` names the loans file's
+    fields in file order, for a file without a header (UCI's german.data, an
+    agency's pipe-delimited extract) or to replace the names of one with a header.
+    """
 
     encoding: str | None = None
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     decimal: Literal[".", ","] | None = None
+    header: bool | None = None
+    columns: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(default=None, min_length=1)
+
+    def read_options(self, *, loans: bool = True):
+        """The `ReadOptions` of the loans file (`loans`) or of the history file (no `columns`)."""
+        from models.tape.ingest import ReadOptions
+
+        columns = tuple(self.columns) if loans and self.columns is not None else None
+        return ReadOptions(encoding=self.encoding, delimiter=self.delimiter, decimal=self.decimal, header=self.header,
+                           columns=columns)
 
 
 class PerformanceSpec(_Strict):

@@ -24,6 +24,7 @@ class CorpusTape:
     config: dict[str, Any]
     sample: int | None = None
     description: str = ""
+    header: bool = True  # False writes the file as UCI and the agencies ship theirs: no header line
 
     @property
     def has_target(self) -> bool:
@@ -44,7 +45,7 @@ class CorpusTape:
         import yaml
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.frame().to_csv(folder / "loans.csv", index=False)
+        self.frame().to_csv(folder / "loans.csv", index=False, header=self.header)
         (folder / "tenant.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         return folder
 

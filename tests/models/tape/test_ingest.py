@@ -703,3 +703,84 @@ def test_an_upload_cut_off_in_its_last_line_is_refused_instead_of_padded(tmp_pat
     # the same rows without the cut-off line read as they are
     whole = write(tmp_path, "whole.csv", text[: text.rindex("\n", 0, len(text) - 1) + 1])
     assert read_table(whole, tenant=TENANT)[0].height == 499
+
+
+# ------------------------------------------------------------------ files without a header line
+
+
+def test_a_file_without_a_header_is_read_as_data_with_numbered_columns(tmp_path: Path) -> None:
+    # setup: UCI's crx.data layout: comma-separated, no header, '?' for missing; line 1 was taken for the header
+    # and refused as "the header repeats a column name" (0 twice)
+    rows = ["b,30.83,0,u,g,w,v,1.25,t,t,01,f,g,00202,0,+", "a,58.67,4.46,u,g,q,h,3.04,t,t,06,f,g,00043,560,+",
+            "?,24.50,0.5,u,g,q,h,1.5,t,f,0,f,g,00280,824,-", "b,27.83,1.54,u,g,w,v,3.75,t,t,05,t,g,00100,3,-"]
+    path = write(tmp_path, "loans.csv", "\n".join(rows) + "\n")
+    # run
+    table, report = read_table(path, tenant=TENANT)
+    # assert: all four lines are loans, the columns are numbered and the reading note says how to name them
+    assert table.height == 4
+    assert table.columns == [f"column_{i}" for i in range(1, 17)]
+    assert table["column_2"].to_list() == [30.83, 58.67, 24.5, 27.83]
+    assert table["column_1"].to_list() == ["b", "a", None, "b"]
+    note = next(w for w in report.warnings if "without a header" in w)
+    assert "'30.83'" in note and "csv.columns" in note
+
+
+def test_a_space_delimited_file_without_a_header_and_whole_numbers_only_is_read_as_data(tmp_path: Path) -> None:
+    # setup: UCI's german.data: codes and whole numbers, values repeating on line 1 ('4', '1')
+    rows = ["A11 6 A34 A43 1169 A65 A75 4 A93 A101 4 A121 67 A143 A152 2 A173 1 A192 A201 1",
+            "A12 48 A32 A43 5951 A61 A73 2 A92 A101 2 A121 22 A143 A152 1 A173 1 A191 A201 2",
+            "A14 12 A34 A46 2096 A61 A74 2 A93 A101 3 A121 49 A143 A152 1 A172 2 A191 A201 1"]
+    path = write(tmp_path, "loans.csv", "\n".join(rows) + "\n")
+    # run
+    table, _ = read_table(path, tenant=TENANT)
+    # assert
+    assert table.height == 3 and table.width == 21
+    assert table["column_5"].to_list() == [1169, 5951, 2096]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["loan_id,1,2,3,24", "loan_id,2019,2020,2021,2022", "id,amount,rate,term,grade"],
+    ids=["months", "years", "words"],
+)
+def test_a_header_of_words_or_distinct_whole_numbers_stays_a_header(tmp_path: Path, header: str) -> None:
+    # setup: a wide history names its months 1, 2, 3, ...: whole numbers that never repeat are names
+    path = write(tmp_path, "loans.csv", header + "\nL1,0,0,1,2.5\nL2,0,1,1,3.5\n")
+    # run
+    table, report = read_table(path, tenant=TENANT)
+    # assert
+    assert table.columns == header.split(",") and table.height == 2
+    assert not any("without a header" in w for w in report.warnings)
+
+
+def test_csv_columns_name_a_headerless_file_and_replace_a_header(tmp_path: Path) -> None:
+    # setup
+    headerless = write(tmp_path, "loans.csv", "L1,1000.5,yes\nL2,250.25,no\n")
+    headed = write(tmp_path, "other.csv", "a,b,c\nL1,1000.5,yes\nL2,250.25,no\n")
+    options = ReadOptions(columns=("loan_id", "Amount", "defaulted"))
+    # run
+    first, first_report = read_table(headerless, tenant=TENANT, options=options)
+    second, second_report = read_table(headed, tenant=TENANT, options=options)
+    forced, _ = read_table(headed, tenant=TENANT, options=ReadOptions(header=False))
+    # assert
+    assert first.columns == second.columns == ["loan_id", "Amount", "defaulted"]
+    assert first.height == second.height == 2 and first["Amount"].to_list() == [1000.5, 250.25]
+    assert any("named by csv.columns" in w for w in first_report.warnings)
+    assert any("replaced by csv.columns" in w for w in second_report.warnings)
+    assert forced.height == 3 and forced.columns == ["column_1", "column_2", "column_3"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (("loan_id", "Amount"), r"csv.columns in tenant.yaml lists 2 names, but the file's lines have 3 fields"),
+        (("loan_id", "Amount", "Amount"), r"csv.columns in tenant.yaml repeats Amount"),
+    ],
+)
+def test_csv_columns_that_do_not_fit_the_file_are_refused_with_the_fix(tmp_path: Path, columns, message) -> None:
+    # setup
+    path = write(tmp_path, "loans.csv", "L1,1000.5,yes\nL2,250.25,no\n")
+    # run / assert
+    with pytest.raises(TenantConfigError, match=message) as raised:
+        read_table(path, tenant=TENANT, options=ReadOptions(columns=columns))
+    assert "tenant 'acme-bank', file 'loans.csv'" in str(raised.value) and "Fix:" in str(raised.value)

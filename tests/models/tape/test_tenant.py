@@ -96,3 +96,19 @@ def test_the_documented_tenant_yaml_example_is_a_valid_contract():
     config = TenantConfig.model_validate(example)
     assert config.audit.max_inference_risk == 0.25 and config.stress.scenarios[0].name == "card_crunch"
     assert config.risk.auc_floor == 0.65 and config.certificate.validity_days == 90
+
+
+def test_csv_header_and_columns_reach_the_loans_reader_only():
+    # setup
+    config = parse_tenant_config({"csv": {"delimiter": "|", "header": False, "columns": ["loan_id", "Amount"]}})
+    # run
+    loans, history = config.csv.read_options(), config.csv.read_options(loans=False)
+    # assert: the history file has its own fields, so it keeps the header setting but not the loans' names
+    assert (loans.delimiter, loans.header, loans.columns) == ("|", False, ("loan_id", "Amount"))
+    assert (history.delimiter, history.header, history.columns) == ("|", False, None)
+
+
+@pytest.mark.parametrize("columns", [[], ["loan_id", ""], "loan_id"])
+def test_csv_columns_must_be_a_list_of_names(columns):
+    with pytest.raises(TenantConfigError, match="csv.columns"):
+        parse_tenant_config({"csv": {"columns": columns}})
