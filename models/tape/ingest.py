@@ -703,12 +703,60 @@ class _CsvChunks:
         self.file = file
         self.data_offset, header_lines = self._locate_data()
         self.first_data_line = 1 + header_lines
-        self.notes: list[str] = []  # summary lines dropped from the end of the file
+        self._summary_notes: list[str] = []  # summary lines dropped from the end of the file
+        self._short: dict[int, int] = {}  # line number -> fields, of the lines shorter than the header
         self._summary_rows: int | None = None  # how many, decided on the first pass over the batches
         self.chunk_bytes = min(CSV_CHUNK_MAX, max(CSV_CHUNK_MIN, path.stat().st_size // 16))
 
     def _error(self, reason: str) -> InvalidDataError:
         return InvalidDataError(reason, tenant=self.tenant, file=self.file, fix=_CSV_FIX)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader decided on its own while reading the rows, for reading_notes."""
+        notes = list(self._summary_notes)
+        if self._short:
+            width = len(self.dialect.names)
+            lines = sorted(self._short)
+            shown = ", ".join(f"line {n} has {self._short[n]}" for n in lines[:5]) + (f", and {len(lines) - 5} more" if len(lines) > 5 else "")
+            notes.append(f"{len(lines)} line{'s' if len(lines) > 1 else ''} ha{'ve' if len(lines) > 1 else 's'} fewer "
+                         f"fields than the header's {width} ({shown}); the missing last fields were read as empty")
+        return notes
+
+    def _check_short_lines(self, data: bytes, line: int) -> None:
+        """Record the chunk's lines with fewer fields than the header; refuse a loan split over two lines.
+
+        With a fixed schema polars pads a short line with nulls. A line break
+        inside an unquoted field (a free-text purpose or an address) splits one
+        loan into two short lines whose fields add up to the header's plus one:
+        read as two loans, both wrong, so it is refused. Other short lines (an
+        export that drops trailing empty fields) are read as empty and named in
+        the reading notes. Only chunks without a quote character are judged,
+        where every line is surely one record.
+        """
+        width = len(self.dialect.names)
+        delimiter = self.dialect.delimiter.encode()
+        if width < 2 or b'"' in data:
+            return
+        records = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if data.count(delimiter) >= (width - 1) * records:
+            return  # every line complete (a longer one is polars' own error), the common case, at no per-line cost
+        lines = pl.Series(data.decode("utf-8", errors="replace").split("\n"))
+        counts = lines.str.count_matches(self.dialect.delimiter, literal=True) + 1
+        blank = lines.str.strip_chars().str.len_chars() == 0
+        short = (~blank & (counts < width)).arg_true().to_list()
+        fields = counts.to_list()
+        for position in short:
+            self._short.setdefault(line + position, fields[position])
+        for first, second in zip(short, short[1:]):
+            if second == first + 1 and fields[first] + fields[second] - 1 == width:
+                raise InvalidDataError(
+                    f"lines {line + first} and {line + second} hold {fields[first]} and {fields[second]} fields where "
+                    f"the header has {width}: one loan split over two lines by a line break inside a field.",
+                    tenant=self.tenant, file=self.file,
+                    fix=f"remove the line break from that field of line {line + first} (or put the field in double "
+                    "quotes) and upload the file again.",
+                )
 
     def _locate_data(self) -> tuple[int, int]:
         """Byte offset of the first data row and the number of lines before it."""
@@ -767,7 +815,9 @@ class _CsvChunks:
             drop += 1
         if drop:
             lines = self._last_line_numbers(drop)
-            self.notes.append(f"the last {'line' if drop == 1 else f'{drop} lines'} "
+            for number in lines:  # a summary line is left out, not read as a short loan
+                self._short.pop(number, None)
+            self._summary_notes.append(f"the last {'line' if drop == 1 else f'{drop} lines'} "
                               f"({', '.join(str(n) for n in lines)}) {'were' if drop > 1 else 'was'} read as a "
                               "summary of the table (a single value, or a row of totals), not as "
                               f"{'loans' if drop > 1 else 'a loan'}, and left out")
@@ -837,6 +887,7 @@ class _CsvChunks:
                 pending = data[cut:]
 
     def _parse(self, data: bytes, line: int) -> pl.DataFrame:
+        self._check_short_lines(data, line)
         try:
             frame = pl.read_csv(
                 data,

@@ -784,3 +784,27 @@ def test_csv_columns_that_do_not_fit_the_file_are_refused_with_the_fix(tmp_path:
     with pytest.raises(TenantConfigError, match=message) as raised:
         read_table(path, tenant=TENANT, options=ReadOptions(columns=columns))
     assert "tenant 'acme-bank', file 'loans.csv'" in str(raised.value) and "Fix:" in str(raised.value)
+
+
+# ------------------------------------------------------------------ lines shorter than the header
+
+
+def test_a_loan_split_over_two_lines_by_a_line_break_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    # setup: an unquoted purpose "home\nimprovement" split loan L2 in two; both halves were read as loans
+    path = write(tmp_path, "loans.csv", "loan_id,amount,purpose,grade\nL1,100,car,A\nL2,200,home\nimprovement,B\nL3,300,car,C\n")
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"lines 3 and 4 hold 3 and 2 fields where the header has 4: one loan "
+                       r"split over two lines by a line break inside a field\. Fix: remove the line break"):
+        read_table(path, tenant=TENANT)
+
+
+def test_a_line_short_of_its_last_fields_is_read_as_empty_and_named_in_the_notes(tmp_path: Path) -> None:
+    # setup: an export that drops a line's trailing empty fields
+    rows = "\n".join(f"L{i},{100 + i},car,A" for i in range(1, 40))
+    path = write(tmp_path, "loans.csv", "loan_id,amount,purpose,grade\n" + rows + "\nL40,140\nL41,141,car,B\n")
+    # run
+    table, report = read_table(path, tenant=TENANT)
+    # assert
+    assert table.height == 41 and table.filter(pl.col("loan_id") == "L40")["purpose"].to_list() == [None]
+    assert "1 line has fewer fields than the header's 4 (line 41 has 2); the missing last fields were read as empty" \
+        in report.warnings
