@@ -279,6 +279,20 @@ def cramers_v(cells: np.ndarray, counts: np.ndarray, kb: int, *, corrected: bool
     return float(math.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
 
 
+def without_sparse_levels(cells: np.ndarray, counts: np.ndarray, kb: int, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The table (`joint_counts`) less the rows and columns of the levels held by fewer than `min_rows` of its rows.
+
+    One loan of a category seen once ('XNA' beside 'F' and 'M') sitting in a
+    three-row tail bin of the other column contributes a chi-square term of
+    hundreds: Cramér's V then measures that loan, not an association.
+    """
+    rows, row_index = np.unique(cells // kb, return_inverse=True)
+    cols, col_index = np.unique(cells % kb, return_inverse=True)
+    keep = (np.bincount(row_index, weights=counts)[row_index] >= min_rows) & \
+        (np.bincount(col_index, weights=counts)[col_index] >= min_rows)
+    return cells[keep], counts[keep]
+
+
 def contingency_shape(cells: np.ndarray, counts: np.ndarray, kb: int) -> tuple[int, int, int]:
     """Rows and the levels present on each side of a table given by its non-empty cells (`joint_counts`).
 

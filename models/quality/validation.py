@@ -29,9 +29,11 @@ train split it imitates and the real holdout it never saw, and gathers in one
   (`MIN_PAIR_ROWS_PER_CELL`) is not counted, since both its V and its
   similarity are chance there (two disjoint samples of 2,500 real Lending Club
   loans score 0.67 on Column Pair Trends under SDMetrics' rule, their
-  emp_title pairs 0.16 to 0.26, and 0.97 under ours); `min_rows_per_cell=0`
-  gives SDMetrics' figure. When SDMetrics is importable its own score is
-  reported beside ours.
+  emp_title pairs 0.16 to 0.26, and 0.97 under ours); and a pair's Cramér's V
+  is read without the levels fewer than `MIN_LEVEL_ROWS` rows hold (a
+  category of one loan in a tail bin of three made V 0.29 of no association).
+  `min_rows_per_cell=0` gives SDMetrics' figure. When SDMetrics is importable
+  its own score is reported beside ours.
 * **Credit metrics.** Default rate overall and by grade and product (or the
   two categorical columns most informative of default), the distributions of
   interest rate, DTI and LTV, and the Gini of one fixed scorecard (a logistic
@@ -94,6 +96,7 @@ from models.quality.metrics import (
     sample_size_thresholds,
     sdmetrics_quality,
     tv_distance,
+    without_sparse_levels,
 )
 from models.tape.schema import ColumnType, TableSchema, resolve_aliases
 from models.tape.vocabulary import as_truths
@@ -119,6 +122,9 @@ _SDMETRICS_BINS = 10
 # A pair is judged only when each column holds values other than its most common one in at least this many real
 # rows: below it the association rests on a handful of loans, which the twin pools for privacy anyway.
 MIN_PAIR_MINORITY_ROWS = 10
+# Cramér's V of a pair is measured without the levels (categories or bins) that fewer than this many rows of the table
+# hold: a level of one or two loans adds a chi-square term of hundreds that is no association (`without_sparse_levels`).
+MIN_LEVEL_ROWS = 10
 # A Cramér's V pair is judged, and counted in Column Pair Trends, only when its contingency table holds at least this
 # many rows per cell (rows / (levels_a x levels_b), chi-square's usual condition): below it V, even bias-corrected,
 # measures how sparse the table is (emp_title, 1,511 titles in 2,500 Lending Club loans, x total_credit_lines:
@@ -575,7 +581,11 @@ def quality_score(
                 real_cells, real_counts = joint_counts(ra, rb, kb)
                 syn_cells, syn_counts = joint_counts(sa, sb, kb)
                 score = 1.0 - contingency_tv_distance(real_cells, real_counts, syn_cells, syn_counts)
-                v_real = cramers_v(real_cells, real_counts, kb, corrected=False)
+                real_dense = without_sparse_levels(real_cells, real_counts, kb, MIN_LEVEL_ROWS)
+                syn_dense = without_sparse_levels(syn_cells, syn_counts, kb, MIN_LEVEL_ROWS)
+                # SDMetrics' own rule (min_rows_per_cell 0) reads the whole table; ours leaves the sparse levels out
+                v_real = cramers_v(*(real_dense if min_rows_per_cell > 0 else (real_cells, real_counts)), kb,
+                                   corrected=False)
                 # the sparser of the two tables decides: a V from either one is only as good as its density
                 shapes = {"real": contingency_shape(real_cells, real_counts, kb),
                           "synthetic": contingency_shape(syn_cells, syn_counts, kb)}
@@ -586,8 +596,8 @@ def quality_score(
                     real_association_threshold <= 0 or (math.isfinite(v_real) and v_real > real_association_threshold))
                 row.update(rows_per_cell=per_cell, contingency={"table": table, "rows": rows,
                                                                  "levels": [levels_a, levels_b]})
-                va = cramers_v(real_cells, real_counts, kb, corrected=True)
-                vb = cramers_v(syn_cells, syn_counts, kb, corrected=True)
+                va = cramers_v(*real_dense, kb, corrected=True)
+                vb = cramers_v(*syn_dense, kb, corrected=True)
                 va, vb = (0.0 if not math.isfinite(va) else va), (0.0 if not math.isfinite(vb) else vb)
                 row.update(metric="ContingencySimilarity", score=score, real=None, synthetic=None,
                            real_association=v_real, counted=bool(counted), association="cramers_v",
