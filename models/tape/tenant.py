@@ -344,11 +344,16 @@ def parse_tenant_config(data: Any, *, tenant: str | None = None, file: str = TEN
         if len(errors) > MAX_PROBLEMS_SHOWN:
             problems.append(f"and {len(errors) - MAX_PROBLEMS_SHOWN} more problem(s)")
         allowed = ", ".join(TenantConfig.model_fields)
+        unknown = any(err["type"] == "extra_forbidden" for err in errors)
+        values = any(err["type"] != "extra_forbidden" for err in errors)
+        fixes = ([f"use only the documented keys ({allowed})"] if unknown else []) + (
+            ["give each key named above a value of its documented type and range (docs/tenant-contract.md)"]
+            if values else [])
         raise TenantConfigError(
             "; ".join(problems) + ".",
             tenant=tenant,
             file=file,
-            fix=f"use only the documented keys ({allowed}) with the documented types.",
+            fix="; ".join(fixes) + ".",
         ) from None
 
 

@@ -240,7 +240,9 @@ def _validate_table(
     if table.height < MIN_ROWS:
         problems.append(_err(
             f"the train split has {table.height} rows; at least {MIN_ROWS} are needed to learn a joint distribution.",
-            fix="upload a larger loan tape (or lower the holdout share).",
+            fix=f"upload a larger loan tape: the train split is the tape less its holdout (holdout_share in tenant.yaml, "
+            f"0.2 by default), so the tape needs {math.ceil(MIN_ROWS / 0.8)} loans at the default share and "
+            f"{math.ceil(MIN_ROWS / 0.95)} at holdout_share 0.05.",
         ))
     if table.width > MAX_COLUMNS:
         problems.append(_err(

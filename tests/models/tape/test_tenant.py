@@ -112,3 +112,12 @@ def test_csv_header_and_columns_reach_the_loans_reader_only():
 def test_csv_columns_must_be_a_list_of_names(columns):
     with pytest.raises(TenantConfigError, match="csv.columns"):
         parse_tenant_config({"csv": {"columns": columns}})
+
+
+def test_a_value_out_of_range_gets_a_fix_about_the_value_not_the_keys():
+    # setup: a 50-loan book's owner tried holdout_share 0; the fix said "use only the documented keys"
+    # run / assert
+    with pytest.raises(TenantConfigError, match="key 'holdout_share': Input should be greater than 0") as raised:
+        parse_tenant_config({"holdout_share": 0.0})
+    assert "Fix: give each key named above a value of its documented type and range" in str(raised.value)
+    assert "documented keys" not in str(raised.value)

