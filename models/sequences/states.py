@@ -39,6 +39,11 @@ STATE_ALIASES.update({
     "0": "current", "1-29": "current", "30": "dpd30", "30dpd": "dpd30", "30-59": "dpd30", "60": "dpd60",
     "60dpd": "dpd60", "60-89": "dpd60", "90": "dpd90", "90+": "dpd90", "90dpd": "dpd90", "dpd90+": "dpd90",
 })
+# Letter codes agency tapes write among their months-behind numbers: Freddie Mac's CURRENT_LOAN_DELINQUENCY_STATUS
+# 'RA' (REO acquisition: the lender took the property, a default). Read only in a column of such numbers: beside
+# worded statuses 'RA' may be a servicer's own word (a repayment arrangement), left for status_labels to name.
+# Freddie's 'XX' (unknown) is not listed: it says nothing of the month, and is refused as an unknown label.
+AGENCY_CODES: dict[str, str] = {"ra": "default"}
 # Words that may stand beside a number of days in a delinquency label ("30 days past due", "late (31-120 days)").
 _DAY_WORDS = frozenset({"dpd", "day", "days", "d", "past", "due", "late", "delinquent", "delinquency", "overdue",
                         "arrears", "in", "plus", "to", "and", "over", "more", "than", "or", "bucket"})
@@ -113,7 +118,9 @@ def canonical_states(labels: Iterable[str]) -> dict[str, str | None]:
     decision is made on the column's labels together, never label by label:
     one loan 13 months behind must not turn every other code into days.
     Read as months, the numbers are months even where they spell a day
-    bucket, so "30" is 30 months behind, not dpd30.
+    bucket, so "30" is 30 months behind, not dpd30. Beside such codes (or
+    codes all 0), agency letter codes are read too (`AGENCY_CODES`: Freddie
+    Mac's RA, REO acquisition, is default).
 
     The labels alone cannot tell a dense run of small days from months: a
     very young book's days column holding every figure 0, 1, ..., 29 (nobody
@@ -125,11 +132,16 @@ def canonical_states(labels: Iterable[str]) -> dict[str, str | None]:
     """
     labels = list(dict.fromkeys(labels))
     numbers = {label: _bare_number(label) for label in labels}
-    months_behind = _counts_months_behind({n for n in numbers.values() if n is not None})
+    bare = {n for n in numbers.values() if n is not None}
+    months_behind = _counts_months_behind(bare)
+    agency = months_behind or bare == {0}
     out: dict[str, str | None] = {}
     for label in labels:
         if months_behind and numbers[label] is not None:
             out[label] = state_from_days_past_due(30 * numbers[label])
+            continue
+        if agency and _normalise(label) in AGENCY_CODES:
+            out[label] = AGENCY_CODES[_normalise(label)]
             continue
         word = STATE_ALIASES.get(_normalise(label))
         if word is not None:

@@ -95,6 +95,7 @@ class ReadOptions:
     null_values: tuple[str, ...] = ("", "NA", "N/A", "n/a", "null", "NULL", "None", "-", "?", "NaN")
     header: bool | None = None
     columns: tuple[str, ...] | None = None
+    history: bool = False  # the performance file: a headerless one is named through tenant.yaml's performance block
 
 
 @dataclass
@@ -587,8 +588,10 @@ def _given_names(
     example = next((value.strip() for value in first if _NUMBER.match(value.strip()) and not value.strip().isdigit()), None)
     why = (f"line 1 holds data, not column names ({'it holds the number ' + repr(example) if example else 'a value repeats beside a number'}), "
            if sniffed else "csv.header is false in tenant.yaml, ")
+    how = ("map the history's fields under performance in tenant.yaml (e.g. loan_id: column_1, period: column_2)"
+           if options.history else "to use the lender's own names, list them under csv.columns in tenant.yaml, in file order")
     notes.append(why + f"so the file was read without a header and its {width} columns named column_1 to column_{width}; "
-                 "to use the lender's own names, list them under csv.columns in tenant.yaml, in file order")
+                 + how)
     return names
 
 

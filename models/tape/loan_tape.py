@@ -275,7 +275,7 @@ def read_tape(upload: Upload) -> LoanTape:
     """
     from models.tape.ingest import read_table
     from models.sequences.histories import check_as_of
-    from models.tape.performance import read_performance
+    from models.tape.performance import headerless, read_performance
     from models.tape.split import split_by_unit
 
     tenant = upload.tenant
@@ -321,14 +321,22 @@ def read_tape(upload: Upload) -> LoanTape:
     performance = None
     if upload.performance is not None:
         if schema.id_column is None:
-            raise TenantConfigError(
-                "a performance file was uploaded but the loans file has no loan id column to join it on.",
-                tenant=tenant,
-                file=upload.loans.name,
-                fix="declare the loan id under 'id_columns' in tenant.yaml (first entry is the loan id).",
-            )
+            reason = "a performance file was uploaded but the loans file has no loan id column to join it on."
+            fix = "declare the loan id under 'id_columns' in tenant.yaml (first entry is the loan id)."
+            if headerless(columns):
+                # Read without a header line, the fields are numbered: say so, with names the file really has.
+                example = next((c for c in columns if loans.get_column(c).null_count() == 0
+                                and not loans.schema[c].is_float() and loans.get_column(c).is_unique().all()), columns[0])
+                reason += (f" The file has no header line: line 1 holds data, so its {len(columns)} columns are "
+                           f"named column_1 to column_{len(columns)}.")
+                fix = (f"declare the loan id under 'id_columns' in tenant.yaml by the column that holds it (e.g. "
+                       f"id_columns: [{example}], the first column whose values are all distinct), or list the "
+                       "file's names under csv.columns in tenant.yaml, in file order, or add a header line.")
+            raise TenantConfigError(reason, tenant=tenant, file=upload.loans.name, fix=fix)
         # a status column of months-behind codes beside words (0, 1, 2, CO, PIF) is labels, read as text
         raw_perf, perf_report = read_table(upload.performance, tenant=tenant, options=options, mixed_as_text=True)
+        # The reader's notes on the history stand beside the loans file's in one check: each names its file.
+        perf_report.warnings = [f"{upload.performance.name}: {note}" for note in perf_report.warnings]
         reports["performance"] = perf_report.to_dict()
         history = read_performance(
             raw_perf, loans, tenant=tenant, file=upload.performance.name, loan_id_column=schema.id_column,

@@ -53,9 +53,11 @@ _REPORTING_MONTH_ALIASES = ("reporting_month", "report_month", "reporting_date",
 
 
 def _resolve_performance_columns(
-    perf: pl.DataFrame, *, mapping: dict, loan_id_column: str, tenant: str | None, file: str | None
+    perf: pl.DataFrame, *, mapping: dict, loan_id_column: str, tenant: str | None, file: str | None,
+    known_ids: pl.Series | None = None,
 ) -> dict[str, str]:
-    """Canonical name -> the performance file's column, from `mapping` then aliases."""
+    """Canonical name -> the performance file's column, from `mapping` then aliases (`known_ids`, the loans file's
+    ids, only guide the example of a refusal)."""
     unknown = sorted(set(mapping) - set(PERFORMANCE_COLUMNS))
     if unknown:
         raise TenantConfigError(
@@ -85,14 +87,73 @@ def _resolve_performance_columns(
     if "status" not in resolved and "days_past_due" not in resolved:
         missing.append("status (or days_past_due)")
     if missing:
-        raise InvalidDataError(
-            f"required performance column(s) not found: {', '.join(missing)}.",
-            tenant=tenant,
-            file=file,
-            column=missing[0].split(" ")[0],
-            fix="rename the columns to loan_id, period, status (or days_past_due), or map them under `performance:` in tenant.yaml.",
-        )
+        reason = f"required performance column(s) not found: {', '.join(missing)}."
+        fix = "rename the columns to loan_id, period, status (or days_past_due), or map them under `performance:` in tenant.yaml."
+        if headerless(perf.columns):
+            # The reader named the fields of a file without a header line: no alias can find them, only a mapping.
+            keys = [k.split(" ")[0] for k in missing]
+            guessed = _guess_columns(perf, keys, resolved, known_ids=known_ids)
+            reason += (f" The file has no header line: line 1 holds data, so its {perf.width} columns are named "
+                       f"column_1 to column_{perf.width}.")
+            fix = (f"map them under `performance:` in tenant.yaml (e.g. performance: "
+                   f"{{{', '.join(f'{k}: {c}' for k, c in guessed.items())}}}; the columns shown are a guess from "
+                   "the first rows' values, check each against the file's layout), or add a header line to the file.")
+        raise InvalidDataError(reason, tenant=tenant, file=file, column=missing[0].split(" ")[0], fix=fix)
     return resolved
+
+
+def headerless(columns: list[str]) -> bool:
+    """Whether `columns` are the names the CSV reader gives a file without a header line (column_1, column_2, ...)."""
+    return bool(columns) and list(columns) == [f"column_{i}" for i in range(1, len(columns) + 1)]
+
+
+def _guess_columns(perf: pl.DataFrame, keys: list[str], resolved: dict[str, str], *, known_ids: pl.Series | None) -> dict[str, str]:
+    """key -> a column of a headerless history that may hold it, for the refusal's example, from the first rows.
+
+    The loan id is the first column at least half of whose values are loans file ids, the period the first whose
+    values read as months (201903, 2019-03), the status the first whose few labels all read as states (numbers up
+    to 180). A key nothing fits gets the next column not yet shown, so the example always names columns the file has.
+    """
+    sample = perf.head(2000)
+    ids = None if known_ids is None else known_ids.cast(pl.String).drop_nulls().unique()
+    taken = set(resolved.values())
+    free = [c for c in sample.columns if c not in taken]
+
+    def loan_id(series: pl.Series) -> bool:
+        if ids is None or not ids.len():
+            return False
+        values = series.drop_nulls().cast(pl.String)
+        return bool(values.len()) and values.is_in(ids.implode()).mean() >= 0.5
+
+    def period(series: pl.Series) -> bool:
+        values = series.drop_nulls()
+        if not values.len():
+            return False
+        if values.dtype == pl.Date or isinstance(values.dtype, pl.Datetime):
+            return True
+        if values.dtype == pl.String:
+            return _text_months(values) is not None
+        return values.dtype.is_integer() and (_yyyymm(values.cast(pl.Int64)) is not None or _mmyyyy(values.cast(pl.Int64)) is not None)
+
+    def status(series: pl.Series) -> bool:
+        if series.dtype.is_float() or not (series.dtype.is_integer() or series.dtype == pl.String):
+            return False
+        labels = series.drop_nulls().cast(pl.String).str.strip_chars().unique().to_list()
+        # A status is a few labels, numbers among them small (months behind, day buckets): not amounts or dates.
+        small = all(int(label) <= 180 for label in labels if label.isdigit())
+        return 0 < len(labels) <= 30 and small and all(state is not None for state in canonical_states(labels).values())
+
+    tests = {"loan_id": loan_id, "period": period, "status": status}
+    out: dict[str, str] = {}
+    for key in keys:
+        fits = tests.get(key)
+        column = next((c for c in free if fits is not None and fits(sample.get_column(c))), None)
+        if column is None:
+            column = free[0] if free else f"column_{sample.width}"
+        out[key] = column
+        if column in free:
+            free.remove(column)
+    return out
 
 
 # Month spellings of a text period column, tried in order; each must read every value with a plausible year.
@@ -248,14 +309,16 @@ def _status_expr(
     canonical.update({label: declared[_label_key(label)] for label in labels if _label_key(label) in declared})
     unknown = [label for label in labels if canonical[label] is None]
     if unknown:
-        example = unknown[0].replace("'", "")
+        # The example maps each label to a placeholder, never to a state: only the lender knows what a word means,
+        # and a suggested 'current' would be copied in for a label that is a default.
+        example = ", ".join(f"'{label.replace(chr(39), chr(39) * 2)}': <state>" for label in unknown[:5])
         raise InvalidDataError(
             f"unknown status label(s): {', '.join(map(repr, unknown[:10]))}.",
             tenant=tenant,
             file=file,
             column=cols["status"],
             fix=f"say what each means under performance.status_labels in tenant.yaml (e.g. status_labels: "
-            f"{{'{example}': current}}; states: {', '.join(STATES)}), or spell them as days past due (30, 30-59, "
+            f"{{{example}}}, with <state> one of {', '.join(STATES)}), or spell them as days past due (30, 30-59, "
             "90+ DPD), months behind (0, 1, 2, 3) or a common name (Current, Charged Off, Paid in Full).",
         )
     spelling: dict[str, str] = {}
@@ -343,7 +406,10 @@ def read_performance(
             column=loan_id_column,
             fix="declare the loan id under id_columns in tenant.yaml.",
         )
-    cols = _resolve_performance_columns(perf, mapping=dict(mapping or {}), loan_id_column=loan_id_column, tenant=tenant, file=file)
+    cols = _resolve_performance_columns(
+        perf, mapping=dict(mapping or {}), loan_id_column=loan_id_column, tenant=tenant, file=file,
+        known_ids=loans.get_column(loan_id_column),
+    )
     work = pl.DataFrame([perf.get_column(source).alias(key) for key, source in cols.items()])
     dtypes = {key: str(work.schema[key]) for key in cols}
     work = work.with_columns(pl.col("loan_id").cast(pl.String))

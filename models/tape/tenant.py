@@ -151,7 +151,7 @@ class CsvSpec(_Strict):
 
         columns = tuple(self.columns) if loans and self.columns is not None else None
         return ReadOptions(encoding=self.encoding, delimiter=self.delimiter, decimal=self.decimal, header=self.header,
-                           columns=columns)
+                           columns=columns, history=not loans)
 
 
 class PerformanceSpec(_Strict):

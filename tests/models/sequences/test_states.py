@@ -11,10 +11,10 @@ def test_freddie_months_behind_codes_past_twelve_stay_months_behind() -> None:
     labels = [str(code) for code in range(22)] + ["RA"]
     # run
     states = canonical_states(labels)
-    # assert: 0 current, 1 dpd30, 2 dpd60, 3 and beyond dpd90; RA is left for status_labels to name, as before
+    # assert: 0 current, 1 dpd30, 2 dpd60, 3 and beyond dpd90; RA (REO acquired) default
     assert states["0"] == "current" and states["1"] == "dpd30" and states["2"] == "dpd60"
     assert {states[str(code)] for code in range(3, 22)} == {"dpd90"}
-    assert states["RA"] is None
+    assert states["RA"] == "default"
 
 
 def test_months_behind_codes_past_thirty_are_not_read_as_day_buckets() -> None:
@@ -48,3 +48,15 @@ def test_a_young_book_of_days_zero_to_twentynine_reads_as_months_behind() -> Non
     states = canonical_states([str(d) for d in range(30)])
     # assert
     assert states["1"] == "dpd30" and states["29"] == "dpd90"
+
+
+def test_freddie_ra_reo_acquisition_beside_months_behind_codes_is_default() -> None:
+    # setup: Freddie Mac's CURRENT_LOAN_DELINQUENCY_STATUS: months behind 0, 1, 2, ... and RA (REO acquisition: the
+    # property was taken). RA was unknown, so every Freddie history with a repossession was refused
+    agency = canonical_states(["0", "1", "2", "3", "RA"])
+    young = canonical_states(["0", "RA"])  # a book where nobody is behind yet, one loan already repossessed
+    worded = canonical_states(["Current", "Arrears", "RA"])  # beside words RA may be a repayment arrangement
+    # assert: RA is default where the column holds agency codes, and left for status_labels beside words
+    assert agency["RA"] == "default" and agency["3"] == "dpd90"
+    assert young["RA"] == "default"
+    assert worded["RA"] is None

@@ -191,7 +191,7 @@ def test_performance_status_words_the_tenant_declares_are_read_first() -> None:
     # run / assert: without the declaration the error names the words and the key that reads them
     with pytest.raises(InvalidDataError, match=re.escape(unknown)) as info:
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-    assert "performance.status_labels" in info.value.fix and "{'Forbearance': current}" in info.value.fix
+    assert "performance.status_labels" in info.value.fix and "{'Forbearance': <state>, 'REO': <state>" in info.value.fix
     history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={},
                                status_labels={"Forbearance": "current", "REO": "default"})
     assert history.frame.get_column("status").to_list() == ["current", "current", "default", "current", "current"]
@@ -407,3 +407,86 @@ def test_the_reading_note_pairs_a_left_out_column_only_with_a_field_its_name_spe
     notes = " ".join(str(w) for w in tape.reports["performance"]["warnings"])
     assert "performance: {balance: CURRENT_ACTUAL_UPB}" in notes, notes
     assert "days_past_due: LOAN_AGE" not in notes
+
+
+def test_freddie_ra_reo_acquisition_reads_as_default_without_a_declaration() -> None:
+    # setup: Freddie Mac's CURRENT_LOAN_DELINQUENCY_STATUS as the reader hands it over (text: codes beside RA);
+    # RA (REO acquisition) was refused with "unknown status label(s): 'RA'" unless the tenant declared it
+    loans = pl.DataFrame({"LOAN_ID": ["F1", "F2"]})
+    perf = pl.DataFrame({
+        "LOAN_SEQUENCE_NUMBER": ["F1"] * 5 + ["F2"] * 2, "MONTHLY_REPORTING_PERIOD": [201901, 201902, 201903, 201904, 201905, 201901, 201902],
+        "CURRENT_LOAN_DELINQUENCY_STATUS": ["0", "1", "2", "3", "RA", "0", "0"],
+    })
+    mapping = {"loan_id": "LOAN_SEQUENCE_NUMBER", "period": "MONTHLY_REPORTING_PERIOD", "status": "CURRENT_LOAN_DELINQUENCY_STATUS"}
+    # run
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="LOAN_ID", mapping=mapping)
+    # assert: the repossession is the default it is, and a release writes it back as RA
+    assert history.frame.get_column("status").to_list() == ["current", "dpd30", "dpd60", "dpd90", "default", "current", "current"]
+    assert history.vocabulary["status"]["default"] == "RA"
+
+
+def test_the_unknown_status_label_example_never_maps_a_label_to_a_state_for_the_analyst() -> None:
+    # setup: a label nobody knows; the fix used to read "e.g. status_labels: {'Frozen': current}", steering an analyst
+    # into writing a default (or any unknown word) down as a current loan
+    loans = pl.DataFrame({"loan_id": ["A"]})
+    perf = pl.DataFrame({"loan_id": ["A", "A"], "period": [1, 2], "status": ["current", "Frozen"]})
+    # run
+    with pytest.raises(InvalidDataError, match=r"unknown status label\(s\): 'Frozen'") as info:
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
+    # assert: the syntax with a placeholder, and the states to choose from
+    fix = info.value.fix
+    assert "status_labels: {'Frozen': <state>}" in fix, fix
+    assert "<state> one of current, dpd30, dpd60, dpd90, default, prepaid, matured" in fix, fix
+    assert "': current}" not in fix
+
+
+def _freddie_rows(ids: list[str]) -> list[str]:
+    """Freddie Mac-shaped history lines: id, YYYYMM, current actual UPB, delinquency status, loan age."""
+    return [f"{loan},2019{m:02d},{150000 - 500 * m:.2f},{int(i == 0 and m == 3)},{m}" for i, loan in enumerate(ids) for m in range(1, 7)]
+
+
+def test_a_history_without_a_header_names_its_columns_in_the_missing_column_refusal(tmp_path) -> None:
+    # setup: Freddie Mac's performance file ships without a header line; the reader reads line 1 as data and names
+    # the fields column_1 ... column_5, and the refusal only said "rename the columns to loan_id, period, status"
+    ids = [f"F19Q1{n:07d}" for n in range(1, 31)]
+    rows = _freddie_rows(ids)
+    # run / assert
+    with pytest.raises(InvalidDataError, match=r"required performance column\(s\) not found: loan_id, period, status") as info:
+        _agency_upload(tmp_path / "headerless", ids=ids, header=rows[0], rows=rows[1:], performance="{}")
+    error = info.value
+    assert error.file == "performance.csv" and error.tenant == "headerless"
+    assert "no header line" in error.reason and "column_1 to column_5" in error.reason, error.reason
+    assert "performance: {loan_id: column_1, period: column_2, status: column_4}" in error.fix, error.fix
+
+
+def test_a_loans_file_without_a_header_names_its_columns_when_no_loan_id_joins_the_history(tmp_path) -> None:
+    # setup: a headerless loans file (fields column_1 ...) beside a history: no column reads as the loan id, and the
+    # refusal only said "declare the loan id under 'id_columns'", not what the file's columns are called
+    folder = tmp_path / "noheader"
+    folder.mkdir()
+    ids = [f"F19Q1{n:07d}" for n in range(1, 31)]
+    (folder / "loans.csv").write_text("".join(f"{loan},{700 + i},{200000 + 1000 * i:.2f},{3.25 + (i % 8) / 8:.3f}\n"
+                                              for i, loan in enumerate(ids)))
+    (folder / "performance.csv").write_text("LOAN_ID,period,status\n" + "".join(f"{loan},1,0\n" for loan in ids))
+    # run / assert
+    with pytest.raises(TenantConfigError, match=r"no loan id column") as info:
+        read_tape(find_upload(folder, "noheader"))
+    error = info.value
+    assert error.file == "loans.csv" and error.tenant == "noheader"
+    assert "no header line" in error.reason and "column_1 to column_4" in error.reason, error.reason
+    assert "id_columns: [column_1]" in error.fix and "csv.columns" in error.fix, error.fix
+
+
+def test_the_reading_notes_of_a_history_carry_its_file_name(tmp_path) -> None:
+    # setup: a headerless history mapped by its numbered columns; its reading note ("line 1 holds data, not column
+    # names ...") stood in the reading_notes check beside the loans file's notes without saying which file it was about
+    ids = [f"F19Q1{n:07d}" for n in range(1, 31)]
+    rows = _freddie_rows(ids)
+    performance = "{loan_id: column_1, period: column_2, balance: column_3, status: column_4}"
+    # run
+    tape = _agency_upload(tmp_path / "notes", ids=ids, header=rows[0], rows=rows[1:], performance=performance)
+    # assert: every note of the history starts with its file name, once
+    notes = tape.reports["performance"]["warnings"]
+    assert any("line 1 holds data" in note for note in notes), notes
+    assert all(note.startswith("performance.csv: ") and not note.startswith("performance.csv: performance.csv")
+               for note in notes), notes
