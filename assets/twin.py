@@ -83,7 +83,7 @@ def fitted_copula(
     from models.twin.engine import make_engine
 
     tenant, config, train = context.partition_key, raw_loan_tape.tenant_config, raw_loan_tape.train
-    charge, re_released = None, False
+    charge, re_released, inferred = None, False, []
     with tenant_errors(tenant, raw_loan_tape.upload_file("loans")):
         if config.privacy.epsilon is not None:
             from models.twin.dp import fit_dp_twin, plan_for_table
@@ -95,9 +95,14 @@ def fitted_copula(
                 seed=None, compute=lambda paid: _twin_model(fit_dp_twin(train, plan, tenant=tenant), DP_ENGINE, tenant, paid),
             )
         else:
-            twin = make_engine(
-                config.engine, k=config.privacy.k, constraints=[c.model_dump() for c in config.constraints]
-            ).fit(train, raw_loan_tape.schema)
+            from models.twin.identities import inferred_inequalities
+
+            declared = [c.model_dump() for c in config.constraints]
+            # the amounts' orderings that hold in every train loan (funded <= requested): read from the data, so
+            # never under DP (above), and named in the metadata
+            inferred = inferred_inequalities(train, raw_loan_tape.schema, declared)
+            twin = make_engine(config.engine, k=config.privacy.k, constraints=declared + inferred).fit(
+                train, raw_loan_tape.schema)
             model = _twin_model(twin, config.engine, tenant)
     if re_released:
         context.log.info("this DP fit was already paid for (ledger charge %s); re-releasing its model byte for byte",
@@ -120,6 +125,9 @@ def fitted_copula(
             "identifiers_regenerated": dg.MetadataValue.json(summary.get("identifiers_regenerated", [])),
             "category_merges": dg.MetadataValue.json(summary.get("category_merges", {})),
             "constraints": dg.MetadataValue.json(summary.get("constraints", [])),
+            "constraints_inferred": dg.MetadataValue.json(
+                [f"{c['low']} <= {c['high']} (holds in every train loan)" for c in inferred]
+                if charge is None else "none: under DP nothing is read from the data outside the plan"),
             "correlation_heatmap": png_markdown(model.files["plots/correlation.png"], "latent correlation"),
         },
     )
@@ -351,14 +359,25 @@ def _columns_check(train, synthetic, summary: dict) -> dg.AssetCheckResult:
     A column the twin leaves out (free text such as comments, a column DP could
     not release) is otherwise missing from the release without a word.
     """
+    import polars as pl
+
+    from models.twin.copula import OTHER
+
     reasons = summary.get("left_out") or {}
     missing = [name for name in train.columns if not name.startswith("_") and name not in synthetic.columns]
     lines = [f"{name}: {reasons.get(name, 'not modelled by the twin')}" for name in missing]
+    # A column whose every released value is the pooled label carries nothing of the tape (a timestamp or an
+    # amount the reader took for text, a label column of one-off values): in the release by name only.
+    pooled = [name for name in train.columns if name in synthetic.columns and synthetic.schema[name] == pl.String
+              and synthetic.get_column(name).drop_nulls().len() > 0
+              and (synthetic.get_column(name).drop_nulls() == OTHER).all()]
+    lines += [f"{name}: every released value is '{OTHER}' (each of its values is held by too few loans to release; "
+              "if it holds dates or amounts, declare its type under column_types in tenant.yaml)" for name in pooled]
     return dg.AssetCheckResult(
-        check_name=COLUMNS_CHECK, passed=not missing, severity=dg.AssetCheckSeverity.WARN,
+        check_name=COLUMNS_CHECK, passed=not lines, severity=dg.AssetCheckSeverity.WARN,
         metadata={"reasons": lines} if lines else {},
-        description=(f"{len(missing)} of the tape's columns are not in the release: " + "; ".join(lines))[:2000]
-        if lines else None,
+        description=(f"{len(lines)} of the tape's columns are not in the release, or only as '{OTHER}': "
+                     + "; ".join(lines))[:2000] if lines else None,
     )
 
 

