@@ -657,6 +657,7 @@ def _read_csv(
             direct={},
             order=dialect.names,
             decimal=dialect.decimal,
+            delimiter=dialect.delimiter,
             declared=declared,
             tenant=tenant,
             file=file,

@@ -23,7 +23,10 @@ from models.tape.vocabulary import FALSE_TEXT, TRUE_TEXT, counterpart_spelling
 SAMPLE_ROWS = 10_000
 
 # Tried on every text column that may hold dates; a column may mix them (each
-# row takes the first format that parses it).
+# row takes the first format that parses it, so the older formats come first).
+# A %Y reads only four-digit years and a %y only two-digit ones (`_parse_date`);
+# %y follows chrono, which polars parses with: 00-69 are 2000-2069, 70-99 are
+# 1970-1999 ("1/5/16" is 5 January 2016, "3/1/75" 1 March 1975).
 DATE_FORMATS: tuple[str, ...] = (
     "%Y-%m-%d",
     "%d/%m/%Y",
@@ -37,8 +40,36 @@ DATE_FORMATS: tuple[str, ...] = (
     "%b-%Y",
     "%d %b %Y",
     "%Y-%m",
+    "%d/%m/%y",
+    "%m/%d/%y",
+    "%d.%m.%y",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S%.3f",
+    "%Y-%m-%d %H:%M:%S%.6f",
+    "%Y-%m-%d %H:%M:%S%.9f",
+    "%Y-%m-%dT%H:%M:%S%.3f",
+    "%Y-%m-%dT%H:%M:%S%.6f",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%dT%H:%M:%S%.3fZ",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S",
+    "%b-%y",
+    "%d-%b-%y",
+    "%d-%b-%Y",
 )
-_DAY_FIRST, _MONTH_FIRST = "%d/%m/%Y", "%m/%d/%Y"
+# Day-first and month-first spellings of the same shape: a column holding one holds the other as far as its
+# ambiguous dates (both fields <= 12) go, so both are counted and one is chosen (`TextTyper._day_or_month`).
+_DAY_MONTH: tuple[tuple[str, str], ...] = (
+    ("%d/%m/%Y", "%m/%d/%Y"),
+    ("%d/%m/%y", "%m/%d/%y"),
+    ("%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"),
+    ("%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S"),
+)
+# The width each field of a format writes, zero-padded; a date written shorter drops the padding (Excel's 1/5/2016 0:00).
+_FIELD_WIDTHS = {"%Y": 4, "%y": 2, "%m": 2, "%d": 2, "%H": 2, "%M": 2, "%S": 2, "%b": 3, "%.3f": 4, "%.6f": 7, "%.9f": 10}
+_UNPADDED = {"%m": "%-m", "%d": "%-d", "%H": "%-H"}
 # Decimal places counted per number column; a column with more is released at full precision.
 _DECIMALS = (0, 1, 2, 3, 4, 5, 6)
 
@@ -49,10 +80,16 @@ BOOL_FALSE = ("false", "no", "n")
 _BOOL_DECLARED_TRUE = TRUE_TEXT
 _BOOL_DECLARED_FALSE = FALSE_TEXT
 
-# A decimal-comma number, optionally with '.' thousands groups: 12,5 / 1.234,56 / 1.234
-_COMMA_NUMBER = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?$"
+# Thousands separators besides a decimal-comma file's '.' (1.234,56) and the decorated commas below: a space, a
+# non-breaking space, a narrow non-breaking space (1 234 567,89, as French and Nordic exports write amounts). A number
+# is grouped only in standard 3-digit groups by one character throughout ('12 34' is two numbers, not one), and a
+# column keeps to one separator (`TextTyper._settle_grouping`).
+_SPACE_GROUPS = " \u00a0\u202f"
 # ... with a decimal part: a cell that shows the file writes decimal commas.
-COMMA_EVIDENCE = re.compile(r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+$")
+COMMA_EVIDENCE = re.compile(r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d{1,3}(?:[ \u00a0\u202f]\d{3})+|\d+),\d+$")
+# A count coded at the top or the bottom of its range ("3+", "10+ years", ">=5", "< 1 year"): a class, not a number.
+_CODED = r"^(?:(?:[<>]=?|[≤≥])\s*\d+(?:[.,]\d+)?|\d+(?:[.,]\d+)?\s*\+)(?:\s*[A-Za-z]+)?$"
+_MAX_CODES = 2
 # A spreadsheet's decorated number: a currency sign, thousands commas, a percent sign ("$1,200.50", "12.5%",
 # "-$40.00"); read as the number it shows (12.5 for "12.5%") when every cell of a column is one (decimal point only).
 _CURRENCY = "$€£"
@@ -92,6 +129,8 @@ class _Profile:
     maybe_bool: bool = True
     maybe_big: bool = True
     date_formats: tuple[str, ...] = DATE_FORMATS
+    groups: str = ""  # the thousands separators worth looking for (1 234,56)
+    maybe_coded: bool = False  # numbers beside other text: count top-coded values ('3+')
 
 
 def whole_numbers(values: pl.Expr) -> pl.Expr:
@@ -99,17 +138,60 @@ def whole_numbers(values: pl.Expr) -> pl.Expr:
     return values.is_finite() & (values.abs() < 2.0**63) & (values == values.round(0))
 
 
-def _number_text(text: pl.Expr, decimal: str) -> pl.Expr:
-    """Text that polars' float/int casts accept: decimal commas and '.' thousands undone."""
-    if decimal != ",":
+def _group_chars(decimal: str, delimiter: str | None) -> str:
+    """The thousands separators a column may use: '.' beside a decimal comma, and the spaces, except the delimiter
+    (a space-separated file has no space inside a number)."""
+    chars = ("." if decimal == "," else "") + _SPACE_GROUPS
+    return chars.replace(delimiter, "") if delimiter else chars
+
+
+def _grouped_number(groups: str, decimal: str, *, plain: bool = False) -> str:
+    """A number in 3-digit groups by one of `groups` throughout (1 234 567,89), with an optional `decimal` part;
+    with `plain`, an ungrouped number too."""
+    forms = [rf"\d{{1,3}}(?:[{g}]\d{{3}})+" for g in groups] + ([r"\d+"] if plain else [])
+    return rf"^[+-]?(?:{'|'.join(forms)})(?:[{decimal}]\d+)?$"
+
+
+def _number_text(text: pl.Expr, decimal: str, groups: str = "") -> pl.Expr:
+    """Text that polars' float/int casts accept: decimal commas and thousands groups (by one of `groups`) undone."""
+    if decimal != "," and not groups:
         return text
-    grouped = text.str.contains(_COMMA_NUMBER)
-    return pl.when(grouped).then(text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)).otherwise(text)
+    number = text.str.contains(_grouped_number(groups, decimal, plain=decimal == ","))
+    plain = text
+    for group in groups:
+        plain = plain.str.replace_all(group, "", literal=True)
+    if decimal == ",":
+        plain = plain.str.replace(",", ".", literal=True)
+    return pl.when(number).then(plain).otherwise(text)
 
 
 def _parse_date(text: pl.Expr, fmt: str) -> pl.Expr:
+    """`text` parsed by `fmt`, null where it does not fit.
+
+    chrono reads '16' by %Y as the year 16 and '7' by %y as 2007, and a %.3f also reads a time without a fraction:
+    such values are not taken (a four-digit year, a two-digit one at the end, a fraction after a '.').
+    """
     dtype = pl.Datetime("us") if "%H" in fmt else pl.Date
-    return text.str.strptime(dtype, fmt, strict=False, exact=True)
+    parsed = text.str.strptime(dtype, fmt, strict=False, exact=True)
+    if "%Y" in fmt:
+        parsed = pl.when(parsed.dt.year() >= 1000).then(parsed)
+    if fmt.endswith("%y"):
+        parsed = pl.when(text.str.contains(r"\d\d$")).then(parsed)
+    if "%." in fmt:
+        parsed = pl.when(text.str.contains(".", literal=True)).then(parsed)
+    return parsed
+
+
+def _padded_width(fmt: str) -> int:
+    """How many characters a value written in `fmt` takes with every field zero-padded."""
+    return sum(_FIELD_WIDTHS.get(token, 1) for token in re.findall(r"%\.\df|%.|.", fmt))
+
+
+def _unpadded(fmt: str) -> str:
+    """`fmt` writing month, day and hour without a leading zero (%-m/%-d/%Y %-H:%M), as Excel writes dates."""
+    for field, bare in _UNPADDED.items():
+        fmt = fmt.replace(field, bare)
+    return fmt
 
 
 def _date_expr(text: pl.Expr, formats: tuple[str, ...], as_datetime: bool) -> pl.Expr:
@@ -148,6 +230,7 @@ class TextTyper:
         first_line: int | None,
         read_fix: str,
         mixed_as_text: bool = False,
+        delimiter: str | None = None,
     ) -> None:
         self.batches = batches
         # A column of mostly numbers with some words is text, not an error (a history's status: 0, 1, 2, CO, PIF).
@@ -162,6 +245,10 @@ class TextTyper:
         self.first_line = first_line
         self.read_fix = read_fix
         self.profiles: dict[str, _Profile] = {}
+        # Thousands separators a number may have; a CSV's delimiter never is one (None: not a CSV, or not known).
+        self.group_chars = _group_chars(decimal, delimiter)
+        self.groups: dict[str, str] = {}  # column -> the one thousands separator its numbers use
+        self.forms: dict[str, set[str]] = {}  # "column\0codes" -> the top-coded values seen ('3+')
         self.date_columns: dict[str, list[str]] = {}
         self.spellings: dict[str, dict[str, str]] = {}
         self.warnings: list[str] = []
@@ -177,57 +264,84 @@ class TextTyper:
 
     def _select(self, batch: pl.DataFrame, exprs: list[pl.Expr]) -> pl.DataFrame:
         try:
-            return batch.select(exprs)
+            # lazily, so that polars computes an expression many counts share (a column's number text) once
+            return batch.lazy().select(exprs).collect()
         except pl.exceptions.PolarsError as exc:
             raise polars_error(exc, tenant=self.tenant, file=self.file, what="a table", fix=self.read_fix) from None
 
     # -- profiles from the first rows --------------------------------------------
+    def _profile_exprs(self, name: str) -> list[pl.Expr]:
+        raw = self.text_columns[name]
+        text = raw.str.strip_chars()
+        present = text.str.len_bytes() > 0
+        number = _number_text(text, self.decimal, self.group_chars)
+        as_float = number.cast(pl.Float64, strict=False)
+        exprs = [
+            (raw != text).any().alias(f"{name}\0strip"),
+            (present & number.cast(pl.Int64, strict=False).is_null()).any().alias(f"{name}\0not_int"),
+            (present & ~text.is_in(_BOOL_CASES)).any().alias(f"{name}\0not_bool"),
+            (as_float.abs() >= 2.0**63).any().alias(f"{name}\0big"),
+            (present & as_float.is_null()).any().alias(f"{name}\0not_number"),
+            as_float.is_not_null().any().alias(f"{name}\0number"),
+            present.any().alias(f"{name}\0any"),
+        ]
+        spaces = self.group_chars.replace(".", "")
+        if spaces:
+            exprs.append(text.str.contains(_grouped_number(spaces, self.decimal)).any().alias(f"{name}\0grouped"))
+        return exprs
+
+    def _date_profile_exprs(self, name: str) -> list[pl.Expr]:
+        text = self.text_columns[name].str.strip_chars()
+        parsed = [_parse_date(text, f).is_not_null() for f in DATE_FORMATS]
+        exprs = [((text.str.len_bytes() > 0) & ~pl.any_horizontal(parsed)).any().alias(f"{name}\0not_date")]
+        return exprs + [p.any().alias(f"{name}\0{f}") for p, f in zip(parsed, DATE_FORMATS)]
+
+    def _profile_dates(self, name: str, row: dict[str, Any]) -> tuple[str, ...]:
+        declared = self.declared.get(name)
+        if declared is ColumnType.DATETIME or not row[f"{name}\0any"]:
+            return DATE_FORMATS
+        if declared is not None or row.get(f"{name}\0not_date", True):
+            return ()
+        found = {f for f in DATE_FORMATS if row[f"{name}\0{f}"]}
+        for pair in _DAY_MONTH:
+            if found & set(pair):
+                found |= set(pair)
+        return tuple(f for f in DATE_FORMATS if f in found)
+
     def _profile(self, sample: pl.DataFrame) -> None:
-        exprs: list[pl.Expr] = []
-        for name in self.text_columns:
-            raw = self.text_columns[name]
-            text = raw.str.strip_chars()
-            present = text.str.len_bytes() > 0
-            number = _number_text(text, self.decimal).cast(pl.Float64, strict=False)
-            parsed = [_parse_date(text, f).is_not_null() for f in DATE_FORMATS]
-            exprs += [
-                (raw != text).any().alias(f"{name}\0strip"),
-                (present & _number_text(text, self.decimal).cast(pl.Int64, strict=False).is_null()).any().alias(f"{name}\0not_int"),
-                (present & ~text.is_in(_BOOL_CASES)).any().alias(f"{name}\0not_bool"),
-                (number.abs() >= 2.0**63).any().alias(f"{name}\0big"),
-                (present & ~pl.any_horizontal(parsed)).any().alias(f"{name}\0not_date"),
-                present.any().alias(f"{name}\0any"),
-            ]
-            exprs += [p.any().alias(f"{name}\0{f}") for p, f in zip(parsed, DATE_FORMATS)]
-        row = self._select(sample, exprs).row(0, named=True)
+        row = self._select(sample, [e for name in self.text_columns for e in self._profile_exprs(name)]).row(0, named=True)
+        # A column of numbers only is no date column: its dates are not worth parsing.
+        worded = [name for name in self.text_columns if row[f"{name}\0not_number"]]
+        if worded:
+            row |= self._select(sample, [e for name in worded for e in self._date_profile_exprs(name)]).row(0, named=True)
         for name in self.text_columns:
             declared = self.declared.get(name)
-            formats: tuple[str, ...] = ()
-            if declared is ColumnType.DATETIME or not row[f"{name}\0any"]:
-                formats = DATE_FORMATS
-            elif declared is None and not row[f"{name}\0not_date"]:
-                found = {f for f in DATE_FORMATS if row[f"{name}\0{f}"]}
-                if found & {_DAY_FIRST, _MONTH_FIRST}:
-                    found |= {_DAY_FIRST, _MONTH_FIRST}
-                formats = tuple(f for f in DATE_FORMATS if f in found)
+            # Spaces in numbers are looked for where the first rows have them ('.' beside a decimal comma always).
+            spaced = row.get(f"{name}\0grouped", False)
+            groups = "".join(g for g in self.group_chars if spaced or g not in _SPACE_GROUPS)
             self.profiles[name] = _Profile(
                 strip=bool(row[f"{name}\0strip"]),
                 maybe_int=not row[f"{name}\0not_int"] or declared is ColumnType.INTEGER,
                 maybe_bool=not row[f"{name}\0not_bool"] or declared is ColumnType.BOOLEAN,
                 maybe_big=bool(row[f"{name}\0big"]),
-                date_formats=formats,
+                date_formats=self._profile_dates(name, row),
+                groups=groups,
+                maybe_coded=declared is None and bool(row[f"{name}\0number"] and row[f"{name}\0not_number"]),
             )
 
     # -- sweep one -----------------------------------------------------------------
     def _count_exprs(self, name: str) -> list[pl.Expr]:
         profile = self.profiles[name]
         text = self._text(name)
-        number = _number_text(text, self.decimal)
+        number = _number_text(text, self.decimal, profile.groups)
         as_float = number.cast(pl.Float64, strict=False)
         exprs = [
             (text.str.len_bytes() > 0).sum().alias(f"{name}\0nn"),
             as_float.is_finite().sum().alias(f"{name}\0float"),
         ]
+        exprs += self._group_count_exprs(name, profile.groups)
+        if profile.maybe_coded:
+            exprs += self._coded_count_exprs(name)
         if profile.maybe_int:
             as_int = number.cast(pl.Int64, strict=False)
             exprs += [
@@ -263,69 +377,107 @@ class TextTyper:
             exprs += self._date_count_exprs(name, profile.date_formats)
         return exprs
 
+    def _group_count_exprs(self, name: str, groups: str) -> list[pl.Expr]:
+        """How many cells are numbers grouped by each thousands separator: a column must keep to one."""
+        if not groups:
+            return []
+        text = self._text(name)
+        grouped = text.str.contains(_grouped_number(groups, self.decimal))
+        return [(grouped & text.str.contains(g, literal=True)).sum().alias(f"{name}\0group\0{g}") for g in groups]
+
+    def _coded_count_exprs(self, name: str) -> list[pl.Expr]:
+        """The top- or bottom-coded values ('3+', '< 1 year'): how many, and the first few forms of each batch."""
+        text = self._text(name)
+        coded = text.str.contains(_CODED)
+        forms = text.filter(coded).unique(maintain_order=True).head(_MAX_CODES + 1).implode()
+        return [coded.sum().alias(f"{name}\0coded"), forms.alias(f"{name}\0codes")]
+
     def _date_count_exprs(self, name: str, formats: tuple[str, ...]) -> list[pl.Expr]:
         text = self._text(name)
         parsed = {f: _parse_date(text, f).is_not_null() for f in formats}
         exprs = [p.sum().alias(f"{name}\0date\0{f}") for f, p in parsed.items()]
         exprs.append(pl.any_horizontal(list(parsed.values())).sum().alias(f"{name}\0dates"))
-        if _DAY_FIRST in parsed and _MONTH_FIRST in parsed:
-            exprs.append((parsed[_DAY_FIRST] & ~parsed[_MONTH_FIRST]).sum().alias(f"{name}\0only\0{_DAY_FIRST}"))
-            exprs.append((parsed[_MONTH_FIRST] & ~parsed[_DAY_FIRST]).sum().alias(f"{name}\0only\0{_MONTH_FIRST}"))
-            # Sums and sums of squares of each field of the ambiguous dates add up over batches and tell
-            # whether a field never changes (n * sum of squares == sum squared): that field is the day.
-            both = parsed[_DAY_FIRST] & parsed[_MONTH_FIRST]
-            exprs.append(both.sum().alias(f"{name}\0both"))
-            for field in (1, 2):
-                value = text.str.extract(r"^(\d{1,2})/(\d{1,2})/", field).cast(pl.Int64, strict=False)
-                value = pl.when(both).then(value).otherwise(0)
-                exprs.append(value.sum().alias(f"{name}\0field{field}"))
-                exprs.append((value * value).sum().alias(f"{name}\0field{field}^2"))
+        # Dates written shorter than zero-padded (1/5/2016 for 01/05/2016): the release drops the padding too.
+        exprs += [(p & (text.str.len_chars() < _padded_width(f))).sum().alias(f"{name}\0short\0{f}")
+                  for f, p in parsed.items() if any(field in f for field in _UNPADDED)]
+        for day, month in _DAY_MONTH:
+            if day in parsed and month in parsed:
+                exprs += self._day_month_exprs(name, parsed[day], parsed[month], day, month)
+        return exprs
+
+    def _day_month_exprs(self, name: str, day_first: pl.Expr, month_first: pl.Expr, day: str, month: str) -> list[pl.Expr]:
+        """The counts that settle a column's d/m against m/d order (`_day_or_month`), keyed by the day-first format."""
+        text = self._text(name)
+        exprs = [(day_first & ~month_first).sum().alias(f"{name}\0only\0{day}"),
+                 (month_first & ~day_first).sum().alias(f"{name}\0only\0{month}")]
+        # Sums and sums of squares of each field of the ambiguous dates add up over batches and tell
+        # whether a field never changes (n * sum of squares == sum squared): that field is the day.
+        both = day_first & month_first
+        exprs.append(both.sum().alias(f"{name}\0both\0{day}"))
+        for field in (1, 2):
+            value = text.str.extract(r"^(\d{1,2})/(\d{1,2})/", field).cast(pl.Int64, strict=False)
+            value = pl.when(both).then(value).otherwise(0)
+            exprs.append(value.sum().alias(f"{name}\0field{field}\0{day}"))
+            exprs.append((value * value).sum().alias(f"{name}\0field{field}^2\0{day}"))
         return exprs
 
     def _sweep_counts(self, exprs: list[pl.Expr]) -> Counter:
+        """The counts summed over every batch; a list (the top-coded forms) is gathered into `self.forms`."""
         totals: Counter = Counter()
         for batch in self.batches():
-            if batch.height:
-                totals.update({k: int(v or 0) for k, v in self._select(batch, exprs).row(0, named=True).items()})
+            if not batch.height:
+                continue
+            for key, value in self._select(batch, exprs).row(0, named=True).items():
+                if isinstance(value, list):
+                    self.forms.setdefault(key, set()).update(value)
+                else:
+                    totals[key] += int(value or 0)
         return totals
 
     # -- decisions ---------------------------------------------------------------
     def _decide_dates(self, name: str, stats: Counter, formats: tuple[str, ...]) -> _Plan:
         counts = {f: stats[f"{name}\0date\0{f}"] for f in formats}
         used = [f for f in formats if counts[f] > 0]
-        if _DAY_FIRST in used and _MONTH_FIRST in used:
-            day, month = counts[_DAY_FIRST], counts[_MONTH_FIRST]
-            winner, loser = (_DAY_FIRST, _MONTH_FIRST) if day >= month else (_MONTH_FIRST, _DAY_FIRST)
-            if day == month:
-                constant = self._constant_field(name, stats)
-                if constant == 2:
-                    winner, loser = _MONTH_FIRST, _DAY_FIRST
-                reading = (f"the {'first' if constant == 1 else 'second'} field never changes while the other "
-                           f"does, so it is the day: read as {'day' if constant == 1 else 'month'} first"
-                           if constant else "read as day first")
-                self.warnings.append(f"column {name}: every d/m/Y date is ambiguous (day and month both <= 12); "
-                                     f"{reading}. Write dates as YYYY-MM-DD to remove the doubt.")
-            used.remove(loser)
-            if stats[f"{name}\0only\0{loser}"] > 0:
-                self.warnings.append(f"column {name}: mixes day-first and month-first dates; ambiguous ones were read as {winner}.")
-                used.insert(used.index(winner) + 1, loser)
+        for day, month in _DAY_MONTH:
+            if day in used and month in used:
+                self._day_or_month(name, stats, used, day, month)
         self.date_columns[name] = list(used)
         if used:
-            self.spellings[name] = {"date_format": max(used, key=lambda f: counts[f])}
+            best = max(used, key=lambda f: counts[f])
+            self.spellings[name] = {"date_format": _unpadded(best) if stats[f"{name}\0short\0{best}"] else best}
         return _Plan("date", tuple(used), any("%H" in f for f in used))
 
+    def _day_or_month(self, name: str, stats: Counter, used: list[str], day_first: str, month_first: str) -> None:
+        """Keep one of a column's day-first and month-first formats in `used` (the one more dates fit), or both in
+        that order when some dates fit only the other."""
+        day, month = stats[f"{name}\0date\0{day_first}"], stats[f"{name}\0date\0{month_first}"]
+        winner, loser = (day_first, month_first) if day >= month else (month_first, day_first)
+        if day == month:
+            constant = self._constant_field(name, stats, day_first)
+            if constant == 2:
+                winner, loser = month_first, day_first
+            reading = (f"the {'first' if constant == 1 else 'second'} field never changes while the other "
+                       f"does, so it is the day: read as {'day' if constant == 1 else 'month'} first"
+                       if constant else "read as day first")
+            self.warnings.append(f"column {name}: every {day_first.replace('%', '')} date is ambiguous (day and month "
+                                 f"both <= 12); {reading}. Write dates as YYYY-MM-DD to remove the doubt.")
+        used.remove(loser)
+        if stats[f"{name}\0only\0{loser}"] > 0:
+            self.warnings.append(f"column {name}: mixes day-first and month-first dates; ambiguous ones were read as {winner}.")
+            used.insert(used.index(winner) + 1, loser)
+
     @staticmethod
-    def _constant_field(name: str, stats: Counter) -> int | None:
+    def _constant_field(name: str, stats: Counter, day_first: str) -> int | None:
         """Which field (1 or 2) of a column's ambiguous d/m/Y dates never changes while the other does, or None.
 
         A monthly column names each month by one fixed day: Fannie Mae's reporting period 02/01/2019 (MM/01/YYYY)
         keeps the second field at 01, the same first of the month written day first (01/02/2019) the first. The
         field that stays put is the day; when both stay put (one date) or both move, nothing is settled.
         """
-        n = stats[f"{name}\0both"]
+        n = stats[f"{name}\0both\0{day_first}"]
         if n < 2:
             return None
-        fixed = [n * stats[f"{name}\0field{f}^2"] == stats[f"{name}\0field{f}"] ** 2 for f in (1, 2)]
+        fixed = [n * stats[f"{name}\0field{f}^2\0{day_first}"] == stats[f"{name}\0field{f}\0{day_first}"] ** 2 for f in (1, 2)]
         if fixed[0] == fixed[1]:
             return None
         return 1 if fixed[0] else 2
@@ -384,7 +536,46 @@ class TextTyper:
         self.spellings[name] = {k: v for k, v in spelling.items() if v is not None and v is not False}
         return _Plan("decorated")
 
+    def _settle_grouping(self, name: str, stats: Counter) -> None:
+        """Take the thousands separator most of a column's grouped numbers use as its own; a number grouped by another
+        is no number of the column (one file, one spelling), so it is taken off the counts of numbers."""
+        used = {g: stats[f"{name}\0group\0{g}"] for g in self.profiles[name].groups if stats[f"{name}\0group\0{g}"]}
+        if not used:
+            return
+        main = max(used, key=lambda g: used[g])
+        self.groups[name] = main
+        others = sum(used.values()) - used[main]
+        for key in ("int", "float", "intlike"):
+            stats[f"{name}\0{key}"] = max(0, stats[f"{name}\0{key}"] - others)
+
+    def _record_grouping(self, name: str, plan: _Plan) -> None:
+        """Record a grouped number column's separator and decimal mark ("1 234,56": " ,") for the release."""
+        group = self.groups.get(name)
+        if group and plan.kind in ("int", "int_float", "float"):
+            spelling = self.spellings.setdefault(name, {})
+            if plan.kind == "int":
+                spelling["decimals"] = 0
+            spelling["grouping"] = group + self.decimal
+
+    def _top_coded(self, name: str, stats: Counter) -> bool:
+        """Whether a column is numbers beside one or two top- or bottom-coded values ('0, 1, 2, 3+'): a count's
+        classes, read as categories with their values as written; noted for the reading notes."""
+        nn, n_float, n_coded = (stats[f"{name}\0{k}"] for k in ("nn", "float", "coded"))
+        forms = sorted(self.forms.get(f"{name}\0codes", ()))
+        if not (n_float and n_coded and n_float + n_coded == nn and len(forms) <= _MAX_CODES):
+            return False
+        shown = " and ".join(repr(form) for form in forms)
+        self.warnings.append(f"column {name}: {n_coded} of {nn} values are top- or bottom-coded ({shown}) beside plain "
+                             "numbers, so the column was read as categories with every value kept as written.")
+        return True
+
     def _decide(self, name: str, stats: Counter, problems: list[tuple[str, str]]) -> _Plan:
+        plan = self._decide_kind(name, stats, problems)
+        self._record_grouping(name, plan)
+        return plan
+
+    def _decide_kind(self, name: str, stats: Counter, problems: list[tuple[str, str]]) -> _Plan:
+        self._settle_grouping(name, stats)
         declared = self.declared.get(name)
         formats = self.profiles[name].date_formats
         nn = stats[f"{name}\0nn"]
@@ -429,6 +620,8 @@ class TextTyper:
         decorated = self._decoration(name, stats)
         if decorated is not None:
             return decorated
+        if self._top_coded(name, stats):
+            return _Plan("string")
         if n_float >= 0.9 * nn:
             if not self.mixed_as_text:
                 problems.append((name, "numeric"))
@@ -440,7 +633,7 @@ class TextTyper:
     def _bad_expr(self, name: str, kind: str, formats: tuple[str, ...]) -> pl.Expr:
         """True for a non-empty cell that does not fit `kind`."""
         text = self._text(name)
-        number = _number_text(text, self.decimal)
+        number = _number_text(text, self.decimal, self.groups.get(name, ""))
         if kind == "numeric":
             fits = number.cast(pl.Float64, strict=False).is_finite()
         elif kind == "integer":
@@ -505,12 +698,32 @@ class TextTyper:
             return _date_expr(text, plan.formats, plan.datetime).alias(name)
         if plan.kind == "decorated":
             return text.str.replace_all(_DECORATION, "").cast(pl.Float64, strict=False).alias(name)
-        number = _number_text(text, self.decimal)
+        number = _number_text(text, self.decimal, self.groups.get(name, ""))
         if plan.kind == "int":
             return number.cast(pl.Int64, strict=False).alias(name)
         if plan.kind == "int_float":
             return number.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False).alias(name)
         return number.cast(pl.Float64, strict=False).alias(name)
+
+    def _recount(self, typed: list[str], stats: Counter) -> None:
+        """Count once more what the first rows did not show was worth counting.
+
+        A column that is mostly dates in the first rows' formats may mix in others further down: every format is
+        counted for it. A column whose first rows were all numbers, refused as numbers with some text, may hold
+        top-coded values ('3+') further down: they are counted (a sweep only where the file would be refused).
+        """
+        dates = [n for n in typed if self.profiles[n].date_formats not in ((), DATE_FORMATS)
+                 and 0 < stats[f"{n}\0dates"] < stats[f"{n}\0nn"] and stats[f"{n}\0float"] < stats[f"{n}\0nn"]]
+        coded = [n for n in typed if self.declared.get(n) is None and not self.profiles[n].maybe_coded
+                 and not self.mixed_as_text and 0.9 * stats[f"{n}\0nn"] <= stats[f"{n}\0float"] < stats[f"{n}\0nn"]]
+        for n in dates:
+            self.profiles[n].date_formats = DATE_FORMATS
+        exprs = [e for n in dates for e in self._date_count_exprs(n, DATE_FORMATS)]
+        exprs += [e for n in coded for e in self._coded_count_exprs(n)]
+        if exprs:
+            # replaced, not added: a format counted in both sweeps is counted once
+            for key, value in self._sweep_counts(exprs).items():
+                stats[key] = value
 
     def run(self) -> pl.DataFrame:
         """Type the table; raise InvalidDataError for header-only files and bad columns."""
@@ -524,19 +737,7 @@ class TextTyper:
         typed = [n for n in self.text_columns if self.declared.get(n) not in skip]
         exprs = [e for n in typed for e in self._count_exprs(n)]
         stats = self._sweep_counts(exprs) if exprs else Counter()
-        # A column that is mostly dates in the first rows' formats may mix in
-        # others further down: count every format for those columns once more.
-        retry = [
-            n
-            for n in typed
-            if self.profiles[n].date_formats not in ((), DATE_FORMATS)
-            and 0 < stats[f"{n}\0dates"] < stats[f"{n}\0nn"]
-            and stats[f"{n}\0float"] < stats[f"{n}\0nn"]
-        ]
-        if retry:
-            for n in retry:
-                self.profiles[n].date_formats = DATE_FORMATS
-            stats.update(self._sweep_counts([e for n in retry for e in self._date_count_exprs(n, DATE_FORMATS)]))
+        self._recount(typed, stats)
         problems: list[tuple[str, str]] = []
         plans = {n: (self._decide(n, stats, problems) if n in typed else _Plan("string")) for n in self.text_columns}
         if problems:

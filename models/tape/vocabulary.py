@@ -199,7 +199,9 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
     * a number column comes back with no more decimals than the file wrote
       (`spec.decimals`): 1227.9521468 is released as 1227.95 when the file
       writes cents; decorated as the file decorates it ("$1,200.50",
-      "12.5%": `spec.prefix`, `spec.suffix`, `spec.grouping`).
+      "12.5%": `spec.prefix`, `spec.suffix`, `spec.grouping`), or grouped as
+      it groups thousands ("1 234,56", "1.234,56": `spec.grouping` holds the
+      separator and the decimal mark, " ," and ".,"; True is "," and ".").
     """
     import polars as pl
 
@@ -239,16 +241,26 @@ def render_column(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
     return series
 
 
+def _grouping_marks(grouping: bool | str | None) -> tuple[str, str]:
+    """(thousands separator, decimal mark) of `ColumnSpec.grouping`: True is "1,234.5"; a string is the separator and
+    the mark (" ," is "1 234,5", ".," "1.234,5"); nothing is "1234.5"."""
+    if isinstance(grouping, str) and len(grouping) == 2:
+        return grouping[0], grouping[1]
+    return ("," if grouping else ""), "."
+
+
 def _decorated(series: "pl.Series", spec: "ColumnSpec") -> "pl.Series":
-    """Numbers written as the file decorates them: "$1,200.50", "12.5%", "-$40.00" (`spec.prefix`, `spec.suffix`,
-    `spec.grouping`, with `spec.decimals` places)."""
+    """Numbers written as the file decorates them: "$1,200.50", "12.5%", "-$40.00", "1 234,56" (`spec.prefix`,
+    `spec.suffix`, `spec.grouping`, with `spec.decimals` places)."""
     import polars as pl
 
     places = spec.decimals if spec.decimals is not None else 2
-    pattern = f"{{:{',' if spec.grouping else ''}.{places}f}}"
+    separator, mark = _grouping_marks(spec.grouping)
+    pattern = f"{{:{',' if separator else ''}.{places}f}}"
+    marks = str.maketrans({",": separator, ".": mark})
 
     def write(value: float) -> str:
-        text = pattern.format(abs(value))
+        text = pattern.format(abs(value)).translate(marks)
         return f"{'-' if value < 0 else ''}{spec.prefix or ''}{text}{spec.suffix or ''}"
 
     return series.cast(pl.Float64).round(places).map_elements(write, return_dtype=pl.String, skip_nulls=True)
