@@ -309,8 +309,8 @@ def _status_expr(
     canonical.update({label: declared[_label_key(label)] for label in labels if _label_key(label) in declared})
     unknown = [label for label in labels if canonical[label] is None]
     if unknown:
-        # The example maps each label to a placeholder, never to a state: only the lender knows what a word means,
-        # and a suggested 'current' would be copied in for a label that is a default.
+        # The example maps each label to the word <state> and lists the states, never naming one: only the lender
+        # knows what a label means, and a suggested 'current' would be copied in for a label that is a default.
         example = ", ".join(f"'{label.replace(chr(39), chr(39) * 2)}': <state>" for label in unknown[:5])
         raise InvalidDataError(
             f"unknown status label(s): {', '.join(map(repr, unknown[:10]))}.",

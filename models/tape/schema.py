@@ -84,7 +84,9 @@ class ColumnSpec:
     decimals: int | None = None  # the most decimal places a number of the column has in the file
     prefix: str | None = None  # a number's currency sign as the file writes it ("$1,200.50": "$")
     suffix: str | None = None  # ... its percent sign ("12.5%": "%")
-    grouping: bool | None = None  # ... whether it writes thousands commas
+    # ... how it groups thousands: True for "1,234.5", or two characters, the group separator and the decimal mark
+    # (" ," for "1 234,5", ".," for "1.234,5"; see `models.tape.vocabulary._grouping_marks`)
+    grouping: bool | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -433,7 +433,7 @@ def test_the_unknown_status_label_example_never_maps_a_label_to_a_state_for_the_
     # run
     with pytest.raises(InvalidDataError, match=r"unknown status label\(s\): 'Frozen'") as info:
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="loan_id", mapping={})
-    # assert: the syntax with a placeholder, and the states to choose from
+    # assert: the syntax, with <state> where the analyst writes one, and the states to choose from
     fix = info.value.fix
     assert "status_labels: {'Frozen': <state>}" in fix, fix
     assert "<state> one of current, dpd30, dpd60, dpd90, default, prepaid, matured" in fix, fix
