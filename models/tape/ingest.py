@@ -709,6 +709,7 @@ class _CsvChunks:
         self.first_data_line = 1 + header_lines
         self._summary_notes: list[str] = []  # summary lines dropped from the end of the file
         self._short: dict[int, int] = {}  # line number -> fields, of the lines shorter than the header
+        self._judged: set[int] = set()  # first line numbers of the chunks already judged (the typer reads twice)
         self._summary_rows: int | None = None  # how many, decided on the first pass over the batches
         self.chunk_bytes = min(CSV_CHUNK_MAX, max(CSV_CHUNK_MIN, path.stat().st_size // 16))
 
@@ -740,8 +741,9 @@ class _CsvChunks:
         """
         width = len(self.dialect.names)
         delimiter = self.dialect.delimiter.encode()
-        if width < 2 or b'"' in data:
+        if width < 2 or line in self._judged or b'"' in data:
             return
+        self._judged.add(line)
         records = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         if data.count(delimiter) >= (width - 1) * records:
             return  # every line complete (a longer one is polars' own error), the common case, at no per-line cost
