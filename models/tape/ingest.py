@@ -536,6 +536,11 @@ def _decimal_mark(options: ReadOptions, delimiter: str, rows: list[list[str]], *
     return _sniff_decimal(rows)
 
 
+def numbered_columns(width: int) -> list[str]:
+    """The names a file without a header line is read under: column_1, column_2, ..., column_`width`."""
+    return [f"column_{i}" for i in range(1, width + 1)]
+
+
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
 
 
@@ -584,7 +589,7 @@ def _given_names(
         else:
             notes.append(f"the file has no header line; its {width} columns are named by csv.columns in tenant.yaml")
         return names
-    names = [f"column_{i}" for i in range(1, width + 1)]
+    names = numbered_columns(width)
     example = next((value.strip() for value in first if _NUMBER.match(value.strip()) and not value.strip().isdigit()), None)
     why = (f"line 1 holds data, not column names ({'it holds the number ' + repr(example) if example else 'a value repeats beside a number'}), "
            if sniffed else "csv.header is false in tenant.yaml, ")

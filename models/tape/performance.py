@@ -104,7 +104,9 @@ def _resolve_performance_columns(
 
 def headerless(columns: list[str]) -> bool:
     """Whether `columns` are the names the CSV reader gives a file without a header line (column_1, column_2, ...)."""
-    return bool(columns) and list(columns) == [f"column_{i}" for i in range(1, len(columns) + 1)]
+    from models.tape.ingest import numbered_columns
+
+    return bool(columns) and list(columns) == numbered_columns(len(columns))
 
 
 def _guess_columns(perf: pl.DataFrame, keys: list[str], resolved: dict[str, str], *, known_ids: pl.Series | None) -> dict[str, str]:
