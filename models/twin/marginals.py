@@ -136,6 +136,8 @@ class ContinuousMarginal:
         if n - starts[-1] >= pile_up:
             eff_high = min(eff_high, float(ordered[-1]))
         knots = np.clip(knots, eff_low, eff_high)
+        if counts_hook is _identity:  # under DP the knots stay on the noised grid: an atom's place is exact
+            probs, knots = _with_atoms(probs, knots, ordered, starts, ends, pile_up, m)
         partition = np.append(starts, n) / n
         return cls(probs, knots, eff_low, eff_high), u, partition
 
@@ -244,6 +246,58 @@ class LevelMarginal:
         if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(float(probs.sum()) - 1.0) > 1e-6:
             raise ValueError("level probabilities must be non-negative and sum to 1")
         return cls(levels, probs)
+
+
+def _with_atoms(
+    probs: np.ndarray, knots: np.ndarray, ordered: np.ndarray, starts: np.ndarray, ends: np.ndarray, pile_up: int, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The knots with each atom of the column laid out exactly: its value over its whole mass, and no value between
+    it and its neighbours.
+
+    An atom is a value held by many rows: one that holds at least a knot interval's share of them, or the lowest
+    or highest value when it is held by at least `pile_up` rows. Real tapes code "not available" with such values
+    beyond the range of the others (Home Credit's DAYS_EMPLOYED of 365243 beside values below 0; a credit score
+    of 9999 beside 300-850; a DTI of 999), and hold round amounts many times. On the grid of equal-probability
+    knots alone, the inverse CDF ran from the last ordinary value to the atom in a straight line across one knot
+    interval, so a share of the synthetic rows got values no borrower has (a score of 4,000; 150,000 days
+    employed) and the atom itself lost that share. Here the inverse CDF steps: it holds the previous value up to
+    the atom's first probability, the atom's value over its mass, and the next value right after it. `ordered` is
+    the sorted column, `starts`/`ends` its runs of equal values; the grid knots inside an atom's mass are dropped.
+    """
+    n = ordered.size
+    sizes = ends - starts
+    chosen = np.flatnonzero(sizes >= max(pile_up, n / m))
+    if chosen.size > m:  # a column of few, all-common values is a discrete one: at most one atom per grid knot
+        chosen = np.sort(chosen[np.argsort(-sizes[chosen], kind="stable")[:m]])
+    extremes = [i for i in (0, sizes.size - 1) if sizes[i] >= pile_up]
+    chosen = np.union1d(chosen, np.asarray(extremes, dtype=np.int64))
+    if chosen.size == 0:
+        return probs, knots
+    lo, hi = starts[chosen] / n, ends[chosen] / n
+    value = ordered[starts[chosen]]
+    before = ordered[np.maximum(starts[chosen] - 1, 0)]
+    after = ordered[np.minimum(ends[chosen], n - 1)]
+    # The grid's own knots: none inside an atom's mass, and none in the gaps beside it. The sample quantile
+    # interpolates between neighbouring rows, so a grid knot just before an atom lay between it and the previous
+    # value: the true inverse CDF is at most `before` there, and at least `after` past the atom.
+    grid = knots.copy()
+    inside = np.zeros(probs.size, dtype=bool)
+    for a, b, low, high in zip(lo, hi, before, after):
+        inside |= (probs >= a) & (probs <= np.nextafter(b, 2.0))
+        grid = np.where(probs < a, np.minimum(grid, low), grid)
+        grid = np.where(probs > b, np.maximum(grid, high), grid)
+    keep_before, keep_after = lo > 0.0, hi < 1.0
+    first = np.where(keep_before, np.nextafter(lo, 2.0), 0.0)
+    new_probs = np.concatenate([
+        probs[~inside], lo[keep_before], first, hi, np.nextafter(hi[keep_after], 2.0),
+    ])
+    new_values = np.concatenate([grid[~inside], before[keep_before], value, value, after[keep_after]])
+    np.clip(new_probs, 0.0, 1.0, out=new_probs)
+    pairs = np.unique(np.stack([new_probs, new_values], axis=1), axis=0)  # sorted by probability, then value
+    # a probability with two values (a grid knot where an atom starts): keep the first, which the step holds
+    first = np.append(True, np.diff(pairs[:, 0]) > 0)
+    pairs = pairs[first]
+    return pairs[:, 0], np.maximum.accumulate(pairs[:, 1])
 
 
 def _stable_argsort(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
