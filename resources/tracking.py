@@ -44,10 +44,12 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,26 @@ REPORTS_ARTIFACT = "reports"
 PROBE_TIMEOUT_S = 5
 _LOCK = threading.RLock()
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# New embedded stores being created by child processes (`MlflowTracking.prepare_embedded_store`): the store's URI
+# -> (the child, the temporary file it builds the store in).
+_PREPARING: dict[str, tuple[subprocess.Popen, Path]] = {}
+_PREPARING_LOCK = threading.Lock()
+# The child: MLflow builds a complete store in a temporary file beside the final one, which is then linked into
+# place only if no store appeared there meanwhile (os.link never replaces a file). Another process thus sees
+# either no store or a whole one, never one half-way through its migrations.
+_CREATE_STORE = """
+import os, sys
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+temporary, final, artifacts = sys.argv[1:4]
+try:
+    SqlAlchemyStore("sqlite:///" + temporary, artifacts).engine.dispose()
+    os.link(temporary, final)
+except FileExistsError:
+    pass
+finally:
+    if os.path.exists(temporary):
+        os.unlink(temporary)
+"""
 _SERVING_PACKAGES = ("mlflow", "lightgbm", "numpy", "pandas", "polars", "pyarrow", "pydantic")
 
 
@@ -97,6 +119,35 @@ def _first_line(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc
     text = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {text[0] if text else ''}"
+
+
+def _await_prepared(uri: str) -> None:
+    """Wait for the child creating the store at `uri` (`MlflowTracking.prepare_embedded_store`), if there is one.
+
+    Its exit status is not read: a store it could not create is created (or refused with the reason) by MLflow
+    in this process, as it is when no child was started.
+    """
+    with _PREPARING_LOCK:
+        entry = _PREPARING.pop(uri, None)
+    if entry is not None:
+        entry[0].wait()
+
+
+def abandon_prepared_stores() -> None:
+    """Stop the children still creating stores that this process did not use, and remove their temporary files.
+
+    The `credittwin` command calls it when its run is over, so that no child is left writing into a data root
+    after the command has returned (a run that failed early, before `risk_model`). A child that had finished has
+    left a new, empty store, which the next `risk_model` uses.
+    """
+    with _PREPARING_LOCK:
+        entries = list(_PREPARING.values())
+        _PREPARING.clear()
+    for child, temporary in entries:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        temporary.unlink(missing_ok=True)
 
 
 def _probe(uri: str, tenant: str) -> None:
@@ -237,6 +288,35 @@ class MlflowTracking(dg.ConfigurableResource):
         """The resource for a `resources.settings.Settings`."""
         return cls(data_dir=str(settings.data_dir), tracking_uri=getattr(settings, "mlflow_tracking_uri", None))
 
+    def prepare_embedded_store(self) -> bool:
+        """Start creating a new embedded store in a child process; True when one was started.
+
+        MLflow creates a new SQLite store by running its whole chain of schema migrations: about 1.5 s of one
+        core on the demo's machine, spent inside the first `risk_model` of a new data root. The `credittwin`
+        command calls this before it runs a graph in process, so that the migrations run on the machine's other
+        core while the graph's first steps run on this one; `log_and_register` waits for the child before it
+        opens the store. The child builds the store in a temporary file and links it into place only where no
+        store has appeared meanwhile, and it runs in its own session, so an interrupt of the command (Ctrl-C
+        reaches the whole foreground group) does not stop it half-way. If it fails, MLflow creates the store (or
+        says why it cannot) in `risk_model`, as it does when no child was started. Nothing is started for a
+        server or database store, for a store that exists, or while one is being created.
+        """
+        if not self.embedded:
+            return False
+        uri = self.resolved_tracking_uri()
+        final = Path(uri[len("sqlite:///"):])
+        with _PREPARING_LOCK:
+            if uri in _PREPARING or final.exists():
+                return False
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temporary = final.with_name(f".{final.name}.creating-{uuid.uuid4().hex[:12]}")
+            child = subprocess.Popen(
+                [sys.executable, "-c", _CREATE_STORE, str(temporary), str(final), str(Path(self.data_dir).resolve() / "mlartifacts")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            _PREPARING[uri] = (child, temporary)
+        return True
+
     # ------------------------------------------------------------------ locations
 
     @property
@@ -332,6 +412,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def _log_and_register(self, tenant, uri, registry, model_dir: Path, metrics, params, tags, artifacts, input_example,
                           register, run_name) -> dict[str, Any]:
+        _await_prepared(uri)
         _probe(uri, tenant)
         if registry != uri:
             _probe(registry, tenant)

@@ -230,3 +230,47 @@ def test_logging_a_model_in_a_fresh_store_prints_nothing_on_the_terminal(tmp_pat
     assert "Validating input example" not in err, err
     assert any("Created version '1'" in r.getMessage() for r in caplog.records if r.name == "credittwin.tracking")
     assert logging.getLogger("mlflow").level == mlflow_level
+
+
+def test_a_store_prepared_by_a_child_process_is_the_one_the_model_is_logged_to(tmp_path, pd_model):
+    # setup: a new data root, as `credittwin demo` meets it; the command starts the child before its run
+    from resources import tracking as tracking_module
+
+    tracking = MlflowTracking(data_dir=str(tmp_path / "data"))
+    database = tmp_path / "data" / "mlflow.db"
+    # run
+    assert tracking.prepare_embedded_store() is True
+    assert tracking.prepare_embedded_store() is False  # one child per store
+    logged = _log(tracking, "prepared", pd_model)
+    # assert: the model went into the store the child made (schema current, the run in it), no temporary file is left,
+    # and nothing is started for a store that exists or for a server
+    assert logged["registered_version"] == 1 and database.exists()
+    assert tracking_module._PREPARING == {}
+    assert [p.name for p in database.parent.iterdir() if p.name.startswith(".mlflow.db")] == []
+    assert tracking.prepare_embedded_store() is False
+    assert MlflowTracking(data_dir=str(tmp_path), tracking_uri="http://127.0.0.1:1").prepare_embedded_store() is False
+
+
+def test_a_prepared_store_never_replaces_one_that_appeared_meanwhile_and_an_abandoned_child_leaves_nothing(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    from resources import tracking as tracking_module
+
+    # run: the child finds a store already at the final path when it is done (another process made it meanwhile)
+    final, temporary = tmp_path / "mlflow.db", tmp_path / ".mlflow.db.creating-test"
+    sqlite3.connect(final).execute("CREATE TABLE other_process (x)").connection.commit()
+    subprocess.run([sys.executable, "-c", tracking_module._CREATE_STORE, str(temporary), str(final), str(tmp_path / "a")],
+                   check=True, timeout=600)
+    # assert: that store is kept as it was, the child's own is removed
+    tables = {r[0] for r in sqlite3.connect(final).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"other_process"} and not temporary.exists()
+
+    # run: a command whose run ended before risk_model abandons its child
+    data = tmp_path / "data"
+    assert MlflowTracking(data_dir=str(data)).prepare_embedded_store() is True
+    tracking_module.abandon_prepared_stores()
+    # assert: no child is left and no temporary file (a child that had already finished leaves a whole store)
+    assert tracking_module._PREPARING == {}
+    assert [p.name for p in data.iterdir() if p.name.startswith(".mlflow.db")] == []
