@@ -49,8 +49,11 @@ def _expectation_lines(metadata) -> list[str]:
     return lines
 
 
-def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.stdout) -> bool:
-    """Register `tenant` if needed and run its whole graph in-process; print a summary. True on success."""
+def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=None) -> bool:
+    """Register `tenant` if needed and run its whole graph in-process; print a summary (to `out`, default the
+    current `sys.stdout`, read at the call: a default bound when the module was imported missed a redirection). True
+    on success."""
+    out = out if out is not None else sys.stdout
     import dagster as dg
 
     from models.tape.tenant import validate_tenant_id
@@ -58,6 +61,7 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     from pipelines.jobs import SCOPE_TAG, TENANT_TAG, WHOLE_GRAPH
     from assets.partitions import tenants
     from pipelines.recovery import owner_tags
+    from resources.tracking import MlflowTracking, abandon_prepared_stores
 
     tenant = validate_tenant_id(tenant)
     # a clear error before any run starts; the folder is checked as the sensor checks it (a link is refused)
@@ -68,15 +72,20 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
         instance.add_dynamic_partitions(tenants.name, [tenant])
     job = build_definitions(settings).resolve_job_def("tenant_pipeline")
     started = time.perf_counter()
-    result = job.execute_in_process(
-        partition_key=tenant,
-        instance=instance,
-        # the upload's SHA-256 is recorded by raw_loan_tape from the files it reads; hashing here would read them twice
-        # the owner tags let a later `credittwin` fail this run and free its slots if this process is killed
-        tags={TENANT_TAG: tenant, SCOPE_TAG: WHOLE_GRAPH, **owner_tags()},
-        run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}},
-        raise_on_error=False,
-    )
+    # a new embedded MLflow store is created on the other core while the first steps run (risk_model waits for it)
+    MlflowTracking.from_settings(settings).prepare_embedded_store()
+    try:
+        result = job.execute_in_process(
+            partition_key=tenant,
+            instance=instance,
+            # the upload's SHA-256 is recorded by raw_loan_tape from the files it reads; hashing here would read them
+            # twice; the owner tags let a later `credittwin` fail this run and free its slots if this process is killed
+            tags={TENANT_TAG: tenant, SCOPE_TAG: WHOLE_GRAPH, **owner_tags()},
+            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}},
+            raise_on_error=False,
+        )
+    finally:
+        abandon_prepared_stores()
     elapsed = time.perf_counter() - started
     print(f"run {result.run_id} for tenant '{tenant}': {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s", file=out)
     for event in result.get_asset_materialization_events():
@@ -109,7 +118,7 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=sys.
     return result.success
 
 
-def recover_dead_runs(instance, *, out=sys.stdout) -> None:
+def recover_dead_runs(instance, *, out=None) -> None:
     """Fail the runs whose `credittwin` process on this host was killed, and free the pool slots they held.
 
     Headless nothing else does it: without this, one killed run would hold the
