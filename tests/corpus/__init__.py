@@ -175,32 +175,60 @@ class TapeRun:
         }
 
 
-def _cli(workdir: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    import sys
+def _cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`credittwin <args>` as the command runs it (`pipelines.cli.main`), in this process: its exit code and what it
+    printed, with the data root ``workdir/data``, HOME `workdir`, `workdir` as the current folder and no other
+    CreditTwin, Dagster or MLflow setting in the environment.
 
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "CREDITTWIN_DATA_DIR": str(workdir / "data"),
-        "HOME": str(workdir),
-    }
-    command = str(Path(sys.executable).parent / "credittwin")
-    return subprocess.run([command, *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
+    In process, the tapes share the worker's imports of Dagster, torch, Great Expectations and MLflow, which a new
+    process paid again for each command (about a tenth of the suite's CPU time). The console script itself, with its
+    exit codes and its output on a data error, is run as a process by tests/pipelines/test_cli.py.
+    """
+    import contextlib
+    import io
+    import os
+
+    from pipelines.cli import main
+
+    environment = {"CREDITTWIN_DATA_DIR": str(workdir / "data"), "HOME": str(workdir)}
+    cleared = [k for k in os.environ if k.startswith(("CREDITTWIN_", "DAGSTER_", "MLFLOW_")) and k not in environment]
+    saved = {k: os.environ.get(k) for k in [*environment, *cleared]}
+    folder = os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for name in cleared:
+            del os.environ[name]
+        os.environ.update(environment)
+        os.chdir(workdir)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's refusals
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(folder)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return subprocess.CompletedProcess(["credittwin", *args], code, out.getvalue(), err.getvalue())
 
 
-def run_end_to_end(tape: CorpusTape, workdir: Path, *, timeout: float = 900) -> TapeRun:
+def run_end_to_end(tape: CorpusTape, workdir: Path) -> TapeRun:
     """Upload `tape` into a fresh data root under `workdir`, then `materialize`, `export` and `verify` it."""
     import time
 
     tape.write(workdir / "data" / "landing" / tape.tenant)
     started = time.perf_counter()
-    run = TapeRun(tape, 0.0, _cli(workdir, "materialize", tape.tenant, timeout=timeout))
+    run = TapeRun(tape, 0.0, _cli(workdir, "materialize", tape.tenant))
     run.seconds = time.perf_counter() - started
     if run.materialize.returncode != 0:
         return run
     run.bundle = workdir / "bundle"
-    run.export = _cli(workdir, "export", tape.tenant, str(run.bundle), timeout=timeout)
+    run.export = _cli(workdir, "export", tape.tenant, str(run.bundle))
     if run.export.returncode == 0:
-        run.verify = _cli(workdir, "verify", str(run.bundle / "certificate.json"), "--data", str(run.bundle), timeout=timeout)
+        run.verify = _cli(workdir, "verify", str(run.bundle / "certificate.json"), "--data", str(run.bundle))
     return run
 
 
