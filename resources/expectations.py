@@ -367,7 +367,7 @@ def _loan_plans(
                 False,
                 "not applicable: no numeric interest rate column found "
                 f"(names: {', '.join(CANONICAL_ALIASES['interest_rate'])}, or a rate qualified only as interest, "
-                "note, original or loan, such as loan_int_rate or ORIGINAL_INTEREST_RATE)",
+                "note, original, loan or borrower, such as loan_int_rate, ORIGINAL_INTEREST_RATE or BorrowerRate, or an APR)",
                 not_applicable=True,
             )
         )

@@ -34,10 +34,10 @@ LABEL_WORDS = frozenset({
 })
 # A rate word names the loan's interest rate only when every other word qualifies it as such (loan_int_rate,
 # ORIGINAL_INTEREST_RATE, ORIG_RATE, NoteRate); default_rate, unemployment_rate or exchange_rate do not.
-RATE_WORDS = frozenset({"rate", "rt"})
+RATE_WORDS = frozenset({"rate", "rt", "apr"})
 RATE_QUALIFIERS = frozenset({
     "interest", "int", "note", "coupon", "orig", "original", "loan", "contract", "mortgage", "nominal", "current",
-    "curr", "initial",
+    "curr", "initial", "borrower", "annual", "percentage",
 })
 
 
@@ -78,7 +78,7 @@ def is_interest_rate_name(column: str) -> bool:
 
     A rate word (`RATE_WORDS`) whose other words all qualify it as the loan's
     rate (`RATE_QUALIFIERS`, digits aside): loan_int_rate, ORIGINAL_INTEREST_RATE,
-    ORIG_RATE, InterestRate, intrate. Other rates (default_rate,
+    ORIG_RATE, InterestRate, intrate, Prosper's BorrowerRate and BorrowerAPR. Other rates (default_rate,
     unemployment_rate) hold no interest rate and are left out.
     """
     words = [w for w in name_words(column) if not w.isdigit()]

@@ -44,7 +44,9 @@ def test_amount_names(column, amount):
     [
         ("loan_int_rate", True), ("ORIGINAL_INTEREST_RATE", True), ("ORIG_RATE", True), ("NoteRate", True),
         ("intrate", True), ("int_rt", True),
-        ("default_rate", False), ("unemployment_rate", False), ("interest_rate_spread", False),
+        # Prosper's BorrowerRate and BorrowerAPR; an APR spelled out
+        ("BorrowerRate", True), ("BorrowerAPR", True), ("apr", True), ("annual_percentage_rate", True),
+        ("default_rate", False), ("LenderYield", False), ("apr_change_count", False), ("unemployment_rate", False), ("interest_rate_spread", False),
         ("separate", False), ("INTEREST_BEARING_UPB", False),
     ],
 )
