@@ -1074,6 +1074,37 @@ def _mask_unseen(net: Any, seen: list[bool], pairs: np.ndarray | None = None) ->
         net.state_offset.masked_fill_(torch.from_numpy(masked)[:, None, :].to(net.state_offset.device), _UNSEEN_LOGIT)
 
 
+# A state's balances "never rise" when at most this share of the book's months into it (with a balance on both
+# sides) hold more than the month before, and at least RISE_EVIDENCE such months were seen.
+RISE_SHARE = 0.005
+RISE_EVIDENCE = 200
+_RISE_TOLERANCE = 1e-4  # a ratio up to 1.0001 is the same balance, written with rounding
+
+
+def balance_ceilings(encoded: "_Encoded") -> np.ndarray:
+    """The highest balance ratio (to the month before) the cascade may draw in a month into each state.
+
+    1 for the states into which the book's balances never rise (`RISE_SHARE`, `RISE_EVIDENCE`): an amortising
+    loan that stays current, whose balance every real month is at most the month before's. The amount head
+    predicts a ratio near 1 without a ceiling, so on the demo book 18% of the synthetic current-to-current months
+    held a balance a little above the month before, against none of the real ones: a path a lender's reviewer
+    would reject. Elsewhere (a card's revolving balance; arrears that capitalise interest) the cap stays
+    `BALANCE_CAP`. An exact statistic of the borrowers, so never computed under DP-SGD.
+    """
+    from models.sequences.network import BALANCE_CAP
+
+    target = encoded.balance_target.numpy()
+    observed = encoded.balance_mask.numpy().astype(bool)
+    states = encoded.next_state.numpy()
+    ceilings = np.full(N_STATES, BALANCE_CAP, dtype=np.float32)
+    for code in range(N_STATES):
+        months = observed & (states == code)
+        count = int(months.sum())
+        if count >= RISE_EVIDENCE and float(np.mean(target[months] > 1.0 + _RISE_TOLERANCE)) <= RISE_SHARE:
+            ceilings[code] = 1.0
+    return ceilings
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -1294,6 +1325,10 @@ class LoanCascade:
             net.eval()
             moves = None if private else observed_transitions(encoded.next_state.numpy(), months)
             _mask_unseen(net, seen, moves)
+            if not private and "balance" in amounts:
+                ceilings = balance_ceilings(encoded)
+                with torch.no_grad():
+                    net.balance_ceiling.copy_(torch.from_numpy(ceilings).to(net.balance_ceiling))
             started = time.perf_counter()
             # each training loan observable from its own first reporting month to the cut-off (not read under DP)
             limits = None if private else window.limits(first_reporting_months(performance, paths.loan_ids))
@@ -1571,6 +1606,8 @@ class LoanCascade:
         state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         # A cascade saved before calibration existed has no offsets: it loads with zero offsets, as it sampled then.
         state.setdefault("state_offset", net.state_offset.clone())
+        # Saved before balance ceilings existed: it drew balance ratios up to BALANCE_CAP in every state.
+        state.setdefault("balance_ceiling", net.balance_ceiling.clone())
         prep.setdefault("calibration", {"fitted": False, "reason": "saved before calibration existed"})
         # Saved before histories without amounts were accepted: it was trained on both.
         prep.setdefault("amounts", list(AMOUNTS))

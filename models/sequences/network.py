@@ -12,8 +12,10 @@ head, given that next state, gives the balance and payment ratios.
 
 After training, `models.sequences.cascade` calibrates the state head: the buffer
 ``state_offset`` (previous state x month on book x next state) adds fitted
-logit offsets so the model's expected transition counts match the book's.
-It is part of the state dict, so saving and loading keep it.
+logit offsets so the model's expected transition counts match the book's,
+and the buffer ``balance_ceiling`` keeps balances from rising in the states
+where the book's never do. Both are part of the state dict, so saving and
+loading keep them.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class CascadeNet(nn.Module):
         # Logit offsets per (previous state incl. the start token, month on book); zero until calibrated.
         # A buffer, not a parameter: training never moves it and DP-SGD never sees it.
         self.register_buffer("state_offset", torch.zeros(START_TOKEN + 1, max(int(months), 1), N_STATES))
+        # The highest balance ratio a month into each state may draw: BALANCE_CAP until the cascade, after training,
+        # sets 1 for the states into which the book's balances never rise (an amortising loan that stays current).
+        self.register_buffer("balance_ceiling", torch.full((N_STATES,), BALANCE_CAP))
 
     def embed(self, static: torch.Tensor) -> torch.Tensor:
         """The static embedding, (batch, hidden)."""
@@ -125,10 +130,13 @@ class CascadeNet(nn.Module):
         return self.raw_state_logits(outputs, embedding, steps) + self.offsets(steps, first_period)
 
     def amounts(self, outputs: torch.Tensor, next_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Balance ratio in [0, 2] and non-negative payment ratio, given the next state (long, -1 allowed)."""
-        onehot = nn.functional.one_hot(next_state.clamp(min=0), N_STATES).to(outputs.dtype)
+        """Balance ratio in [0, the next state's `balance_ceiling`] and non-negative payment ratio, given the next
+        state (long, -1 allowed)."""
+        known = next_state.clamp(min=0)
+        onehot = nn.functional.one_hot(known, N_STATES).to(outputs.dtype)
         raw = self.amount_head(torch.cat([outputs, onehot], dim=2))
-        return BALANCE_CAP * torch.sigmoid(raw[..., 0]), nn.functional.softplus(raw[..., 1])
+        balance = torch.minimum(BALANCE_CAP * torch.sigmoid(raw[..., 0]), self.balance_ceiling[known].to(outputs.dtype))
+        return balance, nn.functional.softplus(raw[..., 1])
 
     def forward(
         self, static: torch.Tensor, steps: torch.Tensor, next_state: torch.Tensor
