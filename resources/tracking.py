@@ -73,9 +73,11 @@ _PREPARING: dict[str, tuple[subprocess.Popen, Path]] = {}
 _PREPARING_LOCK = threading.Lock()
 # The child: MLflow builds a complete store in a temporary file beside the final one, which is then linked into
 # place only if no store appeared there meanwhile (os.link never replaces a file). Another process thus sees
-# either no store or a whole one, never one half-way through its migrations.
+# either no store or a whole one, never one half-way through its migrations. It runs at a lower priority, so it takes
+# the core the graph leaves idle (the cascade trains on one thread) rather than slowing the step that runs meanwhile.
 _CREATE_STORE = """
 import os, sys
+os.nice(10)  # the spare core's work: it gives way to the graph's steps whenever they want both cores
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 temporary, final, artifacts = sys.argv[1:4]
 try:
