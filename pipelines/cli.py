@@ -61,7 +61,7 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=None
     from pipelines.jobs import SCOPE_TAG, TENANT_TAG, WHOLE_GRAPH
     from assets.partitions import tenants
     from pipelines.recovery import owner_tags
-    from resources.tracking import MlflowTracking, abandon_prepared_stores
+    from resources.tracking import abandon_prepared_stores
 
     tenant = validate_tenant_id(tenant)
     # a clear error before any run starts; the folder is checked as the sensor checks it (a link is refused)
@@ -70,10 +70,12 @@ def materialize_tenant(tenant: str, settings, *, verbose: bool = False, out=None
     recover_dead_runs(instance, out=out)
     if not instance.has_dynamic_partition(tenants.name, tenant):
         instance.add_dynamic_partitions(tenants.name, [tenant])
-    job = build_definitions(settings).resolve_job_def("tenant_pipeline")
+    definitions = build_definitions(settings)
+    job = definitions.resolve_job_def("tenant_pipeline")
     started = time.perf_counter()
-    # a new embedded MLflow store is created on the other core while the first steps run (risk_model waits for it)
-    MlflowTracking.from_settings(settings).prepare_embedded_store()
+    # a new embedded MLflow store is created on the other core while the first steps run (risk_model waits for it);
+    # the job's own resource names the store, so the child prepares the one risk_model opens
+    definitions.resources["mlflow"].prepare_embedded_store()
     try:
         result = job.execute_in_process(
             partition_key=tenant,
