@@ -17,6 +17,7 @@ import polars as pl
 from models.errors import InvalidDataError, TenantConfigError
 from models.sequences.histories import month_index
 from models.sequences.states import STATES, canonical_states
+from models.tape.ingest import numbered_columns
 from models.tape.schema import normalise_column_name, resolve_aliases
 from models.tape.text_types import DATE_FORMATS
 
@@ -104,8 +105,6 @@ def _resolve_performance_columns(
 
 def headerless(columns: list[str]) -> bool:
     """Whether `columns` are the names the CSV reader gives a file without a header line (column_1, column_2, ...)."""
-    from models.tape.ingest import numbered_columns
-
     return bool(columns) and list(columns) == numbered_columns(len(columns))
 
 
