@@ -830,7 +830,9 @@ def ratio_targets(paths: LoanPaths, amount: np.ndarray, installment: np.ndarray)
 
 # --------------------------------------------------------------------------- the tape's vocabulary
 
-_RENDER_ORDER = ("loan_id", "period", "status", "days_past_due", "balance", "payment")
+_RENDER_ORDER = ("loan_id", "period", "status", "days_past_due", "balance", "payment", "zero_balance_code")
+# The months behind at the first month of 90+ days in arrears (state dpd90): 3 missed payments.
+_MONTHS_BEHIND_AT_DPD90 = 3
 
 
 def _integer_dtype(name: str | None) -> bool:
@@ -885,6 +887,56 @@ def _period_values(
     return dates.cast(pl.Datetime) if dtype.startswith("Datetime") else dates
 
 
+def _in_loan_order(history: pl.DataFrame) -> bool:
+    loan, month = pl.col("loan_id"), pl.col("period")
+    if history.height < 2:
+        return True
+    return bool(history.select(((loan > loan.shift(1)) | ((loan == loan.shift(1)) & (month > month.shift(1)))).slice(1).all()).item())
+
+
+def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], zero_balance: Mapping[str, str]) -> pl.Series:
+    """The history's states as the file wrote its status column (see `render_history`), in the history's row order.
+
+    Each state takes the file's most frequent spelling of it. Where the file counts months behind (agency codes 0,
+    1, 2, 3, 4, ...), a month in state dpd90 is written as the months behind it stands for: 3 on the first month of
+    an unbroken run in dpd90, then 4, 5, ..., as a loan that pays nothing falls one more month behind each month
+    (zero-padded to the file's width). Where the file said how a loan left it only through its zero-balance code
+    (`zero_balance`), that month's status repeats the month before, as agency files write it (a payoff month
+    reads 0), and the code goes in its own column. A state the file never spelled otherwise keeps its canonical name.
+    """
+    spelling = dict(vocabulary.get("status", {}))
+    form = vocabulary.get("status_form") or {}
+    counts_months = form.get("kind") == "months_behind"
+    silent = [s for s in ABSORBING if s not in spelling and ("default" if s == "default" else "prepaid") in zero_balance]
+    if not counts_months and not silent:
+        return history.get_column("status").replace_strict(
+            {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
+        )
+    ordered = history.select("loan_id", "period", "status").with_row_index("_row")
+    sort = not _in_loan_order(ordered)
+    if sort:
+        ordered = ordered.sort("loan_id", "period")
+    state = pl.col("status")
+    written = state.replace_strict({s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String)
+    if counts_months:
+        arrears = state == "dpd90"
+        # each month out of dpd90 starts a new spell; within it the dpd90 months count 1, 2, ...
+        ordered = ordered.with_columns((~arrears).cum_sum().over("loan_id").alias("_spell"))
+        run = arrears.cast(pl.Int64).cum_sum().over("loan_id", "_spell")
+        code = (run + _MONTHS_BEHIND_AT_DPD90 - 1).cast(pl.String)
+        width = int(form.get("width") or 0)
+        if width:
+            code = code.str.zfill(width)
+        written = pl.when(arrears).then(code).otherwise(written)
+    if silent:
+        before = pl.when(state.is_in(silent)).then(None).otherwise(written).forward_fill().over("loan_id")
+        written = pl.when(state.is_in(silent)).then(before.fill_null(pl.lit(spelling.get("current", "current")))).otherwise(written)
+    ordered = ordered.with_columns(written.alias("_written"))
+    if sort:
+        ordered = ordered.sort("_row")
+    return ordered.get_column("_written")
+
+
 def render_history(
     history: pl.DataFrame, vocabulary: Mapping[str, Any], *, seed: int = 0, private: bool = False,
     as_of: str | None = None,
@@ -900,7 +952,10 @@ def render_history(
     balance and payment only when the file had them, periods in the file's
     form (a month-on-book index with its offset, a calendar index, or a month
     in the file's format and day), and loan ids as integers when the file's
-    were and the history's ids all read as integers. A synthetic loan's first
+    were and the history's ids all read as integers. Agency months-behind
+    codes keep counting past 3 through a run of missed payments, and a file
+    that says how a loan left through a zero-balance code gets that code
+    back (`_status_values`). A synthetic loan's first
     month comes from its reporting month when it has one, else is drawn
     (seeded) from the real loans' first months. Under DP (`private`) those are
     an uncharged statistic and are never read: a loan's last month is drawn
@@ -916,15 +971,17 @@ def render_history(
         loan_id = int_if_lossless(loan_id)
     out["loan_id"] = loan_id
     out["period"] = _period_values(history, vocabulary["period"], seed, private, as_of)
+    zero_balance: Mapping[str, str] = vocabulary.get("zero_balance") or {}
     if "status" in columns:
-        spelling = dict(vocabulary.get("status", {}))
-        # A state the file never spelled (its days past due implied it) keeps its canonical name.
-        status = history.get_column("status").replace_strict(
-            {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
-        )
+        status = _status_values(history, vocabulary, zero_balance if "zero_balance_code" in columns else {})
         if _integer_dtype(dtypes.get("status")) or (dtypes.get("status", "").startswith("Float")):
             status = int_if_lossless(status)
         out["status"] = status
+    if "zero_balance_code" in columns and zero_balance:
+        # The month a synthetic loan leaves the book carries the file's code for how (payoff or credit event).
+        codes = {**{s: zero_balance.get("prepaid") for s in ("prepaid", "matured")}, "default": zero_balance.get("default")}
+        code = history.get_column("status").replace_strict(codes, default=None, return_dtype=pl.String)
+        out["zero_balance_code"] = int_if_lossless(code) if _integer_dtype(dtypes.get("zero_balance_code")) else code
     if "days_past_due" in columns:
         out["days_past_due"] = history.get_column("days_past_due").cast(pl.Int64)
     for name in ("balance", "payment"):

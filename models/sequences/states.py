@@ -100,6 +100,23 @@ def _counts_months_behind(numbers: set[int]) -> bool:
     return 2 * len(numbers) >= top + 1
 
 
+def months_behind_width(labels: Iterable[str]) -> int | None:
+    """How a column of status labels writes months behind, or None when its bare numbers are not months behind.
+
+    The decision is `canonical_states`' (made on the column's labels
+    together). The width is the fixed width of zero-padded codes (2 for
+    Fannie Mae's "00", "01", ...), 0 when the codes are written unpadded
+    (Freddie Mac's 0, 1, 2, ...): a release writes 4, 5, ... months behind
+    back the same way (`models.sequences.histories.render_history`).
+    """
+    numbers = {str(label).strip(): _bare_number(str(label)) for label in labels}
+    numbers = {text: n for text, n in numbers.items() if n is not None}
+    if not _counts_months_behind(set(numbers.values())):
+        return None
+    padded = [len(text) for text in numbers if len(text) > 1 and text.startswith("0")]
+    return max(padded, default=0)
+
+
 def canonical_states(labels: Iterable[str]) -> dict[str, str | None]:
     """The canonical state of each distinct status label of one column (None where it is not recognised).
 

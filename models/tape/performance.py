@@ -16,7 +16,7 @@ import polars as pl
 
 from models.errors import InvalidDataError, TenantConfigError
 from models.sequences.histories import month_index
-from models.sequences.states import STATES, canonical_states
+from models.sequences.states import STATES, canonical_states, months_behind_width
 from models.tape.ingest import numbered_columns
 from models.tape.schema import normalise_column_name, resolve_aliases
 from models.tape.text_types import DATE_FORMATS
@@ -282,8 +282,11 @@ def _months_on_book(
 def _status_expr(
     work: pl.DataFrame, cols: dict[str, str], *, tenant: str | None, file: str | None,
     status_labels: dict[str, str] | None = None,
-) -> tuple[pl.Expr, dict[str, str]]:
-    """(the canonical status, the file's most frequent spelling of each canonical state it names).
+) -> tuple[pl.Expr, dict[str, str], dict[str, Any]]:
+    """(the canonical status, the file's most frequent spelling of each canonical state it names, how it counts).
+
+    The third item is ``{"kind": "months_behind", "width": w}`` when the column's bare numbers count months
+    behind (`models.sequences.states.months_behind_width`), else empty.
 
     Labels are read by `models.sequences.states.canonical_states`, after the tenant's own `status_labels`
     (label -> state, matched as written, else ignoring case and spacing); rows without a label (or a file
@@ -296,7 +299,7 @@ def _status_expr(
             pl.when(dpd < 30).then(pl.lit("current")).when(dpd < 60).then(pl.lit("dpd30")).when(dpd < 90).then(pl.lit("dpd60")).otherwise(pl.lit("dpd90"))
         )
     if "status" not in cols:
-        return derived, {}
+        return derived, {}, {}
     series = work.get_column("status")
     if series.dtype.is_float():
         # 30.0 from a numeric status column means the label "30".
@@ -325,11 +328,27 @@ def _status_expr(
     spelling: dict[str, str] = {}
     for label in labels:  # most frequent first
         spelling.setdefault(canonical[label], label)
+    width = months_behind_width([label for label in labels if _label_key(label) not in declared])
+    form = {} if width is None else {"kind": "months_behind", "width": width}
     mapped = raw.replace_strict(canonical, default=None, return_dtype=pl.String)
     if derived is None or mapped.null_count() == 0:
         # Days past due only stand in for missing labels: skip building them for 20M rows when none is missing.
-        return pl.lit(mapped), spelling
-    return pl.coalesce(pl.lit(mapped), derived), spelling
+        return pl.lit(mapped), spelling, form
+    return pl.coalesce(pl.lit(mapped), derived), spelling, form
+
+
+def _zero_balance_spelling(codes: pl.Series) -> dict[str, str]:
+    """The file's most frequent spelling of a payoff code and of a credit-event code, as written ('01' or 1)."""
+    written = codes.cast(pl.String).str.strip_chars().drop_nulls()
+    written = written.filter(written != "")
+    counts = written.value_counts(sort=True)
+    out: dict[str, str] = {}
+    for label in counts.get_column(written.name).to_list():  # most frequent first
+        key = label.zfill(2)
+        state = "prepaid" if key in PREPAID_ZERO_BALANCE_CODES else "default" if key in DEFAULT_ZERO_BALANCE_CODES else None
+        if state is not None:
+            out.setdefault(state, label)
+    return out
 
 
 def _label_key(label: str) -> str:
@@ -349,8 +368,12 @@ class PerformanceHistory:
             most frequent spelling of it), ``period`` (how the file wrote the
             month: ``kind`` "index" with its ``offset``, "calendar" or "month"
             with the loans' first months in ``starts``, and for months the
-            ``format`` and ``day``). `models.sequences.histories.render_history` writes
-            a synthetic history back in this vocabulary.
+            ``format`` and ``day``), ``status_form`` (``{"kind": "months_behind",
+            "width": w}`` when the status codes count months behind, as agency
+            files do) and ``zero_balance`` (the file's spelling of a payoff code
+            and of a credit-event code, when it has a zero-balance-code column).
+            `models.sequences.histories.render_history` writes a synthetic
+            history back in this vocabulary.
     """
 
     frame: pl.DataFrame
@@ -459,10 +482,12 @@ def read_performance(
         if extra is not None:
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
             used.add(extra)
-    status, spelling = _status_expr(work, cols, tenant=tenant, file=file, status_labels=status_labels)
+    status, spelling, status_form = _status_expr(work, cols, tenant=tenant, file=file, status_labels=status_labels)
+    zero_balance: dict[str, str] = {}
     if "zero_balance_code" in cols:
         # the month a loan leaves an agency file says how: paid off, or a credit event (see the code lists)
         code = pl.col("zero_balance_code").cast(pl.String).str.strip_chars().str.zfill(2)  # 1 read as a number: 01
+        zero_balance = _zero_balance_spelling(work.get_column("zero_balance_code"))
         status = (pl.when(code.is_in(PREPAID_ZERO_BALANCE_CODES)).then(pl.lit("prepaid"))
                   .when(code.is_in(DEFAULT_ZERO_BALANCE_CODES)).then(pl.lit("default"))
                   .otherwise(status))
@@ -508,4 +533,8 @@ def read_performance(
     left_out = [c for c in perf.columns if c not in used]
     vocabulary = {"file": file, "columns": dict(cols), "dtypes": dtypes, "status": spelling, "period": period_form,
                   "left_out": left_out}
+    if status_form:
+        vocabulary["status_form"] = status_form
+    if zero_balance:
+        vocabulary["zero_balance"] = zero_balance
     return PerformanceHistory(frame=out, vocabulary=vocabulary)

@@ -393,6 +393,41 @@ def test_agency_zero_balance_codes_say_how_a_loan_left_the_file(tmp_path) -> Non
     assert "ZERO_BALANCE_CODE" not in notes
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["freddie-0-1-2", "fannie-00-01-02"])
+def test_agency_months_behind_and_zero_balance_codes_come_back_as_the_file_wrote_them(tmp_path, padded) -> None:
+    # setup: an agency history (months behind 0, 1, 2, ... and a zero-balance code on the month a loan leaves):
+    # one loan falls 7 payments behind and its REO is disposed of (09), one cures, one pays off (01). Before, every
+    # month 3 or more behind came back as 3, the payoff month as the word 'prepaid' in the status column, the
+    # disposition as 'default', and the zero-balance code was dropped: the lender had to map them back by hand
+    from models.sequences.histories import render_history
+
+    code = (lambda n: f"{n:02d}") if padded else str
+    ids = [f"F19Q1{n:07d}" for n in range(1, 41)]
+    months = [f"2019{m:02d}" for m in range(1, 13)]
+    header = ("LOAN_SEQUENCE_NUMBER,MONTHLY_REPORTING_PERIOD,CURRENT_ACTUAL_UPB,CURRENT_LOAN_DELINQUENCY_STATUS,"
+              "ZERO_BALANCE_CODE")
+    behind = [0, 1, 2, 3, 4, 5, 6, 7, 7]
+    rows = [f"{ids[0]},{months[m]},150000,{code(n)},{'09' if m == len(behind) - 1 else ''}" for m, n in enumerate(behind)]
+    rows += [f"{ids[1]},{months[m]},120000,{code(n)}," for m, n in enumerate([0, 1, 2, 3, 4, 2, 0, 0])]
+    rows += [f"{ids[2]},{months[m]},{200000 - 1000 * m},{code(0)},{'01' if m == 5 else ''}" for m in range(6)]
+    rows += [f"{loan},{months[m]},{180000 - 400 * m},{code(0)}," for loan in ids[3:] for m in range(12)]
+    performance = ("{loan_id: LOAN_SEQUENCE_NUMBER, period: MONTHLY_REPORTING_PERIOD, "
+                   "status: CURRENT_LOAN_DELINQUENCY_STATUS, balance: CURRENT_ACTUAL_UPB}")
+    tape = _agency_upload(tmp_path / "agency", ids=ids, header=header, rows=rows, performance=performance)
+    # run: the canonical history written back in the file's vocabulary, as the release writes a synthetic one
+    released = render_history(tape.performance, tape.reports["performance"]["vocabulary"])
+    # assert: the same codes as the file, months behind counting on through the run of missed payments
+    by_loan = {loan: group for (loan,), group in released.group_by("LOAN_SEQUENCE_NUMBER", maintain_order=True)}
+    statuses = {loan: [str(v) for v in by_loan[loan].get_column("CURRENT_LOAN_DELINQUENCY_STATUS").to_list()] for loan in ids[:3]}
+    # the REO month repeats the month before (the file wrote 7 twice: the canonical path has no eighth month behind)
+    assert statuses[ids[0]] == [code(n) for n in behind]
+    assert statuses[ids[1]] == [code(n) for n in [0, 1, 2, 3, 4, 2, 0, 0]]
+    assert statuses[ids[2]] == [code(0)] * 6
+    zero_balance = {loan: by_loan[loan].get_column("ZERO_BALANCE_CODE").to_list() for loan in ids[:3]}
+    assert zero_balance[ids[0]][-1] in ("09", 9) and zero_balance[ids[2]][-1] in ("01", 1)
+    assert all(v is None for v in zero_balance[ids[0]][:-1] + zero_balance[ids[1]] + zero_balance[ids[2]][:-1])
+
+
 def test_the_reading_note_pairs_a_left_out_column_only_with_a_field_its_name_speaks_of(tmp_path) -> None:
     # setup: Freddie Mac's history with the balance left unmapped; the note used to suggest
     # 'performance: {days_past_due: LOAN_AGE}', the first unmapped field beside the first left-out column
