@@ -35,7 +35,7 @@ def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
 
     from models.sequences.histories import render_history
     from models.tape.formulas import formula_safe_csv
-    from models.tape.vocabulary import render_release
+    from models.tape.vocabulary import fixed_point_text, render_release
 
     history_vocabulary = tape.ingest.get("performance", {}).get("vocabulary")
     files: dict[str, bytes] = {}
@@ -52,8 +52,10 @@ def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
         frame.write_parquet(parquet, compression="zstd", statistics=True)
         # the CSV in the file's own delimiter and decimal mark, as the lender's spreadsheet reads it
         written = tape.ingest.get(name) or {}
+        decimal = written.get("decimal") or "."
+        text = fixed_point_text(frame, tape.schema, decimal=decimal) if name == "loans" else frame
         files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(
-            frame, delimiter=written.get("delimiter") or ",", decimal=written.get("decimal") or ".")
+            text, delimiter=written.get("delimiter") or ",", decimal=decimal)
     return files
 
 

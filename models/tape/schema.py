@@ -60,7 +60,7 @@ def identifier_by_name(name: str) -> bool:
 
 
 # Written spellings ingest records per column (see `ColumnSpec`).
-SPELLING_KEYS = ("true_as", "false_as", "date_format", "decimals", "prefix", "suffix", "grouping")
+SPELLING_KEYS = ("true_as", "false_as", "date_format", "decimals", "fixed_decimals", "prefix", "suffix", "grouping")
 _BOOL_STRINGS = {"true", "false", "yes", "no", "y", "n", "t", "f"}
 _TEXT_SAMPLE = 50_000
 
@@ -82,6 +82,8 @@ class ColumnSpec:
     false_as: str | None = None  # ... and of false
     date_format: str | None = None  # a date column's most frequent strptime format ("%b-%Y")
     decimals: int | None = None  # the most decimal places a number of the column has in the file
+    # True when the file writes every number of the column with exactly `decimals` places ("0.00", "12.50", "3.00")
+    fixed_decimals: bool | None = None
     prefix: str | None = None  # a number's currency sign as the file writes it ("$1,200.50": "$")
     suffix: str | None = None  # ... its percent sign ("12.5%": "%")
     # ... how it groups thousands: True for "1,234.5", or two characters, the group separator and the decimal mark

@@ -501,7 +501,8 @@ class TextTyper:
         return _Plan("bool")
 
     def _record_decimals(self, name: str, stats: Counter) -> None:
-        """Record the most decimals any cell of a number column has (none recorded past the largest counted).
+        """Record the most decimals any cell of a number column has (none recorded past the largest counted), and
+        whether every cell has that many (a fixed-point column: "0.00", "12.50").
 
         A whole-number column read as integers records them too (1 when the file writes 116.0), so a release
         spells its whole numbers back with the same zero fraction.
@@ -511,6 +512,9 @@ class TextTyper:
         places = next((d for d in _DECIMALS if not stats[f"{name}\0dec>{d}"]), None)
         if places is not None:
             self.spellings[name] = {"decimals": places}
+            if places and stats[f"{name}\0dec>{places - 1}"] == stats[f"{name}\0nn"]:
+                # every cell has all the places ("0.00", "12.50"): the release pads its numbers the same way
+                self.spellings[name]["fixed_decimals"] = True
 
     def _decoration(self, name: str, stats: Counter) -> _Plan | None:
         """The plan of a column whose every cell is a decorated number ("$1,200.50", "12.5%"), recording how the file

