@@ -1011,12 +1011,12 @@ def _sequences(
         missing = [n for n, h in (("real", real_history), ("synthetic", synthetic_history)) if h is None]
         return {"status": "absent", "reason": f"no {' and '.join(missing)} performance history given."}, None
     from models.errors import CreditTwinError
-    from models.sequences.histories import STATES, compare_sequences
+    from models.sequences.histories import ORIGINATION, STATES, compare_sequences, dated_loans
 
     id_column = schema.id_column or "loan_id"
     real_history = _sample_loans(real_history, thresholds.sample_rows, 11)
     synthetic_history = _sample_loans(synthetic_history, thresholds.sample_rows, 12)
-    vintage_ready = all(id_column in f.columns and "origination_date" in f.columns for f in (real_loans, synthetic))
+    vintage_ready = all(id_column in f.columns and ORIGINATION in dated_loans(f).columns for f in (real_loans, synthetic))
     try:
         result = compare_sequences(
             real_history, synthetic_history,

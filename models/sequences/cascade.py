@@ -73,6 +73,8 @@ from models.sequences.histories import (
     history_amounts,
     loan_paths,
     loan_terms,
+    ORIGINATION,
+    dated_loans,
     observation_window,
     observed_states,
     paths_to_frame,
@@ -938,7 +940,7 @@ def _public_report(report: Any) -> dict[str, Any]:
 
 def _public_offset(performance: pl.DataFrame, loans: pl.DataFrame) -> int | None:
     """The reporting offset under DP: the public constant when the tape has the columns it needs, else None."""
-    if "reporting_month" not in performance.columns or "origination_date" not in loans.columns:
+    if "reporting_month" not in performance.columns or ORIGINATION not in dated_loans(loans).columns:
         return None
     return PUBLIC_REPORTING_OFFSET
 

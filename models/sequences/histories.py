@@ -30,6 +30,7 @@ import polars as pl
 
 from models.errors import CreditTwinError, InvalidDataError, ValidationErrors
 from models.sequences.states import ABSORBING, STATE_ALIASES, STATE_INDEX, STATES
+from models.tape.schema import normalise_column_name
 from models.tape.vocabulary import int_if_lossless
 
 N_STATES = len(STATES)
@@ -527,6 +528,48 @@ def month_index(column: pl.Expr) -> pl.Expr:
     return column.dt.year().cast(pl.Int64) * 12 + column.dt.month().cast(pl.Int64) - 1
 
 
+ORIGINATION = "origination_date"
+# Names tapes give the date a loan starts (normalised: lower case, '_' for spaces and dashes), best first: Lending
+# Club's issue_d, servicers' open and disbursement dates, the agencies' first payment date (a month after origination;
+# `reporting_offset` measures whatever gap the tape has).
+_ORIGINATION_NAMES = (
+    "origination_date", "orig_date", "origination", "date_of_origination", "origination_month", "orig_month",
+    "loan_origination_date", "issue_d", "issue_date", "issued_date", "date_issued", "issued", "funded_date",
+    "funding_date", "date_funded", "disbursement_date", "disbursal_date", "disbursed_date", "date_disbursed",
+    "open_date", "opened_date", "date_opened", "account_open_date", "opening_date", "loan_start_date", "start_date",
+    "booking_date", "booked_date", "contract_date", "loan_date", "first_payment_date", "first_pay_date",
+)
+# ... else the first date column whose name holds one of these, and none of the words after it.
+_ORIGINATION_HINTS = ("orig", "issue", "disburs", "fund", "open", "start", "book", "first_pay")
+_NOT_ORIGINATION = ("matur", "last", "next", "end", "close", "earliest", "birth", "dob", "default", "chargeoff",
+                    "charge_off", "payoff", "settle", "report", "as_of", "asof", "snapshot")
+
+
+def origination_column(loans: pl.DataFrame) -> str | None:
+    """The date column of `loans` that says when each loan started, by name (`ORIGINATION` itself first); None
+    when there is none. Only Date and Datetime columns count; the synthetic loans, with the tape's names and
+    types, resolve to the same column as the real ones."""
+    dated = [c for c, t in loans.schema.items() if t == pl.Date or isinstance(t, pl.Datetime)]
+    names = {normalise_column_name(c): c for c in reversed(dated)}
+    for name in _ORIGINATION_NAMES:
+        if name in names:
+            return names[name]
+    for column in dated:
+        name = normalise_column_name(column)
+        if any(h in name for h in _ORIGINATION_HINTS) and not any(w in name for w in _NOT_ORIGINATION):
+            return column
+    return None
+
+
+def dated_loans(loans: pl.DataFrame | None) -> pl.DataFrame | None:
+    """`loans` with their start dates under `ORIGINATION` (as Date), from the column `origination_column` finds
+    when the tape names it otherwise ("issue_d", "Disbursement Date"); as they are when there is none."""
+    if loans is None or ORIGINATION in loans.columns:
+        return loans
+    column = origination_column(loans)
+    return loans if column is None else loans.with_columns(pl.col(column).cast(pl.Date).alias(ORIGINATION))
+
+
 def _first_months(performance: pl.DataFrame) -> pl.DataFrame:
     """Per loan (``loan_id`` as text), ``_first``: the month index (`month_index`) its period 1 was reported in."""
     return performance.select(
@@ -550,7 +593,8 @@ def reporting_offset(performance: pl.DataFrame, loans: pl.DataFrame, id_column: 
     ``origination_date``, in which case synthetic histories carry no
     reporting month either.
     """
-    if "reporting_month" not in performance.columns or "origination_date" not in loans.columns:
+    loans = dated_loans(loans)
+    if "reporting_month" not in performance.columns or ORIGINATION not in loans.columns:
         return None
     first = _first_months(performance)
     origin = loans.select(
@@ -626,13 +670,14 @@ class ObservationWindow:
 
     def placeable(self, loans: pl.DataFrame) -> bool:
         """Whether `loans` can be placed in time: by their origination dates, or by drawing their first months."""
-        return (self.offset is not None and "origination_date" in loans.columns) or self.drawn
+        return (self.offset is not None and ORIGINATION in dated_loans(loans).columns) or self.drawn
 
     def first_months(self, loans: pl.DataFrame, rng: np.random.Generator) -> np.ndarray | None:
         """The reporting month (month index) of each loan's period 1, NaN where unknown; None when there is no way
         to place the loans in time (no reporting months in the tape, or loans without the dates they need)."""
-        if self.offset is not None and "origination_date" in loans.columns:
-            origin = loans.select(month_index(pl.col("origination_date").cast(pl.Date))).to_series()
+        loans = dated_loans(loans)
+        if self.offset is not None and ORIGINATION in loans.columns:
+            origin = loans.select(month_index(pl.col(ORIGINATION).cast(pl.Date))).to_series()
             return origin.cast(pl.Float64).fill_null(np.nan).to_numpy() + self.offset
         if self.drawn:
             return self.draw(loans.height, rng)
@@ -1151,10 +1196,11 @@ def _event_curve(outcomes: pl.DataFrame, event: str, months: int, name: str, rat
 
 def _vintages(performance: pl.DataFrame, loans: pl.DataFrame | None, id_column: str) -> pl.DataFrame:
     """Origination quarter ('2021Q3') of each loan, from loans.origination_date or the reporting months."""
-    if loans is not None and "origination_date" in loans.columns and id_column in loans.columns:
+    loans = dated_loans(loans)
+    if loans is not None and ORIGINATION in loans.columns and id_column in loans.columns:
         source = loans.select(
             pl.col(id_column).cast(pl.String).alias("loan_id"),
-            month_index(pl.col("origination_date").cast(pl.Date)).alias("_m"),
+            month_index(pl.col(ORIGINATION).cast(pl.Date)).alias("_m"),
         )
     elif "reporting_month" in performance.columns:
         # Without origination dates, a loan's first reporting month less its period is its origination month.
@@ -1415,8 +1461,8 @@ def compare_sequences(
     vintages = (
         real_loans is not None
         and synth_loans is not None
-        and "origination_date" in real_loans.columns
-        and "origination_date" in synth_loans.columns
+        and ORIGINATION in dated_loans(real_loans).columns
+        and ORIGINATION in dated_loans(synth_loans).columns
     )
     return SequenceFidelity(
         real_transition_matrix=real_matrix,

@@ -537,10 +537,13 @@ def test_histories_drawn_given_each_loans_default_agree_with_it(book, fitted):
 # --------------------------------------------------------------------------- the tape's cut-off
 
 
-@pytest.mark.parametrize("origination", [True, False], ids=["origination-dates", "no-origination-dates"])
+@pytest.mark.parametrize("origination", [True, False, "issue_d", "Disbursement Date"],
+                         ids=["origination-dates", "no-origination-dates", "lending-club-name", "servicer-name"])
 def test_sampled_histories_stop_at_the_tapes_cut_off(origination):
     # setup: loans originated over 2021, all observed to the extract's as-of month 2022-12, so a real history runs
-    # 12 to 23 months and an open one ends at the cut-off (censored there, not ended)
+    # 12 to 23 months and an open one ends at the cut-off (censored there, not ended). A tape that names the
+    # origination date its own way (issue_d) had its loans' first months drawn at random, so a synthetic loan's
+    # history could start years before or after the loan itself
     from tests.models.sequences.cutoff_books import CUTOFF, cutoff_book, history_ends
 
     loans, perf, schema = cutoff_book(300, seed=1, origination=origination)
@@ -563,14 +566,15 @@ def test_sampled_histories_stop_at_the_tapes_cut_off(origination):
         assert set(ends.get_column("first").to_list()) <= real_first
         assert ends.get_column("months").max() <= real.get_column("months").max()
         if origination:  # each loan is observed from the month after its origination
-            dated = ends.join(synthetic.select("loan_id", "origination_date"), on="loan_id")
-            assert dated.select((pl.col("first") == pl.col("origination_date").dt.offset_by("1mo")).all()).item()
+            named = origination if isinstance(origination, str) else "origination_date"
+            dated = ends.join(synthetic.select("loan_id", pl.col(named).alias("_origin")), on="loan_id")
+            assert dated.select((pl.col("first") == pl.col("_origin").dt.offset_by("1mo")).all()).item()
     # drawn given each loan's flag, a defaulted loan's history reaches default before the cut-off
     assert report["unmatched"] <= 0.02 * loans.height, report
     window = cascade.observation_window.describe()
     assert window["capped"] and window["as_of"] == "2022-12", window
     # without origination dates a loan's first month is drawn from the real loans' first months
-    assert (cascade._prep["observation_window"]["starts"] is None) == origination
+    assert (cascade._prep["observation_window"]["starts"] is None) == bool(origination)
 
 
 def test_a_defaulted_loan_placed_past_the_cut_off_is_counted_not_redrawn():
