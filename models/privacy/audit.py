@@ -51,7 +51,7 @@ import polars as pl
 
 from models.errors import InvalidDataError
 from models.privacy.anonymeter_attacks import anonymeter_from_samples
-from models.privacy.anonymize import l_diversity_scope
+from models.privacy.anonymize import default_quasi_identifiers, l_diversity_scope
 from models.privacy.distance import dcr_from_samples, draw_samples
 from models.privacy.inference import MIN_ATTACK_ROWS, inference_from_samples, secret_columns
 from models.privacy.membership import FPR_TARGET, N_BOOTSTRAP, dp_auc_bound, dp_tpr_bound, membership_from_samples
@@ -176,17 +176,25 @@ def _dp_section(dp_spent: tuple[float, float] | None, mia: dict[str, Any], tenan
 # --------------------------------------------------------------------------- k and l
 
 
-def measure_anonymity(released: pl.DataFrame, schema: TableSchema, sensitive_columns: list[str] | None = None) -> dict[str, Any]:
+def measure_anonymity(
+    released: pl.DataFrame, schema: TableSchema, sensitive_columns: list[str] | None = None,
+    quasi_identifiers: list[str] | None = None,
+) -> dict[str, Any]:
     """Achieved k (smallest class over the quasi-identifiers) and l, overall and per sensitive column.
 
-    Quasi-identifiers are the schema's `quasi_identifier` columns present in
-    the release; sensitive columns are those `models.privacy.anonymize.l_diversity_scope`
+    Quasi-identifiers are `quasi_identifiers` (those the anonymizer enforced
+    k on, `AnonymizationResult.quasi_identifiers`), else the ones it picks when
+    the tenant declares none (`models.privacy.anonymize.default_quasi_identifiers`:
+    the schema's `quasi_identifier` columns, else columns with canonical QI
+    names), that the release carries; sensitive columns are those `models.privacy.anonymize.l_diversity_scope`
     picks (the target, the schema's `sensitive` columns and `sensitive_columns`)
     that the release carries and that are not quasi-identifiers. Per column,
     l is the fewest distinct non-null values in a class (``l_by_column``);
     ``l`` is the smallest of them. A figure is None when its columns are absent.
     """
-    qis = [c for c in schema.with_role("quasi_identifier") if c in released.columns]
+    if quasi_identifiers is None:
+        quasi_identifiers = default_quasi_identifiers(schema)
+    qis = [c for c in quasi_identifiers if c in released.columns]
     scope = l_diversity_scope(schema, released.columns, 1, declared=list(sensitive_columns or []))
     sensitive = [name for name in scope.columns if name not in qis]
     result: dict[str, Any] = {"quasi_identifiers": qis, "sensitive": sensitive, "k": None, "l": None,
@@ -218,6 +226,7 @@ def run_audit(
     dp_spent: tuple[float, float] | None = None,
     tenant: str | None = None,
     generalisations: dict[str, dict[str, Any]] | None = None,
+    quasi_identifiers: list[str] | None = None,
 ) -> AuditReport:
     """Audit a released portfolio against its train split (members) and holdout (non-members).
 
@@ -239,6 +248,9 @@ def run_audit(
         generalisations: `AnonymizationResult.generalisations` of the release;
             it names the members of large category groups (whose labels are
             hashed); without it such a label matches no real category.
+        quasi_identifiers: the columns k-anonymity was enforced on
+            (`AnonymizationResult.quasi_identifiers`); None measures k on those
+            the anonymizer picks from the schema (`measure_anonymity`).
 
     Returns:
         An `AuditReport`; every caveat (small samples, skipped attacks, an
@@ -283,7 +295,7 @@ def run_audit(
         dp=dp,
         sizes=samples.sizes,
         warnings=notes,
-        anonymity=measure_anonymity(released, schema, sensitive_columns),
+        anonymity=measure_anonymity(released, schema, sensitive_columns, quasi_identifiers),
         inference=inference,
     )
 

@@ -66,6 +66,8 @@ def audit_release(release: Release, tape: TapeSplit, *, charges: Sequence[Any], 
         dp_spent=(composition.epsilon, composition.delta) if composition is not None else None,
         tenant=tenant,
         generalisations=release.anonymization.get("generalisations"),
+        # k is measured on the columns the anonymizer enforced it on, declared or picked by name
+        quasi_identifiers=release.anonymization.get("quasi_identifiers"),
     )
     rules = [rule.to_dict() for rule in evaluate_policy(report, policy_of(config))]
     return AuditResult(audit={
