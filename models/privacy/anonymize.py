@@ -71,6 +71,7 @@ import numpy as np
 import polars as pl
 
 from models.errors import CreditTwinError, InvalidDataError, TenantConfigError, ValidationErrors
+from models.tape.names import name_words
 from models.tape.schema import ColumnType, TableSchema
 
 MISSING_LABEL = "(missing)"
@@ -84,6 +85,28 @@ CANONICAL_QUASI_IDENTIFIERS: tuple[str, ...] = (
     "postcode", "postal_code", "city", "country", "annual_income", "income", "annual_inc",
     "employment_years", "emp_length", "employment_length", "home_ownership", "occupation",
     "education",
+)
+
+# Beyond those exact names, the words that mark a column describing the borrower: (any of these words, and one of
+# these too when given, and none of these), in priority order. Words of the loan or the account are not the
+# borrower's: a loan's age, a debt-to-income ratio, an income's verification.
+_LOAN_WORDS = frozenset({"loan", "account", "acct", "credit", "oldest", "newest", "file", "mob", "vehicle", "car",
+                         "property", "collateral", "note", "mortgage", "facility", "contract", "card"})
+_QI_WORD_RULES: tuple[tuple[frozenset[str], frozenset[str], frozenset[str]], ...] = (
+    (frozenset({"age", "senior", "birth", "dob"}), frozenset(), _LOAN_WORDS | {"date"}),
+    (frozenset({"gender", "sex", "female", "male"}), frozenset(), frozenset()),
+    (frozenset({"marital", "married", "marriage", "spouse", "partner"}), frozenset(), frozenset()),
+    (frozenset({"zip", "zipcode", "postcode", "postal", "state", "region", "city", "county", "country", "province",
+                "district", "msa", "cbsa"}), frozenset(), frozenset({"loan", "status"})),
+    (frozenset({"income", "inc", "salary", "earnings", "wage", "wages"}), frozenset(),
+     frozenset({"to", "ratio", "dti", "verified", "verification", "verif", "source", "type", "status"})),
+    (frozenset({"emp", "employment", "employed", "job", "work"}),
+     frozenset({"length", "years", "yrs", "duration", "since", "tenure", "time"}), frozenset()),
+    (frozenset({"home", "housing", "homeownership", "residence", "residential"}), frozenset(),
+     frozenset({"value", "price", "equity", "loan", "improvement", "phone", "address"})),
+    (frozenset({"education", "educ", "edu", "degree", "schooling", "occupation", "profession", "job"}), frozenset(),
+     frozenset({"loan"})),
+    (frozenset({"dependents", "dependants", "children", "kids", "household"}), frozenset(), frozenset()),
 )
 
 _NUMERIC_TYPES = (ColumnType.NUMERIC, ColumnType.INTEGER)
@@ -424,25 +447,45 @@ def verify_k_anonymity(
 # --------------------------------------------------------------------------- defaults and validation
 
 
+def _quasi_identifier_rank(name: str) -> int | None:
+    """Where a column's name puts it in `_QI_WORD_RULES` (its priority), or None when it names no quasi-identifier."""
+    words = name_words(name)
+    key = "_".join(words)
+    if key in CANONICAL_QUASI_IDENTIFIERS:
+        return CANONICAL_QUASI_IDENTIFIERS.index(key)
+    found = set(words)
+    for rank, (wanted, together, unless) in enumerate(_QI_WORD_RULES, start=len(CANONICAL_QUASI_IDENTIFIERS)):
+        if found & wanted and (not together or found & together) and not found & unless:
+            return rank
+    return None
+
+
 def default_quasi_identifiers(schema: TableSchema) -> list[str]:
     """The QIs to use when the tenant declared none.
 
-    Columns with the schema role ``quasi_identifier`` win; otherwise the columns
-    whose lower-cased name is a canonical QI name (age, region, income, ...), in
-    the order of `CANONICAL_QUASI_IDENTIFIERS`, skipping the target, identifiers,
-    sensitive columns and types that cannot be generalised (text, datetime).
+    Columns with the schema role ``quasi_identifier`` win; otherwise the
+    columns whose name says they describe the borrower (age, sex, marital
+    status, where they live, income, employment, home ownership, education,
+    dependents), read word by word as `models.tape.names.name_words` splits
+    it ("MaritalStatus", "ZIP Code", "customer_age", "addr_state", "female"),
+    in the order of `CANONICAL_QUASI_IDENTIFIERS` and then `_QI_WORD_RULES`,
+    skipping the target, identifiers, sensitive columns and types that cannot
+    be generalised (text, datetime). A word of the loan's own ("loan_age",
+    "debt_to_income", "verified_income") does not count.
     """
     declared = schema.with_role("quasi_identifier")
     if declared:
         return declared
-    by_lower: dict[str, str] = {}
-    for spec in schema.columns:
+    ranked: list[tuple[int, int, str]] = []
+    for position, spec in enumerate(schema.columns):
         excluded = {"target", "id", "sensitive"} & set(spec.roles)
         if excluded or spec.name == schema.target or spec.name == schema.id_column:
             continue
         if spec.type in _NUMERIC_TYPES or spec.type in _GROUP_TYPES:
-            by_lower.setdefault(spec.name.lower(), spec.name)
-    return [by_lower[name] for name in CANONICAL_QUASI_IDENTIFIERS if name in by_lower]
+            rank = _quasi_identifier_rank(spec.name)
+            if rank is not None:
+                ranked.append((rank, position, spec.name))
+    return [name for _, _, name in sorted(ranked)]
 
 
 def _is_int(value: object) -> bool:

