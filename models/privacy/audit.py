@@ -268,7 +268,7 @@ def run_audit(
     )
     secrets = secret_columns(schema, samples.columns, sensitive_columns, tenant)
     notes = list(samples.warnings)
-    dcr = dcr_from_samples(samples, schema)
+    dcr = dcr_from_samples(samples, schema, seed=config.seed)
     mia = membership_from_samples(samples, seed=config.seed, n_bootstrap=config.n_bootstrap)
     notes.extend(mia.pop("warnings"))
     inference = inference_from_samples(samples, schema, secrets)

@@ -57,7 +57,7 @@ import polars as pl
 from models.errors import InvalidDataError
 from models.privacy.anonymize import ANY_LABEL, MISSING_LABEL
 from models.privacy.labels import CategoryGroup, NumericRange, parse_generalised_label
-from models.privacy.leak import CONFIDENCE, wilson_interval
+from models.privacy.leak import CONFIDENCE, ONE_SIDED_CONFIDENCE, wilson_interval
 from models.tape.schema import ColumnType, TableSchema
 from models.tape.vocabulary import FALSE_TEXT, TRUE_TEXT
 
@@ -74,6 +74,10 @@ RERANK = 4
 ROUNDING = 2e-6
 # Two distances closer than this (relative) are a tie.
 TIE_TOLERANCE = 1e-9
+# The share closer to train is judged against its spread when the sampled train and holdout rows swap labels at
+# random (`_null_share_spread`): this many deals, each reading a released row's nearest rows of either split.
+NULL_DEALS = 200
+NULL_NEIGHBOURS = 16
 MISSING = MISSING_LABEL
 _TRUE = set(TRUE_TEXT)
 _FALSE = set(FALSE_TEXT)
@@ -768,16 +772,62 @@ def _matches_whole_table(samples: "Samples", schema: TableSchema, table: pl.Data
     return matched
 
 
-def dcr_from_samples(samples: Samples, schema: TableSchema) -> dict[str, Any]:
+def _closer(d_a: np.ndarray, d_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(strictly closer to a, tied) per row: distances within `TIE_TOLERANCE` (relative) are a tie."""
+    tie = np.abs(d_a - d_b) <= TIE_TOLERANCE * (1.0 + np.maximum(d_a, d_b))
+    return (d_a < d_b) & ~tie, tie
+
+
+def _null_share_spread(
+    to_train: np.ndarray, at_train: np.ndarray, to_holdout: np.ndarray, at_holdout: np.ndarray, seed: int
+) -> float:
+    """The standard deviation of the share closer to train when membership is dealt at random among the sampled real rows.
+
+    Every released row is compared with the same two samples of real rows, so the rows' verdicts are not
+    independent: where a few real rows sit among many released ones, which split holds them moves the whole share.
+    A binomial interval over the released rows misses that spread. Without a leak the generator treats train and
+    holdout rows alike, so dealing the pooled rows into two groups of the samples' sizes at random gives the share
+    the audit would see from chance alone; its spread over `NULL_DEALS` deals (seeded) is returned. Each deal reads a
+    released row's `NULL_NEIGHBOURS` nearest rows of each split (merged by distance): its nearest row of a group is the
+    first of those the group holds, exact unless the nearest rows of the pooled sample fall more than
+    `NULL_NEIGHBOURS` deep into one split's list, which a deal leaves to chance 2^-`NULL_NEIGHBOURS`.
+    """
+    n_train = int(at_train.max(initial=-1)) + 1
+    pooled_at = np.concatenate([at_train, np.where(at_holdout >= 0, at_holdout + n_train, -1)], axis=1)
+    distances = np.concatenate([to_train, to_holdout], axis=1)
+    order = np.argsort(distances, axis=1, kind="stable")
+    distances, pooled_at = np.take_along_axis(distances, order, 1), np.take_along_axis(pooled_at, order, 1)
+    total = n_train + int(at_holdout.max(initial=-1)) + 1
+    rng = np.random.default_rng([int(seed), 7])
+    valid = pooled_at >= 0
+    rows = np.arange(distances.shape[0])
+    shares = np.empty(NULL_DEALS)
+    for deal in range(NULL_DEALS):
+        in_group = np.zeros(total + 1, dtype=bool)  # the extra slot is where a missing neighbour (-1) looks
+        in_group[rng.choice(total, size=n_train, replace=False)] = True
+        group = in_group[pooled_at] & valid
+        other = ~in_group[pooled_at] & valid
+        d_a = np.where(group.any(axis=1), distances[rows, group.argmax(axis=1)], np.inf)
+        d_b = np.where(other.any(axis=1), distances[rows, other.argmax(axis=1)], np.inf)
+        closer, tie = _closer(d_a, d_b)
+        shares[deal] = (closer.sum() + 0.5 * tie.sum()) / rows.size
+    return float(shares.std(ddof=1))
+
+
+def dcr_from_samples(samples: Samples, schema: TableSchema, *, seed: int = 0) -> dict[str, Any]:
     """`distance_to_closest_record` on samples already drawn (`draw_samples`), without its `warnings`."""
-    to_train, _ = nearest_rows(samples.plans, samples.released, samples.train, 2)
-    to_holdout, _ = nearest_rows(samples.plans, samples.released, samples.holdout, 2)
+    from scipy.stats import norm
+
+    to_train, at_train = nearest_rows(samples.plans, samples.released, samples.train, NULL_NEIGHBOURS)
+    to_holdout, at_holdout = nearest_rows(samples.plans, samples.released, samples.holdout, NULL_NEIGHBOURS)
     d_train, d_holdout = to_train[:, 0], to_holdout[:, 0]
     n = d_train.size
-    tie = np.abs(d_train - d_holdout) <= TIE_TOLERANCE * (1.0 + np.maximum(d_train, d_holdout))
-    closer = (d_train < d_holdout) & ~tie
+    closer, tie = _closer(d_train, d_holdout)
     successes = float(closer.sum() + 0.5 * tie.sum())
     share = successes / n
+    spread = _null_share_spread(to_train, at_train, to_holdout, at_holdout, seed)
+    # one-sided 95 % bounds: the policy fails the share on evidence above its limit, passes it when shown within
+    z = float(norm.ppf(ONE_SIDED_CONFIDENCE))
     exact_train = d_train <= TIE_TOLERANCE
     exact_holdout = d_holdout <= TIE_TOLERANCE
     any_train = float(exact_train.mean())
@@ -812,6 +862,8 @@ def dcr_from_samples(samples: Samples, schema: TableSchema) -> dict[str, Any]:
         "generalised labels: distance to the range / group)",
         "share_closer_to_train": share,
         "share_ci": list(wilson_interval(successes, n)),
+        "share_null_sd": spread,
+        "share_bounds": [share - z * spread, share + z * spread],
         "ties": int(tie.sum()),
         "exact_match_rate": float(exact_train.mean()),
         "exact_matches": int(exact_train.sum()),
@@ -895,6 +947,6 @@ def distance_to_closest_record(
     samples = draw_samples(
         released, train, holdout, schema, sample_size=sample_size, seed=seed, tenant=tenant, generalisations=generalisations
     )
-    result = dcr_from_samples(samples, schema)
+    result = dcr_from_samples(samples, schema, seed=seed)
     result["warnings"] = list(samples.warnings)
     return result

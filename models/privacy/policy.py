@@ -110,6 +110,33 @@ def _at_most(rule: str, value: float | None, threshold: float, what: str, reason
                  f"{what} {value:.4g} is {verdict} the limit {threshold:.4g}", criterion)
 
 
+def _dcr_share_rule(dcr: dict[str, Any], policy: AuditPolicy) -> RuleResult:
+    """The share of released rows closer to train than to holdout, judged on evidence as the attacks are.
+
+    The share's bounds (`share_bounds`, one-sided 95 %) come from its spread when the sampled real rows swap
+    membership at random (`models.privacy.distance._null_share_spread`): it fails when the lower bound is above the
+    limit, passes when the upper bound is within it, and otherwise warns (inconclusive at this size). A report
+    without bounds (stored before they were measured) is judged on the share itself.
+    """
+    what = "share of released rows closer to train than to holdout"
+    share, bounds, limit = dcr.get("share_closer_to_train"), dcr.get("share_bounds"), policy.max_dcr_share
+    if share is None or bounds is None or (isinstance(share, float) and math.isnan(share)):
+        return _at_most("dcr_share", share, limit, what, "no distance figures", policy)
+    low, high = float(bounds[0]), float(bounds[1])
+    criterion = (f"one-sided {ONE_SIDED_CONFIDENCE:.0%} bounds from the share's spread when train and holdout rows "
+                 f"swap at random: fails when the lower bound is above {limit:.4g}, passes when the upper bound is "
+                 "within it, otherwise warns (inconclusive at this size)")
+    figures = f"{what} {share:.4g} (one-sided {ONE_SIDED_CONFIDENCE:.0%} bounds {low:.4g} to {high:.4g})"
+    if low > limit:
+        return _rule("dcr_share", low, limit, FAIL, f"{figures}: the lower bound is above the limit {limit:.4g}, "
+                     "evidence that released rows sit closer to training records", criterion)
+    if high <= limit + 1e-12:
+        return _rule("dcr_share", high, limit, PASS, f"{figures}: the upper bound is within the limit {limit:.4g}",
+                     criterion)
+    return _rule("dcr_share", high, limit, WARN, f"{figures}: inconclusive, neither above nor shown within the limit "
+                 f"{limit:.4g} at this size; no evidence of a leak", criterion)
+
+
 def _leak_criterion(margin: float) -> str:
     return (
         "two-proportion test of the attack's success on training records against holdout records, risk = excess "
@@ -170,8 +197,7 @@ def evaluate_policy(report: AuditReport, policy: AuditPolicy) -> list[RuleResult
                            f"coincidence, up to {dcr['coincidences_explained']:.0f} explained)")
     results = [
         copies,
-        _at_most("dcr_share", report.dcr.get("share_closer_to_train"), policy.max_dcr_share,
-                 "share of released rows closer to train than to holdout", "no distance figures", policy),
+        _dcr_share_rule(report.dcr, policy),
         _at_most("mia_auc", report.mia.get("auc"), policy.max_mia_auc,
                  f"membership-inference AUC ({report.mia.get('strongest', 'no')} attack)",
                  report.mia.get("skipped", "no membership-inference figures"), policy),
