@@ -218,8 +218,7 @@ class AuditSpec(_Strict):
     """The privacy audit's sampling and the release policy its figures must meet (`models.privacy.policy`).
 
     Limits: exact matches, the share of released rows closer to train than to
-    holdout (judged on its bounds: fails on evidence above the limit, warns when
-    inconclusive), and the strongest membership-inference AUC. Margins: the attack
+    holdout, and the strongest membership-inference AUC. Margins: the attack
     rules (CreditTwin's attribute inference on every secret, anonymeter's
     inference with `max_inference_risk`, its singling out and linkability with
     `max_anonymeter_risk`) compare the attack's success on training records
