@@ -75,9 +75,11 @@ ROUNDING = 2e-6
 # Two distances closer than this (relative) are a tie.
 TIE_TOLERANCE = 1e-9
 # The share closer to train is reported with its spread when the sampled train and holdout rows swap labels at
-# random (`_null_share_spread`): this many deals, each reading a released row's nearest rows of either split.
+# random (`_null_share_spread`): this many deals, each reading a released row's nearest rows of either split (8: on a
+# 4,000-row demo release 0.11 s for both splits against 0.26 s for 16, and a row whose first 8 pooled neighbours all
+# fall in one group, 1 in 256 per deal, takes its next nearest listed row instead)
 NULL_DEALS = 200
-NULL_NEIGHBOURS = 16
+NULL_NEIGHBOURS = 8
 MISSING = MISSING_LABEL
 _TRUE = set(TRUE_TEXT)
 _FALSE = set(FALSE_TEXT)
