@@ -30,6 +30,7 @@ import polars as pl
 
 from models.errors import CreditTwinError, InvalidDataError, ValidationErrors
 from models.sequences.states import ABSORBING, STATE_ALIASES, STATE_INDEX, STATES
+from models.tape.names import name_words
 from models.tape.schema import normalise_column_name
 from models.tape.vocabulary import int_if_lossless
 
@@ -539,10 +540,15 @@ _ORIGINATION_NAMES = (
     "open_date", "opened_date", "date_opened", "account_open_date", "opening_date", "loan_start_date", "start_date",
     "booking_date", "booked_date", "contract_date", "loan_date", "first_payment_date", "first_pay_date",
 )
-# ... else the first date column whose name holds one of these, and none of the words after it.
-_ORIGINATION_HINTS = ("orig", "issue", "disburs", "fund", "open", "start", "book", "first_pay")
-_NOT_ORIGINATION = ("matur", "last", "next", "end", "close", "earliest", "birth", "dob", "default", "chargeoff",
-                    "charge_off", "payoff", "settle", "report", "as_of", "asof", "snapshot")
+# ... else the first date column whose name has one of these words (or "first" with a payment word), and none of the
+# words after them (`models.tape.names.name_words`: "LoanOrigDt" is loan, orig, dt).
+_ORIGINATION_WORDS = frozenset({"orig", "origination", "originated", "issue", "issued", "disbursement", "disbursed",
+                                "disbursal", "funded", "funding", "open", "opened", "opening", "start", "started",
+                                "booked", "booking", "inception", "vintage"})
+_PAYMENT_WORDS = frozenset({"payment", "pay", "pmt", "instalment", "installment", "due"})
+_NOT_ORIGINATION = frozenset({"maturity", "mature", "matures", "last", "next", "end", "close", "closed", "closing",
+                              "earliest", "birth", "dob", "default", "chargeoff", "charge", "payoff", "settlement",
+                              "report", "reporting", "as", "asof", "snapshot", "refund", "exit", "termination"})
 
 
 def origination_column(loans: pl.DataFrame) -> str | None:
@@ -555,8 +561,9 @@ def origination_column(loans: pl.DataFrame) -> str | None:
         if name in names:
             return names[name]
     for column in dated:
-        name = normalise_column_name(column)
-        if any(h in name for h in _ORIGINATION_HINTS) and not any(w in name for w in _NOT_ORIGINATION):
+        words = set(name_words(column))
+        starts = words & _ORIGINATION_WORDS or ("first" in words and words & _PAYMENT_WORDS)
+        if starts and not words & _NOT_ORIGINATION:
             return column
     return None
 

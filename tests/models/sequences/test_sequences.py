@@ -436,3 +436,21 @@ def test_released_history_keeps_an_integer_index_and_the_files_own_columns():
     assert released.get_column("mob").to_list() == [0, 1, 0]
     assert released.get_column("delinquency_status").to_list() == [0, 1, 0]
     assert released.schema["delinquency_status"] == pl.Int64
+
+
+@pytest.mark.parametrize("columns,expected", [
+    ({"issue_d": pl.Date, "earliest_cr_line": pl.Date}, "issue_d"),  # Lending Club: not the first credit line
+    ({"Earliest Credit Line": pl.Date, "Loan Start": pl.Date}, "Loan Start"),
+    ({"MATURITY_DATE": pl.Date, "FIRST_PAYMENT_DATE": pl.Date}, "FIRST_PAYMENT_DATE"),  # the agencies
+    ({"last_pymnt_d": pl.Date, "Disbursement Date": pl.Datetime}, "Disbursement Date"),
+    ({"LoanOrigDt": pl.Date, "MaturityDt": pl.Date}, "LoanOrigDt"),
+    ({"refund_date": pl.Date, "close_date": pl.Date}, None),  # a refund's 'fund' is no funding
+    ({"origination_year": pl.Int64}, None),  # a number, not a date
+], ids=["lending-club", "servicer", "agency", "disbursement", "camel-case", "none", "not-a-date"])
+def test_the_origination_date_is_found_by_the_words_of_its_name(columns, expected):
+    # setup / run
+    from models.sequences.histories import origination_column
+
+    found = origination_column(pl.DataFrame(schema=columns))
+    # assert
+    assert found == expected
