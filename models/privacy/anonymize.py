@@ -92,12 +92,19 @@ CANONICAL_QUASI_IDENTIFIERS: tuple[str, ...] = (
 # borrower's: a loan's age, a debt-to-income ratio, an income's verification.
 _LOAN_WORDS = frozenset({"loan", "account", "acct", "credit", "oldest", "newest", "file", "mob", "vehicle", "car",
                          "property", "collateral", "note", "mortgage", "facility", "contract", "card"})
+# Words of a code or a business party, not of a person ("partner_code", a dealer's partner).
+_CODE_WORDS = frozenset({"code", "id", "name", "channel", "dealer", "broker", "agent", "program", "type"})
 _QI_WORD_RULES: tuple[tuple[frozenset[str], frozenset[str], frozenset[str]], ...] = (
-    (frozenset({"age", "senior", "birth", "dob"}), frozenset(), _LOAN_WORDS | {"date"}),
+    (frozenset({"age", "birth", "dob"}), frozenset(), _LOAN_WORDS | {"date"}),
+    (frozenset({"senior"}), frozenset({"citizen", "citizens", "age"}), _LOAN_WORDS),
     (frozenset({"gender", "sex", "female", "male"}), frozenset(), frozenset()),
-    (frozenset({"marital", "married", "marriage", "spouse", "partner"}), frozenset(), frozenset()),
+    (frozenset({"marital", "married", "marriage", "spouse", "partner"}), frozenset(), _CODE_WORDS),
+    (frozenset({"race", "ethnicity", "ethnic", "nationality", "citizenship", "religion", "white", "black", "hispanic",
+                "hispan", "latino", "asian", "afam", "nonwhite", "minority"}), frozenset(), _LOAN_WORDS),
     (frozenset({"zip", "zipcode", "postcode", "postal", "state", "region", "city", "county", "country", "province",
-                "district", "msa", "cbsa"}), frozenset(), frozenset({"loan", "status"})),
+                "district", "msa", "cbsa"}), frozenset(),
+     # a mortgaged property's state or ZIP is where its owner lives: only an account's or a loan's own state is not
+     frozenset({"loan", "account", "acct", "status", "lien", "note", "facility", "contract", "card"})),
     (frozenset({"income", "inc", "salary", "earnings", "wage", "wages"}), frozenset(),
      frozenset({"to", "ratio", "dti", "verified", "verification", "verif", "source", "type", "status"})),
     (frozenset({"emp", "employment", "employed", "job", "work"}),
@@ -527,8 +534,8 @@ def _resolve(
     qis = list(policy.quasi_identifiers) or default_quasi_identifiers(schema)
     if not qis:
         raise InvalidDataError(
-            "no quasi-identifiers: none declared and none of the canonical names "
-            f"({', '.join(CANONICAL_QUASI_IDENTIFIERS[:8])}, ...) is a column.",
+            "no quasi-identifiers: none declared and no column's name says it describes the borrower "
+            f"({', '.join(CANONICAL_QUASI_IDENTIFIERS[:8])}, marital status, dependents, ...).",
             tenant=tenant,
             fix="list the columns that could identify a borrower under quasi_identifiers in tenant.yaml.",
         )

@@ -185,8 +185,8 @@ def measure_anonymity(
     Quasi-identifiers are `quasi_identifiers` (those the anonymizer enforced
     k on, `AnonymizationResult.quasi_identifiers`), else the ones it picks when
     the tenant declares none (`models.privacy.anonymize.default_quasi_identifiers`:
-    the schema's `quasi_identifier` columns, else columns with canonical QI
-    names), that the release carries; sensitive columns are those `models.privacy.anonymize.l_diversity_scope`
+    the schema's `quasi_identifier` columns, else the columns whose names say
+    they describe the borrower), that the release carries; sensitive columns are those `models.privacy.anonymize.l_diversity_scope`
     picks (the target, the schema's `sensitive` columns and `sensitive_columns`)
     that the release carries and that are not quasi-identifiers. Per column,
     l is the fewest distinct non-null values in a class (``l_by_column``);

@@ -563,7 +563,10 @@ FIGURE_LABELS: dict[str, dict[str, str]] = {
     "dcr": {
         "metric": "distance",
         "share_closer_to_train": "share of released rows closer to train than to holdout",
-        "share_ci": "95% interval of that share",
+        "share_ci": "95% interval of that share, as if the released rows were independent",
+        "share_null_sd": "how far chance alone moves that share at this size (one standard deviation, train and "
+        "holdout rows swapped at random)",
+        "share_p_value": "chance of a share this high without a leak",
         "ties": "released rows equally close to both",
         "exact_match_rate": "share of released rows equal to a unique train record",
         "exact_matches": "released rows equal to a unique train record",

@@ -75,6 +75,8 @@ from models.sequences.histories import (
     loan_terms,
     ORIGINATION,
     dated_loans,
+    names_first_payment,
+    origination_column,
     observation_window,
     observed_states,
     paths_to_frame,
@@ -942,7 +944,9 @@ def _public_offset(performance: pl.DataFrame, loans: pl.DataFrame) -> int | None
     """The reporting offset under DP: the public constant when the tape has the columns it needs, else None."""
     if "reporting_month" not in performance.columns or ORIGINATION not in dated_loans(loans).columns:
         return None
-    return PUBLIC_REPORTING_OFFSET
+    # a first payment date is already the month after origination, where agency histories start
+    column = origination_column(loans) or ORIGINATION
+    return PUBLIC_REPORTING_OFFSET - 1 if names_first_payment(column) else PUBLIC_REPORTING_OFFSET
 
 
 def _month_counts(states: np.ndarray, months: int) -> np.ndarray:

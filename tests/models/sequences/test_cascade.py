@@ -671,3 +671,15 @@ def test_a_book_whose_current_balances_rise_keeps_them_rising():
     # assert: the ceiling is only where the book shows it; here current balances rise in the sample too
     months, rising = _rises(sample, "current")
     assert rising > 0.5 * months
+
+
+def test_under_dp_a_first_payment_date_is_period_1_itself():
+    # setup: under DP the reporting offset is a public constant, one month after origination; an agency tape's start
+    # date is its FIRST_PAYMENT_DATE, already that month, so histories started a month late and were cut a month early
+    from models.sequences.cascade import _public_offset
+
+    perf = pl.DataFrame({"loan_id": ["a"], "period": [1], "reporting_month": [date(2020, 2, 1)]})
+    # run / assert
+    assert _public_offset(perf, pl.DataFrame({"id": ["a"], "FIRST_PAYMENT_DATE": [date(2020, 2, 1)]})) == 0
+    assert _public_offset(perf, pl.DataFrame({"id": ["a"], "issue_d": [date(2020, 1, 1)]})) == 1
+    assert _public_offset(perf, pl.DataFrame({"id": ["a"], "origination_date": ["2020-01"]})) is None  # text, no date

@@ -444,9 +444,13 @@ def test_released_history_keeps_an_integer_index_and_the_files_own_columns():
     ({"MATURITY_DATE": pl.Date, "FIRST_PAYMENT_DATE": pl.Date}, "FIRST_PAYMENT_DATE"),  # the agencies
     ({"last_pymnt_d": pl.Date, "Disbursement Date": pl.Datetime}, "Disbursement Date"),
     ({"LoanOrigDt": pl.Date, "MaturityDt": pl.Date}, "LoanOrigDt"),
+    ({"hardship_start_date": pl.Date, "PromoStartDt": pl.Date, "LoanOrigDt": pl.Date}, "LoanOrigDt"),
+    ({"oldest_trade_open_date": pl.Date, "FundDt": pl.Date}, "FundDt"),
+    ({"origination_date": pl.String, "Disbursed On": pl.Date}, "Disbursed On"),
     ({"refund_date": pl.Date, "close_date": pl.Date}, None),  # a refund's 'fund' is no funding
     ({"origination_year": pl.Int64}, None),  # a number, not a date
-], ids=["lending-club", "servicer", "agency", "disbursement", "camel-case", "none", "not-a-date"])
+], ids=["lending-club", "servicer", "agency", "disbursement", "camel-case", "tiers", "another-event", "text-named-right",
+        "none", "not-a-date"])
 def test_the_origination_date_is_found_by_the_words_of_its_name(columns, expected):
     # setup / run
     from models.sequences.histories import origination_column

@@ -525,3 +525,31 @@ def test_the_reading_notes_of_a_history_carry_its_file_name(tmp_path) -> None:
     assert any("line 1 holds data" in note for note in notes), notes
     assert all(note.startswith("performance.csv: ") and not note.startswith("performance.csv: performance.csv")
                for note in notes), notes
+
+
+def test_zero_balance_codes_under_dp_are_public_and_a_float_column_reads_as_codes() -> None:
+    # setup: a zero-balance column as a Parquet export with nulls types it (floats: 1.0, 3.0), and a book whose only
+    # credit event is a short sale (03). Float codes read as '1.0' matched no code list; a synthetic default in a
+    # book without a coded credit event wrote the word 'default' into the numeric status column; and the codes
+    # written under DP were the file's most frequent ones, a statistic of the real loans
+    from models.sequences.histories import render_history
+
+    loans = pl.DataFrame({"LOAN_ID": ["A", "B", "C"]})
+    perf = pl.DataFrame({
+        "LOAN_ID": ["A", "A", "A", "B", "B", "C", "C"], "PERIOD": [201901, 201902, 201903, 201901, 201902, 201901, 201902],
+        "DLQ": [0, 1, 2, 0, 0, 0, 0], "ZBC": [None, None, 3.0, None, 1.0, None, None],
+    })
+    mapping = {"loan_id": "LOAN_ID", "period": "PERIOD", "status": "DLQ", "zero_balance_code": "ZBC"}
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.parquet", loan_id_column="LOAN_ID", mapping=mapping)
+    synthetic = pl.DataFrame({"loan_id": ["X", "X", "X", "Y", "Y"], "period": [1, 2, 3, 1, 2],
+                              "status": ["current", "dpd30", "default", "current", "prepaid"]})
+    # run
+    plain = render_history(synthetic, history.vocabulary)
+    private = render_history(synthetic, history.vocabulary, private=True)
+    # assert: the codes were read (the short sale is a default, the payoff a prepayment)
+    assert history.frame.get_column("status").to_list() == ["current", "dpd30", "default", "current", "prepaid",
+                                                           "current", "current"]
+    # the exit month repeats the month before in the numeric status column; the file's codes, or the public ones
+    for released, default_code in ((plain, 3), (private, 9)):
+        assert released.get_column("DLQ").to_list() == [0, 1, 1, 0, 0]
+        assert released.get_column("ZBC").to_list() == [None, None, default_code, None, 1]
