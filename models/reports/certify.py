@@ -56,7 +56,46 @@ def release_files(release: Release, tape: TapeSplit) -> dict[str, bytes]:
         text = fixed_point_text(frame, tape.schema, decimal=decimal) if name == "loans" else frame
         files[f"{name}.parquet"], files[f"{name}.csv"] = parquet.getvalue(), formula_safe_csv(
             text, delimiter=written.get("delimiter") or ",", decimal=decimal)
+    legend = generalisation_legend(release)
+    if legend is not None:
+        files[LEGEND] = legend
     return files
+
+
+LEGEND = "generalisations.json"
+
+
+def generalisation_legend(release: Release) -> bytes | None:
+    """What each generalised quasi-identifier label of the release stands for, as canonical JSON; None when the
+    release generalised nothing.
+
+    A group of more than 12 categories is released under a short name ("14 values #3f2a9c"): without this file a
+    risk team reading the CSV cannot tell which categories it holds. Per column: ``kind`` ("range" or "group"),
+    and for a group each released label with its members; for a range the released labels with their bounds.
+    Everything in it is read off the released table's own labels and the anonymizer's cuts on the synthetic
+    portfolio, so it adds nothing about a real borrower.
+    """
+    from models.files import canonical_json
+
+    generalisations = (getattr(release, "anonymization", None) or {}).get("generalisations") or {}
+    if not generalisations:
+        return None
+    columns = {}
+    for name, spec in generalisations.items():
+        entry: dict[str, Any] = {"kind": spec.get("kind")}
+        if spec.get("kind") == "group":
+            used = set((spec.get("labels") or {}).keys())
+            entry["groups"] = {label: list(members) for label, members in (spec.get("groups") or {}).items()
+                               if not used or label in used}
+        else:
+            entry.update({key: value for key, value in spec.items() if key not in ("labels", "kind")})
+        entry["released_labels"] = sorted((spec.get("labels") or {}).keys())
+        columns[name] = entry
+    return canonical_json({
+        "about": "the quasi-identifier labels of loans.csv and loans.parquet: each group label with the categories "
+                 "it stands for, and each range label",
+        "columns": columns,
+    }, where=LEGEND)
 
 
 _PERIOD_HINTS = ("orig", "issue", "open", "start", "disburs", "book")
@@ -147,8 +186,9 @@ def certify_release(
     check_certifiable(audit, release, current_policy)
     config, report = tape.tenant_config, audit.audit
     files = release_files(release, tape)
+    tables = {"loans": release.loans, "performance": release.performance}
     released = [
-        {"name": name, "rows": getattr(release, name.rsplit(".", 1)[0]).height,
+        {"name": name, "rows": tables[name.rsplit(".", 1)[0]].height if name.rsplit(".", 1)[0] in tables else None,
          "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
         for name, payload in files.items()
     ]

@@ -80,7 +80,7 @@ def test_certificate_verifies_and_its_pdf_matches_its_json(released):
                                 pdf_path=version / "certificate.pdf")
     assert result.ok, result.problems
     assert {f["name"] for f in result.checked_files} == {"loans.parquet", "loans.csv", "performance.parquet",
-                                                        "performance.csv"}
+                                                        "performance.csv", "generalisations.json"}
     text = pdf_text((version / "certificate.pdf").read_bytes())
     assert document["signature"]["payload_sha256"] in text.replace("\n", "")
     assert document["certificate_id"] in text

