@@ -971,7 +971,40 @@ def _in_loan_order(history: pl.DataFrame) -> bool:
     return bool(history.select(((loan > loan.shift(1)) | ((loan == loan.shift(1)) & (month > month.shift(1)))).slice(1).all()).item())
 
 
-def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: bool) -> pl.Series:
+def arrears_run(history: pl.DataFrame) -> pl.Series:
+    """Each row's month in its loan's unbroken run in state dpd90 (1, 2, ...; 0 outside one), in the rows' order.
+
+    A history written by loan and period (as ingest and the samplers write it) is read as it is; another order is
+    sorted for the count and the result put back in the rows' order.
+    """
+    ordered = history.select("loan_id", "period", "status").with_row_index("_row")
+    sort = not _in_loan_order(ordered)
+    if sort:
+        ordered = ordered.sort("loan_id", "period")
+    arrears = pl.col("status") == "dpd90"
+    # each month out of dpd90 starts a new spell; within it the dpd90 months count 1, 2, ...
+    ordered = ordered.with_columns((~arrears).cum_sum().over("loan_id").alias("_spell"))
+    ordered = ordered.with_columns(arrears.cast(pl.Int64).cum_sum().over("loan_id", "_spell").alias("_run"))
+    if sort:
+        ordered = ordered.sort("_row")
+    return ordered.get_column("_run").alias("arrears_run")
+
+
+def arrears_days(frame: pl.DataFrame) -> dict[str, int] | None:
+    """How a history's days past due grow through a run in dpd90: the median on its first month and the median
+    step to its second (30 where a file counts days, 0 where it writes a 90 bucket throughout); None without days
+    past due or without a run of two months."""
+    if "days_past_due" not in frame.columns:
+        return None
+    days = frame.select(arrears_run(frame), pl.col("days_past_due").cast(pl.Float64))
+    first = days.filter(pl.col("arrears_run") == 1).get_column("days_past_due").median()
+    second = days.filter(pl.col("arrears_run") == 2).get_column("days_past_due").median()
+    if first is None or second is None:
+        return None
+    return {"first": int(round(first)), "step": max(int(round(second - first)), 0)}
+
+
+def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: bool, run: pl.Series | None) -> pl.Series:
     """The history's states as the file wrote its status column (see `render_history`), in the history's row order.
 
     Each state takes the file's most frequent spelling of it. Where the file counts months behind (agency codes 0,
@@ -991,6 +1024,8 @@ def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: 
             {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
         )
     ordered = history.select("loan_id", "period", "status").with_row_index("_row")
+    if run is not None:
+        ordered = ordered.with_columns(run.alias("_run"))
     sort = not _in_loan_order(ordered)
     if sort:
         ordered = ordered.sort("loan_id", "period")
@@ -998,10 +1033,7 @@ def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: 
     written = state.replace_strict({s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String)
     if counts_months:
         arrears = state == "dpd90"
-        # each month out of dpd90 starts a new spell; within it the dpd90 months count 1, 2, ...
-        ordered = ordered.with_columns((~arrears).cum_sum().over("loan_id").alias("_spell"))
-        run = arrears.cast(pl.Int64).cum_sum().over("loan_id", "_spell")
-        code = (run + _MONTHS_BEHIND_AT_DPD90 - 1).cast(pl.String)
+        code = (pl.col("_run") + _MONTHS_BEHIND_AT_DPD90 - 1).cast(pl.String)
         width = int(form.get("width") or 0)
         if width:
             code = code.str.zfill(width)
@@ -1051,8 +1083,11 @@ def render_history(
     out["period"] = _period_values(history, vocabulary["period"], seed, private, as_of)
     # a vocabulary recorded before zero-balance codes were written back has no `zero_balance`: the column is left out
     coded = "zero_balance_code" in columns and vocabulary.get("zero_balance") is not None
+    counts_months = (vocabulary.get("status_form") or {}).get("kind") == "months_behind"
+    accrues = "days_past_due" in columns and not private and vocabulary.get("arrears_days") is not None
+    run = arrears_run(history) if ("status" in columns and counts_months) or accrues else None
     if "status" in columns:
-        status = _status_values(history, vocabulary, coded)
+        status = _status_values(history, vocabulary, coded, run)
         if _integer_dtype(dtypes.get("status")) or (dtypes.get("status", "").startswith("Float")):
             status = int_if_lossless(status)
         out["status"] = status
@@ -1068,7 +1103,14 @@ def render_history(
         numeric = _integer_dtype(dtypes.get("zero_balance_code")) or dtypes.get("zero_balance_code", "").startswith("Float")
         out["zero_balance_code"] = int_if_lossless(code) if numeric else code
     if "days_past_due" in columns:
-        out["days_past_due"] = history.get_column("days_past_due").cast(pl.Int64)
+        days = history.get_column("days_past_due").cast(pl.Int64)
+        if accrues:
+            # through a run in dpd90 the days grow as the file's do (90, 120, 150, ... or a 90 bucket throughout),
+            # not the state's one median; under DP the file's growth is an uncharged statistic and is not read
+            growth = vocabulary["arrears_days"]
+            grown = int(growth["first"]) + int(growth["step"]) * (run - 1)
+            days = pl.select(pl.when(run > 0).then(grown).otherwise(days)).to_series().cast(pl.Int64)
+        out["days_past_due"] = days
     for name in ("balance", "payment"):
         if name in columns and name in history.columns:
             out[name] = history.get_column(name).cast(pl.Float64).round(2)

@@ -381,7 +381,9 @@ class PerformanceHistory:
             "width": w}`` when the status codes count months behind, as agency
             files do) and ``zero_balance`` (when the file has a zero-balance-code
             column: whether it zero-pads its codes, and its spelling of a payoff
-            code and of a credit-event code).
+            code and of a credit-event code), and ``arrears_days`` (how its days
+            past due grow through a run in dpd90: the first month's median and
+            the step to the second).
             `models.sequences.histories.render_history` writes a synthetic
             history back in this vocabulary.
     """
@@ -545,6 +547,12 @@ def read_performance(
                   "left_out": left_out}
     if status_form:
         vocabulary["status_form"] = status_form
+    if "days_past_due" in cols:
+        from models.sequences.histories import arrears_days
+
+        growth = arrears_days(out)
+        if growth is not None:
+            vocabulary["arrears_days"] = growth
     if "zero_balance_code" in cols:
         vocabulary["zero_balance"] = zero_balance
     return PerformanceHistory(frame=out, vocabulary=vocabulary)

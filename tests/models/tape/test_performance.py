@@ -553,3 +553,30 @@ def test_zero_balance_codes_under_dp_are_public_and_a_float_column_reads_as_code
     for released, default_code in ((plain, 3), (private, 9)):
         assert released.get_column("DLQ").to_list() == [0, 1, 1, 0, 0]
         assert released.get_column("ZBC").to_list() == [None, None, default_code, None, 1]
+
+
+@pytest.mark.parametrize("days,expected", [
+    ([0, 31, 62, 93, 124, 155, 186], [0, 30, 60, 93, 124, 155, 186]),  # a servicer's days count on: 93, 124, 155, ...
+    ([0, 30, 60, 90, 90, 90, 90], [0, 30, 60, 90, 90, 90, 90]),  # a bucketed file writes 90 throughout
+], ids=["days", "buckets"])
+def test_days_past_due_grow_through_a_run_of_missed_payments_as_the_files_do(days, expected) -> None:
+    # setup: a history with a days-past-due column; samplers give every month of a state that state's median days, so
+    # a loan 4 months into dpd90 was released at the same 124 days as in its first month (a 180+ bucket stayed empty)
+    from models.sequences.histories import render_history
+
+    loans = pl.DataFrame({"id": [f"L{i}" for i in range(6)]})
+    perf = pl.DataFrame({
+        "id": [f"L{i}" for i in range(6) for _ in range(7)], "mob": list(range(1, 8)) * 6,
+        "dpd": [d if i < 3 else 0 for i in range(6) for d in days],
+    })
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="id",
+                               mapping={"loan_id": "id", "period": "mob", "days_past_due": "dpd"})
+    synthetic = pl.DataFrame({"loan_id": ["X"] * 7, "period": list(range(1, 8)),
+                              "status": ["current", "dpd30", "dpd60", "dpd90", "dpd90", "dpd90", "dpd90"],
+                              "days_past_due": [0, 30, 60, 124, 124, 124, 124]})
+    # run
+    released = render_history(synthetic, history.vocabulary)
+    private = render_history(synthetic, history.vocabulary, private=True)
+    # assert: the file's growth; under DP the samplers' own days (the file's growth is a statistic of the loans)
+    assert released.get_column("dpd").to_list() == expected
+    assert private.get_column("dpd").to_list() == [0, 30, 60, 124, 124, 124, 124]
