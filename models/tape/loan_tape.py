@@ -348,6 +348,11 @@ def read_tape(upload: Upload) -> LoanTape:
         check_as_of(performance, config.performance.as_of, private=config.privacy.epsilon is not None, tenant=tenant)
         # Saved with the tape (the "ingest" document), so a release can spell the history as the lender did.
         reports["performance"]["vocabulary"] = history.vocabulary
+        if history.vocabulary.get("loan_id_match"):
+            reports["performance"]["warnings"].append(
+                f"{upload.performance.name}: its loan ids matched the loans file's only with leading zeros ignored "
+                f"(000123 is 123): one file lost them, as a spreadsheet does to an id it reads as a number; keep ids "
+                f"as text in both")
         left_out = history.vocabulary["left_out"]
         if left_out:
             unmapped = [k for k in ("days_past_due", "balance", "payment") if k not in history.vocabulary["columns"]]

@@ -337,6 +337,24 @@ def _status_expr(
     return pl.coalesce(pl.lit(mapped), derived), spelling, form
 
 
+def _ids_ignoring_leading_zeros(ids: pl.Series, known: pl.Series) -> pl.Series | None:
+    """`ids` (text) spelled as the loans file spells the same number (000123 as 123, or 123 as 000123) when both
+    files' ids are all digits and each number names one loan; None when they are not, or some id still matches none."""
+    digits = r"^[0-9]+$"
+    if not ids.len() or not known.len() or not bool(ids.str.contains(digits).all()) or not bool(known.str.contains(digits).all()):
+        return None
+
+    def number(values: pl.Series) -> pl.Series:
+        stripped = values.str.strip_chars_start("0")
+        return pl.select(pl.when(stripped == "").then(pl.lit("0")).otherwise(stripped)).to_series()
+
+    keys = number(known)
+    if keys.n_unique() < known.len():
+        return None  # 0123 and 123 are two loans: which one a history's 00123 means is not for us to guess
+    spelled = number(ids).replace_strict(dict(zip(keys.to_list(), known.to_list())), default=None, return_dtype=pl.String)
+    return None if spelled.null_count() else spelled
+
+
 def _zero_balance_text(codes: pl.Series) -> pl.Series:
     """Zero-balance codes as written text: a float column (a Parquet export with nulls) gives 1, not '1.0'."""
     if codes.dtype.is_float():
@@ -458,6 +476,15 @@ def read_performance(
     ids = work.get_column("loan_id").unique(maintain_order=True)
     known = loans.get_column(loan_id_column).cast(pl.String).drop_nulls().unique()
     unknown_ids = ids.filter(~ids.is_in(known.implode()))
+    id_match = None
+    if unknown_ids.len():
+        padded = _ids_ignoring_leading_zeros(work.get_column("loan_id"), known)
+        if padded is not None:
+            # one file kept the ids' leading zeros (000123) and the other lost them (123, a spreadsheet's number)
+            work = work.with_columns(padded.alias("loan_id"))
+            ids = work.get_column("loan_id").unique(maintain_order=True)
+            unknown_ids = ids.filter(~ids.is_in(known.implode()))
+            id_match = "leading zeros ignored"
     if unknown_ids.len():
         raise InvalidDataError(
             f"{unknown_ids.len()} loan id(s) in the performance file are not in the loans file, "
@@ -547,6 +574,8 @@ def read_performance(
                   "left_out": left_out}
     if status_form:
         vocabulary["status_form"] = status_form
+    if id_match:
+        vocabulary["loan_id_match"] = id_match
     if "days_past_due" in cols:
         from models.sequences.histories import arrears_days
 

