@@ -22,6 +22,7 @@ Three groups of functions live here:
 from __future__ import annotations
 
 import math
+from datetime import date
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -908,6 +909,9 @@ def ratio_targets(paths: LoanPaths, amount: np.ndarray, installment: np.ndarray)
 _RENDER_ORDER = ("loan_id", "period", "status", "days_past_due", "balance", "payment", "zero_balance_code")
 # The months behind at the first month of 90+ days in arrears (state dpd90): 3 missed payments.
 _MONTHS_BEHIND_AT_DPD90 = 3
+# A period written as a spreadsheet's serial day number (43466 for 2019-01-01): days since this epoch.
+EXCEL_EPOCH = date(1899, 12, 30)
+EXCEL_SERIAL_FORMAT = "excel-serial"
 # Agency zero-balance codes that need no data: 01 prepaid or matured, 09 REO disposition (a credit event).
 _PUBLIC_ZERO_BALANCE = {"prepaid": "01", "default": "09"}
 
@@ -958,6 +962,8 @@ def _period_values(
     if _integer_dtype(dtype):
         if fmt == "%m%Y":  # Fannie Mae's ACT_PERIOD read as an integer (022019 -> 22019): month, then year
             return dates.dt.month().cast(pl.Int64) * 10000 + dates.dt.year().cast(pl.Int64)
+        if fmt == EXCEL_SERIAL_FORMAT:  # a spreadsheet's date cell exported as its day number
+            return pl.select((pl.lit(dates) - pl.lit(EXCEL_EPOCH)).dt.total_days().cast(pl.Int64)).to_series()
         return dates.dt.year().cast(pl.Int64) * 100 + dates.dt.month().cast(pl.Int64)
     if fmt:
         return dates.dt.strftime(fmt)

@@ -10,12 +10,13 @@ synthetic history back the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import polars as pl
 
 from models.errors import InvalidDataError, TenantConfigError
-from models.sequences.histories import month_index
+from models.sequences.histories import EXCEL_EPOCH, EXCEL_SERIAL_FORMAT, arrears_days, month_index
 from models.sequences.states import STATES, canonical_states, months_behind_width
 from models.tape.ingest import numbered_columns
 from models.tape.schema import normalise_column_name, resolve_aliases
@@ -204,6 +205,26 @@ def _mmyyyy(values: pl.Series) -> pl.Series | None:
     return pl.select(pl.date(values % 10000, values // 10000, 1)).to_series()
 
 
+# Spreadsheet serial day numbers (days since 1899-12-30, `EXCEL_EPOCH`) of 1990-01-01 to 2059-12-31: the range no
+# day count since 1970 of a plausible month reaches (those end at 32,872 for 2059-12-31), so neither is read as the other.
+_EXCEL_SERIALS = (32874, 58439)
+
+
+def _excel_serial(values: pl.Series) -> pl.Series | None:
+    """Whole-number periods written as spreadsheet serial dates (43466 for 2019-01-01, a date cell exported as its
+    number) as Dates, or None when they are not: every value in `_EXCEL_SERIALS`, and nearly every one on the
+    column's own day of the month (the 1st, a month end, the 15th), as a monthly period is."""
+    v = values.drop_nulls()
+    if not v.len() or v.min() < _EXCEL_SERIALS[0] or v.max() > _EXCEL_SERIALS[1]:
+        return None
+    dates = pl.select(pl.lit(EXCEL_EPOCH) + pl.duration(days=values)).to_series().cast(pl.Date)
+    known = dates.drop_nulls()
+    on_day = known.dt.day() == known.dt.day().mode().sort().item(0)
+    if float((on_day | (known == known.dt.month_end())).mean()) < 0.95:
+        return None
+    return dates
+
+
 def _day_rule(dates: pl.Series) -> str | int:
     """How a date period names its month: "end" (every date a month end), else the most common day of the month."""
     if bool((dates == dates.dt.month_end()).all()):
@@ -226,7 +247,7 @@ def _months_on_book(
     `work` holds the canonical `loan_id` and `period` columns; `source` is the
     file's name for the period column, used in errors; `date_format` is the
     reader's most frequent format in it (a CSV's text dates). A period written as a
-    month (a date, "2019-03", "Mar-2019", 201903, Fannie Mae's 032019) counts months on book from
+    month (a date, "2019-03", "Mar-2019", 201903, Fannie Mae's 032019, a spreadsheet serial date 43466) counts months on book from
     each loan's first month. Whole numbers are months on book when every loan
     starts at the same number (1, or 0 on a zero-based index); otherwise they
     index calendar months and each loan counts from its own first.
@@ -248,7 +269,7 @@ def _months_on_book(
         values = values.cast(pl.Int64)
         dtype = pl.Int64
     if dates is None and dtype.is_integer():
-        for read, fmt in ((_yyyymm, "%Y%m"), (_mmyyyy, "%m%Y")):
+        for read, fmt in ((_yyyymm, "%Y%m"), (_mmyyyy, "%m%Y"), (_excel_serial, EXCEL_SERIAL_FORMAT)):
             dates = read(values.cast(pl.Int64))
             if dates is not None:
                 described["format"] = fmt
@@ -577,8 +598,6 @@ def read_performance(
     if id_match:
         vocabulary["loan_id_match"] = id_match
     if "days_past_due" in cols:
-        from models.sequences.histories import arrears_days
-
         growth = arrears_days(out)
         if growth is not None:
             vocabulary["arrears_days"] = growth

