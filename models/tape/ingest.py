@@ -432,11 +432,16 @@ def _sniff_delimiter(text: str) -> str:
     return best[1] if best else ","
 
 
+# A currency or percent sign around a number ("1.234,56 €", "€ 12,50", "12,5 %", "$1,200.50"), taken off before the
+# number's decimal mark is read.
+_NUMBER_SIGNS = re.compile(r"^([+-]?)[$€£][ \u00a0\u202f]?|[ \u00a0\u202f]?[$€£%]$")
+
+
 def _sniff_decimal(rows: list[list[str]]) -> str:
     comma = dot = 0
     for row in rows[1:]:
         for cell in row:
-            cell = cell.strip()
+            cell = _NUMBER_SIGNS.sub(r"\1", cell.strip())
             if COMMA_EVIDENCE.match(cell):
                 comma += 1
             elif _DOT_EVIDENCE.match(cell) and not _AMBIGUOUS_THOUSANDS.match(cell):

@@ -95,6 +95,12 @@ _MAX_CODES = 2
 _CURRENCY = "$€£"
 _DECORATED = rf"^[+-]?[{_CURRENCY}]?\s?[+-]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?\s?%?$"
 _DECORATION = rf"[{_CURRENCY}%,\s]"
+# ... and in a decimal-comma file, as European exports write money: the sign before or after the number, a space
+# between them or not, '.' or a space grouping thousands ("1.234,56 €", "€ 1.234,56", "1 234,56 €", "12,5 %").
+_SPACES = " \u00a0\u202f"
+_DECORATED_COMMA = (rf"^[+-]?(?:[{_CURRENCY}][{_SPACES}]?)?[+-]?(?:\d{{1,3}}(?:[.{_SPACES}]\d{{3}})+|\d+)(?:,\d+)?"
+                    rf"(?:[{_SPACES}]?[{_CURRENCY}%])?$")
+_DECORATION_COMMA = rf"[{_CURRENCY}%.{_SPACES}]"
 _NUMERIC_FIX = (
     "correct those cells (write a missing value as an empty cell or NA), or declare the column as text "
     "with `column_types: {{{column}: categorical}}` in tenant.yaml."
@@ -368,6 +374,23 @@ class TextTyper:
                       for sign in _CURRENCY]
             places = plain.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
             exprs += [(decorated & (places > d)).sum().alias(f"{name}\0ddec>{d}") for d in _DECIMALS]
+        elif self.decimal == "," and self.declared.get(name) in (None, ColumnType.NUMERIC):
+            decorated = text.str.contains(_DECORATED_COMMA)
+            plain = text.str.replace_all(_DECORATION_COMMA, "")
+            exprs += [
+                decorated.sum().alias(f"{name}\0decorated"),
+                (decorated & text.str.contains("%", literal=True)).sum().alias(f"{name}\0pct"),
+                (decorated & text.str.contains(r"\d\.\d{3}")).sum().alias(f"{name}\0grouped"),
+                (decorated & text.str.contains(rf"\d[{_SPACES}]\d{{3}}")).sum().alias(f"{name}\0spacegrouped"),
+                # where the sign stands (after the number: "1.234,56 €") and whether a space parts them
+                (decorated & text.str.contains(rf"\d[{_SPACES}]?[{_CURRENCY}%]$")).sum().alias(f"{name}\0after"),
+                (decorated & text.str.contains(rf"(?:[{_CURRENCY}][{_SPACES}]\d|\d[{_SPACES}][{_CURRENCY}%]$)")).sum()
+                .alias(f"{name}\0spaced"),
+            ]
+            exprs += [(decorated & text.str.contains(sign, literal=True)).sum().alias(f"{name}\0cur{sign}")
+                      for sign in _CURRENCY]
+            places = plain.str.extract(r"^[+-]?\d*,(\d+)$", 1).str.len_chars().fill_null(0)
+            exprs += [(decorated & (places > d)).sum().alias(f"{name}\0ddec>{d}") for d in _DECIMALS]
         if profile.maybe_bool:
             words = _BOOL_DECLARED_CASES if self.declared.get(name) is ColumnType.BOOLEAN else _BOOL_CASES
             exprs.append(text.is_in(words).sum().alias(f"{name}\0bool"))
@@ -530,6 +553,8 @@ class TextTyper:
         signs = [sign for sign in _CURRENCY if stats[f"{name}\0cur{sign}"]]
         if len(signs) > 1 or pct not in (0, nn) or (signs and stats[f"{name}\0cur{signs[0]}"] < nn):
             return None
+        if self.decimal == ",":
+            return self._comma_decoration(name, stats, signs, pct, nn)
         if not (pct or grouped or signs):
             return None
         spelling: dict[str, Any] = {"prefix": signs[0] if signs else None, "suffix": "%" if pct else None,
@@ -538,6 +563,25 @@ class TextTyper:
         if places is not None:
             spelling["decimals"] = places
         self.spellings[name] = {k: v for k, v in spelling.items() if v is not None and v is not False}
+        return _Plan("decorated")
+
+    def _comma_decoration(self, name: str, stats: Counter, signs: list[str], pct: int, nn: int) -> _Plan | None:
+        """`_decoration` in a decimal-comma file: a currency or percent sign on every cell, before or after the
+        number, spaced from it or not, throughout alike ("1.234,56 €"); grouping alone is a plain grouped number."""
+        if not (pct or signs) or (signs and pct):
+            return None
+        after, spaced = stats[f"{name}\0after"], stats[f"{name}\0spaced"]
+        if after not in (0, nn) or spaced not in (0, nn):
+            return None
+        sign = "%" if pct else signs[0]
+        gap = " " if spaced else ""
+        group = " " if stats[f"{name}\0spacegrouped"] else ("." if stats[f"{name}\0grouped"] else "")
+        spelling: dict[str, Any] = {"prefix": None if after else sign + gap, "suffix": gap + sign if after else None,
+                                    "grouping": group + ","}
+        places = next((d for d in _DECIMALS if not stats[f"{name}\0ddec>{d}"]), None)
+        if places is not None:
+            spelling["decimals"] = places
+        self.spellings[name] = {k: v for k, v in spelling.items() if v is not None}
         return _Plan("decorated")
 
     def _settle_grouping(self, name: str, stats: Counter) -> None:
@@ -701,6 +745,9 @@ class TextTyper:
         if plan.kind == "date":
             return _date_expr(text, plan.formats, plan.datetime).alias(name)
         if plan.kind == "decorated":
+            if self.decimal == ",":
+                plain = text.str.replace_all(_DECORATION_COMMA, "").str.replace(",", ".", literal=True)
+                return plain.cast(pl.Float64, strict=False).alias(name)
             return text.str.replace_all(_DECORATION, "").cast(pl.Float64, strict=False).alias(name)
         number = _number_text(text, self.decimal, self.groups.get(name, ""))
         if plan.kind == "int":

