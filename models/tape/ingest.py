@@ -79,7 +79,8 @@ class ReadOptions:
         delimiter: one character; None sniffs it among , ; tab and |.
         decimal: "." or ","; None sniffs it (a comma only when the delimiter is
             not a comma and the numbers look like 1.234,56 or 12,5).
-        null_values: cells read as missing, compared exactly.
+        null_values: cells read as missing, compared exactly: pandas' own list
+            (the spreadsheet's `#N/A`, `nan`, `<NA>`, ...) and `-` and `?`.
         header: whether line 1 (after any title lines) names the columns;
             None sniffs it: a first line holding a number with a fraction or
             a sign (30.83, -1), or repeating a value beside a number, is data
@@ -92,7 +93,11 @@ class ReadOptions:
     encoding: str | None = None
     delimiter: str | None = None
     decimal: str | None = None
-    null_values: tuple[str, ...] = ("", "NA", "N/A", "n/a", "null", "NULL", "None", "-", "?", "NaN")
+    null_values: tuple[str, ...] = (
+        "", "NA", "N/A", "n/a", "null", "NULL", "None", "-", "?", "NaN",
+        # the rest of pandas' defaults (read_csv's na_values), which lenders' exports meet: a spreadsheet's #N/A
+        "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "nan",
+    )
     header: bool | None = None
     columns: tuple[str, ...] | None = None
     history: bool = False  # the performance file: a headerless one is named through tenant.yaml's performance block

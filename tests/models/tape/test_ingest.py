@@ -810,3 +810,14 @@ def test_a_line_short_of_its_last_fields_is_read_as_empty_and_named_in_the_notes
     assert table.height == 41 and table.filter(pl.col("loan_id") == "L40")["purpose"].to_list() == [None]
     assert "1 line has fewer fields than the header's 4 (line 41 has 2); the missing last fields were read as empty" \
         in report.warnings
+
+
+def test_a_spreadsheets_na_and_pandas_missing_markers_are_missing_values(tmp_path: Path) -> None:
+    # setup: an export whose lookups failed (#N/A, as Excel writes them) beside pandas' own markers (nan, <NA>); the
+    # column was refused: "45 of 50 values are numbers but 5 are not, e.g. '#N/A'"
+    rows = "".join(f"{i},{['#N/A', 'nan', '<NA>', '#N/A N/A'][i % 4] if i % 5 == 0 else 1000 + i}\n" for i in range(40))
+    path = write(tmp_path, "loans.csv", "id,income\n" + rows)
+    # run
+    frame, _ = read_table(path, tenant=TENANT)
+    # assert
+    assert frame.schema["income"] == pl.Int64 and frame.get_column("income").null_count() == 8
