@@ -74,7 +74,10 @@ def _numeric_value(column: str, dtype: pl.DataType, source: str) -> pl.Expr:
         elif dtype.is_numeric():
             days = col.cast(pl.Float64)  # already days since 1970 (the convention of released date ranges)
         else:
-            days = col.cast(pl.String).str.strip_chars().str.to_datetime(strict=False).dt.date().cast(pl.Int32).cast(pl.Float64)
+            # a time zone in the text ("2019-08-17 00:00:00+00:00", a tz-aware export sent as text) is read as UTC;
+            # without time_zone polars refuses such text outright instead of reading it
+            text = col.cast(pl.String).str.strip_chars()
+            days = text.str.to_datetime(strict=False, time_zone="UTC").dt.date().cast(pl.Int32).cast(pl.Float64)
         value = days / 365.25 + 1970.0
     elif dtype == pl.Boolean or dtype.is_numeric():
         value = col.cast(pl.Float64)

@@ -56,3 +56,20 @@ def test_split_column_name_matches_the_tape():
     from models.tape import loan_tape
 
     assert features.SPLIT_COLUMN == loan_tape.SPLIT_COLUMN
+
+
+def test_a_time_zone_aware_date_is_read_as_a_date_whether_it_comes_typed_or_as_text(book):
+    # setup: a SQL export's Parquet keeps a timestamp with its time zone (UTC); MLflow's serving example sends it as
+    # text with its offset ('2019-08-17 00:00:00+00:00'), which polars refused: "a time zone is part of the data"
+    # (risk_model failed while it logged the model)
+    loans = book["train"].with_columns(
+        pl.col("origination_date").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").alias("origination_date"))
+    pipeline = FeaturePipeline.fit(loans, schema_of(loans))
+    as_text = loans.head(5).with_columns(
+        pl.col("origination_date").dt.strftime("%Y-%m-%d %H:%M:%S%:z").alias("origination_date"))
+    # run
+    typed, sent = pipeline.matrix(loans.head(5)), pipeline.matrix(as_text)
+    # assert: the same decimal years either way
+    j = pipeline.names.index("origination_date")
+    assert np.all((typed[:, j] > 2018) & (typed[:, j] < 2022))
+    assert np.allclose(typed[:, j], sent[:, j])
