@@ -997,17 +997,18 @@ def arrears_run(history: pl.DataFrame) -> pl.Series:
 
 
 def arrears_days(frame: pl.DataFrame) -> dict[str, int] | None:
-    """How a history's days past due grow through a run in dpd90: the median on its first month and the median
-    step to its second (30 where a file counts days, 0 where it writes a 90 bucket throughout); None without days
-    past due or without a run of two months."""
+    """How a history's days past due grow through a run in dpd90: the median on its first month, the median step
+    to its second (30 where a file counts days, 0 where it writes a 90 bucket throughout) and the most it reaches
+    (a file that stops counting at 180 writes no more); None without days past due or without a run of two months."""
     if "days_past_due" not in frame.columns:
         return None
     days = frame.select(arrears_run(frame), pl.col("days_past_due").cast(pl.Float64))
     first = days.filter(pl.col("arrears_run") == 1).get_column("days_past_due").median()
     second = days.filter(pl.col("arrears_run") == 2).get_column("days_past_due").median()
+    most = days.filter(pl.col("arrears_run") > 0).get_column("days_past_due").max()
     if first is None or second is None:
         return None
-    return {"first": int(round(first)), "step": max(int(round(second - first)), 0)}
+    return {"first": int(round(first)), "step": max(int(round(second - first)), 0), "most": int(round(most))}
 
 
 def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: bool, run: pl.Series | None) -> pl.Series:
@@ -1115,6 +1116,8 @@ def render_history(
             # not the state's one median; under DP the file's growth is an uncharged statistic and is not read
             growth = vocabulary["arrears_days"]
             grown = int(growth["first"]) + int(growth["step"]) * (run - 1)
+            if growth.get("most") is not None:
+                grown = grown.clip(upper_bound=int(growth["most"]))
             days = pl.select(pl.when(run > 0).then(grown).otherwise(days)).to_series().cast(pl.Int64)
         out["days_past_due"] = days
     for name in ("balance", "payment"):

@@ -438,15 +438,18 @@ def _sniff_delimiter(text: str) -> str:
 
 
 # A currency or percent sign around a number ("1.234,56 €", "€ 12,50", "12,5 %", "$1,200.50"), taken off before the
-# number's decimal mark is read.
+# number's decimal mark is read; what is left of "$12,500" (thousands commas, no fraction) says nothing of the mark.
 _NUMBER_SIGNS = re.compile(r"^([+-]?)[$€£][ \u00a0\u202f]?|[ \u00a0\u202f]?[$€£%]$")
+_COMMA_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+$")
 
 
 def _sniff_decimal(rows: list[list[str]]) -> str:
     comma = dot = 0
     for row in rows[1:]:
         for cell in row:
-            cell = _NUMBER_SIGNS.sub(r"\1", cell.strip())
+            cell, signs = _NUMBER_SIGNS.subn(r"\1", cell.strip())
+            if signs and _COMMA_THOUSANDS.match(cell):
+                continue
             if COMMA_EVIDENCE.match(cell):
                 comma += 1
             elif _DOT_EVIDENCE.match(cell) and not _AMBIGUOUS_THOUSANDS.match(cell):

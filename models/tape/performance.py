@@ -225,6 +225,13 @@ def _excel_serial(values: pl.Series) -> pl.Series | None:
     return dates
 
 
+def _monthly_steps(work: pl.DataFrame, dates: pl.Series) -> float:
+    """The share of a history's consecutive rows of a loan (in month order) that are one month apart, by `dates`."""
+    months = work.select("loan_id", month_index(pl.lit(dates)).alias("_m")).sort("loan_id", "_m")
+    steps = months.select(pl.col("_m").diff().over("loan_id")).to_series().drop_nulls()
+    return float((steps == 1).mean()) if steps.len() else 0.0
+
+
 def _day_rule(dates: pl.Series) -> str | int:
     """How a date period names its month: "end" (every date a month end), else the most common day of the month."""
     if bool((dates == dates.dt.month_end()).all()):
@@ -269,11 +276,13 @@ def _months_on_book(
         values = values.cast(pl.Int64)
         dtype = pl.Int64
     if dates is None and dtype.is_integer():
-        for read, fmt in ((_yyyymm, "%Y%m"), (_mmyyyy, "%m%Y"), (_excel_serial, EXCEL_SERIAL_FORMAT)):
-            dates = read(values.cast(pl.Int64))
-            if dates is not None:
-                described["format"] = fmt
-                break
+        readings = [(read(values.cast(pl.Int64)), fmt)
+                    for read, fmt in ((_yyyymm, "%Y%m"), (_mmyyyy, "%m%Y"), (_excel_serial, EXCEL_SERIAL_FORMAT))]
+        readings = [(found, fmt) for found, fmt in readings if found is not None]
+        if readings:
+            # Serial day numbers of late 2014 (41974) also read as month and year (April 1974): the reading whose
+            # months follow each other within a loan is the file's
+            dates, described["format"] = max(readings, key=lambda reading: _monthly_steps(work, reading[0]))
     if dates is not None:
         index = work.select(month_index(pl.lit(dates)).alias("_i"), "loan_id")
         described.update(kind="month", day=_day_rule(dates), starts=_starts(index))

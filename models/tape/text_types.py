@@ -384,7 +384,7 @@ class TextTyper:
                 (decorated & text.str.contains(rf"\d[{_SPACES}]\d{{3}}")).sum().alias(f"{name}\0spacegrouped"),
                 # where the sign stands (after the number: "1.234,56 €") and whether a space parts them
                 (decorated & text.str.contains(rf"\d[{_SPACES}]?[{_CURRENCY}%]$")).sum().alias(f"{name}\0after"),
-                (decorated & text.str.contains(rf"(?:[{_CURRENCY}][{_SPACES}]\d|\d[{_SPACES}][{_CURRENCY}%]$)")).sum()
+                (decorated & text.str.contains(rf"(?:[{_CURRENCY}][{_SPACES}][+-]?\d|\d[{_SPACES}][{_CURRENCY}%]$)")).sum()
                 .alias(f"{name}\0spaced"),
             ]
             exprs += [(decorated & text.str.contains(sign, literal=True)).sum().alias(f"{name}\0cur{sign}")

@@ -821,3 +821,24 @@ def test_a_spreadsheets_na_and_pandas_missing_markers_are_missing_values(tmp_pat
     frame, _ = read_table(path, tenant=TENANT)
     # assert
     assert frame.schema["income"] == pl.Int64 and frame.get_column("income").null_count() == 8
+
+
+def test_currency_thousands_do_not_make_a_file_decimal_comma(tmp_path: Path) -> None:
+    # setup: a US export, tab-separated: '$12,500' is twelve thousand five hundred, not 12.5
+    path = write(tmp_path, "loans.tsv", "amount\tbalance\trate\tterm\n" + "".join(
+        f"${a:,}\t${b:,}\t{r}%\t36\n" for a, b, r in ((12_500, 11_234, 12.5), (9_000, 8_100, 9.5), (1_250, 1_100, 7.25))))
+    # run
+    frame, _ = read_table(path, tenant=TENANT)
+    # assert
+    assert frame.get_column("amount").to_list() == [12_500, 9_000, 1_250]
+    assert frame.get_column("rate").to_list() == [12.5, 9.5, 7.25]
+
+
+def test_a_negative_amount_after_a_spaced_euro_sign_is_a_number(tmp_path: Path) -> None:
+    # setup: Dutch spreadsheets write a negative amount '€ -5,00'; the column fell back to text
+    path = write(tmp_path, "loans.csv", "amount;n\n€ 12,50;1\n€ -5,00;2\n€ 1.234,00;3\n")
+    # run
+    frame, report = read_table(path, tenant=TENANT)
+    # assert
+    assert frame.get_column("amount").to_list() == [12.5, -5.0, 1234.0]
+    assert report.spellings["amount"]["prefix"] == "€ "

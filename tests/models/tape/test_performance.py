@@ -558,7 +558,8 @@ def test_zero_balance_codes_under_dp_are_public_and_a_float_column_reads_as_code
 @pytest.mark.parametrize("days,expected", [
     ([0, 31, 62, 93, 124, 155, 186], [0, 30, 60, 93, 124, 155, 186]),  # a servicer's days count on: 93, 124, 155, ...
     ([0, 30, 60, 90, 90, 90, 90], [0, 30, 60, 90, 90, 90, 90]),  # a bucketed file writes 90 throughout
-], ids=["days", "buckets"])
+    ([0, 30, 60, 90, 120, 120, 120], [0, 30, 60, 90, 120, 120, 120]),  # ... or stops counting at 120
+], ids=["days", "buckets", "capped"])
 def test_days_past_due_grow_through_a_run_of_missed_payments_as_the_files_do(days, expected) -> None:
     # setup: a history with a days-past-due column; samplers give every month of a state that state's median days, so
     # a loan 4 months into dpd90 was released at the same 124 days as in its first month (a 180+ bucket stayed empty)
@@ -619,6 +620,21 @@ def test_ids_that_would_name_two_loans_without_their_zeros_are_not_guessed() -> 
     with pytest.raises(InvalidDataError, match="not in the loans file"):
         read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="id",
                          mapping={"loan_id": "id", "period": "month", "status": "status"})
+
+
+def test_serial_dates_that_also_read_as_month_and_year_are_taken_by_their_monthly_steps() -> None:
+    # setup: day numbers of October 2014 to March 2015 (41913 ... 42064) also read as Fannie Mae's MMYYYY (April 1913,
+    # April 1944, ...); the first reading that accepted them won, and months on book ran into the hundreds
+    loans = pl.DataFrame({"id": ["a", "b"]})
+    serials = [(dt.date(y, m, 1) - dt.date(1899, 12, 30)).days for y, m in ((2014, 10), (2014, 11), (2014, 12),
+                                                                           (2015, 1), (2015, 2), (2015, 3))]
+    perf = pl.DataFrame({"id": ["a"] * 6 + ["b"] * 3, "month": serials + serials[:3], "status": ["Current"] * 9})
+    # run
+    history = read_performance(perf, loans, tenant=TENANT, file="performance.csv", loan_id_column="id",
+                               mapping={"loan_id": "id", "period": "month", "status": "status"})
+    # assert
+    assert history.frame.get_column("period").to_list() == [1, 2, 3, 4, 5, 6, 1, 2, 3]
+    assert history.frame.get_column("reporting_month").min() == dt.date(2014, 10, 1)
 
 
 def test_a_period_of_spreadsheet_serial_dates_is_read_as_months_and_written_back_so(tmp_path) -> None:
