@@ -362,35 +362,8 @@ class TextTyper:
         decimals = number.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
         exprs.append(number.str.contains("[eE]").sum().alias(f"{name}\0exp"))
         exprs += [(decimals > d).sum().alias(f"{name}\0dec>{d}") for d in _DECIMALS]
-        if self.decimal == "." and self.declared.get(name) in (None, ColumnType.NUMERIC):
-            decorated = text.str.contains(_DECORATED)
-            plain = text.str.replace_all(_DECORATION, "")
-            exprs += [
-                decorated.sum().alias(f"{name}\0decorated"),
-                (decorated & text.str.contains("%", literal=True)).sum().alias(f"{name}\0pct"),
-                (decorated & text.str.contains(r"\d,\d")).sum().alias(f"{name}\0grouped"),
-            ]
-            exprs += [(decorated & text.str.contains(sign, literal=True)).sum().alias(f"{name}\0cur{sign}")
-                      for sign in _CURRENCY]
-            places = plain.str.extract(r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
-            exprs += [(decorated & (places > d)).sum().alias(f"{name}\0ddec>{d}") for d in _DECIMALS]
-        elif self.decimal == "," and self.declared.get(name) in (None, ColumnType.NUMERIC):
-            decorated = text.str.contains(_DECORATED_COMMA)
-            plain = text.str.replace_all(_DECORATION_COMMA, "")
-            exprs += [
-                decorated.sum().alias(f"{name}\0decorated"),
-                (decorated & text.str.contains("%", literal=True)).sum().alias(f"{name}\0pct"),
-                (decorated & text.str.contains(r"\d\.\d{3}")).sum().alias(f"{name}\0grouped"),
-                (decorated & text.str.contains(rf"\d[{_SPACES}]\d{{3}}")).sum().alias(f"{name}\0spacegrouped"),
-                # where the sign stands (after the number: "1.234,56 €") and whether a space parts them
-                (decorated & text.str.contains(rf"\d[{_SPACES}]?[{_CURRENCY}%]$")).sum().alias(f"{name}\0after"),
-                (decorated & text.str.contains(rf"(?:[{_CURRENCY}][{_SPACES}][+-]?\d|\d[{_SPACES}][{_CURRENCY}%]$)")).sum()
-                .alias(f"{name}\0spaced"),
-            ]
-            exprs += [(decorated & text.str.contains(sign, literal=True)).sum().alias(f"{name}\0cur{sign}")
-                      for sign in _CURRENCY]
-            places = plain.str.extract(r"^[+-]?\d*,(\d+)$", 1).str.len_chars().fill_null(0)
-            exprs += [(decorated & (places > d)).sum().alias(f"{name}\0ddec>{d}") for d in _DECIMALS]
+        if self.declared.get(name) in (None, ColumnType.NUMERIC):
+            exprs += self._decoration_count_exprs(name, text)
         if profile.maybe_bool:
             words = _BOOL_DECLARED_CASES if self.declared.get(name) is ColumnType.BOOLEAN else _BOOL_CASES
             exprs.append(text.is_in(words).sum().alias(f"{name}\0bool"))
@@ -564,6 +537,32 @@ class TextTyper:
             spelling["decimals"] = places
         self.spellings[name] = {k: v for k, v in spelling.items() if v is not None and v is not False}
         return _Plan("decorated")
+
+    def _decoration_count_exprs(self, name: str, text: pl.Expr) -> list[pl.Expr]:
+        """The counts `_decoration` reads: cells that are decorated numbers in the file's decimal convention ("$1,200.50"
+        in a decimal-point file, "1.234,56 €" in a decimal-comma one), with a percent sign, grouped, with each
+        currency sign, and with more than d places; in a decimal-comma file also grouped by a space, with the sign
+        after the number, and with a space between them."""
+        comma = self.decimal == ","
+        decorated = text.str.contains(_DECORATED_COMMA if comma else _DECORATED)
+        plain = text.str.replace_all(_DECORATION_COMMA if comma else _DECORATION, "")
+        exprs = [
+            decorated.sum().alias(f"{name}\0decorated"),
+            (decorated & text.str.contains("%", literal=True)).sum().alias(f"{name}\0pct"),
+            (decorated & text.str.contains(r"\d\.\d{3}" if comma else r"\d,\d")).sum().alias(f"{name}\0grouped"),
+        ]
+        if comma:
+            exprs += [
+                (decorated & text.str.contains(rf"\d[{_SPACES}]\d{{3}}")).sum().alias(f"{name}\0spacegrouped"),
+                # where the sign stands (after the number: "1.234,56 €") and whether a space parts them
+                (decorated & text.str.contains(rf"\d[{_SPACES}]?[{_CURRENCY}%]$")).sum().alias(f"{name}\0after"),
+                (decorated & text.str.contains(rf"(?:[{_CURRENCY}][{_SPACES}][+-]?\d|\d[{_SPACES}][{_CURRENCY}%]$)"))
+                .sum().alias(f"{name}\0spaced"),
+            ]
+        exprs += [(decorated & text.str.contains(sign, literal=True)).sum().alias(f"{name}\0cur{sign}")
+                  for sign in _CURRENCY]
+        places = plain.str.extract(r"^[+-]?\d*,(\d+)$" if comma else r"^[+-]?\d*\.(\d+)$", 1).str.len_chars().fill_null(0)
+        return exprs + [(decorated & (places > d)).sum().alias(f"{name}\0ddec>{d}") for d in _DECIMALS]
 
     def _comma_decoration(self, name: str, stats: Counter, signs: list[str], pct: int, nn: int) -> _Plan | None:
         """`_decoration` in a decimal-comma file: a currency or percent sign on every cell, before or after the
