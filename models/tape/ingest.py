@@ -39,7 +39,7 @@ import polars as pl
 from models.errors import InvalidDataError, TenantConfigError
 from models.tape.formulas import formula_counts
 from models.tape.schema import ColumnType
-from models.tape.text_types import COMMA_EVIDENCE, TextTyper, polars_error, whole_numbers
+from models.tape.text_types import COMMA_EVIDENCE, NUMBER_SIGNS, TextTyper, polars_error, whole_numbers
 
 SNIFF_BYTES = 64 * 1024
 HASH_CHUNK = 1 << 20
@@ -437,9 +437,7 @@ def _sniff_delimiter(text: str) -> str:
     return best[1] if best else ","
 
 
-# A currency or percent sign around a number ("1.234,56 €", "€ 12,50", "12,5 %", "$1,200.50"), taken off before the
-# number's decimal mark is read; what is left of "$12,500" (thousands commas, no fraction) says nothing of the mark.
-_NUMBER_SIGNS = re.compile(r"^([+-]?)[$€£][ \u00a0\u202f]?|[ \u00a0\u202f]?[$€£%]$")
+# What is left of "$12,500" once its sign is off (thousands commas, no fraction) says nothing of the decimal mark.
 _COMMA_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+$")
 
 
@@ -447,7 +445,7 @@ def _sniff_decimal(rows: list[list[str]]) -> str:
     comma = dot = 0
     for row in rows[1:]:
         for cell in row:
-            cell, signs = _NUMBER_SIGNS.subn(r"\1", cell.strip())
+            cell, signs = NUMBER_SIGNS.subn(r"\1", cell.strip())
             if signs and _COMMA_THOUSANDS.match(cell):
                 continue
             if COMMA_EVIDENCE.match(cell):

@@ -97,10 +97,13 @@ _DECORATED = rf"^[+-]?[{_CURRENCY}]?\s?[+-]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\
 _DECORATION = rf"[{_CURRENCY}%,\s]"
 # ... and in a decimal-comma file, as European exports write money: the sign before or after the number, a space
 # between them or not, '.' or a space grouping thousands ("1.234,56 €", "€ 1.234,56", "1 234,56 €", "12,5 %").
-_SPACES = " \u00a0\u202f"
+_SPACES = _SPACE_GROUPS
 _DECORATED_COMMA = (rf"^[+-]?(?:[{_CURRENCY}][{_SPACES}]?)?[+-]?(?:\d{{1,3}}(?:[.{_SPACES}]\d{{3}})+|\d+)(?:,\d+)?"
                     rf"(?:[{_SPACES}]?[{_CURRENCY}%])?$")
 _DECORATION_COMMA = rf"[{_CURRENCY}%.{_SPACES}]"
+# A currency or percent sign around a number, in either convention: the decimal sniffer takes it off before it
+# reads a cell's mark (`models.tape.ingest`); group 1 keeps a sign written before the currency ("-$40.00").
+NUMBER_SIGNS = re.compile(rf"^([+-]?)[{_CURRENCY}][{_SPACES}]?|[{_SPACES}]?[{_CURRENCY}%]$")
 _NUMERIC_FIX = (
     "correct those cells (write a missing value as an empty cell or NA), or declare the column as text "
     "with `column_types: {{{column}: categorical}}` in tenant.yaml."
