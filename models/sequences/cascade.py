@@ -73,8 +73,6 @@ from models.sequences.histories import (
     history_amounts,
     loan_paths,
     loan_terms,
-    ORIGINATION,
-    dated_loans,
     names_first_payment,
     origination_column,
     observation_window,
@@ -942,10 +940,10 @@ def _public_report(report: Any) -> dict[str, Any]:
 
 def _public_offset(performance: pl.DataFrame, loans: pl.DataFrame) -> int | None:
     """The reporting offset under DP: the public constant when the tape has the columns it needs, else None."""
-    if "reporting_month" not in performance.columns or ORIGINATION not in dated_loans(loans).columns:
+    column = origination_column(loans)
+    if "reporting_month" not in performance.columns or column is None:
         return None
     # a first payment date is already the month after origination, where agency histories start
-    column = origination_column(loans) or ORIGINATION
     return PUBLIC_REPORTING_OFFSET - 1 if names_first_payment(column) else PUBLIC_REPORTING_OFFSET
 
 

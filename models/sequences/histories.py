@@ -557,8 +557,6 @@ _NOT_ORIGINATION = frozenset({"maturity", "mature", "matures", "last", "next", "
                               "modification", "mod", "oldest", "trade", "recent", "review", "rate", "reset"})
 
 
-def _names_first_payment(words: set[str]) -> bool:
-    return "first" in words and bool(words & _PAYMENT_WORDS)
 
 
 def _is_date(dtype: pl.DataType) -> bool:
@@ -582,12 +580,13 @@ def origination_column(loans: pl.DataFrame) -> str | None:
         found = next((c for c, words in candidates if words & tier), None)
         if found is not None:
             return found
-    return next((c for c, words in candidates if _names_first_payment(words)), None)
+    return next((c for c, _ in candidates if names_first_payment(c)), None)
 
 
 def names_first_payment(column: str) -> bool:
     """Whether a start-date column is a first payment date (FIRST_PAYMENT_DATE): a month after origination."""
-    return _names_first_payment(set(name_words(column)))
+    words = set(name_words(column))
+    return "first" in words and bool(words & _PAYMENT_WORDS)
 
 
 def dated_loans(loans: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -970,11 +969,26 @@ def _period_values(
     return dates.cast(pl.Datetime) if dtype.startswith("Datetime") else dates
 
 
-def _in_loan_order(history: pl.DataFrame) -> bool:
+def in_loan_order(history: pl.DataFrame) -> bool:
+    """Whether a history's rows run by loan, then by strictly increasing period (as ingest and the samplers write them)."""
     loan, month = pl.col("loan_id"), pl.col("period")
     if history.height < 2:
         return True
     return bool(history.select(((loan > loan.shift(1)) | ((loan == loan.shift(1)) & (month > month.shift(1)))).slice(1).all()).item())
+
+
+def _loan_ordered(history: pl.DataFrame, *extra: pl.Series) -> tuple[pl.DataFrame, bool]:
+    """(loan_id, period, status, `extra` and the row number ``_row`` in loan and period order, whether that took a
+    sort): per-loan running counts and fills read rows in that order; `_row_order` puts a result back."""
+    ordered = history.select("loan_id", "period", "status").with_row_index("_row").with_columns(extra)
+    if in_loan_order(ordered):
+        return ordered, False
+    return ordered.sort("loan_id", "period"), True
+
+
+def _row_order(ordered: pl.DataFrame, column: str, sorted_: bool) -> pl.Series:
+    """`column` of a `_loan_ordered` frame in the history's own row order."""
+    return (ordered.sort("_row") if sorted_ else ordered).get_column(column)
 
 
 def arrears_run(history: pl.DataFrame) -> pl.Series:
@@ -983,17 +997,12 @@ def arrears_run(history: pl.DataFrame) -> pl.Series:
     A history written by loan and period (as ingest and the samplers write it) is read as it is; another order is
     sorted for the count and the result put back in the rows' order.
     """
-    ordered = history.select("loan_id", "period", "status").with_row_index("_row")
-    sort = not _in_loan_order(ordered)
-    if sort:
-        ordered = ordered.sort("loan_id", "period")
+    ordered, sorted_ = _loan_ordered(history)
     arrears = pl.col("status") == "dpd90"
     # each month out of dpd90 starts a new spell; within it the dpd90 months count 1, 2, ...
     ordered = ordered.with_columns((~arrears).cum_sum().over("loan_id").alias("_spell"))
     ordered = ordered.with_columns(arrears.cast(pl.Int64).cum_sum().over("loan_id", "_spell").alias("_run"))
-    if sort:
-        ordered = ordered.sort("_row")
-    return ordered.get_column("_run").alias("arrears_run")
+    return _row_order(ordered, "_run", sorted_).alias("arrears_run")
 
 
 def arrears_days(frame: pl.DataFrame) -> dict[str, int] | None:
@@ -1030,12 +1039,7 @@ def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: 
         return history.get_column("status").replace_strict(
             {s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String
         )
-    ordered = history.select("loan_id", "period", "status").with_row_index("_row")
-    if run is not None:
-        ordered = ordered.with_columns(run.alias("_run"))
-    sort = not _in_loan_order(ordered)
-    if sort:
-        ordered = ordered.sort("loan_id", "period")
+    ordered, sorted_ = _loan_ordered(history, *([run.alias("_run")] if run is not None else []))
     state = pl.col("status")
     written = state.replace_strict({s: spelling.get(s, s) for s in STATES}, default=None, return_dtype=pl.String)
     if counts_months:
@@ -1048,10 +1052,7 @@ def _status_values(history: pl.DataFrame, vocabulary: Mapping[str, Any], coded: 
     if silent:
         before = pl.when(state.is_in(silent)).then(None).otherwise(written).forward_fill().over("loan_id")
         written = pl.when(state.is_in(silent)).then(before.fill_null(pl.lit(spelling.get("current", "current")))).otherwise(written)
-    ordered = ordered.with_columns(written.alias("_written"))
-    if sort:
-        ordered = ordered.sort("_row")
-    return ordered.get_column("_written")
+    return _row_order(ordered.with_columns(written.alias("_written")), "_written", sorted_)
 
 
 def render_history(

@@ -113,8 +113,12 @@ def months_behind_width(labels: Iterable[str]) -> int | None:
     numbers = {text: n for text, n in numbers.items() if n is not None}
     if not _counts_months_behind(set(numbers.values())):
         return None
-    padded = [len(text) for text in numbers if len(text) > 1 and text.startswith("0")]
-    return max(padded, default=0)
+    return zero_padding(numbers)
+
+
+def zero_padding(codes: Iterable[str]) -> int:
+    """The width a column's zero-padded codes are written at ("01", "002": 3), 0 when none is padded ("1", "10")."""
+    return max((len(code) for code in codes if len(code) > 1 and code.startswith("0")), default=0)
 
 
 def canonical_states(labels: Iterable[str]) -> dict[str, str | None]:

@@ -10,14 +10,13 @@ synthetic history back the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import polars as pl
 
 from models.errors import InvalidDataError, TenantConfigError
-from models.sequences.histories import EXCEL_EPOCH, EXCEL_SERIAL_FORMAT, arrears_days, month_index
-from models.sequences.states import STATES, canonical_states, months_behind_width
+from models.sequences.histories import EXCEL_EPOCH, EXCEL_SERIAL_FORMAT, arrears_days, in_loan_order, month_index
+from models.sequences.states import STATES, canonical_states, months_behind_width, zero_padding
 from models.tape.ingest import numbered_columns
 from models.tape.schema import normalise_column_name, resolve_aliases
 from models.tape.text_types import DATE_FORMATS
@@ -399,7 +398,7 @@ def _zero_balance_spelling(codes: pl.Series) -> dict[str, Any]:
     written = written.filter(written != "")
     counts = written.value_counts(sort=True)
     labels = counts.get_column(written.name).to_list()
-    out: dict[str, Any] = {"width": 2 if any(len(label) > 1 and label.startswith("0") for label in labels) else 0}
+    out: dict[str, Any] = {"width": zero_padding(labels)}
     for label in labels:  # most frequent first
         key = label.zfill(2)
         state = "prepaid" if key in PREPAID_ZERO_BALANCE_CODES else "default" if key in DEFAULT_ZERO_BALANCE_CODES else None
@@ -583,8 +582,7 @@ def read_performance(
     ordered = [c for c in ("loan_id", "period", "reporting_month", "status", "days_past_due", "balance", "payment") if c in out.columns]
     out = out.select(ordered)
     loan, month = pl.col("loan_id"), pl.col("period")
-    in_order = ((loan > loan.shift(1)) | ((loan == loan.shift(1)) & (month > month.shift(1)))).slice(1).all()
-    if not out.select(in_order).item():
+    if not in_loan_order(out):
         out = out.sort("loan_id", "period")
     # Sorted, a repeated (loan, period) pair sits on adjacent rows: linear, unlike hashing 20M pairs.
     repeat = (loan == loan.shift(1)) & (month == month.shift(1))
