@@ -230,7 +230,7 @@ def synthetic_portfolio(
 ):
     """Sample the loans (optionally at a requested default rate or with fixed categories), then their monthly
     histories from the cascade, and compare both with the train split."""
-    from models.quality.metrics import compare_tables, sample_size_thresholds
+    from models.quality.metrics import compare_tables
     from models.sequences.histories import compare_sequences
 
     schema, tenant_config, train = raw_loan_tape.schema, raw_loan_tape.tenant_config, raw_loan_tape.train
@@ -247,7 +247,8 @@ def synthetic_portfolio(
         synthetic = twin.sample(rows, seed=config.seed, conditions=conditions or None)
     # A conditioned portfolio is compared with the real loans that meet the same conditions.
     reference = comparable_reference(train, schema, conditions)
-    fidelity = compare_tables(reference, synthetic, schema, **sample_size_thresholds(reference.height, synthetic.height))
+    # each limit no tighter than sampling noise: a column by the rows where it is present, as its statistic is
+    fidelity = compare_tables(reference, synthetic, schema, noise_allowance=True)
     cascade = lstm_cascade.load()
     performance = sequence_result = None
     given_flag: dict[str, object] = {"applied": False, "reason": "no cascade: the tenant has no history"}

@@ -49,7 +49,12 @@ _SDMETRICS_TYPES = {
 
 @dataclass
 class ColumnFidelity:
-    """One column's comparison: `metric` is "ks" or "tv"; similarity = 1 - statistic."""
+    """One column's comparison: `metric` is "ks" or "tv"; similarity = 1 - statistic.
+
+    `limit` is the largest statistic the column may have and `missing_limit` the largest missing-rate difference:
+    the thresholds given, or with a noise allowance what sampling alone explains when that is more
+    (`column_noise`).
+    """
 
     name: str
     type: str
@@ -60,6 +65,8 @@ class ColumnFidelity:
     missing_synthetic: float
     missing_diff: float
     passed: bool
+    limit: float = 1.0
+    missing_limit: float = 1.0
 
 
 @dataclass
@@ -97,8 +104,9 @@ class FidelityReport:
         for col in self.worst(len(self.columns)):
             if not col.passed:
                 lines.append(
-                    f"column '{col.name}': {col.metric.upper()} {col.statistic:.3f} (similarity {col.similarity:.3f}), "
-                    f"missing rate {col.missing_real:.3f} real vs {col.missing_synthetic:.3f} synthetic"
+                    f"column '{col.name}': {col.metric.upper()} {col.statistic:.3f} (similarity {col.similarity:.3f}, "
+                    f"limit {col.limit:.3f}), missing rate {col.missing_real:.3f} real vs {col.missing_synthetic:.3f} "
+                    f"synthetic (limit {col.missing_limit:.3f})"
                 )
         if self.correlation_diff > self.thresholds["corr_threshold"]:
             lines.append(
@@ -326,6 +334,7 @@ def compare_tables(
     ks_threshold: float = 0.1,
     tv_threshold: float = 0.1,
     corr_threshold: float = 0.1,
+    noise_allowance: bool = False,
 ) -> FidelityReport:
     """Compare a synthetic table with the real train split it was fitted on.
 
@@ -338,6 +347,10 @@ def compare_tables(
             difference) a categorical or boolean column may have.
         corr_threshold: the largest mean absolute difference between the real
             and synthetic rank-correlation matrices of the numeric-like columns.
+        noise_allowance: widen each limit to what sampling noise alone explains
+            (`column_noise`): a column's shape by the rows where it is present
+            in each table (a 90%-missing column is compared on a tenth of the
+            rows), its missing rate and the correlations by the table sizes.
 
     Raises:
         InvalidDataError: an empty table or a threshold outside [0, 1].
@@ -366,16 +379,23 @@ def compare_tables(
         miss_r = (r.null_count() + (r.is_nan().sum() if r.dtype.is_float() else 0)) / real.height
         miss_s = (s.null_count() + (s.is_nan().sum() if s.dtype.is_float() else 0)) / synthetic.height
         diff = abs(miss_r - miss_s)
+        missing_limit = limit
+        if noise_allowance:
+            shape_noise, missing_noise = column_noise(real.height, synthetic.height, float(miss_r), float(miss_s))
+            limit, missing_limit = max(limit, shape_noise), max(limit, missing_noise)
         results.append(ColumnFidelity(
             name=spec.name, type=spec.type.value, metric=metric, statistic=stat, similarity=1.0 - stat,
             missing_real=float(miss_r), missing_synthetic=float(miss_s), missing_diff=float(diff),
-            passed=bool(stat <= limit and diff <= limit),
+            passed=bool(stat <= limit and diff <= missing_limit), limit=float(min(limit, 1.0)),
+            missing_limit=float(min(missing_limit, 1.0)),
         ))
     as_num = lambda frame: frame.select([pl.Series(n, _as_float(frame.get_column(n))) for n in corr_names])  # noqa: E731
     real_corr = rank_correlation(as_num(real), corr_names)
     syn_corr = rank_correlation(as_num(synthetic), corr_names)
     off = ~np.eye(len(corr_names), dtype=bool)
     delta = np.abs(real_corr - syn_corr)[off]
+    if noise_allowance:
+        corr_threshold = max(corr_threshold, 2.0 / math.sqrt(max(min(real.height, synthetic.height), 1)))
     corr_diff = float(delta.mean()) if delta.size else 0.0
     corr_max = float(delta.max()) if delta.size else 0.0
     passed = not missing_columns and all(c.passed for c in results) and corr_diff <= corr_threshold
@@ -420,6 +440,24 @@ def sdmetrics_quality(real: pl.DataFrame, synthetic: pl.DataFrame, schema: Table
         report.generate(real.select(columns).to_pandas(), synthetic.select(columns).to_pandas(),
                         sdmetrics_metadata(schema, columns), verbose=False)
     return float(report.get_score())
+
+
+def column_noise(n_real: int, n_synthetic: int, missing_real: float, missing_synthetic: float) -> tuple[float, float]:
+    """What sampling noise alone explains in one column of two tables of `n_real` and `n_synthetic` rows.
+
+    Returns (shape, missing): the KS (or total-variation) statistic that two samples of one distribution exceed
+    only 5% of the time, 1.36 * sqrt((a + b) / (a b)), where a and b are the rows on which the column is present
+    in each table (the statistic compares only those); and 1.96 standard errors of the difference of the two
+    missing rates. A column present in 150 rows of each table differs by chance by up to 0.157, not the 0.044
+    its 1,600-row tables would allow; with no present row on one side the shape cannot be compared (1.0) and the
+    missing rates decide.
+    """
+    n, m = max(int(n_real), 1), max(int(n_synthetic), 1)
+    a, b = n * (1.0 - missing_real), m * (1.0 - missing_synthetic)
+    shape = 1.36 * math.sqrt((a + b) / (a * b)) if a >= 0.5 and b >= 0.5 else 1.0
+    pooled = (missing_real * n + missing_synthetic * m) / (n + m)
+    missing = 1.96 * math.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / m))
+    return min(shape, 1.0), missing
 
 
 def sample_size_thresholds(

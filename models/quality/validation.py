@@ -1203,7 +1203,8 @@ def build_validation_report(
         noise = {"ks_threshold": th.max_column_ks, "tv_threshold": th.max_column_tv, "corr_threshold": th.max_correlation_diff}
     ks_limit, tv_limit = min(1.0, noise["ks_threshold"]), min(1.0, noise["tv_threshold"])
     corr_limit = min(1.0, noise["corr_threshold"])
-    fidelity = compare_tables(real_train, synthetic, schema, ks_threshold=ks_limit, tv_threshold=tv_limit, corr_threshold=corr_limit)
+    fidelity = compare_tables(real_train, synthetic, schema, ks_threshold=ks_limit, tv_threshold=tv_limit,
+                              corr_threshold=corr_limit, noise_allowance=th.noise_allowance)
     column_rows = []
     for col in fidelity.columns:
         continuous = schema[col.name].type in _CONTINUOUS
@@ -1212,7 +1213,7 @@ def build_validation_report(
         missing_limit = th.max_missing_diff
         if th.noise_allowance:
             missing_limit = max(missing_limit, 1.96 * math.sqrt(pooled * (1 - pooled) * (1 / n_real + 1 / n_syn)))
-        limit = ks_limit if col.metric == "ks" else tv_limit
+        limit = col.limit  # with the noise allowance, widened by the rows where the column is present
         column_rows.append({
             "column": col.name, "type": col.type, "metric": col.metric, "statistic": col.statistic,
             "similarity": col.similarity, "limit": limit, "kl": kl, "js": js,
