@@ -94,8 +94,13 @@ _LOAN_WORDS = frozenset({"loan", "account", "acct", "credit", "oldest", "newest"
                          "property", "collateral", "note", "mortgage", "facility", "contract", "card"})
 # Words of a code or a business party, not of a person ("partner_code", a dealer's partner).
 _CODE_WORDS = frozenset({"code", "id", "name", "channel", "dealer", "broker", "agent", "program", "type"})
+# Words of a spending, a change or a share: "2020_housing_exp", "edu_cost", "pan_inc_chg_pct" are amounts a
+# borrower spent or how one moved, not who the borrower is (their housing, education or income is).
+_FLOW_WORDS = frozenset({"exp", "expense", "expenses", "expenditure", "expenditures", "cost", "costs", "spend",
+                         "spending", "spent", "chg", "change", "changes", "pct", "percent", "share", "fee", "fees"})
 _QI_WORD_RULES: tuple[tuple[frozenset[str], frozenset[str], frozenset[str]], ...] = (
-    (frozenset({"age", "birth", "dob"}), frozenset(), _LOAN_WORDS | {"date"}),
+    # "retire_age" is an age a borrower plans to stop working at, not theirs
+    (frozenset({"age", "birth", "dob"}), frozenset(), _LOAN_WORDS | {"date", "retire", "retirement", "retiring"}),
     (frozenset({"senior"}), frozenset({"citizen", "citizens", "age"}), _LOAN_WORDS),
     (frozenset({"gender", "sex", "female", "male"}), frozenset(), frozenset()),
     (frozenset({"marital", "married", "marriage", "spouse", "partner"}), frozenset(), _CODE_WORDS),
@@ -461,6 +466,8 @@ def _quasi_identifier_rank(name: str) -> int | None:
     if key in CANONICAL_QUASI_IDENTIFIERS:
         return CANONICAL_QUASI_IDENTIFIERS.index(key)
     found = set(words)
+    if found & _FLOW_WORDS:
+        return None
     for rank, (wanted, together, unless) in enumerate(_QI_WORD_RULES, start=len(CANONICAL_QUASI_IDENTIFIERS)):
         if found & wanted and (not together or found & together) and not found & unless:
             return rank
