@@ -26,7 +26,8 @@ copied. How a table is modelled:
   released as it is; a free-form label column (more than `max_categories`
   values) keeps only labels seen in max(k, 5) rows and releases the rest as
   "other"; level columns where one nearly decides another (grade by
-  sub-grade) become one categorical over their observed combinations;
+  sub-grade; the target and a flag it decides, reject and approve) become one
+  categorical over their observed combinations;
 - `{"type": "inequality", "low": a, "high": b}` is modelled as b and the gap
   b - a >= 0, so a <= b holds in every sampled row; `{"type":
   "fixed_combinations", "columns": [...]}` is one categorical over the observed
@@ -511,7 +512,7 @@ def _dependent_groups(table: pl.DataFrame, schema: TableSchema, *, exclude: set[
     """
     names = [s.name for s in schema.columns
              if s.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN, ColumnType.INTEGER, ColumnType.NUMERIC)
-             and s.name != schema.target and s.name not in exclude]
+             and s.name not in exclude]
     sample = table.sample(ORDERING_ROWS, seed=0) if table.height > ORDERING_ROWS else table
     coded = {}
     for name in names:
@@ -544,6 +545,8 @@ def _dependent_groups(table: pl.DataFrame, schema: TableSchema, *, exclude: set[
         common = combos.filter(pl.col("len") >= k)
         if common.height > MAX_DEPENDENT_LEVELS * 2 or common.get_column("len").sum() < DEPENDENT_COVERAGE * table.height:
             continue
+        if schema.target in members and not _keeps_each_value(combos, common, schema.target):
+            continue
         for old in {group_of[x] for x in (a, b) if x in group_of}:
             groups[old] = []
         groups.append(members)
@@ -552,6 +555,18 @@ def _dependent_groups(table: pl.DataFrame, schema: TableSchema, *, exclude: set[
     # Table order inside a group and between groups, so the latent layout never depends on pair ranking ties.
     position = {s.name: i for i, s in enumerate(schema.columns)}
     return sorted((sorted(g, key=position.get) for g in groups if g), key=lambda g: position[g[0]])
+
+
+def _keeps_each_value(combos: pl.DataFrame, common: pl.DataFrame, column: str) -> bool:
+    """Whether the `common` combinations hold `DEPENDENT_COVERAGE` of the rows of each value of `column`.
+
+    A group with the target drops its rare combinations like any other; a value of the target (the defaults,
+    a few percent of the book) must not lose more of its rows to that than the whole table may.
+    """
+    total = combos.group_by(column).agg(pl.col("len").sum().alias("all"))
+    kept = common.group_by(column).agg(pl.col("len").sum().alias("kept"))
+    joined = total.join(kept, on=column, how="left", nulls_equal=True).fill_null(0)
+    return bool((joined.get_column("kept") >= DEPENDENT_COVERAGE * joined.get_column("all")).all())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -985,6 +1000,12 @@ class GaussianCopulaTwin:
                     pending_levels.append((dim, codes))
                 plans[name] = {"name": name, "kind": "combo", "dtype": _dtype_token(series.dtype),
                                "dim": self._combo_dims[gi], "member": combos[gi].index(name)}
+                if name == schema.target:
+                    # reject and approve, a status and its flag: the target is a member of the combination
+                    member = plans[name]["member"]
+                    values = list(dict.fromkeys(lvl[member] for lvl in self._marginals[plans[name]["dim"]].levels))
+                    self._target = {"column": name, "dim": plans[name]["dim"], "member": member,
+                                    "positive": _positive_levels(values, schema.target_positive, series.dtype)}
             elif spec.type in (ColumnType.CATEGORICAL, ColumnType.BOOLEAN):
                 dim, codes, out_token = self._category_dim(series, spec.type, name == schema.target, schema)
                 pending_levels.append((dim, codes))
@@ -1384,7 +1405,9 @@ class GaussianCopulaTwin:
                 raise InvalidDataError(f"target_rate must be a number in [0, 1], got {rate!r}.",
                                        column=self._target["column"], fix="pass e.g. 0.05 for 5% defaults.")
             marginal = self._marginals[self._target["dim"]]
-            pos = np.array([v in self._target["positive"] and v is not None for v in marginal.levels])
+            member = self._target.get("member")
+            values = marginal.levels if member is None else [level[member] for level in marginal.levels]
+            pos = np.array([v in self._target["positive"] and v is not None for v in values])
             target_spec = (float(rate), marginal.intervals(pos), marginal.intervals(~pos))
         fixed = conditions.get("fixed") or {}
         if not isinstance(fixed, dict):
@@ -1786,7 +1809,10 @@ class GaussianCopulaTwin:
         twin._merges = {str(k): int(v) for k, v in model["merges"].items()}
         target = model["target"]
         if target is not None:
-            _expect_keys(target, {"column", "dim", "positive"}, "target")
+            _expect_keys(target, {"column", "dim", "positive"} | ({"member"} if isinstance(target, dict) and "member" in target
+                                                                   else set()), "target")
+            if "member" in target and not (isinstance(target["member"], int) and target["member"] >= 0):
+                raise ValueError("target.member must be a non-negative integer")
             if not (isinstance(target["dim"], int) and 0 <= target["dim"] < d) or not isinstance(marginals[target["dim"]], LevelMarginal):
                 raise ValueError("target.dim must point at a level marginal")
             if not isinstance(target["positive"], list):

