@@ -334,6 +334,7 @@ def compare_tables(
     ks_threshold: float = 0.1,
     tv_threshold: float = 0.1,
     corr_threshold: float = 0.1,
+    missing_threshold: float | None = None,
     noise_allowance: bool = False,
 ) -> FidelityReport:
     """Compare a synthetic table with the real train split it was fitted on.
@@ -347,6 +348,8 @@ def compare_tables(
             difference) a categorical or boolean column may have.
         corr_threshold: the largest mean absolute difference between the real
             and synthetic rank-correlation matrices of the numeric-like columns.
+        missing_threshold: the largest missing-rate difference a column may
+            have; None: its KS or total-variation threshold.
         noise_allowance: widen each limit to what sampling noise alone explains
             (`column_noise`): a column's shape by the rows where it is present
             in each table (a 90%-missing column is compared on a tenth of the
@@ -379,10 +382,10 @@ def compare_tables(
         miss_r = (r.null_count() + (r.is_nan().sum() if r.dtype.is_float() else 0)) / real.height
         miss_s = (s.null_count() + (s.is_nan().sum() if s.dtype.is_float() else 0)) / synthetic.height
         diff = abs(miss_r - miss_s)
-        missing_limit = limit
+        missing_limit = limit if missing_threshold is None else missing_threshold
         if noise_allowance:
             shape_noise, missing_noise = column_noise(real.height, synthetic.height, float(miss_r), float(miss_s))
-            limit, missing_limit = max(limit, shape_noise), max(limit, missing_noise)
+            limit, missing_limit = max(limit, shape_noise), max(missing_limit, missing_noise)
         results.append(ColumnFidelity(
             name=spec.name, type=spec.type.value, metric=metric, statistic=stat, similarity=1.0 - stat,
             missing_real=float(miss_r), missing_synthetic=float(miss_s), missing_diff=float(diff),
@@ -395,7 +398,7 @@ def compare_tables(
     off = ~np.eye(len(corr_names), dtype=bool)
     delta = np.abs(real_corr - syn_corr)[off]
     if noise_allowance:
-        corr_threshold = max(corr_threshold, 2.0 / math.sqrt(max(min(real.height, synthetic.height), 1)))
+        corr_threshold = sample_size_thresholds(real.height, synthetic.height, corr=corr_threshold)["corr_threshold"]
     corr_diff = float(delta.mean()) if delta.size else 0.0
     corr_max = float(delta.max()) if delta.size else 0.0
     passed = not missing_columns and all(c.passed for c in results) and corr_diff <= corr_threshold
@@ -454,10 +457,15 @@ def column_noise(n_real: int, n_synthetic: int, missing_real: float, missing_syn
     """
     n, m = max(int(n_real), 1), max(int(n_synthetic), 1)
     a, b = n * (1.0 - missing_real), m * (1.0 - missing_synthetic)
-    shape = 1.36 * math.sqrt((a + b) / (a * b)) if a >= 0.5 and b >= 0.5 else 1.0
+    shape = _ks_noise(a, b) if a >= 0.5 and b >= 0.5 else 1.0
     pooled = (missing_real * n + missing_synthetic * m) / (n + m)
     missing = 1.96 * math.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / m))
     return min(shape, 1.0), missing
+
+
+def _ks_noise(a: float, b: float) -> float:
+    """The two-sample KS statistic that samples of `a` and `b` values of one distribution exceed only 5% of the time."""
+    return 1.36 * math.sqrt((a + b) / (a * b))
 
 
 def sample_size_thresholds(
@@ -472,7 +480,7 @@ def sample_size_thresholds(
     is therefore judged by what it can show, a large one by the fixed thresholds.
     """
     n, m = max(int(n_real), 1), max(int(n_synthetic), 1)
-    ks_noise = 1.36 * float(np.sqrt((n + m) / (n * m)))
+    ks_noise = _ks_noise(n, m)
     corr_noise = 2.0 / float(np.sqrt(min(n, m)))
     return {
         "ks_threshold": max(ks, ks_noise),

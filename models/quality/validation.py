@@ -1204,16 +1204,14 @@ def build_validation_report(
     ks_limit, tv_limit = min(1.0, noise["ks_threshold"]), min(1.0, noise["tv_threshold"])
     corr_limit = min(1.0, noise["corr_threshold"])
     fidelity = compare_tables(real_train, synthetic, schema, ks_threshold=ks_limit, tv_threshold=tv_limit,
-                              corr_threshold=corr_limit, noise_allowance=th.noise_allowance)
+                              corr_threshold=corr_limit, missing_threshold=th.max_missing_diff,
+                              noise_allowance=th.noise_allowance)
     column_rows = []
     for col in fidelity.columns:
         continuous = schema[col.name].type in _CONTINUOUS
         kl, js = _divergences(real_train.get_column(col.name), synthetic.get_column(col.name), continuous)
-        pooled = (col.missing_real * n_real + col.missing_synthetic * n_syn) / (n_real + n_syn)
-        missing_limit = th.max_missing_diff
-        if th.noise_allowance:
-            missing_limit = max(missing_limit, 1.96 * math.sqrt(pooled * (1 - pooled) * (1 / n_real + 1 / n_syn)))
-        limit = col.limit  # with the noise allowance, widened by the rows where the column is present
+        # with the noise allowance, widened by sampling noise: the shape by the rows where the column is present
+        limit, missing_limit = col.limit, col.missing_limit
         column_rows.append({
             "column": col.name, "type": col.type, "metric": col.metric, "statistic": col.statistic,
             "similarity": col.similarity, "limit": limit, "kl": kl, "js": js,

@@ -1809,8 +1809,9 @@ class GaussianCopulaTwin:
         twin._merges = {str(k): int(v) for k, v in model["merges"].items()}
         target = model["target"]
         if target is not None:
-            _expect_keys(target, {"column", "dim", "positive"} | ({"member"} if isinstance(target, dict) and "member" in target
-                                                                   else set()), "target")
+            # "member": the target is one column of a combination (`_dependent_groups`); older models have none
+            member = {"member"} & set(target) if isinstance(target, dict) else set()
+            _expect_keys(target, {"column", "dim", "positive"} | member, "target")
             if "member" in target and not (isinstance(target["member"], int) and target["member"] >= 0):
                 raise ValueError("target.member must be a non-negative integer")
             if not (isinstance(target["dim"], int) and 0 <= target["dim"] < d) or not isinstance(marginals[target["dim"]], LevelMarginal):
